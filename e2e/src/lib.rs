@@ -1,0 +1,1 @@
+//! End-to-end support for Switchboard: test client, local topologies, test bed, load tools.

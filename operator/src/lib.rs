@@ -1,0 +1,1 @@
+//! Switchboard Kubernetes operator (see issue: ChatCluster resource). Not yet built.
