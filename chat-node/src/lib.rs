@@ -1,1 +1,219 @@
-//! Switchboard chat-node.
+//! Switchboard `chat-node`: the socket server.
+//!
+//! ```text
+//!            ┌──────────── chat-node ─────────────────────────────────────┐
+//!  client ──▶│ server (axum /ws) ─▶ identity ─▶ session ─▶ backend ───────┼──▶ Redis script / memory
+//!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
+//!            │ membership: score + heartbeat ─▶ registry load set         │
+//!            └────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `backend::memory`) runs without a socket or
+//! Redis; `server` is the WebSocket edge and `backend::redis` the Redis edge. See `PROTOCOL.md` for the
+//! wire protocol.
+
+pub mod backend;
+pub mod config;
+pub mod hub;
+pub mod identity;
+pub mod limits;
+pub mod membership;
+pub mod metrics;
+pub mod names;
+pub mod node;
+pub mod protocol;
+pub mod server;
+pub mod session;
+mod standalone;
+
+pub use config::Args;
+
+use anyhow::Context as _;
+use backend::Backend;
+use hub::Hub;
+use node::{Node, NodeSettings};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often idle bus subscriptions are dropped and presence is refreshed.
+const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
+
+/// Runs a node until SIGTERM/Ctrl-C, then drains: not ready, `reconnect` to clients, close, exit.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    registry::runtime::init_tracing(&args.log);
+    let shutdown = registry::runtime::shutdown_on_signal();
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let running = start(args, listener).await?;
+    shutdown.cancelled().await;
+    running.drain().await;
+    Ok(())
+}
+
+/// A started node (see [`start`]).
+pub struct Running {
+    /// Shared node state.
+    pub node: Arc<Node>,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    drain_timeout: Duration,
+    stop_tasks: CancellationToken,
+    stop_server: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    membership: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts a node on `listener` and returns at once; used by [`run`] and by tests.
+pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let mut args = args;
+    if args.advertise_url.is_none() {
+        let host = if addr.ip().is_unspecified() {
+            std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port())
+        } else {
+            addr
+        };
+        args.advertise_url = Some(format!("ws://{host}/ws"));
+    }
+    let settings = NodeSettings {
+        id: args.resolved_node_id(),
+        url: args.resolved_advertise_url(),
+        capacity: args.capacity.max(1),
+        history_cap: args.history_cap.max(1),
+        limits: args.limits(),
+    };
+    let hub = Arc::new(Hub::new());
+    let metrics = Arc::new(metrics::Metrics::new(&hub));
+    let stop_tasks = CancellationToken::new();
+    let scaled = args.redis.is_configured();
+    let (backend, loadset): (Arc<dyn Backend>, Option<registry::loadset::LoadSet>) = if scaled {
+        let client = registry::redis::connect(&args.redis)
+            .await
+            .context("connecting to Redis")?;
+        let subscriber = registry::redis::subscriber(&args.redis)
+            .await
+            .context("connecting the Redis subscriber")?;
+        let keys = registry::keys::Keys::new(&args.cluster_id);
+        let loadset = registry::loadset::LoadSet::new(client.clone(), keys.clone());
+        let backend = backend::redis::RedisBackend::new(
+            client,
+            subscriber,
+            keys,
+            hub.clone(),
+            settings.history_cap,
+            stop_tasks.clone(),
+        );
+        (Arc::new(backend), Some(loadset))
+    } else {
+        (
+            Arc::new(backend::memory::MemoryBackend::new(
+                hub.clone(),
+                settings.history_cap,
+            )),
+            None,
+        )
+    };
+    tracing::info!(
+        node = %settings.id,
+        url = %settings.url,
+        mode = if scaled { "scaled" } else { "standalone" },
+        redis = %if scaled { args.redis.describe() } else { "none".into() },
+        membership = %args.membership,
+        "chat-node listening on http://{addr}"
+    );
+    let node = Node::new(settings, hub, backend, metrics);
+
+    let mut app = server::router(node.clone());
+    if !scaled {
+        app = app.merge(standalone::router(node.clone()));
+    }
+    let stop_server = CancellationToken::new();
+    let server = {
+        let stop = stop_server.clone();
+        tokio::spawn(async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "server failed");
+            }
+        })
+    };
+    tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
+    let membership = loadset.map(|ls| {
+        tokio::spawn(membership::run(
+            node.clone(),
+            ls,
+            args.membership,
+            Duration::from_millis(args.heartbeat_ttl_ms.max(500)),
+            node.draining.clone(),
+        ))
+    });
+    Ok(Running {
+        node,
+        addr,
+        drain_timeout: Duration::from_secs(args.drain_timeout),
+        stop_tasks,
+        stop_server,
+        server,
+        membership,
+    })
+}
+
+impl Running {
+    /// Drains and stops: not ready and out of the load set, `reconnect` to every client, wait for
+    /// them to leave (at most the drain timeout), close the rest with 1012.
+    pub async fn drain(self) {
+        tracing::info!(connections = self.node.connections(), "draining");
+        self.node.draining.cancel();
+        if let Some(m) = self.membership {
+            let _ = m.await;
+        }
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        while self.node.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.stop_server.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
+        self.stop_tasks.cancel();
+        tracing::info!(left = self.node.connections(), "stopped");
+    }
+
+    /// Stops at once without draining (tests: simulate a crash of everything but the process).
+    pub fn abort(self) {
+        self.stop_tasks.cancel();
+        self.server.abort();
+        if let Some(m) = self.membership {
+            m.abort();
+        }
+    }
+}
+
+async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        node.sweep_subscriptions().await;
+        let mut rooms = Vec::new();
+        let mut users = Vec::new();
+        for (topic, listeners) in node.hub.snapshot() {
+            match topic {
+                hub::Topic::Room(r) => rooms.push((
+                    r.to_string(),
+                    listeners.iter().map(|u| u.to_string()).collect(),
+                )),
+                hub::Topic::User(u) => users.push(u.to_string()),
+            }
+        }
+        if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
+            tracing::warn!(error = %e, "presence refresh failed");
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! The store and bus behind a node: sequencing, history, direct-message inboxes, presence, read
+//! markers, last-seen — and delivery of every event to the nodes that listen.
+//!
+//! Two implementations share one contract:
+//! - [`memory::MemoryBackend`]: standalone mode, one process, no dependencies;
+//! - [`redis::RedisBackend`]: scaled mode; one server-side script per message assigns the sequence,
+//!   appends to the capped history stream and publishes, so every room has one total order.
+//!
+//! Events come back to the node through [`crate::hub::Hub::dispatch`], in bus order.
+
+pub mod memory;
+pub mod redis;
+
+use crate::hub::Topic;
+use crate::protocol::{ErrorCode, LastSeenEntry};
+use axum::extract::ws::Utf8Bytes;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+/// What went wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store or bus is unreachable or failed the command.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store answered something this node does not understand.
+    #[error("unexpected reply from the store: {0}")]
+    Protocol(String),
+}
+
+impl Error {
+    /// The error code a client sees.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed future, so backends can sit behind `Arc<dyn Backend>`.
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// A message to store and publish: to a room (`target` = room) or a direct message (`target` = user).
+#[derive(Clone, Debug)]
+pub struct Post {
+    /// Room or recipient.
+    pub target: String,
+    /// Sender.
+    pub from: String,
+    /// Idempotency key chosen by the client.
+    pub client_id: Option<String>,
+    /// Server-assigned unique id.
+    pub id: String,
+    /// The frame's fields after the store-assigned head (see [`crate::protocol::message_tail`]).
+    pub tail: String,
+}
+
+/// The outcome of a post.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Posted {
+    /// Sequence in the room or inbox.
+    pub seq: u64,
+    /// Message id (the original one for a duplicate).
+    pub id: String,
+    /// Server timestamp.
+    pub ts: u64,
+    /// The client id was seen before; nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// A stored message frame and its sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Sequence.
+    pub seq: u64,
+    /// The complete frame, as delivered live.
+    pub frame: Utf8Bytes,
+}
+
+/// The sequence range a room's history still holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// Oldest kept sequence (0 when empty).
+    pub first: u64,
+    /// Newest sequence ever assigned (0 when none).
+    pub last: u64,
+}
+
+/// The store and bus contract.
+pub trait Backend: Send + Sync + 'static {
+    /// Stores a room message (deduplicated by sender + client id), assigns its sequence and publishes it.
+    fn post(&self, post: Post) -> BoxFut<'_, Posted>;
+    /// Stores a direct message in the recipient's inbox and publishes it to the recipient.
+    fn send_dm(&self, post: Post) -> BoxFut<'_, Posted>;
+    /// Publishes an unsequenced event (presence, typing, read) to a topic.
+    fn publish(&self, topic: Topic, frame: Utf8Bytes) -> BoxFut<'_, ()>;
+    /// Starts receiving a topic's events; returns once the subscription is active.
+    fn subscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
+    /// Stops receiving a topic's events.
+    fn unsubscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
+    /// The room's kept sequence range.
+    fn bounds(&self, room: &str) -> BoxFut<'_, Bounds>;
+    /// Up to `limit` messages with sequence above `after`, oldest first.
+    fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
+    /// Up to `limit` messages with sequence below `before`, oldest first.
+    fn history_before(&self, room: &str, before: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
+    /// Direct messages of `user` with sequence above `after`, oldest first.
+    fn dms_after(&self, user: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
+    /// (newest direct-message sequence, sequence delivered up to) of a user.
+    fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)>;
+    /// Records that direct messages up to `seq` reached a connection of `user` (never moves back).
+    fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()>;
+    /// Marks `user` present in `room` through `node`; true if the user was not present anywhere.
+    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
+    /// Ends `user`'s presence in `room` through `node`; true if the user is now present nowhere.
+    fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
+    /// Users present in a room, sorted.
+    fn members(&self, room: &str) -> BoxFut<'_, Vec<String>>;
+    /// Keeps this node's presence entries alive (rooms with their local users; online users).
+    fn refresh(
+        &self,
+        node: &str,
+        rooms: Vec<(String, Vec<String>)>,
+        users: Vec<String>,
+    ) -> BoxFut<'_, ()>;
+    /// Moves a read marker forward; true if it moved.
+    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, bool>;
+    /// Every read marker of a room.
+    fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>>;
+    /// The user has a connection on `node`.
+    fn user_online(&self, user: &str, node: &str) -> BoxFut<'_, ()>;
+    /// The user's last connection on `node` closed at `ts`.
+    fn user_offline(&self, user: &str, node: &str, ts: u64) -> BoxFut<'_, ()>;
+    /// Online state and last-seen time of users.
+    fn last_seen(&self, users: Vec<String>) -> BoxFut<'_, BTreeMap<String, LastSeenEntry>>;
+    /// True while the bus can deliver (readiness).
+    fn healthy(&self) -> bool;
+}

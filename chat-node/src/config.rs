@@ -1,0 +1,112 @@
+//! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
+
+use crate::limits::Limits;
+use registry::loadset::Membership;
+use registry::redis::RedisArgs;
+use registry::runtime::LogArgs;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Direct messages kept per user inbox.
+pub const INBOX_CAP: usize = 1000;
+/// How long an inbox is kept after its last message.
+pub const INBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a client id is remembered for deduplication. Long enough for any client to give up
+/// resending, short enough that Redis memory stays bounded.
+pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Presence entries expire this long after the last refresh of the node that holds them.
+pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
+/// How often a node refreshes its presence entries (well inside [`PRESENCE_TTL`]).
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+/// Time a client has to send `hello` when it did not give `?user=`.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of WebSocket pings from the node.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// `chat-node` flags. Every flag also reads the environment variable shown in `--help`.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(name = "chat-node", version, about = "Switchboard socket server")]
+pub struct Args {
+    /// Address to listen on for WebSocket and HTTP.
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// This node's id in the load set (default: $HOSTNAME, else a random id).
+    #[arg(long, env = "SWITCHBOARD_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Identity of the chat system; all its Redis keys share a prefix derived from it.
+    #[arg(long, env = "SWITCHBOARD_CLUSTER_ID", default_value = "default")]
+    pub cluster_id: String,
+    /// WebSocket URL clients should open to reach this node (default: ws://LISTEN/ws).
+    #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Most concurrent connections; new sessions beyond it are closed with 1013.
+    #[arg(long, env = "SWITCHBOARD_CAPACITY", default_value_t = 10_000)]
+    pub capacity: u64,
+    /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator`.
+    #[arg(long, env = "SWITCHBOARD_MEMBERSHIP", default_value = "self")]
+    pub membership: Membership,
+    /// A self-registered node leaves the load set this long after its last heartbeat.
+    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_TTL_MS", default_value_t = 3000)]
+    pub heartbeat_ttl_ms: u64,
+    /// Seconds to drain on SIGTERM before closing the remaining connections.
+    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value_t = 10)]
+    pub drain_timeout: u64,
+    /// Messages kept per room.
+    #[arg(long, env = "SWITCHBOARD_HISTORY_CAP", default_value_t = 1000)]
+    pub history_cap: usize,
+    /// Largest WebSocket message in bytes.
+    #[arg(long, env = "SWITCHBOARD_MAX_FRAME_BYTES", default_value_t = 65536)]
+    pub max_frame_bytes: usize,
+    /// Longest message body in characters.
+    #[arg(long, env = "SWITCHBOARD_MAX_BODY_CHARS", default_value_t = 4000)]
+    pub max_body_chars: usize,
+    /// Sustained frames per second per connection.
+    #[arg(long, env = "SWITCHBOARD_RATE_PER_SEC", default_value_t = 20)]
+    pub rate_per_sec: u32,
+    /// Burst of frames above the sustained rate.
+    #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 40)]
+    pub rate_burst: u32,
+    /// Frames queued towards one client before it is disconnected as a slow consumer (4008).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+    /// Seconds without any frame from a client before it is closed (4003).
+    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Redis connection; absent means standalone (in-process bus and history).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Args {
+    /// The limits these flags describe.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_bytes: self.max_frame_bytes.max(1024),
+            max_body_chars: self.max_body_chars.max(1),
+            rate_per_sec: self.rate_per_sec.max(1),
+            rate_burst: self.rate_burst.max(1),
+            outbound_queue: self.outbound_queue.max(8),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            ..Limits::default()
+        }
+    }
+
+    /// The node id: the flag, else `$HOSTNAME`, else a random one.
+    pub fn resolved_node_id(&self) -> String {
+        self.node_id
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| format!("node-{:08x}", fastrand::u32(..)))
+    }
+
+    /// The advertised WebSocket URL.
+    pub fn resolved_advertise_url(&self) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{}/ws", self.listen))
+    }
+}

@@ -1,0 +1,389 @@
+//! Local fan-out: which sessions on this node listen to which topic, and handing them frames.
+//!
+//! ```text
+//!   bus (one ordered stream per node) ──dispatch(topic, seq, bytes)──▶ Hub ──try_send──▶ session queues
+//!                                                                      │
+//!           join with recovery: attach(pending) … history … activate ──┘ (buffer merged, no gap/dup)
+//! ```
+//!
+//! A topic is a room or a user (direct messages). Every event arrives in bus order and is handed to
+//! each listening session's bounded queue without waiting; a full queue marks that session a slow
+//! consumer, which is closed with 4008 while everyone else carries on. A session that is recovering
+//! history of a topic is *pending*: events for it are buffered until [`Hub::activate`] merges them
+//! behind the history it was sent, dropping what it already has.
+
+use axum::extract::ws::Utf8Bytes;
+use prometheus_client::metrics::counter::Counter;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a bus event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A room's messages and events.
+    Room(Arc<str>),
+    /// A user's direct messages.
+    User(Arc<str>),
+}
+
+impl Topic {
+    /// The room topic.
+    pub fn room(name: &str) -> Self {
+        Topic::Room(Arc::from(name))
+    }
+    /// The user topic.
+    pub fn user(name: &str) -> Self {
+        Topic::User(Arc::from(name))
+    }
+}
+
+/// Identifies a session on this node.
+pub type SessionId = u64;
+
+/// What the writer task of a connection sends.
+#[derive(Debug)]
+pub enum Out {
+    /// A serialized frame.
+    Frame(Utf8Bytes),
+    /// Close the connection with this code and reason after sending what is queued.
+    Close(u16, &'static str),
+}
+
+/// The handle other parts of the node use to reach one connection.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Session id, unique on this node.
+    pub id: SessionId,
+    /// The identified user.
+    pub user: Arc<str>,
+    tx: mpsc::Sender<Out>,
+    kill: CancellationToken,
+    kill_code: AtomicU16,
+    /// Highest direct-message sequence handed to this session.
+    dm_delivered: AtomicU64,
+}
+
+impl SessionHandle {
+    /// A handle writing into `tx`; `kill` is cancelled when the session must close at once.
+    pub fn new(
+        id: SessionId,
+        user: Arc<str>,
+        tx: mpsc::Sender<Out>,
+        kill: CancellationToken,
+    ) -> Self {
+        Self {
+            id,
+            user,
+            tx,
+            kill,
+            kill_code: AtomicU16::new(0),
+            dm_delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a frame without waiting. False if the session is gone or was just found too slow.
+    pub fn deliver(&self, bytes: &Utf8Bytes) -> bool {
+        match self.tx.try_send(Out::Frame(bytes.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick(crate::protocol::close::SLOW_CONSUMER);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Closes the session at once with `code`, bypassing its (possibly full) queue.
+    pub fn kick(&self, code: u16) {
+        let _ = self
+            .kill_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.kill.cancel();
+    }
+
+    /// The close code given to [`SessionHandle::kick`], if any.
+    pub fn kicked_with(&self) -> Option<u16> {
+        match self.kill_code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
+    /// True once the session was kicked.
+    pub fn is_kicked(&self) -> bool {
+        self.kill.is_cancelled()
+    }
+
+    /// Notes that direct messages up to `seq` reached this session's queue.
+    pub fn note_dm(&self, seq: u64) {
+        self.dm_delivered.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    /// Highest direct-message sequence queued to this session.
+    pub fn dm_delivered(&self) -> u64 {
+        self.dm_delivered.load(Ordering::Acquire)
+    }
+}
+
+struct Listener {
+    handle: Arc<SessionHandle>,
+    /// `Some` while the session recovers history: events wait here.
+    pending: Option<Vec<(u64, Utf8Bytes)>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    topics: HashMap<Topic, HashMap<SessionId, Listener>>,
+}
+
+/// Counters the hub keeps for metrics (registered by [`crate::metrics::Metrics`]).
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Frames handed to session queues.
+    pub deliveries: Counter,
+    /// Sessions closed as slow consumers.
+    pub slow_consumers: Counter,
+}
+
+/// The node-local routing table.
+#[derive(Default)]
+pub struct Hub {
+    inner: Mutex<Inner>,
+    /// Delivery counters.
+    pub stats: HubStats,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that matters more
+        // than stopping fan-out for the whole node would, so recover the guard.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a session to a topic. With `pending`, events are buffered until [`Hub::activate`].
+    /// Returns true if the session is the topic's first local listener.
+    pub fn attach(&self, topic: &Topic, handle: &Arc<SessionHandle>, pending: bool) -> bool {
+        let mut inner = self.lock();
+        let listeners = inner.topics.entry(topic.clone()).or_default();
+        let first = listeners.is_empty();
+        listeners.insert(
+            handle.id,
+            Listener {
+                handle: handle.clone(),
+                pending: pending.then(Vec::new),
+            },
+        );
+        first
+    }
+
+    /// Ends recovery: queues the buffered events with a sequence above `sent_up_to` (and every
+    /// unsequenced event), then delivers live. Returns the highest sequence delivered.
+    pub fn activate(&self, topic: &Topic, id: SessionId, sent_up_to: u64) -> u64 {
+        let mut inner = self.lock();
+        let mut high = sent_up_to;
+        if let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) {
+            for (seq, bytes) in l.pending.take().unwrap_or_default() {
+                if seq == 0 || seq > high {
+                    if l.handle.deliver(&bytes) {
+                        self.stats.deliveries.inc();
+                    }
+                    high = high.max(seq);
+                }
+            }
+            if let Topic::User(_) = topic {
+                l.handle.note_dm(high);
+            }
+        }
+        high
+    }
+
+    /// Removes a session from a topic. Returns true if no local listener is left.
+    pub fn detach(&self, topic: &Topic, id: SessionId) -> bool {
+        let mut inner = self.lock();
+        let Some(listeners) = inner.topics.get_mut(topic) else {
+            return true;
+        };
+        listeners.remove(&id);
+        if listeners.is_empty() {
+            inner.topics.remove(topic);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True if some local session listens to `topic`.
+    pub fn has_listeners(&self, topic: &Topic) -> bool {
+        self.lock().topics.contains_key(topic)
+    }
+
+    /// Whether `user` has any session listening to `topic` other than `except`.
+    pub fn user_listens_elsewhere(&self, topic: &Topic, user: &str, except: SessionId) -> bool {
+        self.lock().topics.get(topic).is_some_and(|t| {
+            t.values()
+                .any(|l| l.handle.id != except && &*l.handle.user == user)
+        })
+    }
+
+    /// Hands one bus event to every local listener of `topic`, in call order. Returns how many
+    /// sessions got it.
+    pub fn dispatch(&self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> usize {
+        let mut inner = self.lock();
+        let Some(listeners) = inner.topics.get_mut(topic) else {
+            return 0;
+        };
+        let mut delivered = 0;
+        for l in listeners.values_mut() {
+            if let Some(p) = l.pending.as_mut() {
+                p.push((seq, bytes.clone()));
+            } else if l.handle.deliver(bytes) {
+                delivered += 1;
+                if seq > 0 && matches!(topic, Topic::User(_)) {
+                    l.handle.note_dm(seq);
+                }
+            } else if l.handle.kicked_with() == Some(crate::protocol::close::SLOW_CONSUMER) {
+                self.stats.slow_consumers.inc();
+            }
+        }
+        self.stats.deliveries.inc_by(delivered as u64);
+        delivered
+    }
+
+    /// Every topic with at least one local listener, and the users listening to it (for presence
+    /// refresh).
+    pub fn snapshot(&self) -> Vec<(Topic, Vec<Arc<str>>)> {
+        let inner = self.lock();
+        inner
+            .topics
+            .iter()
+            .map(|(t, ls)| {
+                let mut users: Vec<Arc<str>> = ls.values().map(|l| l.handle.user.clone()).collect();
+                users.sort();
+                users.dedup();
+                (t.clone(), users)
+            })
+            .collect()
+    }
+
+    /// Number of topics with local listeners, by kind: (rooms, users).
+    pub fn topic_counts(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let rooms = inner
+            .topics
+            .keys()
+            .filter(|t| matches!(t, Topic::Room(_)))
+            .count();
+        (rooms, inner.topics.len() - rooms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: u64, user: &str, cap: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Out>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            Arc::new(SessionHandle::new(
+                id,
+                user.into(),
+                tx,
+                CancellationToken::new(),
+            )),
+            rx,
+        )
+    }
+
+    fn frames(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Out::Frame(b)) = rx.try_recv() {
+            out.push(b.as_str().to_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn dispatch_reaches_every_listener_in_order() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (a, mut ra) = session(1, "a", 8);
+        let (b, mut rb) = session(2, "b", 8);
+        assert!(hub.attach(&t, &a, false));
+        assert!(!hub.attach(&t, &b, false));
+        for i in 1..=3 {
+            hub.dispatch(&t, i, &Utf8Bytes::from(format!("m{i}")));
+        }
+        assert_eq!(frames(&mut ra), ["m1", "m2", "m3"]);
+        assert_eq!(frames(&mut rb), ["m1", "m2", "m3"]);
+    }
+
+    #[test]
+    fn pending_listener_gets_buffered_events_after_history_without_duplicates() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (a, mut ra) = session(1, "a", 16);
+        hub.attach(&t, &a, true);
+        // Live events race with the history read: 5 and 6 are in history too, 7 is not.
+        for i in 5..=7 {
+            hub.dispatch(&t, i, &Utf8Bytes::from(format!("m{i}")));
+        }
+        hub.dispatch(&t, 0, &Utf8Bytes::from("typing"));
+        assert!(
+            frames(&mut ra).is_empty(),
+            "nothing leaks before activation"
+        );
+        // The session sent history up to 6 itself.
+        assert_eq!(hub.activate(&t, 1, 6), 7);
+        assert_eq!(frames(&mut ra), ["m7", "typing"]);
+        hub.dispatch(&t, 8, &Utf8Bytes::from("m8"));
+        assert_eq!(frames(&mut ra), ["m8"]);
+    }
+
+    #[test]
+    fn slow_consumer_is_kicked_and_others_carry_on() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (slow, _keep_slow_rx) = session(1, "slow", 2);
+        let (fast, mut rf) = session(2, "fast", 64);
+        hub.attach(&t, &slow, false);
+        hub.attach(&t, &fast, false);
+        for i in 1..=10 {
+            hub.dispatch(&t, i, &Utf8Bytes::from(format!("m{i}")));
+        }
+        assert_eq!(
+            slow.kicked_with(),
+            Some(crate::protocol::close::SLOW_CONSUMER)
+        );
+        assert_eq!(frames(&mut rf).len(), 10);
+        assert!(hub.stats.slow_consumers.get() >= 1);
+    }
+
+    #[test]
+    fn detach_reports_the_last_listener() {
+        let hub = Hub::new();
+        let t = Topic::user("u");
+        let (a, _ra) = session(1, "u", 4);
+        let (b, _rb) = session(2, "u", 4);
+        hub.attach(&t, &a, false);
+        hub.attach(&t, &b, false);
+        assert!(hub.user_listens_elsewhere(&t, "u", 1));
+        assert!(!hub.detach(&t, 1));
+        assert!(!hub.user_listens_elsewhere(&t, "u", 2));
+        assert!(hub.detach(&t, 2));
+        assert!(!hub.has_listeners(&t));
+    }
+}

@@ -1,0 +1,71 @@
+//! Keeping this node's entry in the registry's load set: its advertised URL and capacity in the node
+//! table, and its connection count as the load-set score.
+//!
+//! With membership `self` the node adds itself and heartbeats, so a killed node stops being assigned
+//! once its heartbeat expires. With membership `operator` it only updates its own score (`ZADD XX`) and
+//! never re-adds itself: the operator alone decides membership from pod readiness.
+
+use crate::node::Node;
+use registry::loadset::{LoadSet, Membership, NodeInfo};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often the score is reported. The registry also bumps a node's score on every assignment, so
+/// this only has to correct towards the real count.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
+/// How often the node-table entry is rewritten (repairs a flushed or failed-over Redis).
+const INFO_EVERY: Duration = Duration::from_secs(10);
+
+/// Reports load until `stop` fires; then, with membership `self`, leaves the load set.
+pub async fn run(
+    node: Arc<Node>,
+    loadset: LoadSet,
+    membership: Membership,
+    heartbeat_ttl: Duration,
+    stop: CancellationToken,
+) {
+    let info = NodeInfo {
+        id: node.settings.id.clone(),
+        url: node.settings.url.clone(),
+        capacity: node.settings.capacity,
+    };
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_info: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !node.backend.healthy() {
+            continue;
+        }
+        if last_info.is_none_or(|t| t.elapsed() >= INFO_EVERY) {
+            match loadset.publish_node_info(&info).await {
+                Ok(()) => last_info = Some(tokio::time::Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "could not publish node info"),
+            }
+        }
+        let connections = node.connections();
+        let result = match membership {
+            Membership::SelfManaged => {
+                loadset
+                    .heartbeat(&info.id, connections, heartbeat_ttl)
+                    .await
+            }
+            Membership::Operator => loadset
+                .update_score(&info.id, connections)
+                .await
+                .map(|_| ()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "load report failed");
+        }
+    }
+    if membership == Membership::SelfManaged {
+        if let Err(e) = loadset.deregister(&info.id).await {
+            tracing::warn!(error = %e, "could not leave the load set; it expires with the heartbeat");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The state one node shares between its sessions: identity, limits, the hub, the backend, metrics,
+//! admission (capacity and drain) and the set of bus subscriptions.
+
+use crate::backend::{Backend, Result};
+use crate::hub::{Hub, Topic};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of a node that do not come from [`Limits`].
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    /// Node id (load-set member).
+    pub id: String,
+    /// Advertised WebSocket URL.
+    pub url: String,
+    /// Connection capacity.
+    pub capacity: u64,
+    /// Messages kept per room.
+    pub history_cap: usize,
+    /// Per-connection limits.
+    pub limits: Limits,
+}
+
+/// Shared state of one node.
+pub struct Node {
+    /// Settings.
+    pub settings: NodeSettings,
+    /// Local fan-out.
+    pub hub: Arc<Hub>,
+    /// Store and bus.
+    pub backend: Arc<dyn Backend>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the node starts draining.
+    pub draining: CancellationToken,
+    connections: AtomicU64,
+    next_session: AtomicU64,
+    subscriptions: tokio::sync::Mutex<HashSet<Topic>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.settings.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection slot; releases itself on drop.
+#[derive(Debug)]
+pub struct Admission {
+    node: Arc<Node>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.node.connections.fetch_sub(1, Ordering::AcqRel);
+        self.node.metrics.connections.dec();
+    }
+}
+
+impl Node {
+    /// A node over the given hub and backend.
+    pub fn new(
+        settings: NodeSettings,
+        hub: Arc<Hub>,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            hub,
+            backend,
+            metrics,
+            draining: CancellationToken::new(),
+            connections: AtomicU64::new(0),
+            next_session: AtomicU64::new(1),
+            subscriptions: tokio::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Current connection count.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// True while the node accepts sessions and its bus works.
+    pub fn ready(&self) -> bool {
+        !self.draining.is_cancelled() && self.backend.healthy()
+    }
+
+    /// Takes a connection slot unless the node is full or draining.
+    pub fn admit(self: &Arc<Self>) -> Option<Admission> {
+        if self.draining.is_cancelled() {
+            return None;
+        }
+        let cap = self.settings.capacity;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < cap).then_some(c + 1)
+            })
+            .ok()?;
+        self.metrics.connections.inc();
+        self.metrics.sessions.inc();
+        Some(Admission { node: self.clone() })
+    }
+
+    /// A fresh session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes sure the bus delivers `topic` to this node. Call after attaching a listener, so a
+    /// concurrent sweep cannot drop the subscription the listener relies on.
+    pub async fn ensure_subscribed(&self, topic: &Topic) -> Result<()> {
+        let mut subs = self.subscriptions.lock().await;
+        if !subs.contains(topic) {
+            self.backend.subscribe(topic.clone()).await?;
+            subs.insert(topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Drops bus subscriptions of topics no local session listens to any more.
+    pub async fn sweep_subscriptions(&self) {
+        let mut subs = self.subscriptions.lock().await;
+        let idle: Vec<Topic> = subs
+            .iter()
+            .filter(|t| !self.hub.has_listeners(t))
+            .cloned()
+            .collect();
+        for t in idle {
+            match self.backend.unsubscribe(t.clone()).await {
+                Ok(()) => {
+                    subs.remove(&t);
+                }
+                Err(e) => tracing::warn!(error = %e, "unsubscribe failed; will retry"),
+            }
+        }
+    }
+
+    /// Number of active bus subscriptions.
+    pub async fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().await.len()
+    }
+}

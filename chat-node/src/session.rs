@@ -1,0 +1,601 @@
+//! One identified connection: turns client frames into store operations and replies.
+//!
+//! The session knows nothing about sockets: it reads text frames handed to it and writes serialized
+//! frames into its [`SessionHandle`]'s queue, so it runs unchanged under the WebSocket server and in
+//! unit tests against the in-memory backend.
+//!
+//! Joining a room (and, at start, the user's direct-message topic) follows one recipe that gives
+//! neither gap nor duplicate: attach as *pending* (live events are buffered), subscribe, read history,
+//! send it, then [`Hub::activate`](crate::hub::Hub::activate) merges the buffer behind it.
+
+use crate::backend::{Post, Stored};
+use crate::hub::{SessionHandle, Topic};
+use crate::limits::{FloodGuard, TokenBucket, TypingGate};
+use crate::names::{valid_client_id, valid_room, valid_user};
+use crate::node::Node;
+use crate::protocol::{
+    AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
+    history_frame, message_tail, now_ms, parse,
+};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Default history page size.
+const DEFAULT_PAGE: u32 = 50;
+
+/// What the connection should do after a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Keep reading.
+    Continue,
+    /// Close with this code.
+    Close(u16),
+}
+
+/// An identified session.
+pub struct Session {
+    node: Arc<Node>,
+    handle: Arc<SessionHandle>,
+    session_name: String,
+    rooms: BTreeSet<String>,
+    bucket: TokenBucket,
+    flood: FloodGuard,
+    typing: TypingGate,
+}
+
+impl Session {
+    /// Starts a session for an identified user: sends `welcome`, then every direct message not yet
+    /// delivered (or after `dm_since`), then delivers live.
+    pub async fn start(node: Arc<Node>, handle: Arc<SessionHandle>, dm_since: Option<u64>) -> Self {
+        let l = &node.settings.limits;
+        let mut s = Self {
+            session_name: format!("{}-{}", node.settings.id, handle.id),
+            bucket: TokenBucket::new(l.rate_per_sec, l.rate_burst),
+            flood: FloodGuard::new(l.flood_refusals, l.flood_window),
+            typing: TypingGate::new(l.typing_interval),
+            rooms: BTreeSet::new(),
+            node,
+            handle,
+        };
+        s.begin(dm_since).await;
+        s
+    }
+
+    async fn begin(&mut self, dm_since: Option<u64>) {
+        let node = self.node.clone();
+        let user = self.handle.user.clone();
+        let topic = Topic::User(user.clone());
+        node.hub.attach(&topic, &self.handle, true);
+        let subscribed = node.ensure_subscribed(&topic).await;
+        let (dm_seq, cursor) = node.backend.dm_state(&user).await.unwrap_or((0, 0));
+        let l = &node.settings.limits;
+        let announced = AnnouncedLimits {
+            max_frame_bytes: l.max_frame_bytes,
+            max_body_chars: l.max_body_chars,
+            rate_per_sec: l.rate_per_sec,
+            rate_burst: l.rate_burst,
+            history_page_max: l.history_page_max,
+            max_rooms: l.max_rooms,
+            idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+        };
+        self.handle.deliver(&encode(&ServerFrame::Welcome {
+            user: &user,
+            node: &node.settings.id,
+            session: &self.session_name,
+            server_time: now_ms(),
+            dm_seq,
+            limits: &announced,
+        }));
+        if let Err(e) = subscribed {
+            self.refuse(
+                &None,
+                Refusal::new(e.code(), "direct messages are unavailable right now"),
+            );
+        }
+        let after = dm_since.unwrap_or(cursor);
+        let pending = node
+            .backend
+            .dms_after(&user, after, crate::config::INBOX_CAP)
+            .await
+            .unwrap_or_default();
+        let sent = self.deliver_stored(&pending, after);
+        let high = node.hub.activate(&topic, self.handle.id, sent);
+        if high > cursor {
+            let _ = node.backend.dm_delivered(&user, high).await;
+        }
+        let _ = node.backend.user_online(&user, &node.settings.id).await;
+    }
+
+    fn deliver_stored(&self, stored: &[Stored], mut high: u64) -> u64 {
+        for s in stored {
+            if self.handle.deliver(&s.frame) {
+                self.node.hub.stats.deliveries.inc();
+            }
+            high = high.max(s.seq);
+        }
+        high
+    }
+
+    fn reply(&self, frame: &ServerFrame<'_>) {
+        self.handle.deliver(&encode(frame));
+    }
+
+    fn refuse(&self, req: &Req, r: Refusal) {
+        self.refuse_after(req, r, None);
+    }
+
+    fn refuse_after(&self, req: &Req, r: Refusal, retry_after_ms: Option<u64>) {
+        self.node
+            .metrics
+            .errors
+            .get_or_create(&crate::metrics::CodeLabel {
+                code: r.code.as_str(),
+            })
+            .inc();
+        self.reply(&ServerFrame::Error {
+            code: r.code,
+            message: &r.message,
+            req,
+            retry_after_ms,
+        });
+    }
+
+    /// Handles one text frame.
+    pub async fn on_text(&mut self, text: &str) -> Control {
+        if let Err(wait) = self.bucket.take() {
+            let (_, req) = parse(text).unwrap_or_else(|(_, req)| (ClientFrame::Ping, req));
+            let wait_ms = (wait.as_millis() as u64).max(1);
+            self.refuse_after(
+                &req,
+                Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} frames per second; frame dropped",
+                        self.node.settings.limits.rate_per_sec
+                    ),
+                ),
+                Some(wait_ms),
+            );
+            return self.count_refusal();
+        }
+        let (frame, req) = match parse(text) {
+            Ok(f) => f,
+            Err((r, req)) => {
+                self.refuse(&req, r);
+                return self.count_refusal();
+            }
+        };
+        self.node
+            .metrics
+            .frames_in
+            .get_or_create(&crate::metrics::TypeLabel {
+                r#type: frame_type(&frame),
+            })
+            .inc();
+        match self.handle_frame(frame, &req).await {
+            Ok(()) => Control::Continue,
+            Err(r) => {
+                self.refuse(&req, r);
+                self.count_refusal()
+            }
+        }
+    }
+
+    /// Handles a binary message (always refused).
+    pub fn on_binary(&mut self) -> Control {
+        self.refuse(
+            &None,
+            Refusal::new(
+                ErrorCode::BadFrame,
+                "binary messages are not supported; send JSON text frames",
+            ),
+        );
+        self.count_refusal()
+    }
+
+    fn count_refusal(&mut self) -> Control {
+        if self.flood.refused() {
+            Control::Close(close::FLOODING)
+        } else {
+            Control::Continue
+        }
+    }
+
+    fn joined(&self, room: &str) -> Result<(), Refusal> {
+        if self.rooms.contains(room) {
+            Ok(())
+        } else if !valid_room(room) {
+            Err(invalid_room(room))
+        } else {
+            Err(Refusal::new(
+                ErrorCode::NotJoined,
+                format!("join room '{room}' first"),
+            ))
+        }
+    }
+
+    fn check_body(&self, body: &str, client_id: Option<&str>) -> Result<(), Refusal> {
+        if body.trim().is_empty() {
+            return Err(Refusal::new(
+                ErrorCode::InvalidBody,
+                "`body` must not be empty",
+            ));
+        }
+        let max = self.node.settings.limits.max_body_chars;
+        if body.len() > max && body.chars().count() > max {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!("`body` is longer than {max} characters"),
+            ));
+        }
+        if let Some(c) = client_id
+            && !valid_client_id(c)
+        {
+            return Err(Refusal::new(
+                ErrorCode::InvalidBody,
+                "`client_id` must be 1-64 printable characters without spaces or quotes",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn handle_frame(&mut self, frame: ClientFrame, req: &Req) -> Result<(), Refusal> {
+        let node = self.node.clone();
+        let user = self.handle.user.clone();
+        match frame {
+            ClientFrame::Hello { .. } => Err(Refusal::new(
+                ErrorCode::AlreadyIdentified,
+                format!("already identified as '{user}'"),
+            )),
+            ClientFrame::Ping => {
+                self.reply(&ServerFrame::Pong { ts: now_ms(), req });
+                Ok(())
+            }
+            ClientFrame::Join { room, since } => self.join(room, since, req).await,
+            ClientFrame::Leave { room } => {
+                self.joined(&room)?;
+                self.leave(&room).await;
+                self.reply(&ServerFrame::Left { room: &room, req });
+                Ok(())
+            }
+            ClientFrame::Send {
+                room,
+                body,
+                client_id,
+            } => {
+                self.joined(&room)?;
+                self.check_body(&body, client_id.as_deref())?;
+                let tail = message_tail(&[
+                    ("room", Some(&room)),
+                    ("from", Some(&user)),
+                    ("body", Some(&body)),
+                    ("client_id", client_id.as_deref()),
+                ]);
+                let started = std::time::Instant::now();
+                let posted = node
+                    .backend
+                    .post(Post {
+                        target: room.clone(),
+                        from: user.to_string(),
+                        client_id: client_id.clone(),
+                        id: new_id(),
+                        tail,
+                    })
+                    .await
+                    .map_err(store_refusal)?;
+                node.metrics
+                    .publish_latency
+                    .observe(started.elapsed().as_secs_f64());
+                if !posted.duplicate {
+                    node.metrics.messages.inc();
+                }
+                self.reply(&ServerFrame::Ack {
+                    room: &room,
+                    seq: posted.seq,
+                    id: &posted.id,
+                    ts: posted.ts,
+                    client_id: client_id.as_deref(),
+                    duplicate: posted.duplicate,
+                    req,
+                });
+                Ok(())
+            }
+            ClientFrame::Dm {
+                to,
+                body,
+                client_id,
+            } => {
+                if !valid_user(&to) {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidName,
+                        format!("'{}' is not a valid user name", clip(&to)),
+                    ));
+                }
+                self.check_body(&body, client_id.as_deref())?;
+                let tail = message_tail(&[
+                    ("from", Some(&user)),
+                    ("to", Some(&to)),
+                    ("body", Some(&body)),
+                    ("client_id", client_id.as_deref()),
+                ]);
+                let posted = node
+                    .backend
+                    .send_dm(Post {
+                        target: to.clone(),
+                        from: user.to_string(),
+                        client_id: client_id.clone(),
+                        id: new_id(),
+                        tail,
+                    })
+                    .await
+                    .map_err(store_refusal)?;
+                self.reply(&ServerFrame::DmAck {
+                    to: &to,
+                    id: &posted.id,
+                    ts: posted.ts,
+                    client_id: client_id.as_deref(),
+                    duplicate: posted.duplicate,
+                    req,
+                });
+                Ok(())
+            }
+            ClientFrame::Typing { room } => {
+                self.joined(&room)?;
+                if self.typing.allow(&room) {
+                    let f = encode(&ServerFrame::Typing {
+                        room: &room,
+                        user: &user,
+                    });
+                    node.backend
+                        .publish(Topic::room(&room), f)
+                        .await
+                        .map_err(store_refusal)?;
+                }
+                Ok(())
+            }
+            ClientFrame::Read { room, seq } => {
+                self.joined(&room)?;
+                if node
+                    .backend
+                    .set_read(&room, &user, seq)
+                    .await
+                    .map_err(store_refusal)?
+                {
+                    let f = encode(&ServerFrame::Read {
+                        room: &room,
+                        user: &user,
+                        seq,
+                    });
+                    node.backend
+                        .publish(Topic::room(&room), f)
+                        .await
+                        .map_err(store_refusal)?;
+                }
+                Ok(())
+            }
+            ClientFrame::History {
+                room,
+                before,
+                limit,
+            } => {
+                self.joined(&room)?;
+                let max = node.settings.limits.history_page_max;
+                let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, max) as usize;
+                let mut page = node
+                    .backend
+                    .history_before(&room, before.unwrap_or(u64::MAX), limit + 1)
+                    .await
+                    .map_err(store_refusal)?;
+                let has_more = page.len() > limit;
+                if has_more {
+                    page.remove(0);
+                }
+                self.handle.deliver(&history_frame(
+                    &room,
+                    page.iter().map(|s| s.frame.as_str()),
+                    has_more,
+                    req,
+                ));
+                Ok(())
+            }
+            ClientFrame::LastSeen { users } => {
+                let max = node.settings.limits.max_last_seen_users;
+                if users.len() > max {
+                    return Err(Refusal::new(
+                        ErrorCode::BadFrame,
+                        format!("at most {max} users per last_seen request"),
+                    ));
+                }
+                if let Some(bad) = users.iter().find(|u| !valid_user(u)) {
+                    return Err(Refusal::new(
+                        ErrorCode::InvalidName,
+                        format!("'{}' is not a valid user name", clip(bad)),
+                    ));
+                }
+                let users = node.backend.last_seen(users).await.map_err(store_refusal)?;
+                self.reply(&ServerFrame::LastSeen { users, req });
+                Ok(())
+            }
+        }
+    }
+
+    async fn join(&mut self, room: String, since: Option<u64>, req: &Req) -> Result<(), Refusal> {
+        if !valid_room(&room) {
+            return Err(invalid_room(&room));
+        }
+        let node = self.node.clone();
+        let limits = &node.settings.limits;
+        let rejoin = self.rooms.contains(&room);
+        if !rejoin && self.rooms.len() >= limits.max_rooms {
+            return Err(Refusal::new(
+                ErrorCode::TooManyRooms,
+                format!("at most {} rooms per connection", limits.max_rooms),
+            ));
+        }
+        let user = self.handle.user.clone();
+        let topic = Topic::room(&room);
+        node.hub.attach(&topic, &self.handle, true);
+        let result = async {
+            node.ensure_subscribed(&topic).await?;
+            let first = node
+                .backend
+                .presence_join(&room, &user, &node.settings.id)
+                .await?;
+            let bounds = node.backend.bounds(&room).await?;
+            let members = node.backend.members(&room).await?;
+            let read = node.backend.read_markers(&room).await?;
+            let history = match since {
+                Some(s) => {
+                    node.backend
+                        .history_after(&room, s, node.settings.history_cap)
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            Ok::<_, crate::backend::Error>((first, bounds, members, read, history))
+        }
+        .await;
+        let (first, bounds, members, read, history) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                if !rejoin {
+                    node.hub.detach(&topic, self.handle.id);
+                } else {
+                    node.hub.activate(&topic, self.handle.id, u64::MAX);
+                }
+                return Err(store_refusal(e));
+            }
+        };
+        self.rooms.insert(room.clone());
+        self.reply(&ServerFrame::Joined {
+            room: &room,
+            members,
+            last_seq: bounds.last,
+            first_seq: bounds.first,
+            read,
+            req,
+        });
+        let sent = match since {
+            Some(s) => self.deliver_stored(&history, s),
+            None => bounds.last,
+        };
+        node.hub.activate(&topic, self.handle.id, sent);
+        if first {
+            let f = encode(&ServerFrame::Presence {
+                room: &room,
+                user: &user,
+                event: "join",
+                ts: now_ms(),
+            });
+            let _ = node.backend.publish(topic, f).await;
+        }
+        Ok(())
+    }
+
+    async fn leave(&mut self, room: &str) {
+        let node = self.node.clone();
+        let user = self.handle.user.clone();
+        let topic = Topic::room(room);
+        self.rooms.remove(room);
+        self.typing.forget(room);
+        node.hub.detach(&topic, self.handle.id);
+        if node
+            .hub
+            .user_listens_elsewhere(&topic, &user, self.handle.id)
+        {
+            return;
+        }
+        if let Ok(true) = node
+            .backend
+            .presence_leave(room, &user, &node.settings.id)
+            .await
+        {
+            let f = encode(&ServerFrame::Presence {
+                room,
+                user: &user,
+                event: "leave",
+                ts: now_ms(),
+            });
+            let _ = node.backend.publish(topic, f).await;
+        }
+    }
+
+    /// Ends the session: leaves every room (presence), records delivery of direct messages and
+    /// last-seen.
+    pub async fn end(mut self) {
+        let rooms: Vec<String> = self.rooms.iter().cloned().collect();
+        for room in rooms {
+            self.leave(&room).await;
+        }
+        let node = self.node.clone();
+        let user = self.handle.user.clone();
+        let topic = Topic::User(user.clone());
+        node.hub.detach(&topic, self.handle.id);
+        let delivered = self.handle.dm_delivered();
+        if delivered > 0 {
+            let _ = node.backend.dm_delivered(&user, delivered).await;
+        }
+        if !node
+            .hub
+            .user_listens_elsewhere(&topic, &user, self.handle.id)
+        {
+            let _ = node
+                .backend
+                .user_offline(&user, &node.settings.id, now_ms())
+                .await;
+        }
+    }
+
+    /// The session's name as shown in `welcome`.
+    pub fn name(&self) -> &str {
+        &self.session_name
+    }
+}
+
+fn frame_type(f: &ClientFrame) -> &'static str {
+    match f {
+        ClientFrame::Hello { .. } => "hello",
+        ClientFrame::Join { .. } => "join",
+        ClientFrame::Leave { .. } => "leave",
+        ClientFrame::Send { .. } => "send",
+        ClientFrame::Dm { .. } => "dm",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::Read { .. } => "read",
+        ClientFrame::History { .. } => "history",
+        ClientFrame::LastSeen { .. } => "last_seen",
+        ClientFrame::Ping => "ping",
+    }
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn invalid_room(room: &str) -> Refusal {
+    Refusal::new(
+        ErrorCode::InvalidName,
+        format!(
+            "'{}' is not a valid room name (1-64 of A-Z a-z 0-9 _ . - :, starting with a letter or digit)",
+            clip(room)
+        ),
+    )
+}
+
+fn store_refusal(e: crate::backend::Error) -> Refusal {
+    tracing::warn!(error = %e, "store operation failed");
+    Refusal::new(
+        e.code(),
+        "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
+    )
+}
+
+/// A server-assigned message id: 64 random bits, hex.
+fn new_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,471 @@
+//! Session behaviour against the in-memory backend: no socket, no Redis.
+
+use super::*;
+use crate::backend::memory::MemoryBackend;
+use crate::hub::{Hub, Out};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::node::NodeSettings;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+struct TestNode {
+    node: Arc<Node>,
+}
+
+impl TestNode {
+    fn new() -> Self {
+        Self::with_limits(Limits::default(), 1000)
+    }
+
+    fn with_limits(limits: Limits, history_cap: usize) -> Self {
+        let hub = Arc::new(Hub::new());
+        let metrics = Arc::new(Metrics::new(&hub));
+        let backend = Arc::new(MemoryBackend::new(hub.clone(), history_cap));
+        let settings = NodeSettings {
+            id: "n1".into(),
+            url: "ws://x/ws".into(),
+            capacity: 10,
+            history_cap,
+            limits,
+        };
+        Self {
+            node: Node::new(settings, hub, backend, metrics),
+        }
+    }
+
+    async fn connect(&self, user: &str) -> Client {
+        self.connect_with(user, None).await
+    }
+
+    async fn connect_with(&self, user: &str, dm_since: Option<u64>) -> Client {
+        let (tx, rx) = mpsc::channel(self.node.settings.limits.outbound_queue);
+        let handle = Arc::new(SessionHandle::new(
+            self.node.next_session_id(),
+            user.into(),
+            tx,
+            CancellationToken::new(),
+        ));
+        let session = Session::start(self.node.clone(), handle.clone(), dm_since).await;
+        let mut c = Client {
+            session: Some(session),
+            rx,
+            handle,
+        };
+        let welcome = c.next();
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame is welcome: {welcome}"
+        );
+        c
+    }
+}
+
+struct Client {
+    session: Option<Session>,
+    rx: mpsc::Receiver<Out>,
+    handle: Arc<SessionHandle>,
+}
+
+impl Client {
+    async fn send(&mut self, frame: Value) -> Control {
+        match self.session.as_mut() {
+            Some(s) => s.on_text(&frame.to_string()).await,
+            None => panic!("session ended"),
+        }
+    }
+
+    fn next(&mut self) -> Value {
+        match self.rx.try_recv() {
+            Ok(Out::Frame(b)) => serde_json::from_str(b.as_str()).expect("server frames are JSON"),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(Out::Frame(b)) = self.rx.try_recv() {
+            out.push(serde_json::from_str(b.as_str()).expect("json"));
+        }
+        out
+    }
+
+    fn of_type(&mut self, ty: &str) -> Vec<Value> {
+        self.drain()
+            .into_iter()
+            .filter(|f| f["type"] == ty)
+            .collect()
+    }
+
+    async fn end(&mut self) {
+        if let Some(s) = self.session.take() {
+            s.end().await;
+        }
+    }
+}
+
+fn j(v: Value) -> Value {
+    v
+}
+
+#[tokio::test]
+async fn room_messages_get_sequences_and_reach_every_member_in_order() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    let mut b = n.connect("bob").await;
+    a.send(j(serde_json::json!({"type":"join","room":"lobby"})))
+        .await;
+    b.send(j(serde_json::json!({"type":"join","room":"lobby"})))
+        .await;
+    for i in 0..5 {
+        a.send(serde_json::json!({"type":"send","room":"lobby","body":format!("m{i}"),"req":i}))
+            .await;
+    }
+    let acks = a.of_type("ack");
+    assert_eq!(
+        acks.iter()
+            .map(|f| f["seq"].as_u64().unwrap_or(0))
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(acks[2]["req"], 2);
+    let got: Vec<(u64, String)> = b
+        .of_type("message")
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_u64().unwrap_or(0),
+                m["body"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        (1..=5)
+            .map(|i| (i, format!("m{}", i - 1)))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn resend_with_same_client_id_is_not_duplicated() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    let mut b = n.connect("bob").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    b.send(serde_json::json!({"type":"join","room":"r"})).await;
+    b.drain();
+    a.send(serde_json::json!({"type":"send","room":"r","body":"once","client_id":"c-1"}))
+        .await;
+    a.send(serde_json::json!({"type":"send","room":"r","body":"once","client_id":"c-1"}))
+        .await;
+    let acks = a.of_type("ack");
+    assert_eq!(acks.len(), 2);
+    assert_eq!(acks[0]["seq"], acks[1]["seq"]);
+    assert_eq!(acks[0]["id"], acks[1]["id"]);
+    assert_eq!(acks[0]["duplicate"], false);
+    assert_eq!(acks[1]["duplicate"], true);
+    assert_eq!(b.of_type("message").len(), 1);
+}
+
+#[tokio::test]
+async fn rejoin_with_since_recovers_exactly_the_missed_messages() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    for i in 0..6 {
+        a.send(serde_json::json!({"type":"send","room":"r","body":format!("m{i}")}))
+            .await;
+    }
+    let mut b = n.connect("bob").await;
+    b.send(serde_json::json!({"type":"join","room":"r","since":3}))
+        .await;
+    let frames = b.drain();
+    assert_eq!(frames[0]["type"], "joined");
+    assert_eq!(frames[0]["last_seq"], 6);
+    assert_eq!(frames[0]["first_seq"], 1);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .filter_map(|f| f["seq"].as_u64())
+        .collect();
+    assert_eq!(seqs, [4, 5, 6]);
+    a.send(serde_json::json!({"type":"send","room":"r","body":"live"}))
+        .await;
+    assert_eq!(
+        b.of_type("message")
+            .iter()
+            .filter_map(|f| f["seq"].as_u64())
+            .collect::<Vec<_>>(),
+        [7]
+    );
+}
+
+#[tokio::test]
+async fn history_pages_backwards() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    for i in 1..=12 {
+        a.send(serde_json::json!({"type":"send","room":"r","body":format!("m{i}")}))
+            .await;
+    }
+    a.drain();
+    a.send(serde_json::json!({"type":"history","room":"r","before":11,"limit":4,"req":"h"}))
+        .await;
+    let h = a.next();
+    assert_eq!(h["type"], "history");
+    assert_eq!(h["req"], "h");
+    let seqs: Vec<u64> = h["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["seq"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(seqs, [7, 8, 9, 10]);
+    assert_eq!(h["has_more"], true);
+    a.send(serde_json::json!({"type":"history","room":"r","before":3}))
+        .await;
+    let h = a.next();
+    assert_eq!(h["messages"].as_array().map(Vec::len), Some(2));
+    assert_eq!(h["has_more"], false);
+}
+
+#[tokio::test]
+async fn history_is_capped() {
+    let n = TestNode::with_limits(Limits::default(), 5);
+    let mut a = n.connect("alice").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    for i in 1..=9 {
+        a.send(serde_json::json!({"type":"send","room":"r","body":format!("m{i}")}))
+            .await;
+    }
+    a.drain();
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    let joined = a.next();
+    assert_eq!(
+        (joined["first_seq"].as_u64(), joined["last_seq"].as_u64()),
+        (Some(5), Some(9))
+    );
+}
+
+#[tokio::test]
+async fn direct_messages_reach_every_connection_and_wait_for_offline_users() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    let mut b1 = n.connect("bob").await;
+    let mut b2 = n.connect("bob").await;
+    a.send(serde_json::json!({"type":"dm","to":"bob","body":"hi","client_id":"d1"}))
+        .await;
+    assert_eq!(a.of_type("dm_ack").len(), 1);
+    assert_eq!(b1.of_type("dm").len(), 1);
+    assert_eq!(b2.of_type("dm").len(), 1);
+    // carol is offline: her messages wait for her next connect.
+    a.send(serde_json::json!({"type":"dm","to":"carol","body":"one"}))
+        .await;
+    a.send(serde_json::json!({"type":"dm","to":"carol","body":"two"}))
+        .await;
+    let mut c = n.connect("carol").await;
+    let dms = c.of_type("dm");
+    assert_eq!(
+        dms.iter()
+            .map(|d| d["body"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["one", "two"]
+    );
+    c.end().await;
+    // delivered once: a later connect does not repeat them
+    let mut c2 = n.connect("carol").await;
+    assert!(c2.of_type("dm").is_empty());
+    // ...unless the client asks with dm_since
+    let mut c3 = n.connect_with("carol", Some(1)).await;
+    assert_eq!(c3.of_type("dm").len(), 1);
+}
+
+#[tokio::test]
+async fn presence_typing_read_and_last_seen() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    let mut b = n.connect("bob").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    b.send(serde_json::json!({"type":"join","room":"r"})).await;
+    let joined = b.next();
+    assert_eq!(joined["members"], serde_json::json!(["alice", "bob"]));
+    let pres = a.of_type("presence");
+    assert!(
+        pres.iter()
+            .any(|p| p["user"] == "bob" && p["event"] == "join"),
+        "alice sees bob join: {pres:?}"
+    );
+    b.drain();
+
+    a.send(serde_json::json!({"type":"typing","room":"r"}))
+        .await;
+    a.send(serde_json::json!({"type":"typing","room":"r"}))
+        .await;
+    assert_eq!(b.of_type("typing").len(), 1, "typing is coalesced");
+
+    a.send(serde_json::json!({"type":"send","room":"r","body":"x"}))
+        .await;
+    b.send(serde_json::json!({"type":"read","room":"r","seq":1}))
+        .await;
+    b.send(serde_json::json!({"type":"read","room":"r","seq":1}))
+        .await;
+    assert_eq!(
+        a.of_type("read").len(),
+        1,
+        "a marker that did not move is not broadcast"
+    );
+    a.send(serde_json::json!({"type":"history","room":"r"}))
+        .await;
+    let h = a.of_type("history");
+    assert_eq!(
+        h[0]["messages"].as_array().map(Vec::len),
+        Some(1),
+        "typing is never stored"
+    );
+
+    b.send(serde_json::json!({"type":"leave","room":"r"})).await;
+    let pres = a.of_type("presence");
+    assert_eq!(pres[0]["event"], "leave");
+    b.end().await;
+    a.send(serde_json::json!({"type":"last_seen","users":["bob","alice","nobody"]}))
+        .await;
+    let ls = a.next();
+    assert_eq!(ls["users"]["bob"]["online"], false);
+    assert!(ls["users"]["bob"]["last_seen"].as_u64().is_some());
+    assert_eq!(ls["users"]["alice"]["online"], true);
+    assert_eq!(ls["users"]["nobody"]["last_seen"], Value::Null);
+
+    let mut c = n.connect("carol").await;
+    c.send(serde_json::json!({"type":"join","room":"r"})).await;
+    assert_eq!(c.next()["read"]["bob"], 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_precise_errors_and_the_session_carries_on() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    let cases = [
+        ("{", "bad_frame"),
+        (r#"{"type":"teleport"}"#, "unknown_type"),
+        (r#"{"type":"join","room":"bad room"}"#, "invalid_name"),
+        (
+            r#"{"type":"send","room":"nowhere","body":"x"}"#,
+            "not_joined",
+        ),
+        (r#"{"type":"dm","to":"b b","body":"x"}"#, "invalid_name"),
+        (r#"{"type":"hello","user":"x"}"#, "already_identified"),
+    ];
+    for (text, code) in cases {
+        let control = match a.session.as_mut() {
+            Some(s) => s.on_text(text).await,
+            None => panic!("ended"),
+        };
+        assert_eq!(control, Control::Continue);
+        let e = a.next();
+        assert_eq!(
+            (e["type"].as_str(), e["code"].as_str()),
+            (Some("error"), Some(code)),
+            "for {text}"
+        );
+    }
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    a.send(serde_json::json!({"type":"send","room":"r","body":"   "}))
+        .await;
+    a.send(serde_json::json!({"type":"send","room":"r","body":"x".repeat(4001)}))
+        .await;
+    let errs: Vec<String> = a
+        .of_type("error")
+        .iter()
+        .map(|e| e["code"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(errs, ["invalid_body", "too_large"]);
+    a.send(serde_json::json!({"type":"send","room":"r","body":"fine"}))
+        .await;
+    assert_eq!(a.of_type("ack").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limit_refuses_with_retry_after_then_flooding_closes() {
+    let limits = Limits {
+        rate_per_sec: 5,
+        rate_burst: 5,
+        flood_refusals: 10,
+        ..Limits::default()
+    };
+    let n = TestNode::with_limits(limits, 100);
+    let mut a = n.connect("alice").await;
+    let mut b = n.connect("bob").await;
+    for _ in 0..5 {
+        assert_eq!(
+            a.send(serde_json::json!({"type":"ping"})).await,
+            Control::Continue
+        );
+    }
+    a.send(serde_json::json!({"type":"ping","req":9})).await;
+    let frames = a.drain();
+    let err = frames.last().cloned().unwrap_or_default();
+    assert_eq!(err["code"], "rate_limited");
+    assert_eq!(err["req"], 9);
+    assert!(err["retry_after_ms"].as_u64().is_some_and(|ms| ms > 0));
+    let mut control = Control::Continue;
+    for _ in 0..20 {
+        control = a.send(serde_json::json!({"type":"ping"})).await;
+        if control != Control::Continue {
+            break;
+        }
+    }
+    assert_eq!(control, Control::Close(close::FLOODING));
+    // bob is unaffected
+    assert_eq!(
+        b.send(serde_json::json!({"type":"ping"})).await,
+        Control::Continue
+    );
+    assert_eq!(b.next()["type"], "pong");
+    tokio::time::advance(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn slow_consumer_is_kicked_without_slowing_the_room() {
+    let limits = Limits {
+        outbound_queue: 8,
+        rate_per_sec: 1000,
+        rate_burst: 1000,
+        ..Limits::default()
+    };
+    let n = TestNode::with_limits(limits, 100);
+    let mut a = n.connect("alice").await;
+    let slow = n.connect("slow").await;
+    let mut fast = n.connect("fast").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    let mut slow = slow;
+    slow.send(serde_json::json!({"type":"join","room":"r"}))
+        .await;
+    fast.send(serde_json::json!({"type":"join","room":"r"}))
+        .await;
+    for i in 0..30 {
+        a.send(serde_json::json!({"type":"send","room":"r","body":format!("{i}")}))
+            .await;
+        fast.drain();
+        a.drain();
+    }
+    assert_eq!(slow.handle.kicked_with(), Some(close::SLOW_CONSUMER));
+    assert!(!fast.handle.is_kicked());
+    assert!(n.node.hub.stats.slow_consumers.get() >= 1);
+}
+
+#[tokio::test]
+async fn too_many_rooms_is_refused() {
+    let limits = Limits {
+        max_rooms: 2,
+        ..Limits::default()
+    };
+    let n = TestNode::with_limits(limits, 100);
+    let mut a = n.connect("alice").await;
+    for r in ["a", "b", "c"] {
+        a.send(serde_json::json!({"type":"join","room":r})).await;
+    }
+    let errs = a.of_type("error");
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0]["code"], "too_many_rooms");
+}

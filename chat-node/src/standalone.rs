@@ -1,0 +1,38 @@
+//! Standalone mode: the node is its own registry — `/v1/assign` and `/v1/nodes` name this node — and
+//! serves the web page.
+
+use crate::node::Node;
+use registry::api::{Directory, DirectoryError};
+use registry::loadset::NodeEntry;
+use std::sync::Arc;
+
+struct Local(Arc<Node>);
+
+impl Local {
+    fn entry(&self) -> NodeEntry {
+        let s = &self.0.settings;
+        let connections = self.0.connections();
+        NodeEntry {
+            id: s.id.clone(),
+            url: s.url.clone(),
+            connections,
+            capacity: s.capacity,
+            accepting: connections < s.capacity && self.0.ready(),
+        }
+    }
+}
+
+impl Directory for Local {
+    async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+        Ok(Some(self.entry()).filter(|e| e.accepting))
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
+        Ok(vec![self.entry()])
+    }
+}
+
+/// `/v1/assign`, `/v1/nodes` and the web page, for a standalone node.
+pub fn router(node: Arc<Node>) -> axum::Router {
+    registry::api::router(Arc::new(Local(node))).merge(registry::web::router())
+}
