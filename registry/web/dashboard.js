@@ -113,7 +113,7 @@
 
     const accepting = nodes.filter((n) => n.accepting !== false);
     const total = nodes.reduce((s, n) => s + (Number(n.connections) || 0), 0);
-    const cap = accepting.reduce((s, n) => s + (Number(n.capacity) || 0), 0);
+    const cap = nodes.reduce((s, n) => s + (Number(n.capacity) || 0), 0);
     $('node-count').textContent = String(nodes.length);
     $('accepting-count').textContent = `${accepting.length} accepting`;
     $('conn-total').textContent = total.toLocaleString();

@@ -1,0 +1,374 @@
+//! The placement HTTP API, over any [`Directory`] of nodes (the Redis [`LoadSet`] in the registry, an
+//! in-process directory in standalone chat-node, a fake in tests).
+//!
+//! ```text
+//! GET /v1/assign ──▶ Directory::assign ──▶ 200 {"node","url","connections","capacity"}   Cache-Control: no-store
+//!                                      ├─▶ 503 {"error":"no_node_available",...}         Retry-After: 1
+//!                                      └─▶ 503 {"error":"unavailable",...}               Retry-After: 1
+//! GET /v1/nodes  ──▶ Directory::nodes  ──▶ 200 {"nodes":[NodeEntry...]}  |  503 {"error":"unavailable",...}
+//! ```
+//!
+//! Both answer with permissive CORS headers (`Access-Control-Allow-Origin: *`), so a chat page served from
+//! another origin can ask for a node; they carry no credentials, so that is safe.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::loadset::{self, LoadSet, NodeEntry};
+
+/// Why a [`Directory`] could not answer. The API maps every variant to `503 unavailable`.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The Redis load set failed.
+    #[error(transparent)]
+    LoadSet(#[from] loadset::Error),
+    /// Any other backend failure (for directories other than [`LoadSet`]).
+    #[error("directory backend failed")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl DirectoryError {
+    /// Wraps any error as [`DirectoryError::Backend`].
+    pub fn backend(error: impl StdError + Send + Sync + 'static) -> Self {
+        DirectoryError::Backend(Box::new(error))
+    }
+
+    /// A short stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            DirectoryError::LoadSet(e) => e.metric_label(),
+            DirectoryError::Backend(_) => "backend",
+        }
+    }
+}
+
+/// Something that knows the live nodes and can pick one for a new client.
+pub trait Directory: Send + Sync + 'static {
+    /// Picks the node for a new client and counts the assignment against it; `None` if no node has room.
+    fn assign(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send;
+    /// All nodes with their load, sorted by id.
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeEntry>, DirectoryError>> + Send;
+}
+
+impl Directory for LoadSet {
+    async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+        Ok(LoadSet::assign(self).await?)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
+        Ok(LoadSet::nodes(self).await?)
+    }
+}
+
+impl<D: Directory> Directory for Arc<D> {
+    fn assign(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
+        (**self).assign()
+    }
+
+    fn nodes(&self) -> impl Future<Output = Result<Vec<NodeEntry>, DirectoryError>> + Send {
+        (**self).nodes()
+    }
+}
+
+/// Body of a successful `GET /v1/assign`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Assignment {
+    /// Node id.
+    pub node: String,
+    /// WebSocket URL to open.
+    pub url: String,
+    /// The node's load when it was chosen.
+    pub connections: u64,
+    /// The node's capacity.
+    pub capacity: u64,
+}
+
+/// Body of `GET /v1/nodes`.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct NodeList {
+    /// All nodes, sorted by id.
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// Body of every error answer.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct ApiError {
+    /// Stable machine-readable code: `no_node_available` or `unavailable`.
+    pub error: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// The API routes (`/v1/assign`, `/v1/nodes`) over `dir`.
+pub fn router<D: Directory>(dir: Arc<D>) -> Router {
+    Router::new()
+        .route("/v1/assign", get(assign::<D>).options(preflight))
+        .route("/v1/nodes", get(nodes::<D>).options(preflight))
+        .layer(axum::middleware::map_response(cors))
+        .with_state(dir)
+}
+
+async fn assign<D: Directory>(State(dir): State<Arc<D>>) -> Response {
+    match dir.assign().await {
+        Ok(Some(entry)) => {
+            let body = Assignment {
+                node: entry.id,
+                url: entry.url,
+                connections: entry.connections,
+                capacity: entry.capacity,
+            };
+            ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+        }
+        Ok(None) => unavailable(
+            "no_node_available",
+            "no chat node has room for another connection; retry shortly",
+        ),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "assign failed");
+            unavailable(
+                "unavailable",
+                "the node directory is unavailable; retry shortly",
+            )
+        }
+    }
+}
+
+async fn nodes<D: Directory>(State(dir): State<Arc<D>>) -> Response {
+    match dir.nodes().await {
+        Ok(nodes) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(NodeList { nodes }),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(error = %error_chain(&error), "listing nodes failed");
+            unavailable(
+                "unavailable",
+                "the node directory is unavailable; retry shortly",
+            )
+        }
+    }
+}
+
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+async fn cors(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    response
+}
+
+fn unavailable(code: &str, message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, "1"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Json(ApiError {
+            error: code.to_owned(),
+            message: message.to_owned(),
+        }),
+    )
+        .into_response()
+}
+
+/// `error: cause: cause...` for one log field.
+pub(crate) fn error_chain(error: &dyn StdError) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// An in-memory directory: least connections wins, ties by id.
+    #[derive(Default)]
+    struct FakeDirectory {
+        nodes: Mutex<Vec<NodeEntry>>,
+        broken: bool,
+    }
+
+    impl FakeDirectory {
+        fn with(nodes: &[(&str, u64, u64)]) -> Self {
+            let nodes = nodes
+                .iter()
+                .map(|&(id, connections, capacity)| NodeEntry {
+                    id: id.into(),
+                    url: format!("ws://{id}/ws"),
+                    connections,
+                    capacity,
+                    accepting: connections < capacity,
+                })
+                .collect();
+            Self {
+                nodes: Mutex::new(nodes),
+                broken: false,
+            }
+        }
+
+        fn broken() -> Self {
+            Self {
+                broken: true,
+                ..Self::default()
+            }
+        }
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("redis is down")]
+    struct Down;
+
+    impl Directory for FakeDirectory {
+        async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+            if self.broken {
+                return Err(DirectoryError::backend(Down));
+            }
+            let mut nodes = self.nodes.lock().expect("lock");
+            let pick = nodes
+                .iter_mut()
+                .filter(|n| n.connections < n.capacity)
+                .min_by_key(|n| n.connections);
+            Ok(pick.map(|n| {
+                let chosen = n.clone();
+                n.connections += 1;
+                chosen
+            }))
+        }
+
+        async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
+            if self.broken {
+                return Err(DirectoryError::backend(Down));
+            }
+            Ok(self.nodes.lock().expect("lock").clone())
+        }
+    }
+
+    async fn get(
+        dir: FakeDirectory,
+        path: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = router(Arc::new(dir))
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let json = serde_json::from_slice(&bytes).expect("json body");
+        (status, headers, json)
+    }
+
+    #[tokio::test]
+    async fn assign_answers_with_the_least_loaded_node() {
+        let dir = FakeDirectory::with(&[("a", 5, 10), ("b", 2, 10)]);
+        let (status, headers, body) = get(dir, "/v1/assign").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            serde_json::json!({"node": "b", "url": "ws://b/ws", "connections": 2, "capacity": 10})
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+
+    #[tokio::test]
+    async fn assign_without_room_is_503_with_retry_after() {
+        let dir = FakeDirectory::with(&[("a", 10, 10)]);
+        let (status, headers, body) = get(dir, "/v1/assign").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(body["error"], "no_node_available");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn backend_failure_is_503_unavailable() {
+        let (status, headers, body) = get(FakeDirectory::broken(), "/v1/assign").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        assert_eq!(body["error"], "unavailable");
+        let (status, _, body) = get(FakeDirectory::broken(), "/v1/nodes").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"], "unavailable");
+    }
+
+    #[tokio::test]
+    async fn nodes_lists_every_entry() {
+        let dir = FakeDirectory::with(&[("a", 10, 10), ("b", 1, 10)]);
+        let (status, headers, body) = get(dir, "/v1/nodes").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let list: NodeList = serde_json::from_value(body).expect("node list");
+        let summary: Vec<(&str, bool)> = list
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.accepting))
+            .collect();
+        assert_eq!(summary, vec![("a", false), ("b", true)]);
+    }
+
+    #[tokio::test]
+    async fn preflight_is_allowed() {
+        let response = router(Arc::new(FakeDirectory::default()))
+            .oneshot(
+                Request::options("/v1/assign")
+                    .header(header::ORIGIN, "http://elsewhere")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(
+            response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
+            "GET, OPTIONS"
+        );
+    }
+
+    #[test]
+    fn error_chain_joins_causes() {
+        let error = DirectoryError::backend(Down);
+        assert_eq!(
+            error_chain(&error),
+            "directory backend failed: redis is down"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! Wiring of the `registry` binary: flags, the Redis connection, and one HTTP listener serving the
+//! placement API, health, metrics and the web page.
+//!
+//! ```text
+//! Args ──run()──▶ redis::connect ──▶ LoadSet ──▶ MeteredDirectory ──▶ api::router   /v1/assign, /v1/nodes
+//!                                       client ──PING (1 s)──────────▶ /readyz
+//!                 shutdown token ─────────────────────────────────────▶ /readyz 503, then stop serving
+//!                 Registry ──────────────────────────────────────────▶ /metrics ; web::router ▶ /
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{DEFAULT_CLUSTER_ID, Keys};
+use crate::loadset::LoadSet;
+use crate::metrics::{MeteredDirectory, Metrics, RegistryMetrics, metrics_route};
+use crate::redis::{self, RedisArgs};
+use crate::runtime::{self, LogArgs};
+use crate::{api, web};
+
+/// How long `/readyz` waits for Redis to answer a `PING`.
+pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Flags of the `registry` binary.
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "registry",
+    version,
+    about = "Switchboard registry: tells clients which chat-node to connect to (GET /v1/assign)."
+)]
+pub struct Args {
+    /// Address to serve HTTP on (HOST:PORT).
+    #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: String,
+
+    /// Identity of the chat system (the operator passes `namespace/name`); selects the Redis key prefix.
+    #[arg(long = "cluster-id", env = "SWITCHBOARD_CLUSTER_ID", default_value = DEFAULT_CLUSTER_ID)]
+    pub cluster_id: String,
+
+    /// Seconds to keep serving (while /readyz answers 503) after the first SIGTERM, so load balancers
+    /// stop sending requests before the listener closes.
+    #[arg(
+        long = "drain-delay-secs",
+        env = "SWITCHBOARD_DRAIN_DELAY_SECS",
+        default_value_t = 0
+    )]
+    pub drain_delay_secs: u64,
+
+    /// Redis connection (required for the registry).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Runs the registry until SIGTERM/SIGINT: sets up logging, binds `--listen`, connects to Redis and
+/// serves. Fails with a clear message when Redis is not configured, unreachable or rejects the password.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    runtime::init_tracing(&args.log);
+    let shutdown = runtime::shutdown_on_signal();
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    serve_on(listener, args, shutdown).await
+}
+
+/// Like [`run`], on an already bound listener and with a caller-owned shutdown token (tests, e2e, and
+/// embedding several registries in one process). Does not touch logging or signals.
+pub async fn serve_on(
+    listener: TcpListener,
+    args: Args,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if !args.redis.is_configured() {
+        anyhow::bail!(
+            "the registry needs Redis: give --redis-url (SWITCHBOARD_REDIS_URL) or --redis-sentinels \
+             (SWITCHBOARD_REDIS_SENTINELS) with --redis-master-name"
+        );
+    }
+    let client = redis::connect(&args.redis).await?;
+    let addr = listener.local_addr().context("listener address")?;
+    tracing::info!(
+        listen = %addr,
+        cluster_id = %args.cluster_id,
+        redis = %args.redis.describe(),
+        "registry serving"
+    );
+
+    let stop_serving = CancellationToken::new();
+    let drain_delay = Duration::from_secs(args.drain_delay_secs);
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        let stop_serving = stop_serving.clone();
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(drain_delay).await;
+            stop_serving.cancel();
+        }
+    });
+
+    let app = app(client.clone(), Keys::new(&args.cluster_id), shutdown);
+    let served = runtime::serve(listener, app, stop_serving).await;
+    let _ = client.quit().await;
+    served.context("HTTP server failed")?;
+    tracing::info!("registry stopped");
+    Ok(())
+}
+
+/// The registry's complete HTTP app: [`api::router`] over the load set of `keys` (with metrics),
+/// `/healthz`, `/readyz` (503 once `shutdown` is cancelled or when Redis does not answer), `/metrics` and
+/// [`web::router`].
+pub fn app(client: Client, keys: Keys, shutdown: CancellationToken) -> Router {
+    let mut registry = Registry::default();
+    let directory = MeteredDirectory::new(
+        LoadSet::new(client.clone(), keys),
+        RegistryMetrics::register(&mut registry),
+    );
+    let readiness = Readiness { client, shutdown };
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz).with_state(readiness))
+        .merge(api::router(Arc::new(directory)))
+        .merge(metrics_route(Arc::new(Metrics::new(registry))))
+        .merge(web::router())
+}
+
+#[derive(Clone)]
+struct Readiness {
+    client: Client,
+    shutdown: CancellationToken,
+}
+
+async fn readyz(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {
+    if readiness.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
+    match tokio::time::timeout(
+        READINESS_PING_TIMEOUT,
+        readiness.client.ping::<String>(None),
+    )
+    .await
+    {
+        Ok(Ok(_)) => (StatusCode::OK, "ready\n"),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "readiness: Redis PING failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n")
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis unavailable\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_interface() {
+        let args = Args::try_parse_from(["registry", "--redis-url", "redis://127.0.0.1:1"])
+            .expect("parse");
+        assert_eq!(args.listen, "0.0.0.0:8081");
+        assert_eq!(args.cluster_id, "default");
+        assert!(args.redis.is_configured());
+    }
+
+    #[tokio::test]
+    async fn refuses_to_start_without_redis() {
+        let args = Args::try_parse_from(["registry"]).expect("parse");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let error = serve_on(listener, args, CancellationToken::new())
+            .await
+            .expect_err("must fail");
+        assert!(error.to_string().contains("--redis-url"), "{error}");
+    }
+}
