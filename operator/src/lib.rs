@@ -1,1 +1,19 @@
-//! Switchboard Kubernetes operator (see issue: ChatCluster resource). Not yet built.
+//! Switchboard Kubernetes operator: the `ChatCluster` resource, the objects it owns, and the load-set sync
+//! that makes pod readiness decide which chat-nodes the registry hands out.
+//!
+//! ```text
+//!            ┌──────────── reconcile (Controller<ChatCluster>) ────────────┐
+//! ChatCluster┤ resources::render (pure) ─▶ server-side apply ─▶ status/events │
+//!            └──────────────────────────────────────────────────────────────┘
+//!            ┌──────────── loadset_sync (Controller<ChatCluster>) ──────────┐
+//! EndpointSlices (ready, non-terminating chat-node pods) ─▶ registry load set │
+//!            │ every resync: repair drift, pod-deletion-cost, current master │
+//!            └──────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Modules: [`crd`] (types and schema), [`fixtures`] (test builders), [`resources`] (pure rendering),
+//! [`reconcile`] (the controller), [`loadset_sync`] (membership), [`leader`] (Lease election),
+//! [`metrics`], [`server`] (the `operator` binary's wiring).
+
+pub mod crd;
+pub mod fixtures;

@@ -1,0 +1,563 @@
+//! The `ChatCluster` custom resource (`switchboard.dev/v1alpha1`): what a user declares and what the
+//! operator reports back.
+//!
+//! ```text
+//! ChatCluster
+//! ├── spec
+//! │   ├── nodes        socket servers: replicas, image, capacity, advertised URL template, drain
+//! │   ├── registries   placement service: replicas, image, Service type/port
+//! │   ├── redis        mode Managed (data nodes + sentinels run by the operator) | External (url or sentinels)
+//! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
+//! │   └── labels / annotations   passed through to every owned object and pod
+//! └── status   observedGeneration, ready/desired per component, current master, load-set size,
+//!              selector (scale subresource), conditions Ready / Progressing / Degraded
+//! ```
+//!
+//! Every field has a default, so `spec: {}` is a working chat system. What a type cannot say is checked by
+//! the API server itself with CEL rules (`x-kubernetes-validations`), each with a message that names the
+//! field and the fix; what only the operator can judge (e.g. a referenced Secret that does not exist) is
+//! reported as a `Degraded` condition instead.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "switchboard.dev";
+/// API version of the resource.
+pub const VERSION: &str = "v1alpha1";
+/// Name of the CRD object (`<plural>.<group>`).
+pub const CRD_NAME: &str = "chatclusters.switchboard.dev";
+
+/// Default chat-node image.
+pub const DEFAULT_NODE_IMAGE: &str = "switchboard/chat-node:0.1.0";
+/// Default registry image.
+pub const DEFAULT_REGISTRY_IMAGE: &str = "switchboard/registry:0.1.0";
+/// Default Redis image; it must ship `redis-server`, `redis-sentinel`, `redis-cli` and `sh`.
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4-alpine";
+/// Default Sentinel master name.
+pub const DEFAULT_MASTER_NAME: &str = "mymaster";
+
+/// Spec of a `ChatCluster`: one chat system (socket servers, registries, Redis).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "switchboard.dev",
+    version = "v1alpha1",
+    kind = "ChatCluster",
+    plural = "chatclusters",
+    shortname = "chat",
+    category = "switchboard",
+    namespaced,
+    status = "ChatClusterStatus",
+    derive = "PartialEq",
+    doc = "A Switchboard chat system: WebSocket socket servers, the registry that places clients on them, and the Redis (with Sentinel) they share.",
+    scale(
+        spec_replicas_path = ".spec.nodes.replicas",
+        status_replicas_path = ".status.nodes.ready",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "integer",
+        json_path = ".status.nodes.ready",
+        description = "Ready socket servers"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".spec.nodes.replicas",
+        description = "Desired socket servers"
+    ),
+    printcolumn(
+        name = "Registries",
+        type_ = "integer",
+        json_path = ".status.registries.ready",
+        description = "Ready registries"
+    ),
+    printcolumn(
+        name = "Sentinels",
+        type_ = "integer",
+        json_path = ".status.redis.sentinels.ready",
+        description = "Ready sentinels (managed Redis)"
+    ),
+    printcolumn(
+        name = "LoadSet",
+        type_ = "integer",
+        json_path = ".status.loadSetMembers",
+        description = "Members of the registry load set",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Master",
+        type_ = "string",
+        json_path = ".status.redis.currentMaster",
+        description = "Current Redis master",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Ready condition"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterSpec {
+    /// Socket servers (chat-node).
+    #[serde(default)]
+    pub nodes: NodesSpec,
+    /// Registries (placement service).
+    #[serde(default)]
+    pub registries: RegistriesSpec,
+    /// Redis: managed by the operator (default) or external.
+    #[serde(default)]
+    pub redis: RedisSpec,
+    /// Pod scheduling applied to every pod of this chat system.
+    #[serde(default, skip_serializing_if = "Scheduling::is_empty")]
+    pub scheduling: Scheduling,
+    /// Labels added to every owned object and pod (the operator's own labels win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to every owned object and pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Socket servers: the chat-node Deployment.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodesSpec {
+    /// Number of socket servers (the scale subresource drives this).
+    #[serde(default = "default_nodes")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+    /// Container image of chat-node.
+    #[serde(default = "default_node_image")]
+    #[x_kube(validation = Rule::new("self != ''").message("spec.nodes.image must not be empty"))]
+    pub image: String,
+    /// Image pull policy (Always, IfNotPresent, Never); the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Compute resources of the chat-node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Maximum WebSocket connections one socket server accepts.
+    #[serde(default = "default_capacity")]
+    #[schemars(range(min = 1, max = 10_000_000))]
+    pub capacity: i64,
+    /// How clients reach a node: a URL template over `{podIP}`, `{podName}`, `{namespace}` and `{port}`.
+    #[serde(default = "default_advertise_url")]
+    #[x_kube(validation = Rule::new("self.startsWith('ws://') || self.startsWith('wss://')").message("spec.nodes.advertiseUrl must start with ws:// or wss://, e.g. ws://{podIP}:{port}/ws"))]
+    pub advertise_url: String,
+    /// Seconds a terminating node keeps serving its clients while it drains (out of the load set, telling
+    /// clients to reconnect elsewhere) before it is stopped.
+    #[serde(default = "default_drain")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub drain_timeout_seconds: i32,
+}
+
+/// Registries: the placement-service Deployment and the Service clients talk to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistriesSpec {
+    /// Number of registries.
+    #[serde(default = "default_registries")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Container image of the registry.
+    #[serde(default = "default_registry_image")]
+    #[x_kube(validation = Rule::new("self != ''").message("spec.registries.image must not be empty"))]
+    pub image: String,
+    /// Image pull policy; the cluster default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Compute resources of the registry container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How the registry Service is exposed.
+    #[serde(default)]
+    pub service: RegistryService,
+}
+
+/// The registry Service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryService {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Service port (the registry listens on 8081 in the pod).
+    #[serde(default = "default_registry_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Annotations of the Service only (e.g. cloud load-balancer settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Kubernetes Service types the registry can be exposed as.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ServiceType {
+    /// Reachable inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// A port on every node.
+    NodePort,
+    /// A cloud load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Container image pull policy.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Always pull.
+    Always,
+    /// Pull when the image is missing.
+    IfNotPresent,
+    /// Never pull.
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Redis: who runs it and how to reach it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.mode == 'External' ? has(self.external) : !has(self.external)").message("spec.redis.external is required when spec.redis.mode is External, and must be absent when it is Managed"))]
+pub struct RedisSpec {
+    /// `Managed` (the operator runs Redis with Sentinel) or `External` (you already run Redis).
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Settings of managed Redis (ignored in External mode).
+    #[serde(default)]
+    pub managed: ManagedRedis,
+    /// How to reach external Redis (External mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalRedis>,
+}
+
+/// Who runs Redis.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum RedisMode {
+    /// The operator runs Redis data nodes and sentinels as StatefulSets.
+    #[default]
+    Managed,
+    /// Redis is run elsewhere; the operator only connects to it.
+    External,
+}
+
+/// Redis run by the operator: one master, replicas, and sentinels that promote a replica when it dies.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.sentinels % 2 == 1").message("spec.redis.managed.sentinels must be odd (1, 3, 5, ...) so the sentinels can always form a majority"),
+    validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed")
+)]
+pub struct ManagedRedis {
+    /// Redis data nodes (one master, the rest replicas).
+    #[serde(default = "default_redis_replicas")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+    /// Sentinels watching the master (odd, at least 1).
+    #[serde(default = "default_sentinels")]
+    #[schemars(range(min = 1, max = 9))]
+    pub sentinels: i32,
+    /// Sentinels that must agree the master is down; a majority of `sentinels` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub quorum: Option<i32>,
+    /// Master name the sentinels monitor.
+    #[serde(default = "default_master_name")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.-]+$')").message("spec.redis.managed.masterName may contain only letters, digits, '_', '.' and '-'"))]
+    pub master_name: String,
+    /// Redis image (must contain redis-server, redis-sentinel, redis-cli and sh).
+    #[serde(default = "default_redis_image")]
+    pub image: String,
+    /// Persistent volume size per data node; data lives in an emptyDir when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// Storage class of the data volumes (the cluster default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Compute resources of the Redis data-node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Redis run elsewhere.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.url) != has(self.sentinels)").message("spec.redis.external: set exactly one of url or sentinels"),
+    validation = Rule::new("!has(self.sentinels) || size(self.sentinels) > 0").message("spec.redis.external.sentinels must list at least one host:port")
+)]
+pub struct ExternalRedis {
+    /// Redis URL (`redis://host:port/db` or `rediss://...`); put the password in `passwordSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('redis://') || self.startsWith('rediss://')").message("spec.redis.external.url must start with redis:// or rediss://"))]
+    pub url: Option<String>,
+    /// Sentinel addresses (`host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub sentinels: Option<Vec<String>>,
+    /// Master name the sentinels monitor.
+    #[serde(default = "default_master_name")]
+    pub master_name: String,
+    /// Secret key holding the Redis password (none when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeySelector>,
+}
+
+/// Pod scheduling applied to every pod of the chat system.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Scheduling {
+    /// Node labels a pod's node must have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Tolerations of every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<Toleration>>,
+    /// Affinity of every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of every pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+impl Scheduling {
+    /// Whether no knob is set.
+    pub fn is_empty(&self) -> bool {
+        self == &Scheduling::default()
+    }
+}
+
+/// What the operator observed, written through the status subresource.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Socket servers.
+    #[serde(default)]
+    pub nodes: Replicas,
+    /// Registries.
+    #[serde(default)]
+    pub registries: Replicas,
+    /// Redis.
+    #[serde(default)]
+    pub redis: RedisStatus,
+    /// Members of the registry load set (ready socket servers clients can be placed on), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_set_members: Option<i32>,
+    /// Label selector of the socket-server pods (for the scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Ready and desired replicas of one component.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+pub struct Replicas {
+    /// Pods ready.
+    pub ready: i32,
+    /// Pods desired.
+    pub desired: i32,
+}
+
+impl Replicas {
+    /// `ready >= desired`.
+    pub fn is_complete(&self) -> bool {
+        self.ready >= self.desired
+    }
+}
+
+/// Redis part of the status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisStatus {
+    /// Managed data nodes (zero in External mode).
+    #[serde(default)]
+    pub data_nodes: Replicas,
+    /// Managed sentinels (zero in External mode).
+    #[serde(default)]
+    pub sentinels: Replicas,
+    /// `host:port` of the current master as the sentinels report it (or the external URL's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_master: Option<String>,
+}
+
+/// Condition types.
+pub mod condition {
+    /// Every component has its desired ready pods and the load set matches them.
+    pub const READY: &str = "Ready";
+    /// The operator is bringing the cluster towards its spec.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Something needs a person: the message says what.
+    pub const DEGRADED: &str = "Degraded";
+}
+
+impl ChatCluster {
+    /// The cluster id of this chat system in Redis and in the chat-node/registry configuration:
+    /// `<namespace>/<name>`.
+    pub fn cluster_id(&self) -> String {
+        format!(
+            "{}/{}",
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// The condition of `type_`, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+}
+
+impl ManagedRedis {
+    /// The quorum in effect: the given one, else a majority of the sentinels.
+    pub fn effective_quorum(&self) -> i32 {
+        self.quorum.unwrap_or(self.sentinels / 2 + 1)
+    }
+}
+
+impl Default for NodesSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_nodes(),
+            image: default_node_image(),
+            image_pull_policy: None,
+            resources: None,
+            capacity: default_capacity(),
+            advertise_url: default_advertise_url(),
+            drain_timeout_seconds: default_drain(),
+        }
+    }
+}
+
+impl Default for RegistriesSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_registries(),
+            image: default_registry_image(),
+            image_pull_policy: None,
+            resources: None,
+            service: RegistryService::default(),
+        }
+    }
+}
+
+impl Default for RegistryService {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: default_registry_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ManagedRedis {
+    fn default() -> Self {
+        Self {
+            replicas: default_redis_replicas(),
+            sentinels: default_sentinels(),
+            quorum: None,
+            master_name: default_master_name(),
+            image: default_redis_image(),
+            storage: None,
+            storage_class_name: None,
+            resources: None,
+        }
+    }
+}
+
+// Two of each stateless component: one can be rolled or lost while the other serves.
+fn default_nodes() -> i32 {
+    2
+}
+fn default_registries() -> i32 {
+    2
+}
+// One master and two replicas: a failover still leaves a replica behind.
+fn default_redis_replicas() -> i32 {
+    3
+}
+// Three sentinels: the smallest odd count that survives losing one.
+fn default_sentinels() -> i32 {
+    3
+}
+fn default_capacity() -> i64 {
+    10_000
+}
+fn default_drain() -> i32 {
+    30
+}
+fn default_registry_port() -> i32 {
+    80
+}
+fn default_node_image() -> String {
+    DEFAULT_NODE_IMAGE.to_owned()
+}
+fn default_registry_image() -> String {
+    DEFAULT_REGISTRY_IMAGE.to_owned()
+}
+fn default_redis_image() -> String {
+    DEFAULT_REDIS_IMAGE.to_owned()
+}
+fn default_master_name() -> String {
+    DEFAULT_MASTER_NAME.to_owned()
+}
+fn default_advertise_url() -> String {
+    "ws://{podIP}:{port}/ws".to_owned()
+}
+
+/// The CRD as YAML, exactly what `crdgen` prints and `crds/chatcluster.yaml` holds.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml::to_string(&ChatCluster::crd()).map(|y| format!("---\n{y}"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+use kube::CustomResourceExt;
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn checked_in_crd_is_current() {
+    let generated = crd_yaml().expect("the CRD serializes");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/chatcluster.yaml");
+    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        generated == checked_in,
+        "crds/chatcluster.yaml is stale: run `cargo run -p operator --bin crdgen > crds/chatcluster.yaml`"
+    );
+}
+
+#[test]
+fn crd_names_scope_and_subresources() {
+    let crd = ChatCluster::crd();
+    assert_eq!(crd.metadata.name.as_deref(), Some(CRD_NAME));
+    assert_eq!(crd.spec.group, GROUP);
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.kind, "ChatCluster");
+    assert_eq!(crd.spec.names.plural, "chatclusters");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["chat".to_owned()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, VERSION);
+    let sub = version.subresources.as_ref().expect("subresources");
+    assert!(sub.status.is_some());
+    let scale = sub.scale.as_ref().expect("scale subresource");
+    assert_eq!(scale.spec_replicas_path, ".spec.nodes.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.nodes.ready");
+    assert_eq!(
+        scale.label_selector_path.as_deref(),
+        Some(".status.selector")
+    );
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    for expected in ["Nodes", "Registries", "Sentinels", "Ready", "Age"] {
+        assert!(
+            columns.contains(&expected),
+            "missing printer column {expected}"
+        );
+    }
+}
+
+#[test]
+fn schema_carries_cel_rules_with_messages() {
+    let schema = serde_json::to_string(&ChatCluster::crd()).expect("json");
+    for rule in [
+        "self.sentinels % 2 == 1",
+        "!has(self.quorum) || self.quorum <= self.sentinels",
+        "has(self.url) != has(self.sentinels)",
+        "self.mode == 'External' ? has(self.external) : !has(self.external)",
+    ] {
+        assert!(schema.contains(rule), "rule {rule} missing");
+    }
+    assert!(schema.contains("must be odd"));
+    assert!(schema.contains("set exactly one of url or sentinels"));
+}
+
+#[test]
+fn empty_spec_gets_working_defaults() {
+    let cc: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": "demo", "namespace": "chat"},
+        "spec": {}
+    }))
+    .expect("a minimal ChatCluster parses");
+    assert_eq!(cc.spec.nodes.replicas, 2);
+    assert_eq!(cc.spec.registries.replicas, 2);
+    assert_eq!(cc.spec.redis.mode, RedisMode::Managed);
+    assert_eq!(cc.spec.redis.managed.replicas, 3);
+    assert_eq!(cc.spec.redis.managed.sentinels, 3);
+    assert_eq!(cc.spec.redis.managed.effective_quorum(), 2);
+    assert_eq!(cc.spec.nodes.advertise_url, "ws://{podIP}:{port}/ws");
+    assert_eq!(cc.cluster_id(), "chat/demo");
+}
+
+#[test]
+fn fixtures_build_what_they_say() {
+    let cc = ChatCluster::test("demo").in_namespace("chat").with_nodes(5);
+    assert_eq!(cc.spec.nodes.replicas, 5);
+    assert_eq!(cc.cluster_id(), "chat/demo");
+    let ext = ChatCluster::test("x")
+        .with_external_url("redis://127.0.0.1:6379")
+        .with_password_secret("redis", "password");
+    let external = ext.spec.redis.external.expect("external");
+    assert_eq!(external.url.as_deref(), Some("redis://127.0.0.1:6379"));
+    assert_eq!(
+        external.password_secret_ref.map(|s| s.name),
+        Some("redis".to_owned())
+    );
+}

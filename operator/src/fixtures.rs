@@ -1,0 +1,119 @@
+//! Small builders for `ChatCluster` values in tests (unit, rendering and end-to-end):
+//! `ChatCluster::test("demo").in_namespace("chat").with_nodes(5)`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::SecretKeySelector;
+use kube::api::ObjectMeta;
+
+use crate::crd::{ChatCluster, ChatClusterSpec, ExternalRedis, RedisMode};
+
+impl ChatCluster {
+    /// A `ChatCluster` named `name` in namespace `default` with the defaults of `spec: {}`, a uid and
+    /// generation 1 (as if the API server had stored it).
+    pub fn test(name: &str) -> Self {
+        let mut cc = ChatCluster::new(name, ChatClusterSpec::default());
+        cc.metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("default".to_owned()),
+            uid: Some(format!("00000000-0000-4000-8000-{:012x}", name.len())),
+            generation: Some(1),
+            ..ObjectMeta::default()
+        };
+        cc
+    }
+
+    /// Moves it to `namespace`.
+    #[must_use]
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Sets the socket-server count.
+    #[must_use]
+    pub fn with_nodes(mut self, replicas: i32) -> Self {
+        self.spec.nodes.replicas = replicas;
+        self
+    }
+
+    /// Sets the registry count.
+    #[must_use]
+    pub fn with_registries(mut self, replicas: i32) -> Self {
+        self.spec.registries.replicas = replicas;
+        self
+    }
+
+    /// Sets managed Redis data-node and sentinel counts.
+    #[must_use]
+    pub fn with_redis(mut self, data_nodes: i32, sentinels: i32) -> Self {
+        self.spec.redis.managed.replicas = data_nodes;
+        self.spec.redis.managed.sentinels = sentinels;
+        self
+    }
+
+    /// External Redis at `url`, without a password.
+    #[must_use]
+    pub fn with_external_url(mut self, url: &str) -> Self {
+        self.spec.redis.mode = RedisMode::External;
+        self.spec.redis.external = Some(ExternalRedis {
+            url: Some(url.to_owned()),
+            sentinels: None,
+            master_name: crate::crd::DEFAULT_MASTER_NAME.to_owned(),
+            password_secret_ref: None,
+        });
+        self
+    }
+
+    /// External Redis through `sentinels` monitoring `master_name`.
+    #[must_use]
+    pub fn with_external_sentinels(mut self, sentinels: &[&str], master_name: &str) -> Self {
+        self.spec.redis.mode = RedisMode::External;
+        self.spec.redis.external = Some(ExternalRedis {
+            url: None,
+            sentinels: Some(sentinels.iter().map(|s| (*s).to_owned()).collect()),
+            master_name: master_name.to_owned(),
+            password_secret_ref: None,
+        });
+        self
+    }
+
+    /// The external Redis password comes from `secret`'s `key` (External mode must be set first).
+    #[must_use]
+    pub fn with_password_secret(mut self, secret: &str, key: &str) -> Self {
+        if let Some(external) = self.spec.redis.external.as_mut() {
+            external.password_secret_ref = Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: None,
+            });
+        }
+        self
+    }
+
+    /// Adds a passthrough label.
+    #[must_use]
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.spec.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds a passthrough annotation.
+    #[must_use]
+    pub fn with_annotation(mut self, key: &str, value: &str) -> Self {
+        self.spec
+            .annotations
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Adds an annotation on the `ChatCluster` itself (e.g. the pause switch).
+    #[must_use]
+    pub fn with_meta_annotation(mut self, key: &str, value: &str) -> Self {
+        self.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
