@@ -1,50 +1,204 @@
-//! The web page served at `/` (placeholder until the chat client page lands here; it will also own
-//! `/dashboard`). Static content only: the page talks to `/v1/assign` and then to the node it is given.
+//! The web pages every Switchboard HTTP front serves: the chat client at `/` and the live cluster
+//! dashboard at `/dashboard`.
+//!
+//! The pages are plain HTML, CSS and JavaScript kept under `registry/web/` and compiled into the binary
+//! with `include_str!`, so there is no build step and nothing to install next to the binary. They talk
+//! to the same origin only over HTTP (`/v1/assign`, `/v1/nodes`) and then open a WebSocket to whichever
+//! node the registry names:
+//!
+//! ```text
+//! browser ──GET /──────────────▶ this router (index.html, /assets/*)
+//!         ──GET /v1/assign─────▶ registry API ─▶ {"node","url",...}
+//!         ──WebSocket url──────▶ chat-node (wire protocol, chat-node/PROTOCOL.md)
+//! ```
+//!
+//! Both the `registry` binary and a standalone `chat-node` merge [`router`] into their own routes, so
+//! the paths here must not collide with `/v1/*`, `/ws`, `/healthz`, `/readyz` or `/metrics`.
 
 use axum::Router;
-use axum::response::Html;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 
-/// Routes of the web page (`GET /`).
+/// One embedded file: its text and the content type it is served with.
+struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const INDEX: Asset = Asset {
+    body: include_str!("../web/index.html"),
+    content_type: HTML,
+};
+const DASHBOARD: Asset = Asset {
+    body: include_str!("../web/dashboard.html"),
+    content_type: HTML,
+};
+const APP_JS: Asset = Asset {
+    body: include_str!("../web/app.js"),
+    content_type: JS,
+};
+const DASHBOARD_JS: Asset = Asset {
+    body: include_str!("../web/dashboard.js"),
+    content_type: JS,
+};
+const STYLE_CSS: Asset = Asset {
+    body: include_str!("../web/style.css"),
+    content_type: CSS,
+};
+const ICON_SVG: Asset = Asset {
+    body: include_str!("../web/icon.svg"),
+    content_type: SVG,
+};
+
+/// The policy every page is served with: scripts and styles only from this origin, network only to
+/// this origin and to WebSocket endpoints (the registry may name a node on another host or port).
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// The routes of the web pages: `GET /` (chat client), `GET /dashboard` (cluster dashboard) and the
+/// files they load under `/assets/`.
+///
+/// The router has no state, so it can be merged into any `Router<S>` with `Router::merge`.
 pub fn router() -> Router {
-    Router::new().route("/", get(index))
+    Router::new()
+        .route("/", get(|| serve(&INDEX)))
+        .route("/dashboard", get(|| serve(&DASHBOARD)))
+        .route("/assets/app.js", get(|| serve(&APP_JS)))
+        .route("/assets/dashboard.js", get(|| serve(&DASHBOARD_JS)))
+        .route("/assets/style.css", get(|| serve(&STYLE_CSS)))
+        .route("/assets/icon.svg", get(|| serve(&ICON_SVG)))
 }
 
-async fn index() -> Html<&'static str> {
-    Html(INDEX)
+async fn serve(asset: &'static Asset) -> impl IntoResponse {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            // Pages are small and change with the binary: always revalidate so an upgrade shows at once.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (
+                HeaderName::from_static("x-frame-options"),
+                HeaderValue::from_static("DENY"),
+            ),
+        ],
+        asset.body,
+    )
 }
-
-const INDEX: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>Switchboard</title></head>
-<body>
-<h1>Switchboard</h1>
-<p>The chat client page is coming. Meanwhile: <a href="/v1/assign">/v1/assign</a> names the node to
-connect to, <a href="/v1/nodes">/v1/nodes</a> lists the nodes.</p>
-</body>
-</html>
-"#;
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode, header};
+    use super::*;
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode};
     use tower::ServiceExt;
 
-    use super::*;
+    async fn get_page(path: &str) -> (StatusCode, String, String) {
+        let response = router()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("router answers");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .unwrap_or_default();
+        let body = to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+        )
+    }
 
     #[tokio::test]
-    async fn index_is_html() {
+    async fn chat_page_is_served_at_root_and_loads_its_assets() {
+        let (status, content_type, body) = get_page("/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, HTML);
+        assert!(body.contains("/assets/app.js"));
+        assert!(body.contains("/assets/style.css"));
+        for asset in ["/assets/app.js", "/assets/style.css", "/assets/icon.svg"] {
+            let (status, _, body) = get_page(asset).await;
+            assert_eq!(status, StatusCode::OK, "{asset}");
+            assert!(!body.is_empty(), "{asset}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dashboard_is_served_with_its_script() {
+        let (status, content_type, body) = get_page("/dashboard").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, HTML);
+        assert!(body.contains("/assets/dashboard.js"));
+        let (status, content_type, _) = get_page("/assets/dashboard.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, JS);
+    }
+
+    #[tokio::test]
+    async fn pages_forbid_foreign_scripts_and_framing() {
         let response = router()
             .oneshot(Request::get("/").body(Body::empty()).expect("request"))
             .await
-            .expect("response");
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            response.headers()[header::CONTENT_TYPE]
-                .to_str()
-                .expect("ascii")
-                .starts_with("text/html")
+            .expect("router answers");
+        let csp = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(csp.contains("script-src 'self'"));
+        assert!(csp.contains("connect-src 'self' ws: wss:"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
         );
+    }
+
+    #[tokio::test]
+    async fn pages_use_no_inline_script_or_style_the_policy_would_block() {
+        for path in ["/", "/dashboard"] {
+            let (_, _, body) = get_page(path).await;
+            assert!(!body.contains("<script>"), "{path} has an inline script");
+            assert!(!body.contains("style=\""), "{path} has an inline style");
+            let handler = body
+                .split(|c: char| c.is_whitespace())
+                .any(|word| word.starts_with("on") && word.contains("=\""));
+            assert!(!handler, "{path} has an inline event handler");
+        }
+    }
+
+    #[tokio::test]
+    async fn client_never_puts_text_into_markup() {
+        for script in [APP_JS.body, DASHBOARD_JS.body] {
+            assert!(!script.contains("innerHTML"));
+            assert!(!script.contains("outerHTML"));
+            assert!(!script.contains("insertAdjacentHTML"));
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_left_to_other_routers() {
+        let (status, _, _) = get_page("/assets/nope.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

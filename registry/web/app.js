@@ -6,7 +6,7 @@
 // seen, merge what comes back by `seq` (so nothing shows twice) and resend unacknowledged sends with the
 // same `client_id` (so nothing is stored twice).
 //
-// All user content reaches the DOM through textContent (see `h`); nothing here uses innerHTML.
+// All user content reaches the DOM through textContent (see `h`); no string is ever parsed as markup.
 'use strict';
 
 (() => {
