@@ -72,6 +72,13 @@ pub struct Args {
     /// Seconds without any frame from a client before it is closed (4003).
     #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
+    /// Replicas that must confirm each message (Redis `WAIT`) before it is delivered and acknowledged.
+    /// 0 acknowledges once the master has it; 1 or more survives the loss of the master.
+    #[arg(long, env = "SWITCHBOARD_ACK_REPLICAS", default_value_t = 0)]
+    pub ack_replicas: u32,
+    /// Milliseconds to wait for those replicas before answering `unavailable` (the client resends).
+    #[arg(long, env = "SWITCHBOARD_ACK_TIMEOUT_MS", default_value_t = 1000)]
+    pub ack_timeout_ms: u64,
     /// Redis connection; absent means standalone (in-process bus and history).
     #[command(flatten)]
     pub redis: RedisArgs,

@@ -103,6 +103,10 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             keys,
             hub.clone(),
             settings.history_cap,
+            backend::redis::Durability {
+                replicas: args.ack_replicas,
+                timeout: Duration::from_millis(args.ack_timeout_ms.max(1)),
+            },
             stop_tasks.clone(),
         );
         (Arc::new(backend), Some(loadset))

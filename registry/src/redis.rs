@@ -354,10 +354,18 @@ pub async fn connect(args: &RedisArgs) -> Result<Client> {
     Ok(client)
 }
 
+/// Messages a subscriber buffers for a slow receiver before it lags. fred's default (32) is sized for
+/// notifications, not for a chat node's whole inbound stream; a lag forces a catch-up from history.
+pub const SUBSCRIBER_BROADCAST_CAPACITY: usize = 1 << 16;
+
 /// Connects a pub/sub client whose channels are re-subscribed after every reconnect or failover
 /// (`manage_subscriptions`). Same start-up checks as [`connect`].
 pub async fn subscriber(args: &RedisArgs) -> Result<SubscriberClient> {
-    let client = builder(args)?
+    let mut builder = builder(args)?;
+    builder.with_performance_config(|perf| {
+        perf.broadcast_channel_capacity = SUBSCRIBER_BROADCAST_CAPACITY;
+    });
+    let client = builder
         .build_subscriber_client()
         .map_err(|source| Error::Config {
             target: args.describe(),

@@ -24,6 +24,14 @@ pub enum Error {
     /// The store or bus is unreachable or failed the command.
     #[error("store unavailable: {0}")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The post is stored on the master but fewer replicas than required confirmed it in time.
+    #[error("stored, but only {confirmed} of {wanted} replicas confirmed it in time")]
+    NotDurable {
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that confirmed.
+        confirmed: u32,
+    },
     /// The store answered something this node does not understand.
     #[error("unexpected reply from the store: {0}")]
     Protocol(String),
@@ -33,7 +41,7 @@ impl Error {
     /// The error code a client sees.
     pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Unavailable(_) | Error::NotDurable { .. } => ErrorCode::Unavailable,
             Error::Protocol(_) => ErrorCode::Internal,
         }
     }

@@ -30,7 +30,7 @@ use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
 use axum::extract::ws::Utf8Bytes;
 use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface, ServerInterface};
 use fred::types::Value;
 use fred::types::scripts::Script;
 use std::collections::{BTreeMap, HashMap};
@@ -59,8 +59,11 @@ end
 if ARGV[8] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[8]) end
 local result = seq .. '|' .. ARGV[2] .. '|' .. ts
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'EX', ARGV[5]) end
-redis.call('PUBLISH', ARGV[1], seq .. ' ' .. frame)
-return {1, result}
+if ARGV[9] == '1' then
+  redis.call('PUBLISH', ARGV[1], seq .. ' ' .. frame)
+  return {1, result}
+end
+return {1, result, seq .. ' ' .. frame}
 "#;
 
 const RANGE_AFTER: &str = r#"
@@ -218,7 +221,18 @@ impl Names {
     }
 }
 
+/// When a post counts as stored (`PROTOCOL.md`: the ack means "stored").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Replicas that must confirm a post (`WAIT`) before it is published and acknowledged; 0 acks
+    /// once the master has it.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: std::time::Duration,
+}
+
 struct Inner {
+    durability: Durability,
     client: Client,
     subscriber: SubscriberClient,
     names: Names,
@@ -241,9 +255,11 @@ impl RedisBackend {
         keys: registry::keys::Keys,
         hub: Arc<Hub>,
         history_cap: usize,
+        durability: Durability,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Self {
         let inner = Arc::new(Inner {
+            durability,
             client,
             subscriber,
             names: Names::new(keys),
@@ -307,8 +323,13 @@ fn stored_pairs(v: Value) -> Result<Vec<Stored>> {
     Ok(out)
 }
 
-fn parse_posted(v: Value) -> Result<Posted> {
-    let arr = into_array(v)?;
+fn parse_posted(v: Value) -> Result<(Posted, Option<bytes::Bytes>)> {
+    let mut arr = into_array(v)?;
+    let payload = if arr.len() > 2 {
+        arr.pop().and_then(Value::into_bytes)
+    } else {
+        None
+    };
     let fresh = arr.first().map(to_u64) == Some(1);
     let text = arr
         .get(1)
@@ -318,12 +339,13 @@ fn parse_posted(v: Value) -> Result<Posted> {
     let (Some(seq), Some(id), Some(ts)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(Error::Protocol(format!("malformed post result {text:?}")));
     };
-    Ok(Posted {
+    let posted = Posted {
         seq: seq.parse().map_err(|_| Error::Protocol("bad seq".into()))?,
         id: id.to_owned(),
         ts: ts.parse().map_err(|_| Error::Protocol("bad ts".into()))?,
         duplicate: !fresh,
-    })
+    };
+    Ok((posted, payload))
 }
 
 impl Inner {
@@ -359,12 +381,14 @@ impl Inner {
             )
         };
         let has_cid = if post.client_id.is_some() { "1" } else { "0" };
+        let replicas = self.durability.replicas;
+        let publish_inside = if replicas == 0 { "1" } else { "0" };
         let v = self
             .eval(
                 &SCRIPTS.post,
                 vec![seq_key, log_key, cid_key],
                 vec![
-                    channel,
+                    channel.clone(),
                     post.id,
                     post.tail,
                     cap.to_string(),
@@ -372,10 +396,39 @@ impl Inner {
                     has_cid.into(),
                     kind.into(),
                     expire.to_string(),
+                    publish_inside.into(),
                 ],
             )
             .await?;
-        parse_posted(v)
+        let (posted, payload) = parse_posted(v)?;
+        if replicas == 0 {
+            return Ok(posted);
+        }
+        // Publish only what replicas hold, so no client ever sees a message a failover can take back.
+        // Publishes of one room from several nodes may now arrive out of order; receivers fill gaps
+        // from the stream and drop what they already have.
+        let confirmed: i64 = self
+            .client
+            .wait(
+                i64::from(replicas),
+                self.durability.timeout.as_millis() as i64,
+            )
+            .await
+            .map_err(unavailable)?;
+        if let Some(payload) = payload {
+            let _: () = self
+                .client
+                .publish(channel, payload)
+                .await
+                .map_err(unavailable)?;
+        }
+        if confirmed < i64::from(replicas) {
+            return Err(Error::NotDurable {
+                wanted: replicas,
+                confirmed: confirmed.max(0) as u32,
+            });
+        }
+        Ok(posted)
     }
 
     async fn range_after(&self, log: String, after: u64, limit: usize) -> Result<Vec<Stored>> {
@@ -521,7 +574,21 @@ impl Backend for RedisBackend {
                 .subscriber
                 .subscribe(self.inner.names.channel(&topic))
                 .await
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+            // Everything stored before this point is history; everything after arrives live (or is
+            // filled from the stream when a later sequence shows a gap).
+            let last = match &topic {
+                Topic::Room(r) => self.bounds(r).await?.last,
+                Topic::User(u) => self.dm_state(u).await?.0,
+            };
+            self.inner
+                .cursors
+                .lock()
+                .await
+                .entry(topic)
+                .and_modify(|c| *c = (*c).max(last))
+                .or_insert(last);
+            Ok(())
         })
     }
 
@@ -531,7 +598,9 @@ impl Backend for RedisBackend {
                 .subscriber
                 .unsubscribe(self.inner.names.channel(&topic))
                 .await
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+            self.inner.cursors.lock().await.remove(&topic);
+            Ok(())
         })
     }
 
