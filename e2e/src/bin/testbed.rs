@@ -1,0 +1,111 @@
+//! `testbed`: build, start and stop the local Kubernetes test bed (see `e2e/TESTBED.md`).
+//!
+//! `up` prints the kubeconfig path as the last line of standard output; everything
+//! else goes to standard error.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use e2e::testbed::{self, ClusterSpec, Layout};
+use tracing_subscriber::EnvFilter;
+
+/// Build, start and stop the local Kubernetes test bed (a real control plane, kwok nodes).
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the pinned binaries into the cache, or check that they are there.
+    Build,
+    /// Start (or replace) a cluster and print its kubeconfig path last.
+    Up {
+        /// The cluster's name.
+        #[arg(long, env = "SWITCHBOARD_TESTBED_NAME", default_value = "switchboard")]
+        name: String,
+        /// How many simulated nodes.
+        #[arg(long, env = "SWITCHBOARD_TESTBED_NODES", default_value_t = 3)]
+        nodes: usize,
+    },
+    /// Delete a cluster (nothing to do if there is none).
+    Down {
+        /// The cluster's name.
+        #[arg(long, env = "SWITCHBOARD_TESTBED_NAME", default_value = "switchboard")]
+        name: String,
+    },
+    /// List the clusters, with each component's pid and resident memory.
+    Status,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let layout = Layout::discover()?;
+    match args.command {
+        Cmd::Build => {
+            let bins = testbed::ensure_built(&layout).await?;
+            eprintln!(
+                "test bed {} ready in {}",
+                layout.versions.key(),
+                bins.dir().display()
+            );
+        }
+        Cmd::Up { name, nodes } => {
+            let bins = testbed::ensure_built(&layout).await?;
+            let spec = ClusterSpec::named(name).with_nodes(nodes);
+            let cluster = testbed::up(&layout, &bins, &spec)
+                .await
+                .with_context(|| format!("starting test bed cluster {:?}", spec.name))?;
+            println!("{}", cluster.kubeconfig.display());
+        }
+        Cmd::Down { name } => {
+            let bins = testbed::cached(&layout);
+            if testbed::down(&layout, bins.as_ref(), &name).await? {
+                eprintln!("deleted cluster {name}");
+            } else {
+                eprintln!("no cluster {name}");
+            }
+        }
+        Cmd::Status => status(&layout),
+    }
+    Ok(())
+}
+
+fn status(layout: &Layout) {
+    for name in testbed::list(layout) {
+        let dir = layout.cluster_dir(&name);
+        let mut total_kib = 0;
+        println!("{name}\t{}", dir.join("kubeconfig.yaml").display());
+        for (component, pid) in testbed::component_pids(&dir) {
+            let rss = rss_kib(pid);
+            total_kib += rss;
+            println!("  {component:<24} pid {pid:<8} rss {:>6} MiB", rss / 1024);
+        }
+        println!(
+            "  {:<24} {:<12} rss {:>6} MiB",
+            "total",
+            "",
+            total_kib / 1024
+        );
+    }
+}
+
+/// Resident set size of a process in KiB (0 if it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,425 @@
+//! Named local clusters: kwokctl's `binary` runtime started from the cached binaries.
+//!
+//! ```text
+//! up(name) ─▶ down(name) if a left-over cluster of that name exists
+//!          ─▶ kwokctl create cluster (config: local binaries, loopback, RBAC, free ports)
+//!               etcd ─ kube-apiserver ─ kube-controller-manager ─ kube-scheduler ─ kwok
+//!          ─▶ wait for the API server, create the simulated Nodes, wait until they are Ready
+//!          ─▶ <cache>/testbed/kwok/clusters/<name>/kubeconfig.yaml
+//! ```
+//!
+//! kwokctl issues the PKI and the kubeconfig, chooses free ports and records
+//! every component's pid in the cluster's directory, which is how [`down`] finds a
+//! cluster that a crashed run left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Api, ListParams, PostParams};
+use tokio::process::Command;
+
+use super::binaries::Binaries;
+use super::versions::Layout;
+use super::{Error, Result};
+
+/// How long a cluster may take from `kwokctl create` to Ready nodes.
+const START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The annotation kwok's documentation gives simulated nodes; kwok here manages
+/// all nodes, the annotation only tells a human what they are.
+const FAKE_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// A running local cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// Its kwokctl name.
+    pub name: String,
+    /// The admin kubeconfig kwokctl wrote for it.
+    pub kubeconfig: PathBuf,
+    /// Its directory (pids, logs, PKI, etcd data).
+    pub dir: PathBuf,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// The kwokctl cluster name.
+    pub name: String,
+    /// How many simulated nodes to create.
+    pub nodes: usize,
+}
+
+impl ClusterSpec {
+    /// A cluster called `name` with three simulated nodes.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            nodes: 3,
+        }
+    }
+
+    /// The same with `nodes` simulated nodes.
+    pub fn with_nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+}
+
+/// Start the cluster `spec.name`, replacing a left-over one of that name, and return
+/// once the API server answers and every simulated node is Ready.
+pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<Cluster> {
+    validate_name(&spec.name)?;
+    if down(layout, Some(bins), &spec.name).await? {
+        tracing::info!(name = %spec.name, "replaced a cluster left behind by an earlier run");
+    }
+    let started = Instant::now();
+    let config = write_config(layout, bins, &spec.name).await?;
+    kwokctl(
+        layout,
+        bins,
+        &spec.name,
+        &[
+            "create",
+            "cluster",
+            "--runtime",
+            "binary",
+            "--config",
+            &config.to_string_lossy(),
+            // An empty path: never touch the user's ~/.kube/config.
+            "--kubeconfig",
+            "",
+            "--timeout",
+            "5m",
+        ],
+    )
+    .await?;
+    let dir = layout.cluster_dir(&spec.name);
+    let cluster = Cluster {
+        name: spec.name.clone(),
+        kubeconfig: dir.join("kubeconfig.yaml"),
+        dir,
+    };
+    let client = client_for(&cluster.kubeconfig).await?;
+    wait_for_api(&client).await?;
+    tracing::info!(
+        name = %spec.name,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "API server ready"
+    );
+    create_nodes(&client, spec.nodes).await?;
+    wait_for_nodes(&client, spec.nodes).await?;
+    tracing::info!(
+        name = %spec.name,
+        nodes = spec.nodes,
+        seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
+        "cluster ready"
+    );
+    Ok(cluster)
+}
+
+/// Delete the cluster `name` if it exists; `Ok(true)` when there was one.
+///
+/// Uses `kwokctl delete cluster` when the binaries are at hand, then stops any
+/// process still listed in the cluster's pid files (only those whose command line
+/// lies in that cluster's directory) and removes the directory.
+pub async fn down(layout: &Layout, bins: Option<&Binaries>, name: &str) -> Result<bool> {
+    validate_name(name)?;
+    let dir = layout.cluster_dir(name);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    if let Some(bins) = bins
+        && let Err(err) = kwokctl(
+            layout,
+            bins,
+            name,
+            &[
+                "delete",
+                "cluster",
+                "--kubeconfig",
+                &layout.scratch_kubeconfig().to_string_lossy(),
+            ],
+        )
+        .await
+    {
+        tracing::warn!(%name, %err, "kwokctl delete failed; stopping the cluster's processes directly");
+    }
+    if dir.exists() {
+        kill_recorded_pids(&dir).await;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("removing {}", dir.display()),
+                source,
+            })?;
+    }
+    Ok(true)
+}
+
+/// The names of all clusters kwokctl knows in this cache.
+pub fn list(layout: &Layout) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(layout.kwok_workdir().join("clusters")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// The pids of the cluster's running components, from kwokctl's pid files.
+pub fn component_pids(dir: &Path) -> Vec<(String, u32)> {
+    let Ok(entries) = std::fs::read_dir(dir.join("pids")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name.trim_end_matches(".pid").to_owned(), pid))
+        })
+        .filter(|(_, pid)| Path::new(&format!("/proc/{pid}")).exists())
+        .collect()
+}
+
+/// A client for the cluster a kubeconfig file names (its current context).
+pub async fn client_for(kubeconfig: &Path) -> Result<kube::Client> {
+    let config = config_for(kubeconfig).await?;
+    kube::Client::try_from(config).map_err(Error::Kube)
+}
+
+/// The client configuration of a kubeconfig file's current context.
+pub async fn config_for(kubeconfig: &Path) -> Result<kube::Config> {
+    let file =
+        kube::config::Kubeconfig::read_from(kubeconfig).map_err(|source| Error::Kubeconfig {
+            path: kubeconfig.to_path_buf(),
+            source,
+        })?;
+    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|source| Error::Kubeconfig {
+            path: kubeconfig.to_path_buf(),
+            source,
+        })
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadName(name.to_owned()))
+    }
+}
+
+/// kwokctl's configuration: every binary local (nothing is downloaded), loopback
+/// only, RBAC and admission on as on a real cluster, ports left to kwokctl (free ones).
+async fn write_config(layout: &Layout, bins: &Binaries, name: &str) -> Result<PathBuf> {
+    let v = &layout.versions;
+    let bin = |c: &str| serde_json::Value::String(bins.path(c).to_string_lossy().into_owned());
+    let doc = serde_json::json!({
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            "runtime": "binary",
+            "bindAddress": "127.0.0.1",
+            "kubeVersion": v.kubernetes,
+            "etcdVersion": v.etcd.trim_start_matches('v'),
+            "kwokVersion": v.kwok,
+            "securePort": true,
+            "kubeAuthorization": true,
+            "kubeAdmission": true,
+            "quietPull": true,
+            "cacheDir": layout.kwok_workdir().join("cache"),
+            "etcdBinary": bin("etcd"),
+            "kubeApiserverBinary": bin("kube-apiserver"),
+            "kubeControllerManagerBinary": bin("kube-controller-manager"),
+            "kubeSchedulerBinary": bin("kube-scheduler"),
+            "kubectlBinary": bin("kubectl"),
+            "kwokControllerBinary": bin("kwok"),
+        }
+    });
+    let yaml = serde_yaml::to_string(&doc).map_err(Error::Yaml)?;
+    let dir = layout.kwok_workdir().join("configs");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("creating {}", dir.display()),
+            source,
+        })?;
+    let path = dir.join(format!("{name}.yaml"));
+    tokio::fs::write(&path, yaml)
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("writing {}", path.display()),
+            source,
+        })?;
+    Ok(path)
+}
+
+async fn kwokctl(layout: &Layout, bins: &Binaries, name: &str, args: &[&str]) -> Result<()> {
+    let action = args.iter().take(2).copied().collect::<Vec<_>>().join(" ");
+    let output = Command::new(bins.kwokctl())
+        .arg("--name")
+        .arg(name)
+        .args(args)
+        .env("KWOK_WORKDIR", layout.kwok_workdir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("running {}", bins.kwokctl().display()),
+            source,
+        })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    tracing::debug!(%action, output = %text, "kwokctl");
+    if output.status.success() {
+        return Ok(());
+    }
+    let tail: Vec<&str> = text.lines().rev().take(8).collect();
+    Err(Error::Kwokctl {
+        action,
+        output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+    })
+}
+
+async fn wait_for_api(client: &kube::Client) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    poll("the API server to serve the default namespace", || async {
+        Ok(namespaces.get_opt("default").await.ok().flatten().is_some())
+    })
+    .await
+}
+
+async fn create_nodes(client: &kube::Client, count: usize) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..count {
+        let name = format!("kwok-node-{i}");
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "topology.kubernetes.io/zone": format!("zone-{}", i % 3),
+                    "type": "kwok",
+                },
+                "annotations": {
+                    FAKE_NODE_ANNOTATION: "fake",
+                    "node.alpha.kubernetes.io/ttl": "0",
+                },
+            },
+            "status": {
+                "allocatable": { "cpu": "32", "memory": "128Gi", "pods": "110" },
+                "capacity": { "cpu": "32", "memory": "128Gi", "pods": "110" },
+            },
+        }))
+        .map_err(Error::Json)?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(Error::Kube(err)),
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_nodes(client: &kube::Client, count: usize) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    poll("the simulated nodes to be Ready", || async {
+        let list = nodes
+            .list(&ListParams::default().labels("type=kwok"))
+            .await
+            .map_err(Error::Kube)?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        Ok(ready >= count)
+    })
+    .await
+}
+
+/// Poll `check` every 250 ms until it says yes, or fail after [`START_TIMEOUT`].
+async fn poll<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(err) => tracing::debug!(%err, "still waiting for {what}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "{what} (after {}s)",
+                START_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Stop what the cluster's pid files list, but only processes whose command line
+/// points into the cluster's own directory: a pid from a long-dead run may have
+/// been reused by an unrelated process.
+async fn kill_recorded_pids(dir: &Path) {
+    let marker = dir.to_string_lossy().into_owned();
+    for (component, pid) in component_pids(dir) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&marker) {
+            continue;
+        }
+        tracing::info!(%component, pid, "stopping a left-over component");
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_plain_dns_labels() {
+        assert!(validate_name("switchboard").is_ok());
+        assert!(validate_name("e2e-4711").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("../etc").is_err());
+        assert!(validate_name("Upper").is_err());
+    }
+}
