@@ -386,8 +386,10 @@ async fn start<C: ClientLike>(client: &C, args: &RedisArgs) -> Result<()> {
     match tokio::time::timeout(STARTUP_TIMEOUT, attempt).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(source)) => {
-            // Stop the background reconnect loop of a client nobody will use.
-            let _ = client.quit().await;
+            // A failed `init` already stopped the client; a failed PING leaves it connected.
+            if client.is_connected() {
+                let _ = client.quit().await;
+            }
             Err(classify(source, args, target))
         }
         Err(_) => {

@@ -1,0 +1,207 @@
+//! `registry::redis` against real `redis-server` / `redis-sentinel` processes: start-up checks, and
+//! following a Sentinel failover with both the command and the pub/sub client.
+
+use std::time::{Duration, Instant};
+
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
+use registry::redis::{self, Error, RedisArgs};
+use registry::testing::{HaConfig, RedisHa, RedisServer};
+
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn connects_with_the_right_password() {
+    let server = RedisServer::start_with_password("s3cret")
+        .await
+        .expect("redis");
+    let client = redis::connect(&server.redis_args()).await.expect("connect");
+    client
+        .set::<(), _, _>("k", "v", None, None, false)
+        .await
+        .expect("set");
+    assert_eq!(client.get::<String, _>("k").await.expect("get"), "v");
+
+    // The password can also come from --redis-password instead of the URL.
+    let args = RedisArgs::from_url(format!("redis://127.0.0.1:{}/0", server.port()))
+        .with_password("s3cret");
+    let client = redis::connect(&args)
+        .await
+        .expect("connect with --redis-password");
+    assert_eq!(client.get::<String, _>("k").await.expect("get"), "v");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_without_the_password() {
+    let server = RedisServer::start_with_password("right")
+        .await
+        .expect("redis");
+    let args = RedisArgs::from_url(format!("redis://:wrong-one@127.0.0.1:{}/0", server.port()));
+    let error = redis::connect(&args)
+        .await
+        .expect_err("wrong password must fail");
+    assert!(matches!(error, Error::Auth { .. }), "{error:?}");
+    let message = error_chain(&error);
+    assert!(message.contains("Redis rejected the password"), "{message}");
+    assert!(message.contains("wrong password"), "{message}");
+    assert!(!message.contains("wrong-one"), "password leaked: {message}");
+}
+
+#[tokio::test]
+async fn a_missing_password_is_a_clear_error() {
+    let server = RedisServer::start_with_password("right")
+        .await
+        .expect("redis");
+    let args = RedisArgs::from_url(format!("redis://127.0.0.1:{}/0", server.port()));
+    let error = redis::connect(&args)
+        .await
+        .expect_err("no password must fail");
+    assert!(matches!(error, Error::Auth { .. }), "{error:?}");
+    assert!(error.to_string().contains("none was given"), "{error}");
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error() {
+    let port = registry::testing::free_port().expect("port");
+    let started = Instant::now();
+    let error = redis::connect(&RedisArgs::from_url(format!("redis://127.0.0.1:{port}")))
+        .await
+        .expect_err("nothing listens there");
+    assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < redis::STARTUP_TIMEOUT,
+        "start-up must fail fast"
+    );
+
+    let error = redis::subscriber(&RedisArgs::from_sentinels(
+        [format!("127.0.0.1:{port}")],
+        "m",
+    ))
+    .await
+    .expect_err("no sentinel there");
+    assert!(matches!(error, Error::Unreachable { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn sentinel_discovery_rejects_a_wrong_data_password() {
+    let ha = RedisHa::start(HaConfig {
+        replicas: 0,
+        password: Some("data-pw".into()),
+        ..HaConfig::default()
+    })
+    .await
+    .expect("topology");
+    let args = ha.redis_args().with_password("not-it");
+    let error = redis::connect(&args).await.expect_err("wrong password");
+    assert!(matches!(error, Error::Auth { .. }), "{error:?}");
+    assert!(!error_chain(&error).contains("not-it"));
+}
+
+#[tokio::test]
+async fn sentinel_clients_follow_a_failover() {
+    let ha = RedisHa::start(HaConfig {
+        replicas: 1,
+        sentinels: 3,
+        password: Some("pw".into()),
+        ..HaConfig::default()
+    })
+    .await
+    .expect("topology");
+    let mut ha = ha;
+    let args = ha.redis_args();
+    let client = redis::connect(&args).await.expect("connect via sentinels");
+    let subscriber = redis::subscriber(&args)
+        .await
+        .expect("subscriber via sentinels");
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe("events").await.expect("subscribe");
+
+    client
+        .set::<(), _, _>("before", "1", None, None, false)
+        .await
+        .expect("set");
+    assert_eq!(ha.master_index().await.expect("master"), Some(0));
+    ha.servers[1]
+        .wait_for_sync(Duration::from_secs(10))
+        .await
+        .expect("replica in sync");
+
+    let old_port = ha.servers[0].port();
+    ha.servers[0].kill();
+    let new_master = ha
+        .wait_for_failover(old_port, FAILOVER_TIMEOUT)
+        .await
+        .expect("sentinels promote the replica");
+    assert_eq!(new_master, 1);
+
+    // The command client reaches the new master (and sees the data replicated before the failover).
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    loop {
+        match client.get::<Option<String>, _>("before").await {
+            Ok(Some(v)) if v == "1" => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "client did not follow the failover: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client
+        .set::<(), _, _>("after", "2", None, None, false)
+        .await
+        .expect("write to new master");
+    assert_eq!(
+        ha.servers[1]
+            .command(&["GET", "after"])
+            .await
+            .expect("get")
+            .as_str(),
+        Some("2")
+    );
+
+    // The subscriber re-subscribed on the new master: a publish there reaches it.
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    loop {
+        let receivers = client
+            .publish::<i64, _, _>("events", "hello")
+            .await
+            .unwrap_or(0);
+        if receivers > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "subscriber did not re-subscribe after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let message = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match messages.recv().await {
+                Ok(m) if m.channel == "events" => return m,
+                Ok(_) => continue,
+                Err(e) => panic!("message stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("message after failover");
+    assert_eq!(message.value.as_str().as_deref(), Some("hello"));
+
+    let _ = client.quit().await;
+    let _ = subscriber.quit().await;
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

@@ -1,0 +1,381 @@
+//! `registry::loadset` against a real `redis-server`: assignment, membership modes, pruning, isolation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fred::clients::Client;
+use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, ServerInterface};
+use registry::keys::Keys;
+use registry::loadset::{LoadSet, NodeInfo, SyncReport};
+use registry::redis;
+use registry::testing::RedisServer;
+
+struct Fixture {
+    _server: RedisServer,
+    client: Client,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let server = RedisServer::start().await.expect("redis");
+        let client = redis::connect(&server.redis_args()).await.expect("connect");
+        Self {
+            _server: server,
+            client,
+        }
+    }
+
+    fn load_set(&self, cluster_id: &str) -> LoadSet {
+        LoadSet::new(self.client.clone(), Keys::new(cluster_id))
+    }
+}
+
+fn info(id: &str, capacity: u64) -> NodeInfo {
+    NodeInfo {
+        id: id.to_owned(),
+        url: format!("ws://{id}.test/ws"),
+        capacity,
+    }
+}
+
+/// Registers `id` the way a self-membership node does.
+async fn self_node(set: &LoadSet, id: &str, connections: u64, capacity: u64) {
+    set.publish_node_info(&info(id, capacity))
+        .await
+        .expect("publish");
+    set.heartbeat(id, connections, Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+}
+
+/// Registers `id` the way the operator + an operator-membership node do.
+async fn operator_node(set: &LoadSet, id: &str, connections: u64, capacity: u64) {
+    set.publish_node_info(&info(id, capacity))
+        .await
+        .expect("publish");
+    set.add_member(id).await.expect("add");
+    assert!(set.update_score(id, connections).await.expect("score"));
+}
+
+#[tokio::test]
+async fn assign_picks_the_least_loaded_node() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("least");
+    self_node(&set, "busy", 50, 100).await;
+    self_node(&set, "idle", 3, 100).await;
+    operator_node(&set, "medium", 20, 100).await;
+
+    let entry = set.assign().await.expect("assign").expect("a node");
+    assert_eq!(entry.id, "idle");
+    assert_eq!(entry.url, "ws://idle.test/ws");
+    assert_eq!(entry.connections, 3);
+    assert_eq!(entry.capacity, 100);
+    assert!(entry.accepting);
+}
+
+#[tokio::test]
+async fn a_burst_of_assignments_spreads_over_equal_nodes() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("spread");
+    for id in ["a", "b", "c"] {
+        self_node(&set, id, 0, 1000).await;
+    }
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for _ in 0..100 {
+        let entry = set.assign().await.expect("assign").expect("a node");
+        *counts.entry(entry.id).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "every node gets some: {counts:?}");
+    // Each assignment adds 1 to the chosen score and the lowest score wins, so the burst stays level.
+    for (id, n) in &counts {
+        assert!((33..=34).contains(n), "{id} got {n}: {counts:?}");
+    }
+    let scores: Vec<u64> = set
+        .nodes()
+        .await
+        .expect("nodes")
+        .iter()
+        .map(|n| n.connections)
+        .collect();
+    assert_eq!(scores.iter().sum::<u64>(), 100);
+}
+
+#[tokio::test]
+async fn ties_are_broken_at_random() {
+    let fx = Fixture::start().await;
+    let mut first_picks = BTreeSet::new();
+    for round in 0..40 {
+        let set = fx.load_set(&format!("ties-{round}"));
+        for id in ["a", "b", "c"] {
+            self_node(&set, id, 5, 10).await;
+        }
+        first_picks.insert(set.assign().await.expect("assign").expect("node").id);
+        if first_picks.len() == 3 {
+            return;
+        }
+    }
+    panic!("the first pick among equal nodes never varied: {first_picks:?}");
+}
+
+#[tokio::test]
+async fn capacity_is_respected() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("capacity");
+    self_node(&set, "full", 10, 10).await;
+    self_node(&set, "small", 0, 2).await;
+
+    for _ in 0..2 {
+        assert_eq!(
+            set.assign().await.expect("assign").expect("room").id,
+            "small"
+        );
+    }
+    assert_eq!(set.assign().await.expect("assign"), None);
+    let nodes = set.nodes().await.expect("nodes");
+    assert!(nodes.iter().all(|n| !n.accepting), "{nodes:?}");
+
+    // A node reporting fewer connections has room again.
+    set.heartbeat("full", 9, Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+    assert_eq!(
+        set.assign().await.expect("assign").expect("room").id,
+        "full"
+    );
+}
+
+#[tokio::test]
+async fn members_without_node_info_are_skipped() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("no-info");
+    set.add_member("ghost").await.expect("add");
+    assert_eq!(set.assign().await.expect("assign"), None);
+    self_node(&set, "real", 100, 1000).await;
+    assert_eq!(
+        set.assign().await.expect("assign").expect("node").id,
+        "real"
+    );
+
+    let nodes = set.nodes().await.expect("nodes");
+    let ghost = nodes.iter().find(|n| n.id == "ghost").expect("listed");
+    assert_eq!(
+        (ghost.url.as_str(), ghost.capacity, ghost.accepting),
+        ("", 0, false)
+    );
+}
+
+#[tokio::test]
+async fn an_expired_heartbeat_is_pruned() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("stale");
+    set.publish_node_info(&info("dead", 100))
+        .await
+        .expect("publish");
+    set.heartbeat("dead", 0, Duration::from_millis(200))
+        .await
+        .expect("heartbeat");
+    operator_node(&set, "managed", 50, 100).await;
+    assert_eq!(
+        set.assign().await.expect("assign").expect("node").id,
+        "dead"
+    );
+
+    // Stop heartbeating "dead": within the ttl it disappears; the operator-managed node (no heartbeat)
+    // is never pruned.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let entry = set.assign().await.expect("assign").expect("node");
+        if entry.id == "managed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "stale node still assigned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<String> = set
+        .nodes()
+        .await
+        .expect("nodes")
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(ids, vec!["managed"]);
+    assert_eq!(
+        set.members().await.expect("members"),
+        BTreeSet::from(["managed".to_owned()])
+    );
+
+    // A node that comes back (e.g. after a pause) re-registers, node info included, with one heartbeat.
+    set.heartbeat("dead", 0, Duration::from_secs(60))
+        .await
+        .expect("heartbeat");
+    assert_eq!(
+        set.assign().await.expect("assign").expect("node").id,
+        "dead"
+    );
+}
+
+#[tokio::test]
+async fn operator_score_updates_never_re_add_a_member() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("operator");
+    operator_node(&set, "n1", 4, 10).await;
+    assert!(set.remove_member("n1").await.expect("remove"));
+
+    // A late write from the dying node: no member, no node info, nothing assignable.
+    assert!(!set.update_score("n1", 1).await.expect("update"));
+    assert!(set.members().await.expect("members").is_empty());
+    assert!(set.nodes().await.expect("nodes").is_empty());
+    assert_eq!(set.assign().await.expect("assign"), None);
+
+    // Re-added by the operator: the node's next score update restores its node info.
+    assert!(set.add_member("n1").await.expect("add"));
+    assert!(!set.add_member("n1").await.expect("add is NX"));
+    assert!(set.update_score("n1", 2).await.expect("update"));
+    let entry = set.assign().await.expect("assign").expect("node");
+    assert_eq!((entry.id.as_str(), entry.connections), ("n1", 2));
+}
+
+#[tokio::test]
+async fn sync_members_adds_and_removes_with_node_info() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("sync");
+    operator_node(&set, "old", 0, 10).await;
+    operator_node(&set, "kept", 0, 10).await;
+    let desired: BTreeSet<String> = ["kept", "new"].into_iter().map(String::from).collect();
+
+    let report = set.sync_members(&desired).await.expect("sync");
+    assert_eq!(
+        report,
+        SyncReport {
+            added: vec!["new".into()],
+            removed: vec!["old".into()],
+        }
+    );
+    assert_eq!(set.members().await.expect("members"), desired);
+    let table: Vec<String> = fx
+        .client
+        .hkeys(set.keys().node_table())
+        .await
+        .expect("hkeys");
+    assert_eq!(table, vec!["kept"], "removed members lose their node info");
+    assert_eq!(
+        set.sync_members(&desired).await.expect("sync"),
+        SyncReport::default()
+    );
+}
+
+#[tokio::test]
+async fn deregister_removes_every_trace() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("drain");
+    self_node(&set, "n1", 0, 10).await;
+    set.deregister("n1").await.expect("deregister");
+    for key in [
+        set.keys().load_set(),
+        set.keys().node_table(),
+        set.keys().heartbeats(),
+    ] {
+        assert!(
+            !fx.client
+                .exists::<bool, _>(key.as_str())
+                .await
+                .expect("exists"),
+            "{key} left"
+        );
+    }
+    assert_eq!(set.assign().await.expect("assign"), None);
+}
+
+#[tokio::test]
+async fn two_cluster_ids_never_see_each_other() {
+    let fx = Fixture::start().await;
+    let a = fx.load_set("ns/a");
+    let b = fx.load_set("ns/b");
+    self_node(&a, "node-a", 0, 10).await;
+    operator_node(&b, "node-b", 0, 10).await;
+
+    assert_eq!(
+        a.assign().await.expect("assign").expect("node").id,
+        "node-a"
+    );
+    assert_eq!(
+        b.assign().await.expect("assign").expect("node").id,
+        "node-b"
+    );
+    let ids = |nodes: Vec<registry::loadset::NodeEntry>| {
+        nodes.into_iter().map(|n| n.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(a.nodes().await.expect("nodes")), vec!["node-a"]);
+    assert_eq!(ids(b.nodes().await.expect("nodes")), vec!["node-b"]);
+    b.sync_members(&BTreeSet::new())
+        .await
+        .expect("sync b to nothing");
+    assert_eq!(ids(a.nodes().await.expect("nodes")), vec!["node-a"]);
+}
+
+#[tokio::test]
+async fn delete_all_removes_only_its_prefix() {
+    let fx = Fixture::start().await;
+    // Glob characters in the id must not widen the match to other clusters.
+    let doomed = fx.load_set("team*");
+    let neighbour = fx.load_set("team-b");
+    for set in [&doomed, &neighbour] {
+        self_node(set, "n", 0, 10).await;
+        for i in 0..600 {
+            fx.client
+                .set::<(), _, _>(set.keys().key(&format!("room:{i}")), "x", None, None, false)
+                .await
+                .expect("set");
+        }
+    }
+    fx.client
+        .set::<(), _, _>("unrelated", "x", None, None, false)
+        .await
+        .expect("set");
+
+    let deleted = doomed.delete_all().await.expect("delete_all");
+    assert_eq!(deleted, 603);
+    assert!(doomed.nodes().await.expect("nodes").is_empty());
+    let remaining: u64 = fx.client.dbsize().await.expect("dbsize");
+    assert_eq!(remaining, 603 + 1);
+    assert_eq!(
+        neighbour.assign().await.expect("assign").expect("node").id,
+        "n"
+    );
+}
+
+#[tokio::test]
+async fn scripts_are_reloaded_after_script_flush() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("noscript");
+    self_node(&set, "n", 0, 10).await;
+    assert!(set.assign().await.expect("assign").is_some());
+    fx.client.script_flush(false).await.expect("flush");
+    assert!(
+        set.assign()
+            .await
+            .expect("assign after SCRIPT FLUSH")
+            .is_some()
+    );
+    set.heartbeat("n", 0, Duration::from_secs(5))
+        .await
+        .expect("heartbeat after flush");
+}
+
+#[tokio::test]
+async fn corrupt_node_info_is_an_error_not_a_panic() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("corrupt");
+    set.add_member("n").await.expect("add");
+    fx.client
+        .hset::<(), _, _>(set.keys().node_table(), ("n", "{not json"))
+        .await
+        .expect("hset");
+    // assign skips it (the script cannot decode it); nodes reports it.
+    assert_eq!(set.assign().await.expect("assign"), None);
+    let error = set.nodes().await.expect_err("corrupt entry");
+    assert!(
+        matches!(error, registry::loadset::Error::CorruptEntry { .. }),
+        "{error:?}"
+    );
+}
