@@ -18,6 +18,10 @@
 //! field and the fix; what only the operator can judge (e.g. a referenced Secret that does not exist) is
 //! reported as a `Degraded` condition instead.
 
+// kube's `printcolumn(...)` repeats keys such as `type_` per column, which this lint mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};

@@ -17,3 +17,4 @@
 
 pub mod crd;
 pub mod fixtures;
+pub mod resources;

@@ -1,3 +1,6 @@
+// Tests fail by panicking; unwrap states the expectation most plainly.
+#![allow(clippy::unwrap_used)]
+
 use kube::CustomResourceExt;
 use serde_json::json;
 

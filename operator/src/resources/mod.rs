@@ -1,0 +1,811 @@
+//! Pure rendering of every object a `ChatCluster` owns. No I/O: the reconciler applies what these
+//! functions return, and the tests read them field by field.
+//!
+//! ```text
+//! ChatCluster demo ──render()──▶ Desired
+//!   Redis (Managed):  ConfigMap demo-redis-scripts (redis.sh, sentinel.sh)
+//!                     Service demo-redis-headless, StatefulSet demo-redis      (data nodes)
+//!                     Service demo-sentinel-headless, StatefulSet demo-sentinel (sentinels)
+//!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
+//!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
+//!   registry:         Deployment + Service demo-registry (type and port from the spec)
+//!   PodDisruptionBudgets for every workload; owner reference (controller) on everything
+//! ```
+//!
+//! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
+//! object; selectors use name + instance + component, so they agree with the pod template labels and two
+//! chat systems in one namespace never select each other's pods. A hash of the Redis password (and, for
+//! Redis, of the start scripts) is a pod-template annotation, so changing either rolls the pods.
+
+mod names;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub use names::Names;
+
+use crate::crd::{ChatCluster, ExternalRedis, ManagedRedis, RedisMode};
+
+/// `app.kubernetes.io/name` of every object.
+pub const APP_NAME: &str = "switchboard";
+/// `app.kubernetes.io/managed-by` of every object.
+pub const MANAGED_BY: &str = "switchboard-operator";
+/// Label keys.
+pub mod label {
+    /// `app.kubernetes.io/name`.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// `app.kubernetes.io/instance`: the ChatCluster's name.
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    /// `app.kubernetes.io/component`.
+    pub const COMPONENT: &str = "app.kubernetes.io/component";
+    /// `app.kubernetes.io/managed-by`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+}
+/// Pod-template annotation carrying the configuration hash (a change rolls the pods).
+pub const CONFIG_HASH_ANNOTATION: &str = "switchboard.dev/config-hash";
+/// Key of the generated password in the managed Redis Secret.
+pub const PASSWORD_KEY: &str = "password";
+/// Port chat-node listens on (WebSocket, health, metrics).
+pub const NODE_PORT: i32 = 8080;
+/// Port the registry listens on.
+pub const REGISTRY_PORT: i32 = 8081;
+/// Redis data-node port.
+pub const REDIS_PORT: i32 = 6379;
+/// Sentinel port.
+pub const SENTINEL_PORT: i32 = 26379;
+/// Seconds a terminating chat-node keeps running before SIGTERM, so the EndpointSlice change (and with it
+/// the load-set removal) reaches every watcher before the node starts to drain.
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
+
+const REDIS_SCRIPT: &str = include_str!("redis.sh");
+const SENTINEL_SCRIPT: &str = include_str!("sentinel.sh");
+
+/// Components of a chat system (the `app.kubernetes.io/component` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// Socket servers.
+    ChatNode,
+    /// Placement service.
+    Registry,
+    /// Redis data nodes.
+    Redis,
+    /// Redis sentinels.
+    Sentinel,
+}
+
+impl Component {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Component::ChatNode => "chat-node",
+            Component::Registry => "registry",
+            Component::Redis => "redis",
+            Component::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// Errors of rendering.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ChatCluster lacks a name, namespace or uid (it was not read from the API server).
+    #[error("ChatCluster has no {0}: only objects read from the API server can be rendered")]
+    MissingMetadata(&'static str),
+    /// An object did not match its Kubernetes type (a bug in this module).
+    #[error("rendering {kind}: {source}")]
+    Shape {
+        /// The kind being rendered.
+        kind: &'static str,
+        /// Why it did not deserialize.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the renderer needs besides the ChatCluster.
+#[derive(Clone, Debug)]
+pub struct RenderContext {
+    /// Cluster DNS domain (`cluster.local` on most clusters), used in the stable Redis hostnames.
+    pub cluster_domain: String,
+    /// Fingerprint of the Redis password in use ([`fingerprint`]); `None` when there is no password.
+    pub password_hash: Option<String>,
+}
+
+impl Default for RenderContext {
+    fn default() -> Self {
+        Self {
+            cluster_domain: "cluster.local".to_owned(),
+            password_hash: None,
+        }
+    }
+}
+
+/// Every object of a ChatCluster except the password Secret (see [`redis_secret`]).
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Start scripts of managed Redis (empty in External mode).
+    pub config_maps: Vec<ConfigMap>,
+    /// Headless Redis/Sentinel Services, the chat-node Service and the registry Service.
+    pub services: Vec<Service>,
+    /// Redis data nodes and sentinels (empty in External mode).
+    pub stateful_sets: Vec<StatefulSet>,
+    /// chat-node and registry.
+    pub deployments: Vec<Deployment>,
+    /// One per workload.
+    pub pdbs: Vec<PodDisruptionBudget>,
+}
+
+/// Where the password of Redis comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordRef {
+    /// Secret name (in the ChatCluster's namespace).
+    pub secret: String,
+    /// Key in the Secret.
+    pub key: String,
+}
+
+/// How chat-node, registry and the operator reach this chat system's Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisEndpoint {
+    /// A Redis URL (external only).
+    pub url: Option<String>,
+    /// Sentinel `host:port` addresses.
+    pub sentinels: Vec<String>,
+    /// Master name the sentinels monitor.
+    pub master_name: String,
+    /// The password, when there is one.
+    pub password: Option<PasswordRef>,
+}
+
+/// The Redis endpoint of `cc`: the managed sentinels' stable hostnames, or the external settings.
+pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEndpoint> {
+    let names = Names::of(cc)?;
+    Ok(match (&cc.spec.redis.mode, &cc.spec.redis.external) {
+        (RedisMode::External, Some(ext)) => external_endpoint(ext),
+        _ => {
+            let managed = &cc.spec.redis.managed;
+            RedisEndpoint {
+                url: None,
+                sentinels: names
+                    .sentinel_hosts(managed.sentinels, cluster_domain)
+                    .into_iter()
+                    .map(|h| format!("{h}:{SENTINEL_PORT}"))
+                    .collect(),
+                master_name: managed.master_name.clone(),
+                password: Some(PasswordRef {
+                    secret: names.redis_secret(),
+                    key: PASSWORD_KEY.to_owned(),
+                }),
+            }
+        }
+    })
+}
+
+fn external_endpoint(ext: &ExternalRedis) -> RedisEndpoint {
+    RedisEndpoint {
+        url: ext.url.clone(),
+        sentinels: ext.sentinels.clone().unwrap_or_default(),
+        master_name: ext.master_name.clone(),
+        password: ext.password_secret_ref.as_ref().map(|r| PasswordRef {
+            secret: r.name.clone(),
+            key: r.key.clone(),
+        }),
+    }
+}
+
+/// A short stable hash (FNV-1a, 64 bit, hex) of `parts`, for change-detection annotations.
+/// Not a secret-keeping hash: it only has to change when its input changes.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// Labels of every object of `component`: passthrough labels, then ours (ours win).
+pub fn labels(cc: &ChatCluster, component: Component) -> BTreeMap<String, String> {
+    let mut labels = cc.spec.labels.clone();
+    labels.extend(selector_labels(cc, component));
+    labels.insert(label::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    labels
+}
+
+/// The labels that select the pods of `component` (a subset of [`labels`]).
+pub fn selector_labels(cc: &ChatCluster, component: Component) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::NAME.to_owned(), APP_NAME.to_owned()),
+        (
+            label::INSTANCE.to_owned(),
+            cc.metadata.name.clone().unwrap_or_default(),
+        ),
+        (label::COMPONENT.to_owned(), component.as_str().to_owned()),
+    ])
+}
+
+/// [`selector_labels`] as a label-selector string (`k=v,k=v`), e.g. for the scale subresource.
+pub fn selector_string(cc: &ChatCluster, component: Component) -> String {
+    selector_labels(cc, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The managed Redis password Secret holding `password`. Render it only when the Secret does not exist:
+/// reconciles never rotate the password.
+pub fn redis_secret(cc: &ChatCluster, password: &str) -> Result<Secret> {
+    let names = Names::of(cc)?;
+    obj(
+        "Secret",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(cc, &names.redis_secret(), Component::Redis)?,
+            "type": "Opaque",
+            "stringData": { PASSWORD_KEY: password },
+        }),
+    )
+}
+
+/// Every object `cc` owns except the password Secret.
+pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
+    let names = Names::of(cc)?;
+    let endpoint = redis_endpoint(cc, &ctx.cluster_domain)?;
+    let mut desired = Desired::default();
+    if cc.spec.redis.mode == RedisMode::Managed {
+        let managed = &cc.spec.redis.managed;
+        desired.config_maps.push(redis_scripts(cc, &names)?);
+        desired.services.push(headless_service(
+            cc,
+            &names.redis_headless(),
+            Component::Redis,
+            REDIS_PORT,
+        )?);
+        desired.services.push(headless_service(
+            cc,
+            &names.sentinel_headless(),
+            Component::Sentinel,
+            SENTINEL_PORT,
+        )?);
+        desired
+            .stateful_sets
+            .push(redis_stateful_set(cc, &names, managed, ctx)?);
+        desired
+            .stateful_sets
+            .push(sentinel_stateful_set(cc, &names, managed, ctx)?);
+        desired
+            .pdbs
+            .push(pdb(cc, &names.redis_sts(), Component::Redis)?);
+        desired
+            .pdbs
+            .push(pdb(cc, &names.sentinel_sts(), Component::Sentinel)?);
+    }
+    desired
+        .deployments
+        .push(node_deployment(cc, &names, &endpoint, ctx)?);
+    desired.services.push(node_service(cc, &names)?);
+    desired
+        .deployments
+        .push(registry_deployment(cc, &names, &endpoint, ctx)?);
+    desired.services.push(registry_service(cc, &names)?);
+    desired
+        .pdbs
+        .push(pdb(cc, &names.node(), Component::ChatNode)?);
+    desired
+        .pdbs
+        .push(pdb(cc, &names.registry(), Component::Registry)?);
+    Ok(desired)
+}
+
+fn obj<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|source| Error::Shape { kind, source })
+}
+
+fn owner(cc: &ChatCluster) -> Result<OwnerReference> {
+    if cc.metadata.uid.is_none() {
+        return Err(Error::MissingMetadata("uid"));
+    }
+    cc.controller_owner_ref(&())
+        .ok_or(Error::MissingMetadata("name"))
+}
+
+fn meta(cc: &ChatCluster, name: &str, component: Component) -> Result<Value> {
+    let mut meta = json!({
+        "name": name,
+        "namespace": cc.metadata.namespace.as_deref().ok_or(Error::MissingMetadata("namespace"))?,
+        "labels": labels(cc, component),
+        "ownerReferences": [owner(cc)?],
+    });
+    if !cc.spec.annotations.is_empty() {
+        meta["annotations"] = json!(cc.spec.annotations);
+    }
+    Ok(meta)
+}
+
+/// Pod template metadata: labels, passthrough annotations and the configuration hash.
+fn pod_meta(cc: &ChatCluster, component: Component, hash: Option<String>) -> Value {
+    let mut annotations = cc.spec.annotations.clone();
+    if let Some(hash) = hash {
+        annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), hash);
+    }
+    json!({ "labels": labels(cc, component), "annotations": annotations })
+}
+
+/// Scheduling knobs merged into a pod spec.
+fn schedule(cc: &ChatCluster, mut pod: Value) -> Value {
+    let s = &cc.spec.scheduling;
+    if let Some(v) = &s.node_selector {
+        pod["nodeSelector"] = json!(v);
+    }
+    if let Some(v) = &s.tolerations {
+        pod["tolerations"] = json!(v);
+    }
+    if let Some(v) = &s.affinity {
+        pod["affinity"] = json!(v);
+    }
+    if let Some(v) = &s.priority_class_name {
+        pod["priorityClassName"] = json!(v);
+    }
+    pod
+}
+
+fn field_env(name: &str, path: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
+}
+
+fn value_env(name: &str, value: impl Into<String>) -> Value {
+    json!({ "name": name, "value": value.into() })
+}
+
+fn secret_env(name: &str, secret: &PasswordRef) -> Value {
+    json!({ "name": name, "valueFrom": { "secretKeyRef": { "name": secret.secret, "key": secret.key } } })
+}
+
+/// The Redis env of chat-node and registry (`SWITCHBOARD_REDIS_*`).
+fn redis_env(endpoint: &RedisEndpoint) -> Vec<Value> {
+    let mut env = Vec::new();
+    if let Some(url) = &endpoint.url {
+        env.push(value_env("SWITCHBOARD_REDIS_URL", url));
+    } else {
+        env.push(value_env(
+            "SWITCHBOARD_REDIS_SENTINELS",
+            endpoint.sentinels.join(","),
+        ));
+        env.push(value_env(
+            "SWITCHBOARD_REDIS_MASTER_NAME",
+            &endpoint.master_name,
+        ));
+    }
+    if let Some(password) = &endpoint.password {
+        env.push(secret_env("SWITCHBOARD_REDIS_PASSWORD", password));
+    }
+    env
+}
+
+/// The advertised URL template with `{podIP}`, `{podName}`, `{namespace}` and `{port}` replaced by
+/// Kubernetes env references (`$(POD_IP)`, ...) that the kubelet expands at container start.
+pub fn advertise_url(template: &str) -> String {
+    template
+        .replace("{podIP}", "$(POD_IP)")
+        .replace("{podName}", "$(POD_NAME)")
+        .replace("{namespace}", "$(POD_NAMESPACE)")
+        .replace("{port}", &NODE_PORT.to_string())
+}
+
+fn http_probe(path: &str, port: i32, period: i32, failures: i32) -> Value {
+    json!({
+        "httpGet": { "path": path, "port": port },
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 1,
+    })
+}
+
+fn pull_policy(policy: Option<crate::crd::PullPolicy>) -> Value {
+    policy.map_or(Value::Null, |p| json!(p.as_str()))
+}
+
+/// Non-root, read-only, no privileges: what chat-node and registry need.
+fn restricted_security() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": { "drop": ["ALL"] },
+        "seccompProfile": { "type": "RuntimeDefault" },
+    })
+}
+
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+fn node_deployment(
+    cc: &ChatCluster,
+    names: &Names,
+    endpoint: &RedisEndpoint,
+    ctx: &RenderContext,
+) -> Result<Deployment> {
+    let spec = &cc.spec.nodes;
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
+        field_env("SWITCHBOARD_NODE_ID", "metadata.name"),
+        value_env("SWITCHBOARD_LISTEN", format!("0.0.0.0:{NODE_PORT}")),
+        value_env(
+            "SWITCHBOARD_ADVERTISE_URL",
+            advertise_url(&spec.advertise_url),
+        ),
+        value_env("SWITCHBOARD_CAPACITY", spec.capacity.to_string()),
+        value_env("SWITCHBOARD_MEMBERSHIP", "operator"),
+        value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
+    ];
+    env.extend(redis_env(endpoint));
+    env.push(value_env(
+        "SWITCHBOARD_DRAIN_TIMEOUT",
+        spec.drain_timeout_seconds.to_string(),
+    ));
+    let grace = i64::from(spec.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5;
+    let mut container = json!({
+        "name": "chat-node",
+        "image": spec.image,
+        "imagePullPolicy": pull_policy(spec.image_pull_policy),
+        "ports": [{ "name": "http", "containerPort": NODE_PORT, "protocol": "TCP" }],
+        "env": env,
+        "readinessProbe": http_probe("/readyz", NODE_PORT, 2, 2),
+        "livenessProbe": http_probe("/healthz", NODE_PORT, 10, 3),
+        "lifecycle": { "preStop": { "sleep": { "seconds": PRE_STOP_SLEEP_SECONDS } } },
+        "resources": spec.resources,
+        "securityContext": restricted_security(),
+    });
+    strip_nulls(&mut container);
+    let pod = schedule(
+        cc,
+        json!({
+            "containers": [container],
+            "terminationGracePeriodSeconds": grace,
+            "enableServiceLinks": false,
+        }),
+    );
+    obj(
+        "Deployment",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(cc, &names.node(), Component::ChatNode)?,
+            "spec": {
+                "replicas": spec.replicas,
+                "selector": { "matchLabels": selector_labels(cc, Component::ChatNode) },
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
+                },
+                "template": {
+                    "metadata": pod_meta(cc, Component::ChatNode, ctx.password_hash.clone()),
+                    "spec": pod,
+                },
+            },
+        }),
+    )
+}
+
+fn node_service(cc: &ChatCluster, names: &Names) -> Result<Service> {
+    obj(
+        "Service",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(cc, &names.node(), Component::ChatNode)?,
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector_labels(cc, Component::ChatNode),
+                "ports": [{ "name": "http", "port": NODE_PORT, "targetPort": "http", "protocol": "TCP" }],
+            },
+        }),
+    )
+}
+
+fn registry_deployment(
+    cc: &ChatCluster,
+    names: &Names,
+    endpoint: &RedisEndpoint,
+    ctx: &RenderContext,
+) -> Result<Deployment> {
+    let spec = &cc.spec.registries;
+    let mut env = vec![
+        value_env("SWITCHBOARD_LISTEN", format!("0.0.0.0:{REGISTRY_PORT}")),
+        value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
+    ];
+    env.extend(redis_env(endpoint));
+    let mut container = json!({
+        "name": "registry",
+        "image": spec.image,
+        "imagePullPolicy": pull_policy(spec.image_pull_policy),
+        "ports": [{ "name": "http", "containerPort": REGISTRY_PORT, "protocol": "TCP" }],
+        "env": env,
+        "readinessProbe": http_probe("/readyz", REGISTRY_PORT, 2, 2),
+        "livenessProbe": http_probe("/healthz", REGISTRY_PORT, 10, 3),
+        "resources": spec.resources,
+        "securityContext": restricted_security(),
+    });
+    strip_nulls(&mut container);
+    let pod = schedule(
+        cc,
+        json!({ "containers": [container], "enableServiceLinks": false }),
+    );
+    obj(
+        "Deployment",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(cc, &names.registry(), Component::Registry)?,
+            "spec": {
+                "replicas": spec.replicas,
+                "selector": { "matchLabels": selector_labels(cc, Component::Registry) },
+                "strategy": {
+                    "type": "RollingUpdate",
+                    "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
+                },
+                "template": {
+                    "metadata": pod_meta(cc, Component::Registry, ctx.password_hash.clone()),
+                    "spec": pod,
+                },
+            },
+        }),
+    )
+}
+
+fn registry_service(cc: &ChatCluster, names: &Names) -> Result<Service> {
+    let svc = &cc.spec.registries.service;
+    let mut meta = meta(cc, &names.registry(), Component::Registry)?;
+    if !svc.annotations.is_empty() {
+        let mut annotations = cc.spec.annotations.clone();
+        annotations.extend(svc.annotations.clone());
+        meta["annotations"] = json!(annotations);
+    }
+    obj(
+        "Service",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "type": svc.type_.as_str(),
+                "selector": selector_labels(cc, Component::Registry),
+                "ports": [{ "name": "http", "port": svc.port, "targetPort": "http", "protocol": "TCP" }],
+            },
+        }),
+    )
+}
+
+/// At most one pod of each workload voluntarily down at a time: for sentinels (odd, majority quorum) that
+/// keeps a majority; for Redis it keeps a replica to promote.
+fn pdb(cc: &ChatCluster, name: &str, component: Component) -> Result<PodDisruptionBudget> {
+    obj(
+        "PodDisruptionBudget",
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "maxUnavailable": 1,
+                "selector": { "matchLabels": selector_labels(cc, component) },
+            },
+        }),
+    )
+}
+
+fn headless_service(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    port: i32,
+) -> Result<Service> {
+    obj(
+        "Service",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "clusterIP": "None",
+                // Peers must resolve each other while they bootstrap, before any is ready.
+                "publishNotReadyAddresses": true,
+                "selector": selector_labels(cc, component),
+                "ports": [{ "name": component.as_str(), "port": port, "targetPort": port, "protocol": "TCP" }],
+            },
+        }),
+    )
+}
+
+fn redis_scripts(cc: &ChatCluster, names: &Names) -> Result<ConfigMap> {
+    obj(
+        "ConfigMap",
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": meta(cc, &names.redis_scripts(), Component::Redis)?,
+            "data": { "redis.sh": REDIS_SCRIPT, "sentinel.sh": SENTINEL_SCRIPT },
+        }),
+    )
+}
+
+/// Env shared by the data-node and sentinel containers: who they are and where their peers live.
+fn redis_pod_env(names: &Names, managed: &ManagedRedis, ctx: &RenderContext) -> Vec<Value> {
+    let password = PasswordRef {
+        secret: names.redis_secret(),
+        key: PASSWORD_KEY.to_owned(),
+    };
+    vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        value_env("CLUSTER_DOMAIN", &ctx.cluster_domain),
+        value_env("REDIS_STS", names.redis_sts()),
+        value_env("REDIS_HEADLESS", names.redis_headless()),
+        value_env("SENTINEL_HEADLESS", names.sentinel_headless()),
+        value_env(
+            "REDIS_HOSTS",
+            names
+                .redis_hosts(managed.replicas, &ctx.cluster_domain)
+                .join(" "),
+        ),
+        value_env(
+            "SENTINEL_HOSTS",
+            names
+                .sentinel_hosts(managed.sentinels, &ctx.cluster_domain)
+                .join(" "),
+        ),
+        value_env("MASTER_NAME", &managed.master_name),
+        value_env("QUORUM", managed.effective_quorum().to_string()),
+        secret_env("REDIS_PASSWORD", &password),
+    ]
+}
+
+fn redis_hash(ctx: &RenderContext, script: &str) -> String {
+    fingerprint(&[
+        ctx.password_hash.as_deref().unwrap_or_default().as_bytes(),
+        script.as_bytes(),
+    ])
+}
+
+fn redis_stateful_set(
+    cc: &ChatCluster,
+    names: &Names,
+    managed: &ManagedRedis,
+    ctx: &RenderContext,
+) -> Result<StatefulSet> {
+    let ping =
+        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG";
+    let mut container = json!({
+        "name": "redis",
+        "image": managed.image,
+        "command": ["sh", "/scripts/redis.sh"],
+        "env": redis_pod_env(names, managed, ctx),
+        "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
+        "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
+        "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        "resources": managed.resources,
+        "volumeMounts": [
+            { "name": "data", "mountPath": "/data" },
+            { "name": "conf", "mountPath": "/conf" },
+            { "name": "scripts", "mountPath": "/scripts" },
+        ],
+    });
+    strip_nulls(&mut container);
+    let mut volumes = vec![
+        json!({ "name": "conf", "emptyDir": {} }),
+        json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
+    ];
+    let mut spec = json!({
+        "serviceName": names.redis_headless(),
+        "replicas": managed.replicas,
+        // Every pod finds the master itself (redis.sh), so none has to wait for its predecessor.
+        "podManagementPolicy": "Parallel",
+        "selector": { "matchLabels": selector_labels(cc, Component::Redis) },
+        "updateStrategy": { "type": "RollingUpdate" },
+    });
+    if let Some(size) = &managed.storage {
+        let mut claim = json!({
+            "metadata": { "name": "data", "labels": labels(cc, Component::Redis) },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": { "requests": { "storage": size } },
+            },
+        });
+        if let Some(class) = &managed.storage_class_name {
+            claim["spec"]["storageClassName"] = json!(class);
+        }
+        spec["volumeClaimTemplates"] = json!([claim]);
+        // The data goes with the ChatCluster; scaling down keeps it for a scale back up.
+        spec["persistentVolumeClaimRetentionPolicy"] =
+            json!({ "whenDeleted": "Delete", "whenScaled": "Retain" });
+    } else {
+        volumes.push(json!({ "name": "data", "emptyDir": {} }));
+    }
+    spec["template"] = json!({
+        "metadata": pod_meta(cc, Component::Redis, Some(redis_hash(ctx, REDIS_SCRIPT))),
+        "spec": schedule(cc, json!({ "containers": [container], "volumes": volumes, "enableServiceLinks": false })),
+    });
+    obj(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": meta(cc, &names.redis_sts(), Component::Redis)?,
+            "spec": spec,
+        }),
+    )
+}
+
+fn sentinel_stateful_set(
+    cc: &ChatCluster,
+    names: &Names,
+    managed: &ManagedRedis,
+    ctx: &RenderContext,
+) -> Result<StatefulSet> {
+    let ping = "redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
+    let mut container = json!({
+        "name": "sentinel",
+        "image": managed.image,
+        "command": ["sh", "/scripts/sentinel.sh"],
+        "env": redis_pod_env(names, managed, ctx),
+        "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP" }],
+        "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
+        "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        "volumeMounts": [
+            { "name": "conf", "mountPath": "/conf" },
+            { "name": "scripts", "mountPath": "/scripts" },
+        ],
+    });
+    strip_nulls(&mut container);
+    obj(
+        "StatefulSet",
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": meta(cc, &names.sentinel_sts(), Component::Sentinel)?,
+            "spec": {
+                "serviceName": names.sentinel_headless(),
+                "replicas": managed.sentinels,
+                "podManagementPolicy": "Parallel",
+                "selector": { "matchLabels": selector_labels(cc, Component::Sentinel) },
+                "updateStrategy": { "type": "RollingUpdate" },
+                "template": {
+                    "metadata": pod_meta(cc, Component::Sentinel, Some(redis_hash(ctx, SENTINEL_SCRIPT))),
+                    "spec": schedule(cc, json!({
+                        "containers": [container],
+                        "volumes": [
+                            { "name": "conf", "emptyDir": {} },
+                            { "name": "scripts", "configMap": { "name": names.redis_scripts() } },
+                        ],
+                        "enableServiceLinks": false,
+                    })),
+                },
+            },
+        }),
+    )
+}

@@ -1,0 +1,569 @@
+// Tests fail by panicking; unwrap states the expectation most plainly.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::*;
+use crate::crd::ServiceType;
+
+fn ctx() -> RenderContext {
+    RenderContext {
+        cluster_domain: "cluster.local".to_owned(),
+        password_hash: Some("abc".to_owned()),
+    }
+}
+
+fn demo() -> ChatCluster {
+    ChatCluster::test("demo").in_namespace("chat")
+}
+
+fn deployment<'a>(d: &'a Desired, name: &str) -> &'a Deployment {
+    d.deployments
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("deployment {name} rendered"))
+}
+
+fn sts<'a>(d: &'a Desired, name: &str) -> &'a StatefulSet {
+    d.stateful_sets
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("statefulset {name} rendered"))
+}
+
+fn service<'a>(d: &'a Desired, name: &str) -> &'a Service {
+    d.services
+        .iter()
+        .find(|x| x.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("service {name} rendered"))
+}
+
+fn container(d: &Deployment) -> &Container {
+    &d.spec.template.spec.as_ref().unwrap().containers[0]
+}
+
+fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
+    c.env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("env {name} set"))
+}
+
+fn env_value(c: &Container, name: &str) -> String {
+    env(c, name).value.clone().unwrap_or_default()
+}
+
+fn all_metas(d: &Desired) -> Vec<&kube::api::ObjectMeta> {
+    let mut metas: Vec<&kube::api::ObjectMeta> = Vec::new();
+    metas.extend(d.config_maps.iter().map(|o| &o.metadata));
+    metas.extend(d.services.iter().map(|o| &o.metadata));
+    metas.extend(d.stateful_sets.iter().map(|o| &o.metadata));
+    metas.extend(d.deployments.iter().map(|o| &o.metadata));
+    metas.extend(d.pdbs.iter().map(|o| &o.metadata));
+    metas
+}
+
+#[test]
+fn minimal_cluster_renders_every_owned_object() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let mut names: Vec<String> = all_metas(&d)
+        .iter()
+        .map(|m| m.name.clone().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "demo-node",
+            "demo-node",
+            "demo-node",
+            "demo-redis",
+            "demo-redis",
+            "demo-redis-headless",
+            "demo-redis-scripts",
+            "demo-registry",
+            "demo-registry",
+            "demo-registry",
+            "demo-sentinel",
+            "demo-sentinel",
+            "demo-sentinel-headless",
+        ]
+    );
+}
+
+#[test]
+fn every_object_is_controlled_by_the_chat_cluster_and_labelled() {
+    let cc = demo();
+    let d = render(&cc, &ctx()).unwrap();
+    for meta in all_metas(&d) {
+        assert_eq!(meta.namespace.as_deref(), Some("chat"));
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(owners.len(), 1);
+        let owner = &owners[0];
+        assert_eq!(owner.kind, "ChatCluster");
+        assert_eq!(owner.api_version, "switchboard.dev/v1alpha1");
+        assert_eq!(owner.name, "demo");
+        assert_eq!(Some(&owner.uid), cc.metadata.uid.as_ref());
+        assert_eq!(owner.controller, Some(true));
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[label::NAME], "switchboard");
+        assert_eq!(labels[label::INSTANCE], "demo");
+        assert_eq!(labels[label::MANAGED_BY], "switchboard-operator");
+        assert!(labels.contains_key(label::COMPONENT));
+    }
+    let secret = redis_secret(&cc, "pw").unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].controller,
+        Some(true)
+    );
+    assert_eq!(secret.string_data.unwrap()[PASSWORD_KEY], "pw");
+}
+
+#[test]
+fn selectors_agree_with_pod_labels_and_services() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let subset = |sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
+        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    };
+    for dep in &d.deployments {
+        let spec = &dep.spec;
+        let sel = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(subset(sel, pod_labels));
+        let svc = service(&d, dep.metadata.name.as_deref().unwrap());
+        assert_eq!(svc.spec.as_ref().unwrap().selector.as_ref().unwrap(), sel);
+    }
+    for set in &d.stateful_sets {
+        let spec = &set.spec;
+        let sel = spec.selector.match_labels.as_ref().unwrap();
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(subset(sel, pod_labels));
+        let headless = service(&d, spec.service_name.as_deref().unwrap());
+        assert_eq!(
+            headless.spec.as_ref().unwrap().selector.as_ref().unwrap(),
+            sel
+        );
+        assert_eq!(
+            headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
+    }
+    for pdb in &d.pdbs {
+        let sel = pdb.spec.as_ref().unwrap().selector.as_ref().unwrap();
+        let target = pdb.metadata.name.as_deref().unwrap();
+        let pod_labels = d
+            .deployments
+            .iter()
+            .find(|x| x.metadata.name.as_deref() == Some(target))
+            .map(|x| x.spec.template.metadata.clone())
+            .or_else(|| {
+                d.stateful_sets
+                    .iter()
+                    .find(|x| x.metadata.name.as_deref() == Some(target))
+                    .map(|x| x.spec.template.metadata.clone())
+            })
+            .flatten()
+            .and_then(|m| m.labels)
+            .unwrap();
+        assert!(subset(sel.match_labels.as_ref().unwrap(), &pod_labels));
+        assert_eq!(
+            pdb.spec.as_ref().unwrap().max_unavailable,
+            Some(IntOrString::Int(1))
+        );
+    }
+    // Two chat systems in one namespace never select each other's pods.
+    let other = render(&ChatCluster::test("other").in_namespace("chat"), &ctx()).unwrap();
+    let a = deployment(&d, "demo-node").spec.selector.clone();
+    let b = deployment(&other, "other-node").spec.selector.clone();
+    assert_ne!(a, b);
+}
+
+#[test]
+fn chat_node_probes_drain_and_rollout() {
+    let cc = demo().with_nodes(5);
+    let d = render(&cc, &ctx()).unwrap();
+    let dep = deployment(&d, "demo-node");
+    let spec = &dep.spec;
+    assert_eq!(spec.replicas, Some(5));
+    let rolling = spec
+        .strategy
+        .as_ref()
+        .unwrap()
+        .rolling_update
+        .as_ref()
+        .unwrap();
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)));
+    let c = container(dep);
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/readyz"));
+    assert_eq!(ready.port, IntOrString::Int(8080));
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(live.path.as_deref(), Some("/healthz"));
+    assert_eq!(live.port, IntOrString::Int(8080));
+    let pre_stop = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        pre_stop.sleep.as_ref().unwrap().seconds,
+        PRE_STOP_SLEEP_SECONDS
+    );
+    let pod = spec.template.spec.as_ref().unwrap();
+    // Grace covers the pre-stop pause plus the whole drain.
+    assert!(
+        pod.termination_grace_period_seconds.unwrap()
+            > i64::from(cc.spec.nodes.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS
+    );
+    assert_eq!(
+        spec.template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION],
+        "abc"
+    );
+}
+
+#[test]
+fn chat_node_env_follows_the_contract_in_managed_mode() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    assert_eq!(env_value(c, "SWITCHBOARD_LISTEN"), "0.0.0.0:8080");
+    let node_id = env(c, "SWITCHBOARD_NODE_ID");
+    assert_eq!(
+        node_id
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "metadata.name"
+    );
+    let pod_ip = env(c, "POD_IP");
+    assert_eq!(
+        pod_ip
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_ADVERTISE_URL"),
+        "ws://$(POD_IP):8080/ws"
+    );
+    assert_eq!(env_value(c, "SWITCHBOARD_CAPACITY"), "10000");
+    assert_eq!(env_value(c, "SWITCHBOARD_MEMBERSHIP"), "operator");
+    assert_eq!(env_value(c, "SWITCHBOARD_CLUSTER_ID"), "chat/demo");
+    assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30");
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_REDIS_SENTINELS"),
+        "demo-sentinel-0.demo-sentinel-headless.chat.svc.cluster.local:26379,\
+         demo-sentinel-1.demo-sentinel-headless.chat.svc.cluster.local:26379,\
+         demo-sentinel-2.demo-sentinel-headless.chat.svc.cluster.local:26379"
+    );
+    assert_eq!(env_value(c, "SWITCHBOARD_REDIS_MASTER_NAME"), "mymaster");
+    let password = env(c, "SWITCHBOARD_REDIS_PASSWORD")
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(password.name, "demo-redis-auth");
+    assert_eq!(password.key, "password");
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SWITCHBOARD_REDIS_URL")
+    );
+    // Env references must be declared before they are used.
+    let position = |n: &str| c.env.iter().flatten().position(|e| e.name == n).unwrap();
+    assert!(position("POD_IP") < position("SWITCHBOARD_ADVERTISE_URL"));
+}
+
+#[test]
+fn advertise_url_template_expands_pod_fields() {
+    assert_eq!(
+        advertise_url("wss://{podName}.chat.example.com:{port}/ws?ns={namespace}"),
+        "wss://$(POD_NAME).chat.example.com:8080/ws?ns=$(POD_NAMESPACE)"
+    );
+}
+
+#[test]
+fn external_redis_is_passed_through_and_nothing_redis_is_rendered() {
+    let cc = demo()
+        .with_external_url("redis://redis.example:6379/0")
+        .with_password_secret("my-redis", "pw");
+    let d = render(&cc, &ctx()).unwrap();
+    assert!(d.stateful_sets.is_empty());
+    assert!(d.config_maps.is_empty());
+    assert_eq!(d.services.len(), 2);
+    for name in ["demo-node", "demo-registry"] {
+        let c = container(deployment(&d, name));
+        assert_eq!(
+            env_value(c, "SWITCHBOARD_REDIS_URL"),
+            "redis://redis.example:6379/0"
+        );
+        let r = env(c, "SWITCHBOARD_REDIS_PASSWORD")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .clone()
+            .unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("my-redis", "pw"));
+        assert!(
+            c.env
+                .iter()
+                .flatten()
+                .all(|e| e.name != "SWITCHBOARD_REDIS_SENTINELS")
+        );
+    }
+    let cc = demo().with_external_sentinels(&["s1:26379", "s2:26379"], "main");
+    let d = render(&cc, &ctx()).unwrap();
+    let c = container(deployment(&d, "demo-registry"));
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_REDIS_SENTINELS"),
+        "s1:26379,s2:26379"
+    );
+    assert_eq!(env_value(c, "SWITCHBOARD_REDIS_MASTER_NAME"), "main");
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SWITCHBOARD_REDIS_PASSWORD")
+    );
+}
+
+#[test]
+fn registry_probes_port_and_service_type() {
+    let mut cc = demo().with_registries(3);
+    cc.spec.registries.service.type_ = ServiceType::LoadBalancer;
+    cc.spec.registries.service.port = 443;
+    let d = render(&cc, &ctx()).unwrap();
+    let dep = deployment(&d, "demo-registry");
+    assert_eq!(dep.spec.replicas, Some(3));
+    let c = container(dep);
+    assert_eq!(env_value(c, "SWITCHBOARD_LISTEN"), "0.0.0.0:8081");
+    assert_eq!(env_value(c, "SWITCHBOARD_CLUSTER_ID"), "chat/demo");
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (ready.path.as_deref(), &ready.port),
+        (Some("/readyz"), &IntOrString::Int(8081))
+    );
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (live.path.as_deref(), &live.port),
+        (Some("/healthz"), &IntOrString::Int(8081))
+    );
+    let svc = service(&d, "demo-registry").spec.as_ref().unwrap();
+    assert_eq!(svc.type_.as_deref(), Some("LoadBalancer"));
+    let port = &svc.ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, 443);
+    assert_eq!(
+        port.target_port,
+        Some(IntOrString::String("http".to_owned()))
+    );
+}
+
+#[test]
+fn redis_and_sentinel_use_stable_hostnames_and_the_secret() {
+    let cc = demo().with_redis(3, 5);
+    let d = render(&cc, &ctx()).unwrap();
+    let redis = &sts(&d, "demo-redis").spec;
+    assert_eq!(redis.replicas, Some(3));
+    assert_eq!(redis.service_name.as_deref(), Some("demo-redis-headless"));
+    let sentinel = &sts(&d, "demo-sentinel").spec;
+    assert_eq!(sentinel.replicas, Some(5));
+    assert_eq!(
+        sentinel.service_name.as_deref(),
+        Some("demo-sentinel-headless")
+    );
+    for spec in [redis, sentinel] {
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            env_value(c, "REDIS_HOSTS"),
+            "demo-redis-0.demo-redis-headless.chat.svc.cluster.local \
+             demo-redis-1.demo-redis-headless.chat.svc.cluster.local \
+             demo-redis-2.demo-redis-headless.chat.svc.cluster.local"
+        );
+        assert_eq!(env_value(c, "SENTINEL_HOSTS").split(' ').count(), 5);
+        assert_eq!(env_value(c, "QUORUM"), "3");
+        assert_eq!(env_value(c, "MASTER_NAME"), "mymaster");
+        let pw = env(c, "REDIS_PASSWORD")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (pw.name.as_str(), pw.key.as_str()),
+            ("demo-redis-auth", "password")
+        );
+        assert!(c.readiness_probe.as_ref().unwrap().exec.is_some());
+    }
+    let headless = service(&d, "demo-redis-headless").spec.as_ref().unwrap();
+    assert_eq!(headless.publish_not_ready_addresses, Some(true));
+}
+
+#[test]
+fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let data = d.config_maps[0].data.as_ref().unwrap();
+    let redis = &data["redis.sh"];
+    assert!(redis.contains("sentinel get-master-addr-by-name"));
+    assert!(redis.contains("replica-announce-ip ${self}"));
+    assert!(redis.contains("requirepass ${REDIS_PASSWORD}"));
+    assert!(redis.contains("masterauth ${REDIS_PASSWORD}"));
+    assert!(redis.contains("[ -n \"$master\" ] || master=\"$first\""));
+    assert!(redis.contains("replicaof ${master} 6379"));
+    let sentinel = &data["sentinel.sh"];
+    assert!(sentinel.contains("sentinel resolve-hostnames yes"));
+    assert!(sentinel.contains("sentinel announce-hostnames yes"));
+    assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}"));
+    assert!(sentinel.contains("sentinel auth-pass ${MASTER_NAME} ${REDIS_PASSWORD}"));
+}
+
+#[test]
+fn password_change_changes_every_pod_template_hash() {
+    let a = render(&demo(), &ctx()).unwrap();
+    let mut other = ctx();
+    other.password_hash = Some("def".to_owned());
+    let b = render(&demo(), &other).unwrap();
+    let hash = |t: &Option<kube::api::ObjectMeta>| {
+        t.as_ref().unwrap().annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION].clone()
+    };
+    for (x, y) in a.deployments.iter().zip(&b.deployments) {
+        assert_ne!(
+            hash(&x.spec.template.metadata),
+            hash(&y.spec.template.metadata)
+        );
+    }
+    for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
+        assert_ne!(
+            hash(&x.spec.template.metadata),
+            hash(&y.spec.template.metadata)
+        );
+    }
+    assert_eq!(fingerprint(&[b"x"]), fingerprint(&[b"x"]));
+    assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+}
+
+#[test]
+fn storage_adds_claims_deleted_with_the_cluster() {
+    let mut cc = demo();
+    cc.spec.redis.managed.storage = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
+        "1Gi".to_owned(),
+    ));
+    let d = render(&cc, &ctx()).unwrap();
+    let spec = &sts(&d, "demo-redis").spec;
+    let claims = spec.volume_claim_templates.as_ref().unwrap();
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    assert_eq!(
+        spec.persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap()
+            .when_deleted
+            .as_deref(),
+        Some("Delete")
+    );
+    let volumes = spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap();
+    assert!(volumes.iter().all(|v| v.name != "data"));
+}
+
+#[test]
+fn passthrough_labels_annotations_and_scheduling_reach_pods_but_never_override_ours() {
+    let mut cc = demo()
+        .with_label("team", "chat")
+        .with_label(label::INSTANCE, "hijack")
+        .with_annotation("example.com/owner", "ops");
+    cc.spec.scheduling.priority_class_name = Some("high".to_owned());
+    cc.spec.scheduling.node_selector =
+        Some(BTreeMap::from([("pool".to_owned(), "chat".to_owned())]));
+    let d = render(&cc, &ctx()).unwrap();
+    let dep = deployment(&d, "demo-node");
+    assert_eq!(dep.metadata.labels.as_ref().unwrap()["team"], "chat");
+    assert_eq!(
+        dep.metadata.labels.as_ref().unwrap()[label::INSTANCE],
+        "demo"
+    );
+    let template = &dep.spec.template;
+    let meta = template.metadata.as_ref().unwrap();
+    assert_eq!(meta.labels.as_ref().unwrap()["team"], "chat");
+    assert_eq!(
+        meta.annotations.as_ref().unwrap()["example.com/owner"],
+        "ops"
+    );
+    let pod = template.spec.as_ref().unwrap();
+    assert_eq!(pod.priority_class_name.as_deref(), Some("high"));
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "chat");
+    let redis_pod = sts(&d, "demo-redis").spec.template.spec.clone().unwrap();
+    assert_eq!(redis_pod.priority_class_name.as_deref(), Some("high"));
+}
+
+#[test]
+fn rendering_without_uid_is_an_error_not_a_panic() {
+    let mut cc = demo();
+    cc.metadata.uid = None;
+    assert!(matches!(
+        render(&cc, &ctx()),
+        Err(Error::MissingMetadata("uid"))
+    ));
+}
