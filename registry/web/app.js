@@ -562,7 +562,9 @@
       anchor = anchor.previousElementSibling;
     }
     if (!anchor) {
-      list.prepend(el);
+      const firstMsg = list.querySelector(':scope > .msg');
+      if (firstMsg) list.insertBefore(el, firstMsg);
+      else list.append(el);
       return;
     }
     let next = anchor.nextElementSibling;
@@ -834,15 +836,18 @@
       if (user === S.user) continue;
       let lo = 0;
       let hi = seqs.length - 1;
-      let at = -1;
+      let idx = -1;
       while (lo <= hi) {
         const mid = (lo + hi) >> 1;
         if (seqs[mid] <= marker) {
-          at = seqs[mid];
+          idx = mid;
           lo = mid + 1;
         } else hi = mid - 1;
       }
-      if (at < 0) continue;
+      // "Seen by bob" belongs under the last message bob has read that someone else wrote.
+      while (idx >= 0 && S.msgs.get(seqs[idx]).m.from === user) idx -= 1;
+      if (idx < 0) continue;
+      const at = seqs[idx];
       if (!groups.has(at)) groups.set(at, []);
       groups.get(at).push(user);
     }

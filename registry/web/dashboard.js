@@ -6,7 +6,7 @@
 
 (() => {
   const POLL_MS = 1000;
-  const HISTORY_POINTS = 300; // five minutes at one sample a second
+  const HISTORY_POINTS = 120; // two minutes at one sample a second
   const GONE_KEEP_MS = 15000;
   const NEW_MARK_MS = 5000;
   const EVENTS_KEPT = 30;
@@ -82,7 +82,7 @@
       const ratio = cap ? Math.min(1, conns / cap) : 0;
       r.fill.style.width = `${(ratio * 100).toFixed(1)}%`;
       r.fill.dataset.level = ratio >= 1 ? 'full' : ratio >= 0.8 ? 'high' : 'ok';
-      r.pct.textContent = `${(ratio * 100).toFixed(ratio < 0.1 && ratio > 0 ? 1 : 0)}%`;
+      r.pct.textContent = ratio > 0 && ratio < 0.001 ? '<0.1%' : `${(ratio * 100).toFixed(ratio < 0.1 ? 1 : 0)}%`;
       const acc = n.accepting !== false;
       if (r.cells.accepting.dataset.value !== String(acc)) {
         r.cells.accepting.dataset.value = String(acc);
@@ -90,9 +90,7 @@
         pill.className = `pill ${acc ? 'yes' : 'no'}`;
         pill.textContent = acc ? 'accepting' : 'not accepting';
         r.cells.accepting.replaceChildren(pill);
-        if (!r.tr.isConnected) {
-          // first render of this row: no event
-        } else event(acc ? 'up' : 'down', `${n.id} ${acc ? 'is accepting again' : 'stopped accepting'}`);
+        if (known) event(acc ? 'up' : 'down', `${n.id} ${acc ? 'is accepting again' : 'stopped accepting'}`);
       }
       r.cells.url.textContent = n.url || '';
     }
@@ -101,6 +99,11 @@
       if (!r.goneAt) {
         r.goneAt = now;
         r.tr.dataset.state = 'gone';
+        const pill = document.createElement('span');
+        pill.className = 'pill no';
+        pill.textContent = 'left the load set';
+        r.cells.accepting.replaceChildren(pill);
+        r.cells.accepting.dataset.value = 'gone';
         event('down', `${id} left the load set`);
       } else if (now - r.goneAt > GONE_KEEP_MS) {
         r.tr.remove();

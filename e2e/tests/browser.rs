@@ -1,0 +1,434 @@
+//! The web chat page and the cluster dashboard in real headless Chromium, against a scaled topology of
+//! real processes (Redis, two chat-nodes with self-registration, one registry).
+//!
+//! Two browsers log in through the page's form, land on different nodes, and chat: messages, typing
+//! indicator, read markers, a direct message. Then the node of one of them is SIGKILLed while the
+//! other keeps sending; the orphaned page must find the surviving node through the registry, re-join
+//! with `since`, and show every message exactly once (counted as DOM elements per sequence number). A
+//! third browser watches the dashboard lose the dead node.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (a missing one fails the test with the install
+//! line) and built `chat-node` and `registry` binaries (`cargo build -p chat-node -p registry`).
+//! Screenshots go to `$SWITCHBOARD_SCREENSHOTS` when set (the repository's are made with
+//! `SWITCHBOARD_SCREENSHOTS=docs/screenshots`), else under the target directory.
+
+#[path = "browser/webdriver.rs"]
+mod webdriver;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::topology::{Topology, TopologyConfig};
+use serde_json::{Value, json};
+use webdriver::{ChromeDriver, ENTER, Page};
+
+/// The whole scenario, topology start included, must finish within this.
+const TEST_BUDGET: Duration = Duration::from_secs(240);
+/// How long one visible change may take to show on a page.
+const SHOW: Duration = Duration::from_secs(20);
+const ROOM: &str = "browser-test";
+
+fn screenshot_path(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHBOARD_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
+    let dir = if dir.is_relative() {
+        // `cargo test` runs in the package directory; a relative path means the workspace root.
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(dir)
+    } else {
+        dir
+    };
+    dir.join(name)
+}
+
+/// Polls `script` in `page` until it returns something truthy and returns that; on timeout the error
+/// quotes the end of what the page shows.
+async fn wait_for(
+    page: &Page,
+    what: &str,
+    script: &str,
+    args: Value,
+    within: Duration,
+) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let v = page.js(script, args.clone()).await?;
+        let truthy = match &v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        };
+        if truthy {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let shown = page
+                .js("return document.body.innerText.slice(-2000);", json!([]))
+                .await
+                .unwrap_or_default();
+            bail!(
+                "timed out after {within:?} waiting for {what}; the page shows:\n{}",
+                shown.as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs `user` in through the form and returns the node the page says it is on.
+async fn login(page: &Page, base: &str, user: &str) -> Result<String> {
+    page.goto(&format!("{base}/")).await?;
+    page.type_into("#login-user", user).await?;
+    page.js(
+        "document.getElementById('login-room').value = '';",
+        json!([]),
+    )
+    .await?;
+    page.type_into("#login-room", ROOM).await?;
+    page.click("#login-form button[type=submit]").await?;
+    connected_node(page, user).await
+}
+
+async fn connected_node(page: &Page, user: &str) -> Result<String> {
+    let node = wait_for(
+        page,
+        &format!("{user} to connect and see itself in the member list"),
+        "const c = document.getElementById('conn');
+         const me = document.querySelector(`#members li[data-user=\"${arguments[0]}\"]`);
+         return c.dataset.state === 'connected' && me ? document.getElementById('node-name').textContent : null;",
+        json!([user]),
+        SHOW,
+    )
+    .await?;
+    Ok(node.as_str().context("node name")?.to_owned())
+}
+
+async fn say(page: &Page, text: &str) -> Result<()> {
+    page.type_into("#composer-input", &format!("{text}{ENTER}"))
+        .await
+}
+
+/// The room messages a page shows, in DOM order: (seq, from, body).
+async fn shown_messages(page: &Page) -> Result<Vec<(u64, String, String)>> {
+    let v = page
+        .js(
+            "return [...document.querySelectorAll('#messages li.msg[data-seq]')]
+               .map(e => [Number(e.dataset.seq), e.dataset.from, e.querySelector('.body').textContent]);",
+            json!([]),
+        )
+        .await?;
+    let rows: Vec<(u64, String, String)> = serde_json::from_value(v)?;
+    Ok(rows)
+}
+
+async fn wait_for_message(page: &Page, who: &str, body: &str) -> Result<()> {
+    wait_for(
+        page,
+        &format!("{who}'s page to show the message {body:?}"),
+        "return [...document.querySelectorAll('#messages li.msg[data-seq] .body')].some(b => b.textContent === arguments[0]);",
+        json!([body]),
+        SHOW,
+    )
+    .await
+    .map(drop)
+}
+
+/// Every message shows once, in strictly increasing sequence order, with no send left pending.
+async fn assert_exactly_once(page: &Page, who: &str, expected: &[&str]) -> Result<Vec<u64>> {
+    let rows = shown_messages(page).await?;
+    let seqs: Vec<u64> = rows.iter().map(|r| r.0).collect();
+    ensure!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "{who}: sequences not strictly increasing (a duplicate or a misorder): {seqs:?}"
+    );
+    for body in expected {
+        let n = rows.iter().filter(|r| r.2 == *body).count();
+        ensure!(
+            n == 1,
+            "{who}: {body:?} is shown {n} times, expected once; shown: {rows:?}"
+        );
+    }
+    for seq in &seqs {
+        let n = page
+            .count(&format!("#messages li.msg[data-seq=\"{seq}\"]"))
+            .await?;
+        ensure!(n == 1, "{who}: {n} DOM elements for seq {seq}");
+    }
+    let pending = page.count("#messages li.pending").await?;
+    ensure!(pending == 0, "{who}: {pending} sends still pending");
+    Ok(seqs)
+}
+
+async fn load_set(registry: &str) -> Result<Vec<Value>> {
+    let body: Value = reqwest::get(format!("{registry}/v1/nodes"))
+        .await?
+        .json()
+        .await?;
+    Ok(body["nodes"].as_array().cloned().unwrap_or_default())
+}
+
+async fn wait_connections(registry: &str, node: &str, at_least: u64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + SHOW;
+    loop {
+        let nodes = load_set(registry).await?;
+        if nodes
+            .iter()
+            .any(|n| n["id"] == json!(node) && n["connections"].as_u64().unwrap_or(0) >= at_least)
+        {
+            return Ok(());
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{node} never reported {at_least} connection(s): {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_on_two_nodes_chat_and_survive_a_node_kill() -> Result<()> {
+    webdriver::require_chromium();
+    tokio::time::timeout(TEST_BUDGET, scenario())
+        .await
+        .context("the browser scenario ran out of time")?
+}
+
+async fn scenario() -> Result<()> {
+    let mut topo = Topology::start(TopologyConfig::scaled(2, 1)).await?;
+    let registry = topo.registry_url(0);
+    let driver = ChromeDriver::start().await?;
+
+    let dash = driver.page(1280, 760).await?;
+    dash.goto(&format!("{registry}/dashboard")).await?;
+    wait_for(
+        &dash,
+        "the dashboard to show 2 nodes",
+        "return document.getElementById('node-count').textContent === '2';",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+
+    // Two browsers, two nodes: the registry hands out the least-loaded node, so once alice's node
+    // reports her connection bob lands on the other one.
+    let alice = driver.page(1280, 800).await?;
+    let bob = driver.page(1280, 800).await?;
+    let alice_node = login(&alice, &registry, "alice").await?;
+    wait_connections(&registry, &alice_node, 1).await?;
+    let mut bob_node = login(&bob, &registry, "bob").await?;
+    for _ in 0..5 {
+        if bob_node != alice_node {
+            break;
+        }
+        bob.click("#leave-btn").await?;
+        wait_connections(&registry, &alice_node, 1).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        bob.click("#login-form button[type=submit]").await?;
+        bob_node = connected_node(&bob, "bob").await?;
+    }
+    ensure!(
+        bob_node != alice_node,
+        "alice and bob both landed on {alice_node}"
+    );
+
+    for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
+        wait_for(
+            page,
+            &format!("{who} to see both members"),
+            "return ['alice', 'bob'].every(u => document.querySelector(`#members li[data-user=\"${u}\"]`));",
+            json!([]),
+            SHOW,
+        )
+        .await?;
+    }
+
+    // Typing shows on the other node before the message is sent.
+    alice
+        .type_into("#composer-input", "hello bob, I am on ")
+        .await?;
+    wait_for(
+        &bob,
+        "bob to see alice typing",
+        "return document.getElementById('typing').textContent.includes('alice is typing');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    let hello = format!("hello bob, I am on {alice_node}");
+    alice
+        .type_into("#composer-input", &format!("{alice_node}{ENTER}"))
+        .await?;
+    wait_for_message(&bob, "bob", &hello).await?;
+    let reply = format!("hi alice, {bob_node} here");
+    say(&bob, &reply).await?;
+    wait_for_message(&alice, "alice", &reply).await?;
+    wait_for(
+        &alice,
+        "alice to see bob's read marker",
+        "return [...document.querySelectorAll('#messages li.msg .seen')].some(s => !s.hidden && s.textContent.includes('bob'));",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+
+    // A direct message: click the member, type, Enter.
+    alice.click("#members li[data-user=\"bob\"] button").await?;
+    say(&alice, "psst, this one is just for you").await?;
+    wait_for(
+        &bob,
+        "bob to get alice's direct message",
+        "const log = document.querySelector('.dm-log[data-peer=\"alice\"]');
+         return log && [...log.querySelectorAll('li.msg .body')].some(b => b.textContent === 'psst, this one is just for you')
+           && document.querySelector('[data-conv=\"dm:alice\"] .badge');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    alice.click("[data-conv=\"room\"]").await?;
+    say(&alice, "see you in a bit").await?;
+    wait_for_message(&bob, "bob", "see you in a bit").await?;
+    wait_for(
+        &dash,
+        "the dashboard to count both connections",
+        "return document.getElementById('conn-total').textContent === '2';",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    alice.screenshot(&screenshot_path("chat.png")).await?;
+    dash.screenshot(&screenshot_path("dashboard.png")).await?;
+
+    // Bob's node dies without a word; alice keeps talking while bob is away. Bob's page is kept off
+    // the network until alice's messages are stored, so they can only reach it through recovery.
+    let dead: usize = bob_node
+        .strip_prefix("node-")
+        .and_then(|i| i.parse().ok())
+        .context("node id")?;
+    bob.set_offline(true).await?;
+    topo.kill_node(dead)?;
+    wait_for(
+        &bob,
+        "bob's page to notice the dead node",
+        "return document.getElementById('conn').dataset.state === 'reconnecting'
+           && document.querySelector('#messages li.notice[data-kind=\"reconnect\"][data-state=\"lost\"]');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    let meanwhile = [
+        "are you still there?",
+        "your node just died",
+        "this is the third one",
+    ];
+    for text in meanwhile {
+        say(&alice, text).await?;
+    }
+    for text in meanwhile {
+        wait_for_message(&alice, "alice", text).await?;
+    }
+    wait_for(
+        &alice,
+        "alice's sends to be acknowledged",
+        "return !document.querySelector('#messages li.pending');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    bob.set_offline(false).await?;
+
+    let notice = wait_for(
+        &bob,
+        "bob's page to reconnect to the surviving node and finish recovery",
+        "const n = [...document.querySelectorAll('#messages li.notice[data-kind=\"reconnect\"]')].pop();
+         return document.getElementById('conn').dataset.state === 'connected'
+           && document.getElementById('node-name').textContent === arguments[0]
+           && n && n.dataset.state === 'done' ? [n.textContent, Number(n.dataset.recovered)] : null;",
+        json!([alice_node]),
+        SHOW,
+    )
+    .await?;
+    let (notice_text, recovered): (String, u64) = serde_json::from_value(notice)?;
+    ensure!(
+        notice_text.contains(&format!("Reconnected to {alice_node} (was {bob_node})")),
+        "notice: {notice_text}"
+    );
+    for text in meanwhile {
+        wait_for_message(&bob, "bob", text).await?;
+    }
+    let mut expected = vec![hello.as_str(), reply.as_str(), "see you in a bit"];
+    expected.extend(meanwhile);
+    let bob_seqs = assert_exactly_once(&bob, "bob", &expected).await?;
+    let alice_seqs = assert_exactly_once(&alice, "alice", &expected).await?;
+    ensure!(
+        bob_seqs == alice_seqs,
+        "bob shows {bob_seqs:?}, alice shows {alice_seqs:?}"
+    );
+    ensure!(
+        bob_seqs == (1..=u64::try_from(bob_seqs.len())?).collect::<Vec<_>>(),
+        "a gap in bob's sequence numbers: {bob_seqs:?}"
+    );
+    ensure!(
+        recovered == 3,
+        "bob's page recovered {recovered} messages, expected the 3 sent while it was away"
+    );
+    ensure!(
+        notice_text.contains("recovered 3 missed messages"),
+        "notice: {notice_text}"
+    );
+
+    // Sending still works from the new node.
+    let back = format!("back, now on {alice_node}");
+    say(&bob, &back).await?;
+    wait_for_message(&alice, "alice", &back).await?;
+    assert_exactly_once(&bob, "bob", &[back.as_str()]).await?;
+    bob.screenshot(&screenshot_path("chat-reconnected.png"))
+        .await?;
+
+    // The dashboard sees the load set shrink and marks the dead node.
+    wait_for(
+        &dash,
+        "the dashboard to show 1 node and mark the dead one as gone",
+        "return document.getElementById('node-count').textContent === '1'
+           && document.querySelector(`tr[data-node=\"${arguments[0]}\"][data-state=\"gone\"]`);",
+        json!([bob_node]),
+        SHOW,
+    )
+    .await?;
+    dash.screenshot(&screenshot_path("dashboard-node-gone.png"))
+        .await?;
+
+    // A member who leaves is listed as away with a last-seen time. (Bob's presence through the dead
+    // node lingers until it expires, so a fresh user shows this.)
+    let carol = dash;
+    login(&carol, &registry, "carol").await?;
+    wait_for(
+        &alice,
+        "alice to see carol join",
+        "return document.querySelector('#members li[data-user=\"carol\"]');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    carol.click("#leave-btn").await?;
+    wait_for(
+        &alice,
+        "alice to see carol under Away with a last-seen time",
+        "const c = document.querySelector('#away li[data-user=\"carol\"] .sub');
+         return c && !document.querySelector('#members li[data-user=\"carol\"]') && /last seen/.test(c.textContent);",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+
+    for page in [alice, bob, carol] {
+        page.close().await?;
+    }
+    driver.stop().await;
+    topo.shutdown();
+    Ok(())
+}
