@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::testbed::{TestBed, TestNamespace, sim};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -223,6 +223,54 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
         ok.then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn statefulset_pods_become_ready_with_stable_names() {
+    let bed = bed().await;
+    let ns = bed.namespace("sts").await.expect("test namespace");
+    let client = bed.client().expect("client");
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns.name());
+    let pods: Api<Pod> = Api::namespaced(client, ns.name());
+    let set: StatefulSet = serde_json::from_value(json!({
+        "metadata": { "name": "db" },
+        "spec": {
+            "serviceName": "db",
+            "replicas": 3,
+            "selector": { "matchLabels": { "app": "db" } },
+            "template": {
+                "metadata": { "labels": { "app": "db" } },
+                "spec": { "containers": [ { "name": "db", "image": "registry.k8s.io/pause:3.10" } ] },
+            },
+        },
+    }))
+    .expect("statefulset");
+    sets.create(&PostParams::default(), &set)
+        .await
+        .expect("create statefulset");
+    let mut names = eventually("3 Ready StatefulSet pods", || async {
+        let list = pods
+            .list(&ListParams::default().labels("app=db"))
+            .await
+            .ok()?;
+        let ready: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| is_running_with_ip(p) && is_ready(p))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        (ready.len() == 3).then_some(ready)
+    })
+    .await;
+    names.sort();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+    let status = sets
+        .get_status("db")
+        .await
+        .expect("statefulset status")
+        .status
+        .expect("status");
+    assert_eq!(status.ready_replicas, Some(3));
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! `up` prints the kubeconfig path as the last line of standard output; everything
 //! else goes to standard error.
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use e2e::testbed::{self, ClusterSpec, Layout};
@@ -40,7 +42,18 @@ enum Cmd {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line that says what is missing, not a backtrace.
+            eprintln!("testbed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

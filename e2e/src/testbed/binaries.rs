@@ -196,23 +196,29 @@ async fn build_one(go: &Path, ldflags: &str, package: &str, out: &Path) -> Resul
 }
 
 /// The line of `go build`'s output that says what went wrong (a refused module
-/// names itself in a `go: ...` line), else its last line.
+/// names itself in a `go: ...` line), else its last line together with the module
+/// go was fetching at the time.
 fn first_go_error(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    lines
+    let fetching = lines
         .iter()
-        .find(|l| {
-            l.starts_with("go: ") && !l.starts_with("go: downloading")
-                || l.contains("403 Forbidden")
-                || l.contains("404 Not Found")
-        })
-        .or_else(|| lines.last())
-        .map(|l| (*l).to_owned())
-        .unwrap_or_else(|| "no output".to_owned())
+        .rev()
+        .find_map(|l| l.strip_prefix("go: downloading "));
+    let telling = lines.iter().find(|l| {
+        l.starts_with("go: ") && !l.starts_with("go: downloading")
+            || l.contains("403 Forbidden")
+            || l.contains("404 Not Found")
+    });
+    match (telling, lines.last(), fetching) {
+        (Some(line), _, _) => (*line).to_owned(),
+        (None, Some(last), Some(module)) => format!("{last} (fetching {module})"),
+        (None, Some(last), None) => (*last).to_owned(),
+        (None, None, _) => "no output".to_owned(),
+    }
 }
 
 /// The first executable called `name` on `PATH`.
@@ -244,6 +250,15 @@ mod tests {
         assert_eq!(
             first_go_error(stderr),
             "go: k8s.io/api@v0.37.2: reading https://proxy/k8s.io/api/@v/v0.37.2.zip: 403 Forbidden"
+        );
+    }
+
+    #[test]
+    fn a_disabled_proxy_names_the_module_it_wanted() {
+        let stderr = "go: downloading go.etcd.io/etcd/server/v3 v3.7.0\nmodule lookup disabled by GOPROXY=off\n";
+        assert_eq!(
+            first_go_error(stderr),
+            "module lookup disabled by GOPROXY=off (fetching go.etcd.io/etcd/server/v3 v3.7.0)"
         );
     }
 

@@ -84,10 +84,11 @@ impl TestBed {
         let bins = binaries::ensure_built(&layout).await?;
         reap_dead_test_clusters(&layout, &bins).await;
         let name = format!("{TEST_CLUSTER_PREFIX}{}", std::process::id());
-        let cluster = cluster::up(&layout, &bins, &ClusterSpec::named(&name)).await?;
+        // Before `up`: a process killed while the cluster starts leaves nothing behind.
         if std::env::var_os("SWITCHBOARD_TESTBED_KEEP").is_none() {
             spawn_reaper(&layout, &bins, &name)?;
         }
+        let cluster = cluster::up(&layout, &bins, &ClusterSpec::named(&name)).await?;
         let config = cluster::config_for(&cluster.kubeconfig).await?;
         Ok(TestBed {
             origin: Origin::Local { name },
