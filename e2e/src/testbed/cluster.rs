@@ -76,6 +76,8 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
     }
     let started = Instant::now();
     let config = write_config(layout, bins, &spec.name).await?;
+    // kwokctl picks "free" ports by probing them; two creates at once could pick the same.
+    let lock = CreateLock::acquire(layout).await?;
     kwokctl(
         layout,
         bins,
@@ -95,6 +97,7 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
         ],
     )
     .await?;
+    drop(lock);
     let dir = layout.cluster_dir(&spec.name);
     let cluster = Cluster {
         name: spec.name.clone(),
@@ -388,6 +391,66 @@ where
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Serializes `kwokctl create` between processes: a file holding the owner's pid,
+/// taken over when that process is gone.
+struct CreateLock {
+    path: PathBuf,
+}
+
+impl CreateLock {
+    async fn acquire(layout: &Layout) -> Result<Self> {
+        let dir = layout.kwok_workdir();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("creating {}", dir.display()),
+                source,
+            })?;
+        let path = dir.join("create.lock");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write as _;
+                    let _ = write!(file, "{}", std::process::id());
+                    return Ok(Self { path });
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let alive = owner
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if !alive && !owner.is_empty() {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout(format!("the lock {}", path.display())));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        context: format!("creating {}", path.display()),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CreateLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
