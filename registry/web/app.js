@@ -111,6 +111,10 @@
     outage: null, // {el, from, reason}
     recovery: null, // {el, from, since, target, count, gone, timer}
     reqN: 0,
+    tokens: 1,
+    tokensAt: 0,
+    pausedUntil: 0,
+    pumpTimer: null,
     clientN: 0,
     visible: new Set(),
     seenShown: new Map(), // seq -> text
@@ -170,10 +174,21 @@
     return true;
   }
 
+  const toasts = new Map(); // text -> {el, timer}
+
+  /** Shows `text` for a few seconds; the same text again only extends the one already shown. */
   function toast(text, code) {
-    const el = h('div', { class: 'toast', data: { code: code || 'info' } }, text);
-    $('toasts').append(el);
-    setTimeout(() => el.remove(), 7000);
+    let t = toasts.get(text);
+    if (!t) {
+      t = { el: h('div', { class: 'toast', data: { code: code || 'info' } }, text), timer: null };
+      toasts.set(text, t);
+      $('toasts').append(t.el);
+    }
+    clearTimeout(t.timer);
+    t.timer = setTimeout(() => {
+      t.el.remove();
+      toasts.delete(text);
+    }, 7000);
   }
 
   function setConn(state, text) {
@@ -408,7 +423,8 @@
     if (S.haveBase) join.since = S.lastSeq;
     sendFrame(join);
     startPing();
-    for (const [cid, p] of S.pending) if (p.kind === 'dm') transmit(cid, p);
+    S.tokens = Math.max(1, Math.floor((S.limits.rate_burst || 2) / 2));
+    requeueAll();
   }
 
   function onJoined(f) {
@@ -433,7 +449,7 @@
     renderMembers();
     renderSeen();
     updateConvHead();
-    for (const [cid, p] of S.pending) if (p.kind === 'room') transmit(cid, p);
+    requeueAll();
     requestLastSeen();
     scheduleRead();
   }
@@ -506,17 +522,24 @@
       return;
     }
     if (p) {
-      if (f.code === 'rate_limited' || f.code === 'unavailable' || f.code === 'internal') {
+      if (f.code === 'rate_limited') {
+        // Our own pacing was not enough (typing and read frames count too): hold the whole outbox.
+        const wait = Number(f.retry_after_ms) || 1000;
+        S.pausedUntil = Math.max(S.pausedUntil, Date.now() + wait);
+        p.state = 'queued';
+        setPendingState(p, `${base} Sending again in ${(wait / 1000).toFixed(1)} s…`);
+        toast(`${base} Your messages are queued and go out in order.`, f.code);
+        pump();
+        return;
+      }
+      if (f.code === 'unavailable' || f.code === 'internal') {
         p.tries += 1;
         if (p.tries <= 5) {
-          const wait = Number(f.retry_after_ms) || backoff(p.tries);
-          const cid = String(f.req);
+          const wait = backoff(p.tries);
+          p.state = 'queued';
+          p.notBefore = Date.now() + wait;
           setPendingState(p, `${base} Retrying in ${(wait / 1000).toFixed(1)} s…`);
-          clearTimeout(p.timer);
-          p.timer = setTimeout(() => {
-            if (S.pending.get(cid) === p) transmit(cid, p);
-          }, wait);
-          if (f.code === 'rate_limited') toast(`${base} Slow down a little.`, f.code);
+          pump();
           return;
         }
       }
@@ -525,7 +548,8 @@
       return;
     }
     if (f.code === 'rate_limited') {
-      toast(`${base} Wait ${((Number(f.retry_after_ms) || 1000) / 1000).toFixed(1)} s.`, f.code);
+      // A typing, read or ping frame was dropped: harmless, but hold our sends for a moment.
+      S.pausedUntil = Math.max(S.pausedUntil, Date.now() + (Number(f.retry_after_ms) || 1000));
       return;
     }
     toast(`${base}${detail}`, f.code);
@@ -658,9 +682,48 @@
 
   // ---------------------------------------------------------------- sending
 
-  function transmit(cid, p) {
+  /** Marks every unacknowledged send for (re)sending with its original client_id, in order. */
+  function requeueAll() {
+    for (const p of S.pending.values()) {
+      if (p.state === 'sent') p.state = 'queued';
+    }
+    pump();
+  }
+
+  /**
+   * Sends queued messages in the order they were written, paced below the node's rate limit
+   * (a token bucket with the node's rate and half its burst; the rest is left for other frames).
+   */
+  function pump() {
+    clearTimeout(S.pumpTimer);
     if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return;
-    if (p.kind === 'room' && !S.joined) return;
+    const now = Date.now();
+    const rate = S.limits.rate_per_sec || 20;
+    const burst = Math.max(1, Math.floor((S.limits.rate_burst || 2) / 2));
+    S.tokens = Math.min(burst, S.tokens + ((now - S.tokensAt) / 1000) * rate);
+    S.tokensAt = now;
+    if (now < S.pausedUntil) {
+      S.pumpTimer = setTimeout(pump, S.pausedUntil - now);
+      return;
+    }
+    for (const [cid, p] of S.pending) {
+      if (p.state !== 'queued') continue;
+      if (p.kind === 'room' && !S.joined) continue;
+      if (p.notBefore > now) {
+        S.pumpTimer = setTimeout(pump, p.notBefore - now);
+        return;
+      }
+      if (S.tokens < 1) {
+        S.pumpTimer = setTimeout(pump, Math.ceil(((1 - S.tokens) / rate) * 1000));
+        return;
+      }
+      S.tokens -= 1;
+      transmit(cid, p);
+    }
+  }
+
+  function transmit(cid, p) {
+    p.state = 'sent';
     setPendingState(p, 'Sending…');
     if (p.kind === 'room') sendFrame({ type: 'send', room: p.room, body: p.body, client_id: cid, req: cid });
     else sendFrame({ type: 'dm', to: p.to, body: p.body, client_id: cid, req: cid });
@@ -706,7 +769,7 @@
         { class: 'bubble' },
         h('div', { class: 'meta' }, h('span', { class: 'from', text: `${S.user} (you)` })),
         h('div', { class: 'body', text: body }),
-        h('div', { class: 'state', text: 'Waiting for a connection…' }),
+        h('div', { class: 'state', text: S.ws && S.ws.readyState === WebSocket.OPEN ? 'Sending…' : 'Waiting for a connection…' }),
       ),
     );
   }
@@ -724,15 +787,15 @@
     const el = pendingEl(body, cid);
     let p;
     if (S.active === 'room') {
-      p = { kind: 'room', room: S.room, body, el, tries: 0 };
+      p = { kind: 'room', room: S.room, body, el, tries: 0, state: 'queued', notBefore: 0 };
       $('messages').append(el);
     } else {
       const peer = S.active.slice(3);
-      p = { kind: 'dm', to: peer, body, el, tries: 0 };
+      p = { kind: 'dm', to: peer, body, el, tries: 0, state: 'queued', notBefore: 0 };
       dmConv(peer).log.append(el);
     }
     S.pending.set(cid, p);
-    transmit(cid, p);
+    pump();
     input.value = '';
     autosize();
     updateCounter();
@@ -1148,7 +1211,9 @@
       recovery: null,
       visible: new Set(),
       seenShown: new Map(),
+      pausedUntil: 0,
     });
+    clearTimeout(S.pumpTimer);
     observer.disconnect();
     $('messages').replaceChildren();
     for (const el of document.querySelectorAll('.dm-log')) el.remove();

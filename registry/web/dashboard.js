@@ -126,6 +126,7 @@
     push(samples.conns, total);
     spark($('spark-nodes'), samples.nodes);
     spark($('spark-conns'), samples.conns);
+    if (first) event('info', `Watching ${nodes.length} node${nodes.length === 1 ? '' : 's'} in the load set`);
     first = false;
   }
 
@@ -138,7 +139,8 @@
     const w = 300;
     const hgt = 40;
     const max = Math.max(1, ...data);
-    const step = w / (HISTORY_POINTS - 1);
+    // Few samples still span a third of the chart, so a fresh page shows a readable line.
+    const step = w / (Math.max(data.length, HISTORY_POINTS / 3) - 1);
     const x0 = w - (data.length - 1) * step;
     const pts = data.map((v, i) => `${(x0 + i * step).toFixed(1)},${(hgt - 3 - (v / max) * (hgt - 6)).toFixed(1)}`);
     let line = svg.querySelector('polyline');
