@@ -66,6 +66,16 @@ end
 return {1, result, seq .. ' ' .. frame}
 "#;
 
+/// After `WAIT`: publish only if the entry is on the master we are talking to now. `WAIT` sent on a
+/// connection opened after a failover confirms nothing about writes made through the old one; the
+/// read-back does.
+const CONFIRM: &str = r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[1] .. '-1')
+if #e == 0 or string.find(e[1][2][2], '"id":"' .. ARGV[2] .. '"', 1, true) == nil then return 0 end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
+return 1
+"#;
+
 const RANGE_AFTER: &str = r#"
 local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-1', '+', 'COUNT', ARGV[2])
 local out = {}
@@ -152,6 +162,7 @@ return redis.call('ZRANGE', KEYS[1], 0, 999, 'WITHSCORES')
 
 struct Scripts {
     post: Script,
+    confirm: Script,
     range_after: Script,
     range_before: Script,
     bounds: Script,
@@ -166,6 +177,7 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     post: Script::from_lua(POST),
+    confirm: Script::from_lua(CONFIRM),
     range_after: Script::from_lua(RANGE_AFTER),
     range_before: Script::from_lua(RANGE_BEFORE),
     bounds: Script::from_lua(BOUNDS),
@@ -386,7 +398,7 @@ impl Inner {
         let v = self
             .eval(
                 &SCRIPTS.post,
-                vec![seq_key, log_key, cid_key],
+                vec![seq_key, log_key.clone(), cid_key],
                 vec![
                     channel.clone(),
                     post.id,
@@ -404,9 +416,10 @@ impl Inner {
         if replicas == 0 {
             return Ok(posted);
         }
-        // Publish only what replicas hold, so no client ever sees a message a failover can take back.
-        // Publishes of one room from several nodes may now arrive out of order; receivers fill gaps
-        // from the stream and drop what they already have.
+        // Publish and ack only what replicas hold, so no client ever sees a message a failover can
+        // take back. Publishes of one room from several nodes may now arrive out of order; receivers
+        // fill gaps from the stream and drop what they already have. A post that is stored but not
+        // confirmed stays unpublished: the client resends the same client_id, which finds it.
         let confirmed: i64 = self
             .client
             .wait(
@@ -415,17 +428,36 @@ impl Inner {
             )
             .await
             .map_err(unavailable)?;
-        if let Some(payload) = payload {
-            let _: () = self
-                .client
-                .publish(channel, payload)
-                .await
-                .map_err(unavailable)?;
-        }
         if confirmed < i64::from(replicas) {
             return Err(Error::NotDurable {
                 wanted: replicas,
                 confirmed: confirmed.max(0) as u32,
+            });
+        }
+        // A duplicate's original may never have been published (its WAIT fell short): publish it now;
+        // receivers drop sequences they already have.
+        let payload = match payload {
+            Some(p) => String::from_utf8(p.to_vec())
+                .map_err(|_| Error::Protocol("frame is not UTF-8".into()))?,
+            None => self
+                .range_after(log_key.clone(), posted.seq.saturating_sub(1), 1)
+                .await?
+                .into_iter()
+                .find(|f| f.seq == posted.seq)
+                .map(|f| format!("{} {}", f.seq, f.frame.as_str()))
+                .unwrap_or_default(),
+        };
+        let on_master = self
+            .eval(
+                &SCRIPTS.confirm,
+                vec![log_key],
+                vec![posted.seq.to_string(), posted.id.clone(), payload, channel],
+            )
+            .await?;
+        if to_u64(&on_master) != 1 {
+            return Err(Error::NotDurable {
+                wanted: replicas,
+                confirmed: 0,
             });
         }
         Ok(posted)
