@@ -1,2 +1,4 @@
 //! End-to-end support for Switchboard: test client, local topologies, test bed, load tools.
+pub mod client;
+pub mod topology;
 pub mod testbed;

@@ -1,0 +1,1004 @@
+//! A Switchboard chat client for tests and tools, written from `chat-node/PROTOCOL.md` alone.
+//!
+//! A [`ChatClient`] owns one WebSocket. Everything the node sends is read through one place
+//! ([`ChatClient::next_frame`]); helpers that wait for a particular frame ([`ChatClient::wait_for`],
+//! [`ChatClient::expect_type`], the request helpers such as [`ChatClient::join`]) put every frame they
+//! skip into a buffer that later reads drain first, so a test never loses a frame because it was
+//! looking for another one:
+//!
+//! ```text
+//!   socket ──▶ read ──▶ matches? ──yes──▶ returned to the caller
+//!                          │no
+//!                          ▼
+//!                   buffer (FIFO) ──▶ searched first by the next wait
+//! ```
+//!
+//! Every wait has a deadline. A close frame from the node is remembered ([`ChatClient::closed`]) and
+//! turns later waits into [`Error::Closed`]. Nothing here panics on what the network sends.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// One frame as the node sent it: a JSON object with a string `type`.
+pub type Frame = Value;
+
+/// How long the helpers without an explicit deadline wait.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Close code a client reports when the connection ended without a close frame (RFC 6455 "abnormal").
+pub const ABNORMAL_CLOSE: u16 = 1006;
+
+/// Errors of the test client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The WebSocket could not be opened.
+    #[error("connecting to {url}: {source}")]
+    Connect {
+        /// The URL that was opened.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: tungstenite::Error,
+    },
+    /// The TCP socket could not be set up.
+    #[error("socket for {url}: {source}")]
+    Socket {
+        /// The URL that was opened.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The URL is not a `ws://host:port/...` URL.
+    #[error("bad WebSocket URL {0:?}")]
+    BadUrl(String),
+    /// Sending or receiving on an open WebSocket failed.
+    #[error("websocket: {0}")]
+    Ws(#[source] tungstenite::Error),
+    /// An HTTP request (registry) failed.
+    #[error("GET {url}: {source}")]
+    Http {
+        /// The URL requested.
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry answered with a non-200 status.
+    #[error("GET {url}: status {status}, retry-after {retry_after:?}: {body}")]
+    Unavailable {
+        /// The URL requested.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// `Retry-After` header in seconds, when given.
+        retry_after: Option<u64>,
+        /// Response body.
+        body: String,
+    },
+    /// No wanted frame arrived before the deadline.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// How long was waited.
+        after: Duration,
+        /// What was waited for.
+        what: String,
+    },
+    /// The node closed the connection (or it dropped) while a frame was awaited.
+    #[error("connection closed with {code} ({reason:?}) while waiting for {what}")]
+    Closed {
+        /// Close code (1006 when no close frame arrived).
+        code: u16,
+        /// Close reason text.
+        reason: String,
+        /// What was waited for.
+        what: String,
+    },
+    /// The node answered a request with an `error` frame.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The protocol error code (`not_joined`, `too_large`, ...).
+        code: String,
+        /// The human-readable message.
+        message: String,
+        /// The whole `error` frame.
+        frame: Frame,
+    },
+    /// The node sent something that is not a protocol frame, or a reply lacked a field.
+    #[error("unexpected frame: {0}")]
+    Unexpected(String),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The protocol error code when this is a server `error` frame.
+    pub fn server_code(&self) -> Option<&str> {
+        match self {
+            Error::Server { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The close code when the connection closed.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            Error::Closed { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// The registry's answer to `GET /v1/assign`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    /// Node id.
+    pub node: String,
+    /// WebSocket URL to open.
+    pub url: String,
+    /// The node's connection count as the registry saw it.
+    #[serde(default)]
+    pub connections: u64,
+    /// The node's capacity.
+    #[serde(default)]
+    pub capacity: u64,
+}
+
+/// One entry of `GET /v1/nodes`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Advertised WebSocket URL.
+    pub url: String,
+    /// Connection count (load-set score).
+    #[serde(default)]
+    pub connections: u64,
+    /// Capacity.
+    #[serde(default)]
+    pub capacity: u64,
+    /// Whether the node takes new sessions.
+    #[serde(default = "yes")]
+    pub accepting: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A room `message` frame.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RoomMessage {
+    /// Room name.
+    pub room: String,
+    /// Per-room sequence number.
+    pub seq: u64,
+    /// Server-assigned id.
+    pub id: String,
+    /// Sender.
+    pub from: String,
+    /// Server timestamp (ms since epoch).
+    pub ts: u64,
+    /// Text.
+    pub body: String,
+    /// The sender's `client_id`, if it gave one.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// The `ack` reply to `send`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    /// Room name.
+    pub room: String,
+    /// Sequence of the stored message.
+    pub seq: u64,
+    /// Message id.
+    pub id: String,
+    /// Server timestamp.
+    pub ts: u64,
+    /// The `client_id` given.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// True when this `client_id` was already stored: no new message was created.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// The `joined` reply to `join`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Joined {
+    /// Room name.
+    pub room: String,
+    /// Current members, sorted.
+    pub members: Vec<String>,
+    /// Newest sequence (0 when empty).
+    pub last_seq: u64,
+    /// Oldest kept sequence (0 when empty).
+    pub first_seq: u64,
+    /// Stored read markers, user -> seq.
+    #[serde(default)]
+    pub read: std::collections::BTreeMap<String, u64>,
+}
+
+/// A direct message (`dm` frame).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DirectMessage {
+    /// The recipient's direct-message sequence.
+    pub seq: u64,
+    /// Message id.
+    pub id: String,
+    /// Sender.
+    pub from: String,
+    /// Recipient.
+    pub to: String,
+    /// Server timestamp.
+    pub ts: u64,
+    /// Text.
+    pub body: String,
+    /// The sender's `client_id`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+}
+
+/// The `dm_ack` reply to `dm`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DmAck {
+    /// Recipient.
+    pub to: String,
+    /// Message id.
+    pub id: String,
+    /// Server timestamp.
+    pub ts: u64,
+    /// The `client_id` given.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// True when this `client_id` was already stored.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// The `history` reply.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// Room name.
+    pub room: String,
+    /// Messages, oldest first.
+    pub messages: Vec<RoomMessage>,
+    /// Whether older messages are kept.
+    pub has_more: bool,
+}
+
+/// One user's entry in a `last_seen` reply.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct LastSeen {
+    /// Whether the user has a connection now.
+    pub online: bool,
+    /// Last time seen (ms since epoch), if ever.
+    pub last_seen: Option<u64>,
+}
+
+/// Options for [`ChatClient::connect_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// User name, sent as `?user=`; `None` opens the socket without identity (send `hello` yourself).
+    pub user: Option<String>,
+    /// `dm_since` query parameter.
+    pub dm_since: Option<u64>,
+    /// Kernel receive buffer size for the socket (small values make a slow consumer quickly).
+    pub recv_buffer: Option<u32>,
+    /// Wait for `welcome` before returning (only meaningful with `user`).
+    pub wait_welcome: bool,
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket chat connection with buffered, deadline-bound reads.
+pub struct ChatClient {
+    ws: Ws,
+    url: String,
+    user: Option<String>,
+    welcome: Option<Frame>,
+    buffer: VecDeque<Frame>,
+    closed: Option<(u16, String)>,
+    next_req: u64,
+}
+
+impl std::fmt::Debug for ChatClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatClient")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("buffered", &self.buffer.len())
+            .field("closed", &self.closed)
+            .finish()
+    }
+}
+
+/// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
+pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
+    let url = format!("{}/v1/assign", registry_base_url.trim_end_matches('/'));
+    let response = http_client()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.text().await.unwrap_or_default();
+        return Err(Error::Unavailable {
+            url,
+            status,
+            retry_after,
+            body,
+        });
+    }
+    response
+        .json()
+        .await
+        .map_err(|source| Error::Http { url, source })
+}
+
+/// List the load set: `GET {base}/v1/nodes`.
+pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
+    #[derive(Deserialize)]
+    struct Nodes {
+        nodes: Vec<NodeInfo>,
+    }
+    let url = format!("{}/v1/nodes", registry_base_url.trim_end_matches('/'));
+    let response = http_client()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.text().await.unwrap_or_default();
+        return Err(Error::Unavailable {
+            url,
+            status,
+            retry_after: None,
+            body,
+        });
+    }
+    let nodes: Nodes = response
+        .json()
+        .await
+        .map_err(|source| Error::Http { url, source })?;
+    Ok(nodes.nodes)
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
+/// Append `key=value` to a URL's query string.
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+/// `host:port` of a `ws://host:port/path` URL.
+fn host_port(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("ws://")?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(&rest[..end])
+}
+
+impl ChatClient {
+    /// Open `ws_url?user=USER` and wait for `welcome`. A close instead of `welcome` is [`Error::Closed`].
+    pub async fn connect(ws_url: &str, user: &str) -> Result<Self> {
+        Self::connect_with(
+            ws_url,
+            ConnectOptions {
+                user: Some(user.to_owned()),
+                wait_welcome: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Ask the registry for a node, then [`connect`](Self::connect) to it.
+    pub async fn connect_assigned(
+        registry_base_url: &str,
+        user: &str,
+    ) -> Result<(Self, Assignment)> {
+        let assignment = assign(registry_base_url).await?;
+        let client = Self::connect(&assignment.url, user).await?;
+        Ok((client, assignment))
+    }
+
+    /// Open the WebSocket without giving an identity (no `?user=`): the first frame must be `hello`.
+    pub async fn open(ws_url: &str) -> Result<Self> {
+        Self::connect_with(ws_url, ConnectOptions::default()).await
+    }
+
+    /// Open a connection with explicit options.
+    pub async fn connect_with(ws_url: &str, options: ConnectOptions) -> Result<Self> {
+        let mut url = ws_url.to_owned();
+        if let Some(user) = &options.user {
+            url = with_query(&url, "user", user);
+        }
+        if let Some(since) = options.dm_since {
+            url = with_query(&url, "dm_since", &since.to_string());
+        }
+        let addr = host_port(&url).ok_or_else(|| Error::BadUrl(url.clone()))?;
+        let addr: std::net::SocketAddr = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|source| Error::Socket {
+                url: url.clone(),
+                source,
+            })?
+            .next()
+            .ok_or_else(|| Error::BadUrl(url.clone()))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(|source| Error::Socket {
+            url: url.clone(),
+            source,
+        })?;
+        if let Some(size) = options.recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .map_err(|source| Error::Socket {
+                    url: url.clone(),
+                    source,
+                })?;
+        }
+        let stream = tokio::time::timeout(DEFAULT_TIMEOUT, socket.connect(addr))
+            .await
+            .map_err(|_| Error::Timeout {
+                after: DEFAULT_TIMEOUT,
+                what: format!("TCP connect to {addr}"),
+            })?
+            .map_err(|source| Error::Socket {
+                url: url.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let handshake =
+            tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream));
+        let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, handshake)
+            .await
+            .map_err(|_| Error::Timeout {
+                after: DEFAULT_TIMEOUT,
+                what: format!("handshake with {url}"),
+            })?
+            .map_err(|source| Error::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        let mut client = ChatClient {
+            ws,
+            url,
+            user: options.user.clone(),
+            welcome: None,
+            buffer: VecDeque::new(),
+            closed: None,
+            next_req: 1,
+        };
+        if options.user.is_some() && options.wait_welcome {
+            let welcome = client.expect_type("welcome", DEFAULT_TIMEOUT).await?;
+            client.welcome = Some(welcome);
+        }
+        Ok(client)
+    }
+
+    /// The URL this client opened (with its query).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The user name given on connect, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// The `welcome` frame, once received through [`connect`](Self::connect) or [`hello`](Self::hello).
+    pub fn welcome(&self) -> Option<&Frame> {
+        self.welcome.as_ref()
+    }
+
+    /// The node id named in `welcome`.
+    pub fn node(&self) -> Option<&str> {
+        self.welcome.as_ref()?.get("node")?.as_str()
+    }
+
+    /// The close code and reason, once the connection has closed.
+    pub fn closed(&self) -> Option<(u16, String)> {
+        self.closed.clone()
+    }
+
+    /// Frames read but not yet handed out.
+    pub fn buffered(&self) -> &VecDeque<Frame> {
+        &self.buffer
+    }
+
+    /// Take every buffered frame.
+    pub fn take_buffered(&mut self) -> Vec<Frame> {
+        self.buffer.drain(..).collect()
+    }
+
+    /// A fresh request id.
+    pub fn next_req(&mut self) -> u64 {
+        let req = self.next_req;
+        self.next_req += 1;
+        req
+    }
+
+    // ---------------------------------------------------------------- sending
+
+    /// Send one JSON frame as a text message.
+    pub async fn send_frame(&mut self, frame: &Frame) -> Result<()> {
+        self.send_text(frame.to_string()).await
+    }
+
+    /// Send raw text (for malformed-frame tests).
+    pub async fn send_text(&mut self, text: impl Into<String>) -> Result<()> {
+        let text: String = text.into();
+        self.ws.send(Message::text(text)).await.map_err(Error::Ws)
+    }
+
+    /// Send a binary message (the protocol refuses them).
+    pub async fn send_binary(&mut self, data: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::binary(data)).await.map_err(Error::Ws)
+    }
+
+    /// Send a frame with a fresh `req` and wait for the reply carrying it (an `error` reply included).
+    pub async fn request(&mut self, mut frame: Frame, timeout: Duration) -> Result<Frame> {
+        let req = self.next_req();
+        if let Some(object) = frame.as_object_mut() {
+            object.insert("req".into(), json!(req));
+        }
+        let what = format!("reply to {}", frame);
+        self.send_frame(&frame).await?;
+        self.wait_for_named(
+            &what,
+            |f| f.get("req").and_then(Value::as_u64) == Some(req),
+            timeout,
+        )
+        .await
+    }
+
+    /// Like [`request`](Self::request), but an `error` reply becomes [`Error::Server`] and any other
+    /// reply must have type `want`.
+    async fn call(&mut self, frame: Frame, want: &str) -> Result<Frame> {
+        let reply = self.request(frame, DEFAULT_TIMEOUT).await?;
+        match frame_type(&reply) {
+            Some(t) if t == want => Ok(reply),
+            Some("error") => Err(server_error(reply)),
+            _ => Err(Error::Unexpected(format!("expected {want}, got {reply}"))),
+        }
+    }
+
+    /// Send `hello` (for connections opened without `?user=`) and wait for `welcome`.
+    pub async fn hello(&mut self, user: &str, dm_since: Option<u64>) -> Result<Frame> {
+        let mut frame = json!({"type": "hello", "user": user});
+        if let Some(since) = dm_since {
+            frame["dm_since"] = json!(since);
+        }
+        self.send_frame(&frame).await?;
+        let welcome = self
+            .wait_for_named(
+                "welcome",
+                |f| matches!(frame_type(f), Some("welcome") | Some("error")),
+                DEFAULT_TIMEOUT,
+            )
+            .await?;
+        if frame_type(&welcome) == Some("error") {
+            return Err(server_error(welcome));
+        }
+        self.user = Some(user.to_owned());
+        self.welcome = Some(welcome.clone());
+        Ok(welcome)
+    }
+
+    /// `join` a room (with `since` for recovery) and return `joined`.
+    pub async fn join(&mut self, room: &str, since: Option<u64>) -> Result<Joined> {
+        let mut frame = json!({"type": "join", "room": room});
+        if let Some(since) = since {
+            frame["since"] = json!(since);
+        }
+        parse(self.call(frame, "joined").await?)
+    }
+
+    /// `leave` a room and wait for `left`.
+    pub async fn leave(&mut self, room: &str) -> Result<()> {
+        self.call(json!({"type": "leave", "room": room}), "left")
+            .await
+            .map(drop)
+    }
+
+    /// `send` a message to a room and return the `ack`.
+    pub async fn send(&mut self, room: &str, body: &str, client_id: Option<&str>) -> Result<Ack> {
+        let mut frame = json!({"type": "send", "room": room, "body": body});
+        if let Some(id) = client_id {
+            frame["client_id"] = json!(id);
+        }
+        parse(self.call(frame, "ack").await?)
+    }
+
+    /// Send a `dm` and return the `dm_ack`.
+    pub async fn dm(&mut self, to: &str, body: &str, client_id: Option<&str>) -> Result<DmAck> {
+        let mut frame = json!({"type": "dm", "to": to, "body": body});
+        if let Some(id) = client_id {
+            frame["client_id"] = json!(id);
+        }
+        parse(self.call(frame, "dm_ack").await?)
+    }
+
+    /// Send a `typing` notice (no reply).
+    pub async fn typing(&mut self, room: &str) -> Result<()> {
+        self.send_frame(&json!({"type": "typing", "room": room}))
+            .await
+    }
+
+    /// Move this user's read marker (no reply; a `read` event goes to the room).
+    pub async fn read(&mut self, room: &str, seq: u64) -> Result<()> {
+        self.send_frame(&json!({"type": "read", "room": room, "seq": seq}))
+            .await
+    }
+
+    /// Ask for a page of history.
+    pub async fn history(
+        &mut self,
+        room: &str,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) -> Result<HistoryPage> {
+        let mut frame = json!({"type": "history", "room": room});
+        if let Some(before) = before {
+            frame["before"] = json!(before);
+        }
+        if let Some(limit) = limit {
+            frame["limit"] = json!(limit);
+        }
+        parse(self.call(frame, "history").await?)
+    }
+
+    /// Ask for the last-seen state of users.
+    pub async fn last_seen(
+        &mut self,
+        users: &[&str],
+    ) -> Result<std::collections::BTreeMap<String, LastSeen>> {
+        let reply = self
+            .call(json!({"type": "last_seen", "users": users}), "last_seen")
+            .await?;
+        let users = reply
+            .get("users")
+            .cloned()
+            .ok_or_else(|| Error::Unexpected(format!("last_seen without users: {reply}")))?;
+        parse(users)
+    }
+
+    /// `ping` and wait for `pong`; returns the pong's `ts`.
+    pub async fn ping(&mut self) -> Result<u64> {
+        let reply = self.call(json!({"type": "ping"}), "pong").await?;
+        reply
+            .get("ts")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| Error::Unexpected(format!("pong without ts: {reply}")))
+    }
+
+    /// Send a normal close (1000) and wait briefly for the node's close reply.
+    pub async fn close(mut self) -> Result<()> {
+        if self.closed.is_some() {
+            return Ok(());
+        }
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- receiving
+
+    /// The next frame (buffered first), waiting at most [`DEFAULT_TIMEOUT`].
+    pub async fn next_frame(&mut self) -> Result<Frame> {
+        self.next_frame_within(DEFAULT_TIMEOUT).await
+    }
+
+    /// The next frame (buffered first), waiting at most `timeout`.
+    pub async fn next_frame_within(&mut self, timeout: Duration) -> Result<Frame> {
+        if let Some(frame) = self.buffer.pop_front() {
+            return Ok(frame);
+        }
+        let deadline = Instant::now() + timeout;
+        self.read_socket(deadline, timeout, "the next frame").await
+    }
+
+    /// Wait for the first frame of type `ty`, buffering the others.
+    pub async fn expect_type(&mut self, ty: &str, timeout: Duration) -> Result<Frame> {
+        let what = format!("a {ty:?} frame");
+        self.wait_for_named(&what, |f| frame_type(f) == Some(ty), timeout)
+            .await
+    }
+
+    /// Wait for the first frame matching `predicate` (searching the buffer first), buffering the others.
+    pub async fn wait_for(
+        &mut self,
+        predicate: impl FnMut(&Frame) -> bool,
+        timeout: Duration,
+    ) -> Result<Frame> {
+        self.wait_for_named("a matching frame", predicate, timeout)
+            .await
+    }
+
+    /// [`wait_for`](Self::wait_for) with a description for the timeout error.
+    pub async fn wait_for_named(
+        &mut self,
+        what: &str,
+        mut predicate: impl FnMut(&Frame) -> bool,
+        timeout: Duration,
+    ) -> Result<Frame> {
+        if let Some(index) = self.buffer.iter().position(&mut predicate)
+            && let Some(frame) = self.buffer.remove(index)
+        {
+            return Ok(frame);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let frame = self.read_socket(deadline, timeout, what).await?;
+            if predicate(&frame) {
+                return Ok(frame);
+            }
+            self.buffer.push_back(frame);
+        }
+    }
+
+    /// Wait for a room `message` matching `predicate`.
+    pub async fn wait_message(
+        &mut self,
+        room: &str,
+        mut predicate: impl FnMut(&RoomMessage) -> bool,
+        timeout: Duration,
+    ) -> Result<RoomMessage> {
+        let what = format!("a message in {room:?}");
+        let frame = self
+            .wait_for_named(
+                &what,
+                |f| {
+                    frame_type(f) == Some("message")
+                        && f.get("room").and_then(Value::as_str) == Some(room)
+                        && serde_json::from_value::<RoomMessage>(f.clone())
+                            .is_ok_and(|m| predicate(&m))
+                },
+                timeout,
+            )
+            .await?;
+        parse(frame)
+    }
+
+    /// Collect the next `count` `message` frames of `room`, in the order they arrived (buffer first).
+    /// The protocol delivers them in `seq` order; tests check that on the result.
+    pub async fn messages_in(
+        &mut self,
+        room: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<RoomMessage>> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let what = format!("message {} of {count} in {room:?}", out.len() + 1);
+            let frame = self
+                .wait_for_named(
+                    &what,
+                    |f| {
+                        frame_type(f) == Some("message")
+                            && f.get("room").and_then(Value::as_str) == Some(room)
+                    },
+                    left,
+                )
+                .await
+                .map_err(|e| match e {
+                    Error::Timeout { what, .. } => Error::Timeout {
+                        after: timeout,
+                        what,
+                    },
+                    other => other,
+                })?;
+            out.push(parse(frame)?);
+        }
+        Ok(out)
+    }
+
+    /// Wait for a `dm` frame.
+    pub async fn expect_dm(&mut self, timeout: Duration) -> Result<DirectMessage> {
+        parse(self.expect_type("dm", timeout).await?)
+    }
+
+    /// Wait for an `error` frame with `code`.
+    pub async fn expect_error(&mut self, code: &str, timeout: Duration) -> Result<Frame> {
+        let what = format!("error {code:?}");
+        self.wait_for_named(
+            &what,
+            |f| {
+                frame_type(f) == Some("error")
+                    && f.get("code").and_then(Value::as_str) == Some(code)
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// Read (buffering every frame) until the connection closes; returns the close code and reason.
+    pub async fn wait_closed(&mut self, timeout: Duration) -> Result<(u16, String)> {
+        if let Some(closed) = &self.closed {
+            return Ok(closed.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self
+                .read_socket(deadline, timeout, "the connection to close")
+                .await
+            {
+                Ok(frame) => self.buffer.push_back(frame),
+                Err(Error::Closed { code, reason, .. }) => return Ok((code, reason)),
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// Read one protocol frame from the socket before `deadline`, answering nothing but recording closes.
+    async fn read_socket(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Frame> {
+        loop {
+            if let Some((code, reason)) = &self.closed {
+                return Err(Error::Closed {
+                    code: *code,
+                    reason: reason.clone(),
+                    what: what.to_owned(),
+                });
+            }
+            let next = match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    return Err(Error::Timeout {
+                        after: timeout,
+                        what: what.to_owned(),
+                    });
+                }
+            };
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let frame: Frame = serde_json::from_str(text.as_str()).map_err(|e| {
+                        Error::Unexpected(format!("non-JSON text frame ({e}): {}", text.as_str()))
+                    })?;
+                    if frame_type(&frame).is_none() {
+                        return Err(Error::Unexpected(format!("frame without type: {frame}")));
+                    }
+                    return Ok(frame);
+                }
+                Some(Ok(Message::Close(close))) => {
+                    self.closed = Some(match close {
+                        Some(c) => (u16::from(c.code), c.reason.as_str().to_owned()),
+                        None => (1005, String::new()),
+                    });
+                }
+                Some(Ok(Message::Binary(data))) => {
+                    return Err(Error::Unexpected(format!(
+                        "binary message of {} bytes",
+                        data.len()
+                    )));
+                }
+                Some(Ok(_)) => {} // ping/pong/raw frames: tungstenite answers pings by itself
+                Some(Err(
+                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                ))
+                | None => {
+                    if self.closed.is_none() {
+                        self.closed = Some((ABNORMAL_CLOSE, "connection dropped".into()));
+                    }
+                }
+                Some(Err(e)) => {
+                    self.closed = Some((ABNORMAL_CLOSE, e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// The `type` of a frame.
+pub fn frame_type(frame: &Frame) -> Option<&str> {
+    frame.get("type")?.as_str()
+}
+
+fn server_error(frame: Frame) -> Error {
+    let code = frame
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let message = frame
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    Error::Server {
+        code,
+        message,
+        frame,
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(frame: Frame) -> Result<T> {
+    serde_json::from_value(frame.clone()).map_err(|e| Error::Unexpected(format!("{e}: {frame}")))
+}
+
+/// Whether `seqs` are strictly increasing by one.
+pub fn consecutive(seqs: &[u64]) -> bool {
+    seqs.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_appended_with_the_right_separator() {
+        assert_eq!(with_query("ws://h:1/ws", "user", "a"), "ws://h:1/ws?user=a");
+        assert_eq!(
+            with_query("ws://h:1/ws?x=1", "user", "a"),
+            "ws://h:1/ws?x=1&user=a"
+        );
+    }
+
+    #[test]
+    fn host_port_is_taken_from_ws_urls() {
+        assert_eq!(
+            host_port("ws://127.0.0.1:8080/ws?user=a"),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(host_port("ws://localhost:9"), Some("localhost:9"));
+        assert_eq!(host_port("http://x"), None);
+    }
+
+    #[test]
+    fn consecutive_sequences_are_recognised() {
+        assert!(consecutive(&[3, 4, 5]));
+        assert!(!consecutive(&[3, 5]));
+        assert!(consecutive(&[]));
+    }
+}

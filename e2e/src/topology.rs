@@ -1,0 +1,692 @@
+//! A local Switchboard topology made of real processes on free loopback ports.
+//!
+//! [`Topology::start`] launches, in order, a `redis-server` (through the registry crate's test harness),
+//! `nodes` `chat-node` processes with `membership = self` and `registries` `registry` processes, and
+//! returns once every service answers `/readyz` with 200. Without Redis it is the standalone mode: one
+//! chat-node that is its own registry.
+//!
+//! ```text
+//!   redis-server :R ◀──── chat-node node-0 :N0 (ws://127.0.0.1:N0/ws)
+//!        ▲        ◀──── chat-node node-1 :N1 ...
+//!        └────────────── registry reg-0 :G0 (http://127.0.0.1:G0/v1/assign)
+//! ```
+//!
+//! Each process writes its output to a log file under one temporary directory ([`Topology::log_dir`]);
+//! readiness failures quote the log tail. Dropping the topology SIGKILLs every process it started.
+//!
+//! The binaries are looked up next to the running executable's profile directory (`target/debug` for
+//! tests, `target/release` for release tools), then under `$CARGO_TARGET_DIR`; build them with
+//! `cargo build -p chat-node -p registry` first.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How long a process may take to answer `/readyz` with 200.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the topology.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A binary is not built.
+    #[error(
+        "binary `{name}` not found (looked in {looked}); build it first: \
+         `cargo build -p chat-node -p registry` (add --release for release tools)"
+    )]
+    MissingBinary {
+        /// Binary name.
+        name: String,
+        /// Directories searched.
+        looked: String,
+    },
+    /// Redis could not be started (for example `redis-server` is not installed).
+    #[error(
+        "starting redis-server (install it with `apt-get install redis-server redis-sentinel`): {0}"
+    )]
+    Redis(String),
+    /// A process could not be spawned or signalled.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process did not become ready in time or exited.
+    #[error("{name} not ready: {why}\n--- last log lines of {log} ---\n{tail}")]
+    NotReady {
+        /// Process name.
+        name: String,
+        /// Why.
+        why: String,
+        /// Log file path.
+        log: String,
+        /// The log's last lines.
+        tail: String,
+    },
+    /// No process with that index.
+    #[error("no {kind} with index {index}")]
+    NoSuch {
+        /// `node` or `registry`.
+        kind: &'static str,
+        /// The index asked for.
+        index: usize,
+    },
+    /// A process did not exit after a signal.
+    #[error("{name} did not exit within {after:?}")]
+    NoExit {
+        /// Process name.
+        name: String,
+        /// How long was waited.
+        after: Duration,
+    },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    /// Number of chat-node processes.
+    pub nodes: usize,
+    /// Number of registry processes (ignored without Redis: a standalone node is its own registry).
+    pub registries: usize,
+    /// Whether to start Redis; without it there must be exactly one node (standalone mode).
+    pub redis: bool,
+    /// Extra arguments for every chat-node (for example `["--capacity", "2"]`).
+    pub node_args: Vec<String>,
+    /// Extra arguments for every registry.
+    pub registry_args: Vec<String>,
+    /// Cluster id (key prefix in Redis).
+    pub cluster_id: String,
+    /// `RUST_LOG` for the processes.
+    pub log_filter: String,
+    /// Redis flags for an already running Redis (e.g. sentinels of [`crate::ha::RedisHa`]); when set,
+    /// no Redis is started and these flags replace `--redis-url`.
+    pub external_redis: Option<Vec<String>>,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            nodes: 2,
+            registries: 1,
+            redis: true,
+            node_args: Vec::new(),
+            registry_args: Vec::new(),
+            cluster_id: format!("e2e-{}", fastrand::u32(..)),
+            log_filter: "info".into(),
+            external_redis: None,
+        }
+    }
+}
+
+impl TopologyConfig {
+    /// `nodes` chat-nodes and `registries` registries sharing a fresh Redis.
+    pub fn scaled(nodes: usize, registries: usize) -> Self {
+        TopologyConfig {
+            nodes,
+            registries,
+            ..Default::default()
+        }
+    }
+
+    /// One chat-node without Redis.
+    pub fn standalone() -> Self {
+        TopologyConfig {
+            nodes: 1,
+            registries: 0,
+            redis: false,
+            ..Default::default()
+        }
+    }
+
+    /// Add chat-node arguments (builder style).
+    pub fn with_node_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.node_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// One started process.
+#[derive(Debug)]
+struct Proc {
+    name: String,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running local topology; dropping it kills every process.
+pub struct Topology {
+    config: TopologyConfig,
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+    redis: Option<registry::testing::RedisServer>,
+    nodes: Vec<Proc>,
+    registries: Vec<Proc>,
+}
+
+impl Topology {
+    /// Start the topology and wait until every process is ready.
+    pub async fn start(config: TopologyConfig) -> Result<Topology> {
+        let bin_dir = bin_dir(&["chat-node", "registry"])?;
+        let log_dir = std::env::temp_dir().join(format!(
+            "switchboard-topology-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&log_dir).map_err(|source| Error::Io {
+            what: format!("creating {}", log_dir.display()),
+            source,
+        })?;
+        let redis = if config.redis && config.external_redis.is_none() {
+            Some(start_redis().await?)
+        } else {
+            None
+        };
+        let mut topology = Topology {
+            config,
+            bin_dir,
+            log_dir,
+            redis,
+            nodes: Vec::new(),
+            registries: Vec::new(),
+        };
+        let node_count = if topology.redis_flags().is_some() {
+            topology.config.nodes
+        } else {
+            1
+        };
+        for _ in 0..node_count {
+            topology.spawn_node()?;
+        }
+        if let Some(redis_flags) = topology.redis_flags() {
+            for i in 0..topology.config.registries {
+                let port = free_port()?;
+                let args = vec![
+                    "--listen".into(),
+                    format!("127.0.0.1:{port}"),
+                    "--cluster-id".into(),
+                    topology.config.cluster_id.clone(),
+                ]
+                .into_iter()
+                .chain(redis_flags.iter().cloned())
+                .chain(topology.config.registry_args.iter().cloned())
+                .collect();
+                let mut proc = Proc {
+                    name: format!("registry-{i}"),
+                    port,
+                    args,
+                    log: topology.log_dir.join(format!("registry-{i}.log")),
+                    child: None,
+                };
+                topology.launch(&mut proc, "registry")?;
+                topology.registries.push(proc);
+            }
+        }
+        for i in 0..topology.nodes.len() {
+            wait_ready(&mut topology.nodes[i]).await?;
+        }
+        for i in 0..topology.registries.len() {
+            wait_ready(&mut topology.registries[i]).await?;
+        }
+        Ok(topology)
+    }
+
+    /// One standalone chat-node (no Redis), ready.
+    pub async fn standalone() -> Result<Topology> {
+        Topology::start(TopologyConfig::standalone()).await
+    }
+
+    fn spawn_node(&mut self) -> Result<usize> {
+        let index = self.nodes.len();
+        let port = free_port()?;
+        let id = format!("node-{index}");
+        let mut args = vec![
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--node-id".into(),
+            id.clone(),
+            "--cluster-id".into(),
+            self.config.cluster_id.clone(),
+        ];
+        if let Some(flags) = self.redis_flags() {
+            args.extend(flags);
+            args.extend(["--membership".to_owned(), "self".into()]);
+        }
+        args.extend(self.config.node_args.iter().cloned());
+        let mut proc = Proc {
+            name: id,
+            port,
+            args,
+            log: self.log_dir.join(format!("node-{index}.log")),
+            child: None,
+        };
+        self.launch(&mut proc, "chat-node")?;
+        self.nodes.push(proc);
+        Ok(index)
+    }
+
+    fn launch(&self, proc: &mut Proc, binary: &str) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&proc.log)
+            .map_err(|source| Error::Io {
+                what: format!("opening {}", proc.log.display()),
+                source,
+            })?;
+        let log_err = log.try_clone().map_err(|source| Error::Io {
+            what: format!("opening {}", proc.log.display()),
+            source,
+        })?;
+        let child = Command::new(self.bin_dir.join(binary))
+            .args(&proc.args)
+            .env("RUST_LOG", &self.config.log_filter)
+            .env_remove("SWITCHBOARD_REDIS_URL")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|source| Error::Io {
+                what: format!("spawning {binary} for {}", proc.name),
+                source,
+            })?;
+        proc.child = Some(child);
+        Ok(())
+    }
+
+    fn node(&self, i: usize) -> Result<&Proc> {
+        self.nodes.get(i).ok_or(Error::NoSuch {
+            kind: "node",
+            index: i,
+        })
+    }
+
+    fn node_mut(&mut self, i: usize) -> Result<&mut Proc> {
+        self.nodes.get_mut(i).ok_or(Error::NoSuch {
+            kind: "node",
+            index: i,
+        })
+    }
+
+    /// The Redis flags every process gets: the external ones, else `--redis-url` of the started Redis.
+    fn redis_flags(&self) -> Option<Vec<String>> {
+        if let Some(flags) = &self.config.external_redis {
+            return Some(flags.clone());
+        }
+        self.redis_url()
+            .map(|url| vec!["--redis-url".to_owned(), url])
+    }
+
+    /// Number of chat-nodes started (killed ones included).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Node `i`'s id (`node-{i}`).
+    pub fn node_id(&self, i: usize) -> String {
+        format!("node-{i}")
+    }
+
+    /// Node `i`'s WebSocket URL.
+    ///
+    /// # Panics
+    /// When there is no node `i` (a test bug).
+    pub fn node_ws_url(&self, i: usize) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.nodes[i].port)
+    }
+
+    /// Node `i`'s HTTP base URL.
+    ///
+    /// # Panics
+    /// When there is no node `i` (a test bug).
+    pub fn node_http_url(&self, i: usize) -> String {
+        self.nodes[i].http()
+    }
+
+    /// Node `i`'s process id, while it runs.
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.nodes.get(i).and_then(Proc::pid)
+    }
+
+    /// Registry `i`'s HTTP base URL.
+    ///
+    /// # Panics
+    /// When there is no registry `i` (a test bug).
+    pub fn registry_url(&self, i: usize) -> String {
+        self.registries[i].http()
+    }
+
+    /// Number of registries.
+    pub fn registry_count(&self) -> usize {
+        self.registries.len()
+    }
+
+    /// Where clients ask for a node: the first registry, or the standalone node itself.
+    pub fn assign_base(&self) -> String {
+        match self.registries.first() {
+            Some(r) => r.http(),
+            None => self.nodes.first().map(Proc::http).unwrap_or_default(),
+        }
+    }
+
+    /// The Redis URL, when Redis runs.
+    pub fn redis_url(&self) -> Option<String> {
+        self.redis.as_ref().map(|r| r.url())
+    }
+
+    /// The Redis harness, for stop/resume/kill.
+    pub fn redis(&self) -> Option<&registry::testing::RedisServer> {
+        self.redis.as_ref()
+    }
+
+    /// The directory holding every process's log.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// The cluster id the processes share.
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
+    }
+
+    /// SIGKILL node `i` (no drain, no goodbye).
+    pub fn kill_node(&mut self, i: usize) -> Result<()> {
+        self.node_mut(i)?.kill();
+        Ok(())
+    }
+
+    /// SIGTERM node `i` and wait for it to exit (graceful drain); returns its exit status.
+    pub async fn stop_node(&mut self, i: usize, within: Duration) -> Result<ExitStatus> {
+        let proc = self.node_mut(i)?;
+        stop_gracefully(proc, within).await
+    }
+
+    /// Send SIGTERM to node `i` without waiting (see [`wait_node_exit`](Self::wait_node_exit)).
+    pub fn signal_term_node(&mut self, i: usize) -> Result<()> {
+        let proc = self.node_mut(i)?;
+        match proc.pid() {
+            Some(pid) => signal(pid, "TERM"),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for node `i` to exit after a signal.
+    pub async fn wait_node_exit(&mut self, i: usize, within: Duration) -> Result<ExitStatus> {
+        let proc = self.node_mut(i)?;
+        wait_exit(proc, within).await
+    }
+
+    /// Start node `i` again (same id, same port) after a kill or stop, and wait until it is ready.
+    pub async fn restart_node(&mut self, i: usize) -> Result<()> {
+        self.node_mut(i)?.kill();
+        let mut proc = std::mem::replace(
+            self.node_mut(i)?,
+            Proc {
+                name: String::new(),
+                port: 0,
+                args: Vec::new(),
+                log: PathBuf::new(),
+                child: None,
+            },
+        );
+        let launched = self.launch(&mut proc, "chat-node");
+        let ready = match launched {
+            Ok(()) => wait_ready(&mut proc).await,
+            Err(e) => Err(e),
+        };
+        self.nodes[i] = proc;
+        ready
+    }
+
+    /// Start one more chat-node and wait until it is ready; returns its index.
+    pub async fn add_node(&mut self) -> Result<usize> {
+        let i = self.spawn_node()?;
+        wait_ready(&mut self.nodes[i]).await?;
+        Ok(i)
+    }
+
+    /// SIGKILL registry `i`.
+    pub fn kill_registry(&mut self, i: usize) -> Result<()> {
+        self.registries
+            .get_mut(i)
+            .ok_or(Error::NoSuch {
+                kind: "registry",
+                index: i,
+            })?
+            .kill();
+        Ok(())
+    }
+
+    /// The last `lines` lines of node `i`'s log (for failure messages).
+    pub fn node_log_tail(&self, i: usize, lines: usize) -> String {
+        self.node(i)
+            .map(|p| tail(&p.log, lines))
+            .unwrap_or_default()
+    }
+
+    /// Kill every process (also done on drop).
+    pub fn shutdown(&mut self) {
+        for proc in self.registries.iter_mut().chain(self.nodes.iter_mut()) {
+            proc.kill();
+        }
+        self.redis = None;
+    }
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topology")
+            .field("redis", &self.redis_url())
+            .field("nodes", &self.nodes)
+            .field("registries", &self.registries)
+            .field("log_dir", &self.log_dir)
+            .finish()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn start_redis() -> Result<registry::testing::RedisServer> {
+    registry::testing::RedisServer::start()
+        .await
+        .map_err(|e| Error::Redis(e.to_string()))
+}
+
+/// A free loopback port (bound and released; another process could take it in between, which is
+/// rare enough on a test machine).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
+        what: "binding a free port".into(),
+        source,
+    })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Io {
+            what: "reading a bound port".into(),
+            source,
+        })
+}
+
+/// Send a signal by name (`TERM`, `STOP`, `CONT`, ...) with the system's `kill`, keeping this crate
+/// free of unsafe FFI.
+pub fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(|source| Error::Io {
+            what: format!("kill -{name} {pid}"),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Io {
+            what: format!("kill -{name} {pid}"),
+            source: std::io::Error::other(status.to_string()),
+        })
+    }
+}
+
+async fn stop_gracefully(proc: &mut Proc, within: Duration) -> Result<ExitStatus> {
+    if let Some(pid) = proc.pid() {
+        signal(pid, "TERM")?;
+    }
+    wait_exit(proc, within).await
+}
+
+async fn wait_exit(proc: &mut Proc, within: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        let Some(child) = proc.child.as_mut() else {
+            return Err(Error::NoSuch {
+                kind: "running process",
+                index: 0,
+            });
+        };
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                proc.child = None;
+                return Ok(status);
+            }
+            Ok(None) => {}
+            Err(source) => {
+                return Err(Error::Io {
+                    what: format!("waiting for {}", proc.name),
+                    source,
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NoExit {
+                name: proc.name.clone(),
+                after: within,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_ready(proc: &mut Proc) -> Result<()> {
+    let url = format!("{}/readyz", proc.http());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::Io {
+            what: "building an HTTP client".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    let mut last;
+    loop {
+        if let Some(child) = proc.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            proc.child = None;
+            return Err(not_ready(proc, format!("exited with {status}")));
+        }
+        match http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{url} answered {}", r.status()),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(not_ready(proc, format!("after {READY_TIMEOUT:?}: {last}")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn not_ready(proc: &Proc, why: String) -> Error {
+    Error::NotReady {
+        name: proc.name.clone(),
+        why,
+        log: proc.log.display().to_string(),
+        tail: tail(&proc.log, 30),
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The directory holding the built `names`: `SWITCHBOARD_BIN_DIR`, else the running executable's
+/// profile directory, else `$CARGO_TARGET_DIR/{debug,release}`.
+pub fn bin_dir(names: &[&str]) -> Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("SWITCHBOARD_BIN_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        // tests run from target/<profile>/deps, binaries from target/<profile>
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            if let Some(profile) = dir.parent() {
+                candidates.push(profile.to_path_buf());
+            }
+        } else {
+            candidates.push(dir.to_path_buf());
+        }
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        let target = PathBuf::from(target);
+        candidates.push(target.join("debug"));
+        candidates.push(target.join("release"));
+    }
+    for dir in &candidates {
+        if names.iter().all(|n| dir.join(n).is_file()) {
+            return Ok(dir.clone());
+        }
+    }
+    let missing = names
+        .iter()
+        .find(|n| !candidates.first().is_some_and(|d| d.join(n).is_file()))
+        .unwrap_or(&"chat-node");
+    Err(Error::MissingBinary {
+        name: (*missing).to_owned(),
+        looked: candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}

@@ -1,0 +1,237 @@
+//! Scaled mode: two chat-nodes and a registry sharing a real Redis (started by the harness), every
+//! chat feature exercised across nodes, plus node death, recovery through the registry and drain.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use e2e::client::{self, ChatClient, Error};
+use tokio::time::Instant;
+
+/// How long a dead node may stay in the load set: the default heartbeat ttl (3 s) plus slack.
+const GONE_WITHIN: Duration = Duration::from_secs(15);
+
+macro_rules! across_nodes {
+    ($($scenario:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $scenario() {
+            let t = cluster(&[]).await;
+            common::$scenario(&t, 0, 1).await;
+        }
+    )*};
+}
+
+across_nodes!(
+    room_delivery_in_seq_order,
+    resend_with_same_client_id_is_not_duplicated,
+    dm_reaches_every_connection,
+    offline_dm_delivered_on_next_connect,
+    presence_join_and_leave,
+    typing_is_relayed_not_stored,
+    read_markers_stored_and_broadcast,
+    last_seen_reports_online_and_offline,
+    history_paging,
+    rejoin_with_since_recovers,
+);
+
+#[tokio::test]
+async fn registry_assigns_every_live_node() {
+    let t = cluster(&[]).await;
+    let listed = client::nodes(&t.registry_url(0)).await.expect("/v1/nodes");
+    let mut ids: Vec<String> = listed.iter().map(|n| n.id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, ["node-0", "node-1"], "{listed:?}");
+    for n in &listed {
+        assert!(
+            n.url.starts_with("ws://127.0.0.1:"),
+            "advertised URL: {n:?}"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let a = client::assign(&t.registry_url(0)).await.expect("assign");
+        let index: usize = a.node.trim_start_matches("node-").parse().expect("node-N");
+        assert_eq!(
+            a.url,
+            t.node_ws_url(index),
+            "assignment names the node's URL"
+        );
+        seen.insert(a.node);
+    }
+    assert_eq!(seen.len(), 2, "ties are spread over both nodes: {seen:?}");
+}
+
+#[tokio::test]
+async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
+    let mut t = cluster(&[]).await;
+    let registry = t.registry_url(0);
+    t.kill_node(0).expect("kill");
+    eventually("node-0 leaves /v1/nodes", GONE_WITHIN, || {
+        let registry = registry.clone();
+        async move {
+            client::nodes(&registry)
+                .await
+                .is_ok_and(|nodes| nodes.iter().all(|n| n.id != "node-0"))
+        }
+    })
+    .await;
+    for _ in 0..30 {
+        let a = client::assign(&registry).await.expect("assign");
+        assert_eq!(
+            a.node, "node-1",
+            "a killed node is never assigned once gone"
+        );
+    }
+    t.kill_node(1).expect("kill");
+    eventually("no node left: 503 with Retry-After", GONE_WITHIN, || {
+        let registry = registry.clone();
+        async move {
+            matches!(
+                client::assign(&registry).await,
+                Err(Error::Unavailable {
+                    status: 503,
+                    retry_after: Some(_),
+                    ..
+                })
+            )
+        }
+    })
+    .await;
+    t.restart_node(0).await.expect("restart node-0");
+    eventually("a restarted node is assigned again", GONE_WITHIN, || {
+        let registry = registry.clone();
+        async move {
+            client::assign(&registry)
+                .await
+                .is_ok_and(|a| a.node == "node-0")
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recovery_after_node_is_killed() {
+    let mut t = cluster(&[]).await;
+    let room = name("room");
+    let alice_name = name("alice");
+    let mut alice = connect(&t, 0, &alice_name).await;
+    let mut bob = connect(&t, 1, &name("bob")).await;
+    alice.join(&room, None).await.expect("join");
+    bob.join(&room, None).await.expect("join");
+    for i in 1..=5 {
+        bob.send(&room, &format!("m{i}"), Some(&format!("b-{i}")))
+            .await
+            .expect("send");
+    }
+    let got = alice.messages_in(&room, 5, T).await.expect("5 messages");
+    let last_seen = got.last().expect("one").seq;
+    t.kill_node(0).expect("SIGKILL alice's node");
+    let (code, _) = alice.wait_closed(T).await.expect("alice notices");
+    assert_eq!(
+        code,
+        client::ABNORMAL_CLOSE,
+        "a killed node sends no close frame"
+    );
+    for i in 6..=9 {
+        bob.send(&room, &format!("m{i}"), Some(&format!("b-{i}")))
+            .await
+            .expect("send while alice is away");
+    }
+    // Reconnect through the registry, as the protocol says: until the dead node has left the load
+    // set an assignment may still name it; such a connection fails and the client asks again.
+    let deadline = Instant::now() + GONE_WITHIN;
+    let mut alice = loop {
+        match ChatClient::connect_assigned(&t.registry_url(0), &alice_name).await {
+            Ok((c, a)) => {
+                assert_eq!(a.node, "node-1");
+                break c;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no live node assigned within {GONE_WITHIN:?}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let joined = alice
+        .join(&room, Some(last_seen))
+        .await
+        .expect("join since");
+    assert_eq!(joined.last_seq, 9);
+    let missed = alice
+        .messages_in(&room, 4, T)
+        .await
+        .expect("missed messages");
+    assert_eq!(
+        missed.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [6, 7, 8, 9],
+        "exactly the missed ones"
+    );
+    bob.send(&room, "live", None).await.expect("send");
+    let live = alice.messages_in(&room, 1, T).await.expect("live");
+    assert_eq!(live[0].seq, 10, "then live ones, no duplicate");
+    alice.ping().await.expect("ping");
+    assert!(
+        !alice.buffered().iter().any(|f| f["type"] == "message"),
+        "no duplicate message: {:?}",
+        alice.buffered()
+    );
+}
+
+#[tokio::test]
+async fn drain_tells_clients_to_reconnect_and_leaves_the_load_set() {
+    let mut t = cluster(&[]).await;
+    let registry = t.registry_url(0);
+    common::drain_tells_clients_to_reconnect(&mut t, 0).await;
+    eventually("a drained node leaves /v1/nodes", GONE_WITHIN, || {
+        let registry = registry.clone();
+        async move {
+            client::nodes(&registry)
+                .await
+                .is_ok_and(|n| n.iter().all(|n| n.id != "node-0"))
+        }
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(
+            client::assign(&registry).await.expect("assign").node,
+            "node-1"
+        );
+    }
+}
+
+#[tokio::test]
+async fn full_node_refuses_with_1013_and_is_not_assigned() {
+    let t = cluster(&["--capacity", "2"]).await;
+    common::full_node_refuses_with_1013(&t, 0, 2).await;
+}
+
+#[tokio::test]
+async fn added_node_joins_the_load_set() {
+    let mut t = cluster(&[]).await;
+    let i = t.add_node().await.expect("add a node");
+    let registry = t.registry_url(0);
+    eventually("node-2 is listed", GONE_WITHIN, || {
+        let registry = registry.clone();
+        async move {
+            client::nodes(&registry)
+                .await
+                .is_ok_and(|n| n.iter().any(|n| n.id == "node-2"))
+        }
+    })
+    .await;
+    let room = name("room");
+    let mut a = connect(&t, 0, &name("a")).await;
+    let mut c = connect(&t, i, &name("c")).await;
+    a.join(&room, None).await.expect("join");
+    c.join(&room, None).await.expect("join");
+    a.send(&room, "to the new node", None).await.expect("send");
+    let got = c
+        .messages_in(&room, 1, T)
+        .await
+        .expect("delivered to the new node");
+    assert_eq!(got[0].body, "to the new node");
+}
