@@ -17,4 +17,8 @@
 
 pub mod crd;
 pub mod fixtures;
+pub mod loadset_sync;
+pub mod metrics;
+pub mod reconcile;
 pub mod resources;
+pub mod sentinel;

@@ -1,0 +1,643 @@
+//! Pod readiness replaces a health checker: the registry's load set of each ChatCluster is kept equal to
+//! the READY, non-terminating endpoints of its chat-node Service.
+//!
+//! ```text
+//! EndpointSlice of <name>-node changed ─┐
+//! every resync interval (default 10 s) ─┼─▶ sync(ChatCluster)
+//! ChatCluster changed ──────────────────┘     ├─ desired = pods of ready, non-terminating endpoints
+//!                                             ├─ LoadSet::sync_members(desired)   (adds and removes)
+//!                                             ├─ pod-deletion-cost = connections  (least loaded go first)
+//!                                             ├─ current master (sentinels / external URL)
+//!                                             └─ Observation ─▶ status (reconcile) + MasterChanged event
+//! ChatCluster deleted (External mode) ─▶ finalizer: LoadSet::delete_all, then let it go
+//! ```
+//!
+//! Each ChatCluster has its own cluster id (`<namespace>/<name>`), hence its own key prefix, so chat
+//! systems sharing one Redis never see each other's members. In Managed mode the Redis keys live and die
+//! with the managed Redis pods, so no finalizer is needed there.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use registry::keys::Keys;
+use registry::loadset::LoadSet;
+use registry::redis::RedisArgs;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
+
+use crate::crd::{ChatCluster, RedisMode};
+use crate::reconcile::{Context, FIELD_MANAGER, is_paused};
+use crate::resources::{self, Component, Names, label};
+use crate::sentinel;
+
+/// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
+pub const FINALIZER: &str = "switchboard.dev/loadset-cleanup";
+/// The annotation the ReplicaSet controller reads to choose which pods to remove first.
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// Label the EndpointSlice controller puts on every slice of a Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const CONTROLLER: &str = "loadset";
+
+/// Errors of one load-set sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("{op}: {source}")]
+    Kube {
+        /// What was being done.
+        op: String,
+        /// The client error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Redis could not be reached or refused the configuration.
+    #[error("Redis: {0}")]
+    Redis(#[from] registry::redis::Error),
+    /// A load-set operation failed.
+    #[error(transparent)]
+    LoadSet(#[from] registry::loadset::Error),
+    /// The Redis settings could not be worked out (e.g. the password Secret is missing).
+    #[error("{0}")]
+    Config(String),
+    /// Connecting took too long.
+    #[error("connecting to Redis ({0}) timed out")]
+    Timeout(String),
+    /// Names could not be derived.
+    #[error(transparent)]
+    Render(#[from] resources::Error),
+}
+
+impl Error {
+    /// A short stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube { .. } => "kube",
+            Error::Redis(_) => "redis",
+            Error::LoadSet(e) => e.metric_label(),
+            Error::Config(_) => "config",
+            Error::Timeout(_) => "timeout",
+            Error::Render(_) => "render",
+        }
+    }
+
+    fn kube(op: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let op = op.into();
+        move |source| Error::Kube { op, source }
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the load-set sync last saw of one chat system; the reconciler puts it in the status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observation {
+    /// Load-set size after the last successful sync.
+    pub members: Option<i32>,
+    /// `host:port` of the current Redis master.
+    pub current_master: Option<String>,
+    /// Why the last sync could not use Redis.
+    pub redis_error: Option<String>,
+}
+
+/// Observations of every chat system, shared with the reconciler, which is told when one changes.
+#[derive(Debug)]
+pub struct Observations {
+    map: Mutex<HashMap<String, Observation>>,
+    changed: mpsc::UnboundedSender<ObjectRef<ChatCluster>>,
+}
+
+impl Observations {
+    /// Empty observations and the stream of ChatClusters whose observation changed
+    /// (for [`reconcile::run`]).
+    pub fn new() -> (
+        Arc<Self>,
+        impl Stream<Item = ObjectRef<ChatCluster>> + Send + 'static,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        (
+            Arc::new(Self {
+                map: Mutex::new(HashMap::new()),
+                changed: tx,
+            }),
+            stream,
+        )
+    }
+
+    /// The observation of `cluster_id` (empty when none yet).
+    pub fn get(&self, cluster_id: &str) -> Observation {
+        self.map
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster_id).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Records `new` for `cc`; returns the previous one and tells the reconciler if it changed.
+    fn update(&self, cc: &ChatCluster, new: Observation) -> Observation {
+        let previous = match self.map.lock() {
+            Ok(mut map) => map.insert(cc.cluster_id(), new.clone()).unwrap_or_default(),
+            Err(_) => return Observation::default(),
+        };
+        if previous != new {
+            let _ = self.changed.send(ObjectRef::from_obj(cc));
+        }
+        previous
+    }
+
+    fn forget(&self, cluster_id: &str) {
+        if let Ok(mut map) = self.map.lock() {
+            map.remove(cluster_id);
+        }
+    }
+}
+
+/// Settings of the load-set sync.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Full resync of every chat system (repairs drift such as a member added by hand).
+    pub resync: Duration,
+    /// Time allowed for connecting to Redis and for asking a sentinel.
+    pub redis_timeout: Duration,
+    /// How long a deleted ChatCluster waits for its keys to be deleted before it is let go anyway.
+    pub cleanup_grace: Duration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            resync: Duration::from_secs(10),
+            redis_timeout: Duration::from_secs(5),
+            cleanup_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Connection {
+    key: String,
+    loadset: LoadSet,
+}
+
+/// State of the load-set sync controller.
+pub struct SyncContext {
+    ctx: Arc<Context>,
+    config: SyncConfig,
+    connections: tokio::sync::Mutex<HashMap<String, Connection>>,
+}
+
+impl std::fmt::Debug for SyncContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncContext")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncContext {
+    /// A sync context sharing the reconciler's client, recorder, metrics and observations.
+    pub fn new(ctx: Arc<Context>, config: SyncConfig) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            config,
+            connections: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn loadset(&self, cc: &ChatCluster, args: &RedisArgs) -> Result<LoadSet> {
+        let id = cc.cluster_id();
+        let key = resources::fingerprint(&[
+            args.redis_url.as_deref().unwrap_or_default().as_bytes(),
+            args.redis_sentinels.join(",").as_bytes(),
+            args.redis_master_name.as_bytes(),
+            args.redis_password
+                .as_deref()
+                .unwrap_or_default()
+                .as_bytes(),
+        ]);
+        let mut connections = self.connections.lock().await;
+        if let Some(c) = connections.get(&id).filter(|c| c.key == key) {
+            return Ok(c.loadset.clone());
+        }
+        if let Some(old) = connections.remove(&id) {
+            close(old.loadset);
+        }
+        let client =
+            tokio::time::timeout(self.config.redis_timeout, registry::redis::connect(args))
+                .await
+                .map_err(|_| Error::Timeout(args.describe()))??;
+        let loadset = LoadSet::new(client, Keys::new(&id));
+        connections.insert(
+            id,
+            Connection {
+                key,
+                loadset: loadset.clone(),
+            },
+        );
+        Ok(loadset)
+    }
+
+    async fn drop_connection(&self, cluster_id: &str) {
+        if let Some(old) = self.connections.lock().await.remove(cluster_id) {
+            close(old.loadset);
+        }
+    }
+}
+
+/// Stops a client's reconnect loop in the background.
+fn close(loadset: LoadSet) {
+    use fred::interfaces::ClientLike;
+    let client = loadset.client().clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), client.quit()).await;
+    });
+}
+
+/// Runs the load-set sync controller until `shutdown` fires.
+pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
+    let client = sctx.ctx.client.clone();
+    // The EndpointSlice controller copies the Service's labels onto its slices.
+    let slices = watcher::Config::default().labels(&format!(
+        "{}={},{}={}",
+        label::COMPONENT,
+        Component::ChatNode.as_str(),
+        label::MANAGED_BY,
+        resources::MANAGED_BY
+    ));
+    Controller::new(
+        Api::<ChatCluster>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .watches(
+        Api::<EndpointSlice>::all(client),
+        slices,
+        |slice: EndpointSlice| {
+            let ns = slice.namespace()?;
+            let instance = slice.labels().get(label::INSTANCE)?.clone();
+            Some(ObjectRef::new(&instance).within(&ns))
+        },
+    )
+    .graceful_shutdown_on(async move { shutdown.cancelled().await })
+    .run(sync, error_policy, sctx)
+    .for_each(|result| async move {
+        if let Err(err) = result {
+            debug!(%err, "load-set sync loop");
+        }
+    })
+    .await;
+}
+
+/// Requeues a failed sync with the reconciler's backoff.
+pub fn error_policy(cc: Arc<ChatCluster>, err: &Error, sctx: Arc<SyncContext>) -> Action {
+    sctx.ctx.metrics.failed(CONTROLLER, err.metric_label());
+    warn!(name = %cc.name_any(), namespace = ?cc.namespace(), error = %err, "load-set sync failed");
+    Action::requeue(sctx.config.resync.min(Duration::from_secs(5)))
+}
+
+/// Syncs the load set of one ChatCluster.
+#[instrument(skip(cc, sctx), fields(cluster = %cc.cluster_id()))]
+pub async fn sync(cc: Arc<ChatCluster>, sctx: Arc<SyncContext>) -> Result<Action> {
+    let started = Instant::now();
+    let result = sync_one(&cc, &sctx).await;
+    sctx.ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    result
+}
+
+async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
+    let ns = cc
+        .namespace()
+        .ok_or(resources::Error::MissingMetadata("namespace"))?;
+    let clusters: Api<ChatCluster> = Api::namespaced(sctx.ctx.client.clone(), &ns);
+    if cc.metadata.deletion_timestamp.is_some() {
+        return cleanup(cc, sctx, &clusters).await;
+    }
+    if is_paused(cc) {
+        return Ok(Action::await_change());
+    }
+    let external = cc.spec.redis.mode == RedisMode::External;
+    let has_finalizer = cc.finalizers().iter().any(|f| f == FINALIZER);
+    if external != has_finalizer {
+        set_finalizer(cc, &clusters, external).await?;
+    }
+
+    let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
+    let mut observation = sctx.ctx.observations.get(&cc.cluster_id());
+    observation.current_master = current_master(&endpoint, sctx).await;
+    let loadset = match redis_args(cc, sctx, &ns).await {
+        Ok(args) => sctx.loadset(cc, &args).await,
+        Err(err) => Err(err),
+    };
+    let loadset = match loadset {
+        Ok(l) => l,
+        Err(err) => {
+            observation.redis_error = Some(err.to_string());
+            record(cc, sctx, observation).await;
+            sctx.ctx.metrics.failed(CONTROLLER, err.metric_label());
+            debug!(error = %err, "Redis unavailable for the load set");
+            return Ok(Action::requeue(sctx.config.resync));
+        }
+    };
+
+    let desired = ready_pods(&sctx.ctx.client, &ns, &Names::of(cc)?.node()).await?;
+    let report = match loadset.sync_members(&desired).await {
+        Ok(report) => report,
+        Err(err) => {
+            sctx.drop_connection(&cc.cluster_id()).await;
+            observation.redis_error = Some(err.to_string());
+            record(cc, sctx, observation).await;
+            return Err(err.into());
+        }
+    };
+    if !report.added.is_empty() || !report.removed.is_empty() {
+        info!(added = ?report.added, removed = ?report.removed, "load set changed");
+        sctx.ctx
+            .metrics
+            .loadset_changed(report.added.len(), report.removed.len());
+    }
+    observation.members = Some(i32::try_from(desired.len()).unwrap_or(i32::MAX));
+    observation.redis_error = None;
+    match loadset.nodes().await {
+        Ok(nodes) => {
+            let scores: BTreeMap<String, u64> =
+                nodes.into_iter().map(|n| (n.id, n.connections)).collect();
+            set_deletion_costs(cc, &sctx.ctx.client, &ns, &scores).await?;
+        }
+        Err(err) => warn!(error = %err, "could not read load-set scores"),
+    }
+    record(cc, sctx, observation).await;
+    Ok(Action::requeue(sctx.config.resync))
+}
+
+/// Stores the observation and announces a master change.
+async fn record(cc: &ChatCluster, sctx: &SyncContext, observation: Observation) {
+    let new_master = observation.current_master.clone();
+    let previous = sctx.ctx.observations.update(cc, observation);
+    if let (Some(old), Some(new)) = (previous.current_master, new_master)
+        && old != new
+    {
+        sctx.ctx
+            .event(
+                cc,
+                EventType::Normal,
+                "MasterChanged",
+                format!("the Redis master moved from {old} to {new}"),
+            )
+            .await;
+    }
+}
+
+/// Names of the pods behind READY, non-terminating endpoints of Service `service`.
+pub async fn ready_pods(client: &Client, ns: &str, service: &str) -> Result<BTreeSet<String>> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let list = slices
+        .list(&ListParams::default().labels(&format!("{SERVICE_NAME_LABEL}={service}")))
+        .await
+        .map_err(Error::kube(format!(
+            "list EndpointSlices of {ns}/{service}"
+        )))?;
+    Ok(ready_endpoint_pods(&list.items))
+}
+
+/// The pod names of the ready, non-terminating endpoints of `slices` (pure, for tests).
+pub fn ready_endpoint_pods(slices: &[EndpointSlice]) -> BTreeSet<String> {
+    slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| {
+            let c = e.conditions.clone().unwrap_or_default();
+            c.ready == Some(true) && c.terminating != Some(true)
+        })
+        .filter_map(|e| e.target_ref.as_ref())
+        .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
+        .filter_map(|r| r.name.clone())
+        .collect()
+}
+
+/// Sets `pod-deletion-cost` = connection count on every chat-node pod with a score, so scaling down
+/// removes the least-loaded pods first.
+async fn set_deletion_costs(
+    cc: &ChatCluster,
+    client: &Client,
+    ns: &str,
+    scores: &BTreeMap<String, u64>,
+) -> Result<()> {
+    if scores.is_empty() {
+        return Ok(());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = resources::selector_string(cc, Component::ChatNode);
+    let list = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("list pods {selector}")))?;
+    for pod in list.items {
+        let name = pod.name_any();
+        let Some(score) = scores.get(&name) else {
+            continue;
+        };
+        let cost = i32::try_from(*score).unwrap_or(i32::MAX).to_string();
+        if pod.annotations().get(POD_DELETION_COST) == Some(&cost) {
+            continue;
+        }
+        let patch =
+            serde_json::json!({ "metadata": { "annotations": { POD_DELETION_COST: cost } } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match pods.patch(&name, &params, &Patch::Merge(patch)).await {
+            Ok(_) => debug!(pod = %name, %cost, "pod-deletion-cost set"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(source) => return Err(Error::kube(format!("annotate pod {name}"))(source)),
+        }
+    }
+    Ok(())
+}
+
+/// The Redis connection settings of `cc` with the password read from its Secret.
+async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<RedisArgs> {
+    let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
+    let mut args = match &endpoint.url {
+        Some(url) => RedisArgs::from_url(url.clone()),
+        None => RedisArgs::from_sentinels(endpoint.sentinels.clone(), endpoint.master_name.clone()),
+    };
+    if let Some(reference) = &endpoint.password {
+        let secrets: Api<Secret> = Api::namespaced(sctx.ctx.client.clone(), ns);
+        let secret = secrets
+            .get_opt(&reference.secret)
+            .await
+            .map_err(Error::kube(format!("get Secret {}", reference.secret)))?
+            .ok_or_else(|| {
+                Error::Config(format!("Secret {ns}/{} does not exist", reference.secret))
+            })?;
+        let password = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "Secret {ns}/{} has no key {:?}",
+                    reference.secret, reference.key
+                ))
+            })?;
+        args = args.with_password(password);
+    }
+    Ok(args)
+}
+
+async fn current_master(endpoint: &resources::RedisEndpoint, sctx: &SyncContext) -> Option<String> {
+    if let Some(url) = &endpoint.url {
+        return sentinel::url_host_port(url);
+    }
+    match sentinel::current_master(
+        &endpoint.sentinels,
+        &endpoint.master_name,
+        None,
+        sctx.config.redis_timeout,
+    )
+    .await
+    {
+        Ok(master) => master,
+        Err(err) => {
+            debug!(error = %err, "no sentinel answered");
+            None
+        }
+    }
+}
+
+async fn set_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>, present: bool) -> Result<()> {
+    let mut finalizers: Vec<String> = cc
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    // The resourceVersion makes this a compare-and-swap: a concurrent change fails it and we retry.
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": cc.resource_version() }
+    });
+    api.patch(
+        &cc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "set finalizers of {}",
+        cc.cluster_id()
+    )))?;
+    Ok(())
+}
+
+/// Deletes the chat system's keys, then releases the ChatCluster. Gives up (with a Warning event) once
+/// the deletion is older than the cleanup grace, so an unreachable Redis never blocks a deletion for ever.
+async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -> Result<Action> {
+    let id = cc.cluster_id();
+    sctx.ctx.observations.forget(&id);
+    if !cc.finalizers().iter().any(|f| f == FINALIZER) {
+        sctx.drop_connection(&id).await;
+        return Ok(Action::await_change());
+    }
+    let ns = cc.namespace().unwrap_or_default();
+    let deleted = async {
+        let args = redis_args(cc, sctx, &ns).await?;
+        let loadset = sctx.loadset(cc, &args).await?;
+        Ok::<u64, Error>(loadset.delete_all().await?)
+    }
+    .await;
+    match deleted {
+        Ok(n) => info!(keys = n, "deleted the chat system's Redis keys"),
+        Err(err) => {
+            let since = cc
+                .metadata
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or_default();
+            if since < sctx.config.cleanup_grace {
+                return Err(err);
+            }
+            sctx.ctx
+                .event(
+                    cc,
+                    EventType::Warning,
+                    "CleanupSkipped",
+                    format!(
+                        "could not delete the chat system's Redis keys ({err}); leaving them behind"
+                    ),
+                )
+                .await;
+        }
+    }
+    sctx.drop_connection(&id).await;
+    set_finalizer(cc, api, false).await?;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+
+    use super::*;
+
+    fn endpoint(pod: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec!["10.0.0.1".to_owned()],
+            conditions: Some(EndpointConditions {
+                ready,
+                serving: ready,
+                terminating,
+            }),
+            target_ref: Some(ObjectReference {
+                kind: Some("Pod".to_owned()),
+                name: Some(pod.to_owned()),
+                ..ObjectReference::default()
+            }),
+            ..Endpoint::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_non_terminating_endpoints_are_members() {
+        let slice = EndpointSlice {
+            address_type: "IPv4".to_owned(),
+            endpoints: Some(vec![
+                endpoint("a", Some(true), None),
+                endpoint("b", Some(false), None),
+                endpoint("c", Some(true), Some(true)),
+                endpoint("d", None, None),
+                endpoint("e", Some(true), Some(false)),
+            ]),
+            ..EndpointSlice::default()
+        };
+        let other = EndpointSlice {
+            address_type: "IPv4".to_owned(),
+            endpoints: Some(vec![endpoint("f", Some(true), None)]),
+            ..EndpointSlice::default()
+        };
+        let members = ready_endpoint_pods(&[slice, other]);
+        assert_eq!(
+            members,
+            BTreeSet::from(["a".to_owned(), "e".to_owned(), "f".to_owned()])
+        );
+    }
+}
