@@ -4,7 +4,9 @@
 //! Two browsers log in through the page's form, land on different nodes, and chat: messages, typing
 //! indicator, read markers, a direct message. Then the node of one of them is SIGKILLed while the
 //! other keeps sending; the orphaned page must find the surviving node through the registry, re-join
-//! with `since`, and show every message exactly once (counted as DOM elements per sequence number). A
+//! with `since`, and show every message exactly once (counted as DOM elements per sequence number);
+//! then the node comes back and the other one drains (SIGTERM), and both pages follow its `reconnect`
+//! notice without losing a message. A
 //! third browser watches the dashboard lose the dead node.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (a missing one fails the test with the install
@@ -27,7 +29,7 @@ use webdriver::{ChromeDriver, ENTER, Page};
 const TEST_BUDGET: Duration = Duration::from_secs(240);
 /// How long one visible change may take to show on a page.
 const SHOW: Duration = Duration::from_secs(20);
-const ROOM: &str = "browser-test";
+const ROOM: &str = "lobby";
 
 fn screenshot_path(name: &str) -> PathBuf {
     let dir = std::env::var_os("SWITCHBOARD_SCREENSHOTS")
@@ -191,7 +193,7 @@ async fn wait_connections(registry: &str, node: &str, at_least: u64) -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_on_two_nodes_chat_and_survive_a_node_kill() -> Result<()> {
+async fn pages_on_two_nodes_chat_and_survive_a_node_kill_and_a_drain() -> Result<()> {
     webdriver::require_chromium();
     tokio::time::timeout(TEST_BUDGET, scenario())
         .await
@@ -301,7 +303,8 @@ async fn scenario() -> Result<()> {
     )
     .await?;
     alice.screenshot(&screenshot_path("chat.png")).await?;
-    dash.screenshot(&screenshot_path("dashboard.png")).await?;
+    dash.screenshot(&screenshot_path("dashboard-two-nodes.png"))
+        .await?;
 
     // Bob's node dies without a word; alice keeps talking while bob is away. Bob's page is kept off
     // the network until alice's messages are stored, so they can only reach it through recovery.
@@ -400,6 +403,50 @@ async fn scenario() -> Result<()> {
     )
     .await?;
     dash.screenshot(&screenshot_path("dashboard-node-gone.png"))
+        .await?;
+
+    // The dead node comes back and the surviving one drains (SIGTERM): both pages get the node's
+    // `reconnect` notice and move to the restarted node without losing a message.
+    topo.restart_node(dead).await?;
+    wait_for(
+        &dash,
+        "the dashboard to show the restarted node as new",
+        "return document.getElementById('node-count').textContent === '2'
+           && document.querySelector(`tr[data-node=\"${arguments[0]}\"][data-state=\"new\"]`);",
+        json!([bob_node]),
+        SHOW,
+    )
+    .await?;
+    dash.screenshot(&screenshot_path("dashboard.png")).await?;
+    let survivor: usize = alice_node
+        .strip_prefix("node-")
+        .and_then(|i| i.parse().ok())
+        .context("node id")?;
+    topo.signal_term_node(survivor)?;
+    for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
+        wait_for(
+            page,
+            &format!("{who}'s page to move off the draining node"),
+            "const n = [...document.querySelectorAll('#messages li.notice[data-kind=\"reconnect\"]')].pop();
+             return document.getElementById('conn').dataset.state === 'connected'
+               && document.getElementById('node-name').textContent === arguments[0]
+               && n && n.dataset.state === 'done' && n.textContent.includes(`was ${arguments[1]}`);",
+            json!([bob_node, alice_node]),
+            SHOW,
+        )
+        .await?;
+    }
+    let after_drain = "made it through the drain";
+    say(&alice, after_drain).await?;
+    wait_for_message(&bob, "bob", after_drain).await?;
+    expected.extend([back.as_str(), after_drain]);
+    let bob_seqs = assert_exactly_once(&bob, "bob", &expected).await?;
+    let alice_seqs = assert_exactly_once(&alice, "alice", &expected).await?;
+    ensure!(
+        bob_seqs == alice_seqs,
+        "bob shows {bob_seqs:?}, alice shows {alice_seqs:?}"
+    );
+    topo.wait_node_exit(survivor, Duration::from_secs(30))
         .await?;
 
     // A member who leaves is listed as away with a last-seen time. (Bob's presence through the dead
