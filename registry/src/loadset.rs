@@ -96,6 +96,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Maximum length of a node id in bytes (a Kubernetes pod name is at most 253).
 pub const MAX_NODE_ID_LEN: usize = 253;
 
+/// Longest heartbeat ttl honoured; longer ones are clamped (a year is "forever" for a heartbeat).
+pub const MAX_HEARTBEAT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How a node announces itself: stored in the node table as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {
@@ -244,7 +247,8 @@ impl LoadSet {
     /// assigned once `ttl` has passed.
     pub async fn heartbeat(&self, id: &str, connections: u64, ttl: Duration) -> Result<()> {
         validate_id(id)?;
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        // Clamped so `now + ttl` stays an exact integer in Lua's doubles.
+        let ttl_ms = ttl.as_millis().clamp(1, MAX_HEARTBEAT_TTL.as_millis());
         let info = self.remembered(id).unwrap_or_default();
         HEARTBEAT
             .run::<Value>(

@@ -26,9 +26,11 @@ use std::time::Duration;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::ClientLike;
-use fred::types::Builder;
-use fred::types::config::{Config, ReconnectPolicy, Server, ServerConfig, UnresponsiveConfig};
+use fred::interfaces::{ClientLike, SentinelInterface};
+use fred::types::config::{
+    Config, ReconnectPolicy, SentinelConfig, Server, ServerConfig, UnresponsiveConfig,
+};
+use fred::types::{Builder, Value};
 
 /// Port a sentinel address without one defaults to (Redis Sentinel's registered port).
 pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
@@ -95,6 +97,18 @@ pub enum Error {
         /// The underlying failure.
         #[source]
         source: FredError,
+    },
+    /// A sentinel answered but does not monitor a master of the configured name.
+    #[error(
+        "sentinel {sentinel} does not monitor a master named {master:?} (check --redis-master-name) ({target})"
+    )]
+    UnknownMaster {
+        /// Where we tried to connect, without credentials.
+        target: String,
+        /// The sentinel that answered.
+        sentinel: String,
+        /// The configured master name.
+        master: String,
     },
     /// The start-up connection did not finish in time.
     #[error("Redis did not answer within {timeout:?} ({target})")]
@@ -390,6 +404,13 @@ async fn start<C: ClientLike>(client: &C, args: &RedisArgs) -> Result<()> {
             if client.is_connected() {
                 let _ = client.quit().await;
             }
+            if matches!(source.kind(), ErrorKind::Sentinel) {
+                // fred's sentinel errors do not say whether a sentinel or the data node refused us
+                // (or only "Failed to connect to all sentinel nodes"); ask the sentinels ourselves.
+                if let Some(error) = diagnose_sentinels(args, &target).await {
+                    return Err(error);
+                }
+            }
             Err(classify(source, args, target))
         }
         Err(_) => {
@@ -399,6 +420,93 @@ async fn start<C: ClientLike>(client: &C, args: &RedisArgs) -> Result<()> {
                 timeout: STARTUP_TIMEOUT,
             })
         }
+    }
+}
+
+/// Connects to each sentinel directly to find out whether discovery failed because of the sentinels: a
+/// rejected sentinel password, or a master name they do not monitor. `None` when the sentinels are fine
+/// (or none answers), so the caller's own classification stands.
+async fn diagnose_sentinels(args: &RedisArgs, target: &str) -> Option<Error> {
+    let ServerConfig::Sentinel {
+        hosts,
+        service_name,
+        password,
+        ..
+    } = args.config().ok()?.server
+    else {
+        return None;
+    };
+    for host in hosts {
+        let sentinel = format!("{}:{}", host.host, host.port);
+        let mut builder = Builder::default_centralized();
+        builder
+            .set_sentinel_config(SentinelConfig {
+                host: host.host.to_string(),
+                port: host.port,
+                username: None,
+                password: password.clone(),
+            })
+            .with_connection_config(|conn| {
+                conn.connection_timeout = CONNECT_TIMEOUT;
+                conn.internal_command_timeout = CONNECT_TIMEOUT;
+            });
+        let Ok(client) = builder.build_sentinel_client() else {
+            continue;
+        };
+        let probe = async {
+            client.init().await?;
+            client
+                .get_master_addr_by_name::<Value, _>(service_name.as_str())
+                .await
+        };
+        let answer = tokio::time::timeout(CONNECT_TIMEOUT * 2, probe).await;
+        if client.is_connected() {
+            let _ = client.quit().await;
+        }
+        match answer {
+            Ok(Ok(value)) if value.is_null() || value.array_len() == Some(0) => {
+                return Some(Error::UnknownMaster {
+                    target: target.to_owned(),
+                    sentinel,
+                    master: service_name,
+                });
+            }
+            // This sentinel is fine and knows the master: the failure was elsewhere.
+            Ok(Ok(_)) => return None,
+            Ok(Err(error)) => {
+                if let Some(hint) = sentinel_auth_hint(&error, password.is_some()) {
+                    return Some(Error::Auth {
+                        target: target.to_owned(),
+                        hint,
+                        source: error,
+                    });
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+fn sentinel_auth_hint(error: &FredError, password_given: bool) -> Option<&'static str> {
+    let details = error.details().to_ascii_uppercase();
+    if details.contains("NOAUTH") {
+        Some(if password_given {
+            "the sentinels require a password and the one given was not accepted"
+        } else {
+            "the sentinels require a password and none was given (set --redis-sentinel-password)"
+        })
+    } else if details.contains("WRONGPASS")
+        || details.contains("INVALID PASSWORD")
+        || details.contains("INVALID USERNAME-PASSWORD")
+    {
+        Some("a sentinel rejected --redis-sentinel-password (wrong password)")
+    } else if details.contains("WITHOUT ANY PASSWORD CONFIGURED") {
+        Some("--redis-sentinel-password was given but the sentinels have no password configured")
+    } else if matches!(error.kind(), ErrorKind::Auth) {
+        Some("a sentinel refused authentication")
+    } else {
+        None
     }
 }
 

@@ -13,15 +13,22 @@
 //! sentinels, the replication/monitoring state) until a deadline; a failure reports the last log lines.
 //! A missing binary is an error that says how to install it, never a silent skip.
 //!
+//! Tests of several crates run at the same time on one machine, so the harness keeps their topologies
+//! apart: [`free_port`] never hands out a port twice in a process, and every server renames
+//! `SLAVEOF`/`REPLICAOF` to per-process secret names that only this process's sentinels know (see
+//! [`replicaof_command_names`]): a sentinel still looking for a master it lost cannot hijack a new server
+//! that happens to get the old port.
+//!
 //! The harness speaks a few lines of RESP itself ([`command`]) so it needs nothing but std and tokio.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -38,10 +45,36 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const INSTALL_HINT: &str = "install it with: apt-get install redis-server redis-sentinel";
 
 /// A free TCP port on 127.0.0.1 (bound and released; the usual tiny race is retried by the starters).
+///
+/// A port is never handed out twice in one process: a sentinel of one test keeps probing the port of a
+/// master it lost, and would turn a new server that another test started on that port into a replica.
 pub fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .map_err(|_| io::Error::other("port registry poisoned"))?;
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(io::Error::other("no unused free port found"))
+}
+
+/// Secret names of `SLAVEOF` / `REPLICAOF` for every server this process starts (random per process).
+///
+/// Sentinels started by this harness are told the names (`sentinel rename-command`); a sentinel of
+/// another process (another test binary running at the same time), still probing a port it lost that
+/// our server now uses, cannot reconfigure our server.
+pub fn replicaof_command_names() -> &'static (String, String) {
+    static NAMES: OnceLock<(String, String)> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        let token = format!("{}{:016x}", std::process::id(), fastrand::u64(..));
+        (format!("SLAVEOF-{token}"), format!("REPLICAOF-{token}"))
+    })
 }
 
 /// Finds `name` on `PATH` or in the usual Debian locations; a clear error says how to install it.
@@ -334,6 +367,13 @@ impl RedisServerBuilder {
                 "--logfile".to_owned(),
                 dir.join("redis.log").display().to_string(),
             ]);
+            let (slaveof, replicaof) = replicaof_command_names();
+            args.extend(["--rename-command".into(), "SLAVEOF".into(), slaveof.clone()]);
+            args.extend([
+                "--rename-command".into(),
+                "REPLICAOF".into(),
+                replicaof.clone(),
+            ]);
             if let Some(password) = &self.password {
                 args.extend(["--requirepass".into(), password.clone()]);
                 args.extend(["--masterauth".into(), password.clone()]);
@@ -613,6 +653,12 @@ impl SentinelBuilder {
                     self.master_name
                 ));
             }
+            let (slaveof, replicaof) = replicaof_command_names();
+            conf.push_str(&format!(
+                "sentinel rename-command {name} SLAVEOF {slaveof}\n\
+                 sentinel rename-command {name} REPLICAOF {replicaof}\n",
+                name = self.master_name
+            ));
             if let Some(password) = &self.requirepass {
                 conf.push_str(&format!("requirepass {password}\n"));
             }
@@ -914,6 +960,10 @@ mod tests {
             command(server.port(), None, &["GET", "k"]).await.expect("noauth"),
             Reply::Error(e) if e.starts_with("NOAUTH")
         ));
+        assert!(
+            matches!(server.command(&["REPLICAOF", "127.0.0.1", "1"]).await.expect("replicaof"), Reply::Error(e) if e.contains("unknown command")),
+            "plain REPLICAOF must be renamed"
+        );
         let port = server.port();
         drop(server);
         assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err());

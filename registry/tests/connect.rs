@@ -205,3 +205,133 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[tokio::test]
+async fn sentinels_with_their_own_password() {
+    let master = RedisServer::start_with_password("data")
+        .await
+        .expect("master");
+    let sentinel = registry::testing::Sentinel::builder(&master)
+        .requirepass("sentinel-secret")
+        .start()
+        .await
+        .expect("sentinel");
+    let base =
+        RedisArgs::from_sentinels([sentinel.addr()], sentinel.master_name()).with_password("data");
+
+    let client = redis::connect(&base.clone().with_sentinel_password("sentinel-secret"))
+        .await
+        .expect("connect with both passwords");
+    client
+        .set::<(), _, _>("k", "v", None, None, false)
+        .await
+        .expect("set");
+
+    let error = redis::connect(&base.clone().with_sentinel_password("nope"))
+        .await
+        .expect_err("wrong sentinel password");
+    let message = error_chain(&error);
+    assert!(matches!(error, Error::Auth { .. }), "{message}");
+    assert!(
+        message.contains("sentinel rejected --redis-sentinel-password"),
+        "{message}"
+    );
+    assert!(!message.contains("nope"), "password leaked: {message}");
+
+    let error = redis::connect(&base)
+        .await
+        .expect_err("missing sentinel password");
+    assert!(matches!(error, Error::Auth { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("--redis-sentinel-password"),
+        "{error}"
+    );
+
+    let mut unknown = base.clone().with_sentinel_password("sentinel-secret");
+    unknown.redis_master_name = "no-such-master".into();
+    let error = redis::connect(&unknown)
+        .await
+        .expect_err("unknown master name");
+    assert!(matches!(error, Error::UnknownMaster { .. }), "{error:?}");
+    assert!(error.to_string().contains("no-such-master"), "{error}");
+}
+
+#[tokio::test]
+async fn a_frozen_master_is_replaced_and_the_load_set_follows() {
+    let mut ha = RedisHa::start(HaConfig {
+        replicas: 1,
+        sentinels: 1,
+        ..HaConfig::default()
+    })
+    .await
+    .expect("topology");
+    let args = ha.redis_args();
+    let client = redis::connect(&args).await.expect("connect");
+    let set = registry::loadset::LoadSet::new(client.clone(), registry::keys::Keys::new("ha"));
+    set.publish_node_info(&registry::loadset::NodeInfo {
+        id: "n1".into(),
+        url: "ws://n1/ws".into(),
+        capacity: 100,
+    })
+    .await
+    .expect("publish");
+    set.heartbeat("n1", 0, Duration::from_secs(120))
+        .await
+        .expect("heartbeat");
+    assert_eq!(set.assign().await.expect("assign").expect("node").id, "n1");
+    ha.servers[1]
+        .wait_for_sync(Duration::from_secs(10))
+        .await
+        .expect("replica in sync");
+    // WAIT until the replica has acknowledged everything written so far.
+    let acked = ha.servers[0]
+        .command(&["WAIT", "1", "5000"])
+        .await
+        .expect("WAIT");
+    assert_eq!(acked, registry::testing::Reply::Int(1));
+
+    // Freeze the master: its sockets stay open, so only the unresponsive-connection check notices.
+    let old_port = ha.servers[0].port();
+    ha.servers[0].stop().expect("SIGSTOP master");
+    ha.wait_for_failover(old_port, FAILOVER_TIMEOUT)
+        .await
+        .expect("sentinel promotes the replica");
+
+    // The load set answers from the new master (its scripts are loaded again there if needed).
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    let entry = loop {
+        match set.assign().await {
+            Ok(Some(entry)) => break entry,
+            other => {
+                if Instant::now() >= deadline {
+                    let mut state = String::new();
+                    for (i, server) in ha.servers.iter().enumerate().skip(1) {
+                        for cmd in [
+                            &["ROLE"][..],
+                            &["ZRANGE", "sb:{ha}:loadset", "0", "-1", "WITHSCORES"],
+                            &["ZRANGE", "sb:{ha}:heartbeats", "0", "-1", "WITHSCORES"],
+                            &["HGETALL", "sb:{ha}:nodes"],
+                            &["TIME"],
+                        ] {
+                            state.push_str(&format!(
+                                "server {i} {cmd:?}: {:?}\n",
+                                server.command(cmd).await
+                            ));
+                        }
+                    }
+                    panic!("load set did not follow: {other:?}\n{state}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(entry.id, "n1");
+    assert_eq!(
+        ha.servers[1].role().await.expect("role"),
+        "master",
+        "the replica was promoted"
+    );
+    ha.servers[0].resume().expect("SIGCONT old master");
+    let _ = client.quit().await;
+    ha.servers[0].kill();
+}
