@@ -185,10 +185,13 @@
       $('toasts').append(t.el);
     }
     clearTimeout(t.timer);
-    t.timer = setTimeout(() => {
-      t.el.remove();
-      toasts.delete(text);
-    }, 7000);
+    t.timer = setTimeout(
+      () => {
+        t.el.remove();
+        toasts.delete(text);
+      },
+      code === 'dm' || code === 'info' ? 4000 : 7000,
+    );
   }
 
   function setConn(state, text) {
