@@ -17,8 +17,10 @@
 
 pub mod crd;
 pub mod fixtures;
+pub mod leader;
 pub mod loadset_sync;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
 pub mod sentinel;
+pub mod server;

@@ -1,0 +1,354 @@
+//! The `operator` binary's wiring: flags, the HTTP endpoints, leader election and the two controllers.
+//!
+//! ```text
+//! start ─▶ CRD installed? (else say how to install it) ─▶ /healthz /readyz /metrics on --listen
+//!       ─▶ campaign for the Lease ─▶ leading ─▶ reconcile + loadset_sync controllers
+//! SIGTERM ─▶ controllers stop ─▶ Lease released ─▶ HTTP server stops      (a second signal exits at once)
+//! Lease lost ─▶ controllers stop, exit with an error (the Deployment restarts the pod as a standby)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::Client;
+use registry::runtime::{LogArgs, init_tracing, serve, shutdown_on_signal};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::leader::{Elector, LeaseConfig};
+use crate::loadset_sync::{self, Observations, SyncConfig, SyncContext};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context};
+
+/// Flags of the `operator` binary (every flag also reads an environment variable).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "operator",
+    version,
+    about = "Switchboard Kubernetes operator: runs ChatCluster resources."
+)]
+pub struct Args {
+    /// Address of the /healthz, /readyz and /metrics endpoints.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: SocketAddr,
+    /// Cluster DNS domain, used in the stable hostnames of managed Redis.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+    /// Seconds between full load-set resyncs (repairing drift).
+    #[arg(long, env = "SWITCHBOARD_RESYNC_SECONDS", default_value_t = 10)]
+    pub resync_seconds: u64,
+    /// Campaign for a Lease before reconciling (turn off only with a single replica).
+    #[arg(long, env = "SWITCHBOARD_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else the client's default namespace).
+    #[arg(long, env = "SWITCHBOARD_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LEASE_NAME",
+        default_value = "switchboard-operator"
+    )]
+    pub lease_name: String,
+    /// Seconds a Lease is valid without renewal (a standby takes over after this).
+    #[arg(long, env = "SWITCHBOARD_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// This replica's identity in the Lease and in Events (default: the pod name / hostname and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Errors that stop the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No Kubernetes client configuration (in-cluster or kubeconfig).
+    #[error("no Kubernetes configuration (in-cluster service account or KUBECONFIG): {0}")]
+    Client(#[source] kube::Error),
+    /// The start-up check failed (e.g. the CRD is not installed; the message says how to install it).
+    #[error(transparent)]
+    Startup(#[from] Box<reconcile::Error>),
+    /// The HTTP listener could not be bound or failed.
+    #[error("HTTP endpoint {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leadership was lost or the election failed.
+    #[error(transparent)]
+    Leader(#[from] crate::leader::Error),
+}
+
+/// Settings of the controllers (what the flags become; tests build it directly).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconciler settings.
+    pub reconcile: reconcile::Config,
+    /// Load-set sync settings.
+    pub sync: SyncConfig,
+    /// Identity in Events.
+    pub identity: String,
+}
+
+impl Settings {
+    /// Defaults with the given identity.
+    pub fn new(identity: &str) -> Self {
+        Self {
+            reconcile: reconcile::Config::default(),
+            sync: SyncConfig::default(),
+            identity: identity.to_owned(),
+        }
+    }
+}
+
+/// Runs both controllers with `client` until `shutdown` is cancelled.
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let (observations, changed) = Observations::new();
+    let ctx = Context::new(
+        client,
+        &settings.identity,
+        metrics,
+        settings.reconcile,
+        observations,
+    );
+    let sctx = SyncContext::new(ctx.clone(), settings.sync);
+    info!("controllers started");
+    tokio::join!(
+        reconcile::run(ctx, changed, shutdown.clone()),
+        loadset_sync::run(sctx, shutdown),
+    );
+    info!("controllers stopped");
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+/// The `/healthz`, `/readyz` and `/metrics` router. Ready means started and not shutting down; a standby
+/// replica is ready too (it can take over at any moment).
+fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<HttpState>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    s.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(state)
+}
+
+fn default_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "operator".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// The `operator` binary: everything in the module docs.
+pub async fn run(args: Args) -> Result<(), Error> {
+    init_tracing(&args.log);
+    let shutdown = shutdown_on_signal();
+    let client = Client::try_default().await.map_err(Error::Client)?;
+    reconcile::check_crd(&client).await.map_err(Box::new)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    info!(addr = %args.listen, "serving /healthz /readyz /metrics");
+    let http_stop = CancellationToken::new();
+    let http = tokio::spawn(serve(
+        listener,
+        router(HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        }),
+        http_stop.clone(),
+    ));
+
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let mut settings = Settings::new(&identity);
+    settings.reconcile.cluster_domain = args.cluster_domain.clone();
+    settings.sync.resync = Duration::from_secs(args.resync_seconds.max(1));
+
+    let result = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let mut config = LeaseConfig::new(&namespace, &args.lease_name, &identity);
+        config.lease_duration = Duration::from_secs(args.lease_seconds.max(3));
+        config.renew_interval = config.lease_duration / 3;
+        config.retry_interval = (config.lease_duration / 7).max(Duration::from_millis(500));
+        let elector = Elector::new(client.clone(), config);
+        lead_then_run(client, settings, metrics, elector, shutdown.clone()).await
+    } else {
+        run_controllers(client, settings, metrics, shutdown.clone()).await;
+        Ok(())
+    };
+    ready.store(false, Ordering::Relaxed);
+    http_stop.cancel();
+    let _ = http.await;
+    result
+}
+
+/// Campaigns; runs the controllers while leading; stops them (then releases the Lease) on shutdown.
+async fn lead_then_run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    elector: Elector,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (leading_tx, mut leading) = watch::channel(false);
+    let election_stop = CancellationToken::new();
+    let campaign = {
+        let elector = elector.clone();
+        let stop = election_stop.clone();
+        tokio::spawn(async move { elector.run(leading_tx, stop).await })
+    };
+    info!(lease = %elector.config().name, namespace = %elector.config().namespace, "waiting for leadership");
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            election_stop.cancel();
+            return flatten(campaign.await);
+        }
+        changed = leading.wait_for(|l| *l) => {
+            if changed.is_err() {
+                return flatten(campaign.await);
+            }
+        }
+    }
+    metrics.leader.set(1);
+    let controllers_stop = CancellationToken::new();
+    let controllers = tokio::spawn(run_controllers(
+        client,
+        settings,
+        metrics.clone(),
+        controllers_stop.clone(),
+    ));
+    let lost = tokio::select! {
+        () = shutdown.cancelled() => false,
+        _ = leading.wait_for(|l| !*l) => true,
+    };
+    controllers_stop.cancel();
+    let _ = controllers.await;
+    metrics.leader.set(0);
+    election_stop.cancel();
+    let result = flatten(campaign.await);
+    if lost && result.is_ok() {
+        return Err(crate::leader::Error::Lost(elector.config().name.clone()).into());
+    }
+    result
+}
+
+fn flatten(joined: Result<crate::leader::Result<()>, tokio::task::JoinError>) -> Result<(), Error> {
+    match joined {
+        Ok(result) => result.map_err(Error::from),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn health_and_metrics_endpoints_answer() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.reconciled("chatcluster", Duration::from_millis(3));
+        let ready = Arc::new(AtomicBool::new(true));
+        let app = router(HttpState {
+            metrics,
+            ready: ready.clone(),
+        });
+        let get = |path: &str| Request::get(path).body(Body::empty()).unwrap_or_default();
+        let health = app
+            .clone()
+            .oneshot(get("/healthz"))
+            .await
+            .map(|r| r.status());
+        assert_eq!(health.ok(), Some(StatusCode::OK));
+        let readyz = app
+            .clone()
+            .oneshot(get("/readyz"))
+            .await
+            .map(|r| r.status());
+        assert_eq!(readyz.ok(), Some(StatusCode::OK));
+        ready.store(false, Ordering::Relaxed);
+        let readyz = app
+            .clone()
+            .oneshot(get("/readyz"))
+            .await
+            .map(|r| r.status());
+        assert_eq!(readyz.ok(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        let body = app.oneshot(get("/metrics")).await.map(|r| r.into_body());
+        let bytes = match body {
+            Ok(b) => axum::body::to_bytes(b, 1 << 20).await.unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(
+                "switchboard_operator_reconciliations_total{controller=\"chatcluster\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}
