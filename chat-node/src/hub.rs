@@ -132,6 +132,10 @@ struct Listener {
     handle: Arc<SessionHandle>,
     /// `Some` while the session recovers history: events wait here.
     pending: Option<Vec<(u64, Utf8Bytes)>>,
+    /// Highest sequence handed to this session on this topic. Sequenced events at or below it are
+    /// dropped, so whatever the backend does (a republished duplicate, a history read that ran ahead of
+    /// the live stream), each session sees every sequence at most once and in increasing order.
+    high: u64,
 }
 
 #[derive(Default)]
@@ -185,6 +189,7 @@ impl Hub {
             Listener {
                 handle: handle.clone(),
                 pending: pending.then(Vec::new),
+                high: 0,
             },
         );
         first
@@ -204,6 +209,7 @@ impl Hub {
                     high = high.max(seq);
                 }
             }
+            l.high = l.high.max(high);
             if let Topic::User(_) = topic {
                 l.handle.note_dm(high);
             }
@@ -250,7 +256,10 @@ impl Hub {
         for l in listeners.values_mut() {
             if let Some(p) = l.pending.as_mut() {
                 p.push((seq, bytes.clone()));
+            } else if seq > 0 && seq <= l.high {
+                continue;
             } else if l.handle.deliver(bytes) {
+                l.high = l.high.max(seq);
                 delivered += 1;
                 if seq > 0 && matches!(topic, Topic::User(_)) {
                     l.handle.note_dm(seq);
@@ -351,6 +360,19 @@ mod tests {
         assert_eq!(frames(&mut ra), ["m7", "typing"]);
         hub.dispatch(&t, 8, &Utf8Bytes::from("m8"));
         assert_eq!(frames(&mut ra), ["m8"]);
+    }
+
+    #[test]
+    fn a_sequence_is_never_delivered_twice_or_backwards() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (a, mut ra) = session(1, "a", 16);
+        hub.attach(&t, &a, true);
+        hub.activate(&t, 1, 4);
+        for seq in [3, 5, 5, 4, 6, 0] {
+            hub.dispatch(&t, seq, &Utf8Bytes::from(format!("m{seq}")));
+        }
+        assert_eq!(frames(&mut ra), ["m5", "m6", "m0"]);
     }
 
     #[test]

@@ -900,12 +900,15 @@ mod tests {
         let v = Value::Array(vec![Value::Integer(0), Value::String("7|abc|123".into())]);
         assert_eq!(
             parse_posted(v).ok(),
-            Some(Posted {
-                seq: 7,
-                id: "abc".into(),
-                ts: 123,
-                duplicate: true
-            })
+            Some((
+                Posted {
+                    seq: 7,
+                    id: "abc".into(),
+                    ts: 123,
+                    duplicate: true
+                },
+                None
+            ))
         );
         assert_eq!(seq_of_id("42-1"), 42);
     }
