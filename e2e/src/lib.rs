@@ -2,3 +2,5 @@
 pub mod client;
 pub mod topology;
 pub mod testbed;
+pub mod fault;
+pub mod ha;
