@@ -1,0 +1,93 @@
+//! The HA topology's Redis needs a password: nodes given a wrong one refuse to start with a clear
+//! error, and no process ever writes the password to its log.
+
+use e2e::ha::{HaConfig, RedisHa};
+use e2e::topology::{Topology, TopologyConfig, bin_dir};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
+    let redis = RedisHa::start(HaConfig::default())
+        .await
+        .expect("HA Redis starts");
+    let wrong = format!("wrong-{:08x}", fastrand::u32(..));
+    let mut flags = redis.flags();
+    let pw = flags
+        .iter()
+        .position(|f| f == "--redis-password")
+        .expect("password flag")
+        + 1;
+    flags[pw] = wrong.clone();
+    let bin = bin_dir(&["chat-node"])
+        .expect("chat-node is built")
+        .join("chat-node");
+    let mut child = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--node-id", "wrong-pw"])
+        .args(&flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn chat-node");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "chat-node kept running with a wrong password"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = child.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "must exit with an error: {text}");
+    assert!(
+        text.to_lowercase().contains("password"),
+        "the error names the password problem: {text}"
+    );
+    assert!(
+        !text.contains(&wrong),
+        "the password must never be logged: {text}"
+    );
+    assert!(
+        !text.contains(redis.password()),
+        "the real password must never be logged either"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_topology_logs_never_contain_the_password() {
+    let redis = RedisHa::start(HaConfig::default())
+        .await
+        .expect("HA Redis starts");
+    let mut config = TopologyConfig::scaled(2, 1).with_node_args(["--ack-replicas", "1"]);
+    config.external_redis = Some(redis.flags());
+    config.log_filter = "debug".into();
+    let topology = Topology::start(config)
+        .await
+        .expect("topology starts through the sentinels");
+    let (mut c, _) = e2e::client::ChatClient::connect_assigned(&topology.registry_url(0), "alice")
+        .await
+        .expect("connect through the registry");
+    c.join("pw-room", None).await.expect("join");
+    let ack = c
+        .send("pw-room", "hello", Some("c-1"))
+        .await
+        .expect("a message is acked with WAIT");
+    assert_eq!(ack.seq, 1);
+    for entry in std::fs::read_dir(topology.log_dir()).expect("log dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            !text.contains(redis.password()),
+            "{} contains the password",
+            path.display()
+        );
+    }
+}
