@@ -24,6 +24,8 @@
 //! - [`web`]: the web page served at `/`;
 //! - `testing` (feature `testing`): real `redis-server` / `redis-sentinel` processes for tests.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod keys;
 pub mod loadset;

@@ -970,6 +970,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_killed_server_restarts_on_its_port() {
+        let mut server = RedisServer::start_with_password("pw").await.expect("start");
+        let port = server.port();
+        server.kill();
+        assert!(server.command(&["PING"]).await.is_err(), "killed");
+        server.restart().await.expect("restart");
+        assert_eq!(server.port(), port);
+        assert_eq!(
+            server.command(&["PING"]).await.expect("ping"),
+            Reply::Simple("PONG".into())
+        );
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: BTreeSet<u16> = (0..50).map(|_| free_port().expect("port")).collect();
+        assert_eq!(ports.len(), 50);
+    }
+
+    #[tokio::test]
     async fn stop_freezes_and_resume_thaws() {
         let server = RedisServer::start().await.expect("start");
         server.stop().expect("stop");
