@@ -340,6 +340,13 @@ async fn scenario() -> Result<()> {
         SHOW,
     )
     .await?;
+    // Bob writes while cut off: the send waits and goes out (once) after the reconnect.
+    let offline_send = "typed while my node was dead";
+    say(&bob, offline_send).await?;
+    ensure!(
+        bob.count("#messages li.pending").await? == 1,
+        "bob's offline send is not shown as pending"
+    );
     bob.set_offline(false).await?;
 
     let notice = wait_for(
@@ -363,6 +370,8 @@ async fn scenario() -> Result<()> {
     }
     let mut expected = vec![hello.as_str(), reply.as_str(), "see you in a bit"];
     expected.extend(meanwhile);
+    wait_for_message(&alice, "alice", offline_send).await?;
+    expected.push(offline_send);
     let bob_seqs = assert_exactly_once(&bob, "bob", &expected).await?;
     let alice_seqs = assert_exactly_once(&alice, "alice", &expected).await?;
     ensure!(
