@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
 use crate::crd::{ChatCluster, RedisMode};
-use crate::reconcile::{Context, FIELD_MANAGER, is_paused};
+use crate::reconcile::{Context, FIELD_MANAGER, is_paused, scoped};
 use crate::resources::{self, Component, Names, label};
 use crate::sentinel;
 
@@ -269,6 +269,7 @@ fn close(loadset: LoadSet) {
 /// Runs the load-set sync controller until `shutdown` fires.
 pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
     let client = sctx.ctx.client.clone();
+    let ns = sctx.ctx.config.namespace.clone();
     // The EndpointSlice controller copies the Service's labels onto its slices.
     let slices = watcher::Config::default().labels(&format!(
         "{}={},{}={}",
@@ -278,11 +279,11 @@ pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
         resources::MANAGED_BY
     ));
     Controller::new(
-        Api::<ChatCluster>::all(client.clone()),
+        scoped::<ChatCluster>(&client, ns.as_deref()),
         watcher::Config::default().any_semantic(),
     )
     .watches(
-        Api::<EndpointSlice>::all(client),
+        scoped::<EndpointSlice>(&client, ns.as_deref()),
         slices,
         |slice: EndpointSlice| {
             let ns = slice.namespace()?;

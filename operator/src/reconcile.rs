@@ -119,6 +119,8 @@ pub struct Config {
     pub cluster_domain: String,
     /// Requeue of a settled ChatCluster (a safety net: changes trigger reconciles by themselves).
     pub requeue: Duration,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
     /// Backoff after a failed reconcile: first delay, doubled per failure up to `max_backoff`.
     pub min_backoff: Duration,
     /// Upper bound of the backoff.
@@ -130,6 +132,7 @@ impl Default for Config {
         Self {
             cluster_domain: "cluster.local".to_owned(),
             requeue: Duration::from_secs(300),
+            namespace: None,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(300),
         }
@@ -149,6 +152,8 @@ pub struct Context {
     /// What the load-set sync last saw per ChatCluster.
     pub observations: Arc<Observations>,
     failures: Mutex<HashMap<ObjectRef<ChatCluster>, u32>>,
+    /// Uids of the ChatClusters whose creation was announced (the cache may lag our own status write).
+    announced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Debug for Context {
@@ -182,6 +187,7 @@ impl Context {
             config,
             observations,
             failures: Mutex::new(HashMap::new()),
+            announced: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -257,7 +263,8 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let client = ctx.client.clone();
-    let clusters: Api<ChatCluster> = Api::all(client.clone());
+    let ns = ctx.config.namespace.clone();
+    let clusters: Api<ChatCluster> = scoped(&client, ns.as_deref());
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         resources::label::MANAGED_BY,
@@ -269,13 +276,13 @@ pub async fn run(
     // that use them, so a password change rolls the pods.
     let cluster_domain = ctx.config.cluster_domain.clone();
     controller
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), owned)
+        .owns(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<StatefulSet>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, ns.as_deref()), owned.clone())
+        .owns(scoped::<PodDisruptionBudget>(&client, ns.as_deref()), owned)
         .watches(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            scoped::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
             watcher::Config::default(),
             move |secret| clusters_using_secret(&store, &secret, &cluster_domain),
         )
@@ -288,6 +295,17 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// An `Api` over `namespace`, or over all namespaces.
+pub fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 fn clusters_using_secret(
@@ -793,6 +811,13 @@ async fn announce(cc: &ChatCluster, ctx: &Context, new: &ChatClusterStatus, prob
         .as_ref()
         .filter(|s| s.observed_generation.is_some())
     else {
+        let first = ctx
+            .announced
+            .lock()
+            .is_ok_and(|mut a| a.insert(cc.metadata.uid.clone().unwrap_or_default()));
+        if !first {
+            return;
+        }
         ctx.event(
             cc,
             EventType::Normal,

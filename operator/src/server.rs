@@ -49,6 +49,9 @@ pub struct Args {
         default_value = "cluster.local"
     )]
     pub cluster_domain: String,
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "SWITCHBOARD_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Seconds between full load-set resyncs (repairing drift).
     #[arg(long, env = "SWITCHBOARD_RESYNC_SECONDS", default_value_t = 10)]
     pub resync_seconds: u64,
@@ -220,6 +223,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let mut settings = Settings::new(&identity);
     settings.reconcile.cluster_domain = args.cluster_domain.clone();
+    settings.reconcile.namespace = args.namespace.clone();
     settings.sync.resync = Duration::from_secs(args.resync_seconds.max(1));
 
     let result = if args.leader_elect {
@@ -232,8 +236,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         config.lease_duration = Duration::from_secs(args.lease_seconds.max(3));
         config.renew_interval = config.lease_duration / 3;
         config.retry_interval = (config.lease_duration / 7).max(Duration::from_millis(500));
-        let elector = Elector::new(client.clone(), config);
-        lead_then_run(client, settings, metrics, elector, shutdown.clone()).await
+        run_with_leader_election(client, settings, metrics, config, shutdown.clone()).await
     } else {
         run_controllers(client, settings, metrics, shutdown.clone()).await;
         Ok(())
@@ -244,61 +247,56 @@ pub async fn run(args: Args) -> Result<(), Error> {
     result
 }
 
-/// Campaigns; runs the controllers while leading; stops them (then releases the Lease) on shutdown.
-async fn lead_then_run(
+/// Campaigns for the Lease of `lease`; runs the controllers only while leading. On `shutdown` the
+/// controllers stop first, then the Lease is released. Everything runs inside the returned future (no
+/// detached tasks), so dropping it is a crash: the Lease then simply expires.
+pub async fn run_with_leader_election(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
-    elector: Elector,
+    lease: LeaseConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let elector = Elector::new(client.clone(), lease);
     let (leading_tx, mut leading) = watch::channel(false);
     let election_stop = CancellationToken::new();
-    let campaign = {
-        let elector = elector.clone();
-        let stop = election_stop.clone();
-        tokio::spawn(async move { elector.run(leading_tx, stop).await })
-    };
-    info!(lease = %elector.config().name, namespace = %elector.config().namespace, "waiting for leadership");
-    tokio::select! {
-        () = shutdown.cancelled() => {
-            election_stop.cancel();
-            return flatten(campaign.await);
-        }
-        changed = leading.wait_for(|l| *l) => {
-            if changed.is_err() {
-                return flatten(campaign.await);
+    let campaign = elector.run(leading_tx, election_stop.clone());
+    let work = async {
+        info!(lease = %elector.config().name, namespace = %elector.config().namespace, "waiting for leadership");
+        let became_leader = tokio::select! {
+            () = shutdown.cancelled() => false,
+            changed = leading.wait_for(|l| *l) => changed.is_ok(),
+        };
+        let mut lost = false;
+        if became_leader {
+            metrics.leader.set(1);
+            let controllers_stop = CancellationToken::new();
+            let controllers =
+                run_controllers(client, settings, metrics.clone(), controllers_stop.clone());
+            tokio::pin!(controllers);
+            tokio::select! {
+                () = &mut controllers => {}
+                () = shutdown.cancelled() => {
+                    controllers_stop.cancel();
+                    controllers.await;
+                }
+                _ = leading.wait_for(|l| !*l) => {
+                    lost = true;
+                    controllers_stop.cancel();
+                    controllers.await;
+                }
             }
+            metrics.leader.set(0);
         }
-    }
-    metrics.leader.set(1);
-    let controllers_stop = CancellationToken::new();
-    let controllers = tokio::spawn(run_controllers(
-        client,
-        settings,
-        metrics.clone(),
-        controllers_stop.clone(),
-    ));
-    let lost = tokio::select! {
-        () = shutdown.cancelled() => false,
-        _ = leading.wait_for(|l| !*l) => true,
+        election_stop.cancel();
+        lost
     };
-    controllers_stop.cancel();
-    let _ = controllers.await;
-    metrics.leader.set(0);
-    election_stop.cancel();
-    let result = flatten(campaign.await);
-    if lost && result.is_ok() {
+    let (campaign, lost) = tokio::join!(campaign, work);
+    campaign?;
+    if lost {
         return Err(crate::leader::Error::Lost(elector.config().name.clone()).into());
     }
-    result
-}
-
-fn flatten(joined: Result<crate::leader::Result<()>, tokio::task::JoinError>) -> Result<(), Error> {
-    match joined {
-        Ok(result) => result.map_err(Error::from),
-        Err(_) => Ok(()),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
