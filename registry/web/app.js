@@ -1049,6 +1049,14 @@
 
   function openConversation(key) {
     S.active = key;
+    if (key.startsWith('dm:')) {
+      const t = toasts.get(`New direct message from ${key.slice(3)}`);
+      if (t) {
+        clearTimeout(t.timer);
+        t.el.remove();
+        toasts.delete(`New direct message from ${key.slice(3)}`);
+      }
+    }
     $('messages').hidden = key !== 'room';
     for (const [peer, c] of S.dms) {
       c.log.hidden = key !== `dm:${peer}`;
