@@ -24,9 +24,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use fred::clients::{Client, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike, SentinelInterface};
+use fred::interfaces::{ClientLike, EventInterface, SentinelInterface};
 use fred::types::config::{
     Config, ReconnectPolicy, SentinelConfig, Server, ServerConfig, UnresponsiveConfig,
 };
@@ -386,9 +388,43 @@ pub async fn subscriber(args: &RedisArgs) -> Result<SubscriberClient> {
             source,
         })?;
     start(&client, args).await?;
-    // The handle is detached on purpose: the task lives as long as the client does.
+    // The handles are detached on purpose: both tasks end when the client is quit.
     drop(client.manage_subscriptions());
+    spawn_keepalive(client.clone());
     Ok(client)
+}
+
+/// How often a subscriber PINGs its connection. A subscriber otherwise sends nothing, so a frozen or
+/// partitioned master would never trip the [`UNRESPONSIVE_TIMEOUT`] check and the subscriber would
+/// stay on it, silently, after Sentinel promoted another master.
+pub const SUBSCRIBER_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// PINGs `client` every [`SUBSCRIBER_KEEPALIVE`] until it is quit (`quit` closes its event streams).
+fn spawn_keepalive(client: SubscriberClient) {
+    let mut events = client.reconnect_rx();
+    let span = tracing::debug_span!("redis_subscriber_keepalive", client = %client.id());
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(SUBSCRIBER_KEEPALIVE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if client.is_connected() {
+                            // Errors are expected while the connection is being replaced.
+                            let _ = tokio::time::timeout(COMMAND_TIMEOUT, client.ping::<Value>(None)).await;
+                        }
+                    }
+                    event = events.recv() => {
+                        if matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
 }
 
 async fn start<C: ClientLike>(client: &C, args: &RedisArgs) -> Result<()> {

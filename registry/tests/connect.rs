@@ -163,10 +163,22 @@ async fn sentinel_clients_follow_a_failover() {
     );
 
     // The subscriber re-subscribed on the new master: a publish there reaches it.
+    expect_delivery(&client, &mut messages, "events").await;
+
+    let _ = client.quit().await;
+    let _ = subscriber.quit().await;
+}
+
+/// Publishes on `channel` until a subscriber is there, then expects the message on `messages`.
+async fn expect_delivery(
+    client: &fred::clients::Client,
+    messages: &mut tokio::sync::broadcast::Receiver<fred::types::Message>,
+    channel: &str,
+) {
     let deadline = Instant::now() + FAILOVER_TIMEOUT;
     loop {
         let receivers = client
-            .publish::<i64, _, _>("events", "hello")
+            .publish::<i64, _, _>(channel, "hello")
             .await
             .unwrap_or(0);
         if receivers > 0 {
@@ -181,8 +193,8 @@ async fn sentinel_clients_follow_a_failover() {
     let message = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match messages.recv().await {
-                Ok(m) if m.channel == "events" => return m,
-                Ok(_) => continue,
+                Ok(m) if m.channel == channel => return m,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(e) => panic!("message stream ended: {e}"),
             }
         }
@@ -190,9 +202,6 @@ async fn sentinel_clients_follow_a_failover() {
     .await
     .expect("message after failover");
     assert_eq!(message.value.as_str().as_deref(), Some("hello"));
-
-    let _ = client.quit().await;
-    let _ = subscriber.quit().await;
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -257,7 +266,7 @@ async fn sentinels_with_their_own_password() {
 }
 
 #[tokio::test]
-async fn a_frozen_master_is_replaced_and_the_load_set_follows() {
+async fn a_frozen_master_is_replaced_and_clients_follow() {
     let mut ha = RedisHa::start(HaConfig {
         replicas: 1,
         sentinels: 1,
@@ -267,6 +276,9 @@ async fn a_frozen_master_is_replaced_and_the_load_set_follows() {
     .expect("topology");
     let args = ha.redis_args();
     let client = redis::connect(&args).await.expect("connect");
+    let subscriber = redis::subscriber(&args).await.expect("subscriber");
+    let mut messages = subscriber.message_rx();
+    subscriber.subscribe("events").await.expect("subscribe");
     let set = registry::loadset::LoadSet::new(client.clone(), registry::keys::Keys::new("ha"));
     set.publish_node_info(&registry::loadset::NodeInfo {
         id: "n1".into(),
@@ -331,7 +343,13 @@ async fn a_frozen_master_is_replaced_and_the_load_set_follows() {
         "master",
         "the replica was promoted"
     );
+
+    // The subscriber left the frozen master too (its keepalive PING hit the unresponsive check) and
+    // re-subscribed on the new one.
+    expect_delivery(&client, &mut messages, "events").await;
+
     ha.servers[0].resume().expect("SIGCONT old master");
     let _ = client.quit().await;
+    let _ = subscriber.quit().await;
     ha.servers[0].kill();
 }
