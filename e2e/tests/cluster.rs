@@ -206,7 +206,35 @@ async fn drain_tells_clients_to_reconnect_and_leaves_the_load_set() {
 #[tokio::test]
 async fn full_node_refuses_with_1013_and_is_not_assigned() {
     let t = cluster(&["--capacity", "2"]).await;
-    common::full_node_refuses_with_1013(&t, 0, 2).await;
+    let registry = t.registry_url(0);
+    let _held = [
+        connect(&t, 0, &name("held")).await,
+        connect(&t, 0, &name("held")).await,
+    ];
+    eventually(
+        "the registry assigns only the node with room",
+        GONE_WITHIN,
+        || {
+            let registry = registry.clone();
+            async move {
+                for _ in 0..10 {
+                    if !client::assign(&registry)
+                        .await
+                        .is_ok_and(|a| a.node == "node-1")
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    match ChatClient::connect(&t.node_ws_url(0), &name("extra")).await {
+        Err(Error::Closed { code, .. }) => assert_eq!(code, 1013),
+        other => panic!("expected close 1013 from the full node, got {other:?}"),
+    }
+    common::full_node_refuses_with_1013(&t, 1, 2).await;
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 
 /// Switchboard load generator (loopback only, bounded in count and time).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Members of the fan-out room (spread over the nodes).
     #[arg(long, env = "BENCH_MEMBERS", default_value_t = 200)]
