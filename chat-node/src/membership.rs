@@ -6,7 +6,7 @@
 //! never re-adds itself: the operator alone decides membership from pod readiness.
 
 use crate::node::Node;
-use registry::loadset::{LoadSet, Membership, NodeInfo};
+use registry::loadset::{LoadSet, Membership, NodeInfo, NodeStats};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -14,8 +14,18 @@ use tokio_util::sync::CancellationToken;
 /// How often the score is reported. The registry also bumps a node's score on every assignment, so
 /// this only has to correct towards the real count.
 const REPORT_EVERY: Duration = Duration::from_millis(500);
-/// How often the node-table entry is rewritten (repairs a flushed or failed-over Redis).
-const INFO_EVERY: Duration = Duration::from_secs(10);
+/// How often the node-table entry is rewritten: it carries the activity figures the dashboard turns
+/// into rates, and rewriting it repairs a flushed or failed-over Redis.
+const INFO_EVERY: Duration = Duration::from_secs(2);
+
+/// This node's activity figures.
+pub fn stats(node: &Node) -> NodeStats {
+    NodeStats {
+        rooms: node.hub.topic_counts().0 as u64,
+        messages: node.metrics.messages.get(),
+        deliveries: node.hub.stats.deliveries.get(),
+    }
+}
 
 /// Reports load until `stop` fires; then, with membership `self`, leaves the load set.
 pub async fn run(
@@ -25,10 +35,11 @@ pub async fn run(
     heartbeat_ttl: Duration,
     stop: CancellationToken,
 ) {
-    let info = NodeInfo {
+    let mut info = NodeInfo {
         id: node.settings.id.clone(),
         url: node.settings.url.clone(),
         capacity: node.settings.capacity,
+        stats: NodeStats::default(),
     };
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -42,6 +53,7 @@ pub async fn run(
             continue;
         }
         if last_info.is_none_or(|t| t.elapsed() >= INFO_EVERY) {
+            info.stats = stats(&node);
             match loadset.publish_node_info(&info).await {
                 Ok(()) => last_info = Some(tokio::time::Instant::now()),
                 Err(e) => tracing::warn!(error = %e, "could not publish node info"),
@@ -63,9 +75,9 @@ pub async fn run(
             tracing::warn!(error = %e, "load report failed");
         }
     }
-    if membership == Membership::SelfManaged {
-        if let Err(e) = loadset.deregister(&info.id).await {
-            tracing::warn!(error = %e, "could not leave the load set; it expires with the heartbeat");
-        }
+    if membership == Membership::SelfManaged
+        && let Err(e) = loadset.deregister(&info.id).await
+    {
+        tracing::warn!(error = %e, "could not leave the load set; it expires with the heartbeat");
     }
 }

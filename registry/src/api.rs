@@ -233,6 +233,7 @@ mod tests {
                     connections,
                     capacity,
                     accepting: connections < capacity,
+                    stats: Default::default(),
                 })
                 .collect();
             Self {

@@ -99,6 +99,18 @@ pub const MAX_NODE_ID_LEN: usize = 253;
 /// Longest heartbeat ttl honoured; longer ones are clamped (a year is "forever" for a heartbeat).
 pub const MAX_HEARTBEAT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Activity a node reports about itself, for the dashboard (counters are totals since the node
+/// started; a reader derives rates from two readings).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Rooms with at least one member on the node.
+    pub rooms: u64,
+    /// Room messages the node stored since it started.
+    pub messages: u64,
+    /// Frames the node handed to its clients since it started.
+    pub deliveries: u64,
+}
+
 /// How a node announces itself: stored in the node table as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct NodeInfo {
@@ -108,6 +120,9 @@ pub struct NodeInfo {
     pub url: String,
     /// Maximum number of connections the node accepts.
     pub capacity: u64,
+    /// Latest activity figures (absent in entries written by older nodes).
+    #[serde(default)]
+    pub stats: NodeStats,
 }
 
 /// A load-set member joined with its node-table entry, as returned by [`LoadSet::assign`] and
@@ -124,6 +139,9 @@ pub struct NodeEntry {
     pub capacity: u64,
     /// Whether the node can take another client (`connections < capacity`).
     pub accepting: bool,
+    /// The node's latest activity figures.
+    #[serde(default)]
+    pub stats: NodeStats,
 }
 
 impl NodeEntry {
@@ -134,6 +152,7 @@ impl NodeEntry {
             connections,
             capacity,
             accepting: connections < capacity,
+            stats: NodeStats::default(),
         }
     }
 }
@@ -443,13 +462,15 @@ impl LoadSet {
         for triple in reply.chunks_exact(3) {
             let (id, score, info) = (&triple[0], &triple[1], &triple[2]);
             let connections = parse_score("nodes", score)?;
-            let (url, capacity) = if info.is_empty() {
-                (String::new(), 0)
+            let (url, capacity, stats) = if info.is_empty() {
+                (String::new(), 0, NodeStats::default())
             } else {
                 let info = parse_info(id, info)?;
-                (info.url, info.capacity)
+                (info.url, info.capacity, info.stats)
             };
-            nodes.push(NodeEntry::new(id.clone(), url, connections, capacity));
+            let mut entry = NodeEntry::new(id.clone(), url, connections, capacity);
+            entry.stats = stats;
+            nodes.push(entry);
         }
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(nodes)
@@ -726,10 +747,14 @@ mod tests {
             id: "n1".into(),
             url: "ws://h:1/ws".into(),
             capacity: 7,
+            stats: NodeStats::default(),
         };
         assert_eq!(
             serde_json::to_string(&info).expect("json"),
-            r#"{"id":"n1","url":"ws://h:1/ws","capacity":7}"#
+            r#"{"id":"n1","url":"ws://h:1/ws","capacity":7,"stats":{"rooms":0,"messages":0,"deliveries":0}}"#
         );
+        let old: NodeInfo = serde_json::from_str(r#"{"id":"n1","url":"ws://h:1/ws","capacity":7}"#)
+            .expect("entries without stats still parse");
+        assert_eq!(old, info);
     }
 }

@@ -284,6 +284,7 @@ async fn a_frozen_master_is_replaced_and_clients_follow() {
         id: "n1".into(),
         url: "ws://n1/ws".into(),
         capacity: 100,
+        stats: Default::default(),
     })
     .await
     .expect("publish");

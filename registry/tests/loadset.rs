@@ -35,6 +35,7 @@ fn info(id: &str, capacity: u64) -> NodeInfo {
         id: id.to_owned(),
         url: format!("ws://{id}.test/ws"),
         capacity,
+        stats: Default::default(),
     }
 }
 
@@ -378,4 +379,21 @@ async fn corrupt_node_info_is_an_error_not_a_panic() {
         matches!(error, registry::loadset::Error::CorruptEntry { .. }),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn node_list_carries_the_activity_a_node_reports() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("stats");
+    self_node(&set, "a", 1, 10).await;
+    let mut busy = info("a", 10);
+    busy.stats = registry::loadset::NodeStats {
+        rooms: 3,
+        messages: 120,
+        deliveries: 900,
+    };
+    set.publish_node_info(&busy).await.expect("publish");
+    let nodes = set.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].stats, busy.stats);
 }

@@ -107,6 +107,7 @@ async fn serves_assignments_health_metrics_and_the_page() {
         id: "n1".into(),
         url: "ws://127.0.0.1:9/ws".into(),
         capacity: 10,
+        stats: Default::default(),
     })
     .await
     .expect("publish");

@@ -45,7 +45,7 @@
     if (r) return r;
     const tr = document.createElement('tr');
     tr.dataset.node = id;
-    const cells = { id: td('id'), conns: td('conns'), load: td('load'), accepting: td('accepting'), url: td('url') };
+    const cells = { id: td('id'), conns: td('conns'), load: td('load'), accepting: td('accepting'), rooms: td('rooms'), rate: td('rate'), url: td('url') };
     cells.id.textContent = id;
     const bar = document.createElement('span');
     bar.className = 'bar';
@@ -53,8 +53,8 @@
     bar.append(fill);
     const pct = document.createElement('span');
     cells.load.append(bar, pct);
-    tr.append(cells.id, cells.conns, cells.load, cells.accepting, cells.url);
-    r = { tr, cells, fill, pct, since: Date.now(), goneAt: 0 };
+    tr.append(cells.id, cells.conns, cells.load, cells.accepting, cells.rooms, cells.rate, cells.url);
+    r = { tr, cells, fill, pct, since: Date.now(), goneAt: 0, msgs: null };
     rows.set(id, r);
     return r;
   }
@@ -92,6 +92,19 @@
         r.cells.accepting.replaceChildren(pill);
         if (known) event(acc ? 'up' : 'down', `${n.id} ${acc ? 'is accepting again' : 'stopped accepting'}`);
       }
+      // Nodes report rooms and a running message count every couple of seconds; the rate is the
+      // difference between two reports.
+      const stats = n.stats || {};
+      r.cells.rooms.textContent = Number(stats.rooms || 0).toLocaleString();
+      const msgs = Number(stats.messages || 0);
+      if (!r.msgs || msgs < r.msgs.count) {
+        r.msgs = { count: msgs, at: now, rate: null };
+      } else if (msgs !== r.msgs.count) {
+        r.msgs = { count: msgs, at: now, rate: ((msgs - r.msgs.count) * 1000) / Math.max(1, now - r.msgs.at) };
+      } else if (now - r.msgs.at > 5000) {
+        r.msgs = { count: msgs, at: now, rate: 0 };
+      }
+      r.cells.rate.textContent = r.msgs.rate === null ? '–' : r.msgs.rate.toFixed(r.msgs.rate < 10 ? 1 : 0);
       r.cells.url.textContent = n.url || '';
     }
     for (const [id, r] of rows) {
