@@ -478,7 +478,7 @@ pub const FREEZE: Duration = Duration::from_secs(5);
 /// Starts the HA topology (master, 2 replicas, 3 sentinels, 3 nodes acking after one replica confirms,
 /// 2 registries), runs `load` while `scenario` strikes, and returns the outcome.
 pub async fn run_scenario(scenario: Scenario, load: Load) -> Result<Outcome, Error> {
-    let redis = crate::ha::RedisHa::start(crate::ha::HaConfig::default())
+    let redis = crate::ha::RedisHa::start()
         .await
         .map_err(|e| Error::Start(e.to_string()))?;
     let mut config = crate::topology::TopologyConfig::scaled(HA_NODES, HA_REGISTRIES)

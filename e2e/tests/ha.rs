@@ -1,16 +1,14 @@
 //! The HA topology's Redis needs a password: nodes given a wrong one refuse to start with a clear
 //! error, and no process ever writes the password to its log.
 
-use e2e::ha::{HaConfig, RedisHa};
+use e2e::ha::RedisHa;
 use e2e::topology::{Topology, TopologyConfig, bin_dir};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
-    let redis = RedisHa::start(HaConfig::default())
-        .await
-        .expect("HA Redis starts");
+    let redis = RedisHa::start().await.expect("HA Redis starts");
     let wrong = format!("wrong-{:08x}", fastrand::u32(..));
     let mut flags = redis.flags();
     let pw = flags
@@ -63,9 +61,7 @@ async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ha_topology_logs_never_contain_the_password() {
-    let redis = RedisHa::start(HaConfig::default())
-        .await
-        .expect("HA Redis starts");
+    let redis = RedisHa::start().await.expect("HA Redis starts");
     let mut config = TopologyConfig::scaled(2, 1).with_node_args(["--ack-replicas", "1"]);
     config.external_redis = Some(redis.flags());
     config.log_filter = "debug".into();
