@@ -265,7 +265,7 @@ pub async fn run_with_leader_election(
         info!(lease = %elector.config().name, namespace = %elector.config().namespace, "waiting for leadership");
         let became_leader = tokio::select! {
             () = shutdown.cancelled() => false,
-            changed = leading.wait_for(|l| *l) => changed.is_ok(),
+            changed = async { leading.wait_for(|l| *l).await.is_ok() } => changed,
         };
         let mut lost = false;
         if became_leader {
@@ -280,7 +280,7 @@ pub async fn run_with_leader_election(
                     controllers_stop.cancel();
                     controllers.await;
                 }
-                _ = leading.wait_for(|l| !*l) => {
+                _ = async { leading.wait_for(|l| !*l).await.is_ok() } => {
                     lost = true;
                     controllers_stop.cancel();
                     controllers.await;
