@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Each process writes its output to a log file under one temporary directory ([`Topology::log_dir`]);
-//! readiness failures quote the log tail. Dropping the topology SIGKILLs every process it started.
+//! readiness failures quote the log tail. Dropping the topology SIGKILLs every process it started and
+//! removes the logs, unless the thread is panicking (a failing test keeps them and prints where).
 //!
 //! The binaries are looked up next to the running executable's profile directory (`target/debug` for
 //! tests, `target/release` for release tools), then under `$CARGO_TARGET_DIR`; build them with
@@ -517,6 +518,12 @@ impl std::fmt::Debug for Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         self.shutdown();
+        // Keep the logs of a failing test (the panic message names the directory); drop the rest.
+        if std::thread::panicking() {
+            eprintln!("topology logs kept in {}", self.log_dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use e2e::topology::{Topology, TopologyConfig};
 
 /// Run a local Switchboard topology until Ctrl-C.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Number of chat-node processes.
     #[arg(long, env = "TOPOLOGY_NODES", default_value_t = 2)]
