@@ -452,7 +452,7 @@ async fn resolve_password(
                     ctx.event(
                         cc,
                         EventType::Normal,
-                        "Created",
+                        "PasswordGenerated",
                         format!(
                             "generated the Redis password in Secret {}",
                             reference.secret
@@ -804,32 +804,7 @@ fn set_condition(
     }
 }
 
-/// Events for what a person would want to know, derived from the old and new status.
-async fn announce(cc: &ChatCluster, ctx: &Context, new: &ChatClusterStatus, problems: &[Problem]) {
-    let Some(old) = cc
-        .status
-        .as_ref()
-        .filter(|s| s.observed_generation.is_some())
-    else {
-        let first = ctx
-            .announced
-            .lock()
-            .is_ok_and(|mut a| a.insert(cc.metadata.uid.clone().unwrap_or_default()));
-        if !first {
-            return;
-        }
-        ctx.event(
-            cc,
-            EventType::Normal,
-            "Created",
-            format!(
-                "created the chat system: {} socket servers, {} registries, Redis {:?}",
-                cc.spec.nodes.replicas, cc.spec.registries.replicas, cc.spec.redis.mode
-            ),
-        )
-        .await;
-        return;
-    };
+async fn scaled(cc: &ChatCluster, ctx: &Context, old: &ChatClusterStatus, new: &ChatClusterStatus) {
     if old.nodes.desired != new.nodes.desired {
         ctx.event(
             cc,
@@ -853,6 +828,34 @@ async fn announce(cc: &ChatCluster, ctx: &Context, new: &ChatClusterStatus, prob
             ),
         )
         .await;
+    }
+}
+
+/// Events for what a person would want to know, derived from the old and new status.
+async fn announce(cc: &ChatCluster, ctx: &Context, new: &ChatClusterStatus, problems: &[Problem]) {
+    let old = cc
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation.is_some());
+    let first = old.is_none()
+        && ctx
+            .announced
+            .lock()
+            .is_ok_and(|mut a| a.insert(cc.metadata.uid.clone().unwrap_or_default()));
+    if first {
+        ctx.event(
+            cc,
+            EventType::Normal,
+            "Created",
+            format!(
+                "created the chat system: {} socket servers, {} registries, Redis {:?}",
+                cc.spec.nodes.replicas, cc.spec.registries.replicas, cc.spec.redis.mode
+            ),
+        )
+        .await;
+    }
+    if let Some(old) = old {
+        scaled(cc, ctx, old, new).await;
     }
     let was_degraded = cc
         .condition(condition::DEGRADED)
