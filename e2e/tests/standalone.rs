@@ -19,6 +19,7 @@ macro_rules! on_one_node {
 
 on_one_node!(
     room_delivery_in_seq_order,
+    concurrent_senders_share_one_order,
     resend_with_same_client_id_is_not_duplicated,
     dm_reaches_every_connection,
     offline_dm_delivered_on_next_connect,

@@ -122,6 +122,77 @@ pub async fn room_delivery_in_seq_order(t: &Topology, a: usize, b: usize) {
     assert_eq!(&bodies[..4], ["a0", "b0", "a1", "b1"]);
 }
 
+/// Four senders (two per node) pipeline at once: the room still has one total order, identical for
+/// members on both nodes, and each sender's messages keep their sending order.
+pub async fn concurrent_senders_share_one_order(t: &Topology, a: usize, b: usize) {
+    const PER_SENDER: usize = 25;
+    let room = name("room");
+    let mut watchers = [
+        connect(t, a, &name("wa")).await,
+        connect(t, b, &name("wb")).await,
+    ];
+    for w in &mut watchers {
+        w.join(&room, None).await.expect("join");
+    }
+    let mut tasks = Vec::new();
+    for s in 0..4 {
+        let mut c = connect(
+            t,
+            if s % 2 == 0 { a } else { b },
+            &format!("s{s}-{}", name("x")),
+        )
+        .await;
+        c.join(&room, None).await.expect("join");
+        let room = room.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..PER_SENDER {
+                let frame = json!({"type": "send", "room": room, "body": format!("{s}:{i}")});
+                c.send_frame(&frame).await?;
+            }
+            let mut acks = 0;
+            while acks < PER_SENDER {
+                let f = c.expect_type("ack", T).await?;
+                assert_eq!(f["duplicate"], json!(false));
+                acks += 1;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .expect("sender task")
+            .expect("sender got every ack");
+    }
+    let total = 4 * PER_SENDER;
+    let mut orders = Vec::new();
+    for w in &mut watchers {
+        let msgs = w.messages_in(&room, total, T).await.expect("every message");
+        let seqs: Vec<u64> = msgs.iter().map(|m| m.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=total as u64).collect::<Vec<_>>(),
+            "one gap-free order"
+        );
+        orders.push(msgs.iter().map(|m| m.body.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        orders[0], orders[1],
+        "members on both nodes see the same order"
+    );
+    for s in 0..4 {
+        let mine: Vec<&String> = orders[0]
+            .iter()
+            .filter(|b| b.starts_with(&format!("{s}:")))
+            .collect();
+        let expected: Vec<String> = (0..PER_SENDER).map(|i| format!("{s}:{i}")).collect();
+        assert_eq!(mine.len(), PER_SENDER);
+        assert!(
+            mine.iter().zip(&expected).all(|(m, e)| *m == e),
+            "sender {s} keeps its order"
+        );
+    }
+}
+
 /// Resending with the same `client_id` answers the original seq with `duplicate: true` and delivers
 /// nothing new.
 pub async fn resend_with_same_client_id_is_not_duplicated(t: &Topology, a: usize, b: usize) {
