@@ -1,0 +1,15 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -f deploy/docker/operator.Dockerfile -t switchboard/operator:0.1.0 .   (from the repository root)
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p operator --bin operator && cp target/release/operator /operator
+
+# distroless: no shell, runs as the unprivileged "nonroot" user (65532), fits readOnlyRootFilesystem.
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /operator /usr/local/bin/operator
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/operator"]
