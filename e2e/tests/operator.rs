@@ -791,6 +791,42 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
 }
 
 #[tokio::test]
+async fn crds_and_manifests_install_with_one_kubectl_apply() {
+    let bed = bed().await;
+    install(bed).await;
+    let crds = format!("{REPO}/crds");
+    let manifests = format!("{REPO}/manifests");
+    // What the README tells a user to run, checked by the API server (dry run: the bed runs no images).
+    let out = kubectl_ok(
+        bed,
+        &["apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", &crds, "-f", &manifests],
+        None,
+    )
+    .await;
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/chatclusters.switchboard.dev",
+        "namespace/switchboard-system",
+        "serviceaccount/switchboard-operator",
+        "clusterrole.rbac.authorization.k8s.io/switchboard-operator",
+        "role.rbac.authorization.k8s.io/switchboard-operator-leader-election",
+        "deployment.apps/switchboard-operator",
+    ] {
+        assert!(out.contains(object), "{object} missing from: {out}");
+    }
+    // The operator's account may do what it needs and nothing broader.
+    let can = |verb: &'static str, resource: &'static str| async move {
+        let (_, out) = kubectl(bed, &["auth", "can-i", verb, resource, "--all-namespaces", "--as", OPERATOR_SA], None).await;
+        out.trim() == "yes"
+    };
+    assert!(can("patch", "deployments.apps").await);
+    assert!(can("watch", "endpointslices.discovery.k8s.io").await);
+    assert!(!can("delete", "deployments.apps").await);
+    assert!(!can("delete", "pods").await);
+    assert!(!can("update", "secrets").await);
+    assert!(!can("create", "clusterroles.rbac.authorization.k8s.io").await);
+}
+
+#[tokio::test]
 async fn rbac_grants_no_wildcards() {
     let text = std::fs::read_to_string(format!("{REPO}/manifests/10-rbac.yaml")).expect("rbac");
     for doc in serde_yaml::Deserializer::from_str(&text) {
