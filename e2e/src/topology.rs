@@ -655,6 +655,39 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// Like [`bin_dir`], but when a binary is missing, build `chat-node` and `registry` with cargo (in
+/// release when the running executable is a release build) and look again. For the tools people start
+/// with `cargo run` (`topology`, `chat-bench`), so the README's one command works on a fresh clone;
+/// tests rely on the test command having built the workspace instead.
+pub fn bin_dir_or_build(names: &[&str]) -> Result<PathBuf> {
+    match bin_dir(names) {
+        Err(Error::MissingBinary { .. }) => {}
+        found => return found,
+    }
+    let release = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.ends_with("release")))
+        .unwrap_or(false);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-p", "chat-node", "-p", "registry"]);
+    if release {
+        build.arg("--release");
+    }
+    eprintln!("chat-node/registry not built yet: running {build:?}");
+    let status = build.status().map_err(|source| Error::Io {
+        what: format!("running {build:?}"),
+        source,
+    })?;
+    if !status.success() {
+        return Err(Error::Io {
+            what: format!("{build:?}"),
+            source: std::io::Error::other(status.to_string()),
+        });
+    }
+    bin_dir(names)
+}
+
 /// The directory holding the built `names`: `SWITCHBOARD_BIN_DIR`, else the running executable's
 /// profile directory, else `$CARGO_TARGET_DIR/{debug,release}`.
 pub fn bin_dir(names: &[&str]) -> Result<PathBuf> {

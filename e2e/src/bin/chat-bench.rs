@@ -88,10 +88,10 @@ async fn main() -> anyhow::Result<()> {
                 "1000000",
             ])
         };
+        let bin = e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
         let t = Topology::start(config)
             .await
             .context("starting Redis + 2 chat-nodes")?;
-        let bin = e2e::topology::bin_dir(&["chat-node", "registry"])?;
         println!(
             "topology: redis + 2 chat-nodes + 1 registry, binaries from {}",
             bin.display()

@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         log_filter: args.log,
         external_redis: ha.as_ref().map(e2e::ha::RedisHa::flags),
     };
+    e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
     let mut topology = Topology::start(config)
         .await
         .context("starting the topology")?;
