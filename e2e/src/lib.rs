@@ -1,6 +1,6 @@
 //! End-to-end support for Switchboard: test client, local topologies, test bed, load tools.
 pub mod client;
-pub mod topology;
-pub mod testbed;
 pub mod fault;
 pub mod ha;
+pub mod testbed;
+pub mod topology;
