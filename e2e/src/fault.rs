@@ -95,12 +95,16 @@ impl Outcome {
     }
 }
 
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// Column headings of [`Outcome::table_row`].
+pub const TABLE_HEADER: &str = "scenario             sent  acked delivered  lost   dup order unfinished reconnects  rec p50  rec p99  rec max";
+
+impl Outcome {
+    /// One line of the fault report, under [`TABLE_HEADER`].
+    pub fn table_row(&self, scenario: &str) -> String {
         let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
-        write!(
-            f,
-            "sent={} acked={} delivered={} lost={} duplicated={} out_of_order={} unfinished={} reconnects={} recovery p50={} p99={} max={}",
+        format!(
+            "{:<18} {:>6} {:>6} {:>9} {:>5} {:>5} {:>5} {:>10} {:>10} {:>8} {:>8} {:>8}",
+            scenario,
             self.sent,
             self.acked,
             self.delivered,
@@ -113,6 +117,12 @@ impl std::fmt::Display for Outcome {
             ms(self.recovery_percentile(99.0)),
             ms(self.recovery_percentile(100.0)),
         )
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{TABLE_HEADER}\n{}", self.table_row("outcome"))
     }
 }
 

@@ -4,7 +4,7 @@
 //! `cargo run --release -p e2e --bin fault-report -- --help`
 
 use clap::Parser;
-use e2e::fault::{Load, Scenario, run_scenario};
+use e2e::fault::{Load, Scenario, TABLE_HEADER, run_scenario};
 use std::time::Duration;
 
 /// Fault report: every scenario, counted message by message.
@@ -31,20 +31,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    println!(
-        "{:<18} {:>6} {:>6} {:>9} {:>5} {:>5} {:>5} {:>10} {:>8} {:>8} {:>8}",
-        "scenario",
-        "sent",
-        "acked",
-        "delivered",
-        "lost",
-        "dup",
-        "order",
-        "reconnects",
-        "rec p50",
-        "rec p99",
-        "rec max"
-    );
+    println!("{TABLE_HEADER}");
     let mut clean = true;
     for scenario in Scenario::ALL {
         if args.only.as_deref().is_some_and(|o| o != scenario.name()) {
@@ -58,21 +45,7 @@ async fn main() -> anyhow::Result<()> {
             ..Load::default()
         };
         let o = run_scenario(scenario, load).await?;
-        let ms = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
-        println!(
-            "{:<18} {:>6} {:>6} {:>9} {:>5} {:>5} {:>5} {:>10} {:>8} {:>8} {:>8}",
-            scenario.name(),
-            o.sent,
-            o.acked,
-            o.delivered,
-            o.lost,
-            o.duplicated,
-            o.out_of_order,
-            o.recoveries.len(),
-            ms(o.recovery_percentile(50.0)),
-            ms(o.recovery_percentile(99.0)),
-            ms(o.recovery_percentile(100.0)),
-        );
+        println!("{}", o.table_row(scenario.name()));
         clean &= o.is_clean();
     }
     if !clean {
