@@ -918,3 +918,93 @@ pub fn owned_labels(cc: &ChatCluster) -> BTreeMap<String, String> {
         ),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crd_missing_says_how_to_install_it() {
+        let message = Error::CrdMissing.to_string();
+        assert!(message.contains("kubectl apply -f crds/"), "{message}");
+        assert_eq!(Error::CrdMissing.metric_label(), "crd_missing");
+    }
+
+    #[test]
+    fn pause_annotation_is_read_case_insensitively() {
+        let cc = ChatCluster::test("demo");
+        assert!(!is_paused(&cc));
+        assert!(is_paused(
+            &cc.clone().with_meta_annotation(PAUSED_ANNOTATION, "True")
+        ));
+        assert!(!is_paused(
+            &cc.with_meta_annotation(PAUSED_ANNOTATION, "false")
+        ));
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let cc = ChatCluster::test("demo");
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            &cc,
+            condition::READY,
+            false,
+            "RollingOut",
+            "a".to_owned(),
+        );
+        let first = conditions[0].last_transition_time.clone();
+        std::thread::sleep(Duration::from_millis(5));
+        set_condition(
+            &mut conditions,
+            &cc,
+            condition::READY,
+            false,
+            "RollingOut",
+            "b".to_owned(),
+        );
+        assert_eq!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions[0].message, "b");
+        set_condition(
+            &mut conditions,
+            &cc,
+            condition::READY,
+            true,
+            "AllReady",
+            "c".to_owned(),
+        );
+        assert_ne!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_only_when_every_replica_is_updated_and_ready() {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(2);
+        d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            ready_replicas: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(
+            deployment_replicas(Some(&d), 3),
+            (
+                Replicas {
+                    ready: 3,
+                    desired: 3
+                },
+                false
+            )
+        );
+        // Scaling down: an extra old pod still exists.
+        assert!(deployment_replicas(Some(&d), 2).1);
+        if let Some(s) = d.status.as_mut() {
+            s.observed_generation = Some(1);
+        }
+        assert!(deployment_replicas(Some(&d), 3).1);
+        assert!(deployment_replicas(None, 1).1);
+    }
+}
