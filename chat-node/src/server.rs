@@ -170,13 +170,18 @@ async fn connection(node: Arc<Node>, mut socket: WebSocket, handshake: Handshake
     )
     .await;
     session.end().await;
-    if drained {
-        let _ = tx
-            .send(Out::Close(
-                close::RESTART,
-                "node shutting down, ask the registry again",
-            ))
-            .await;
+    // The writer ends on an explicit close: the handle (shared with the hub until `end`) holds a
+    // sender too, so the queue never closes by itself.
+    let goodbye = if drained {
+        Out::Close(close::RESTART, "node shutting down, ask the registry again")
+    } else {
+        Out::Close(close::NORMAL, "")
+    };
+    if tokio::time::timeout(CLOSE_SEND_TIMEOUT, tx.send(goodbye))
+        .await
+        .is_err()
+    {
+        kill.cancel();
     }
     drop(tx);
     let _ = writer.await;
