@@ -88,7 +88,17 @@ async fn install(bed: &TestBed) {
             let rbac = format!("{REPO}/manifests/10-rbac.yaml");
             kubectl_ok(
                 bed,
-                &["apply", "--server-side", "--force-conflicts", "-f", &crds, "-f", &ns, "-f", &rbac],
+                &[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "-f",
+                    &crds,
+                    "-f",
+                    &ns,
+                    "-f",
+                    &rbac,
+                ],
                 None,
             )
             .await;
@@ -120,9 +130,10 @@ fn logging() {
 /// A client that acts as the operator's ServiceAccount (RBAC applies to it).
 async fn operator_client(bed: &TestBed) -> Client {
     let kubeconfig = Kubeconfig::read_from(bed.kubeconfig()).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("client config");
     config.auth_info.impersonate = Some(OPERATOR_SA.to_owned());
     Client::try_from(config).expect("impersonating client")
 }
@@ -173,7 +184,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -192,7 +206,9 @@ async fn create_cluster(client: &Client, ns: &str, cc: ChatCluster) -> ChatClust
     cc.metadata.namespace = Some(ns.to_owned());
     cc.metadata.uid = None;
     cc.metadata.generation = None;
-    api.create(&PostParams::default(), &cc).await.expect("create ChatCluster")
+    api.create(&PostParams::default(), &cc)
+        .await
+        .expect("create ChatCluster")
 }
 
 fn condition(cc: &ChatCluster, type_: &str) -> Option<(String, String, String)> {
@@ -200,7 +216,13 @@ fn condition(cc: &ChatCluster, type_: &str) -> Option<(String, String, String)> 
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-async fn wait_condition(client: &Client, ns: &str, name: &str, type_: &str, status: &str) -> ChatCluster {
+async fn wait_condition(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+) -> ChatCluster {
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), ns);
     eventually(&format!("{name} {type_}={status}"), || async {
         let cc = api.get(name).await.ok()?;
@@ -220,9 +242,8 @@ fn is_ready(pod: &Pod) -> bool {
 
 async fn node_pods(client: &Client, ns: &str, name: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = format!(
-        "app.kubernetes.io/instance={name},app.kubernetes.io/component=chat-node"
-    );
+    let selector =
+        format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=chat-node");
     pods.list(&ListParams::default().labels(&selector))
         .await
         .map(|l| l.items)
@@ -230,15 +251,18 @@ async fn node_pods(client: &Client, ns: &str, name: &str) -> Vec<Pod> {
 }
 
 async fn ready_node_pods(client: &Client, ns: &str, name: &str, count: usize) -> BTreeSet<String> {
-    eventually(&format!("{count} ready chat-node pods of {name}"), || async {
-        let ready: BTreeSet<String> = node_pods(client, ns, name)
-            .await
-            .iter()
-            .filter(|p| is_ready(p))
-            .map(|p| p.name_any())
-            .collect();
-        (ready.len() == count).then_some(ready)
-    })
+    eventually(
+        &format!("{count} ready chat-node pods of {name}"),
+        || async {
+            let ready: BTreeSet<String> = node_pods(client, ns, name)
+                .await
+                .iter()
+                .filter(|p| is_ready(p))
+                .map(|p| p.name_any())
+                .collect();
+            (ready.len() == count).then_some(ready)
+        },
+    )
     .await
 }
 
@@ -279,7 +303,12 @@ async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, S
         .collect()
 }
 
-async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str) -> (String, String, String) {
+async fn wait_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> (String, String, String) {
     eventually(&format!("event {reason} on {name}"), || async {
         events(client, ns, name)
             .await
@@ -306,7 +335,14 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     kubectl_ok(bed, &["apply", "-n", n, "-f", &example], None).await;
     let out = kubectl_ok(
         bed,
-        &["wait", "-n", n, "--for=condition=Ready", "chatcluster/chat", "--timeout=90s"],
+        &[
+            "wait",
+            "-n",
+            n,
+            "--for=condition=Ready",
+            "chatcluster/chat",
+            "--timeout=90s",
+        ],
         None,
     )
     .await;
@@ -318,14 +354,31 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     assert_eq!(status.observed_generation, cc.metadata.generation);
     assert_eq!((status.nodes.ready, status.nodes.desired), (2, 2));
     assert_eq!((status.registries.ready, status.registries.desired), (2, 2));
-    assert_eq!((status.redis.data_nodes.ready, status.redis.data_nodes.desired), (3, 3));
-    assert_eq!((status.redis.sentinels.ready, status.redis.sentinels.desired), (3, 3));
+    assert_eq!(
+        (
+            status.redis.data_nodes.ready,
+            status.redis.data_nodes.desired
+        ),
+        (3, 3)
+    );
+    assert_eq!(
+        (status.redis.sentinels.ready, status.redis.sentinels.desired),
+        (3, 3)
+    );
     assert_eq!(
         status.selector.as_deref(),
-        Some("app.kubernetes.io/component=chat-node,app.kubernetes.io/instance=chat,app.kubernetes.io/name=switchboard")
+        Some(
+            "app.kubernetes.io/component=chat-node,app.kubernetes.io/instance=chat,app.kubernetes.io/name=switchboard"
+        )
     );
-    assert_eq!(condition(&cc, "Degraded").map(|c| c.0).as_deref(), Some("False"));
-    assert_eq!(condition(&cc, "Progressing").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(
+        condition(&cc, "Degraded").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_eq!(
+        condition(&cc, "Progressing").map(|c| c.0).as_deref(),
+        Some("False")
+    );
 
     // Every owned object exists and is controlled by the ChatCluster.
     let uid = cc.metadata.uid.clone().expect("uid");
@@ -342,7 +395,9 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), n);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), n);
     for name in ["chat-node", "chat-registry"] {
-        assert!(controlled(&deployments.get(name).await.expect(name).metadata));
+        assert!(controlled(
+            &deployments.get(name).await.expect(name).metadata
+        ));
         assert!(controlled(&services.get(name).await.expect(name).metadata));
         assert!(controlled(&pdbs.get(name).await.expect(name).metadata));
     }
@@ -355,22 +410,39 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
         assert!(controlled(&svc.metadata));
         assert_eq!(svc.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
     }
-    assert!(controlled(&configs.get("chat-redis-scripts").await.expect("scripts").metadata));
-    let secret = secrets.get("chat-redis-auth").await.expect("password Secret");
+    assert!(controlled(
+        &configs
+            .get("chat-redis-scripts")
+            .await
+            .expect("scripts")
+            .metadata
+    ));
+    let secret = secrets
+        .get("chat-redis-auth")
+        .await
+        .expect("password Secret");
     assert!(controlled(&secret.metadata));
     let password = secret.data.clone().expect("data")["password"].0.clone();
     assert_eq!(password.len(), 64);
 
     // Reconciles never rotate the password; changing it rolls the pods (new template hash).
     let hash = |d: &Deployment| {
-        d.spec.template.metadata.clone().and_then(|m| m.annotations).unwrap_or_default()
-            ["switchboard.dev/config-hash"]
+        d.spec
+            .template
+            .metadata
+            .clone()
+            .and_then(|m| m.annotations)
+            .unwrap_or_default()["switchboard.dev/config-hash"]
             .clone()
     };
     let before = hash(&deployments.get("chat-node").await.expect("deployment"));
     let patch = json!({ "stringData": { "password": "a-new-password" } });
     secrets
-        .patch("chat-redis-auth", &PatchParams::default(), &Patch::Merge(patch))
+        .patch(
+            "chat-redis-auth",
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
         .await
         .expect("change password");
     let after = eventually("the chat-node template hash changes", || async {
@@ -398,16 +470,28 @@ async fn production_example_is_accepted_and_rendered() {
     let example = format!("{REPO}/manifests/examples/production.yaml");
     kubectl_ok(bed, &["apply", "-n", n, "-f", &example], None).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    let d = eventually("chat-prod-node", || async { deployments.get("chat-prod-node").await.ok() }).await;
+    let d = eventually("chat-prod-node", || async {
+        deployments.get("chat-prod-node").await.ok()
+    })
+    .await;
     assert_eq!(d.spec.replicas, Some(6));
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
-    let redis = eventually("chat-prod-redis", || async { sets.get("chat-prod-redis").await.ok() }).await;
+    let redis = eventually("chat-prod-redis", || async {
+        sets.get("chat-prod-redis").await.ok()
+    })
+    .await;
     assert!(redis.spec.volume_claim_templates.is_some());
     let sentinels = sets.get("chat-prod-sentinel").await.expect("sentinels");
     assert_eq!(sentinels.spec.replicas, Some(5));
     let services: Api<Service> = Api::namespaced(client.clone(), n);
-    let svc = services.get("chat-prod-registry").await.expect("registry service");
-    assert_eq!(svc.spec.and_then(|s| s.type_).as_deref(), Some("LoadBalancer"));
+    let svc = services
+        .get("chat-prod-registry")
+        .await
+        .expect("registry service");
+    assert_eq!(
+        svc.spec.and_then(|s| s.type_).as_deref(),
+        Some("LoadBalancer")
+    );
 }
 
 #[tokio::test]
@@ -416,16 +500,31 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
     let ns = new_namespace(bed, "op-bad").await;
     let n = ns.name();
     let cases = [
-        ("{redis: {managed: {sentinels: 2}}}", "sentinels must be odd"),
-        ("{redis: {managed: {sentinels: 3, quorum: 5}}}", "quorum must not exceed"),
-        ("{redis: {mode: External}}", "spec.redis.external is required when spec.redis.mode is External"),
+        (
+            "{redis: {managed: {sentinels: 2}}}",
+            "sentinels must be odd",
+        ),
+        (
+            "{redis: {managed: {sentinels: 3, quorum: 5}}}",
+            "quorum must not exceed",
+        ),
+        (
+            "{redis: {mode: External}}",
+            "spec.redis.external is required when spec.redis.mode is External",
+        ),
         (
             "{redis: {mode: External, external: {url: 'redis://a:6379', sentinels: ['b:26379']}}}",
             "set exactly one of url or sentinels",
         ),
-        ("{redis: {mode: External, external: {url: 'http://a'}}}", "must start with redis://"),
+        (
+            "{redis: {mode: External, external: {url: 'http://a'}}}",
+            "must start with redis://",
+        ),
         ("{nodes: {replicas: -1}}", "greater than or equal to 0"),
-        ("{nodes: {advertiseUrl: 'http://x'}}", "must start with ws:// or wss://"),
+        (
+            "{nodes: {advertiseUrl: 'http://x'}}",
+            "must start with ws:// or wss://",
+        ),
         ("{nodes: {capacity: 0}}", "greater than or equal to 1"),
     ];
     for (spec, message) in cases {
@@ -434,7 +533,10 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
         );
         let (ok, out) = kubectl(bed, &["apply", "-n", n, "-f", "-"], Some(&doc)).await;
         assert!(!ok, "{spec} was accepted");
-        assert!(out.contains(message), "{spec}: expected {message:?} in {out}");
+        assert!(
+            out.contains(message),
+            "{spec}: expected {message:?} in {out}"
+        );
     }
 }
 
@@ -444,7 +546,9 @@ async fn missing_password_secret_is_degraded_with_an_actionable_message() {
     let ns = new_namespace(bed, "op-degraded").await;
     let n = ns.name();
     let client = bed.client().expect("client");
-    let redis = RedisServer::start_with_password("s3cret").await.expect("redis-server");
+    let redis = RedisServer::start_with_password("s3cret")
+        .await
+        .expect("redis-server");
     let _operator = start_operator(bed, n).await;
     let cc = ChatCluster::test("ext")
         .with_external_url(&format!("redis://127.0.0.1:{}", redis.port()))
@@ -454,8 +558,14 @@ async fn missing_password_secret_is_degraded_with_an_actionable_message() {
     let cc = wait_condition(&client, n, "ext", "Degraded", "True").await;
     let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
     assert_eq!(reason, "PasswordSecretNotFound");
-    assert!(message.contains("create secret generic redis-pw"), "{message}");
-    assert_eq!(condition(&cc, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert!(
+        message.contains("create secret generic redis-pw"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&cc, "Ready").map(|c| c.0).as_deref(),
+        Some("False")
+    );
     let (type_, _, note) = wait_event(&client, n, "ext", "Degraded").await;
     assert_eq!(type_, "Warning");
     assert!(note.contains("redis-pw"), "{note}");
@@ -463,12 +573,23 @@ async fn missing_password_secret_is_degraded_with_an_actionable_message() {
     // Doing what the message says heals it.
     kubectl_ok(
         bed,
-        &["-n", n, "create", "secret", "generic", "redis-pw", "--from-literal=password=s3cret"],
+        &[
+            "-n",
+            n,
+            "create",
+            "secret",
+            "generic",
+            "redis-pw",
+            "--from-literal=password=s3cret",
+        ],
         None,
     )
     .await;
     let cc = wait_condition(&client, n, "ext", "Degraded", "False").await;
-    assert_eq!(condition(&cc, "Degraded").map(|c| c.1).as_deref(), Some("AsExpected"));
+    assert_eq!(
+        condition(&cc, "Degraded").map(|c| c.1).as_deref(),
+        Some("AsExpected")
+    );
     wait_condition(&client, n, "ext", "Ready", "True").await;
     wait_event(&client, n, "ext", "Recovered").await;
 }
@@ -483,7 +604,12 @@ async fn kubectl_scale_drives_the_deployment_and_the_status() {
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
     wait_condition(&client, n, "demo", "Ready", "True").await;
 
-    kubectl_ok(bed, &["-n", n, "scale", "chatcluster/demo", "--replicas", "5"], None).await;
+    kubectl_ok(
+        bed,
+        &["-n", n, "scale", "chatcluster/demo", "--replicas", "5"],
+        None,
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     eventually("the Deployment follows to 5", || async {
         let d = deployments.get("demo-node").await.ok()?;
@@ -500,11 +626,22 @@ async fn kubectl_scale_drives_the_deployment_and_the_status() {
     // The scale subresource reads the same numbers back.
     let out = kubectl_ok(
         bed,
-        &["-n", n, "get", "--subresource=scale", "chatcluster/demo", "-o", "jsonpath={.spec.replicas}/{.status.replicas}/{.status.selector}"],
+        &[
+            "-n",
+            n,
+            "get",
+            "--subresource=scale",
+            "chatcluster/demo",
+            "-o",
+            "jsonpath={.spec.replicas}/{.status.replicas}/{.status.selector}",
+        ],
         None,
     )
     .await;
-    assert!(out.starts_with("5/5/app.kubernetes.io/component=chat-node"), "{out}");
+    assert!(
+        out.starts_with("5/5/app.kubernetes.io/component=chat-node"),
+        "{out}"
+    );
     let (_, _, note) = wait_event(&client, n, "demo", "Scaled").await;
     assert!(note.contains("from 2 to 5"), "{note}");
 }
@@ -517,23 +654,42 @@ async fn load_set_follows_pod_readiness_and_resync_repairs_drift() {
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(&client, n, ChatCluster::test("demo").with_nodes(3).with_external_url(&redis.url())).await;
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("demo")
+            .with_nodes(3)
+            .with_external_url(&redis.url()),
+    )
+    .await;
     let ls = loadset(&redis, &format!("{n}/demo")).await;
 
     let ready = ready_node_pods(&client, n, "demo", 3).await;
-    members_become(&ls, &ready, Duration::from_secs(10), "the load set = the 3 ready pods").await;
+    members_become(
+        &ls,
+        &ready,
+        Duration::from_secs(10),
+        "the load set = the 3 ready pods",
+    )
+    .await;
 
     // Not ready -> out; ready again -> in; each within a second.
     let victim = ready.iter().next().cloned().expect("a pod");
-    sim::set_pod_ready(&client, n, &victim, false).await.expect("not ready");
+    sim::set_pod_ready(&client, n, &victim, false)
+        .await
+        .expect("not ready");
     let mut without = ready.clone();
     without.remove(&victim);
     members_become(&ls, &without, FOLLOW, "a not-ready pod leaves the load set").await;
-    sim::set_pod_ready(&client, n, &victim, true).await.expect("ready");
+    sim::set_pod_ready(&client, n, &victim, true)
+        .await
+        .expect("ready");
     members_become(&ls, &ready, FOLLOW, "a ready-again pod rejoins").await;
 
     // Gone -> out at once; its replacement joins once ready.
-    sim::remove_pod_now(&client, n, &victim).await.expect("delete pod");
+    sim::remove_pod_now(&client, n, &victim)
+        .await
+        .expect("delete pod");
     eventually_within("the deleted pod leaves the load set", FOLLOW, || async {
         let members = ls.members().await.ok()?;
         (!members.contains(&victim)).then_some(())
@@ -544,21 +700,36 @@ async fn load_set_follows_pod_readiness_and_resync_repairs_drift() {
         (!now.contains(&victim)).then_some(now)
     })
     .await;
-    members_become(&ls, &replaced, Duration::from_secs(5), "the replacement joins").await;
+    members_become(
+        &ls,
+        &replaced,
+        Duration::from_secs(5),
+        "the replacement joins",
+    )
+    .await;
 
     // Drift by hand is repaired by the periodic resync (2 s here).
     ls.add_member("ghost-pod").await.expect("add by hand");
     let gone = replaced.iter().next().cloned().expect("a member");
     ls.remove_member(&gone).await.expect("remove by hand");
-    members_become(&ls, &replaced, Duration::from_secs(6), "the resync repairs drift").await;
+    members_become(
+        &ls,
+        &replaced,
+        Duration::from_secs(6),
+        "the resync repairs drift",
+    )
+    .await;
 
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
-    eventually("status.loadSetMembers = 3 and the master reported", || async {
-        let s = api.get("demo").await.ok()?.status?;
-        (s.load_set_members == Some(3)
-            && s.redis.current_master == Some(format!("127.0.0.1:{}", redis.port())))
-        .then_some(())
-    })
+    eventually(
+        "status.loadSetMembers = 3 and the master reported",
+        || async {
+            let s = api.get("demo").await.ok()?.status?;
+            (s.load_set_members == Some(3)
+                && s.redis.current_master == Some(format!("127.0.0.1:{}", redis.port())))
+            .then_some(())
+        },
+    )
     .await;
 }
 
@@ -570,22 +741,51 @@ async fn two_chat_clusters_never_see_each_others_members_and_deletion_cleans_up(
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(&client, n, ChatCluster::test("alpha").with_nodes(2).with_external_url(&redis.url())).await;
-    create_cluster(&client, n, ChatCluster::test("beta").with_nodes(3).with_external_url(&redis.url())).await;
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("alpha")
+            .with_nodes(2)
+            .with_external_url(&redis.url()),
+    )
+    .await;
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("beta")
+            .with_nodes(3)
+            .with_external_url(&redis.url()),
+    )
+    .await;
     let alpha = loadset(&redis, &format!("{n}/alpha")).await;
     let beta = loadset(&redis, &format!("{n}/beta")).await;
     let alpha_pods = ready_node_pods(&client, n, "alpha", 2).await;
     let beta_pods = ready_node_pods(&client, n, "beta", 3).await;
-    members_become(&alpha, &alpha_pods, Duration::from_secs(10), "alpha's members").await;
+    members_become(
+        &alpha,
+        &alpha_pods,
+        Duration::from_secs(10),
+        "alpha's members",
+    )
+    .await;
     members_become(&beta, &beta_pods, Duration::from_secs(10), "beta's members").await;
     assert!(alpha_pods.is_disjoint(&beta_pods));
 
     // The finalizer is there (External mode); deleting alpha removes its objects and keys only.
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
     let cc = api.get("alpha").await.expect("alpha");
-    assert!(cc.finalizers().iter().any(|f| f == operator::loadset_sync::FINALIZER));
-    api.delete("alpha", &DeleteParams::background()).await.expect("delete alpha");
-    eventually("alpha is gone", || async { api.get_opt("alpha").await.ok()?.is_none().then_some(()) }).await;
+    assert!(
+        cc.finalizers()
+            .iter()
+            .any(|f| f == operator::loadset_sync::FINALIZER)
+    );
+    api.delete("alpha", &DeleteParams::background())
+        .await
+        .expect("delete alpha");
+    eventually("alpha is gone", || async {
+        api.get_opt("alpha").await.ok()?.is_none().then_some(())
+    })
+    .await;
     let prefix = Keys::new(&format!("{n}/alpha")).scan_pattern();
     let keys = redis.command(&["KEYS", &prefix]).await.expect("KEYS");
     assert!(keys.items().is_empty(), "alpha's keys remain: {keys:?}");
@@ -602,7 +802,13 @@ async fn two_chat_clusters_never_see_each_others_members_and_deletion_cleans_up(
     })
     .await;
     assert_eq!(beta.members().await.expect("beta members"), beta_pods);
-    assert!(deployments.get_opt("beta-node").await.expect("get").is_some());
+    assert!(
+        deployments
+            .get_opt("beta-node")
+            .await
+            .expect("get")
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -613,7 +819,14 @@ async fn scale_down_removes_the_least_loaded_pods_first() {
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(&client, n, ChatCluster::test("demo").with_nodes(4).with_external_url(&redis.url())).await;
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("demo")
+            .with_nodes(4)
+            .with_external_url(&redis.url()),
+    )
+    .await;
     let ls = loadset(&redis, &format!("{n}/demo")).await;
     let pods = ready_node_pods(&client, n, "demo", 4).await;
     members_become(&ls, &pods, Duration::from_secs(10), "4 members").await;
@@ -621,17 +834,24 @@ async fn scale_down_removes_the_least_loaded_pods_first() {
     // Connection counts as the nodes would report them: two busy, two nearly idle.
     let loads: BTreeMap<String, u64> = pods.iter().cloned().zip([900, 3, 700, 5]).collect();
     for (pod, load) in &loads {
-        assert!(ls.update_score(pod, *load).await.expect("score"), "{pod} is a member");
+        assert!(
+            ls.update_score(pod, *load).await.expect("score"),
+            "{pod} is a member"
+        );
     }
-    eventually("pod-deletion-cost = connection count on every pod", || async {
-        let all = node_pods(&client, n, "demo").await;
-        all.iter()
-            .all(|p| {
-                p.annotations().get(operator::loadset_sync::POD_DELETION_COST)
-                    == loads.get(&p.name_any()).map(u64::to_string).as_ref()
-            })
-            .then_some(())
-    })
+    eventually(
+        "pod-deletion-cost = connection count on every pod",
+        || async {
+            let all = node_pods(&client, n, "demo").await;
+            all.iter()
+                .all(|p| {
+                    p.annotations()
+                        .get(operator::loadset_sync::POD_DELETION_COST)
+                        == loads.get(&p.name_any()).map(u64::to_string).as_ref()
+                })
+                .then_some(())
+        },
+    )
     .await;
 
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
@@ -642,18 +862,31 @@ async fn scale_down_removes_the_least_loaded_pods_first() {
     )
     .await
     .expect("scale down");
-    let busy: BTreeSet<String> = loads.iter().filter(|(_, l)| **l > 100).map(|(p, _)| p.clone()).collect();
-    eventually("the ReplicaSet controller keeps the two busy pods", || async {
-        let left: BTreeSet<String> = node_pods(&client, n, "demo")
-            .await
-            .into_iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .map(|p| p.name_any())
-            .collect();
-        (left == busy).then_some(())
-    })
+    let busy: BTreeSet<String> = loads
+        .iter()
+        .filter(|(_, l)| **l > 100)
+        .map(|(p, _)| p.clone())
+        .collect();
+    eventually(
+        "the ReplicaSet controller keeps the two busy pods",
+        || async {
+            let left: BTreeSet<String> = node_pods(&client, n, "demo")
+                .await
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| p.name_any())
+                .collect();
+            (left == busy).then_some(())
+        },
+    )
     .await;
-    members_become(&ls, &busy, Duration::from_secs(5), "the load set keeps the busy pods").await;
+    members_become(
+        &ls,
+        &busy,
+        Duration::from_secs(5),
+        "the load set keeps the busy pods",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -666,21 +899,57 @@ async fn pause_annotation_stops_reconciling_until_removed() {
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
     wait_condition(&client, n, "demo", "Ready", "True").await;
 
-    kubectl_ok(bed, &["-n", n, "annotate", "chatcluster/demo", &format!("{PAUSED_ANNOTATION}=true")], None).await;
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "annotate",
+            "chatcluster/demo",
+            &format!("{PAUSED_ANNOTATION}=true"),
+        ],
+        None,
+    )
+    .await;
     let cc = eventually("Progressing=False/Paused", || async {
         let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
         let cc = api.get("demo").await.ok()?;
         (condition(&cc, "Progressing")?.1 == "Paused").then_some(cc)
     })
     .await;
-    assert!(condition(&cc, "Progressing").expect("condition").2.contains(PAUSED_ANNOTATION));
-    kubectl_ok(bed, &["-n", n, "scale", "chatcluster/demo", "--replicas", "4"], None).await;
+    assert!(
+        condition(&cc, "Progressing")
+            .expect("condition")
+            .2
+            .contains(PAUSED_ANNOTATION)
+    );
+    kubectl_ok(
+        bed,
+        &["-n", n, "scale", "chatcluster/demo", "--replicas", "4"],
+        None,
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let d = deployments.get("demo-node").await.expect("deployment");
-    assert_eq!(d.spec.replicas, Some(2), "a paused ChatCluster was reconciled");
+    assert_eq!(
+        d.spec.replicas,
+        Some(2),
+        "a paused ChatCluster was reconciled"
+    );
 
-    kubectl_ok(bed, &["-n", n, "annotate", "chatcluster/demo", &format!("{PAUSED_ANNOTATION}-")], None).await;
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "annotate",
+            "chatcluster/demo",
+            &format!("{PAUSED_ANNOTATION}-"),
+        ],
+        None,
+    )
+    .await;
     eventually("the Deployment follows once resumed", || async {
         let d = deployments.get("demo-node").await.ok()?;
         (d.spec.replicas == Some(4)).then_some(())
@@ -695,15 +964,24 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
     let n = ns.name();
     let client = bed.client().expect("client");
     let master = RedisServer::start().await.expect("master");
-    let replica = RedisServer::builder().replica_of(&master).start().await.expect("replica");
-    replica.wait_for_sync(Duration::from_secs(20)).await.expect("replica synced");
+    let replica = RedisServer::builder()
+        .replica_of(&master)
+        .start()
+        .await
+        .expect("replica");
+    replica
+        .wait_for_sync(Duration::from_secs(20))
+        .await
+        .expect("replica synced");
     let sentinel = Sentinel::builder(&master).start().await.expect("sentinel");
     let _operator = start_operator(bed, n).await;
     let addr = sentinel.addr();
     create_cluster(
         &client,
         n,
-        ChatCluster::test("demo").with_nodes(1).with_external_sentinels(&[addr.as_str()], sentinel.master_name()),
+        ChatCluster::test("demo")
+            .with_nodes(1)
+            .with_external_sentinels(&[addr.as_str()], sentinel.master_name()),
     )
     .await;
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
@@ -714,9 +992,13 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
     })
     .await;
 
-    let reply = registry::testing::command(sentinel.port(), None, &["SENTINEL", "FAILOVER", sentinel.master_name()])
-        .await
-        .expect("SENTINEL FAILOVER");
+    let reply = registry::testing::command(
+        sentinel.port(),
+        None,
+        &["SENTINEL", "FAILOVER", sentinel.master_name()],
+    )
+    .await
+    .expect("SENTINEL FAILOVER");
     assert_eq!(reply.as_str(), Some("OK"), "{reply:?}");
     let replica_addr = format!("127.0.0.1:{}", replica.port());
     eventually("status follows the failover", || async {
@@ -725,7 +1007,28 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
     })
     .await;
     let (_, _, note) = wait_event(&client, n, "demo", "MasterChanged").await;
-    assert!(note.contains(&master_addr) && note.contains(&replica_addr), "{note}");
+    assert!(
+        note.contains(&master_addr) && note.contains(&replica_addr),
+        "{note}"
+    );
+}
+
+/// One operator replica campaigning on `lease`; aborting the task is a crash (no Lease release).
+async fn spawn_elected(
+    bed: &TestBed,
+    ns: &str,
+    identity: &str,
+    lease: LeaseConfig,
+) -> tokio::task::JoinHandle<Result<(), operator::server::Error>> {
+    logging();
+    let client = operator_client(bed).await;
+    tokio::spawn(run_with_leader_election(
+        client,
+        settings(ns, identity),
+        Arc::new(Metrics::new()),
+        lease,
+        CancellationToken::new(),
+    ))
 }
 
 #[tokio::test]
@@ -742,23 +1045,9 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
         c.retry_interval = Duration::from_millis(500);
         c
     };
-    let start = |identity: &'static str| {
-        let lease = lease_config(identity);
-        async move {
-            logging();
-            let client = operator_client(bed).await;
-            tokio::spawn(run_with_leader_election(
-                client,
-                settings(n, identity),
-                Arc::new(Metrics::new()),
-                lease,
-                CancellationToken::new(),
-            ))
-        }
-    };
-    let first = start("operator-a").await;
+    let first = spawn_elected(bed, n, "operator-a", lease_config("operator-a")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = start("operator-b").await;
+    let second = spawn_elected(bed, n, "operator-b", lease_config("operator-b")).await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "switchboard-system");
     let holder = |l: Lease| l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
     let leader = eventually("a leader", || async {
@@ -773,13 +1062,23 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
     // Kill the leader (no release: its future is dropped, as in a crash); the standby takes over.
     first.abort();
     let killed = Instant::now();
-    eventually_within("the standby takes the Lease", Duration::from_secs(10), || async {
-        (holder(leases.get(&lease_name).await.ok()?) == "operator-b").then_some(())
-    })
+    eventually_within(
+        "the standby takes the Lease",
+        Duration::from_secs(10),
+        || async { (holder(leases.get(&lease_name).await.ok()?) == "operator-b").then_some(()) },
+    )
     .await;
     let took = killed.elapsed();
-    assert!(took <= Duration::from_secs(4) + Duration::from_secs(2), "takeover took {took:?}");
-    kubectl_ok(bed, &["-n", n, "scale", "chatcluster/demo", "--replicas", "3"], None).await;
+    assert!(
+        took <= Duration::from_secs(4) + Duration::from_secs(2),
+        "takeover took {took:?}"
+    );
+    kubectl_ok(
+        bed,
+        &["-n", n, "scale", "chatcluster/demo", "--replicas", "3"],
+        None,
+    )
+    .await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     eventually("the new leader reconciles", || async {
         let d = deployments.get("demo-node").await.ok()?;
@@ -799,7 +1098,16 @@ async fn crds_and_manifests_install_with_one_kubectl_apply() {
     // What the README tells a user to run, checked by the API server (dry run: the bed runs no images).
     let out = kubectl_ok(
         bed,
-        &["apply", "--dry-run=server", "--server-side", "--force-conflicts", "-f", &crds, "-f", &manifests],
+        &[
+            "apply",
+            "--dry-run=server",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &crds,
+            "-f",
+            &manifests,
+        ],
         None,
     )
     .await;
@@ -815,7 +1123,20 @@ async fn crds_and_manifests_install_with_one_kubectl_apply() {
     }
     // The operator's account may do what it needs and nothing broader.
     let can = |verb: &'static str, resource: &'static str| async move {
-        let (_, out) = kubectl(bed, &["auth", "can-i", verb, resource, "--all-namespaces", "--as", OPERATOR_SA], None).await;
+        let (_, out) = kubectl(
+            bed,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--all-namespaces",
+                "--as",
+                OPERATOR_SA,
+            ],
+            None,
+        )
+        .await;
         out.trim() == "yes"
     };
     assert!(can("patch", "deployments.apps").await);
