@@ -137,6 +137,13 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     let server = {
         let stop = stop_server.clone();
         tokio::spawn(async move {
+            // Frames are small and latency matters more than packet count: without TCP_NODELAY an
+            // ack written right after a message waits for the client's delayed ACK (~40 ms).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
             let serve = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
