@@ -1098,16 +1098,7 @@ async fn crds_and_manifests_install_with_one_kubectl_apply() {
     // What the README tells a user to run, checked by the API server (dry run: the bed runs no images).
     let out = kubectl_ok(
         bed,
-        &[
-            "apply",
-            "--dry-run=server",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            &crds,
-            "-f",
-            &manifests,
-        ],
+        &["apply", "--dry-run=server", "-f", &crds, "-f", &manifests],
         None,
     )
     .await;
@@ -1145,6 +1136,38 @@ async fn crds_and_manifests_install_with_one_kubectl_apply() {
     assert!(!can("delete", "pods").await);
     assert!(!can("update", "secrets").await);
     assert!(!can("create", "clusterroles.rbac.authorization.k8s.io").await);
+}
+
+#[tokio::test]
+async fn an_object_the_api_server_refuses_degrades_the_chat_cluster() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-invalid").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("demo")
+            .with_nodes(1)
+            .with_label("team", "not a valid value!"),
+    )
+    .await;
+    let cc = wait_condition(&client, n, "demo", "Degraded", "True").await;
+    let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("fix the ChatCluster spec"), "{message}");
+    assert!(message.contains("not a valid value!"), "{message}");
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "labels": { "team": "chat" } } })),
+    )
+    .await
+    .expect("fix the label");
+    wait_condition(&client, n, "demo", "Ready", "True").await;
 }
 
 #[tokio::test]

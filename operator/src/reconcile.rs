@@ -466,6 +466,15 @@ async fn resolve_password(
                     .get(&reference.secret)
                     .await
                     .map_err(Error::kube("get", "Secret", &reference.secret))?,
+                Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 422 => {
+                    return Ok(Err(Problem {
+                        reason: "InvalidSpec",
+                        message: format!(
+                            "the API server refused Secret {}: {} — fix the ChatCluster spec",
+                            reference.secret, s.message
+                        ),
+                    }));
+                }
                 Err(source) => {
                     return Err(Error::kube("create", "Secret", &reference.secret)(source));
                 }

@@ -567,3 +567,18 @@ fn rendering_without_uid_is_an_error_not_a_panic() {
         Err(Error::MissingMetadata("uid"))
     ));
 }
+
+#[test]
+fn start_scripts_are_valid_posix_shell() {
+    for (name, script) in [("redis.sh", REDIS_SCRIPT), ("sentinel.sh", SENTINEL_SCRIPT)] {
+        let out = std::process::Command::new("sh")
+            .args(["-n", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
