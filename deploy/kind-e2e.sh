@@ -34,8 +34,17 @@ done
 docker pull redis:7.4-alpine
 kind load docker-image --name "$CLUSTER" redis:7.4-alpine
 
-# 1. The same suites as on the test bed (they only read KUBECONFIG).
-cargo test -p e2e --test testbed --test operator
+# 1. The same suites as on the test bed (they only read KUBECONFIG). Skipped here: the operator scenarios
+#    that point chat-node pods at a redis-server on the test machine's loopback (External mode) and flip
+#    readiness by hand; real pods cannot reach that Redis, and a kubelet owns their readiness. Step 2 covers
+#    the load set with real pods and real Redis instead.
+cargo test -p e2e --test testbed
+cargo test -p e2e --test operator -- \
+  --skip load_set_follows_pod_readiness \
+  --skip two_chat_clusters_never_see \
+  --skip scale_down_removes_the_least_loaded \
+  --skip missing_password_secret_is_degraded \
+  --skip current_master_comes_from_real_sentinels
 
 # 2. Install exactly as a user does, then a real chat system with real pods.
 kubectl apply --server-side -f crds/ -f manifests/
