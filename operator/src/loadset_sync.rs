@@ -14,7 +14,8 @@
 //!
 //! Each ChatCluster has its own cluster id (`<namespace>/<name>`), hence its own key prefix, so chat
 //! systems sharing one Redis never see each other's members. In Managed mode the Redis keys live and die
-//! with the managed Redis pods, so no finalizer is needed there.
+//! with the managed Redis pods, so no finalizer is needed there. The pause annotation
+//! ([`crate::reconcile::PAUSED_ANNOTATION`]) stops this sync too: during maintenance nothing writes Redis.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
