@@ -466,11 +466,12 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     assert!(redis.contains("requirepass ${REDIS_PASSWORD}"));
     assert!(redis.contains("masterauth ${REDIS_PASSWORD}"));
     assert!(redis.contains("[ -n \"$master\" ] || master=\"$first\""));
-    assert!(redis.contains("replicaof ${master} 6379"));
+    assert!(redis.contains("replicaof ${master} ${redis_port}"));
+    assert!(redis.contains("redis_port=\"${REDIS_PORT:-6379}\""));
     let sentinel = &data["sentinel.sh"];
     assert!(sentinel.contains("sentinel resolve-hostnames yes"));
     assert!(sentinel.contains("sentinel announce-hostnames yes"));
-    assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} 6379 ${QUORUM}"));
+    assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} ${redis_port} ${QUORUM}"));
     assert!(sentinel.contains("sentinel auth-pass ${MASTER_NAME} ${REDIS_PASSWORD}"));
 }
 

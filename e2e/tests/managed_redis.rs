@@ -1,0 +1,291 @@
+//! The operator's managed Redis start scripts (`operator/src/resources/redis.sh`, `sentinel.sh`) run as
+//! real processes: three data nodes and three sentinels, each on its own loopback address standing in for
+//! a pod's stable host name, started and restarted in several orders. Every time they must agree on
+//! exactly one master, with every replica linked to it and every sentinel naming it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REDIS_SCRIPT: &str = include_str!("../../operator/src/resources/redis.sh");
+const SENTINEL_SCRIPT: &str = include_str!("../../operator/src/resources/sentinel.sh");
+const PASSWORD: &str = "managed-secret";
+const MASTER_NAME: &str = "switchboard";
+const CONVERGE: Duration = Duration::from_secs(40);
+
+struct Pod {
+    host: String,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+struct Bed {
+    data: Vec<Pod>,
+    sentinels: Vec<Pod>,
+    redis_port: u16,
+    sentinel_port: u16,
+    _root: PathBuf,
+}
+
+fn port_free_on(hosts: &[String], port: u16) -> bool {
+    hosts
+        .iter()
+        .all(|h| TcpListener::bind((h.as_str(), port)).is_ok())
+}
+
+fn require(binary: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {binary}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{binary} is missing: apt-get install redis-server redis-sentinel (redis-tools)"
+    );
+}
+
+impl Bed {
+    fn new() -> Self {
+        for b in ["redis-server", "redis-sentinel", "redis-cli", "timeout"] {
+            require(b);
+        }
+        let net = fastrand::u8(10..250);
+        let data: Vec<String> = (1..=3).map(|i| format!("127.{net}.1.{i}")).collect();
+        let sentinels: Vec<String> = (1..=3).map(|i| format!("127.{net}.2.{i}")).collect();
+        let all: Vec<String> = data.iter().chain(&sentinels).cloned().collect();
+        let pick = || loop {
+            let p = fastrand::u16(20_000..60_000);
+            if port_free_on(&all, p) {
+                return p;
+            }
+        };
+        let (redis_port, sentinel_port) = (pick(), pick());
+        let root = std::env::temp_dir().join(format!(
+            "switchboard-managed-redis-{}-{net}",
+            std::process::id()
+        ));
+        let pod = |kind: &str, i: usize, host: &String| Pod {
+            host: host.clone(),
+            dir: root.join(format!("{kind}-{i}")),
+            child: None,
+        };
+        Bed {
+            data: data
+                .iter()
+                .enumerate()
+                .map(|(i, h)| pod("redis", i, h))
+                .collect(),
+            sentinels: sentinels
+                .iter()
+                .enumerate()
+                .map(|(i, h)| pod("sentinel", i, h))
+                .collect(),
+            redis_port,
+            sentinel_port,
+            _root: root,
+        }
+    }
+
+    fn hosts(pods: &[Pod]) -> String {
+        pods.iter()
+            .map(|p| p.host.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn command(&self, script: &str, pod: &Pod) -> Command {
+        std::fs::create_dir_all(&pod.dir).expect("pod dir");
+        let mut c = Command::new("sh");
+        c.args(["-c", script])
+            .env("SELF_HOST", &pod.host)
+            .env("FIRST_HOST", &self.data[0].host)
+            .env("REDIS_HOSTS", Self::hosts(&self.data))
+            .env("SENTINEL_HOSTS", Self::hosts(&self.sentinels))
+            .env("MASTER_NAME", MASTER_NAME)
+            .env("REDIS_PASSWORD", PASSWORD)
+            .env("QUORUM", "2")
+            .env("REDIS_PORT", self.redis_port.to_string())
+            .env("SENTINEL_PORT", self.sentinel_port.to_string())
+            .env("CONF_DIR", pod.dir.join("conf"))
+            .env("DATA_DIR", pod.dir.join("data"))
+            .env("BIND", &pod.host)
+            .env("DOWN_AFTER_MS", "1000")
+            .env("FAILOVER_TIMEOUT_MS", "3000")
+            .stdin(Stdio::null());
+        let log = std::fs::File::create(pod.dir.join("log")).expect("log");
+        let err = log.try_clone().expect("log");
+        c.stdout(log).stderr(err);
+        c
+    }
+
+    fn start_data(&mut self, i: usize) {
+        let child = self
+            .command(REDIS_SCRIPT, &self.data[i])
+            .spawn()
+            .expect("start redis.sh");
+        self.data[i].child = Some(child);
+        self.wait_up(&self.data[i].host.clone(), self.redis_port, true);
+    }
+
+    fn start_sentinel(&mut self, i: usize) {
+        let child = self
+            .command(SENTINEL_SCRIPT, &self.sentinels[i])
+            .spawn()
+            .expect("start sentinel.sh");
+        self.sentinels[i].child = Some(child);
+        self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port, false);
+    }
+
+    fn wait_up(&self, host: &str, port: u16, auth: bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while cli(host, port, auth, &["ping"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "{host}:{port} did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(pods: &mut [Pod], i: usize) {
+        if let Some(mut c) = pods[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until exactly one live data node is master, every other live one is its replica with the
+    /// link up, and every live sentinel names it. Returns the master's host.
+    fn converged(&self, what: &str) -> String {
+        let deadline = Instant::now() + CONVERGE;
+        let mut last = String::new();
+        loop {
+            match self.agreement() {
+                Ok(master) => return master,
+                Err(why) => last = why,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no agreement after {CONVERGE:?}: {last}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn agreement(&self) -> Result<String, String> {
+        let live = |pods: &[Pod]| {
+            pods.iter()
+                .filter(|p| p.child.is_some())
+                .map(|p| p.host.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut masters = Vec::new();
+        let mut replicas = Vec::new();
+        for h in live(&self.data) {
+            let info = cli(&h, self.redis_port, true, &["info", "replication"]);
+            if info.contains("role:master") {
+                masters.push(h);
+            } else {
+                replicas.push((h, info));
+            }
+        }
+        let [master] = masters.as_slice() else {
+            return Err(format!("masters: {masters:?}"));
+        };
+        for (h, info) in &replicas {
+            if !info.contains(&format!("master_host:{master}"))
+                || !info.contains("master_link_status:up")
+            {
+                return Err(format!("{h} is not a linked replica of {master}"));
+            }
+        }
+        for s in live(&self.sentinels) {
+            let named = cli(
+                &s,
+                self.sentinel_port,
+                false,
+                &["sentinel", "get-master-addr-by-name", MASTER_NAME],
+            );
+            if named.lines().next() != Some(master.as_str()) {
+                return Err(format!("sentinel {s} names {named:?}, not {master}"));
+            }
+        }
+        Ok(master.clone())
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for i in 0..self.data.len() {
+            Self::kill(&mut self.data, i);
+        }
+        for i in 0..self.sentinels.len() {
+            Self::kill(&mut self.sentinels, i);
+        }
+    }
+}
+
+fn cli(host: &str, port: u16, auth: bool, args: &[&str]) -> String {
+    let mut c = Command::new("redis-cli");
+    c.args(["-h", host, "-p", &port.to_string()]).args(args);
+    if auth {
+        c.env("REDISCLI_AUTH", PASSWORD);
+    }
+    c.output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).replace('\r', ""))
+        .unwrap_or_default()
+}
+
+fn index_of(pods: &[Pod], host: &str) -> usize {
+    pods.iter()
+        .position(|p| p.host == host)
+        .expect("a known host")
+}
+
+#[test]
+fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
+    let mut bed = Bed::new();
+
+    // Bootstrap: the first pod becomes master, the others follow it, the sentinels watch it.
+    for i in 0..3 {
+        bed.start_data(i);
+    }
+    for i in 0..3 {
+        bed.start_sentinel(i);
+    }
+    let master = bed.converged("bootstrap");
+    assert_eq!(master, bed.data[0].host, "a new system bootstraps on pod 0");
+
+    // The master dies: the sentinels promote a replica.
+    Bed::kill(&mut bed.data, 0);
+    let promoted = bed.converged("failover");
+    assert_ne!(promoted, bed.data[0].host);
+
+    // The old master restarts: it asks the sentinels and comes back as a replica, not a second master.
+    bed.start_data(0);
+    assert_eq!(bed.converged("old master back"), promoted);
+
+    // Every sentinel restarts, in reverse order: their configuration is rebuilt from the live master,
+    // not from pod 0.
+    for i in (0..3).rev() {
+        Bed::kill(&mut bed.sentinels, i);
+    }
+    for i in (0..3).rev() {
+        bed.start_sentinel(i);
+    }
+    assert_eq!(
+        bed.converged("sentinels restarted"),
+        promoted,
+        "no sentinel watches a stale address"
+    );
+
+    // Every data node restarts, the replicas first: they follow the master the sentinels name, and the
+    // master keeps its role when it returns.
+    let m = index_of(&bed.data, &promoted);
+    for i in 0..3 {
+        Bed::kill(&mut bed.data, i);
+    }
+    let order: Vec<usize> = (0..3).filter(|&i| i != m).chain([m]).collect();
+    for i in order {
+        bed.start_data(i);
+    }
+    assert_eq!(bed.converged("data nodes restarted"), promoted);
+}
