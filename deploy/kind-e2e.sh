@@ -58,13 +58,21 @@ kubectl -n chat-e2e get chatcluster chat -o wide
 test "$(kubectl -n chat-e2e get chatcluster chat -o jsonpath='{.status.loadSetMembers}')" = "2"
 kubectl -n chat-e2e get chatcluster chat -o jsonpath='{.status.redis.currentMaster}' | grep -q chat-redis-
 
-# Clients chat through the registry: assign, connect, send, receive (e2e's test client over a port-forward).
+# Clients chat through the registry: it assigns ready nodes; then two clients on two different chat-node
+# pods (reached over port-forwards) talk through the real Redis in the cluster.
 kubectl -n chat-e2e port-forward service/chat-registry 18081:80 >/dev/null 2>&1 &
 PF=$!
-trap 'kill $PF 2>/dev/null || true; cleanup' EXIT
+pods=($(kubectl -n chat-e2e get pods -l app.kubernetes.io/component=chat-node -o jsonpath='{.items[*].metadata.name}'))
+test "${#pods[@]}" -ge 2
+kubectl -n chat-e2e port-forward "pod/${pods[0]}" 18091:8080 >/dev/null 2>&1 &
+PA=$!
+kubectl -n chat-e2e port-forward "pod/${pods[1]}" 18092:8080 >/dev/null 2>&1 &
+PB=$!
+trap 'kill $PF $PA $PB 2>/dev/null || true; cleanup' EXIT
 sleep 3
 curl -fsS http://127.0.0.1:18081/v1/assign
 echo
+cargo run -q -p e2e --bin chat-probe -- --a ws://127.0.0.1:18091/ws --b ws://127.0.0.1:18092/ws
 # Scale through the scale subresource; the load set follows the new ready pods.
 kubectl -n chat-e2e scale chatcluster/chat --replicas 3
 kubectl -n chat-e2e wait --for=jsonpath='{.status.loadSetMembers}'=3 chatcluster/chat --timeout=180s

@@ -156,7 +156,7 @@ impl Bed {
     /// link up, and every live sentinel names it. Returns the master's host.
     fn converged(&self, what: &str) -> String {
         let deadline = Instant::now() + CONVERGE;
-        let mut last = String::new();
+        let mut last;
         loop {
             match self.agreement() {
                 Ok(master) => return master,
