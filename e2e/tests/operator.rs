@@ -281,6 +281,36 @@ async fn members_become(ls: &LoadSet, want: &BTreeSet<String>, within: Duration,
     .await;
 }
 
+/// Creates an external-Redis ChatCluster `name` with `nodes` chat-nodes and waits until exactly its
+/// ready pods are the load set; returns the load set and those pods.
+async fn external_cluster_in_load_set(
+    client: &Client,
+    ns: &str,
+    redis: &RedisServer,
+    name: &str,
+    nodes: usize,
+) -> (LoadSet, BTreeSet<String>) {
+    let replicas = i32::try_from(nodes).expect("a small node count");
+    create_cluster(
+        client,
+        ns,
+        ChatCluster::test(name)
+            .with_nodes(replicas)
+            .with_external_url(&redis.url()),
+    )
+    .await;
+    let ls = loadset(redis, &format!("{ns}/{name}")).await;
+    let pods = ready_node_pods(client, ns, name, nodes).await;
+    members_become(
+        &ls,
+        &pods,
+        Duration::from_secs(10),
+        &format!("{name}: the load set = its {nodes} ready pods"),
+    )
+    .await;
+    (ls, pods)
+}
+
 async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
@@ -654,24 +684,7 @@ async fn load_set_follows_pod_readiness_and_resync_repairs_drift() {
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(
-        &client,
-        n,
-        ChatCluster::test("demo")
-            .with_nodes(3)
-            .with_external_url(&redis.url()),
-    )
-    .await;
-    let ls = loadset(&redis, &format!("{n}/demo")).await;
-
-    let ready = ready_node_pods(&client, n, "demo", 3).await;
-    members_become(
-        &ls,
-        &ready,
-        Duration::from_secs(10),
-        "the load set = the 3 ready pods",
-    )
-    .await;
+    let (ls, ready) = external_cluster_in_load_set(&client, n, &redis, "demo", 3).await;
 
     // Not ready -> out; ready again -> in; each within a second.
     let victim = ready.iter().next().cloned().expect("a pod");
@@ -741,34 +754,8 @@ async fn two_chat_clusters_never_see_each_others_members_and_deletion_cleans_up(
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(
-        &client,
-        n,
-        ChatCluster::test("alpha")
-            .with_nodes(2)
-            .with_external_url(&redis.url()),
-    )
-    .await;
-    create_cluster(
-        &client,
-        n,
-        ChatCluster::test("beta")
-            .with_nodes(3)
-            .with_external_url(&redis.url()),
-    )
-    .await;
-    let alpha = loadset(&redis, &format!("{n}/alpha")).await;
-    let beta = loadset(&redis, &format!("{n}/beta")).await;
-    let alpha_pods = ready_node_pods(&client, n, "alpha", 2).await;
-    let beta_pods = ready_node_pods(&client, n, "beta", 3).await;
-    members_become(
-        &alpha,
-        &alpha_pods,
-        Duration::from_secs(10),
-        "alpha's members",
-    )
-    .await;
-    members_become(&beta, &beta_pods, Duration::from_secs(10), "beta's members").await;
+    let (_alpha, alpha_pods) = external_cluster_in_load_set(&client, n, &redis, "alpha", 2).await;
+    let (beta, beta_pods) = external_cluster_in_load_set(&client, n, &redis, "beta", 3).await;
     assert!(alpha_pods.is_disjoint(&beta_pods));
 
     // The finalizer is there (External mode); deleting alpha removes its objects and keys only.
@@ -819,17 +806,7 @@ async fn scale_down_removes_the_least_loaded_pods_first() {
     let client = bed.client().expect("client");
     let redis = RedisServer::start().await.expect("redis-server");
     let _operator = start_operator(bed, n).await;
-    create_cluster(
-        &client,
-        n,
-        ChatCluster::test("demo")
-            .with_nodes(4)
-            .with_external_url(&redis.url()),
-    )
-    .await;
-    let ls = loadset(&redis, &format!("{n}/demo")).await;
-    let pods = ready_node_pods(&client, n, "demo", 4).await;
-    members_become(&ls, &pods, Duration::from_secs(10), "4 members").await;
+    let (ls, pods) = external_cluster_in_load_set(&client, n, &redis, "demo", 4).await;
 
     // Connection counts as the nodes would report them: two busy, two nearly idle.
     let loads: BTreeMap<String, u64> = pods.iter().cloned().zip([900, 3, 700, 5]).collect();
