@@ -87,3 +87,75 @@ async fn ha_topology_logs_never_contain_the_password() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent() {
+    use registry::testing::RedisServer;
+    let master = RedisServer::start().await.expect("master");
+    let replica = RedisServer::builder()
+        .replica_of(&master)
+        .start()
+        .await
+        .expect("replica");
+    let mut config = TopologyConfig::scaled(1, 1).with_node_args([
+        "--ack-replicas",
+        "1",
+        "--ack-timeout-ms",
+        "300",
+    ]);
+    config.external_redis = Some(vec!["--redis-url".into(), master.url()]);
+    let topology = Topology::start(config).await.expect("topology");
+    let url = topology.node_ws_url(0);
+    let mut alice = e2e::client::ChatClient::connect(&url, "alice")
+        .await
+        .expect("alice");
+    alice.join("wait-room", None).await.expect("join");
+    let first = alice
+        .send("wait-room", "one", Some("c-1"))
+        .await
+        .expect("acked while the replica is up");
+    assert_eq!(first.seq, 1);
+
+    replica.stop().expect("SIGSTOP the replica");
+    let refused = alice
+        .send("wait-room", "two", Some("c-2"))
+        .await
+        .expect_err("no replica can confirm");
+    assert_eq!(refused.server_code(), Some("unavailable"), "{refused}");
+
+    // Stored on the master but unconfirmed: not in anybody's view, not even through history.
+    let mut bob = e2e::client::ChatClient::connect(&url, "bob")
+        .await
+        .expect("bob");
+    let joined = bob
+        .join("wait-room", Some(0))
+        .await
+        .expect("bob joins with since");
+    assert_eq!(joined.last_seq, 1);
+    let page = bob.history("wait-room", None, None).await.expect("history");
+    assert_eq!(page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+
+    // The replica comes back; alice resends the same client_id: the original is confirmed, acked as a
+    // duplicate with its sequence, and delivered to bob once.
+    replica.resume().expect("SIGCONT the replica");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ack = loop {
+        match alice.send("wait-room", "two", Some("c-2")).await {
+            Ok(ack) => break ack,
+            Err(e)
+                if e.server_code() == Some("unavailable")
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("resend failed: {e}"),
+        }
+    };
+    assert!(ack.duplicate, "the resend finds the stored original");
+    assert_eq!(ack.seq, 2);
+    let got = bob
+        .wait_message("wait-room", |m| m.seq == 2, Duration::from_secs(5))
+        .await
+        .expect("bob gets it live");
+    assert_eq!(got.body, "two");
+}

@@ -6,12 +6,14 @@
 //! ```text
 //! room:<r>:seq            string   last sequence of room r (INCR)
 //! room:<r>:log            stream   the last history_cap messages, entry id "<seq>-1", field f = frame
+//! room:<r>:log:visible    string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there
 //! room:<r>:cid:<u>:<cid>  string   "seq|id|ts" of a post, for idempotent resends (expires)
 //! room:<r>:members        set      users present in r (pruned against pres)
 //! room:<r>:pres:<u>       zset     node -> expiry ms: where user u is present in r
 //! room:<r>:read           zset     user -> read marker
 //! user:<u>:dmseq          string   last direct-message sequence of u
 //! user:<u>:inbox          stream   direct messages to u (capped, expires 7 days after the last)
+//! user:<u>:inbox:visible  string   as room:<r>:log:visible, for the inbox
 //! user:<u>:cid:<from>:<cid> string idempotency of direct messages
 //! user:<u>:online         zset     node -> expiry ms
 //! dmcursor                zset     user -> direct-message sequence delivered up to
@@ -72,12 +74,23 @@ return {1, result, seq .. ' ' .. frame}
 const CONFIRM: &str = r#"
 local e = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[1] .. '-1')
 if #e == 0 or string.find(e[1][2][2], '"id":"' .. ARGV[2] .. '"', 1, true) == nil then return 0 end
+local visible = tonumber(redis.call('GET', KEYS[2]) or '0')
+if tonumber(ARGV[1]) > visible then redis.call('SET', KEYS[2], ARGV[1]) end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[3]) end
 return 1
 "#;
 
+// Reads take ARGV "bounded" = 1 when acks wait for replicas: then nothing above the log's "visible"
+// mark (KEYS[2], the highest confirmed sequence) is shown, so no client sees a message a failover can take
+// back and whose sequence could then be reused.
 const RANGE_AFTER: &str = r#"
-local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-1', '+', 'COUNT', ARGV[2])
+local top = '+'
+if ARGV[3] == '1' then
+  local upto = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if upto <= tonumber(ARGV[1]) then return {} end
+  top = upto .. '-1'
+end
+local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-1', top, 'COUNT', ARGV[2])
 local out = {}
 for _, e in ipairs(r) do out[#out + 1] = e[1]; out[#out + 1] = e[2][2] end
 return out
@@ -86,6 +99,11 @@ return out
 const RANGE_BEFORE: &str = r#"
 local top = '+'
 if ARGV[1] ~= 'max' then top = '(' .. ARGV[1] .. '-1' end
+if ARGV[3] == '1' then
+  local upto = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if upto == 0 then return {} end
+  if ARGV[1] == 'max' or upto < tonumber(ARGV[1]) then top = upto .. '-1' end
+end
 local r = redis.call('XREVRANGE', KEYS[1], top, '-', 'COUNT', ARGV[2])
 local out = {}
 for _, e in ipairs(r) do out[#out + 1] = e[1]; out[#out + 1] = e[2][2] end
@@ -94,6 +112,7 @@ return out
 
 const BOUNDS: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[1] == '1' then last = math.min(last, tonumber(redis.call('GET', KEYS[3]) or '0')) end
 local first = 0
 local r = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #r > 0 then first = tonumber(string.match(r[1][1], '^(%d+)')) end
@@ -102,6 +121,7 @@ return {first, last}
 
 const DM_STATE: &str = r#"
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] == '1' then last = math.min(last, tonumber(redis.call('GET', KEYS[3]) or '0')) end
 local cursor = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0')
 return {last, cursor}
 "#;
@@ -301,6 +321,11 @@ fn to_u64(v: &Value) -> u64 {
     }
 }
 
+/// The key of a log's "visible" mark: the highest sequence confirmed by replicas (see `CONFIRM`).
+fn visible_key(log: &str) -> String {
+    format!("{log}:visible")
+}
+
 fn seq_of_id(id: &str) -> u64 {
     id.split('-')
         .next()
@@ -440,7 +465,7 @@ impl Inner {
             Some(p) => String::from_utf8(p.to_vec())
                 .map_err(|_| Error::Protocol("frame is not UTF-8".into()))?,
             None => self
-                .range_after(log_key.clone(), posted.seq.saturating_sub(1), 1)
+                .range_after(log_key.clone(), posted.seq.saturating_sub(1), 1, false)
                 .await?
                 .into_iter()
                 .find(|f| f.seq == posted.seq)
@@ -450,7 +475,7 @@ impl Inner {
         let on_master = self
             .eval(
                 &SCRIPTS.confirm,
-                vec![log_key],
+                vec![log_key.clone(), visible_key(&log_key)],
                 vec![posted.seq.to_string(), posted.id.clone(), payload, channel],
             )
             .await?;
@@ -463,12 +488,29 @@ impl Inner {
         Ok(posted)
     }
 
-    async fn range_after(&self, log: String, after: u64, limit: usize) -> Result<Vec<Stored>> {
+    /// True when reads must stop at the confirmed ("visible") mark.
+    fn bounded(&self) -> &'static str {
+        if self.durability.replicas > 0 {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    async fn range_after(
+        &self,
+        log: String,
+        after: u64,
+        limit: usize,
+        bounded: bool,
+    ) -> Result<Vec<Stored>> {
+        let visible = visible_key(&log);
+        let flag = if bounded { self.bounded() } else { "0" };
         let v = self
             .eval(
                 &SCRIPTS.range_after,
-                vec![log],
-                vec![after.to_string(), limit.max(1).to_string()],
+                vec![log, visible],
+                vec![after.to_string(), limit.max(1).to_string(), flag.to_owned()],
             )
             .await?;
         stored_pairs(v)
@@ -494,7 +536,7 @@ impl Inner {
             Some(l) if seq <= l => return,
             Some(l) if seq > l + 1 => {
                 match self
-                    .range_after(self.log_of(&topic), l, (seq - l - 1) as usize)
+                    .range_after(self.log_of(&topic), l, (seq - l - 1) as usize, true)
                     .await
                 {
                     Ok(missing) => {
@@ -517,7 +559,12 @@ impl Inner {
         let topics: Vec<(Topic, u64)> = cursors.iter().map(|(t, s)| (t.clone(), *s)).collect();
         for (topic, last) in topics {
             match self
-                .range_after(self.log_of(&topic), last, self.history_cap.max(INBOX_CAP))
+                .range_after(
+                    self.log_of(&topic),
+                    last,
+                    self.history_cap.max(INBOX_CAP),
+                    true,
+                )
                 .await
             {
                 Ok(missing) => {
@@ -637,12 +684,15 @@ impl Backend for RedisBackend {
     }
 
     fn bounds(&self, room: &str) -> BoxFut<'_, Bounds> {
+        let log = self.inner.names.room(room, "log");
         let keys = vec![
             self.inner.names.room(room, "seq"),
-            self.inner.names.room(room, "log"),
+            log.clone(),
+            visible_key(&log),
         ];
+        let args = vec![self.inner.bounded().to_owned()];
         Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.bounds, keys, vec![]).await?)?;
+            let a = into_array(self.inner.eval(&SCRIPTS.bounds, keys, args).await?)?;
             Ok(Bounds {
                 first: a.first().map_or(0, to_u64),
                 last: a.get(1).map_or(0, to_u64),
@@ -652,7 +702,7 @@ impl Backend for RedisBackend {
 
     fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
         let log = self.inner.names.room(room, "log");
-        Box::pin(self.inner.range_after(log, after, limit))
+        Box::pin(self.inner.range_after(log, after, limit, true))
     }
 
     fn history_before(&self, room: &str, before: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
@@ -667,8 +717,12 @@ impl Backend for RedisBackend {
                 .inner
                 .eval(
                     &SCRIPTS.range_before,
-                    vec![log],
-                    vec![top, limit.max(1).to_string()],
+                    vec![log.clone(), visible_key(&log)],
+                    vec![
+                        top,
+                        limit.max(1).to_string(),
+                        self.inner.bounded().to_owned(),
+                    ],
                 )
                 .await?;
             let mut page = stored_pairs(v)?;
@@ -679,17 +733,18 @@ impl Backend for RedisBackend {
 
     fn dms_after(&self, user: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
         let log = self.inner.names.user(user, "inbox");
-        Box::pin(self.inner.range_after(log, after, limit))
+        Box::pin(self.inner.range_after(log, after, limit, true))
     }
 
     fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)> {
         let keys = vec![
             self.inner.names.user(user, "dmseq"),
             self.inner.names.keys.key("dmcursor"),
+            visible_key(&self.inner.names.user(user, "inbox")),
         ];
-        let user = user.to_owned();
+        let args = vec![user.to_owned(), self.inner.bounded().to_owned()];
         Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.dm_state, keys, vec![user]).await?)?;
+            let a = into_array(self.inner.eval(&SCRIPTS.dm_state, keys, args).await?)?;
             Ok((a.first().map_or(0, to_u64), a.get(1).map_or(0, to_u64)))
         })
     }
