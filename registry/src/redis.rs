@@ -524,49 +524,73 @@ async fn diagnose_sentinels(args: &RedisArgs, target: &str) -> Option<Error> {
     None
 }
 
-fn sentinel_auth_hint(error: &FredError, password_given: bool) -> Option<&'static str> {
+/// What an authentication failure was, read from the server's (or sentinel's) reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthProblem {
+    /// A password is required and the one given was not accepted.
+    NotAccepted,
+    /// A password is required and none was given.
+    NoneGiven,
+    /// The password given is wrong.
+    Wrong,
+    /// A password was given but none is configured.
+    NoneConfigured,
+    /// Some other refusal.
+    Refused,
+}
+
+fn auth_problem(error: &FredError, password_given: bool) -> Option<AuthProblem> {
     let details = error.details().to_ascii_uppercase();
     if details.contains("NOAUTH") {
         Some(if password_given {
-            "the sentinels require a password and the one given was not accepted"
+            AuthProblem::NotAccepted
         } else {
-            "the sentinels require a password and none was given (set --redis-sentinel-password)"
+            AuthProblem::NoneGiven
         })
     } else if details.contains("WRONGPASS")
         || details.contains("INVALID PASSWORD")
         || details.contains("INVALID USERNAME-PASSWORD")
     {
-        Some("a sentinel rejected --redis-sentinel-password (wrong password)")
+        Some(AuthProblem::Wrong)
     } else if details.contains("WITHOUT ANY PASSWORD CONFIGURED") {
-        Some("--redis-sentinel-password was given but the sentinels have no password configured")
+        Some(AuthProblem::NoneConfigured)
     } else if matches!(error.kind(), ErrorKind::Auth) {
-        Some("a sentinel refused authentication")
+        Some(AuthProblem::Refused)
     } else {
         None
     }
 }
 
+fn sentinel_auth_hint(error: &FredError, password_given: bool) -> Option<&'static str> {
+    auth_problem(error, password_given).map(|p| match p {
+        AuthProblem::NotAccepted => {
+            "the sentinels require a password and the one given was not accepted"
+        }
+        AuthProblem::NoneGiven => {
+            "the sentinels require a password and none was given (set --redis-sentinel-password)"
+        }
+        AuthProblem::Wrong => "a sentinel rejected --redis-sentinel-password (wrong password)",
+        AuthProblem::NoneConfigured => {
+            "--redis-sentinel-password was given but the sentinels have no password configured"
+        }
+        AuthProblem::Refused => "a sentinel refused authentication",
+    })
+}
+
 /// Maps a start-up failure to the variant that names its cause.
 fn classify(source: FredError, args: &RedisArgs, target: String) -> Error {
-    let details = source.details().to_ascii_uppercase();
-    let auth_hint = if details.contains("NOAUTH") {
-        Some(if args.redis_password.is_some() || url_has_password(args) {
+    let password_given = args.redis_password.is_some() || url_has_password(args);
+    let auth_hint = auth_problem(&source, password_given).map(|p| match p {
+        AuthProblem::NotAccepted => {
             "the server requires a password and the one given was not accepted"
-        } else {
+        }
+        AuthProblem::NoneGiven => {
             "the server requires a password and none was given (set --redis-password)"
-        })
-    } else if details.contains("WRONGPASS")
-        || details.contains("INVALID PASSWORD")
-        || details.contains("INVALID USERNAME-PASSWORD")
-    {
-        Some("wrong password")
-    } else if details.contains("WITHOUT ANY PASSWORD CONFIGURED") {
-        Some("a password was given but the server has none configured")
-    } else if matches!(source.kind(), ErrorKind::Auth) {
-        Some("authentication failed")
-    } else {
-        None
-    };
+        }
+        AuthProblem::Wrong => "wrong password",
+        AuthProblem::NoneConfigured => "a password was given but the server has none configured",
+        AuthProblem::Refused => "authentication failed",
+    });
     if let Some(hint) = auth_hint {
         return Error::Auth {
             target,
