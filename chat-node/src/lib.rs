@@ -193,15 +193,6 @@ impl Running {
         self.stop_tasks.cancel();
         tracing::info!(left = self.node.connections(), "stopped");
     }
-
-    /// Stops at once without draining (tests: simulate a crash of everything but the process).
-    pub fn abort(self) {
-        self.stop_tasks.cancel();
-        self.server.abort();
-        if let Some(m) = self.membership {
-            m.abort();
-        }
-    }
 }
 
 async fn maintenance(node: Arc<Node>, stop: CancellationToken) {

@@ -142,9 +142,4 @@ impl Node {
             }
         }
     }
-
-    /// Number of active bus subscriptions.
-    pub async fn subscription_count(&self) -> usize {
-        self.subscriptions.lock().await.len()
-    }
 }

@@ -103,12 +103,20 @@ async fn ws_upgrade(
         })
 }
 
-async fn close_now(mut socket: WebSocket, code: u16, reason: &'static str) {
+/// Sends a close frame, giving up after [`CLOSE_SEND_TIMEOUT`] on a client that stopped reading.
+async fn send_close<S>(sink: &mut S, code: u16, reason: &'static str)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
     let frame = Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from_static(reason),
     }));
-    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, socket.send(frame)).await;
+    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(frame)).await;
+}
+
+async fn close_now(mut socket: WebSocket, code: u16, reason: &'static str) {
+    send_close(&mut socket, code, reason).await;
 }
 
 async fn connection(node: Arc<Node>, mut socket: WebSocket, handshake: Handshake) {
@@ -262,65 +270,56 @@ async fn writer(
 ) {
     let mut ping = tokio::time::interval(crate::config::PING_INTERVAL);
     ping.tick().await;
-    let close_with = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }))
-    };
-    loop {
+    let closing = loop {
         tokio::select! {
             biased;
             () = kill.cancelled() => {
                 let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(close_with(code, close_reason(code)))).await;
-                break;
+                break Some((code, close_reason(code)));
             }
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
+                    break None;
                 }
             }
             out = rx.recv() => match out {
-                None => {
-                    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(close_with(close::NORMAL, ""))).await;
-                    break;
-                }
-                Some(Out::Close(code, reason)) => {
-                    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(close_with(code, reason))).await;
-                    break;
-                }
-                Some(Out::Frame(bytes)) => {
-                    if sink.feed(Message::Text(bytes)).await.is_err() {
-                        break;
-                    }
-                    let mut closing = None;
-                    while let Ok(more) = rx.try_recv() {
-                        match more {
-                            Out::Frame(b) => {
-                                if sink.feed(Message::Text(b)).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Out::Close(code, reason) => {
-                                closing = Some((code, reason));
-                                break;
-                            }
-                        }
-                    }
-                    if sink.flush().await.is_err() {
-                        break;
-                    }
-                    if let Some((code, reason)) = closing {
-                        let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(close_with(code, reason))).await;
-                        break;
-                    }
-                }
+                None => break Some((close::NORMAL, "")),
+                Some(first) => match write_batch(&mut sink, first, &mut rx).await {
+                    Ok(None) => {}
+                    Ok(Some(close)) => break Some(close),
+                    Err(()) => break None,
+                },
             }
         }
+    };
+    if let Some((code, reason)) = closing {
+        send_close(&mut sink, code, reason).await;
     }
     // Make the reader stop too if the writer ended first (socket error).
     kill.cancel();
+}
+
+/// Feeds `first` and everything already queued behind it, then flushes once. Returns the close
+/// request met on the way, if any; `Err` when the socket failed.
+async fn write_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+) -> Result<Option<(u16, &'static str)>, ()> {
+    let mut next = Some(first);
+    let mut closing = None;
+    while let Some(out) = next.take() {
+        match out {
+            Out::Frame(bytes) => sink.feed(Message::Text(bytes)).await.map_err(drop)?,
+            Out::Close(code, reason) => {
+                closing = Some((code, reason));
+                break;
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    sink.flush().await.map_err(drop)?;
+    Ok(closing)
 }
 
 fn close_reason(code: u16) -> &'static str {
