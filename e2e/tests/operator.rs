@@ -311,6 +311,34 @@ async fn external_cluster_in_load_set(
     (ls, pods)
 }
 
+/// `kubectl scale chatcluster/demo --replicas N` through the scale subresource.
+async fn scale_demo(bed: &TestBed, ns: &str, replicas: u32) {
+    let replicas = replicas.to_string();
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            ns,
+            "scale",
+            "chatcluster/demo",
+            "--replicas",
+            &replicas,
+        ],
+        None,
+    )
+    .await;
+}
+
+/// Waits until the `demo` chat-node Deployment asks for `replicas` pods.
+async fn demo_deployment_asks_for(client: &Client, ns: &str, replicas: i32, what: &str) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    eventually(what, || async {
+        let d = deployments.get("demo-node").await.ok()?;
+        (d.spec.replicas == Some(replicas)).then_some(())
+    })
+    .await;
+}
+
 async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     api.list(&ListParams::default())
@@ -634,18 +662,8 @@ async fn kubectl_scale_drives_the_deployment_and_the_status() {
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
     wait_condition(&client, n, "demo", "Ready", "True").await;
 
-    kubectl_ok(
-        bed,
-        &["-n", n, "scale", "chatcluster/demo", "--replicas", "5"],
-        None,
-    )
-    .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    eventually("the Deployment follows to 5", || async {
-        let d = deployments.get("demo-node").await.ok()?;
-        (d.spec.replicas == Some(5)).then_some(())
-    })
-    .await;
+    scale_demo(bed, n, 5).await;
+    demo_deployment_asks_for(&client, n, 5, "the Deployment follows to 5").await;
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
     eventually("status.nodes.ready = 5", || async {
         let cc = api.get("demo").await.ok()?;
@@ -900,12 +918,7 @@ async fn pause_annotation_stops_reconciling_until_removed() {
             .2
             .contains(PAUSED_ANNOTATION)
     );
-    kubectl_ok(
-        bed,
-        &["-n", n, "scale", "chatcluster/demo", "--replicas", "4"],
-        None,
-    )
-    .await;
+    scale_demo(bed, n, 4).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let d = deployments.get("demo-node").await.expect("deployment");
@@ -927,11 +940,7 @@ async fn pause_annotation_stops_reconciling_until_removed() {
         None,
     )
     .await;
-    eventually("the Deployment follows once resumed", || async {
-        let d = deployments.get("demo-node").await.ok()?;
-        (d.spec.replicas == Some(4)).then_some(())
-    })
-    .await;
+    demo_deployment_asks_for(&client, n, 4, "the Deployment follows once resumed").await;
 }
 
 #[tokio::test]
@@ -1050,18 +1059,8 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
         took <= Duration::from_secs(4) + Duration::from_secs(2),
         "takeover took {took:?}"
     );
-    kubectl_ok(
-        bed,
-        &["-n", n, "scale", "chatcluster/demo", "--replicas", "3"],
-        None,
-    )
-    .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    eventually("the new leader reconciles", || async {
-        let d = deployments.get("demo-node").await.ok()?;
-        (d.spec.replicas == Some(3)).then_some(())
-    })
-    .await;
+    scale_demo(bed, n, 3).await;
+    demo_deployment_asks_for(&client, n, 3, "the new leader reconciles").await;
     second.abort();
     let _ = leases.delete(&lease_name, &DeleteParams::default()).await;
 }
