@@ -1,11 +1,11 @@
 //! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
 
 use crate::limits::Limits;
-use registry::loadset::Membership;
-use registry::redis::RedisArgs;
-use registry::runtime::LogArgs;
 use std::net::SocketAddr;
 use std::time::Duration;
+use switchboard_loadset::Membership;
+use switchboard_redis::RedisArgs;
+use switchboard_runtime::LogArgs;
 
 /// Direct messages kept per user inbox.
 pub const INBOX_CAP: usize = 1000;

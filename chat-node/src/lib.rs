@@ -41,8 +41,8 @@ const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
 
 /// Runs a node until SIGTERM/Ctrl-C, then drains: not ready, `reconnect` to clients, close, exit.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    registry::runtime::init_tracing(&args.log);
-    let shutdown = registry::runtime::shutdown_on_signal();
+    switchboard_runtime::init_tracing(&args.log);
+    let shutdown = switchboard_runtime::shutdown_on_signal();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -88,15 +88,15 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     let metrics = Arc::new(metrics::Metrics::new(&hub));
     let stop_tasks = CancellationToken::new();
     let scaled = args.redis.is_configured();
-    let (backend, loadset): (Arc<dyn Backend>, Option<registry::loadset::LoadSet>) = if scaled {
-        let client = registry::redis::connect(&args.redis)
+    let (backend, loadset): (Arc<dyn Backend>, Option<switchboard_loadset::LoadSet>) = if scaled {
+        let client = switchboard_redis::connect(&args.redis)
             .await
             .context("connecting to Redis")?;
-        let subscriber = registry::redis::subscriber(&args.redis)
+        let subscriber = switchboard_redis::subscriber(&args.redis)
             .await
             .context("connecting the Redis subscriber")?;
-        let keys = registry::keys::Keys::new(&args.cluster_id);
-        let loadset = registry::loadset::LoadSet::new(client.clone(), keys.clone());
+        let keys = switchboard_redis::keys::Keys::new(&args.cluster_id);
+        let loadset = switchboard_loadset::LoadSet::new(client.clone(), keys.clone());
         let backend = backend::redis::RedisBackend::new(
             client,
             subscriber,

@@ -6,9 +6,9 @@
 //! never re-adds itself: the operator alone decides membership from pod readiness.
 
 use crate::node::Node;
-use registry::loadset::{LoadSet, Membership, NodeInfo, NodeStats};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_loadset::{LoadSet, Membership, NodeInfo, NodeStats};
 use tokio_util::sync::CancellationToken;
 
 /// How often the score is reported. The registry also bumps a node's score on every assignment, so

@@ -1,4 +1,5 @@
-//! Prometheus metrics of a node, served at `/metrics` in the text exposition format.
+//! Prometheus metrics of a node, served at `/metrics` by `switchboard_runtime::metrics::route` (gauges
+//! sampled from the node are refreshed at scrape time, see `server`).
 
 use crate::hub::Hub;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -117,12 +118,8 @@ impl Metrics {
         }
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        switchboard_runtime::metrics::encode(&self.registry)
     }
 }

@@ -17,7 +17,7 @@ use crate::session::{Control, Session};
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -41,8 +41,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(node)
+        .with_state(node.clone())
+        .merge(switchboard_runtime::metrics::route(node))
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {
@@ -55,21 +55,17 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
     }
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    let (rooms, _) = node.hub.topic_counts();
-    node.metrics.rooms.set(rooms as i64);
-    node.metrics
-        .draining
-        .set(i64::from(node.draining.is_cancelled()));
-    node.metrics.bus_up.set(i64::from(node.backend.healthy()));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        node.metrics.encode(),
-    )
-        .into_response()
+/// A scrape first samples the gauges that are read from the node rather than updated in place.
+impl switchboard_runtime::metrics::Exposition for Node {
+    fn encode(&self) -> String {
+        let (rooms, _) = self.hub.topic_counts();
+        self.metrics.rooms.set(rooms as i64);
+        self.metrics
+            .draining
+            .set(i64::from(self.draining.is_cancelled()));
+        self.metrics.bus_up.set(i64::from(self.backend.healthy()));
+        self.metrics.encode()
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -3,8 +3,8 @@
 
 use crate::node::Node;
 use registry::api::{Directory, DirectoryError};
-use registry::loadset::NodeEntry;
 use std::sync::Arc;
+use switchboard_loadset::NodeEntry;
 
 struct Local(Arc<Node>);
 

@@ -1,5 +1,5 @@
 //! The HA topology's Redis: one master, two replicas and three sentinels (quorum 2) with a password,
-//! as real processes on loopback — [`registry::testing::RedisHa`] with the layout issue 4 asks for, and
+//! as real processes on loopback — [`switchboard_testkit::RedisHa`] with the layout issue 4 asks for, and
 //! the command-line flags that point chat-nodes and registries at it.
 //!
 //! ```text
@@ -8,9 +8,9 @@
 //!        └── chat-node / registry: --redis-sentinels a,b,c --redis-master-name … --redis-password …
 //! ```
 
-use registry::testing::{HaConfig, RedisHa as Inner};
 use std::io;
 use std::time::Duration;
+use switchboard_testkit::{HaConfig, RedisHa as Inner};
 
 /// A running HA Redis; dropping it stops every process.
 pub struct RedisHa {

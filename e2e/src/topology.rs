@@ -190,7 +190,7 @@ pub struct Topology {
     config: TopologyConfig,
     bin_dir: PathBuf,
     log_dir: PathBuf,
-    redis: Option<registry::testing::RedisServer>,
+    redis: Option<switchboard_testkit::RedisServer>,
     nodes: Vec<Proc>,
     registries: Vec<Proc>,
 }
@@ -406,7 +406,7 @@ impl Topology {
     }
 
     /// The Redis harness, for stop/resume/kill.
-    pub fn redis(&self) -> Option<&registry::testing::RedisServer> {
+    pub fn redis(&self) -> Option<&switchboard_testkit::RedisServer> {
         self.redis.as_ref()
     }
 
@@ -527,8 +527,8 @@ impl Drop for Topology {
     }
 }
 
-async fn start_redis() -> Result<registry::testing::RedisServer> {
-    registry::testing::RedisServer::start()
+async fn start_redis() -> Result<switchboard_testkit::RedisServer> {
+    switchboard_testkit::RedisServer::start()
         .await
         .map_err(|e| Error::Redis(e.to_string()))
 }

@@ -90,7 +90,7 @@ async fn ha_topology_logs_never_contain_the_password() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent() {
-    use registry::testing::RedisServer;
+    use switchboard_testkit::RedisServer;
     let master = RedisServer::start().await.expect("master");
     let replica = RedisServer::builder()
         .replica_of(&master)

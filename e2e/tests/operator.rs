@@ -6,7 +6,7 @@
 //!
 //! Pods on the bed are simulated (nothing listens in them), so every scenario where the operator talks to
 //! Redis uses External mode pointed at real local `redis-server` / `redis-sentinel` processes
-//! (`registry::testing`). Only `testbed::sim` calls (readiness flips) touch simulation.
+//! (`switchboard_testkit`). Only `testbed::sim` calls (readiness flips) touch simulation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -27,10 +27,10 @@ use operator::leader::LeaseConfig;
 use operator::metrics::Metrics;
 use operator::reconcile::PAUSED_ANNOTATION;
 use operator::server::{Settings, run_controllers, run_with_leader_election};
-use registry::keys::Keys;
-use registry::loadset::LoadSet;
-use registry::testing::{RedisServer, Sentinel};
 use serde_json::json;
+use switchboard_loadset::LoadSet;
+use switchboard_redis::keys::Keys;
+use switchboard_testkit::{RedisServer, Sentinel};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -267,7 +267,7 @@ async fn ready_node_pods(client: &Client, ns: &str, name: &str, count: usize) ->
 }
 
 async fn loadset(redis: &RedisServer, cluster_id: &str) -> LoadSet {
-    let client = registry::redis::connect(&redis.redis_args())
+    let client = switchboard_redis::connect(&redis.redis_args())
         .await
         .expect("connect to the test Redis");
     LoadSet::new(client, Keys::new(cluster_id))
@@ -978,7 +978,7 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
     })
     .await;
 
-    let reply = registry::testing::command(
+    let reply = switchboard_testkit::command(
         sentinel.port(),
         None,
         &["SENTINEL", "FAILOVER", sentinel.master_name()],

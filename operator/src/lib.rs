@@ -22,5 +22,4 @@ pub mod loadset_sync;
 pub mod metrics;
 pub mod reconcile;
 pub mod resources;
-pub mod sentinel;
 pub mod server;

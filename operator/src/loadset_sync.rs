@@ -30,9 +30,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use registry::keys::Keys;
-use registry::loadset::LoadSet;
-use registry::redis::RedisArgs;
+use switchboard_loadset::LoadSet;
+use switchboard_redis::RedisArgs;
+use switchboard_redis::keys::Keys;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -40,7 +40,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::crd::{ChatCluster, RedisMode};
 use crate::reconcile::{Context, FIELD_MANAGER, is_paused, scoped};
 use crate::resources::{self, Component, Names, label};
-use crate::sentinel;
+use switchboard_redis::sentinel;
 
 /// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
 pub const FINALIZER: &str = "switchboard.dev/loadset-cleanup";
@@ -64,10 +64,10 @@ pub enum Error {
     },
     /// Redis could not be reached or refused the configuration.
     #[error("Redis: {0}")]
-    Redis(#[from] registry::redis::Error),
+    Redis(#[from] switchboard_redis::Error),
     /// A load-set operation failed.
     #[error(transparent)]
-    LoadSet(#[from] registry::loadset::Error),
+    LoadSet(#[from] switchboard_loadset::Error),
     /// The Redis settings could not be worked out (e.g. the password Secret is missing).
     #[error("{0}")]
     Config(String),
@@ -237,7 +237,7 @@ impl SyncContext {
             close(old.loadset);
         }
         let client =
-            tokio::time::timeout(self.config.redis_timeout, registry::redis::connect(args))
+            tokio::time::timeout(self.config.redis_timeout, switchboard_redis::connect(args))
                 .await
                 .map_err(|_| Error::Timeout(args.describe()))??;
         let loadset = LoadSet::new(client, Keys::new(&id));
@@ -513,7 +513,7 @@ async fn current_master(endpoint: &resources::RedisEndpoint, sctx: &SyncContext)
     )
     .await
     {
-        Ok(master) => master,
+        Ok(master) => master.map(|m| m.to_string()),
         Err(err) => {
             debug!(error = %err, "no sentinel answered");
             None

@@ -130,11 +130,15 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Ok(registry) = self.registry.lock() {
-            // Writing into a String cannot fail.
-            let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        }
-        out
+        self.registry
+            .lock()
+            .map(|registry| switchboard_runtime::metrics::encode(&registry))
+            .unwrap_or_default()
+    }
+}
+
+impl switchboard_runtime::metrics::Exposition for Metrics {
+    fn encode(&self) -> String {
+        Metrics::encode(self)
     }
 }

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use kube::Client;
-use registry::runtime::{LogArgs, init_tracing, serve, shutdown_on_signal};
+use switchboard_runtime::{LogArgs, init_tracing, serve, shutdown_on_signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -169,19 +169,8 @@ fn router(state: HttpState) -> Router {
                 }
             }),
         )
-        .route(
-            "/metrics",
-            get(|State(s): State<HttpState>| async move {
-                (
-                    [(
-                        "content-type",
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    s.metrics.encode(),
-                )
-            }),
-        )
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(switchboard_runtime::metrics::route(state.metrics))
 }
 
 fn default_identity() -> String {

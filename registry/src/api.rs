@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::loadset::{self, LoadSet, NodeEntry};
+use switchboard_loadset::{self as loadset, LoadSet, NodeEntry};
 
 /// Why a [`Directory`] could not answer. The API maps every variant to `503 unavailable`.
 #[derive(Debug, thiserror::Error)]

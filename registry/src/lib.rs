@@ -1,9 +1,8 @@
-//! Switchboard registry: the placement service and the shared runtime pieces of every Switchboard binary.
+//! Switchboard registry: the placement service.
 //!
 //! A client asks the registry `GET /v1/assign` which chat-node to open a WebSocket to; the registry answers
-//! with the least-loaded live node from the *load set* in Redis. This crate owns that load-set schema, so
-//! chat-node (which reports its connection count) and the operator (which owns membership on Kubernetes)
-//! use it through this library rather than writing Redis keys of their own.
+//! with the least-loaded live node from the *load set* in Redis (schema and writes in
+//! `switchboard-loadset`; chat-node reports its load there and the operator owns membership on Kubernetes).
 //!
 //! ```text
 //!  chat-node ──heartbeat / update_score──▶ ┌──────────── Redis ────────────┐
@@ -14,27 +13,19 @@
 //! ```
 //!
 //! Modules:
-//! - [`redis`]: the Redis connection (plain URL or Sentinel), shared by every binary;
-//! - [`keys`]: key names and the per-cluster prefix;
-//! - [`loadset`]: the load set, node table and heartbeats, and the assignment script;
-//! - [`api`]: the HTTP placement API over any [`api::Directory`];
-//! - [`metrics`]: Prometheus registry holder and `/metrics` route;
-//! - [`runtime`]: logging, the shutdown signal and the HTTP serve loop;
+//! - [`api`]: the HTTP placement API over any [`api::Directory`] (a standalone chat-node serves it too);
+//! - [`metrics`]: the registry's own metrics;
 //! - [`server`]: the `registry` binary's wiring ([`run`]);
-//! - [`web`]: the web page served at `/`;
-//! - `testing` (feature `testing`): real `redis-server` / `redis-sentinel` processes for tests.
+//! - [`web`]: the web page and dashboard served at `/`.
+//!
+//! Logging, shutdown, serving and `/metrics` come from `switchboard-runtime`; the Redis connection from
+//! `switchboard-redis`.
 
 #![warn(missing_docs)]
 
 pub mod api;
-pub mod keys;
-pub mod loadset;
 pub mod metrics;
-pub mod redis;
-pub mod runtime;
 pub mod server;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;
 pub mod web;
 
 pub use server::{Args, run};

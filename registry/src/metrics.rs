@@ -1,23 +1,12 @@
-//! Prometheus metrics: a holder for a `prometheus_client` [`Registry`], the `GET /metrics` route that
-//! serves it, and the registry service's own metrics.
-//!
-//! Any binary builds a [`Registry`], registers its metrics into it (chat-node its own; the registry
-//! [`RegistryMetrics`]), wraps it in [`Metrics`] and mounts [`metrics_route`]. Metrics are updated in place
-//! (atomics) by the code that owns them; a scrape only encodes.
+//! The registry service's own metrics, registered in a `prometheus_client` [`Registry`] that
+//! `switchboard_runtime::metrics::route` serves at `/metrics`.
 //!
 //! ```text
-//! Registry ──register──▶ counters/histograms ◀──update── request handlers
-//!    └─▶ Metrics (Arc) ──encode()──▶ GET /metrics (OpenMetrics text)
+//! Registry ──register──▶ RegistryMetrics ◀──observe── MeteredDirectory (every assignment)
 //! ```
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -25,60 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::{Directory, DirectoryError};
-use crate::loadset::NodeEntry;
-
-/// Content type of the `/metrics` answer (OpenMetrics text, which Prometheus scrapes natively).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// A metrics registry ready to be served.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    registry: Registry,
-}
-
-impl Metrics {
-    /// Serves `registry` (register everything before wrapping it).
-    pub fn new(registry: Registry) -> Self {
-        Self { registry }
-    }
-
-    /// The wrapped registry.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
-    /// The OpenMetrics text exposition of every registered metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail; an encoding error would be a bug in a metric type.
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            tracing::error!(%error, "encoding metrics failed");
-        }
-        out
-    }
-}
-
-impl From<Registry> for Metrics {
-    fn from(registry: Registry) -> Self {
-        Self::new(registry)
-    }
-}
-
-/// A router serving `GET /metrics` from `metrics`.
-pub fn metrics_route(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .with_state(metrics)
-}
-
-async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        metrics.encode(),
-    )
-        .into_response()
-}
+use switchboard_loadset::NodeEntry;
 
 /// Outcome label of an assignment.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,8 +94,11 @@ impl<D: Directory> Directory for MeteredDirectory<D> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode, header};
+    use switchboard_runtime::metrics::{CONTENT_TYPE, Metrics, route};
     use tower::ServiceExt;
 
     use super::*;
@@ -182,7 +121,7 @@ mod tests {
         assert_eq!(metered.assign().await.expect("assign"), None);
         let metrics = Arc::new(Metrics::new(registry));
 
-        let response = metrics_route(metrics)
+        let response = route(metrics)
             .oneshot(
                 Request::get("/metrics")
                     .body(Body::empty())

@@ -8,6 +8,7 @@
 //!                 Registry ──────────────────────────────────────────▶ /metrics ; web::router ▶ /
 //! ```
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +20,19 @@ use axum::routing::get;
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use prometheus_client::registry::Registry;
+use switchboard_loadset::LoadSet;
+use switchboard_redis::keys::{DEFAULT_CLUSTER_ID, Keys};
+use switchboard_redis::{self as redis, RedisArgs};
+use switchboard_runtime::metrics::{self, Metrics};
+use switchboard_runtime::{self as runtime, LogArgs, duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::keys::{DEFAULT_CLUSTER_ID, Keys};
-use crate::loadset::LoadSet;
-use crate::metrics::{MeteredDirectory, Metrics, RegistryMetrics, metrics_route};
-use crate::redis::{self, RedisArgs};
-use crate::runtime::{self, LogArgs};
+use crate::metrics::{MeteredDirectory, RegistryMetrics};
 use crate::{api, web};
+
+/// Longest `--drain-delay`: a drain longer than this would outlast any sensible termination grace period.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(600);
 
 /// How long `/readyz` waits for Redis to answer a `PING`.
 pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,22 +45,23 @@ pub const READINESS_PING_TIMEOUT: Duration = Duration::from_secs(1);
     about = "Switchboard registry: tells clients which chat-node to connect to (GET /v1/assign)."
 )]
 pub struct Args {
-    /// Address to serve HTTP on (HOST:PORT).
+    /// Address to serve HTTP on (IP:PORT).
     #[arg(long, env = "SWITCHBOARD_LISTEN", default_value = "0.0.0.0:8081")]
-    pub listen: String,
+    pub listen: SocketAddr,
 
     /// Identity of the chat system (the operator passes `namespace/name`); selects the Redis key prefix.
     #[arg(long = "cluster-id", env = "SWITCHBOARD_CLUSTER_ID", default_value = DEFAULT_CLUSTER_ID)]
     pub cluster_id: String,
 
-    /// Seconds to keep serving (while /readyz answers 503) after the first SIGTERM, so load balancers
-    /// stop sending requests before the listener closes.
+    /// How long to keep serving (while /readyz answers 503) after the first SIGTERM, so load balancers
+    /// stop sending requests before the listener closes (0s to 10m, e.g. `5s`).
     #[arg(
-        long = "drain-delay-secs",
-        env = "SWITCHBOARD_DRAIN_DELAY_SECS",
-        default_value_t = 0
+        long = "drain-delay",
+        env = "SWITCHBOARD_DRAIN_DELAY",
+        default_value = "0s",
+        value_parser = duration::within(Duration::ZERO, MAX_DRAIN_DELAY)
     )]
-    pub drain_delay_secs: u64,
+    pub drain_delay: Duration,
 
     /// Redis connection (required for the registry).
     #[command(flatten)]
@@ -71,9 +77,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     runtime::init_tracing(&args.log);
     let shutdown = runtime::shutdown_on_signal();
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = runtime::bind(args.listen).await?;
     serve_on(listener, args, shutdown).await
 }
 
@@ -100,7 +104,7 @@ pub async fn serve_on(
     );
 
     let stop_serving = CancellationToken::new();
-    let drain_delay = Duration::from_secs(args.drain_delay_secs);
+    let drain_delay = args.drain_delay;
     tokio::spawn({
         let shutdown = shutdown.clone();
         let stop_serving = stop_serving.clone();
@@ -133,7 +137,7 @@ pub fn app(client: Client, keys: Keys, shutdown: CancellationToken) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(readiness))
         .merge(api::router(Arc::new(directory)))
-        .merge(metrics_route(Arc::new(Metrics::new(registry))))
+        .merge(metrics::route(Arc::new(Metrics::new(registry))))
         .merge(web::router())
 }
 
@@ -172,7 +176,8 @@ mod tests {
     fn defaults_match_the_documented_interface() {
         let args = Args::try_parse_from(["registry", "--redis-url", "redis://127.0.0.1:1"])
             .expect("parse");
-        assert_eq!(args.listen, "0.0.0.0:8081");
+        assert_eq!(args.listen.to_string(), "0.0.0.0:8081");
+        assert_eq!(args.drain_delay, Duration::ZERO);
         assert_eq!(args.cluster_id, "default");
         assert!(args.redis.is_configured());
     }

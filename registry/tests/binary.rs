@@ -3,7 +3,7 @@
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use registry::testing::{RedisServer, free_port};
+use switchboard_testkit::{RedisServer, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -144,8 +144,8 @@ async fn a_second_signal_aborts_the_drain() {
             &format!("127.0.0.1:{port}"),
             "--redis-url",
             &redis.url(),
-            "--drain-delay-secs",
-            "60",
+            "--drain-delay",
+            "60s",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -162,5 +162,5 @@ async fn a_second_signal_aborts_the_drain() {
     }
     signal(child.0.id(), "-INT");
     let status = wait_exit(&mut child.0, Duration::from_secs(5)).await;
-    assert_eq!(status.code(), Some(registry::runtime::FORCED_EXIT_CODE));
+    assert_eq!(status.code(), Some(switchboard_runtime::FORCED_EXIT_CODE));
 }

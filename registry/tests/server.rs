@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use registry::keys::Keys;
-use registry::loadset::{LoadSet, NodeInfo};
-use registry::testing::RedisServer;
-use registry::{Args, redis};
+use registry::Args;
+use switchboard_loadset::{LoadSet, NodeInfo};
+use switchboard_redis as redis;
+use switchboard_redis::keys::Keys;
+use switchboard_testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -193,7 +194,7 @@ async fn readiness_follows_redis() {
 #[tokio::test]
 async fn draining_turns_unready_then_stops() {
     let redis_server = RedisServer::start().await.expect("redis");
-    let registry = start_registry(&redis_server, &["--drain-delay-secs", "1"]).await;
+    let registry = start_registry(&redis_server, &["--drain-delay", "1s"]).await;
     wait_for_status(registry.addr, "/readyz", 200).await;
 
     registry.shutdown.cancel();

@@ -1,6 +1,6 @@
 //! Scaled mode: history, inboxes, presence and delivery through Redis.
 //!
-//! Keys (all under the cluster prefix of [`registry::keys::Keys`]; names are wrapped in `<…>`, which
+//! Keys (all under the cluster prefix of [`switchboard_redis::keys::Keys`]; names are wrapped in `<…>`, which
 //! names cannot contain, so no two keys collide):
 //!
 //! ```text
@@ -217,13 +217,13 @@ fn unavailable(e: fred::error::Error) -> Error {
 /// Key and channel names of one chat system.
 #[derive(Clone, Debug)]
 struct Names {
-    keys: registry::keys::Keys,
+    keys: switchboard_redis::keys::Keys,
     room_channel_prefix: String,
     user_channel_prefix: String,
 }
 
 impl Names {
-    fn new(keys: registry::keys::Keys) -> Self {
+    fn new(keys: switchboard_redis::keys::Keys) -> Self {
         Self {
             room_channel_prefix: keys.key("ch:room:<"),
             user_channel_prefix: keys.key("ch:user:<"),
@@ -284,7 +284,7 @@ impl RedisBackend {
     pub fn new(
         client: Client,
         subscriber: SubscriberClient,
-        keys: registry::keys::Keys,
+        keys: switchboard_redis::keys::Keys,
         hub: Arc<Hub>,
         history_cap: usize,
         durability: Durability,
@@ -943,7 +943,7 @@ mod tests {
 
     #[test]
     fn channel_names_round_trip_and_never_collide() {
-        let n = Names::new(registry::keys::Keys::new("ns/demo"));
+        let n = Names::new(switchboard_redis::keys::Keys::new("ns/demo"));
         for t in [Topic::room("a:b"), Topic::user("alice"), Topic::room("x")] {
             assert_eq!(n.topic_of(&n.channel(&t)), Some(t));
         }

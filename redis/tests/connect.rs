@@ -1,11 +1,12 @@
-//! `registry::redis` against real `redis-server` / `redis-sentinel` processes: start-up checks, and
+//! `switchboard_redis` against real `redis-server` / `redis-sentinel` processes: start-up checks, and
 //! following a Sentinel failover with both the command and the pub/sub client.
 
 use std::time::{Duration, Instant};
 
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
-use registry::redis::{self, Error, RedisArgs};
-use registry::testing::{HaConfig, RedisHa, RedisServer};
+use switchboard_redis::{self as redis, Error, RedisArgs};
+use switchboard_runtime::report::chain;
+use switchboard_testkit::{HaConfig, RedisHa, RedisServer};
 
 const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -40,7 +41,7 @@ async fn a_wrong_password_is_a_clear_error_without_the_password() {
         .await
         .expect_err("wrong password must fail");
     assert!(matches!(error, Error::Auth { .. }), "{error:?}");
-    let message = error_chain(&error);
+    let message = chain(&error);
     assert!(message.contains("Redis rejected the password"), "{message}");
     assert!(message.contains("wrong password"), "{message}");
     assert!(!message.contains("wrong-one"), "password leaked: {message}");
@@ -61,7 +62,7 @@ async fn a_missing_password_is_a_clear_error() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error() {
-    let port = registry::testing::free_port().expect("port");
+    let port = switchboard_testkit::free_port().expect("port");
     let started = Instant::now();
     let error = redis::connect(&RedisArgs::from_url(format!("redis://127.0.0.1:{port}")))
         .await
@@ -97,7 +98,7 @@ async fn sentinel_discovery_rejects_a_wrong_data_password() {
     let args = ha.redis_args().with_password("not-it");
     let error = redis::connect(&args).await.expect_err("wrong password");
     assert!(matches!(error, Error::Auth { .. }), "{error:?}");
-    assert!(!error_chain(&error).contains("not-it"));
+    assert!(!chain(&error).contains("not-it"));
 }
 
 #[tokio::test]
@@ -204,23 +205,12 @@ async fn expect_delivery(
     assert_eq!(message.value.as_str().as_deref(), Some("hello"));
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 #[tokio::test]
 async fn sentinels_with_their_own_password() {
     let master = RedisServer::start_with_password("data")
         .await
         .expect("master");
-    let sentinel = registry::testing::Sentinel::builder(&master)
+    let sentinel = switchboard_testkit::Sentinel::builder(&master)
         .requirepass("sentinel-secret")
         .start()
         .await
@@ -239,7 +229,7 @@ async fn sentinels_with_their_own_password() {
     let error = redis::connect(&base.clone().with_sentinel_password("nope"))
         .await
         .expect_err("wrong sentinel password");
-    let message = error_chain(&error);
+    let message = chain(&error);
     assert!(matches!(error, Error::Auth { .. }), "{message}");
     assert!(
         message.contains("sentinel rejected --redis-sentinel-password"),
@@ -279,8 +269,9 @@ async fn a_frozen_master_is_replaced_and_clients_follow() {
     let subscriber = redis::subscriber(&args).await.expect("subscriber");
     let mut messages = subscriber.message_rx();
     subscriber.subscribe("events").await.expect("subscribe");
-    let set = registry::loadset::LoadSet::new(client.clone(), registry::keys::Keys::new("ha"));
-    set.publish_node_info(&registry::loadset::NodeInfo {
+    let set =
+        switchboard_loadset::LoadSet::new(client.clone(), switchboard_redis::keys::Keys::new("ha"));
+    set.publish_node_info(&switchboard_loadset::NodeInfo {
         id: "n1".into(),
         url: "ws://n1/ws".into(),
         capacity: 100,
@@ -301,7 +292,7 @@ async fn a_frozen_master_is_replaced_and_clients_follow() {
         .command(&["WAIT", "1", "5000"])
         .await
         .expect("WAIT");
-    assert_eq!(acked, registry::testing::Reply::Int(1));
+    assert_eq!(acked, switchboard_testkit::Reply::Int(1));
 
     // Freeze the master: its sockets stay open, so only the unresponsive-connection check notices.
     let old_port = ha.servers[0].port();

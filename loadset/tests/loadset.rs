@@ -1,14 +1,14 @@
-//! `registry::loadset` against a real `redis-server`: assignment, membership modes, pruning, isolation.
+//! `switchboard_loadset` against a real `redis-server`: assignment, membership modes, pruning, isolation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, ServerInterface};
-use registry::keys::Keys;
-use registry::loadset::{LoadSet, NodeInfo, SyncReport};
-use registry::redis;
-use registry::testing::RedisServer;
+use switchboard_loadset::{LoadSet, NodeInfo, SyncReport};
+use switchboard_redis as redis;
+use switchboard_redis::keys::Keys;
+use switchboard_testkit::RedisServer;
 
 struct Fixture {
     _server: RedisServer,
@@ -303,7 +303,7 @@ async fn two_cluster_ids_never_see_each_other() {
         b.assign().await.expect("assign").expect("node").id,
         "node-b"
     );
-    let ids = |nodes: Vec<registry::loadset::NodeEntry>| {
+    let ids = |nodes: Vec<switchboard_loadset::NodeEntry>| {
         nodes.into_iter().map(|n| n.id).collect::<Vec<_>>()
     };
     assert_eq!(ids(a.nodes().await.expect("nodes")), vec!["node-a"]);
@@ -376,7 +376,7 @@ async fn corrupt_node_info_is_an_error_not_a_panic() {
     assert_eq!(set.assign().await.expect("assign"), None);
     let error = set.nodes().await.expect_err("corrupt entry");
     assert!(
-        matches!(error, registry::loadset::Error::CorruptEntry { .. }),
+        matches!(error, switchboard_loadset::Error::CorruptEntry { .. }),
         "{error:?}"
     );
 }
@@ -387,7 +387,7 @@ async fn node_list_carries_the_activity_a_node_reports() {
     let set = fx.load_set("stats");
     self_node(&set, "a", 1, 10).await;
     let mut busy = info("a", 10);
-    busy.stats = registry::loadset::NodeStats {
+    busy.stats = switchboard_loadset::NodeStats {
         rooms: 3,
         messages: 120,
         deliveries: 900,

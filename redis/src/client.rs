@@ -28,10 +28,8 @@ use tracing::Instrument as _;
 
 use fred::clients::{Client, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
-use fred::interfaces::{ClientLike, EventInterface, SentinelInterface};
-use fred::types::config::{
-    Config, ReconnectPolicy, SentinelConfig, Server, ServerConfig, UnresponsiveConfig,
-};
+use fred::interfaces::{ClientLike, EventInterface};
+use fred::types::config::{Config, ReconnectPolicy, Server, ServerConfig, UnresponsiveConfig};
 use fred::types::{Builder, Value};
 
 /// Port a sentinel address without one defaults to (Redis Sentinel's registered port).
@@ -474,33 +472,15 @@ async fn diagnose_sentinels(args: &RedisArgs, target: &str) -> Option<Error> {
     };
     for host in hosts {
         let sentinel = format!("{}:{}", host.host, host.port);
-        let mut builder = Builder::default_centralized();
-        builder
-            .set_sentinel_config(SentinelConfig {
-                host: host.host.to_string(),
-                port: host.port,
-                username: None,
-                password: password.clone(),
-            })
-            .with_connection_config(|conn| {
-                conn.connection_timeout = CONNECT_TIMEOUT;
-                conn.internal_command_timeout = CONNECT_TIMEOUT;
-            });
-        let Ok(client) = builder.build_sentinel_client() else {
-            continue;
-        };
-        let probe = async {
-            client.init().await?;
-            client
-                .get_master_addr_by_name::<Value, _>(service_name.as_str())
-                .await
-        };
-        let answer = tokio::time::timeout(CONNECT_TIMEOUT * 2, probe).await;
-        if client.is_connected() {
-            let _ = client.quit().await;
-        }
+        let answer = crate::sentinel::master_addr(
+            &sentinel,
+            &service_name,
+            password.as_deref(),
+            CONNECT_TIMEOUT * 2,
+        )
+        .await;
         match answer {
-            Ok(Ok(value)) if value.is_null() || value.array_len() == Some(0) => {
+            Ok(None) => {
                 return Some(Error::UnknownMaster {
                     target: target.to_owned(),
                     sentinel,
@@ -508,17 +488,18 @@ async fn diagnose_sentinels(args: &RedisArgs, target: &str) -> Option<Error> {
                 });
             }
             // This sentinel is fine and knows the master: the failure was elsewhere.
-            Ok(Ok(_)) => return None,
-            Ok(Err(error)) => {
-                if let Some(hint) = sentinel_auth_hint(&error, password.is_some()) {
+            Ok(Some(_)) => return None,
+            Err(error) => {
+                if let Some(source) = error.redis_error()
+                    && let Some(hint) = sentinel_auth_hint(source, password.is_some())
+                {
                     return Some(Error::Auth {
                         target: target.to_owned(),
                         hint,
-                        source: error,
+                        source: source.clone(),
                     });
                 }
             }
-            Err(_) => {}
         }
     }
     None
@@ -645,7 +626,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Parses `host:port`, `host` or `[v6]:port`.
-fn parse_host_port(s: &str, default_port: u16) -> Result<Server> {
+pub(crate) fn parse_host_port(s: &str, default_port: u16) -> Result<Server> {
     let invalid = || {
         Error::InvalidConfig(format!(
             "invalid sentinel address {s:?}, expected host:port"

@@ -5,12 +5,12 @@
 //! all keys of one chat system live in the same slot and multi-key scripts stay valid on a cluster. The
 //! cluster id is escaped (see [`Keys::new`]) so it can contain neither braces nor glob characters nor `:`.
 //!
-//! Keys owned by the registry's load-set schema (see [`crate::loadset`]):
+//! Keys of the load-set schema (owned by the `switchboard-loadset` crate):
 //!
 //! | key | type | content |
 //! |---|---|---|
 //! | `sb:{id}:loadset` | sorted set | member = node id, score = the node's connection count (+1 per assignment until the node reports again) |
-//! | `sb:{id}:nodes` | hash | field = node id, value = JSON [`crate::loadset::NodeInfo`] `{"id","url","capacity"}` |
+//! | `sb:{id}:nodes` | hash | field = node id, value = JSON `NodeInfo` `{"id","url","capacity"}` |
 //! | `sb:{id}:heartbeats` | sorted set | member = node id, score = expiry time in ms of the Redis clock (self membership only) |
 //!
 //! Other crates add their own keys with [`Keys::key`] (chat-node: room history, channels, presence, ...);

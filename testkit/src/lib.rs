@@ -1,5 +1,5 @@
 //! Test harness: real `redis-server` and `redis-sentinel` processes on free loopback ports, for the
-//! integration tests of every crate (enable the `testing` feature in `dev-dependencies`).
+//! integration tests of every crate (a `dev-dependency`; nothing shipped links it).
 //!
 //! ```text
 //! RedisServer::builder().password("pw").start()        redis-server --port N --save '' --appendonly no ...
@@ -19,7 +19,9 @@
 //! [`replicaof_command_names`]): a sentinel still looking for a master it lost cannot hijack a new server
 //! that happens to get the old port.
 //!
-//! The harness speaks a few lines of RESP itself ([`command`]) so it needs nothing but std and tokio.
+//! The harness speaks a few lines of RESP itself ([`command`]) for the state it inspects; which master a
+//! sentinel names is asked with the one query every component uses ([`switchboard_redis::sentinel`]).
+//! [`eventually`] is the one polling helper of every test suite.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
@@ -34,13 +36,39 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::redis::RedisArgs;
+use switchboard_redis::RedisArgs;
 
 /// How long a process may take to become ready.
 pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Interval between readiness probes.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long one `SENTINEL get-master-addr-by-name` may take.
+const SENTINEL_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often [`eventually`] asks again.
+const EVENTUALLY_POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` every 50 ms until it yields `Some`, and returns that; panics naming `what` once `within`
+/// has passed. The one waiting helper of every test suite (a `bool` check can return `then_some(())`).
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not true within {within:?}: {what}"
+        );
+        tokio::time::sleep(EVENTUALLY_POLL).await;
+    }
+}
 
 const INSTALL_HINT: &str = "install it with: apt-get install redis-server redis-sentinel";
 
@@ -583,7 +611,7 @@ pub struct SentinelBuilder {
 }
 
 impl SentinelBuilder {
-    /// Name of the monitored master (default [`crate::redis::DEFAULT_MASTER_NAME`]).
+    /// Name of the monitored master (default [`switchboard_redis::DEFAULT_MASTER_NAME`]).
     #[must_use]
     pub fn master_name(mut self, name: impl Into<String>) -> Self {
         self.master_name = name.into();
@@ -689,7 +717,7 @@ impl Sentinel {
     /// Options for a sentinel monitoring `master` (its password becomes `auth-pass`).
     pub fn builder(master: &RedisServer) -> SentinelBuilder {
         SentinelBuilder {
-            master_name: crate::redis::DEFAULT_MASTER_NAME.to_owned(),
+            master_name: switchboard_redis::DEFAULT_MASTER_NAME.to_owned(),
             master_port: master.port(),
             quorum: 1,
             down_after_ms: 1000,
@@ -724,16 +752,19 @@ impl Sentinel {
         command(self.port, self.password.as_deref(), args).await
     }
 
-    /// The port of the master this sentinel currently names (`SENTINEL get-master-addr-by-name`).
+    /// The port of the master this sentinel currently names (the shared
+    /// [`switchboard_redis::sentinel::master_addr`] query).
     pub async fn master_port(&self) -> io::Result<Option<u16>> {
-        let reply = self
-            .command(&["SENTINEL", "get-master-addr-by-name", &self.master_name])
-            .await?;
-        Ok(reply
-            .items()
-            .get(1)
-            .and_then(Reply::as_str)
-            .and_then(|p| p.parse().ok()))
+        let addr = self.addr();
+        let master = switchboard_redis::sentinel::master_addr(
+            &addr,
+            &self.master_name,
+            self.password.as_deref(),
+            SENTINEL_QUERY_TIMEOUT,
+        )
+        .await
+        .map_err(|e| io::Error::other(switchboard_runtime::report::chain(&e)))?;
+        Ok(master.map(|m| m.port))
     }
 
     /// Waits until this sentinel names the master on `port`.
@@ -807,7 +838,7 @@ pub struct HaConfig {
     pub quorum: Option<u32>,
     /// Password of the data nodes (default none).
     pub password: Option<String>,
-    /// Master name (default [`crate::redis::DEFAULT_MASTER_NAME`]).
+    /// Master name (default [`switchboard_redis::DEFAULT_MASTER_NAME`]).
     pub master_name: String,
     /// `down-after-milliseconds` (default 1000).
     pub down_after_ms: u64,
@@ -822,7 +853,7 @@ impl Default for HaConfig {
             sentinels: 1,
             quorum: None,
             password: None,
-            master_name: crate::redis::DEFAULT_MASTER_NAME.to_owned(),
+            master_name: switchboard_redis::DEFAULT_MASTER_NAME.to_owned(),
             down_after_ms: 1000,
             failover_timeout_ms: 3000,
         }

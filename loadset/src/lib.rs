@@ -1,5 +1,6 @@
 //! The load set: which chat-nodes may receive new clients, how loaded each one is, and how to reach it.
-//! This module owns the schema (key names in [`crate::keys`]) and every write to it.
+//! This crate owns the schema (key names in [`switchboard_redis::keys`]) and every write to it; chat-node
+//! reports through it, the operator owns membership through it, and the registry assigns from it.
 //!
 //! ```text
 //!            ┌─ membership = self ──────────────┐   ┌─ membership = operator ───────────────┐
@@ -30,6 +31,8 @@
 //! Every multi-step operation is one Lua script, loaded with `SCRIPT LOAD` and run with `EVALSHA` (loaded
 //! again after `NOSCRIPT`, e.g. after a failover to a replica that never saw it).
 
+#![warn(missing_docs)]
+
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
@@ -42,7 +45,7 @@ use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, SortedSetsI
 use fred::types::{FromValue, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::Keys;
+use switchboard_redis::keys::Keys;
 
 /// Errors of load-set operations.
 #[derive(Debug, thiserror::Error)]

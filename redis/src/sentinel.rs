@@ -1,0 +1,229 @@
+//! The one question every component asks a sentinel: which master does it name now
+//! (`SENTINEL get-master-addr-by-name`)?
+//!
+//! ```text
+//! current_master(sentinels) ─▶ master_addr(s1) ─ no answer ─▶ master_addr(s2) ─▶ … first answer wins
+//!                                 one short-lived fred sentinel connection, bounded by a timeout
+//! ```
+//!
+//! Used by the connection start-up diagnosis ([`crate::client`]), the operator's status (current
+//! master) and the test kit's Sentinel harness. A question never waits on a sentinel that is gone.
+
+use std::time::Duration;
+
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, SentinelInterface};
+use fred::types::Builder;
+use fred::types::Value;
+use fred::types::config::SentinelConfig;
+
+/// Errors of a sentinel question.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address is not `host:port`.
+    #[error("invalid sentinel address {0:?}, expected host:port")]
+    Address(String),
+    /// Connecting, authenticating or asking failed.
+    #[error("sentinel {addr} did not answer")]
+    Redis {
+        /// The sentinel.
+        addr: String,
+        /// Why.
+        #[source]
+        source: FredError,
+    },
+    /// No answer in time.
+    #[error("sentinel {0} did not answer in time")]
+    Timeout(String),
+    /// The sentinel answered something that is not a master address.
+    #[error("sentinel {addr} answered {detail}, not a master address")]
+    Reply {
+        /// The sentinel.
+        addr: String,
+        /// What it said.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// The underlying Redis error, if the sentinel answered with one (for example a refused password).
+    pub fn redis_error(&self) -> Option<&FredError> {
+        match self {
+            Self::Redis { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A master address as a sentinel names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterAddr {
+    /// Host name or IP as the sentinel reports it.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for MasterAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The master `master_name` as the sentinel at `addr` (`host:port`) names it, or `None` when it does not
+/// monitor such a master.
+pub async fn master_addr(
+    addr: &str,
+    master_name: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<MasterAddr>> {
+    let server = crate::client::parse_host_port(addr, crate::client::DEFAULT_SENTINEL_PORT)
+        .map_err(|_| Error::Address(addr.to_owned()))?;
+    let mut builder = Builder::default_centralized();
+    builder
+        .set_sentinel_config(SentinelConfig {
+            host: server.host.to_string(),
+            port: server.port,
+            username: None,
+            password: password.map(str::to_owned),
+        })
+        .with_connection_config(|conn| {
+            conn.connection_timeout = timeout;
+            conn.internal_command_timeout = timeout;
+            conn.max_command_attempts = 1;
+        });
+    let client = builder
+        .build_sentinel_client()
+        .map_err(|source| Error::Redis {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    let ask = async {
+        client.init().await?;
+        client
+            .get_master_addr_by_name::<Value, _>(master_name)
+            .await
+    };
+    let answer = tokio::time::timeout(timeout, ask).await;
+    if client.is_connected() {
+        let _ = client.quit().await;
+    }
+    let value = answer
+        .map_err(|_| Error::Timeout(addr.to_owned()))?
+        .map_err(|source| Error::Redis {
+            addr: addr.to_owned(),
+            source,
+        })?;
+    parse_reply(addr, value)
+}
+
+/// Asks each sentinel in turn; the first that names a master wins. `Ok(None)` when those that answered
+/// monitor no such master; the last error when none answered.
+pub async fn current_master(
+    sentinels: &[String],
+    master_name: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<Option<MasterAddr>> {
+    let mut last = None;
+    for addr in sentinels {
+        match master_addr(addr, master_name, password, timeout).await {
+            Ok(Some(master)) => return Ok(Some(master)),
+            Ok(None) => last = None,
+            Err(error) => last = Some(error),
+        }
+    }
+    last.map_or(Ok(None), Err)
+}
+
+fn parse_reply(addr: &str, value: Value) -> Result<Option<MasterAddr>> {
+    let reply = |detail: String| Error::Reply {
+        addr: addr.to_owned(),
+        detail,
+    };
+    if value.is_null() {
+        return Ok(None);
+    }
+    let Value::Array(items) = value else {
+        return Err(reply(format!("{value:?}")));
+    };
+    match items.as_slice() {
+        [] => Ok(None),
+        [host, port] => {
+            let host = host
+                .as_string()
+                .ok_or_else(|| reply(format!("host {host:?}")))?;
+            let port = port
+                .as_string()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| reply(format!("port {port:?}")))?;
+            Ok(Some(MasterAddr { host, port }))
+        }
+        other => Err(reply(format!("{} items", other.len()))),
+    }
+}
+
+/// `host:port` of a Redis URL (`redis://[user:pass@]host:port[/db]`); the port defaults to 6379.
+pub fn url_host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host_port = rest.split(['/', '?']).next()?;
+    if host_port.is_empty() {
+        return None;
+    }
+    Some(if host_port.contains(':') && !host_port.ends_with(']') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:6379")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_port_drops_scheme_credentials_and_db() {
+        assert_eq!(
+            url_host_port("redis://:pw@10.0.0.1:6380/2").as_deref(),
+            Some("10.0.0.1:6380")
+        );
+        assert_eq!(
+            url_host_port("rediss://redis.example").as_deref(),
+            Some("redis.example:6379")
+        );
+        assert_eq!(url_host_port("redis://").as_deref(), None);
+    }
+
+    #[test]
+    fn replies_are_read_as_master_addresses() {
+        let pair = Value::Array(vec!["10.0.0.5".into(), "6380".into()]);
+        assert_eq!(
+            parse_reply("s", pair).expect("pair"),
+            Some(MasterAddr {
+                host: "10.0.0.5".into(),
+                port: 6380
+            })
+        );
+        assert_eq!(parse_reply("s", Value::Null).expect("null"), None);
+        assert_eq!(parse_reply("s", Value::Array(vec![])).expect("empty"), None);
+        assert!(parse_reply("s", Value::Array(vec!["h".into(), "x".into()])).is_err());
+    }
+
+    #[test]
+    fn ipv6_masters_print_with_brackets() {
+        let addr = MasterAddr {
+            host: "::1".into(),
+            port: 1,
+        };
+        assert_eq!(addr.to_string(), "[::1]:1");
+    }
+}

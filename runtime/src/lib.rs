@@ -1,0 +1,29 @@
+//! Process plumbing shared by every Switchboard binary, so that each of them starts, logs, serves,
+//! reports errors and stops the same way.
+//!
+//! ```text
+//! main ─▶ telemetry::init_tracing(--log, --log-format)
+//!      ─▶ shutdown::shutdown_on_signal() ──token──▶ every server and long-lived task
+//!      ─▶ serve::bind(--listen) ─▶ serve::serve(router + metrics::route) until the token is cancelled
+//!      ─▶ on error: report::chain(error) printed once, exit 1
+//! ```
+//!
+//! - [`telemetry`]: the logging flag group and the `tracing` subscriber;
+//! - [`shutdown`]: the one shutdown signal (first SIGTERM/Ctrl-C drains, a second exits);
+//! - [`serve`]: binding `--listen` and serving an axum router with graceful shutdown;
+//! - [`metrics`]: the one `/metrics` route and content type;
+//! - [`duration`]: how durations are written in flags (`250ms`, `3s`, `2m`, `1h`), with ranges;
+//! - [`report`]: the error convention (Display without the cause; the chain printed once).
+
+#![warn(missing_docs)]
+
+pub mod duration;
+pub mod metrics;
+pub mod report;
+pub mod serve;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use serve::{bind, serve};
+pub use shutdown::{FORCED_EXIT_CODE, shutdown_on_signal};
+pub use telemetry::{LogArgs, LogFormat, init_tracing};
