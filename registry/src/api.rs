@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use switchboard_runtime::report::chain;
 
 use switchboard_loadset::{self as loadset, LoadSet, NodeEntry};
 
@@ -132,7 +133,7 @@ async fn assign<D: Directory>(State(dir): State<Arc<D>>) -> Response {
             "no chat node has room for another connection; retry shortly",
         ),
         Err(error) => {
-            tracing::warn!(error = %error_chain(&error), "assign failed");
+            tracing::warn!(error = %chain(&error), "assign failed");
             unavailable(
                 "unavailable",
                 "the node directory is unavailable; retry shortly",
@@ -149,7 +150,7 @@ async fn nodes<D: Directory>(State(dir): State<Arc<D>>) -> Response {
         )
             .into_response(),
         Err(error) => {
-            tracing::warn!(error = %error_chain(&error), "listing nodes failed");
+            tracing::warn!(error = %chain(&error), "listing nodes failed");
             unavailable(
                 "unavailable",
                 "the node directory is unavailable; retry shortly",
@@ -192,18 +193,6 @@ fn unavailable(code: &str, message: &str) -> Response {
         }),
     )
         .into_response()
-}
-
-/// `error: cause: cause...` for one log field.
-pub(crate) fn error_chain(error: &dyn StdError) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -365,11 +354,8 @@ mod tests {
     }
 
     #[test]
-    fn error_chain_joins_causes() {
+    fn logged_errors_name_their_cause() {
         let error = DirectoryError::backend(Down);
-        assert_eq!(
-            error_chain(&error),
-            "directory backend failed: redis is down"
-        );
+        assert_eq!(chain(&error), "directory backend failed: redis is down");
     }
 }
