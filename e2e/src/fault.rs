@@ -497,12 +497,12 @@ pub async fn run_scenario(scenario: Scenario, load: Load) -> Result<Outcome, Err
         .with_node_args([
             "--ack-replicas",
             "1",
-            "--ack-timeout-ms",
-            "2000",
+            "--ack-timeout",
+            "2s",
             "--drain-timeout",
-            "5",
-            "--heartbeat-ttl-ms",
-            "2000",
+            "5s",
+            "--heartbeat-ttl",
+            "2s",
         ]);
     config.external_redis = Some(redis.flags());
     let mut topology = crate::topology::Topology::start(config)
