@@ -465,16 +465,20 @@ impl Scenario {
 /// Errors setting a scenario up (the outcome itself is data, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Redis, the sentinels or the processes did not start.
-    #[error("starting the HA topology: {0}")]
-    Start(String),
+    /// Redis master, replicas or sentinels did not start.
+    #[error("starting the HA Redis")]
+    Redis(#[source] std::io::Error),
+    /// The chat-nodes or registries did not start.
+    #[error("starting the HA topology")]
+    Start(#[source] crate::topology::Error),
     /// The fault could not be injected.
-    #[error("injecting {scenario}: {why}")]
+    #[error("injecting {scenario}")]
     Inject {
         /// Scenario name.
         scenario: &'static str,
         /// What failed.
-        why: String,
+        #[source]
+        source: InjectError,
     },
 }
 
@@ -488,29 +492,27 @@ pub const FREEZE: Duration = Duration::from_secs(5);
 /// Starts the HA topology (master, 2 replicas, 3 sentinels, 3 nodes acking after one replica confirms,
 /// 2 registries), runs `load` while `scenario` strikes, and returns the outcome.
 pub async fn run_scenario(scenario: Scenario, load: Load) -> Result<Outcome, Error> {
-    let redis = crate::ha::RedisHa::start()
-        .await
-        .map_err(|e| Error::Start(e.to_string()))?;
+    let redis = crate::ha::RedisHa::start().await.map_err(Error::Redis)?;
     let mut config = crate::topology::TopologyConfig::scaled(HA_NODES, HA_REGISTRIES)
         .with_node_args([
             "--ack-replicas",
             "1",
-            "--ack-timeout-ms",
-            "2000",
+            "--ack-timeout",
+            "2s",
             "--drain-timeout",
-            "5",
-            "--heartbeat-ttl-ms",
-            "2000",
+            "5s",
+            "--heartbeat-ttl",
+            "2s",
         ]);
     config.external_redis = Some(redis.flags());
     let mut topology = crate::topology::Topology::start(config)
         .await
-        .map_err(|e| Error::Start(e.to_string()))?;
+        .map_err(Error::Start)?;
     let registries: Vec<String> = (0..topology.registry_count())
         .map(|i| topology.registry_url(i))
         .collect();
     let mut redis = redis;
-    let mut injected: Result<(), String> = Ok(());
+    let mut injected: Result<(), InjectError> = Ok(());
     let outcome = {
         let topology = &mut topology;
         let redis = &mut redis;
@@ -520,42 +522,52 @@ pub async fn run_scenario(scenario: Scenario, load: Load) -> Result<Outcome, Err
         })
         .await
     };
-    injected.map_err(|why| Error::Inject {
+    injected.map_err(|source| Error::Inject {
         scenario: scenario.name(),
-        why,
+        source,
     })?;
     Ok(outcome)
+}
+
+/// Why a fault could not be injected.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    /// A chat-node could not be killed, signalled, awaited or restarted.
+    #[error("acting on a chat-node")]
+    Node(#[from] crate::topology::Error),
+    /// The Redis master could not be killed or no failover followed.
+    #[error("killing the Redis master")]
+    Redis(#[from] std::io::Error),
+    /// The node to freeze had already exited.
+    #[error("node {0} is not running")]
+    NotRunning(usize),
 }
 
 async fn inject(
     scenario: Scenario,
     t: &mut crate::topology::Topology,
     redis: &mut crate::ha::RedisHa,
-) -> Result<(), String> {
+) -> Result<(), InjectError> {
     match scenario {
-        Scenario::NodeKill => t.kill_node(0).map_err(|e| e.to_string()),
+        Scenario::NodeKill => t.kill_node(0)?,
         Scenario::RollingRestart => {
             for i in 0..t.node_count() {
-                t.signal_term_node(i).map_err(|e| e.to_string())?;
-                t.wait_node_exit(i, Duration::from_secs(20))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                t.restart_node(i).await.map_err(|e| e.to_string())?;
+                t.signal_term_node(i)?;
+                t.wait_node_exit(i, Duration::from_secs(20)).await?;
+                t.restart_node(i).await?;
             }
-            Ok(())
         }
-        Scenario::MasterKill => redis
-            .kill_master(Duration::from_secs(30))
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        Scenario::MasterKill => {
+            redis.kill_master(Duration::from_secs(30)).await?;
+        }
         Scenario::NodeFreeze => {
-            let pid = t.node_pid(1).ok_or("node 1 is not running")?;
-            crate::topology::signal(pid, "STOP").map_err(|e| e.to_string())?;
+            let pid = t.node_pid(1).ok_or(InjectError::NotRunning(1))?;
+            crate::topology::signal(pid, "STOP")?;
             tokio::time::sleep(FREEZE).await;
-            crate::topology::signal(pid, "CONT").map_err(|e| e.to_string())
+            crate::topology::signal(pid, "CONT")?;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

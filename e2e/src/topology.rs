@@ -45,11 +45,11 @@ pub enum Error {
     },
     /// Redis could not be started (for example `redis-server` is not installed).
     #[error(
-        "starting redis-server (install it with `apt-get install redis-server redis-sentinel`): {0}"
+        "starting redis-server (install it with `apt-get install redis-server redis-sentinel`)"
     )]
-    Redis(String),
+    Redis(#[source] std::io::Error),
     /// A process could not be spawned or signalled.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -530,7 +530,7 @@ impl Drop for Topology {
 async fn start_redis() -> Result<switchboard_testkit::RedisServer> {
     switchboard_testkit::RedisServer::start()
         .await
-        .map_err(|e| Error::Redis(e.to_string()))
+        .map_err(Error::Redis)
 }
 
 /// A free loopback port (bound and released; another process could take it in between, which is

@@ -7,34 +7,14 @@ use std::time::Duration;
 
 use common::*;
 use e2e::client::{self, ChatClient, Error};
+use switchboard_runtime::report;
+use switchboard_testkit::eventually;
 use tokio::time::Instant;
 
 /// How long a dead node may stay in the load set: the default heartbeat ttl (3 s) plus slack.
 const GONE_WITHIN: Duration = Duration::from_secs(15);
 
-macro_rules! across_nodes {
-    ($($scenario:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $scenario() {
-            let t = cluster(&[]).await;
-            common::$scenario(&t, 0, 1).await;
-        }
-    )*};
-}
-
-across_nodes!(
-    room_delivery_in_seq_order,
-    concurrent_senders_share_one_order,
-    resend_with_same_client_id_is_not_duplicated,
-    dm_reaches_every_connection,
-    offline_dm_delivered_on_next_connect,
-    presence_join_and_leave,
-    typing_is_relayed_not_stored,
-    read_markers_stored_and_broadcast,
-    last_seen_reports_online_and_offline,
-    history_paging,
-    rejoin_with_since_recovers,
-);
+common::shared_scenarios!(start: cluster(&[]), nodes: 0, 1);
 
 #[tokio::test]
 async fn registry_assigns_every_live_node() {
@@ -74,6 +54,7 @@ async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
             client::nodes(&registry)
                 .await
                 .is_ok_and(|nodes| nodes.iter().all(|n| n.id != "node-0"))
+                .then_some(())
         }
     })
     .await;
@@ -96,6 +77,7 @@ async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
                     ..
                 })
             )
+            .then_some(())
         }
     })
     .await;
@@ -106,6 +88,7 @@ async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
             client::assign(&registry)
                 .await
                 .is_ok_and(|a| a.node == "node-0")
+                .then_some(())
         }
     })
     .await;
@@ -151,7 +134,8 @@ async fn recovery_after_node_is_killed() {
             Err(e) => {
                 assert!(
                     Instant::now() < deadline,
-                    "no live node assigned within {GONE_WITHIN:?}: {e}"
+                    "no live node assigned within {GONE_WITHIN:?}: {}",
+                    report::chain(&e)
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -193,6 +177,7 @@ async fn drain_tells_clients_to_reconnect_and_leaves_the_load_set() {
             client::nodes(&registry)
                 .await
                 .is_ok_and(|n| n.iter().all(|n| n.id != "node-0"))
+                .then_some(())
         }
     })
     .await;
@@ -225,10 +210,10 @@ async fn full_node_refuses_with_1013_and_is_not_assigned() {
                     match client::assign(&registry).await {
                         Ok(a) => named.push(a.node),
                         Err(Error::Unavailable { status: 503, .. }) => {}
-                        Err(_) => return false,
+                        Err(_) => return None,
                     }
                 }
-                named.iter().all(|n| n == "node-1")
+                named.iter().all(|n| n == "node-1").then_some(())
             }
         },
     )
@@ -251,6 +236,7 @@ async fn added_node_joins_the_load_set() {
             client::nodes(&registry)
                 .await
                 .is_ok_and(|n| n.iter().any(|n| n.id == "node-2"))
+                .then_some(())
         }
     })
     .await;

@@ -100,8 +100,8 @@ async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent(
     let mut config = TopologyConfig::scaled(1, 1).with_node_args([
         "--ack-replicas",
         "1",
-        "--ack-timeout-ms",
-        "300",
+        "--ack-timeout",
+        "300ms",
     ]);
     config.external_redis = Some(vec!["--redis-url".into(), master.url()]);
     let topology = Topology::start(config).await.expect("topology");
@@ -148,7 +148,7 @@ async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent(
             {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => panic!("resend failed: {e}"),
+            Err(e) => panic!("resend failed: {}", switchboard_runtime::report::chain(&e)),
         }
     };
     assert!(ack.duplicate, "the resend finds the stored original");

@@ -68,6 +68,6 @@ async fn missing_hello_closes_4002() {
 
 #[tokio::test]
 async fn idle_connection_closes_4003() {
-    let t = standalone(&["--idle-timeout", "2"]).await;
+    let t = standalone(&["--idle-timeout", "2s"]).await;
     common::idle_connection_closes_4003(&t, 0).await;
 }

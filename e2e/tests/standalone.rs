@@ -6,30 +6,14 @@ mod common;
 use common::*;
 use e2e::client;
 
-macro_rules! on_one_node {
-    ($($scenario:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $scenario() {
-            let t = standalone(&[]).await;
-            assert!(t.redis_url().is_none());
-            common::$scenario(&t, 0, 0).await;
-        }
-    )*};
+/// The one node, checked to run without Redis.
+async fn one_node() -> e2e::topology::Topology {
+    let t = standalone(&[]).await;
+    assert!(t.redis_url().is_none());
+    t
 }
 
-on_one_node!(
-    room_delivery_in_seq_order,
-    concurrent_senders_share_one_order,
-    resend_with_same_client_id_is_not_duplicated,
-    dm_reaches_every_connection,
-    offline_dm_delivered_on_next_connect,
-    presence_join_and_leave,
-    typing_is_relayed_not_stored,
-    read_markers_stored_and_broadcast,
-    last_seen_reports_online_and_offline,
-    history_paging,
-    rejoin_with_since_recovers,
-);
+common::shared_scenarios!(start: one_node(), nodes: 0, 0);
 
 #[tokio::test]
 async fn node_is_its_own_registry() {

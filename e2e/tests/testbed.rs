@@ -5,9 +5,8 @@
 //! These run against the local test bed, or unchanged against the cluster that
 //! `KUBECONFIG` names (kind included). Only `testbed::sim` calls touch simulation.
 
-use std::future::Future;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use e2e::testbed::{TestBed, TestNamespace, sim};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -19,6 +18,7 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use serde_json::json;
+use switchboard_testkit::eventually;
 use tokio::io::AsyncWriteExt;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
@@ -26,23 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 async fn bed() -> &'static TestBed {
     match TestBed::shared().await {
         Ok(bed) => bed,
-        Err(err) => panic!("{err}"),
-    }
-}
-
-/// Poll `check` until it yields `Some`, panicking with `what` after [`TIMEOUT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        Err(err) => panic!("{}", switchboard_runtime::report::chain(&err)),
     }
 }
 
@@ -130,7 +114,7 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
         .await
         .expect("create service");
 
-    let running = eventually("3 Running pods with an IP", || async {
+    let running = eventually("3 Running pods with an IP", TIMEOUT, || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
             .await
@@ -148,7 +132,7 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
                 .expect("gate ready");
         }
     }
-    let names: Vec<String> = eventually("3 Ready pods", || async {
+    let names: Vec<String> = eventually("3 Ready pods", TIMEOUT, || async {
         let list = pods
             .list(&ListParams::default().labels("app=web"))
             .await
@@ -163,30 +147,38 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
     })
     .await;
 
-    eventually("an EndpointSlice with 3 ready endpoints", || async {
-        let eps = endpoints(&slices, "web").await;
-        (eps.len() == 3 && eps.iter().all(|(pod, ready)| *ready && names.contains(pod)))
-            .then_some(())
-    })
+    eventually(
+        "an EndpointSlice with 3 ready endpoints",
+        TIMEOUT,
+        || async {
+            let eps = endpoints(&slices, "web").await;
+            (eps.len() == 3 && eps.iter().all(|(pod, ready)| *ready && names.contains(pod)))
+                .then_some(())
+        },
+    )
     .await;
 
     let victim = names[0].clone();
     sim::set_pod_ready(&client, ns.name(), &victim, false)
         .await
         .expect("make pod not ready");
-    eventually("the not-ready pod's endpoint to turn not ready", || async {
-        let eps = endpoints(&slices, "web").await;
-        let ok = eps.len() == 3
-            && eps
-                .iter()
-                .all(|(pod, ready)| if *pod == victim { !ready } else { *ready });
-        ok.then_some(())
-    })
+    eventually(
+        "the not-ready pod's endpoint to turn not ready",
+        TIMEOUT,
+        || async {
+            let eps = endpoints(&slices, "web").await;
+            let ok = eps.len() == 3
+                && eps
+                    .iter()
+                    .all(|(pod, ready)| if *pod == victim { !ready } else { *ready });
+            ok.then_some(())
+        },
+    )
     .await;
     sim::set_pod_ready(&client, ns.name(), &victim, true)
         .await
         .expect("make pod ready again");
-    eventually("the endpoint to turn ready again", || async {
+    eventually("the endpoint to turn ready again", TIMEOUT, || async {
         let eps = endpoints(&slices, "web").await;
         (eps.len() == 3 && eps.iter().all(|(_, ready)| *ready)).then_some(())
     })
@@ -198,6 +190,7 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
         .expect("delete pod");
     let replacement = eventually(
         "the deleted pod to be replaced by a new Ready pod",
+        TIMEOUT,
         || async {
             let list = pods
                 .list(&ListParams::default().labels("app=web"))
@@ -215,7 +208,7 @@ async fn deployment_pods_get_ready_endpoints_follow_readiness_and_deleted_pods_a
         },
     )
     .await;
-    eventually("the replacement's endpoint", || async {
+    eventually("the replacement's endpoint", TIMEOUT, || async {
         let eps = endpoints(&slices, "web").await;
         let ok = eps.len() == 3
             && eps.iter().any(|(pod, _)| *pod == replacement)
@@ -248,7 +241,7 @@ async fn statefulset_pods_become_ready_with_stable_names() {
     sets.create(&PostParams::default(), &set)
         .await
         .expect("create statefulset");
-    let mut names = eventually("3 Ready StatefulSet pods", || async {
+    let mut names = eventually("3 Ready StatefulSet pods", TIMEOUT, || async {
         let list = pods
             .list(&ListParams::default().labels("app=db"))
             .await
@@ -299,9 +292,11 @@ async fn deleting_an_owner_deletes_its_dependents() {
     maps.delete("owner", &DeleteParams::background())
         .await
         .expect("delete owner");
-    eventually("the garbage collector to delete the dependent", || async {
-        matches!(maps.get_opt("dependent").await, Ok(None)).then_some(())
-    })
+    eventually(
+        "the garbage collector to delete the dependent",
+        TIMEOUT,
+        || async { matches!(maps.get_opt("dependent").await, Ok(None)).then_some(()) },
+    )
     .await;
 }
 
@@ -372,7 +367,7 @@ async fn install_widget_crd(bed: &TestBed, ns: &TestNamespace) -> ApiResource {
         .await
         .expect("create CRD");
     ns.delete_crd_on_drop(name.clone());
-    eventually("the CRD to be Established", || async {
+    eventually("the CRD to be Established", TIMEOUT, || async {
         let crd = crds.get(&name).await.ok()?;
         let established = crd
             .status?

@@ -15,10 +15,11 @@
 //! 2. **Idle memory**: `idle` connections to the first node that only identify; the node's RSS delta
 //!    (`/proc/PID/status` VmRSS) divided by the connection count.
 //!
-//! Everything is bounded by `--timeout-secs`. The process needs about `idle + members + senders` file
+//! Everything is bounded by `--timeout`. The process needs about `idle + members + senders` file
 //! descriptors (and the node as many); it checks the soft `RLIMIT_NOFILE` and says to raise it
 //! (`ulimit -n 65536`) when too low.
 
+use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -27,6 +28,7 @@ use e2e::client::{ChatClient, frame_type};
 use e2e::topology::{Topology, TopologyConfig};
 use futures_util::StreamExt as _;
 use serde_json::json;
+use switchboard_runtime::duration;
 use tokio::time::Instant;
 
 /// Switchboard load generator (loopback only, bounded in count and time).
@@ -51,9 +53,14 @@ struct Args {
     /// Idle connections opened to the first node for the memory figure (0 skips it).
     #[arg(long, env = "BENCH_IDLE", default_value_t = 5000)]
     idle: usize,
-    /// Upper bound for each phase, in seconds.
-    #[arg(long, env = "BENCH_TIMEOUT_SECS", default_value_t = 120)]
-    timeout_secs: u64,
+    /// Upper bound for each phase, 1s to 1h.
+    #[arg(
+        long,
+        env = "BENCH_TIMEOUT",
+        default_value = "120s",
+        value_parser = duration::within(Duration::from_secs(1), Duration::from_secs(3600))
+    )]
+    timeout: Duration,
     /// Use running nodes instead of starting a topology: their WebSocket URLs, comma-separated.
     #[arg(long, env = "BENCH_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
@@ -70,7 +77,18 @@ fn now_us() -> u64 {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain.
+            eprintln!("chat-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     check_fd_limit(args.idle + args.members + args.senders + 64)?;
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
@@ -104,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
         println!("targets: {}", args.nodes.join(", "));
         (args.nodes.clone(), args.node_pid)
     };
-    let limit = Duration::from_secs(args.timeout_secs);
+    let limit = args.timeout;
 
     if args.idle > 0 {
         match pid {

@@ -7,6 +7,7 @@
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use e2e::client::ChatClient;
+use std::process::ExitCode;
 use std::time::Duration;
 
 /// Cross-node chat probe.
@@ -25,7 +26,18 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain.
+            eprintln!("chat-probe: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let room = args
         .room

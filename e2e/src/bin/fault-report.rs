@@ -5,7 +5,9 @@
 
 use clap::Parser;
 use e2e::fault::{Load, Scenario, TABLE_HEADER, run_scenario};
+use std::process::ExitCode;
 use std::time::Duration;
+use switchboard_runtime::duration;
 
 /// Fault report: every scenario, counted message by message.
 #[derive(Parser, Debug)]
@@ -20,16 +22,27 @@ struct Args {
     /// Messages per sender.
     #[arg(long, default_value_t = 200)]
     messages: usize,
-    /// Milliseconds between two sends of one sender.
-    #[arg(long, default_value_t = 20)]
-    interval_ms: u64,
+    /// Pause between two sends of one sender, 0ms to 1m.
+    #[arg(long, default_value = "20ms", value_parser = duration::within(Duration::ZERO, Duration::from_secs(60)))]
+    interval: Duration,
     /// Only this scenario (node-kill, rolling-restart, redis-master-kill, node-freeze).
     #[arg(long)]
     only: Option<String>,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain.
+            eprintln!("fault-report: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     println!("{TABLE_HEADER}");
     let mut clean = true;
@@ -41,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
             members: args.members,
             senders: args.senders,
             messages_per_sender: args.messages,
-            interval: Duration::from_millis(args.interval_ms),
+            interval: args.interval,
             ..Load::default()
         };
         let o = run_scenario(scenario, load).await?;

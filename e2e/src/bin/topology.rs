@@ -9,6 +9,7 @@
 use anyhow::Context as _;
 use clap::Parser;
 use e2e::topology::{Topology, TopologyConfig};
+use std::process::ExitCode;
 
 /// Run a local Switchboard topology until Ctrl-C.
 #[derive(Debug, Parser)]
@@ -44,7 +45,18 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line with the whole cause chain.
+            eprintln!("topology: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let ha = if args.ha {
         Some(

@@ -62,7 +62,11 @@ impl TestBed {
     /// proxy refused, …) for every test that asks, so suites fail rather than skip.
     pub async fn shared() -> Result<&'static TestBed> {
         let shared = SHARED
-            .get_or_init(|| async { Self::start().await.map_err(|e| e.to_string()) })
+            .get_or_init(|| async {
+                Self::start()
+                    .await
+                    .map_err(|e| switchboard_runtime::report::chain(&e))
+            })
             .await;
         shared
             .as_ref()

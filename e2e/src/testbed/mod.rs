@@ -65,7 +65,7 @@ pub enum Error {
         output: String,
     },
     /// A file or process operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -74,7 +74,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {source}")]
+    #[error("kubeconfig {path}")]
     Kubeconfig {
         /// The file.
         path: PathBuf,
@@ -83,13 +83,13 @@ pub enum Error {
         source: kube::config::KubeconfigError,
     },
     /// A Kubernetes API call failed.
-    #[error("Kubernetes API: {0}")]
+    #[error("a Kubernetes API call failed")]
     Kube(#[source] kube::Error),
     /// An object could not be (de)serialized.
-    #[error("JSON: {0}")]
+    #[error("an object could not be (de)serialized as JSON")]
     Json(#[source] serde_json::Error),
     /// A configuration could not be written as YAML.
-    #[error("YAML: {0}")]
+    #[error("a configuration could not be written as YAML")]
     Yaml(#[source] serde_yaml::Error),
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]

@@ -1,26 +1,16 @@
-//! A Switchboard chat client for tests and tools, written from `chat-node/PROTOCOL.md` alone.
-//!
-//! A [`ChatClient`] owns one WebSocket. Everything the node sends is read through one place
-//! ([`ChatClient::next_frame`]); helpers that wait for a particular frame ([`ChatClient::wait_for`],
-//! [`ChatClient::expect_type`], the request helpers such as [`ChatClient::join`]) put every frame they
-//! skip into a buffer that later reads drain first, so a test never loses a frame because it was
-//! looking for another one:
+//! [`ChatClient`]: one WebSocket to a node, the buffering reader every wait goes through, and the
+//! request helpers (`join`, `send`, `dm`, `history`, ...) that send a frame with a fresh `req` and
+//! wait for the reply carrying it.
 //!
 //! ```text
-//!   socket ──▶ read ──▶ matches? ──yes──▶ returned to the caller
-//!                          │no
-//!                          ▼
-//!                   buffer (FIFO) ──▶ searched first by the next wait
+//!   request ──send_frame(req=N)──▶ node
+//!   wait_for_named(req == N) ◀── read_socket ◀── node   (other frames ──▶ buffer, read first later)
 //! ```
-//!
-//! Every wait has a deadline. A close frame from the node is remembered ([`ChatClient::closed`]) and
-//! turns later waits into [`Error::Closed`]. Nothing here panics on what the network sends.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -29,265 +19,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// One frame as the node sent it: a JSON object with a string `type`.
-pub type Frame = Value;
-
-/// How long the helpers without an explicit deadline wait.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Close code a client reports when the connection ended without a close frame (RFC 6455 "abnormal").
-pub const ABNORMAL_CLOSE: u16 = 1006;
-
-/// Errors of the test client.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The WebSocket could not be opened.
-    #[error("connecting to {url}: {source}")]
-    Connect {
-        /// The URL that was opened.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: tungstenite::Error,
-    },
-    /// The TCP socket could not be set up.
-    #[error("socket for {url}: {source}")]
-    Socket {
-        /// The URL that was opened.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The URL is not a `ws://host:port/...` URL.
-    #[error("bad WebSocket URL {0:?}")]
-    BadUrl(String),
-    /// Sending or receiving on an open WebSocket failed.
-    #[error("websocket: {0}")]
-    Ws(#[source] tungstenite::Error),
-    /// An HTTP request (registry) failed.
-    #[error("GET {url}: {source}")]
-    Http {
-        /// The URL requested.
-        url: String,
-        /// What went wrong.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The registry answered with a non-200 status.
-    #[error("GET {url}: status {status}, retry-after {retry_after:?}: {body}")]
-    Unavailable {
-        /// The URL requested.
-        url: String,
-        /// HTTP status.
-        status: u16,
-        /// `Retry-After` header in seconds, when given.
-        retry_after: Option<u64>,
-        /// Response body.
-        body: String,
-    },
-    /// No wanted frame arrived before the deadline.
-    #[error("timed out after {after:?} waiting for {what}")]
-    Timeout {
-        /// How long was waited.
-        after: Duration,
-        /// What was waited for.
-        what: String,
-    },
-    /// The node closed the connection (or it dropped) while a frame was awaited.
-    #[error("connection closed with {code} ({reason:?}) while waiting for {what}")]
-    Closed {
-        /// Close code (1006 when no close frame arrived).
-        code: u16,
-        /// Close reason text.
-        reason: String,
-        /// What was waited for.
-        what: String,
-    },
-    /// The node answered a request with an `error` frame.
-    #[error("server error {code}: {message}")]
-    Server {
-        /// The protocol error code (`not_joined`, `too_large`, ...).
-        code: String,
-        /// The human-readable message.
-        message: String,
-        /// The whole `error` frame.
-        frame: Frame,
-    },
-    /// The node sent something that is not a protocol frame, or a reply lacked a field.
-    #[error("unexpected frame: {0}")]
-    Unexpected(String),
-}
-
-/// Result alias of this module.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// The protocol error code when this is a server `error` frame.
-    pub fn server_code(&self) -> Option<&str> {
-        match self {
-            Error::Server { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-
-    /// The close code when the connection closed.
-    pub fn close_code(&self) -> Option<u16> {
-        match self {
-            Error::Closed { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
-/// The registry's answer to `GET /v1/assign`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Assignment {
-    /// Node id.
-    pub node: String,
-    /// WebSocket URL to open.
-    pub url: String,
-    /// The node's connection count as the registry saw it.
-    #[serde(default)]
-    pub connections: u64,
-    /// The node's capacity.
-    #[serde(default)]
-    pub capacity: u64,
-}
-
-/// One entry of `GET /v1/nodes`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct NodeInfo {
-    /// Node id.
-    pub id: String,
-    /// Advertised WebSocket URL.
-    pub url: String,
-    /// Connection count (load-set score).
-    #[serde(default)]
-    pub connections: u64,
-    /// Capacity.
-    #[serde(default)]
-    pub capacity: u64,
-    /// Whether the node takes new sessions.
-    #[serde(default = "yes")]
-    pub accepting: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// A room `message` frame.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct RoomMessage {
-    /// Room name.
-    pub room: String,
-    /// Per-room sequence number.
-    pub seq: u64,
-    /// Server-assigned id.
-    pub id: String,
-    /// Sender.
-    pub from: String,
-    /// Server timestamp (ms since epoch).
-    pub ts: u64,
-    /// Text.
-    pub body: String,
-    /// The sender's `client_id`, if it gave one.
-    #[serde(default)]
-    pub client_id: Option<String>,
-}
-
-/// The `ack` reply to `send`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Ack {
-    /// Room name.
-    pub room: String,
-    /// Sequence of the stored message.
-    pub seq: u64,
-    /// Message id.
-    pub id: String,
-    /// Server timestamp.
-    pub ts: u64,
-    /// The `client_id` given.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// True when this `client_id` was already stored: no new message was created.
-    #[serde(default)]
-    pub duplicate: bool,
-}
-
-/// The `joined` reply to `join`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Joined {
-    /// Room name.
-    pub room: String,
-    /// Current members, sorted.
-    pub members: Vec<String>,
-    /// Newest sequence (0 when empty).
-    pub last_seq: u64,
-    /// Oldest kept sequence (0 when empty).
-    pub first_seq: u64,
-    /// Stored read markers, user -> seq.
-    #[serde(default)]
-    pub read: std::collections::BTreeMap<String, u64>,
-}
-
-/// A direct message (`dm` frame).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct DirectMessage {
-    /// The recipient's direct-message sequence.
-    pub seq: u64,
-    /// Message id.
-    pub id: String,
-    /// Sender.
-    pub from: String,
-    /// Recipient.
-    pub to: String,
-    /// Server timestamp.
-    pub ts: u64,
-    /// Text.
-    pub body: String,
-    /// The sender's `client_id`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-}
-
-/// The `dm_ack` reply to `dm`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct DmAck {
-    /// Recipient.
-    pub to: String,
-    /// Message id.
-    pub id: String,
-    /// Server timestamp.
-    pub ts: u64,
-    /// The `client_id` given.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// True when this `client_id` was already stored.
-    #[serde(default)]
-    pub duplicate: bool,
-}
-
-/// The `history` reply.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct HistoryPage {
-    /// Room name.
-    pub room: String,
-    /// Messages, oldest first.
-    pub messages: Vec<RoomMessage>,
-    /// Whether older messages are kept.
-    pub has_more: bool,
-}
-
-/// One user's entry in a `last_seen` reply.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct LastSeen {
-    /// Whether the user has a connection now.
-    pub online: bool,
-    /// Last time seen (ms since epoch), if ever.
-    pub last_seen: Option<u64>,
-}
+use super::frames::{
+    Ack, DirectMessage, DmAck, Frame, HistoryPage, Joined, LastSeen, RoomMessage, frame_type,
+    parse, server_error,
+};
+use super::registry::{Assignment, assign};
+use super::{ABNORMAL_CLOSE, DEFAULT_TIMEOUT, Error, Result};
 
 /// Options for [`ChatClient::connect_with`].
 #[derive(Debug, Clone, Default)]
@@ -324,78 +61,6 @@ impl std::fmt::Debug for ChatClient {
             .field("closed", &self.closed)
             .finish()
     }
-}
-
-/// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
-pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
-    let url = format!("{}/v1/assign", registry_base_url.trim_end_matches('/'));
-    let response = http_client()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        let body = response.text().await.unwrap_or_default();
-        return Err(Error::Unavailable {
-            url,
-            status,
-            retry_after,
-            body,
-        });
-    }
-    response
-        .json()
-        .await
-        .map_err(|source| Error::Http { url, source })
-}
-
-/// List the load set: `GET {base}/v1/nodes`.
-pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
-    #[derive(Deserialize)]
-    struct Nodes {
-        nodes: Vec<NodeInfo>,
-    }
-    let url = format!("{}/v1/nodes", registry_base_url.trim_end_matches('/'));
-    let response = http_client()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let body = response.text().await.unwrap_or_default();
-        return Err(Error::Unavailable {
-            url,
-            status,
-            retry_after: None,
-            body,
-        });
-    }
-    let nodes: Nodes = response
-        .json()
-        .await
-        .map_err(|source| Error::Http { url, source })?;
-    Ok(nodes.nodes)
-}
-
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .unwrap_or_default()
 }
 
 /// Append `key=value` to a URL's query string.
@@ -940,38 +605,6 @@ impl ChatClient {
     }
 }
 
-/// The `type` of a frame.
-pub fn frame_type(frame: &Frame) -> Option<&str> {
-    frame.get("type")?.as_str()
-}
-
-fn server_error(frame: Frame) -> Error {
-    let code = frame
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let message = frame
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    Error::Server {
-        code,
-        message,
-        frame,
-    }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(frame: Frame) -> Result<T> {
-    serde_json::from_value(frame.clone()).map_err(|e| Error::Unexpected(format!("{e}: {frame}")))
-}
-
-/// Whether `seqs` are strictly increasing by one.
-pub fn consecutive(seqs: &[u64]) -> bool {
-    seqs.windows(2).all(|w| w[1] == w[0] + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,12 +626,5 @@ mod tests {
         );
         assert_eq!(host_port("ws://localhost:9"), Some("localhost:9"));
         assert_eq!(host_port("http://x"), None);
-    }
-
-    #[test]
-    fn consecutive_sequences_are_recognised() {
-        assert!(consecutive(&[3, 4, 5]));
-        assert!(!consecutive(&[3, 5]));
-        assert!(consecutive(&[]));
     }
 }

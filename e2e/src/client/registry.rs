@@ -1,0 +1,122 @@
+//! The registry's HTTP side, as a client needs it: `GET /v1/assign` names the node to open,
+//! `GET /v1/nodes` lists the load set. A standalone chat-node answers both itself.
+//!
+//! ```text
+//!   assign(base) ──GET {base}/v1/assign──▶ 200 Assignment { node, url }
+//!                                        ─▶ 503 + Retry-After ──▶ Error::Unavailable
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Error, Result};
+
+/// The registry's answer to `GET /v1/assign`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    /// Node id.
+    pub node: String,
+    /// WebSocket URL to open.
+    pub url: String,
+    /// The node's connection count as the registry saw it.
+    #[serde(default)]
+    pub connections: u64,
+    /// The node's capacity.
+    #[serde(default)]
+    pub capacity: u64,
+}
+
+/// One entry of `GET /v1/nodes`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: String,
+    /// Advertised WebSocket URL.
+    pub url: String,
+    /// Connection count (load-set score).
+    #[serde(default)]
+    pub connections: u64,
+    /// Capacity.
+    #[serde(default)]
+    pub capacity: u64,
+    /// Whether the node takes new sessions.
+    #[serde(default = "yes")]
+    pub accepting: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
+pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
+    let url = format!("{}/v1/assign", registry_base_url.trim_end_matches('/'));
+    let response = http_client()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = response.text().await.unwrap_or_default();
+        return Err(Error::Unavailable {
+            url,
+            status,
+            retry_after,
+            body,
+        });
+    }
+    response
+        .json()
+        .await
+        .map_err(|source| Error::Http { url, source })
+}
+
+/// List the load set: `GET {base}/v1/nodes`.
+pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
+    #[derive(Deserialize)]
+    struct Nodes {
+        nodes: Vec<NodeInfo>,
+    }
+    let url = format!("{}/v1/nodes", registry_base_url.trim_end_matches('/'));
+    let response = http_client()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|source| Error::Http {
+            url: url.clone(),
+            source,
+        })?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        let body = response.text().await.unwrap_or_default();
+        return Err(Error::Unavailable {
+            url,
+            status,
+            retry_after: None,
+            body,
+        });
+    }
+    let nodes: Nodes = response
+        .json()
+        .await
+        .map_err(|source| Error::Http { url, source })?;
+    Ok(nodes.nodes)
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}

@@ -1,0 +1,255 @@
+//! Limits and refusals: each documented error frame or close code (1009, 4001, 4002, 4003, 4008,
+//! 4029, `too_large`, `rate_limited`, `bad_frame`, ...) hits only the connection that earned it while
+//! the others carry on.
+
+use std::time::Duration;
+
+use e2e::client::{ChatClient, ConnectOptions, Error, consecutive, frame_type};
+use e2e::topology::Topology;
+use serde_json::json;
+use switchboard_runtime::report;
+
+use super::{T, connect, name};
+
+/// A frame above `max_frame_bytes` closes that connection with 1009; others carry on.
+pub async fn oversize_frame_closes_1009(t: &Topology, a: usize) {
+    let mut other = connect(t, a, &name("other")).await;
+    let mut big = connect(t, a, &name("big")).await;
+    let body = "x".repeat(70_000);
+    let _ = big
+        .send_frame(&json!({"type": "send", "room": "r", "body": body}))
+        .await;
+    let (code, _) = big.wait_closed(T).await.expect("closed");
+    assert_eq!(code, 1009);
+    other.ping().await.expect("others carry on");
+}
+
+/// A body above `max_body_chars` is `too_large`; the session stays usable.
+pub async fn long_body_is_too_large(t: &Topology, a: usize) {
+    let room = name("room");
+    let mut c = connect(t, a, &name("long")).await;
+    c.join(&room, None).await.expect("join");
+    let err = c
+        .send(&room, &"y".repeat(4001), None)
+        .await
+        .expect_err("too long");
+    assert_eq!(err.server_code(), Some("too_large"), "{err}");
+    let ok = c
+        .send(&room, &"y".repeat(4000), None)
+        .await
+        .expect("at the limit is fine");
+    assert_eq!(ok.seq, 1, "the refused body was not stored");
+    let err = c.send(&room, "", None).await.expect_err("empty body");
+    assert_eq!(err.server_code(), Some("invalid_body"), "{err}");
+}
+
+/// A flood is `rate_limited` (with `retry_after_ms`), perhaps closed 4029; others carry on.
+pub async fn flood_is_rate_limited(t: &Topology, a: usize) {
+    let mut other = connect(t, a, &name("other")).await;
+    let mut flood = connect(t, a, &name("flood")).await;
+    for i in 0..120 {
+        if flood
+            .send_frame(&json!({"type": "ping", "req": i}))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    match flood.expect_error("rate_limited", T).await {
+        Ok(err) => assert!(
+            err["retry_after_ms"].is_u64(),
+            "rate_limited says when to retry: {err}"
+        ),
+        Err(Error::Closed { code, .. }) => {
+            assert_eq!(code, 4029, "a flood may be closed with 4029")
+        }
+        Err(e) => panic!("expected rate_limited, got {}", report::chain(&e)),
+    }
+    other.ping().await.expect("others carry on");
+}
+
+/// A member that does not read is closed with 4008 while the others receive everything.
+///
+/// The sender stops as soon as the node counts a dropped slow consumer (or after `MAX` messages),
+/// then the slow member reads what is queued for it and must find the 4008 close behind it.
+pub async fn slow_consumer_is_dropped_others_carry_on(t: &Topology, a: usize, b: usize) {
+    const MAX: usize = 4000;
+    let room = name("room");
+    let mut sender = connect(t, a, &name("sender")).await;
+    let mut fast = connect(t, b, &name("fast")).await;
+    let mut slow = ChatClient::connect_with(
+        &t.node_ws_url(a),
+        ConnectOptions {
+            user: Some(name("slow")),
+            recv_buffer: Some(4096),
+            wait_welcome: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect slow");
+    for c in [&mut sender, &mut fast, &mut slow] {
+        c.join(&room, None).await.expect("join");
+    }
+    let reader = {
+        let room = room.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let m = fast.wait_message(&room, |_| true, T).await?;
+                let end = m.body == "end";
+                got.push(m);
+                if end {
+                    return Ok::<_, Error>(got);
+                }
+            }
+        })
+    };
+    let body = "z".repeat(3900);
+    let mut sent = 0;
+    while sent < MAX {
+        // Pipelined in batches of 10 (well inside the outbound queue), then wait for the last ack.
+        for _ in 0..10 {
+            let frame = json!({"type": "send", "room": room, "body": format!("{sent}:{body}")});
+            sender.send_frame(&frame).await.expect("sender carries on");
+            sent += 1;
+        }
+        let last = sent as u64;
+        sender
+            .wait_for(
+                |f| frame_type(f) == Some("ack") && f["seq"] == json!(last),
+                T,
+            )
+            .await
+            .expect("sender's acks");
+        sender.take_buffered();
+        if metric(t, a, "slow_consumers_dropped").await > 0.0 {
+            break;
+        }
+    }
+    sender
+        .send(&room, "end", None)
+        .await
+        .expect("sender carries on");
+    let (code, reason) = slow
+        .wait_closed(Duration::from_secs(30))
+        .await
+        .expect("slow member closed");
+    assert_eq!(
+        code, 4008,
+        "slow consumer close code (reason {reason:?}) after {sent} messages"
+    );
+    let got = reader
+        .await
+        .expect("reader task")
+        .expect("the fast member gets every message");
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert!(
+        consecutive(&seqs) && seqs.len() == sent + 1,
+        "fast member: every message in order"
+    );
+}
+
+/// The sum of the samples of node `i`'s metrics whose name contains `name` (0 when absent).
+pub async fn metric(t: &Topology, i: usize, name: &str) -> f64 {
+    let url = format!("{}/metrics", t.node_http_url(i));
+    let Ok(response) = reqwest::get(&url).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(key, _)| key.contains(name))
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Bad user names close with 4001; bad room names are `invalid_name`.
+pub async fn invalid_names_are_refused(t: &Topology, a: usize) {
+    for bad in [
+        "-leading",
+        "waytoolong-abcdefghijklmnopqrstuvwxyz",
+        "sp%20ace",
+    ] {
+        match ChatClient::connect(&t.node_ws_url(a), bad).await {
+            Err(Error::Closed { code, .. }) => assert_eq!(code, 4001, "user {bad:?}"),
+            other => panic!("user {bad:?}: expected close 4001, got {other:?}"),
+        }
+    }
+    let mut c = connect(t, a, &name("names")).await;
+    for bad in ["-room", "has space", "slash/room", &"r".repeat(65)] {
+        let err = c.join(bad, None).await.expect_err("bad room");
+        assert_eq!(
+            err.server_code(),
+            Some("invalid_name"),
+            "room {bad:?}: {err}"
+        );
+    }
+    let err = c
+        .dm("-nobody", "hi", None)
+        .await
+        .expect_err("bad dm target");
+    assert_eq!(err.server_code(), Some("invalid_name"), "{err}");
+    c.join("ok.room:1_a-b", None)
+        .await
+        .expect("every allowed character");
+}
+
+/// Malformed, unknown, binary and out-of-room frames get their error codes; the session survives.
+pub async fn bad_frames_get_error_codes(t: &Topology, a: usize) {
+    let mut c = connect(t, a, &name("frames")).await;
+    c.send_text("{not json").await.expect("send");
+    c.expect_error("bad_frame", T)
+        .await
+        .expect("malformed JSON is bad_frame");
+    c.send_text(r#"{"room":"x"}"#).await.expect("send");
+    c.expect_error("bad_frame", T)
+        .await
+        .expect("no type is bad_frame");
+    c.send_text(r#"{"type":"join","room":7}"#)
+        .await
+        .expect("send");
+    c.expect_error("bad_frame", T)
+        .await
+        .expect("wrong field type is bad_frame");
+    c.send_binary(vec![1, 2, 3]).await.expect("send");
+    c.expect_error("bad_frame", T)
+        .await
+        .expect("binary is bad_frame");
+    let reply = c
+        .request(json!({"type": "teleport"}), T)
+        .await
+        .expect("reply");
+    assert_eq!(reply["code"], json!("unknown_type"), "{reply}");
+    let room = name("room");
+    for frame in [
+        json!({"type": "send", "room": room, "body": "x"}),
+        json!({"type": "history", "room": room}),
+    ] {
+        let reply = c.request(frame, T).await.expect("reply");
+        assert_eq!(reply["code"], json!("not_joined"), "{reply}");
+    }
+    c.ping().await.expect("still usable");
+}
+
+/// Without `?user=` and without `hello`, the node closes with 4002 after its 10 s wait.
+pub async fn missing_hello_closes_4002(t: &Topology, a: usize) {
+    let mut c = ChatClient::open(&t.node_ws_url(a)).await.expect("open");
+    let (code, _) = c
+        .wait_closed(Duration::from_secs(25))
+        .await
+        .expect("closed");
+    assert_eq!(code, 4002);
+}
+
+/// With a short idle timeout, a silent connection is closed with 4003.
+pub async fn idle_connection_closes_4003(t: &Topology, a: usize) {
+    let mut c = connect(t, a, &name("idle")).await;
+    let (code, _) = c
+        .wait_closed(Duration::from_secs(30))
+        .await
+        .expect("closed");
+    assert_eq!(code, 4003);
+}
