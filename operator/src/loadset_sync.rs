@@ -36,11 +36,10 @@ use kube::{Client, ResourceExt};
 use switchboard_loadset::LoadSet;
 use switchboard_redis::RedisArgs;
 use switchboard_redis::keys::Keys;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
-
 use switchboard_redis::sentinel;
 use switchboard_runtime::report;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, instrument, warn};
 
 use crate::context::{Context, FIELD_MANAGER, is_paused, scoped};
 use crate::crd::{ChatCluster, RedisMode};
