@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
+use switchboard_runtime::report;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Lease API call failed.
-    #[error("{op} Lease {name}: {source}")]
+    #[error("{op} Lease {name}")]
     Kube {
         /// What was being done.
         op: &'static str,
@@ -230,7 +231,7 @@ impl Elector {
                     self.config.retry_interval
                 }
                 Err(err) => {
-                    warn!(%err, "leader election round failed");
+                    warn!(error = %report::chain(&err), "leader election round failed");
                     if last_renewal.is_some_and(|t| t.elapsed() >= self.config.lease_duration) {
                         leading.send_replace(false);
                         return Err(Error::Lost(self.config.name.clone()));
@@ -243,7 +244,7 @@ impl Elector {
                     if last_renewal.is_some() {
                         leading.send_replace(false);
                         if let Err(err) = self.release().await {
-                            warn!(%err, "could not release the Lease");
+                            warn!(error = %report::chain(&err), "could not release the Lease");
                         }
                     }
                     return Ok(());

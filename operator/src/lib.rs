@@ -12,14 +12,26 @@
 //! ```
 //!
 //! Modules: [`crd`] (types and schema), [`fixtures`] (test builders), [`resources`] (pure rendering),
-//! [`reconcile`] (the controller), [`loadset_sync`] (membership), [`leader`] (Lease election),
-//! [`metrics`], [`server`] (the `operator` binary's wiring).
+//! [`reconcile`] (the ChatCluster controller), [`loadset_sync`] (membership), [`leader`] (Lease
+//! election), [`metrics`], [`server`] (the `operator` binary's wiring).
+//!
+//! The two controllers never import each other; what they share lives in its own modules:
+//!
+//! ```text
+//! reconcile ──┐                  ┌─▶ context     (client, recorder, metrics, settings, field manager, pause)
+//!             ├─ depend only on ─┼─▶ observation (what the load-set sync saw; wakes the reconciler)
+//! loadset_sync┘                  ├─▶ secret      (the one reader of the Redis password Secret)
+//!                                └─▶ resources, crd, metrics
+//! ```
 
+pub mod context;
 pub mod crd;
 pub mod fixtures;
 pub mod leader;
 pub mod loadset_sync;
 pub mod metrics;
+pub mod observation;
 pub mod reconcile;
 pub mod resources;
+pub mod secret;
 pub mod server;

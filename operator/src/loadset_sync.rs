@@ -15,14 +15,17 @@
 //! Each ChatCluster has its own cluster id (`<namespace>/<name>`), hence its own key prefix, so chat
 //! systems sharing one Redis never see each other's members. In Managed mode the Redis keys live and die
 //! with the managed Redis pods, so no finalizer is needed there. The pause annotation
-//! ([`crate::reconcile::PAUSED_ANNOTATION`]) stops this sync too: during maintenance nothing writes Redis.
+//! ([`crate::context::PAUSED_ANNOTATION`]) stops this sync too: during maintenance nothing writes Redis.
+//!
+//! This controller shares [`crate::context`], [`crate::observation`] and [`crate::secret`] with
+//! [`crate::reconcile`] and depends on nothing of it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -33,14 +36,16 @@ use kube::{Client, ResourceExt};
 use switchboard_loadset::LoadSet;
 use switchboard_redis::RedisArgs;
 use switchboard_redis::keys::Keys;
-use tokio::sync::mpsc;
+use switchboard_redis::sentinel;
+use switchboard_runtime::report;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use crate::context::{Context, FIELD_MANAGER, is_paused, scoped};
 use crate::crd::{ChatCluster, RedisMode};
-use crate::reconcile::{Context, FIELD_MANAGER, is_paused, scoped};
+use crate::observation::Observation;
 use crate::resources::{self, Component, Names, label};
-use switchboard_redis::sentinel;
+use crate::secret::{self, Password, read_password};
 
 /// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
 pub const FINALIZER: &str = "switchboard.dev/loadset-cleanup";
@@ -54,7 +59,7 @@ const CONTROLLER: &str = "loadset";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes API call failed.
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Kube {
         /// What was being done.
         op: String,
@@ -63,8 +68,11 @@ pub enum Error {
         source: kube::Error,
     },
     /// Redis could not be reached or refused the configuration.
-    #[error("Redis: {0}")]
+    #[error(transparent)]
     Redis(#[from] switchboard_redis::Error),
+    /// The password Secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] secret::ReadError),
     /// A load-set operation failed.
     #[error(transparent)]
     LoadSet(#[from] switchboard_loadset::Error),
@@ -83,7 +91,7 @@ impl Error {
     /// A short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { .. } => "kube",
+            Error::Kube { .. } | Error::Secret(_) => "kube",
             Error::Redis(_) => "redis",
             Error::LoadSet(e) => e.metric_label(),
             Error::Config(_) => "config",
@@ -100,72 +108,6 @@ impl Error {
 
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// What the load-set sync last saw of one chat system; the reconciler puts it in the status.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observation {
-    /// Load-set size after the last successful sync.
-    pub members: Option<i32>,
-    /// `host:port` of the current Redis master.
-    pub current_master: Option<String>,
-    /// Why the last sync could not use Redis.
-    pub redis_error: Option<String>,
-}
-
-/// Observations of every chat system, shared with the reconciler, which is told when one changes.
-#[derive(Debug)]
-pub struct Observations {
-    map: Mutex<HashMap<String, Observation>>,
-    changed: mpsc::UnboundedSender<ObjectRef<ChatCluster>>,
-}
-
-impl Observations {
-    /// Empty observations and the stream of ChatClusters whose observation changed
-    /// (for [`reconcile::run`]).
-    pub fn new() -> (
-        Arc<Self>,
-        impl Stream<Item = ObjectRef<ChatCluster>> + Send + 'static,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        });
-        (
-            Arc::new(Self {
-                map: Mutex::new(HashMap::new()),
-                changed: tx,
-            }),
-            stream,
-        )
-    }
-
-    /// The observation of `cluster_id` (empty when none yet).
-    pub fn get(&self, cluster_id: &str) -> Observation {
-        self.map
-            .lock()
-            .ok()
-            .and_then(|m| m.get(cluster_id).cloned())
-            .unwrap_or_default()
-    }
-
-    /// Records `new` for `cc`; returns the previous one and tells the reconciler if it changed.
-    fn update(&self, cc: &ChatCluster, new: Observation) -> Observation {
-        let previous = match self.map.lock() {
-            Ok(mut map) => map.insert(cc.cluster_id(), new.clone()).unwrap_or_default(),
-            Err(_) => return Observation::default(),
-        };
-        if previous != new {
-            let _ = self.changed.send(ObjectRef::from_obj(cc));
-        }
-        previous
-    }
-
-    fn forget(&self, cluster_id: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(cluster_id);
-        }
-    }
-}
 
 /// Settings of the load-set sync.
 #[derive(Clone, Debug)]
@@ -296,7 +238,7 @@ pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
     .run(sync, error_policy, sctx)
     .for_each(|result| async move {
         if let Err(err) = result {
-            debug!(%err, "load-set sync loop");
+            debug!(error = %report::chain(&err), "load-set sync loop");
         }
     })
     .await;
@@ -305,7 +247,7 @@ pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
 /// Requeues a failed sync with the reconciler's backoff.
 pub fn error_policy(cc: Arc<ChatCluster>, err: &Error, sctx: Arc<SyncContext>) -> Action {
     sctx.ctx.metrics.failed(CONTROLLER, err.metric_label());
-    warn!(name = %cc.name_any(), namespace = ?cc.namespace(), error = %err, "load-set sync failed");
+    warn!(name = %cc.name_any(), namespace = ?cc.namespace(), error = %report::chain(err), "load-set sync failed");
     Action::requeue(sctx.config.resync.min(Duration::from_secs(5)))
 }
 
@@ -345,10 +287,10 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
     let loadset = match loadset {
         Ok(l) => l,
         Err(err) => {
-            observation.redis_error = Some(err.to_string());
+            observation.redis_error = Some(report::chain(&err));
             record(cc, sctx, observation).await;
             sctx.ctx.metrics.failed(CONTROLLER, err.metric_label());
-            debug!(error = %err, "Redis unavailable for the load set");
+            debug!(error = %report::chain(&err), "Redis unavailable for the load set");
             return Ok(Action::requeue(sctx.config.resync));
         }
     };
@@ -358,7 +300,7 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
         Ok(report) => report,
         Err(err) => {
             sctx.drop_connection(&cc.cluster_id()).await;
-            observation.redis_error = Some(err.to_string());
+            observation.redis_error = Some(report::chain(&err));
             record(cc, sctx, observation).await;
             return Err(err.into());
         }
@@ -377,7 +319,7 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
                 nodes.into_iter().map(|n| (n.id, n.connections)).collect();
             set_deletion_costs(cc, &sctx.ctx.client, &ns, &scores).await?;
         }
-        Err(err) => warn!(error = %err, "could not read load-set scores"),
+        Err(err) => warn!(error = %report::chain(&err), "could not read load-set scores"),
     }
     record(cc, sctx, observation).await;
     Ok(Action::requeue(sctx.config.resync))
@@ -477,25 +419,21 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
         None => RedisArgs::from_sentinels(endpoint.sentinels.clone(), endpoint.master_name.clone()),
     };
     if let Some(reference) = &endpoint.password {
-        let secrets: Api<Secret> = Api::namespaced(sctx.ctx.client.clone(), ns);
-        let secret = secrets
-            .get_opt(&reference.secret)
-            .await
-            .map_err(Error::kube(format!("get Secret {}", reference.secret)))?
-            .ok_or_else(|| {
-                Error::Config(format!("Secret {ns}/{} does not exist", reference.secret))
-            })?;
-        let password = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&reference.key))
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .ok_or_else(|| {
-                Error::Config(format!(
+        let password = match read_password(&sctx.ctx.client, ns, reference).await? {
+            Password::Value(password) => password,
+            Password::NoSecret => {
+                return Err(Error::Config(format!(
+                    "Secret {ns}/{} does not exist",
+                    reference.secret
+                )));
+            }
+            Password::NoKey => {
+                return Err(Error::Config(format!(
                     "Secret {ns}/{} has no key {:?}",
                     reference.secret, reference.key
-                ))
-            })?;
+                )));
+            }
+        };
         args = args.with_password(password);
     }
     Ok(args)
@@ -515,7 +453,7 @@ async fn current_master(endpoint: &resources::RedisEndpoint, sctx: &SyncContext)
     {
         Ok(master) => master.map(|m| m.to_string()),
         Err(err) => {
-            debug!(error = %err, "no sentinel answered");
+            debug!(error = %report::chain(&err), "no sentinel answered");
             None
         }
     }
@@ -583,7 +521,8 @@ async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -
                     EventType::Warning,
                     "CleanupSkipped",
                     format!(
-                        "could not delete the chat system's Redis keys ({err}); leaving them behind"
+                        "could not delete the chat system's Redis keys ({}); leaving them behind",
+                        report::chain(&err)
                     ),
                 )
                 .await;

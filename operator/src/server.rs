@@ -17,15 +17,24 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use kube::Client;
-use switchboard_runtime::{LogArgs, init_tracing, serve, shutdown_on_signal};
+use switchboard_runtime::duration::within;
+use switchboard_runtime::serve::BindError;
+use switchboard_runtime::{LogArgs, bind, init_tracing, serve, shutdown_on_signal};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::context::{self, Context};
 use crate::leader::{Elector, LeaseConfig};
-use crate::loadset_sync::{self, Observations, SyncConfig, SyncContext};
+use crate::loadset_sync::{self, SyncConfig, SyncContext};
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context};
+use crate::observation::Observations;
+use crate::reconcile;
+
+/// Bounds of `--resync`: often enough to repair drift quickly, never a busy loop.
+const RESYNC_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// Bounds of `--lease-duration`: renewals (a third of it) must fit in; a standby must not wait for ever.
+const LEASE_RANGE: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(300));
 
 /// Flags of the `operator` binary (every flag also reads an environment variable).
 #[derive(clap::Parser, Debug, Clone)]
@@ -52,9 +61,14 @@ pub struct Args {
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "SWITCHBOARD_WATCH_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Seconds between full load-set resyncs (repairing drift).
-    #[arg(long, env = "SWITCHBOARD_RESYNC_SECONDS", default_value_t = 10)]
-    pub resync_seconds: u64,
+    /// Time between full load-set resyncs (repairing drift), 1s to 1h.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_RESYNC",
+        default_value = "10s",
+        value_parser = within(RESYNC_RANGE.0, RESYNC_RANGE.1)
+    )]
+    pub resync: Duration,
     /// Campaign for a Lease before reconciling (turn off only with a single replica).
     #[arg(long, env = "SWITCHBOARD_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
@@ -68,9 +82,14 @@ pub struct Args {
         default_value = "switchboard-operator"
     )]
     pub lease_name: String,
-    /// Seconds a Lease is valid without renewal (a standby takes over after this).
-    #[arg(long, env = "SWITCHBOARD_LEASE_SECONDS", default_value_t = 15)]
-    pub lease_seconds: u64,
+    /// How long a Lease is valid without renewal (a standby takes over after this), 3s to 5m.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_LEASE_DURATION",
+        default_value = "15s",
+        value_parser = within(LEASE_RANGE.0, LEASE_RANGE.1)
+    )]
+    pub lease_duration: Duration,
     /// This replica's identity in the Lease and in Events (default: the pod name / hostname and pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -83,20 +102,14 @@ pub struct Args {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No Kubernetes client configuration (in-cluster or kubeconfig).
-    #[error("no Kubernetes configuration (in-cluster service account or KUBECONFIG): {0}")]
+    #[error("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")]
     Client(#[source] kube::Error),
     /// The start-up check failed (e.g. the CRD is not installed; the message says how to install it).
     #[error(transparent)]
     Startup(#[from] Box<reconcile::Error>),
-    /// The HTTP listener could not be bound or failed.
-    #[error("HTTP endpoint {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The HTTP listen address could not be bound.
+    #[error(transparent)]
+    Listen(#[from] BindError),
     /// Leadership was lost or the election failed.
     #[error(transparent)]
     Leader(#[from] crate::leader::Error),
@@ -105,8 +118,8 @@ pub enum Error {
 /// Settings of the controllers (what the flags become; tests build it directly).
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Reconciler settings.
-    pub reconcile: reconcile::Config,
+    /// Settings of both controllers (cluster domain, namespace) and of the reconciler (requeue, backoff).
+    pub reconcile: context::Config,
     /// Load-set sync settings.
     pub sync: SyncConfig,
     /// Identity in Events.
@@ -117,7 +130,7 @@ impl Settings {
     /// Defaults with the given identity.
     pub fn new(identity: &str) -> Self {
         Self {
-            reconcile: reconcile::Config::default(),
+            reconcile: context::Config::default(),
             sync: SyncConfig::default(),
             identity: identity.to_owned(),
         }
@@ -192,12 +205,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(true));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: args.listen,
-            source,
-        })?;
+    let listener = bind(args.listen).await?;
     info!(addr = %args.listen, "serving /healthz /readyz /metrics");
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(serve(
@@ -213,7 +221,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut settings = Settings::new(&identity);
     settings.reconcile.cluster_domain = args.cluster_domain.clone();
     settings.reconcile.namespace = args.namespace.clone();
-    settings.sync.resync = Duration::from_secs(args.resync_seconds.max(1));
+    settings.sync.resync = args.resync;
 
     let result = if args.leader_elect {
         let namespace = args
@@ -222,7 +230,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| client.default_namespace().to_owned());
         let mut config = LeaseConfig::new(&namespace, &args.lease_name, &identity);
-        config.lease_duration = Duration::from_secs(args.lease_seconds.max(3));
+        config.lease_duration = args.lease_duration;
         config.renew_interval = config.lease_duration / 3;
         config.retry_interval = (config.lease_duration / 7).max(Duration::from_millis(500));
         run_with_leader_election(client, settings, metrics, config, shutdown.clone()).await
@@ -295,6 +303,29 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn duration_flags_default_parse_and_refuse_out_of_range_values() {
+        use clap::Parser;
+        let args = Args::try_parse_from(["operator"]).expect("defaults");
+        assert_eq!(args.resync, Duration::from_secs(10));
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+        let args = Args::try_parse_from(["operator", "--resync", "2m", "--lease-duration", "3s"])
+            .expect("in range");
+        assert_eq!(args.resync, Duration::from_secs(120));
+        assert_eq!(args.lease_duration, Duration::from_secs(3));
+        for bad in [
+            ["--resync", "500ms"],
+            ["--resync", "2h"],
+            ["--resync", "10"],
+            ["--lease-duration", "2s"],
+            ["--lease-duration", "6m"],
+        ] {
+            let err = Args::try_parse_from(["operator", bad[0], bad[1]])
+                .expect_err("out of range or without a unit");
+            assert!(err.to_string().contains(bad[1]), "{bad:?}: {err}");
+        }
+    }
 
     #[tokio::test]
     async fn health_and_metrics_endpoints_answer() {

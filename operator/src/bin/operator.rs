@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use switchboard_runtime::report;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -10,8 +11,8 @@ async fn main() -> ExitCode {
     match operator::server::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line that says what is wrong (each error already names its cause).
-            eprintln!("operator: {err}");
+            // One line: what failed, then each cause once.
+            eprintln!("operator: {}", report::chain(&err));
             ExitCode::FAILURE
         }
     }

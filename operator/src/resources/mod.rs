@@ -27,7 +27,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -101,7 +101,7 @@ pub enum Error {
     #[error("ChatCluster has no {0}: only objects read from the API server can be rendered")]
     MissingMetadata(&'static str),
     /// An object did not match its Kubernetes type (a bug in this module).
-    #[error("rendering {kind}: {source}")]
+    #[error("rendering {kind}")]
     Shape {
         /// The kind being rendered.
         kind: &'static str,
@@ -235,6 +235,14 @@ pub fn selector_labels(cc: &ChatCluster, component: Component) -> BTreeMap<Strin
             cc.metadata.name.clone().unwrap_or_default(),
         ),
         (label::COMPONENT.to_owned(), component.as_str().to_owned()),
+    ])
+}
+
+/// Labels every object the operator owns for `cc` carries, whatever its component (for tests and tools).
+pub fn owned_labels(cc: &ChatCluster) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::INSTANCE.to_owned(), cc.name_any()),
+        (label::MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
     ])
 }
 
@@ -465,9 +473,10 @@ fn node_deployment(
         value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
     ];
     env.extend(redis_env(endpoint));
+    // chat-node's --drain-timeout is a duration flag (`30s`).
     env.push(value_env(
         "SWITCHBOARD_DRAIN_TIMEOUT",
-        spec.drain_timeout_seconds.to_string(),
+        format!("{}s", spec.drain_timeout_seconds),
     ));
     let grace = i64::from(spec.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5;
     let mut container = json!({

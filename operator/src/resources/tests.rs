@@ -115,6 +115,9 @@ fn every_object_is_controlled_by_the_chat_cluster_and_labelled() {
         assert_eq!(labels[label::INSTANCE], "demo");
         assert_eq!(labels[label::MANAGED_BY], "switchboard-operator");
         assert!(labels.contains_key(label::COMPONENT));
+        for (key, value) in owned_labels(&cc) {
+            assert_eq!(labels.get(&key), Some(&value), "{key}");
+        }
     }
     let secret = redis_secret(&cc, "pw").unwrap();
     assert_eq!(
@@ -291,7 +294,7 @@ fn chat_node_env_follows_the_contract_in_managed_mode() {
     assert_eq!(env_value(c, "SWITCHBOARD_CAPACITY"), "10000");
     assert_eq!(env_value(c, "SWITCHBOARD_MEMBERSHIP"), "operator");
     assert_eq!(env_value(c, "SWITCHBOARD_CLUSTER_ID"), "chat/demo");
-    assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30");
+    assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30s");
     assert_eq!(
         env_value(c, "SWITCHBOARD_REDIS_SENTINELS"),
         "demo-sentinel-0.demo-sentinel-headless.chat.svc.cluster.local:26379,\

@@ -1,0 +1,114 @@
+//! Installing: the CRDs and manifests apply as the README says, the CRD schema refuses bad specs with its
+//! rule messages, and the operator's RBAC is narrow (no wildcards, no deletes it does not need).
+
+use crate::{OPERATOR_SA, REPO, bed, install, kubectl, kubectl_ok, new_namespace};
+
+#[tokio::test]
+async fn crds_and_manifests_install_with_one_kubectl_apply() {
+    let bed = bed().await;
+    install(bed).await;
+    let crds = format!("{REPO}/crds");
+    let manifests = format!("{REPO}/manifests");
+    // What the README tells a user to run, checked by the API server (dry run: the bed runs no images).
+    let out = kubectl_ok(
+        bed,
+        &["apply", "--dry-run=server", "-f", &crds, "-f", &manifests],
+        None,
+    )
+    .await;
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/chatclusters.switchboard.dev",
+        "namespace/switchboard-system",
+        "serviceaccount/switchboard-operator",
+        "clusterrole.rbac.authorization.k8s.io/switchboard-operator",
+        "role.rbac.authorization.k8s.io/switchboard-operator-leader-election",
+        "deployment.apps/switchboard-operator",
+    ] {
+        assert!(out.contains(object), "{object} missing from: {out}");
+    }
+    // The operator's account may do what it needs and nothing broader.
+    let can = |verb: &'static str, resource: &'static str| async move {
+        let (_, out) = kubectl(
+            bed,
+            &[
+                "auth",
+                "can-i",
+                verb,
+                resource,
+                "--all-namespaces",
+                "--as",
+                OPERATOR_SA,
+            ],
+            None,
+        )
+        .await;
+        out.trim() == "yes"
+    };
+    assert!(can("patch", "deployments.apps").await);
+    assert!(can("watch", "endpointslices.discovery.k8s.io").await);
+    assert!(!can("delete", "deployments.apps").await);
+    assert!(!can("delete", "pods").await);
+    assert!(!can("update", "secrets").await);
+    assert!(!can("create", "clusterroles.rbac.authorization.k8s.io").await);
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-bad").await;
+    let n = ns.name();
+    let cases = [
+        (
+            "{redis: {managed: {sentinels: 2}}}",
+            "sentinels must be odd",
+        ),
+        (
+            "{redis: {managed: {sentinels: 3, quorum: 5}}}",
+            "quorum must not exceed",
+        ),
+        (
+            "{redis: {mode: External}}",
+            "spec.redis.external is required when spec.redis.mode is External",
+        ),
+        (
+            "{redis: {mode: External, external: {url: 'redis://a:6379', sentinels: ['b:26379']}}}",
+            "set exactly one of url or sentinels",
+        ),
+        (
+            "{redis: {mode: External, external: {url: 'http://a'}}}",
+            "must start with redis://",
+        ),
+        ("{nodes: {replicas: -1}}", "greater than or equal to 0"),
+        (
+            "{nodes: {advertiseUrl: 'http://x'}}",
+            "must start with ws:// or wss://",
+        ),
+        ("{nodes: {capacity: 0}}", "greater than or equal to 1"),
+    ];
+    for (spec, message) in cases {
+        let doc = format!(
+            "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {{name: bad}}\nspec: {spec}\n"
+        );
+        let (ok, out) = kubectl(bed, &["apply", "-n", n, "-f", "-"], Some(&doc)).await;
+        assert!(!ok, "{spec} was accepted");
+        assert!(
+            out.contains(message),
+            "{spec}: expected {message:?} in {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rbac_grants_no_wildcards() {
+    let text = std::fs::read_to_string(format!("{REPO}/manifests/10-rbac.yaml")).expect("rbac");
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
+        for rule in value["rules"].as_array().into_iter().flatten() {
+            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+                for item in rule[field].as_array().into_iter().flatten() {
+                    assert_ne!(item.as_str(), Some("*"), "wildcard in {rule}");
+                }
+            }
+        }
+    }
+}

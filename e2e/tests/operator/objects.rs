@@ -1,0 +1,184 @@
+//! The owned objects on a real API server: the minimal example gets every object, controlled by its
+//! ChatCluster, and becomes Ready; the password Secret is generated once and a change rolls the pods;
+//! the production example is accepted and rendered as written.
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, Patch, PatchParams};
+use operator::crd::ChatCluster;
+use serde_json::json;
+use switchboard_testkit::eventually;
+
+use crate::{REPO, TIMEOUT, bed, condition, kubectl_ok, new_namespace, start_operator, wait_event};
+
+#[tokio::test]
+async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-minimal").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+
+    let example = format!("{REPO}/manifests/examples/minimal.yaml");
+    kubectl_ok(bed, &["apply", "-n", n, "-f", &example], None).await;
+    let out = kubectl_ok(
+        bed,
+        &[
+            "wait",
+            "-n",
+            n,
+            "--for=condition=Ready",
+            "chatcluster/chat",
+            "--timeout=90s",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.contains("condition met"), "{out}");
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let cc = api.get("chat").await.expect("ChatCluster");
+    let status = cc.status.clone().expect("status");
+    assert_eq!(status.observed_generation, cc.metadata.generation);
+    assert_eq!((status.nodes.ready, status.nodes.desired), (2, 2));
+    assert_eq!((status.registries.ready, status.registries.desired), (2, 2));
+    assert_eq!(
+        (
+            status.redis.data_nodes.ready,
+            status.redis.data_nodes.desired
+        ),
+        (3, 3)
+    );
+    assert_eq!(
+        (status.redis.sentinels.ready, status.redis.sentinels.desired),
+        (3, 3)
+    );
+    assert_eq!(
+        status.selector.as_deref(),
+        Some(
+            "app.kubernetes.io/component=chat-node,app.kubernetes.io/instance=chat,app.kubernetes.io/name=switchboard"
+        )
+    );
+    assert_eq!(
+        condition(&cc, "Degraded").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    assert_eq!(
+        condition(&cc, "Progressing").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+
+    // Every owned object exists and is controlled by the ChatCluster.
+    let uid = cc.metadata.uid.clone().expect("uid");
+    let controlled = |meta: &kube::api::ObjectMeta| {
+        meta.owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), n);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), n);
+    for name in ["chat-node", "chat-registry"] {
+        assert!(controlled(
+            &deployments.get(name).await.expect(name).metadata
+        ));
+        assert!(controlled(&services.get(name).await.expect(name).metadata));
+        assert!(controlled(&pdbs.get(name).await.expect(name).metadata));
+    }
+    for name in ["chat-redis", "chat-sentinel"] {
+        assert!(controlled(&sets.get(name).await.expect(name).metadata));
+        assert!(controlled(&pdbs.get(name).await.expect(name).metadata));
+    }
+    for name in ["chat-redis-headless", "chat-sentinel-headless"] {
+        let svc = services.get(name).await.expect(name);
+        assert!(controlled(&svc.metadata));
+        assert_eq!(svc.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
+    }
+    assert!(controlled(
+        &configs
+            .get("chat-redis-scripts")
+            .await
+            .expect("scripts")
+            .metadata
+    ));
+    let secret = secrets
+        .get("chat-redis-auth")
+        .await
+        .expect("password Secret");
+    assert!(controlled(&secret.metadata));
+    let password = secret.data.clone().expect("data")["password"].0.clone();
+    assert_eq!(password.len(), 64);
+
+    // Reconciles never rotate the password; changing it rolls the pods (new template hash).
+    let hash = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .clone()
+            .and_then(|m| m.annotations)
+            .unwrap_or_default()["switchboard.dev/config-hash"]
+            .clone()
+    };
+    let before = hash(&deployments.get("chat-node").await.expect("deployment"));
+    let patch = json!({ "stringData": { "password": "a-new-password" } });
+    secrets
+        .patch(
+            "chat-redis-auth",
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .expect("change password");
+    let after = eventually("the chat-node template hash changes", TIMEOUT, || async {
+        let h = hash(&deployments.get("chat-node").await.ok()?);
+        (h != before).then_some(h)
+    })
+    .await;
+    assert_ne!(before, after);
+    let secret = secrets.get("chat-redis-auth").await.expect("Secret");
+    assert_eq!(secret.data.expect("data")["password"].0, b"a-new-password");
+
+    let (type_, _, note) = wait_event(&client, n, "chat", "Created").await;
+    assert_eq!(type_, "Normal");
+    assert!(note.contains("2 socket servers"), "{note}");
+    wait_event(&client, n, "chat", "PasswordGenerated").await;
+}
+
+#[tokio::test]
+async fn production_example_is_accepted_and_rendered() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-prod").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+    let example = format!("{REPO}/manifests/examples/production.yaml");
+    kubectl_ok(bed, &["apply", "-n", n, "-f", &example], None).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let d = eventually("chat-prod-node", TIMEOUT, || async {
+        deployments.get("chat-prod-node").await.ok()
+    })
+    .await;
+    assert_eq!(d.spec.replicas, Some(6));
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
+    let redis = eventually("chat-prod-redis", TIMEOUT, || async {
+        sets.get("chat-prod-redis").await.ok()
+    })
+    .await;
+    assert!(redis.spec.volume_claim_templates.is_some());
+    let sentinels = sets.get("chat-prod-sentinel").await.expect("sentinels");
+    assert_eq!(sentinels.spec.replicas, Some(5));
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let svc = services
+        .get("chat-prod-registry")
+        .await
+        .expect("registry service");
+    assert_eq!(
+        svc.spec.and_then(|s| s.type_).as_deref(),
+        Some("LoadBalancer")
+    );
+}

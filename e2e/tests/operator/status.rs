@@ -1,0 +1,162 @@
+//! Conditions and Events: a missing password Secret or an object the API server refuses degrades the
+//! ChatCluster with a message saying what to do (and doing it heals it); the pause annotation stops
+//! reconciling until it is removed.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
+use operator::context::PAUSED_ANNOTATION;
+use operator::crd::ChatCluster;
+use serde_json::json;
+use switchboard_testkit::{RedisServer, eventually};
+
+use crate::{
+    TIMEOUT, bed, condition, create_cluster, demo_deployment_asks_for, kubectl_ok, new_namespace,
+    scale_demo, start_operator, wait_condition, wait_event,
+};
+
+#[tokio::test]
+async fn missing_password_secret_is_degraded_with_an_actionable_message() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-degraded").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let redis = RedisServer::start_with_password("s3cret")
+        .await
+        .expect("redis-server");
+    let _operator = start_operator(bed, n).await;
+    let cc = ChatCluster::test("ext")
+        .with_external_url(&format!("redis://127.0.0.1:{}", redis.port()))
+        .with_password_secret("redis-pw", "password");
+    create_cluster(&client, n, cc).await;
+
+    let cc = wait_condition(&client, n, "ext", "Degraded", "True").await;
+    let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
+    assert_eq!(reason, "PasswordSecretNotFound");
+    assert!(
+        message.contains("create secret generic redis-pw"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&cc, "Ready").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    let (type_, _, note) = wait_event(&client, n, "ext", "Degraded").await;
+    assert_eq!(type_, "Warning");
+    assert!(note.contains("redis-pw"), "{note}");
+
+    // Doing what the message says heals it.
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "create",
+            "secret",
+            "generic",
+            "redis-pw",
+            "--from-literal=password=s3cret",
+        ],
+        None,
+    )
+    .await;
+    let cc = wait_condition(&client, n, "ext", "Degraded", "False").await;
+    assert_eq!(
+        condition(&cc, "Degraded").map(|c| c.1).as_deref(),
+        Some("AsExpected")
+    );
+    wait_condition(&client, n, "ext", "Ready", "True").await;
+    wait_event(&client, n, "ext", "Recovered").await;
+}
+
+#[tokio::test]
+async fn an_object_the_api_server_refuses_degrades_the_chat_cluster() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-invalid").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("demo")
+            .with_nodes(1)
+            .with_label("team", "not a valid value!"),
+    )
+    .await;
+    let cc = wait_condition(&client, n, "demo", "Degraded", "True").await;
+    let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
+    assert_eq!(reason, "InvalidSpec");
+    assert!(message.contains("fix the ChatCluster spec"), "{message}");
+    assert!(message.contains("not a valid value!"), "{message}");
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "labels": { "team": "chat" } } })),
+    )
+    .await
+    .expect("fix the label");
+    wait_condition(&client, n, "demo", "Ready", "True").await;
+}
+
+#[tokio::test]
+async fn pause_annotation_stops_reconciling_until_removed() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-pause").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+    create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
+    wait_condition(&client, n, "demo", "Ready", "True").await;
+
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "annotate",
+            "chatcluster/demo",
+            &format!("{PAUSED_ANNOTATION}=true"),
+        ],
+        None,
+    )
+    .await;
+    let cc = eventually("Progressing=False/Paused", TIMEOUT, || async {
+        let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+        let cc = api.get("demo").await.ok()?;
+        (condition(&cc, "Progressing")?.1 == "Paused").then_some(cc)
+    })
+    .await;
+    assert!(
+        condition(&cc, "Progressing")
+            .expect("condition")
+            .2
+            .contains(PAUSED_ANNOTATION)
+    );
+    scale_demo(bed, n, 4).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let d = deployments.get("demo-node").await.expect("deployment");
+    assert_eq!(
+        d.spec.replicas,
+        Some(2),
+        "a paused ChatCluster was reconciled"
+    );
+
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "annotate",
+            "chatcluster/demo",
+            &format!("{PAUSED_ANNOTATION}-"),
+        ],
+        None,
+    )
+    .await;
+    demo_deployment_asks_for(&client, n, 4, "the Deployment follows once resumed").await;
+}

@@ -1,0 +1,182 @@
+//! The ChatCluster controller: renders the owned objects ([`crate::resources`]), applies them with
+//! server-side apply under one field manager, and writes the status through the status subresource.
+//!
+//! ```text
+//! ChatCluster / owned object / referenced Secret / load-set observation changed   (controller)
+//!   └─▶ reconcile
+//!        ├─ deleting? ─▶ nothing (owner references let the garbage collector delete the rest)
+//!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
+//!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
+//!        ├─ render ─▶ SSA every object (force, manager "switchboard-operator")               (apply)
+//!        ├─ External mode ─▶ delete leftover managed-Redis objects                          (apply)
+//!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
+//! ```
+//!
+//! A problem only the operator can judge (a missing Secret, an object the API server refuses because of
+//! a spec value) becomes `Degraded=True` with a message saying what to do; it is not a reconcile error,
+//! so it does not spin in backoff. Errors talking to the API server ([`Error`]) requeue with exponential
+//! backoff.
+//!
+//! This controller shares [`crate::context`], [`crate::observation`] and [`crate::secret`] with
+//! [`crate::loadset_sync`] and depends on nothing of it.
+
+mod apply;
+mod controller;
+mod error;
+mod password;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use switchboard_runtime::report;
+use tracing::{Span, debug, info, instrument, warn};
+
+pub use controller::{check_crd, run};
+pub use error::{Error, Result};
+
+use crate::context::{Context, PAUSED_ANNOTATION, is_paused};
+use crate::crd::{ChatCluster, RedisMode, condition};
+use crate::resources::{self, Names, RenderContext};
+
+/// Controller name in metrics and logs.
+const CONTROLLER: &str = "chatcluster";
+/// Requeue while something is rolling out or degraded (sooner than the settled requeue).
+const UNSETTLED_REQUEUE: Duration = Duration::from_secs(30);
+
+/// State of the ChatCluster controller: the shared [`Context`] plus what only reconciles keep.
+struct Reconciler {
+    ctx: Arc<Context>,
+    /// Consecutive failures per ChatCluster, for the backoff.
+    failures: Mutex<HashMap<ObjectRef<ChatCluster>, u32>>,
+    /// Uids of the ChatClusters whose creation was announced (the cache may lag our own status write).
+    announced: Mutex<HashSet<String>>,
+}
+
+impl Reconciler {
+    fn new(ctx: Arc<Context>) -> Arc<Self> {
+        Arc::new(Self {
+            ctx,
+            failures: Mutex::new(HashMap::new()),
+            announced: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn backoff(&self, obj: ObjectRef<ChatCluster>) -> Duration {
+        let config = &self.ctx.config;
+        let Ok(mut failures) = self.failures.lock() else {
+            return config.max_backoff;
+        };
+        let n = failures.entry(obj).or_insert(0);
+        *n = n.saturating_add(1);
+        let factor = 2u32.saturating_pow((*n - 1).min(16));
+        config
+            .min_backoff
+            .saturating_mul(factor)
+            .min(config.max_backoff)
+    }
+
+    fn succeeded(&self, obj: &ObjectRef<ChatCluster>) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(obj);
+        }
+    }
+}
+
+/// Something only the operator can judge, reported as `Degraded=True`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Problem {
+    reason: &'static str,
+    message: String,
+}
+
+/// Requeues a failed ChatCluster with exponential backoff.
+fn error_policy(cc: Arc<ChatCluster>, err: &Error, r: Arc<Reconciler>) -> Action {
+    r.ctx.metrics.failed(CONTROLLER, err.metric_label());
+    let delay = r.backoff(ObjectRef::from_obj(cc.as_ref()));
+    warn!(name = %cc.name_any(), namespace = ?cc.namespace(), error = %report::chain(err), ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Reconciles one ChatCluster.
+#[instrument(skip(cc, r), fields(namespace = cc.namespace().unwrap_or_default(), name = %cc.name_any(), generation = cc.metadata.generation, took_ms = tracing::field::Empty))]
+async fn reconcile(cc: Arc<ChatCluster>, r: Arc<Reconciler>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_one(&cc, &r).await;
+    r.ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        r.succeeded(&ObjectRef::from_obj(cc.as_ref()));
+    }
+    Span::current().record("took_ms", started.elapsed().as_millis());
+    result
+}
+
+async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
+    let ctx = &r.ctx;
+    if cc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = cc
+        .namespace()
+        .ok_or(resources::Error::MissingMetadata("namespace"))?;
+    let name = cc.name_any();
+    let clusters: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if is_paused(cc) {
+        let mut status = cc.status.clone().unwrap_or_default();
+        status::set_condition(
+            &mut status.conditions,
+            cc,
+            condition::PROGRESSING,
+            false,
+            "Paused",
+            format!(
+                "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
+            ),
+        );
+        status::patch_status(&clusters, cc, status).await?;
+        info!("paused");
+        return Ok(Action::await_change());
+    }
+
+    let mut problems = Vec::new();
+    let password = match password::resolve(cc, ctx, &ns).await? {
+        Ok(password) => password,
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+    let render_ctx = RenderContext {
+        cluster_domain: ctx.config.cluster_domain.clone(),
+        password_hash: password.as_deref().map(|p| {
+            resources::fingerprint(&[
+                cc.metadata.uid.as_deref().unwrap_or_default().as_bytes(),
+                p.as_bytes(),
+            ])
+        }),
+    };
+    let desired = resources::render(cc, &render_ctx)?;
+    let applied = apply::apply_all(&ctx.client, &ns, &desired, &mut problems).await?;
+    if cc.spec.redis.mode == RedisMode::External {
+        apply::prune_managed_redis(&ctx.client, &ns, &Names::of(cc)?).await?;
+    }
+
+    let status = status::build_status(cc, &applied, &problems, ctx);
+    status::announce(cc, r, &status, &problems).await;
+    let progressing = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == condition::PROGRESSING && c.status == "True");
+    status::patch_status(&clusters, cc, status).await?;
+    debug!(%name, "reconciled");
+    Ok(Action::requeue(if progressing || !problems.is_empty() {
+        UNSETTLED_REQUEUE
+    } else {
+        ctx.config.requeue
+    }))
+}
