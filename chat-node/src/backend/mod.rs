@@ -64,7 +64,8 @@ pub struct Post {
     pub client_id: Option<String>,
     /// Server-assigned unique id.
     pub id: String,
-    /// The frame's fields after the store-assigned head (see [`crate::protocol::message_tail`]).
+    /// The frame's fields after the store-assigned head, from its first comma to the closing brace
+    /// (see [`crate::protocol::message_tail`]).
     pub tail: String,
 }
 

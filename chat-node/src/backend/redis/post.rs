@@ -17,6 +17,7 @@ use super::{Inner, unavailable};
 use crate::backend::{Error, Post, Posted, Result};
 use crate::config::{DEDUP_TTL, INBOX_CAP, INBOX_TTL};
 use crate::hub::Topic;
+use crate::protocol::MessageHead;
 use fred::interfaces::ServerInterface;
 
 impl Inner {
@@ -48,6 +49,8 @@ impl Inner {
         let has_cid = if post.client_id.is_some() { "1" } else { "0" };
         let replicas = self.durability.replicas;
         let publish_inside = if replicas == 0 { "1" } else { "0" };
+        // The script writes seq and ts between these pieces: the frame's layout lives in `protocol`.
+        let head = MessageHead::new(kind, &post.id);
         let v = self
             .eval(
                 &SCRIPTS.post,
@@ -59,9 +62,10 @@ impl Inner {
                     cap.to_string(),
                     DEDUP_TTL.as_secs().to_string(),
                     has_cid.into(),
-                    kind.into(),
+                    head.before_seq,
                     expire.to_string(),
                     publish_inside.into(),
+                    head.before_ts,
                 ],
             )
             .await?;
