@@ -2,18 +2,20 @@
 //!
 //! ```text
 //!            ┌──────────── chat-node ─────────────────────────────────────┐
-//!  client ──▶│ server (axum /ws) ─▶ identity ─▶ session ─▶ backend ───────┼──▶ Redis script / memory
+//!  client ──▶│ server (axum /ws) ─▶ connection ─▶ session ─▶ backend ─────┼──▶ Redis script / memory
 //!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
 //!            │ membership: score + heartbeat ─▶ registry load set         │
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `backend::memory`) runs without a socket or
-//! Redis; `server` is the WebSocket edge and `backend::redis` the Redis edge. See `PROTOCOL.md` for the
-//! wire protocol.
+//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `connection`, `backend::memory`) runs
+//! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
+//! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
+//! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
 pub mod backend;
 pub mod config;
+pub mod connection;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -129,31 +131,13 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     );
     let node = Node::new(settings, hub, backend, metrics);
 
-    let mut app = server::router(node.clone());
-    if !scaled {
-        app = app.merge(standalone::router(node.clone()));
-    }
     let stop_server = CancellationToken::new();
-    let server = {
-        let stop = stop_server.clone();
-        tokio::spawn(async move {
-            // Frames are small and latency matters more than packet count: without TCP_NODELAY an
-            // ack written right after a message waits for the client's delayed ACK (~40 ms).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server failed");
-            }
-        })
-    };
+    let server = tokio::spawn(server::serve(
+        node.clone(),
+        listener,
+        !scaled,
+        stop_server.clone(),
+    ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
     let membership = loadset.map(|ls| {
         tokio::spawn(membership::run(

@@ -9,10 +9,10 @@
 //! the object once ([`message_tail`]) and the store puts the head in front: the memory store with
 //! [`splice_message`], the Redis store inside its post script from the pieces of [`MessageHead`].
 
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use tungstenite::Utf8Bytes;
 
 /// Why a client frame was refused; the `code` field of an `error` frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

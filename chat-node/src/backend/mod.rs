@@ -13,10 +13,10 @@ pub mod redis;
 
 use crate::hub::Topic;
 use crate::protocol::{ErrorCode, LastSeenEntry};
-use axum::extract::ws::Utf8Bytes;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use tungstenite::Utf8Bytes;
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]

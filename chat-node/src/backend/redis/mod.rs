@@ -45,7 +45,6 @@ use super::{Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
 use crate::config::PRESENCE_TTL;
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
-use axum::extract::ws::Utf8Bytes;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, PubsubInterface};
 use fred::types::Value;
@@ -57,6 +56,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::Instrument;
+use tungstenite::Utf8Bytes;
 
 fn unavailable(e: fred::error::Error) -> Error {
     Error::Unavailable(Box::new(e))

@@ -14,11 +14,11 @@
 use super::Inner;
 use crate::config::INBOX_CAP;
 use crate::hub::Topic;
-use axum::extract::ws::Utf8Bytes;
 use fred::interfaces::EventInterface;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+use tungstenite::Utf8Bytes;
 
 /// How often cursors of topics nobody listens to any more are dropped.
 const CURSOR_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);

@@ -2,8 +2,8 @@
 //! `"seq|id|ts"`. A reply of the wrong shape is [`Error::Protocol`], never a panic.
 
 use super::super::{Error, Posted, Result, Stored};
-use axum::extract::ws::Utf8Bytes;
 use fred::types::Value;
+use tungstenite::Utf8Bytes;
 
 /// A non-negative integer from an integer, a double or a numeric string reply; 0 otherwise.
 pub(super) fn to_u64(v: &Value) -> u64 {
