@@ -22,6 +22,7 @@ use crate::session::{Control, Session};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_runtime::report::chain;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -224,7 +225,7 @@ where
                     if is_too_big(&e) {
                         handle.kick(close::TOO_BIG);
                     }
-                    tracing::debug!(error = %e, "read failed");
+                    tracing::debug!(error = %chain(&e), "read failed");
                     return false;
                 }
                 Ok(Some(Ok(message))) => match message.incoming() {

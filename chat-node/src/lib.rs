@@ -36,6 +36,7 @@ use hub::Hub;
 use node::{Node, NodeSettings};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// How often idle bus subscriptions are dropped and presence is refreshed.
@@ -45,9 +46,7 @@ const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     switchboard_runtime::init_tracing(&args.log);
     let shutdown = switchboard_runtime::shutdown_on_signal();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = switchboard_runtime::bind(args.listen).await?;
     let running = start(args, listener).await?;
     shutdown.cancelled().await;
     running.drain().await;
@@ -107,7 +106,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             settings.history_cap,
             backend::redis::Durability {
                 replicas: args.ack_replicas,
-                timeout: Duration::from_millis(args.ack_timeout_ms.max(1)),
+                timeout: args.ack_timeout,
             },
             stop_tasks.clone(),
         );
@@ -144,14 +143,14 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             node.clone(),
             ls,
             args.membership,
-            Duration::from_millis(args.heartbeat_ttl_ms.max(500)),
+            args.heartbeat_ttl,
             node.draining.clone(),
         ))
     });
     Ok(Running {
         node,
         addr,
-        drain_timeout: Duration::from_secs(args.drain_timeout),
+        drain_timeout: args.drain_timeout,
         stop_tasks,
         stop_server,
         server,
@@ -199,7 +198,7 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
             }
         }
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
-            tracing::warn!(error = %e, "presence refresh failed");
+            tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
     }
 }

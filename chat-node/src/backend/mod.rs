@@ -22,7 +22,7 @@ use tungstenite::Utf8Bytes;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store or bus is unreachable or failed the command.
-    #[error("store unavailable: {0}")]
+    #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The post is stored on the master but fewer replicas than required confirmed it in time.
     #[error("stored, but only {confirmed} of {wanted} replicas confirmed it in time")]

@@ -17,6 +17,7 @@ use crate::hub::Topic;
 use fred::interfaces::EventInterface;
 use std::collections::HashMap;
 use std::sync::Arc;
+use switchboard_runtime::report::chain;
 use tokio::sync::broadcast::error::RecvError;
 use tungstenite::Utf8Bytes;
 
@@ -45,7 +46,9 @@ impl Inner {
                             self.hub.dispatch(&topic, m.seq, &m.frame);
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "could not fill a gap from history"),
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), "could not fill a gap from history")
+                    }
                 }
             }
             _ => {}
@@ -74,7 +77,7 @@ impl Inner {
                         cursors.insert(topic.clone(), m.seq);
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, topic = ?topic, "catch-up failed"),
+                Err(e) => tracing::warn!(error = %chain(&e), topic = ?topic, "catch-up failed"),
             }
         }
     }
