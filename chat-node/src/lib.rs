@@ -2,18 +2,20 @@
 //!
 //! ```text
 //!            ┌──────────── chat-node ─────────────────────────────────────┐
-//!  client ──▶│ server (axum /ws) ─▶ identity ─▶ session ─▶ backend ───────┼──▶ Redis script / memory
+//!  client ──▶│ server (axum /ws) ─▶ connection ─▶ session ─▶ backend ─────┼──▶ Redis script / memory
 //!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
 //!            │ membership: score + heartbeat ─▶ registry load set         │
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `backend::memory`) runs without a socket or
-//! Redis; `server` is the WebSocket edge and `backend::redis` the Redis edge. See `PROTOCOL.md` for the
-//! wire protocol.
+//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `connection`, `backend::memory`) runs
+//! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
+//! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
+//! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
 pub mod backend;
 pub mod config;
+pub mod connection;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -34,6 +36,7 @@ use hub::Hub;
 use node::{Node, NodeSettings};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// How often idle bus subscriptions are dropped and presence is refreshed.
@@ -43,9 +46,7 @@ const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     switchboard_runtime::init_tracing(&args.log);
     let shutdown = switchboard_runtime::shutdown_on_signal();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = switchboard_runtime::bind(args.listen).await?;
     let running = start(args, listener).await?;
     shutdown.cancelled().await;
     running.drain().await;
@@ -105,7 +106,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             settings.history_cap,
             backend::redis::Durability {
                 replicas: args.ack_replicas,
-                timeout: Duration::from_millis(args.ack_timeout_ms.max(1)),
+                timeout: args.ack_timeout,
             },
             stop_tasks.clone(),
         );
@@ -129,45 +130,27 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     );
     let node = Node::new(settings, hub, backend, metrics);
 
-    let mut app = server::router(node.clone());
-    if !scaled {
-        app = app.merge(standalone::router(node.clone()));
-    }
     let stop_server = CancellationToken::new();
-    let server = {
-        let stop = stop_server.clone();
-        tokio::spawn(async move {
-            // Frames are small and latency matters more than packet count: without TCP_NODELAY an
-            // ack written right after a message waits for the client's delayed ACK (~40 ms).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server failed");
-            }
-        })
-    };
+    let server = tokio::spawn(server::serve(
+        node.clone(),
+        listener,
+        !scaled,
+        stop_server.clone(),
+    ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
     let membership = loadset.map(|ls| {
         tokio::spawn(membership::run(
             node.clone(),
             ls,
             args.membership,
-            Duration::from_millis(args.heartbeat_ttl_ms.max(500)),
+            args.heartbeat_ttl,
             node.draining.clone(),
         ))
     });
     Ok(Running {
         node,
         addr,
-        drain_timeout: Duration::from_secs(args.drain_timeout),
+        drain_timeout: args.drain_timeout,
         stop_tasks,
         stop_server,
         server,
@@ -215,7 +198,7 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
             }
         }
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
-            tracing::warn!(error = %e, "presence refresh failed");
+            tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
     }
 }

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of a node that do not come from [`Limits`].
@@ -138,7 +139,7 @@ impl Node {
                 Ok(()) => {
                     subs.remove(&t);
                 }
-                Err(e) => tracing::warn!(error = %e, "unsubscribe failed; will retry"),
+                Err(e) => tracing::warn!(error = %chain(&e), "unsubscribe failed; will retry"),
             }
         }
     }

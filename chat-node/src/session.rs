@@ -19,6 +19,7 @@ use crate::protocol::{
 };
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use switchboard_runtime::report::chain;
 
 /// Default history page size.
 const DEFAULT_PAGE: u32 = 50;
@@ -585,7 +586,7 @@ fn invalid_room(room: &str) -> Refusal {
 }
 
 fn store_refusal(e: crate::backend::Error) -> Refusal {
-    tracing::warn!(error = %e, "store operation failed");
+    tracing::warn!(error = %chain(&e), "store operation failed");
     Refusal::new(
         e.code(),
         "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
