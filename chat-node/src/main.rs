@@ -1,12 +1,11 @@
 //! The `chat-node` binary: parses flags and runs [`chat_node::run`].
 
+use std::process::ExitCode;
+
 use clap::Parser;
+use switchboard_runtime::report;
 
 #[tokio::main]
-async fn main() {
-    if let Err(error) = chat_node::run(chat_node::Args::parse()).await {
-        // One line with the whole cause chain, e.g. "cannot listen on 127.0.0.1:80: Permission denied".
-        eprintln!("chat-node: {error:#}");
-        std::process::exit(1);
-    }
+async fn main() -> ExitCode {
+    report::exit("chat-node", chat_node::run(chat_node::Args::parse()).await)
 }

@@ -29,6 +29,7 @@ use e2e::topology::{Topology, TopologyConfig};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use switchboard_runtime::duration;
+use switchboard_runtime::report;
 use tokio::time::Instant;
 
 /// Switchboard load generator (loopback only, bounded in count and time).
@@ -78,14 +79,7 @@ fn now_us() -> u64 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("chat-bench: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("chat-bench", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

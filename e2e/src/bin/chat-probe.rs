@@ -9,6 +9,7 @@ use clap::Parser;
 use e2e::client::ChatClient;
 use std::process::ExitCode;
 use std::time::Duration;
+use switchboard_runtime::report;
 
 /// Cross-node chat probe.
 #[derive(Parser, Debug)]
@@ -27,14 +28,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("chat-probe: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("chat-probe", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

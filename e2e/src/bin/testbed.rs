@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use e2e::testbed::{self, ClusterSpec, Layout};
+use switchboard_runtime::report;
 use tracing_subscriber::EnvFilter;
 
 /// Build, start and stop the local Kubernetes test bed (a real control plane, kwok nodes).
@@ -43,14 +44,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line that says what is missing, not a backtrace.
-            eprintln!("testbed: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("testbed", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use e2e::topology::{Topology, TopologyConfig};
 use std::process::ExitCode;
+use switchboard_runtime::report;
 
 /// Run a local Switchboard topology until Ctrl-C.
 #[derive(Debug, Parser)]
@@ -46,14 +47,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("topology: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("topology", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
