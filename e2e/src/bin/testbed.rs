@@ -37,6 +37,9 @@ enum Cmd {
         #[arg(long, env = "SWITCHBOARD_TESTBED_REAL")]
         real: bool,
     },
+    /// Build (or reuse) the real node's programs and the project's container images;
+    /// print the image archive's path last.
+    Images,
     /// Delete a cluster (nothing to do if there is none).
     Down {
         /// The cluster's name.
@@ -85,6 +88,11 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("starting test bed cluster {:?}", spec.name))?
             };
             println!("{}", cluster.kubeconfig.display());
+        }
+        Cmd::Images => {
+            let (_, archive) = testbed::real::images(&layout).await?;
+            eprintln!("images: {}", archive.names.join(" "));
+            println!("{}", archive.path.display());
         }
         Cmd::Down { name } => {
             let bins = testbed::cached(&layout);

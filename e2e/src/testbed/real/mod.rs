@@ -56,6 +56,16 @@ pub fn control_plane_extras() -> ControlPlaneExtras {
     }
 }
 
+/// Build (or reuse) the real node's programs and the project's images; the archive
+/// the node imports.
+pub async fn images(layout: &Layout) -> Result<(NodeBinaries, ImageArchive)> {
+    let base = cache_base(layout);
+    let node_bins =
+        build::ensure_built(&base.join("realnode"), &layout.versions.kubernetes).await?;
+    let archive = images::ensure_images(&images::ImageCache::new(&base), &base, &node_bins).await?;
+    Ok((node_bins, archive))
+}
+
 /// Build what is missing, then start the cluster `name` with one real node (and
 /// `simulated` kwok nodes besides), replacing a left-over cluster of that name.
 pub async fn up(layout: &Layout, bins: &Binaries, name: &str, simulated: usize) -> Result<Cluster> {
