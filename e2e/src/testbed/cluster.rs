@@ -65,6 +65,9 @@ pub struct ControlPlaneExtras {
     pub advertise_address: Option<String>,
     /// Extra subject alternative names of the API server's certificate.
     pub cert_sans: Vec<String>,
+    /// `--kubelet-preferred-address-types` of the API server (how it reaches kubelets
+    /// for logs, exec and port-forward).
+    pub kubelet_address_types: Option<String>,
     /// kwok manages only nodes annotated as simulated, never a real kubelet's node.
     pub kwok_simulated_only: bool,
 }
@@ -296,19 +299,23 @@ async fn write_config(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> R
 }
 
 /// Writes [`ControlPlaneExtras`] into a kwokctl configuration: names in
-/// `options.kubeApiserverCertSANs`, flags as `componentsPatches` that replace
-/// kwokctl's own value of the same flag.
+/// `options.kubeApiserverCertSANs`, flags as `componentsPatches`.
 fn add_extras(doc: &mut serde_json::Value, extras: &ControlPlaneExtras) {
     if !extras.cert_sans.is_empty() {
         doc["options"]["kubeApiserverCertSANs"] = serde_json::json!(extras.cert_sans);
     }
-    let arg = |key: &str, value: &str| serde_json::json!({ "key": key, "value": value, "override": true });
+    // `override` replaces a flag kwokctl sets itself; without it the flag is added
+    // (kwokctl ignores an override of a flag it does not set).
+    let arg = |key: &str, value: &str, replace: bool| serde_json::json!({ "key": key, "value": value, "override": replace });
     let mut apiserver = Vec::new();
     if let Some(cidr) = &extras.service_cidr {
-        apiserver.push(arg("service-cluster-ip-range", cidr));
+        apiserver.push(arg("service-cluster-ip-range", cidr, false));
     }
     if let Some(address) = &extras.advertise_address {
-        apiserver.push(arg("advertise-address", address));
+        apiserver.push(arg("advertise-address", address, false));
+    }
+    if let Some(types) = &extras.kubelet_address_types {
+        apiserver.push(arg("kubelet-preferred-address-types", types, false));
     }
     let mut patches = Vec::new();
     if !apiserver.is_empty() {
@@ -318,8 +325,12 @@ fn add_extras(doc: &mut serde_json::Value, extras: &ControlPlaneExtras) {
         patches.push(serde_json::json!({
             "name": "kwok-controller",
             "extraArgs": [
-                arg("manage-all-nodes", "false"),
-                arg("manage-nodes-with-annotation-selector", &format!("{FAKE_NODE_ANNOTATION}=fake")),
+                arg("manage-all-nodes", "false", true),
+                arg(
+                    "manage-nodes-with-annotation-selector",
+                    &format!("{FAKE_NODE_ANNOTATION}=fake"),
+                    false,
+                ),
             ],
         }));
     }

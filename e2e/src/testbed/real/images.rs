@@ -455,6 +455,14 @@ impl DockerHost {
     async fn stop(self) {
         if self.started_here {
             self.daemon.stop(Duration::from_secs(20)).await;
+            // dockerd leaves its default network namespace mounted under the exec root.
+            let exec = Path::new(DOCKER_RUN_DIR)
+                .join("exec")
+                .join("netns")
+                .join("default");
+            if exec.exists() {
+                sys::run_quiet("umount", &[&exec.to_string_lossy()]).await;
+            }
         }
     }
 }

@@ -52,6 +52,9 @@ pub fn control_plane_extras() -> ControlPlaneExtras {
         service_cidr: Some(SERVICE_CIDR.to_owned()),
         advertise_address: Some(NODE_IP.to_owned()),
         cert_sans: vec![KUBERNETES_SERVICE_IP.to_owned(), NODE_IP.to_owned()],
+        // By address, never by resolving the node's host name: that would ask the
+        // machine's resolver, which is not on this machine.
+        kubelet_address_types: Some("InternalIP".to_owned()),
         kwok_simulated_only: true,
     }
 }

@@ -643,20 +643,8 @@ pub async fn stop(node: &NodeLayout) -> Result<bool> {
 /// SIGKILL every process of every pod (the kubelet's `kubepods` cgroups) and every
 /// containerd shim of this node, then wait for them to go.
 async fn kill_pods(node: &NodeLayout) {
-    let socket = node.containerd_socket().to_string_lossy().into_owned();
     let mut pids = cgroup_pids("kubepods");
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.starts_with("/usr/bin/containerd-shim") && cmdline.contains(&socket) {
-                pids.push(pid);
-            }
-        }
-    }
+    pids.extend(shim_pids(node));
     for pid in &pids {
         sys::signal(*pid, "KILL").await;
     }
@@ -670,6 +658,23 @@ async fn kill_pods(node: &NodeLayout) {
             "stopped the pods' processes and shims"
         );
     }
+}
+
+/// The containerd shims of this node's containerd (one per pod).
+fn shim_pids(node: &NodeLayout) -> Vec<u32> {
+    let socket = node.containerd_socket().to_string_lossy().into_owned();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("containerd-shim") && cmdline.contains(&socket)
+        })
+        .collect()
 }
 
 /// Every pid in the cgroup `name` (and below) of the v1 `pids` hierarchy.
@@ -738,6 +743,9 @@ pub fn memory(node: &NodeLayout) -> Vec<(String, u32, u64)> {
         .iter()
         .filter_map(|d| d.pid().map(|pid| (d.name.clone(), pid, sys::rss_kib(pid))))
         .collect();
+    let shims = shim_pids(node);
+    let shims_kib = shims.iter().copied().map(sys::rss_kib).sum();
+    out.push((format!("containerd shims ({})", shims.len()), 0, shims_kib));
     let pods: u64 = cgroup_pids("kubepods").into_iter().map(sys::rss_kib).sum();
     out.push(("pods (all containers)".to_owned(), 0, pods));
     out
