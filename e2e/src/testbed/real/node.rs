@@ -192,6 +192,19 @@ impl Programs {
 
 /// Check what the node needs before anything is started.
 pub fn preflight() -> Result<()> {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1))
+            == Some("0")
+    });
+    if !root {
+        return Err(Error::Missing {
+            program: "root".to_owned(),
+            hint: "the real node makes a network namespace, mounts and cgroups: run as root"
+                .to_owned(),
+        });
+    }
     Programs::find()?;
     if !Path::new("/sys/fs/cgroup/memory").is_dir() {
         return Err(Error::Missing {
