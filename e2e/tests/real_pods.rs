@@ -7,8 +7,8 @@
 //! `e2e/TESTBED.md`, "A real node") and removes it afterwards; with `KUBECONFIG` set
 //! it uses that cluster and leaves it as it was (its namespace is deleted).
 //!
-//! Ignored by default until the test command installs the real node's packages:
-//! `cargo test -p e2e --test real_pods -- --ignored --nocapture`.
+//! `./scripts/test` installs those packages and runs it; alone:
+//! `cargo test -p e2e --test real_pods -- --nocapture` (as root).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -23,7 +23,6 @@ const CLUSTER: &str = "real-pods";
 const MESSAGES: usize = 20;
 
 #[tokio::test]
-#[ignore = "needs root and the real node's packages; run with --ignored (e2e/TESTBED.md, \"A real node\")"]
 async fn install_then_a_chat_cluster_serves_clients_from_outside() -> anyhow::Result<()> {
     let bed = Bed::start().await?;
     let ns = format!("real-pods-{:06x}", fastrand::u32(..0xff_ffff));
