@@ -174,6 +174,8 @@ fn node(limits: Limits, capacity: u64) -> Arc<Node> {
         capacity,
         history_cap: 100,
         limits,
+        auth: Arc::new(crate::auth::Authenticator::Open),
+        origins: Default::default(),
     };
     Node::new(settings, hub, backend, metrics)
 }
@@ -198,6 +200,7 @@ fn as_user(user: &str) -> Handshake {
     Handshake {
         user: Some(user.to_owned()),
         dm_since: None,
+        peer: None,
     }
 }
 

@@ -29,6 +29,8 @@ impl TestNode {
             capacity: 10,
             history_cap,
             limits,
+            auth: Arc::new(crate::auth::Authenticator::Open),
+            origins: Default::default(),
         };
         Self {
             node: Node::new(settings, hub, backend, metrics),
@@ -47,7 +49,13 @@ impl TestNode {
             tx,
             CancellationToken::new(),
         ));
-        let session = Session::start(self.node.clone(), handle.clone(), dm_since).await;
+        let identity = Identity {
+            user: user.into(),
+            dm_since,
+            expires_at: None,
+            rooms: Vec::new(),
+        };
+        let session = Session::start(self.node.clone(), handle.clone(), &identity, None).await;
         let mut c = Client {
             session: Some(session),
             rx,
