@@ -10,18 +10,27 @@ use std::time::{Duration, Instant};
 async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
     let redis = RedisHa::start().await.expect("HA Redis starts");
     let wrong = format!("wrong-{:08x}", fastrand::u32(..));
+    let wrong_file = std::env::temp_dir().join(format!("sb-wrong-pw-{}", std::process::id()));
+    e2e::ha::write_secret_file(&wrong_file, &wrong).expect("write the wrong password");
     let mut flags = redis.flags();
     let pw = flags
         .iter()
-        .position(|f| f == "--redis-password")
-        .expect("password flag")
+        .position(|f| f == "--redis-password-file")
+        .expect("password file flag")
         + 1;
-    flags[pw] = wrong.clone();
+    flags[pw] = wrong_file.display().to_string();
     let bin = bin_dir(&["chat-node"])
         .expect("chat-node is built")
         .join("chat-node");
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--node-id", "wrong-pw"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "wrong-pw",
+            "--auth",
+            "open",
+        ])
         .args(&flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
