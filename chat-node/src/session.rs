@@ -12,7 +12,7 @@ use crate::backend::{Post, Stored};
 use crate::hub::{SessionHandle, Topic};
 use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
-use crate::names::{valid_client_id, valid_room, valid_user};
+use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
     AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
@@ -474,10 +474,40 @@ impl Session {
         }
         self.expires_at = verified.expires_at;
         self.grants = verified.rooms.into_iter().collect();
+        // A grant the new token no longer carries ends the membership at once.
+        let revoked: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|r| self.may_enter(r).is_err())
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.leave(&room).await;
+            self.reply(&ServerFrame::Left {
+                room: &room,
+                req: &None,
+            });
+        }
         self.reply(&ServerFrame::Refreshed {
             expires_at: self.expires_at.map_or(0, unix_ms),
             req,
         });
+        Ok(())
+    }
+
+    /// Default deny for private rooms: only with a grant in the session's token. Everything done in a
+    /// room (send, typing, read markers, history, members) requires having joined it, so this one
+    /// check guards all of it.
+    fn may_enter(&self, room: &str) -> Result<(), Refusal> {
+        if is_private_room(room) && !self.grants.contains(room) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "room '{}' is private and your token does not grant it",
+                    clip(room)
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -490,6 +520,7 @@ impl Session {
         if !valid_room(&room) {
             return Err(invalid_room(&room));
         }
+        self.may_enter(&room)?;
         let node = self.node.clone();
         let limits = &node.settings.limits;
         let rejoin = self.rooms.contains(&room);

@@ -420,3 +420,46 @@ async fn refusals_are_logged_with_the_peer_and_the_log_is_rate_limited() {
         lines.len()
     );
 }
+
+#[tokio::test]
+async fn a_private_room_is_closed_to_users_without_a_grant() {
+    let t = cluster(&[]).await;
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let room = format!("private:{}", name("ops"));
+    let (alice, bob) = (name("alice"), name("bob"));
+    let granted = |user: &str, rooms: &[&str]| {
+        issuer.sign(&json!({"sub": user, "exp": unix_now() + 600, "rooms": rooms}))
+    };
+    let mut a = ChatClient::connect_token(&t.node_ws_url(0), &granted(&alice, &[&room]))
+        .await
+        .expect("alice");
+    a.join(&room, None)
+        .await
+        .expect("alice's token grants the room");
+    a.send(&room, "ops only", Some("p-1")).await.expect("send");
+
+    let mut b = t.connect(1, &bob).await.expect("bob without a grant");
+    let err = b.join(&room, Some(0)).await.expect_err("bob may not join");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    let err = b
+        .history(&room, None, None)
+        .await
+        .expect_err("nor read history");
+    assert_eq!(err.server_code(), Some("not_joined"), "{err}");
+
+    // A refresh without the grant ends alice's membership.
+    a.refresh(&granted(&alice, &[])).await.expect("refresh");
+    a.wait_for_named(
+        "left",
+        |f| f["type"] == "left" && f["room"] == room.as_str(),
+        T,
+    )
+    .await
+    .expect("left after the grant was dropped");
+    let err = a
+        .send(&room, "still here?", Some("p-2"))
+        .await
+        .expect_err("not any more");
+    assert_eq!(err.server_code(), Some("not_joined"), "{err}");
+    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
+}
