@@ -51,7 +51,7 @@ impl AllowedOrigins {
     /// Whether `origin` is one of the configured origins.
     pub fn is_configured(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();
-        self.list.iter().any(|o| *o == origin)
+        self.list.contains(&origin)
     }
 
     /// Whether a request with `origin` (the `Origin` header) to a server reached as `host` (the `Host`
