@@ -8,7 +8,10 @@
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `connection`, `backend::memory`) runs
+//! `auth` decides who a connection is (tokens or open identity) and `refusals` counts and logs what is
+//! refused.
+//!
+//! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
 //! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
 //! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
