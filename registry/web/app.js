@@ -510,7 +510,8 @@
     if (f.user) S.user = f.user;
     if (f.expires_at) S.tokenExp = f.expires_at;
     scheduleRefresh();
-    setConn('connected', 'Connected');
+    // The development issuer signs any name: say so, so nobody mistakes it for a real sign-in.
+    setConn('connected', S.tokenSource === 'dev' ? 'Connected · development sign-in (any name works)' : 'Connected');
     document.body.dataset.node = f.node;
     updateConvHead();
     const join = { type: 'join', room: S.room, req: 'join' };
