@@ -10,7 +10,9 @@
 //!  origins       ──▶ foreign Origin ──▶ 403 before the upgrade; registry CORS only for configured origins
 //!  secrets       ──▶ no password, HMAC secret or token in any /proc/PID/cmdline or log
 //!  other's DMs   ──▶ only bob's token reads bob's direct messages
-//!  visibility    ──▶ switchboard_refusals_total{reason} and "refused" log lines with the peer
+//!  private rooms ──▶ join without a grant ──▶ forbidden; a refresh dropping the grant leaves the room
+//!  visibility    ──▶ switchboard_refusals_total{reason} (auth, origin, forbidden, rate limit, capacity,
+//!                    oversize, expiry) and rate-limited "refused" log lines with the peer
 //! ```
 
 use std::time::Duration;
@@ -462,4 +464,42 @@ async fn a_private_room_is_closed_to_users_without_a_grant() {
         .expect_err("not any more");
     assert_eq!(err.server_code(), Some("not_joined"), "{err}");
     assert!(refusals(&t, 1, "forbidden").await >= 1.0);
+}
+
+#[tokio::test]
+async fn limit_refusals_are_counted_by_reason() {
+    let t = cluster(&[
+        "--capacity",
+        "2",
+        "--rate-per-sec",
+        "1",
+        "--rate-burst",
+        "1",
+    ])
+    .await;
+    let mut a = t.connect(0, &name("a")).await.expect("a");
+    for _ in 0..5 {
+        a.send_frame(&json!({"type": "ping"})).await.expect("ping");
+    }
+    a.wait_for_named("a rate_limited error", |f| f["code"] == "rate_limited", T)
+        .await
+        .expect("rate limited");
+    let b = t.connect(0, &name("b")).await.expect("b");
+    let (code, _) = refused_with(t.connect(0, &name("c")).await, "a third connection");
+    assert_eq!(code, 1013);
+    drop(b);
+    let big = format!(
+        r#"{{"type":"send","room":"r","body":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    a.send_text(big).await.expect("send a too big frame");
+    let err = a
+        .wait_for_named("the close", |_| false, T)
+        .await
+        .expect_err("closed");
+    assert_eq!(err.close_code(), Some(1009), "{err}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for reason in ["rate_limited", "capacity", "too_big"] {
+        assert!(refusals(&t, 0, reason).await >= 1.0, "{reason} is counted");
+    }
 }
