@@ -1,5 +1,6 @@
 //! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
 
+use crate::auth::AuthArgs;
 use crate::limits::Limits;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,6 +118,18 @@ pub struct Args {
         value_parser = within(MIN_ACK_TIMEOUT, MAX_ACK_TIMEOUT)
     )]
     pub ack_timeout: Duration,
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may open `/ws`, besides the
+    /// serving origin (same host and port as the request). Requests without `Origin` (not a browser)
+    /// are allowed; any other origin gets 403 before the upgrade.
+    #[arg(
+        long = "allowed-origins",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Authentication.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Redis connection; absent means standalone (in-process bus and history).
     #[command(flatten)]
     pub redis: RedisArgs,

@@ -12,10 +12,11 @@
 //! flushes once. A full queue closes that connection (4008), nobody else waits for it. Every way a
 //! connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1009 too big,
 //! 1012 drain, 1013 full or draining, 4001 identity, 4002 no hello, 4003 idle, 4008 slow consumer,
-//! 4029 flooding.
+//! 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
+//! ([`crate::refusals`]).
 
 use crate::hub::{Out, SessionHandle};
-use crate::identity::{self, Handshake, Step};
+use crate::identity::{self, Handshake, Rejected, Step};
 use crate::node::Node;
 use crate::protocol::{ServerFrame, close, encode};
 use crate::session::{Control, Session};
@@ -102,46 +103,48 @@ where
     R: Stream<Item = Result<M, E>> + Unpin,
     E: std::error::Error + 'static,
 {
+    let peer = handshake.peer;
+    let refusals = &node.metrics.refusals;
     let Some(_admission) = node.admit() else {
-        let reason = if node.draining.is_cancelled() {
-            "node draining, ask the registry again"
+        let (reason, metric) = if node.draining.is_cancelled() {
+            ("node draining, ask the registry again", "draining")
         } else {
-            "node full, ask the registry again"
+            ("node full, ask the registry again", "capacity")
         };
+        refusals.record(metric, peer, None, reason);
         return send_close(&mut sink, close::TRY_AGAIN_LATER, reason).await;
     };
-    let identity = match identity::identify(&handshake) {
-        Ok(Step::Done(id)) => id,
+    let identity = match identity::identify(&node.settings.auth, &handshake) {
+        Ok(Step::Done(id)) => Ok(id),
         Ok(Step::NeedHello) => {
-            let first =
-                match tokio::time::timeout(crate::config::HELLO_TIMEOUT, stream.next()).await {
-                    Ok(first) => first,
-                    Err(_) => {
-                        return send_close(&mut sink, close::HELLO_TIMEOUT, "no hello within 10 s")
-                            .await;
+            match tokio::time::timeout(crate::config::HELLO_TIMEOUT, stream.next()).await {
+                Err(_) => {
+                    refusals.record("hello_timeout", peer, None, "no hello within 10 s");
+                    return send_close(&mut sink, close::HELLO_TIMEOUT, "no hello within 10 s")
+                        .await;
+                }
+                Ok(Some(Ok(m))) => match m.incoming() {
+                    Incoming::Text(hello) => {
+                        identity::identify_hello(&node.settings.auth, hello).await
                     }
-                };
-            let hello = match &first {
-                Some(Ok(m)) => match m.incoming() {
-                    Incoming::Text(t) => Some(t),
-                    _ => None,
+                    _ => Err(Rejected {
+                        code: close::INVALID_IDENTITY,
+                        reason: "the first frame must be hello",
+                        metric: "identity",
+                    }),
                 },
-                _ => None,
-            };
-            let Some(hello) = hello else {
-                return send_close(
-                    &mut sink,
-                    close::INVALID_IDENTITY,
-                    "the first frame must be hello",
-                )
-                .await;
-            };
-            match identity::identify_hello(hello) {
-                Ok(id) => id,
-                Err(r) => return send_close(&mut sink, r.code, r.reason).await,
+                // The client went away (or sent garbage at the WebSocket level) before hello.
+                Ok(_) => return,
             }
         }
-        Err(r) => return send_close(&mut sink, r.code, r.reason).await,
+        Err(r) => Err(r),
+    };
+    let identity = match identity {
+        Ok(id) => id,
+        Err(r) => {
+            refusals.record(r.metric, peer, handshake.user.as_deref(), r.reason);
+            return send_close(&mut sink, r.code, r.reason).await;
+        }
     };
 
     let limits = node.settings.limits.clone();
@@ -155,7 +158,7 @@ where
     ));
     let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
 
-    let mut session = Session::start(node.clone(), handle.clone(), identity.dm_since).await;
+    let mut session = Session::start(node.clone(), handle.clone(), &identity, peer).await;
     tracing::debug!(session = session.name(), "session started");
     let drained = read_loop(
         &node,
@@ -168,6 +171,9 @@ where
     )
     .await;
     session.end().await;
+    if let Some((metric, what)) = handle.kicked_with().and_then(refusal_of) {
+        refusals.record(metric, peer, Some(&identity.user), what);
+    }
     // The writer ends on an explicit close: the handle (shared with the hub until `end`) holds a
     // sender too, so the queue never closes by itself.
     let goodbye = if drained {
@@ -203,10 +209,22 @@ where
     let mut drain_notified = false;
     let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain_deadline);
+    let mut expires_at = session.expires_at();
+    let expiry = tokio::time::sleep_until(deadline_of(expires_at));
+    tokio::pin!(expiry);
     loop {
+        let current = session.expires_at();
+        if current != expires_at {
+            expires_at = current;
+            expiry.as_mut().reset(deadline_of(expires_at));
+        }
         tokio::select! {
             biased;
             () = kill.cancelled() => return false,
+            () = &mut expiry => {
+                handle.kick(close::TOKEN_EXPIRED);
+                return false;
+            }
             () = node.draining.cancelled(), if !drain_notified => {
                 drain_notified = true;
                 let retry_after_ms = fastrand::u64(0..1000);
@@ -247,6 +265,26 @@ where
             }
         }
     }
+}
+
+/// When a session whose token expires at `expires_at` must close (never in open mode).
+fn deadline_of(expires_at: Option<std::time::SystemTime>) -> tokio::time::Instant {
+    match expires_at {
+        Some(t) => crate::auth::session_deadline(t),
+        None => tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+    }
+}
+
+/// The refusal a kick code stands for (`reason` label, log text); `None` for ordinary ends.
+fn refusal_of(code: u16) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        close::SLOW_CONSUMER => ("slow_consumer", "outbound queue overflowed (4008)"),
+        close::FLOODING => ("flooding", "too many refused frames (4029)"),
+        close::TOO_BIG => ("too_big", "frame larger than max_frame_bytes (1009)"),
+        close::IDLE => ("idle", "idle timeout (4003)"),
+        close::TOKEN_EXPIRED => ("session_expired", "token expired without refresh (4011)"),
+        _ => return None,
+    })
 }
 
 /// True if a read failed because the message was larger than the limit (somewhere in the chain of
@@ -340,6 +378,7 @@ fn close_reason(code: u16) -> &'static str {
         close::IDLE => "idle timeout",
         close::TOO_BIG => "frame larger than max_frame_bytes",
         close::RESTART => "node shutting down, ask the registry again",
+        close::TOKEN_EXPIRED => "token expired; reconnect with a fresh token",
         _ => "",
     }
 }

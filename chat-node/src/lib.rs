@@ -8,11 +8,15 @@
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `connection`, `backend::memory`) runs
+//! `auth` decides who a connection is (tokens or open identity) and `refusals` counts and logs what is
+//! refused.
+//!
+//! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
 //! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
 //! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod connection;
@@ -24,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod protocol;
+pub mod refusals;
 pub mod server;
 pub mod session;
 mod standalone;
@@ -78,17 +83,28 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         };
         args.advertise_url = Some(format!("ws://{host}/ws"));
     }
+    let scaled = args.redis.is_configured();
+    let auth = auth::Authenticator::from_args(&args.auth, scaled, addr)?;
+    let origins = registry::origins::AllowedOrigins::new(&args.allowed_origins)?;
+    auth.warm_up().await;
+    let dev_issuer = if args.auth.dev_token_issuer {
+        tracing::warn!("development token issuer enabled: POST /v1/dev-token signs any name");
+        auth.dev_issuer()
+    } else {
+        None
+    };
     let settings = NodeSettings {
         id: args.resolved_node_id(),
         url: args.resolved_advertise_url(),
         capacity: args.capacity.max(1),
         history_cap: args.history_cap.max(1),
         limits: args.limits(),
+        auth: Arc::new(auth),
+        origins: Arc::new(origins),
     };
     let hub = Arc::new(Hub::new());
     let metrics = Arc::new(metrics::Metrics::new(&hub));
     let stop_tasks = CancellationToken::new();
-    let scaled = args.redis.is_configured();
     let (backend, loadset): (Arc<dyn Backend>, Option<switchboard_loadset::LoadSet>) = if scaled {
         let client = switchboard_redis::connect(&args.redis)
             .await
@@ -120,12 +136,14 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             None,
         )
     };
+    let node_auth_mode = settings.auth.mode();
     tracing::info!(
         node = %settings.id,
         url = %settings.url,
         mode = if scaled { "scaled" } else { "standalone" },
         redis = %if scaled { args.redis.describe() } else { "none".into() },
         membership = %args.membership,
+        auth = node_auth_mode,
         "chat-node listening on http://{addr}"
     );
     let node = Node::new(settings, hub, backend, metrics);
@@ -134,7 +152,10 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     let server = tokio::spawn(server::serve(
         node.clone(),
         listener,
-        !scaled,
+        server::Extras {
+            standalone: !scaled,
+            dev_issuer,
+        },
         stop_server.clone(),
     ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));

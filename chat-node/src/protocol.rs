@@ -36,6 +36,10 @@ pub enum ErrorCode {
     TooManyRooms,
     /// `hello` after identity was established.
     AlreadyIdentified,
+    /// A `refresh` token was refused (the session keeps its current token and expiry).
+    AuthFailed,
+    /// Not allowed for this user: another user's data, or a private room without a grant.
+    Forbidden,
     /// The store or bus could not be reached; nothing was stored.
     Unavailable,
     /// An unexpected server error; nothing was stored.
@@ -55,6 +59,8 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::AlreadyIdentified => "already_identified",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -90,7 +96,7 @@ pub mod close {
     pub const RESTART: u16 = 1012;
     /// The node is full or draining.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// Invalid identity.
+    /// Invalid identity: a bad user name, or a missing, malformed, forged or unacceptable token.
     pub const INVALID_IDENTITY: u16 = 4001;
     /// No `hello` in time.
     pub const HELLO_TIMEOUT: u16 = 4002;
@@ -98,6 +104,8 @@ pub mod close {
     pub const IDLE: u16 = 4003;
     /// The outbound queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The session's token expired without a `refresh` (or the token was already expired at `hello`).
+    pub const TOKEN_EXPIRED: u16 = 4011;
     /// Too many frames refused by the rate limit.
     pub const FLOODING: u16 = 4029;
 }
@@ -110,8 +118,10 @@ pub type Req = Option<Value>;
 pub enum ClientFrame {
     /// Identity, as the first frame when `?user=` was not given.
     Hello {
-        /// The user name.
-        user: String,
+        /// The user name (open mode; with a token it must equal the token's `sub` if given).
+        user: Option<String>,
+        /// The token (token mode).
+        token: Option<String>,
         /// The last direct-message sequence the client saw.
         dm_since: Option<u64>,
     },
@@ -171,14 +181,24 @@ pub enum ClientFrame {
         /// Users to look up.
         users: Vec<String>,
     },
+    /// Renew the session with a fresh token (same `sub`).
+    Refresh {
+        /// The new token.
+        token: String,
+    },
     /// Application-level ping.
     Ping,
 }
 
 #[derive(Deserialize)]
 struct HelloF {
-    user: String,
+    user: Option<String>,
+    token: Option<String>,
     dm_since: Option<u64>,
+}
+#[derive(Deserialize)]
+struct RefreshF {
+    token: String,
 }
 #[derive(Deserialize)]
 struct JoinF {
@@ -268,8 +288,12 @@ pub fn parse(text: &str) -> Result<(ClientFrame, Req), (Refusal, Req)> {
     let frame = match ty.as_str() {
         "hello" => fields::<HelloF>(&ty, value).map(|f| ClientFrame::Hello {
             user: f.user,
+            token: f.token,
             dm_since: f.dm_since,
         }),
+        "refresh" => {
+            fields::<RefreshF>(&ty, value).map(|f| ClientFrame::Refresh { token: f.token })
+        }
         "join" => fields::<JoinF>(&ty, value).map(|f| ClientFrame::Join {
             room: f.room,
             since: f.since,
@@ -356,6 +380,16 @@ pub enum ServerFrame<'a> {
         server_time: u64,
         dm_seq: u64,
         limits: &'a AnnouncedLimits,
+        /// `open` or `jwt`.
+        auth: &'a str,
+        /// When the session's token expires (ms since the epoch); absent in open mode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    Refreshed {
+        expires_at: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: &'a Req,
     },
     Joined {
         room: &'a str,

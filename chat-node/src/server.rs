@@ -3,8 +3,9 @@
 //! the WebSocket upgrade with its buffer sizes, and serving until shutdown.
 //!
 //! ```text
-//!  TCP ──▶ serve ──▶ router ──/ws──▶ upgrade ──▶ connection::run(sink, stream)  (generic: reader, writer)
-//!                          ──/readyz, /healthz, /metrics, (standalone) /v1/*, /
+//!  TCP ──▶ serve ──▶ router ──/ws──▶ Origin allowed? ─no─▶ 403
+//!                                    └─yes─▶ upgrade ──▶ connection::run(sink, stream)  (generic)
+//!                          ──/readyz, /healthz, /metrics, (standalone) /v1/*, /, (dev) /v1/dev-token
 //! ```
 //!
 //! axum's message type plugs into the connection through [`WsMessage`].
@@ -14,8 +15,8 @@ use crate::identity::Handshake;
 use crate::node::Node;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
@@ -30,17 +31,29 @@ use tracing::Instrument;
 /// for one fast socket; 100k mostly idle chat connections need it small.
 const SOCKET_BUFFER: usize = 4 * 1024;
 
+/// Routes some nodes serve besides [`router`].
+#[derive(Debug, Default)]
+pub struct Extras {
+    /// A standalone node also answers the registry API and the web page.
+    pub standalone: bool,
+    /// The development token issuer (`POST /v1/dev-token`), when enabled.
+    pub dev_issuer: Option<registry::dev_token::DevIssuer>,
+}
+
 /// Serves `node` on `listener` until `stop` is cancelled, then stops accepting and waits for open
-/// connections. A standalone node (`standalone`) also answers the registry API and the web page.
+/// connections.
 pub async fn serve(
     node: Arc<Node>,
     listener: TcpListener,
-    standalone: bool,
+    extras: Extras,
     stop: CancellationToken,
 ) {
     let mut app = router(node.clone());
-    if standalone {
+    if extras.standalone {
         app = app.merge(crate::standalone::router(node));
+    }
+    if extras.standalone || extras.dev_issuer.is_some() {
+        app = app.merge(registry::dev_token::router(extras.dev_issuer));
     }
     // Frames are small and latency matters more than packet count: without TCP_NODELAY an ack written
     // right after a message waits for the client's delayed ACK (~40 ms).
@@ -98,11 +111,32 @@ struct WsQuery {
     dm_since: Option<u64>,
 }
 
+/// `/ws`: the `Origin` check (403 before the upgrade), then the upgrade. Tokens never travel in the
+/// URL: in token mode the only query parameter read is `dm_since`.
 async fn ws_upgrade(
     State(node): State<Arc<Node>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("?"));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !node.settings.origins.allows(origin, host) {
+        node.metrics.refusals.record(
+            "origin",
+            Some(peer),
+            None,
+            &format!("origin {:?} not allowed", origin.unwrap_or("")),
+        );
+        return (
+            StatusCode::FORBIDDEN,
+            "origin not allowed: add it to --allowed-origins\n",
+        )
+            .into_response();
+    }
     let limits = &node.settings.limits;
     ws.read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
@@ -115,6 +149,7 @@ async fn ws_upgrade(
             let handshake = Handshake {
                 user: q.user,
                 dm_since: q.dm_since,
+                peer: Some(peer),
             };
             connection::run(node, sink, stream, handshake).instrument(span)
         })

@@ -165,6 +165,11 @@ impl Client {
 
 /// A node over the in-memory backend.
 fn node(limits: Limits, capacity: u64) -> Arc<Node> {
+    node_with_auth(limits, capacity, crate::auth::Authenticator::Open)
+}
+
+/// A node over the in-memory backend with the given authentication.
+fn node_with_auth(limits: Limits, capacity: u64, auth: crate::auth::Authenticator) -> Arc<Node> {
     let hub = Arc::new(Hub::new());
     let metrics = Arc::new(Metrics::new(&hub));
     let backend = Arc::new(MemoryBackend::new(hub.clone(), 100));
@@ -174,6 +179,8 @@ fn node(limits: Limits, capacity: u64) -> Arc<Node> {
         capacity,
         history_cap: 100,
         limits,
+        auth: Arc::new(auth),
+        origins: Default::default(),
     };
     Node::new(settings, hub, backend, metrics)
 }
@@ -198,6 +205,7 @@ fn as_user(user: &str) -> Handshake {
     Handshake {
         user: Some(user.to_owned()),
         dm_since: None,
+        peer: None,
     }
 }
 
@@ -508,4 +516,64 @@ fn a_capacity_error_anywhere_in_the_chain_is_too_big() {
     assert!(is_too_big(&too_long()));
     assert!(is_too_big(&Wrapper(too_long())));
     assert!(!is_too_big(&Wrapper(tungstenite::Error::ConnectionClosed)));
+}
+
+const SECRET: &[u8] = b"connection-tests-secret-32-bytes";
+
+fn token(sub: &str, exp_in: i64) -> String {
+    let exp = crate::auth::unix_now() as i64 + exp_in;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({"sub": sub, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_whose_token_runs_out_is_closed_with_4011_unless_refreshed() {
+    let node = node_with_auth(
+        Limits::default(),
+        10,
+        crate::auth::Authenticator::hmac(SECRET),
+    );
+    // Expired 25 s ago: accepted within the 30 s clock skew, so the session has about 5 s left.
+    let expiring = connect(&node, Handshake::default());
+    expiring.send_json(serde_json::json!({"type": "hello", "token": token("ann", -25)}));
+    expiring.wait_for("welcome", "welcome").await;
+    let renewed = connect(&node, Handshake::default());
+    renewed.send_json(serde_json::json!({"type": "hello", "token": token("ben", -25)}));
+    renewed.wait_for("welcome", "welcome").await;
+    renewed.send_json(serde_json::json!({"type": "refresh", "token": token("ben", 3600)}));
+    renewed.wait_for("refreshed", "refreshed").await;
+
+    let written = expiring.finished().await;
+    assert_eq!(written.last(), Some(&close_event(close::TOKEN_EXPIRED)));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    renewed.send_json(serde_json::json!({"type": "ping", "req": 1}));
+    renewed.wait_for("pong", "pong").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_token_mode_a_query_user_or_a_bare_name_is_refused_with_4001() {
+    let node = node_with_auth(
+        Limits::default(),
+        10,
+        crate::auth::Authenticator::hmac(SECRET),
+    );
+    let written = connect(&node, as_user("alice")).finished().await;
+    assert!(matches!(
+        written.as_slice(),
+        [Event::Close(close::INVALID_IDENTITY, _)]
+    ));
+    let client = connect(&node, Handshake::default());
+    client.send_json(serde_json::json!({"type": "hello", "user": "alice"}));
+    let written = client.finished().await;
+    assert_eq!(
+        written,
+        [Event::Close(
+            close::INVALID_IDENTITY,
+            "this node requires a token: send hello with a token field".into()
+        )]
+    );
 }

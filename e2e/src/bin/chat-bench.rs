@@ -91,6 +91,8 @@ async fn run() -> anyhow::Result<()> {
     let (urls, pid) = if args.nodes.is_empty() {
         let config = TopologyConfig {
             log_filter: "warn".into(),
+            // The benchmark measures the message path; tokens are checked once per connect only.
+            auth: e2e::topology::Auth::Open,
             ..TopologyConfig::scaled(2, 1).with_node_args([
                 "--rate-per-sec",
                 "1000000",
