@@ -471,6 +471,11 @@ fn node_deployment(
         value_env("SWITCHBOARD_CAPACITY", spec.capacity.to_string()),
         value_env("SWITCHBOARD_MEMBERSHIP", "operator"),
         value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
+        // A scaled chat-node refuses to start without a token key unless open identity is chosen
+        // explicitly. The ChatCluster cannot name a key Secret or JWKS URL yet (issue 14 leaves that to
+        // the operator), so the operator chooses open identity out loud rather than leaving pods that
+        // cannot start.
+        value_env("SWITCHBOARD_AUTH", "open"),
     ];
     env.extend(redis_env(endpoint));
     // chat-node's --drain-timeout is a duration flag (`30s`).

@@ -293,6 +293,7 @@ fn chat_node_env_follows_the_contract_in_managed_mode() {
     );
     assert_eq!(env_value(c, "SWITCHBOARD_CAPACITY"), "10000");
     assert_eq!(env_value(c, "SWITCHBOARD_MEMBERSHIP"), "operator");
+    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "open");
     assert_eq!(env_value(c, "SWITCHBOARD_CLUSTER_ID"), "chat/demo");
     assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30s");
     assert_eq!(
