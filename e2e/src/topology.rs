@@ -308,7 +308,38 @@ impl Topology {
         for i in 0..topology.registries.len() {
             wait_ready(&mut topology.registries[i]).await?;
         }
+        topology.wait_listed().await?;
         Ok(topology)
+    }
+
+    /// Ready means assignable: a node answers `/readyz` before its first heartbeat reaches the load
+    /// set, so with registries this waits until the first registry lists every node.
+    async fn wait_listed(&self) -> Result<()> {
+        let Some(registry) = self.registries.first() else {
+            return Ok(());
+        };
+        let want: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let listed = crate::client::nodes(&registry.http()).await;
+            let missing: Vec<&String> = match &listed {
+                Ok(nodes) => want
+                    .iter()
+                    .filter(|id| nodes.iter().all(|n| &n.id != *id))
+                    .collect(),
+                Err(_) => want.iter().collect(),
+            };
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(not_ready(
+                    registry,
+                    format!("after {READY_TIMEOUT:?} it does not list {missing:?} ({listed:?})"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One standalone chat-node (no Redis), ready.
