@@ -14,6 +14,7 @@
 //! ```text
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
 //! objects        every owned object of the examples, password Secret, rolling on a password change
+//! ownership      only objects the ChatCluster controls are applied or pruned; a taken name is a conflict
 //! status         Degraded / Ready / Progressing conditions and Events, the pause annotation
 //! scaling        kubectl scale, least-loaded pods go first
 //! external_redis the load set follows readiness, clusters never mix, failover is announced
@@ -24,6 +25,7 @@ mod external_redis;
 mod install;
 mod leader;
 mod objects;
+mod ownership;
 mod scaling;
 mod status;
 

@@ -7,8 +7,9 @@
 //!        ├─ deleting? ─▶ nothing (owner references let the garbage collector delete the rest)
 //!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
 //!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
-//!        ├─ render ─▶ SSA every object (force, manager "switchboard-operator")               (apply)
-//!        ├─ External mode ─▶ delete leftover managed-Redis objects                          (apply)
+//!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
+//!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
+//!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
 //! ```
 //!
@@ -161,9 +162,14 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         }),
     };
     let desired = resources::render(cc, &render_ctx)?;
-    let applied = apply::apply_all(&ctx.client, &ns, &desired, &mut problems).await?;
+    let uid = cc
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(resources::Error::MissingMetadata("uid"))?;
+    let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
     if cc.spec.redis.mode == RedisMode::External {
-        apply::prune_managed_redis(&ctx.client, &ns, &Names::of(cc)?).await?;
+        apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
 
     let status = status::build_status(cc, &applied, &problems, ctx);
