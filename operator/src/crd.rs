@@ -10,7 +10,8 @@
 //! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
 //! │   └── labels / annotations   passed through to every owned object and pod
 //! └── status   observedGeneration, ready/desired per component, current master, load-set size,
-//!              selector (scale subresource), conditions Ready / Progressing / Degraded
+//!              selector (scale subresource), conditions Ready / Reconciling / Stalled / Progressing /
+//!              Degraded
 //! ```
 //!
 //! Every field has a default, so `spec: {}` is a working chat system. What a type cannot say is checked by
@@ -392,7 +393,7 @@ pub struct ChatClusterStatus {
     /// Label selector of the socket-server pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Reconciling`, `Stalled`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -432,12 +433,17 @@ pub struct RedisStatus {
 
 /// Condition types.
 pub mod condition {
-    /// Every component has its desired ready pods and the load set matches them.
+    /// Serving: every component has its desired ready pods, Redis is reachable with a known master, the
+    /// load set equals the ready socket servers, and nothing is degraded.
     pub const READY: &str = "Ready";
-    /// The operator is bringing the cluster towards its spec.
+    /// A workload is short of its desired ready pods.
     pub const PROGRESSING: &str = "Progressing";
     /// Something needs a person: the message says what.
     pub const DEGRADED: &str = "Degraded";
+    /// kstatus: the operator is still working towards serving (the reason says what it waits for).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: progress is blocked (a problem a person must fix, or the progress deadline passed).
+    pub const STALLED: &str = "Stalled";
 }
 
 impl ChatCluster {

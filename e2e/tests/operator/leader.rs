@@ -63,7 +63,7 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
     .await;
     assert_eq!(leader, "operator-a");
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(1)).await;
-    wait_condition(&client, n, "demo", "Ready", "True").await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
 
     // Kill the leader (no release: its future is dropped, as in a crash); the standby takes over.
     first.abort();

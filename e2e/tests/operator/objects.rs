@@ -10,10 +10,14 @@ use operator::crd::ChatCluster;
 use serde_json::json;
 use switchboard_testkit::eventually;
 
-use crate::{REPO, TIMEOUT, bed, condition, kubectl_ok, new_namespace, start_operator, wait_event};
+use crate::{
+    REPO, TIMEOUT, bed, condition, kubectl, kubectl_ok, new_namespace, start_operator,
+    wait_condition, wait_event,
+};
 
 #[tokio::test]
-async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
+async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_redis_does_not_answer()
+{
     let bed = bed().await;
     let ns = new_namespace(bed, "op-minimal").await;
     let n = ns.name();
@@ -28,7 +32,7 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
             "wait",
             "-n",
             n,
-            "--for=condition=Ready",
+            "--for=condition=Progressing=False",
             "chatcluster/chat",
             "--timeout=90s",
         ],
@@ -36,6 +40,45 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     )
     .await;
     assert!(out.contains("condition met"), "{out}");
+
+    // Every pod is (simulated) ready, but no Redis answers behind the sentinel names: not serving, and
+    // the status says why. kstatus readers see Reconciling, not success.
+    let cc = wait_condition(&client, n, "chat", "Reconciling", "True").await;
+    let (ready, reason, message) = condition(&cc, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "RedisUnreachable"),
+        "{message}"
+    );
+    assert!(message.contains("sentinels"), "{message}");
+    assert_eq!(
+        condition(&cc, "Reconciling").map(|c| c.1).as_deref(),
+        Some("RedisUnreachable")
+    );
+    assert_eq!(
+        condition(&cc, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    for c in cc.status.iter().flat_map(|s| s.conditions.iter()) {
+        assert_eq!(c.observed_generation, cc.metadata.generation, "{}", c.type_);
+    }
+    let (ok, out) = kubectl(
+        bed,
+        &[
+            "wait",
+            "-n",
+            n,
+            "--for=condition=Ready",
+            "chatcluster/chat",
+            "--timeout=2s",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        !ok,
+        "kubectl wait --for=condition=Ready must not succeed: {out}"
+    );
 
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
     let cc = api.get("chat").await.expect("ChatCluster");

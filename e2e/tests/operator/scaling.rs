@@ -24,7 +24,7 @@ async fn kubectl_scale_drives_the_deployment_and_the_status() {
     let client = bed.client().expect("client");
     let _operator = start_operator(bed, n).await;
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
-    wait_condition(&client, n, "demo", "Ready", "True").await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
 
     scale_demo(bed, n, 5).await;
     demo_deployment_asks_for(&client, n, 5, "the Deployment follows to 5").await;

@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -129,16 +130,20 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     let clusters: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), &ns);
     if is_paused(cc) {
         let mut status = cc.status.clone().unwrap_or_default();
-        status::set_condition(
-            &mut status.conditions,
-            cc,
-            condition::PROGRESSING,
-            false,
-            "Paused",
-            format!(
-                "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
-            ),
-        );
+        let now = Timestamp::now();
+        for type_ in [condition::PROGRESSING, condition::RECONCILING] {
+            status::set_condition(
+                &mut status.conditions,
+                cc,
+                type_,
+                false,
+                "Paused",
+                format!(
+                    "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
+                ),
+                now,
+            );
+        }
         status::patch_status(&clusters, cc, status).await?;
         info!("paused");
         return Ok(Action::await_change());
@@ -172,15 +177,15 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
 
-    let status = status::build_status(cc, &applied, &problems, ctx);
+    let observation = ctx.observations.get(&cc.cluster_id());
+    let status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());
     status::announce(cc, r, &status, &problems).await;
-    let progressing = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == condition::PROGRESSING && c.status == "True");
+    let unsettled = status.conditions.iter().any(|c| {
+        (c.type_ == condition::RECONCILING || c.type_ == condition::DEGRADED) && c.status == "True"
+    });
     status::patch_status(&clusters, cc, status).await?;
     debug!(%name, "reconciled");
-    Ok(Action::requeue(if progressing || !problems.is_empty() {
+    Ok(Action::requeue(if unsettled {
         UNSETTLED_REQUEUE
     } else {
         ctx.config.requeue
