@@ -12,6 +12,7 @@
 //! the impersonating operator, shared waits) and the scenarios are grouped by theme:
 //!
 //! ```text
+//! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
 //! objects        every owned object of the examples, password Secret, rolling on a password change
 //! ownership      only objects the ChatCluster controls are applied or pruned; a taken name is a conflict
@@ -22,6 +23,7 @@
 //! ```
 
 mod external_redis;
+mod flags;
 mod install;
 mod leader;
 mod objects;

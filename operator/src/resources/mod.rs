@@ -1,5 +1,7 @@
 //! Pure rendering of every object a `ChatCluster` owns. No I/O: the reconciler applies what these
-//! functions return, and the tests read them field by field.
+//! functions return, and the tests read them field by field. Objects are written as JSON and converted
+//! to the typed k8s-openapi structs; the conversion is checked to lose nothing (a misspelled field is an
+//! [`Error::Lossy`], not a silently missing setting).
 //!
 //! ```text
 //! ChatCluster demo ──render()──▶ Desired
@@ -28,6 +30,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -100,6 +103,15 @@ pub enum Error {
     /// The ChatCluster lacks a name, namespace or uid (it was not read from the API server).
     #[error("ChatCluster has no {0}: only objects read from the API server can be rendered")]
     MissingMetadata(&'static str),
+    /// A rendered field is not part of its Kubernetes type and would have been dropped (a bug in this
+    /// module: a misspelled or misplaced field).
+    #[error("rendering {kind}: the field {path} is not part of the Kubernetes type")]
+    Lossy {
+        /// The kind being rendered.
+        kind: &'static str,
+        /// JSON path of the field, e.g. `.spec.template.spec.containers[0].readinesProbe`.
+        path: String,
+    },
     /// An object did not match its Kubernetes type (a bug in this module).
     #[error("rendering {kind}")]
     Shape {
@@ -321,8 +333,40 @@ pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
     Ok(desired)
 }
 
-fn obj<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|source| Error::Shape { kind, source })
+/// The typed object `value` describes. Objects are written as JSON for readability, so a misspelled or
+/// misplaced field would silently vanish in the conversion: the typed object is serialized again and
+/// must give back exactly `value`, else rendering fails with [`Error::Lossy`] naming the field.
+fn obj<T: DeserializeOwned + Serialize>(kind: &'static str, mut value: Value) -> Result<T> {
+    strip_nulls(&mut value);
+    let typed: T =
+        serde_json::from_value(value.clone()).map_err(|source| Error::Shape { kind, source })?;
+    let back = serde_json::to_value(&typed).map_err(|source| Error::Shape { kind, source })?;
+    match first_difference(&value, &back, String::new()) {
+        None => Ok(typed),
+        Some(path) => Err(Error::Lossy { kind, path }),
+    }
+}
+
+/// The JSON path of the first place where `rendered` holds something `typed` does not (or another
+/// value), if any.
+fn first_difference(rendered: &Value, typed: &Value, path: String) -> Option<String> {
+    match (rendered, typed) {
+        (Value::Object(a), Value::Object(b)) => a.iter().find_map(|(k, v)| match b.get(k) {
+            Some(w) => first_difference(v, w, format!("{path}.{k}")),
+            None => Some(format!("{path}.{k}")),
+        }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, format!("{path}[{i}]"))),
+        (a, b) if a == b => None,
+        _ => Some(if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path
+        }),
+    }
 }
 
 fn owner(cc: &ChatCluster) -> Result<OwnerReference> {

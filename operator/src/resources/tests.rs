@@ -586,3 +586,51 @@ fn start_scripts_are_valid_posix_shell() {
         );
     }
 }
+
+#[test]
+fn every_rendered_field_survives_the_typed_round_trip() {
+    // Every render path, each converted with the round-trip check (rendering would fail otherwise).
+    let mut full = demo()
+        .with_label("team", "chat")
+        .with_annotation("example.com/owner", "ops");
+    full.spec.redis.managed.storage = Some(
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".to_owned()),
+    );
+    full.spec.redis.managed.storage_class_name = Some("fast".to_owned());
+    full.spec.scheduling.priority_class_name = Some("high".to_owned());
+    full.spec.registries.service.annotations =
+        BTreeMap::from([("lb".to_owned(), "internal".to_owned())]);
+    for cc in [
+        demo(),
+        full,
+        demo()
+            .with_external_url("redis://r:6379")
+            .with_password_secret("s", "k"),
+        demo().with_external_sentinels(&["s:26379"], "m"),
+    ] {
+        render(&cc, &ctx()).unwrap();
+    }
+    redis_secret(&demo(), "pw").unwrap();
+}
+
+#[test]
+fn a_field_the_kubernetes_type_lacks_is_an_error_naming_it() {
+    let misspelled = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "x" },
+        "spec": { "ports": [{ "port": 80, "targetPort": 8080 }], "publishNotReadyAdresses": true },
+    });
+    match obj::<Service>("Service", misspelled) {
+        Err(Error::Lossy { kind, path }) => {
+            assert_eq!(kind, "Service");
+            assert_eq!(path, ".spec.publishNotReadyAdresses");
+        }
+        other => panic!("expected Lossy, got {other:?}"),
+    }
+    let fine = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "x", "annotations": null } });
+    assert!(
+        obj::<Service>("Service", fine).is_ok(),
+        "nulls are absent fields, not losses"
+    );
+}
