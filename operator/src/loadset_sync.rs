@@ -10,6 +10,7 @@
 //!                                             ├─ current master (sentinels / external URL)
 //!                                             └─ Observation ─▶ status (reconcile) + MasterChanged event
 //! ChatCluster deleted (External mode) ─▶ finalizer: LoadSet::delete_all, then let it go
+//! every resync: Redis clients and observations of ChatClusters that are gone ─▶ released
 //! ```
 //!
 //! Each ChatCluster has its own cluster id (`<namespace>/<name>`), hence its own key prefix, so chat
@@ -20,7 +21,7 @@
 //! This controller shares [`crate::context`], [`crate::observation`] and [`crate::secret`] with
 //! [`crate::reconcile`] and depends on nothing of it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use switchboard_loadset::LoadSet;
@@ -190,13 +191,50 @@ impl SyncContext {
                 loadset: loadset.clone(),
             },
         );
+        self.count_connections(connections.len());
         Ok(loadset)
     }
 
     async fn drop_connection(&self, cluster_id: &str) {
-        if let Some(old) = self.connections.lock().await.remove(cluster_id) {
+        let mut connections = self.connections.lock().await;
+        if let Some(old) = connections.remove(cluster_id) {
             close(old.loadset);
         }
+        self.count_connections(connections.len());
+    }
+
+    fn count_connections(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.ctx.metrics.redis_connections.set(n);
+    }
+
+    /// Redis clients held, one per chat system the sync has reached.
+    pub async fn connection_count(&self) -> usize {
+        self.connections.lock().await.len()
+    }
+
+    /// Releases the Redis client and the observation of every chat system whose cluster id `live` does
+    /// not hold. A Managed ChatCluster has no finalizer, so its deletion is never reconciled: this is
+    /// what frees its client.
+    pub async fn retain(&self, live: &HashSet<String>) {
+        let mut connections = self.connections.lock().await;
+        let gone: Vec<String> = connections
+            .keys()
+            .filter(|id| !live.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(old) = connections.remove(&id) {
+                debug!(cluster = %id, "released the Redis client of a deleted chat system");
+                close(old.loadset);
+            }
+        }
+        self.count_connections(connections.len());
+        drop(connections);
+        let observations = &self.ctx.observations;
+        observations.retain(live);
+        let n = i64::try_from(observations.len()).unwrap_or(i64::MAX);
+        self.ctx.metrics.observed_clusters.set(n);
     }
 }
 
@@ -207,6 +245,30 @@ fn close(loadset: LoadSet) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.quit()).await;
     });
+}
+
+/// Every resync, releases what is held for ChatClusters that no longer exist (see
+/// [`SyncContext::retain`]), until `shutdown` fires.
+async fn release_deleted(
+    sctx: &SyncContext,
+    store: &Store<ChatCluster>,
+    shutdown: &CancellationToken,
+) {
+    // An empty store before the first list would release everything for nothing.
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = store.wait_until_ready() => if ready.is_err() { return },
+    }
+    let mut tick = tokio::time::interval(sctx.config.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let live: HashSet<String> = store.state().iter().map(|cc| cc.cluster_id()).collect();
+        sctx.retain(&live).await;
+    }
 }
 
 /// Runs the load-set sync controller until `shutdown` fires.
@@ -221,27 +283,31 @@ pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
         label::MANAGED_BY,
         resources::MANAGED_BY
     ));
-    Controller::new(
+    let controller = Controller::new(
         scoped::<ChatCluster>(&client, ns.as_deref()),
         watcher::Config::default().any_semantic(),
-    )
-    .watches(
-        scoped::<EndpointSlice>(&client, ns.as_deref()),
-        slices,
-        |slice: EndpointSlice| {
-            let ns = slice.namespace()?;
-            let instance = slice.labels().get(label::INSTANCE)?.clone();
-            Some(ObjectRef::new(&instance).within(&ns))
-        },
-    )
-    .graceful_shutdown_on(async move { shutdown.cancelled().await })
-    .run(sync, error_policy, sctx)
-    .for_each(|result| async move {
-        if let Err(err) = result {
-            debug!(error = %report::chain(&err), "load-set sync loop");
-        }
-    })
-    .await;
+    );
+    let store = controller.store();
+    let release = release_deleted(&sctx, &store, &shutdown);
+    let stop = shutdown.clone();
+    let controller = controller
+        .watches(
+            scoped::<EndpointSlice>(&client, ns.as_deref()),
+            slices,
+            |slice: EndpointSlice| {
+                let ns = slice.namespace()?;
+                let instance = slice.labels().get(label::INSTANCE)?.clone();
+                Some(ObjectRef::new(&instance).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(sync, error_policy, sctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                debug!(error = %report::chain(&err), "load-set sync loop");
+            }
+        });
+    tokio::join!(controller, release);
 }
 
 /// Requeues a failed sync with the reconciler's backoff.

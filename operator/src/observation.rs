@@ -7,7 +7,7 @@
 //!                                                └─ changed? ObjectRef ─▶ stream ─▶ reconcile_on
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
@@ -81,6 +81,24 @@ impl Observations {
             map.remove(cluster_id);
         }
     }
+
+    /// Drops what was seen of every chat system whose cluster id `live` does not hold (ChatClusters that
+    /// were deleted, possibly while no sync saw them go).
+    pub fn retain(&self, live: &HashSet<String>) {
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|id, _| live.contains(id));
+        }
+    }
+
+    /// How many chat systems have an observation.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or_default()
+    }
+
+    /// Whether no chat system has an observation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +106,18 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+
+    #[test]
+    fn retain_drops_the_observations_of_deleted_chat_clusters() {
+        let (observations, _changed) = Observations::new();
+        for name in ["a", "b", "c"] {
+            observations.update(&ChatCluster::test(name), Observation::default());
+        }
+        assert_eq!(observations.len(), 3);
+        let live = HashSet::from([ChatCluster::test("b").cluster_id()]);
+        observations.retain(&live);
+        assert_eq!(observations.len(), 1);
+    }
 
     #[tokio::test]
     async fn only_a_changed_observation_wakes_the_reconciler() {
@@ -107,6 +137,7 @@ mod tests {
         assert_eq!(observations.get(&cc.cluster_id()), seen);
         observations.forget(&cc.cluster_id());
         assert_eq!(observations.get(&cc.cluster_id()), Observation::default());
+        assert!(observations.is_empty());
         drop(observations);
         assert_eq!(
             changed.next().await,

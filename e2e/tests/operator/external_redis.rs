@@ -205,3 +205,40 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
         "{note}"
     );
 }
+
+#[tokio::test]
+async fn redis_clients_and_observations_are_released_when_chat_clusters_are_deleted() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-release").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let redis = RedisServer::start().await.expect("redis-server");
+    let operator = start_operator(bed, n).await;
+    let held = || {
+        (
+            operator.metrics.redis_connections.get(),
+            operator.metrics.observed_clusters.get(),
+        )
+    };
+    // One External chat system (a Redis client) and one Managed (its Redis never answers on the bed,
+    // and it has no finalizer: its deletion is never reconciled).
+    external_cluster_in_load_set(&client, n, &redis, "ext", 1).await;
+    create_cluster(&client, n, ChatCluster::test("managed").with_nodes(1)).await;
+    eventually(
+        "one Redis client, two observed chat systems",
+        TIMEOUT,
+        || async { (held() == (1, 2)).then_some(()) },
+    )
+    .await;
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    for name in ["ext", "managed"] {
+        api.delete(name, &DeleteParams::background())
+            .await
+            .expect("delete");
+    }
+    eventually("nothing held for deleted chat systems", TIMEOUT, || async {
+        (held() == (0, 0)).then_some(())
+    })
+    .await;
+}

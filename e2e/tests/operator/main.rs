@@ -168,6 +168,8 @@ fn settings(ns: &str, identity: &str) -> Settings {
 /// The operator's controllers, running until dropped.
 struct Operator {
     stop: CancellationToken,
+    /// Its metrics (what `/metrics` would serve).
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Operator {
@@ -184,13 +186,14 @@ async fn start_operator(bed: &TestBed, ns: &str) -> Operator {
         .await
         .expect("the CRD is installed and the operator may read it");
     let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
     tokio::spawn(run_controllers(
         client,
         settings(ns, &format!("test-{ns}")),
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         stop.clone(),
     ));
-    Operator { stop }
+    Operator { stop, metrics }
 }
 
 /// Creates `cc` in `ns` as a user would (no uid or generation of its own).

@@ -88,6 +88,25 @@ impl Reconciler {
             failures.remove(obj);
         }
     }
+
+    /// Forgets the ChatClusters not in `live` (deleted ones; a deletion without finalizer is never
+    /// reconciled, so nothing else would).
+    fn retain(&self, live: &[Arc<ChatCluster>]) {
+        let refs: HashSet<ObjectRef<ChatCluster>> = live
+            .iter()
+            .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+            .collect();
+        let uids: HashSet<&str> = live
+            .iter()
+            .filter_map(|cc| cc.metadata.uid.as_deref())
+            .collect();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|r, _| refs.contains(r));
+        }
+        if let Ok(mut announced) = self.announced.lock() {
+            announced.retain(|uid| uids.contains(uid.as_str()));
+        }
+    }
 }
 
 /// Something only the operator can judge, reported as `Degraded=True`.
