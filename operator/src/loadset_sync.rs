@@ -9,7 +9,9 @@
 //!                                             ├─ pod-deletion-cost = connections  (least loaded go first)
 //!                                             ├─ current master (sentinels / external URL)
 //!                                             └─ Observation ─▶ status (reconcile) + MasterChanged event
-//! ChatCluster deleted (External mode) ─▶ finalizer: LoadSet::delete_all, then let it go
+//! ChatCluster deleted (External mode) ─▶ finalizer: chat-node Deployment scaled to 0, wait until no
+//!                                        chat-node pod is left (nothing writes), LoadSet::delete_all,
+//!                                        then let it go
 //! every resync: Redis clients and observations of ChatClusters that are gone ─▶ released
 //! ```
 //!
@@ -26,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -552,8 +555,67 @@ async fn set_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>, present: bool) 
     Ok(())
 }
 
-/// Deletes the chat system's keys, then releases the ChatCluster. Gives up (with a Warning event) once
-/// the deletion is older than the cleanup grace, so an unreachable Redis never blocks a deletion for ever.
+/// Whether chat-node pods of a deleted chat system may still write its keys.
+enum Writers {
+    /// No chat-node pod exists any more.
+    Gone,
+    /// This many chat-node pods still exist (running or terminating).
+    Running(usize),
+}
+
+/// Scales the chat-node Deployment (when this ChatCluster controls it) to zero, so no new writer
+/// starts and the running ones drain; says whether any chat-node pod still exists. The garbage collector
+/// would delete the Deployment only after the ChatCluster is gone, i.e. after the cleanup.
+async fn stop_writers(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Writers> {
+    let client = &sctx.ctx.client;
+    let name = Names::of(cc)?.node();
+    let uid = cc.metadata.uid.clone().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get Deployment {ns}/{name}")))?;
+    if let Some(d) = deployment.filter(|d| resources::is_controlled_by(&d.metadata, &uid))
+        && d.spec.replicas != Some(0)
+    {
+        let patch = serde_json::json!({ "spec": { "replicas": 0 } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match deployments
+            .patch(&name, &params, &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => info!(deployment = %name, "scaled to 0 before deleting the keys"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(source) => {
+                return Err(Error::kube(format!("scale Deployment {ns}/{name} to 0"))(
+                    source,
+                ));
+            }
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = resources::selector_string(cc, Component::ChatNode);
+    let left = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("list pods {selector}")))?
+        .items
+        .len();
+    Ok(if left == 0 {
+        Writers::Gone
+    } else {
+        Writers::Running(left)
+    })
+}
+
+/// Deletes the chat system's keys once no chat-node pod can write them any more (the Deployment is
+/// scaled to zero first), then releases the ChatCluster. Waits for the pods at most the cleanup grace
+/// plus a pod's termination grace (pods stuck beyond that sit on a dead node); gives up on the keys
+/// (with a Warning event) once the deletion is older than the cleanup grace and Redis still fails, so an
+/// unreachable Redis never blocks a deletion for ever.
 async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -> Result<Action> {
     let id = cc.cluster_id();
     sctx.ctx.observations.forget(&id);
@@ -562,6 +624,31 @@ async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().unwrap_or_default();
+    let since = cc
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    let pod_grace = Duration::from_secs(
+        u64::try_from(resources::node_termination_grace_seconds(cc)).unwrap_or_default(),
+    );
+    if let Writers::Running(left) = stop_writers(cc, sctx, &ns).await? {
+        if since < sctx.config.cleanup_grace + pod_grace {
+            debug!(
+                pods = left,
+                "waiting for the chat-node pods to stop before deleting keys"
+            );
+            return Ok(Action::requeue(
+                sctx.config.resync.min(Duration::from_secs(2)),
+            ));
+        }
+        warn!(
+            pods = left,
+            "chat-node pods still exist long after their grace period; deleting the keys anyway"
+        );
+    }
     let deleted = async {
         let args = redis_args(cc, sctx, &ns).await?;
         let loadset = sctx.loadset(cc, &args).await?;
@@ -571,13 +658,6 @@ async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -
     match deleted {
         Ok(n) => info!(keys = n, "deleted the chat system's Redis keys"),
         Err(err) => {
-            let since = cc
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
-                .and_then(|d| Duration::try_from(d).ok())
-                .unwrap_or_default();
             if since < sctx.config.cleanup_grace {
                 return Err(err);
             }

@@ -41,13 +41,7 @@ pub(super) struct Applied {
     pub(super) stateful_sets: HashMap<String, StatefulSet>,
 }
 
-/// Whether `meta` names the object with `uid` as its controller.
-pub(super) fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
-}
+use crate::resources::is_controlled_by as controlled_by;
 
 /// The `NameConflict` problem for `kind` `name`, which exists with `meta` and is not ours.
 fn name_conflict(kind: &str, ns: &str, name: &str, meta: &ObjectMeta) -> Problem {

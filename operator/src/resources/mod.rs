@@ -230,6 +230,20 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
     format!("{hash:016x}")
 }
 
+/// Whether `meta` names the object with `uid` (a ChatCluster's) as its controller: the operator applies,
+/// scales and deletes only such objects.
+pub fn is_controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Seconds a chat-node pod may take to stop: the pre-stop pause, the whole drain, and 5 s to exit.
+pub fn node_termination_grace_seconds(cc: &ChatCluster) -> i64 {
+    i64::from(cc.spec.nodes.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5
+}
+
 /// Labels of every object of `component`: passthrough labels, then ours (ours win).
 pub fn labels(cc: &ChatCluster, component: Component) -> BTreeMap<String, String> {
     let mut labels = cc.spec.labels.clone();
@@ -522,7 +536,7 @@ fn node_deployment(
         "SWITCHBOARD_DRAIN_TIMEOUT",
         format!("{}s", spec.drain_timeout_seconds),
     ));
-    let grace = i64::from(spec.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5;
+    let grace = node_termination_grace_seconds(cc);
     let mut container = json!({
         "name": "chat-node",
         "image": spec.image,
