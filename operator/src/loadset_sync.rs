@@ -6,7 +6,8 @@
 //! every resync interval (default 10 s) ─┼─▶ sync(ChatCluster)
 //! ChatCluster changed ──────────────────┘     ├─ desired = pods of ready, non-terminating endpoints
 //!                                             ├─ LoadSet::sync_members(desired)   (adds and removes)
-//!                                             ├─ pod-deletion-cost = connections  (least loaded go first)
+//!                                             ├─ connections per pod ─▶ Observations (for the
+//!                                             │    reconciler's pod-deletion-cost before a scale-down)
 //!                                             ├─ current master (sentinels / external URL)
 //!                                             └─ Observation ─▶ status (reconcile) + MasterChanged event
 //! ChatCluster deleted (External mode) ─▶ finalizer: chat-node Deployment scaled to 0, wait until no
@@ -53,8 +54,7 @@ use crate::secret::{self, Password, read_password};
 
 /// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
 pub const FINALIZER: &str = "switchboard.dev/loadset-cleanup";
-/// The annotation the ReplicaSet controller reads to choose which pods to remove first.
-pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub use crate::reconcile::POD_DELETION_COST;
 /// Label the EndpointSlice controller puts on every slice of a Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const CONTROLLER: &str = "loadset";
@@ -386,7 +386,9 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
         Ok(nodes) => {
             let scores: BTreeMap<String, u64> =
                 nodes.into_iter().map(|n| (n.id, n.connections)).collect();
-            set_deletion_costs(cc, &sctx.ctx.client, &ns, &scores).await?;
+            sctx.ctx
+                .observations
+                .set_connections(&cc.cluster_id(), scores);
         }
         Err(err) => warn!(error = %report::chain(&err), "could not read load-set scores"),
     }
@@ -437,47 +439,6 @@ pub fn ready_endpoint_pods(slices: &[EndpointSlice]) -> BTreeSet<String> {
         .filter(|r| r.kind.as_deref().is_none_or(|k| k == "Pod"))
         .filter_map(|r| r.name.clone())
         .collect()
-}
-
-/// Sets `pod-deletion-cost` = connection count on every chat-node pod with a score, so scaling down
-/// removes the least-loaded pods first.
-async fn set_deletion_costs(
-    cc: &ChatCluster,
-    client: &Client,
-    ns: &str,
-    scores: &BTreeMap<String, u64>,
-) -> Result<()> {
-    if scores.is_empty() {
-        return Ok(());
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = resources::selector_string(cc, Component::ChatNode);
-    let list = pods
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("list pods {selector}")))?;
-    for pod in list.items {
-        let name = pod.name_any();
-        let Some(score) = scores.get(&name) else {
-            continue;
-        };
-        let cost = i32::try_from(*score).unwrap_or(i32::MAX).to_string();
-        if pod.annotations().get(POD_DELETION_COST) == Some(&cost) {
-            continue;
-        }
-        let patch =
-            serde_json::json!({ "metadata": { "annotations": { POD_DELETION_COST: cost } } });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        match pods.patch(&name, &params, &Patch::Merge(patch)).await {
-            Ok(_) => debug!(pod = %name, %cost, "pod-deletion-cost set"),
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => return Err(Error::kube(format!("annotate pod {name}"))(source)),
-        }
-    }
-    Ok(())
 }
 
 /// The Redis connection settings of `cc` with the password read from its Secret.

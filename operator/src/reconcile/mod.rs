@@ -7,6 +7,7 @@
 //!        ├─ deleting? ─▶ nothing (owner references let the garbage collector delete the rest)
 //!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
 //!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
+//!        ├─ scale-down pending? ─▶ pod-deletion-cost = connections on chat-node pods   (deletion_cost)
 //!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
 //!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
@@ -23,6 +24,7 @@
 
 mod apply;
 mod controller;
+mod deletion_cost;
 mod error;
 mod password;
 mod status;
@@ -40,6 +42,7 @@ use switchboard_runtime::report;
 use tracing::{Span, debug, info, instrument, warn};
 
 pub use controller::{check_crd, run};
+pub use deletion_cost::POD_DELETION_COST;
 pub use error::{Error, Result};
 
 use crate::context::{Context, PAUSED_ANNOTATION, is_paused};
@@ -191,6 +194,7 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         .uid
         .as_deref()
         .ok_or(resources::Error::MissingMetadata("uid"))?;
+    deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
     let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
     if cc.spec.redis.mode == RedisMode::External {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
