@@ -289,7 +289,12 @@ pub enum RedisMode {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.sentinels % 2 == 1").message("spec.redis.managed.sentinels must be odd (1, 3, 5, ...) so the sentinels can always form a majority"),
-    validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed")
+    validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed"),
+    // Transition rules: a StatefulSet's volume claim templates are immutable, so these changes could
+    // never be applied; refusing them here beats a ChatCluster stuck Degraded.
+    validation = Rule::new("has(self.storage) == has(oldSelf.storage)").message("spec.redis.managed.storage cannot be added or removed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || self.storage == oldSelf.storage").message("spec.redis.managed.storage cannot be changed after creation: the data StatefulSet's volume claims are immutable — expand the PersistentVolumeClaims data-<name>-redis-N themselves if their storage class allows it"),
+    validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable")
 )]
 pub struct ManagedRedis {
     /// Redis data nodes (one master, the rest replicas).
@@ -311,10 +316,10 @@ pub struct ManagedRedis {
     /// Redis image (must contain redis-server, redis-sentinel, redis-cli and sh).
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Persistent volume size per data node; data lives in an emptyDir when absent.
+    /// Persistent volume size per data node; data lives in an emptyDir when absent. Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Quantity>,
-    /// Storage class of the data volumes (the cluster default when absent).
+    /// Storage class of the data volumes (the cluster default when absent). Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
     /// Compute resources of the Redis data-node container.

@@ -80,21 +80,38 @@ async fn an_object_the_api_server_refuses_degrades_the_chat_cluster() {
     let n = ns.name();
     let client = bed.client().expect("client");
     let _operator = start_operator(bed, n).await;
-    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
     create_cluster(
         &client,
         n,
         ChatCluster::test("demo")
             .with_nodes(1)
-            .with_label("team", "not a valid value!"),
+            .with_label("team", "chat"),
     )
     .await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "labels": { "team": "not a valid value!" } } })),
+    )
+    .await
+    .expect("set a bad label");
     let cc = wait_condition(&client, n, "demo", "Degraded", "True").await;
     let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("fix the ChatCluster spec"), "{message}");
     assert!(message.contains("not a valid value!"), "{message}");
-    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    // The refused update changed nothing that runs: the counts still say what runs.
+    let s = cc.status.clone().expect("status");
+    assert_eq!((s.nodes.ready, s.nodes.desired), (1, 1), "{s:?}");
+    assert_eq!((s.registries.ready, s.registries.desired), (2, 2), "{s:?}");
+    assert_eq!(
+        (s.redis.data_nodes.ready, s.redis.sentinels.ready),
+        (3, 3),
+        "{s:?}"
+    );
     api.patch(
         "demo",
         &PatchParams::default(),

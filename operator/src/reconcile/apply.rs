@@ -5,7 +5,8 @@
 //! ```text
 //! Desired ─▶ ConfigMaps ─▶ Services ─▶ StatefulSets ─▶ Deployments ─▶ PDBs     (SSA, in this order)
 //!   each name: exists and not controlled by this ChatCluster ─▶ Problem "NameConflict", left untouched
-//!              refused as invalid (422) ─▶ Problem "InvalidSpec" (Degraded), not an error
+//!              refused as invalid (422) ─▶ Problem "InvalidSpec" (Degraded), not an error; the live
+//!                                          object stands in for it, so the status counts stay true
 //!              workloads as returned ─▶ Applied ─▶ status (ready / desired replicas)
 //! External mode: managed-Redis names controlled by this ChatCluster ─▶ delete (uid precondition);
 //!                anyone else's object of such a name ─▶ left alone
@@ -119,7 +120,7 @@ where
         api.get_metadata_opt(&name)
             .await
             .map_err(Error::kube("get", K::kind(&()), &name))?;
-    if let Some(existing) = existing
+    if let Some(existing) = &existing
         && !controlled_by(&existing.metadata, uid)
     {
         problems.push(name_conflict(&K::kind(&()), ns, &name, &existing.metadata));
@@ -137,7 +138,13 @@ where
                     s.message
                 ),
             });
-            Ok(None)
+            // The object as it still runs, so the status counts stay true while the update is refused.
+            if existing.is_none() {
+                return Ok(None);
+            }
+            api.get_opt(&name)
+                .await
+                .map_err(Error::kube("get", K::kind(&()), &name))
         }
         Err(source) => Err(Error::kube("apply", K::kind(&()), name)(source)),
     }
