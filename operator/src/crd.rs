@@ -25,7 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, SecretKeySelector, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -152,9 +154,9 @@ pub struct NodesSpec {
     /// Image pull policy (Always, IfNotPresent, Never); the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
-    /// Compute resources of the chat-node container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the chat-node container (default: requests 100m CPU, 128Mi memory).
+    #[serde(default = "default_node_resources")]
+    pub resources: ResourceRequirements,
     /// Maximum WebSocket connections one socket server accepts.
     #[serde(default = "default_capacity")]
     #[schemars(range(min = 1, max = 10_000_000))]
@@ -185,9 +187,9 @@ pub struct RegistriesSpec {
     /// Image pull policy; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
-    /// Compute resources of the registry container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the registry container (default: requests 50m CPU, 64Mi memory).
+    #[serde(default = "default_registry_resources")]
+    pub resources: ResourceRequirements,
     /// How the registry Service is exposed.
     #[serde(default)]
     pub service: RegistryService,
@@ -322,9 +324,12 @@ pub struct ManagedRedis {
     /// Storage class of the data volumes (the cluster default when absent). Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Compute resources of the Redis data-node container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the Redis data-node container (default: requests 100m CPU, 256Mi memory).
+    #[serde(default = "default_redis_resources")]
+    pub resources: ResourceRequirements,
+    /// Compute resources of the sentinel container (default: requests 25m CPU, 32Mi memory).
+    #[serde(default = "default_sentinel_resources")]
+    pub sentinel_resources: ResourceRequirements,
 }
 
 /// Redis run elsewhere.
@@ -367,6 +372,11 @@ pub struct Scheduling {
     /// Priority class of every pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Topology spread of every component's pods. Absent: each component spreads over zones and over
+    /// hosts (maxSkew 1, ScheduleAnyway). Given: these constraints, each with the component's own pods
+    /// as its label selector unless it names one; an empty list turns spreading off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
 
 impl Scheduling {
@@ -483,7 +493,7 @@ impl Default for NodesSpec {
             replicas: default_nodes(),
             image: default_node_image(),
             image_pull_policy: None,
-            resources: None,
+            resources: default_node_resources(),
             capacity: default_capacity(),
             advertise_url: default_advertise_url(),
             drain_timeout_seconds: default_drain(),
@@ -497,7 +507,7 @@ impl Default for RegistriesSpec {
             replicas: default_registries(),
             image: default_registry_image(),
             image_pull_policy: None,
-            resources: None,
+            resources: default_registry_resources(),
             service: RegistryService::default(),
         }
     }
@@ -523,7 +533,8 @@ impl Default for ManagedRedis {
             image: default_redis_image(),
             storage: None,
             storage_class_name: None,
-            resources: None,
+            resources: default_redis_resources(),
+            sentinel_resources: default_sentinel_resources(),
         }
     }
 }
@@ -563,6 +574,29 @@ fn default_redis_image() -> String {
 }
 fn default_master_name() -> String {
     DEFAULT_MASTER_NAME.to_owned()
+}
+/// Requests only (no limits): the scheduler places pods by them and a busy pod may use idle CPU.
+fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+// Sized for a node with a few thousand idle connections; production sizes go in the spec.
+fn default_node_resources() -> ResourceRequirements {
+    requests("100m", "128Mi")
+}
+fn default_registry_resources() -> ResourceRequirements {
+    requests("50m", "64Mi")
+}
+fn default_redis_resources() -> ResourceRequirements {
+    requests("100m", "256Mi")
+}
+fn default_sentinel_resources() -> ResourceRequirements {
+    requests("25m", "32Mi")
 }
 fn default_advertise_url() -> String {
     "ws://{podIP}:{port}/ws".to_owned()

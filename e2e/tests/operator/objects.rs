@@ -112,6 +112,41 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_red
         Some("False")
     );
 
+    // `spec: {}` got the CRD's resource defaults from the API server, and every pod requests them and
+    // spreads over zones and hosts.
+    let requested = |r: &k8s_openapi::api::core::v1::ResourceRequirements| {
+        r.requests
+            .as_ref()
+            .is_some_and(|q| q.contains_key("cpu") && q.contains_key("memory"))
+    };
+    assert!(requested(&cc.spec.nodes.resources), "{:?}", cc.spec.nodes);
+    assert!(requested(&cc.spec.redis.managed.sentinel_resources));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
+    let mut templates = Vec::new();
+    for name in ["chat-node", "chat-registry"] {
+        templates.push(deployments.get(name).await.expect(name).spec.template);
+    }
+    for name in ["chat-redis", "chat-sentinel"] {
+        templates.push(sets.get(name).await.expect(name).spec.template);
+    }
+    for template in templates {
+        let pod = template.spec.expect("pod spec");
+        for c in &pod.containers {
+            assert!(
+                requested(c.resources.as_ref().expect("resources")),
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(
+            pod.topology_spread_constraints.map(|s| s.len()),
+            Some(2),
+            "{:?}",
+            pod.containers[0].name
+        );
+    }
+
     // Every owned object exists and is controlled by the ChatCluster.
     let uid = cc.metadata.uid.clone().expect("uid");
     let controlled = |meta: &kube::api::ObjectMeta| {
@@ -120,8 +155,6 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_red
             .flatten()
             .any(|o| o.uid == uid && o.controller == Some(true))
     };
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
     let services: Api<Service> = Api::namespaced(client.clone(), n);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), n);

@@ -413,8 +413,48 @@ fn pod_meta(cc: &ChatCluster, component: Component, hash: Option<String>) -> Val
     json!({ "labels": labels(cc, component), "annotations": annotations })
 }
 
-/// Scheduling knobs merged into a pod spec.
-fn schedule(cc: &ChatCluster, mut pod: Value) -> Value {
+/// Topology keys every component spreads over by default: zones first, then hosts.
+const SPREAD_KEYS: [&str; 2] = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
+
+/// The topology spread constraints of `component`'s pods: the spec's (with the component's selector
+/// where they name none), else one per [`SPREAD_KEYS`] entry. Deployments also match on
+/// `pod-template-hash`, so a rolling update's old pods do not skew the new ones.
+fn spread(cc: &ChatCluster, component: Component) -> Value {
+    let selector = json!({ "matchLabels": selector_labels(cc, component) });
+    let deployment = matches!(component, Component::ChatNode | Component::Registry);
+    match &cc.spec.scheduling.topology_spread_constraints {
+        Some(given) => {
+            let mut given = json!(given);
+            for c in given.as_array_mut().into_iter().flatten() {
+                if c.get("labelSelector").is_none_or(Value::is_null) {
+                    c["labelSelector"] = selector.clone();
+                }
+            }
+            given
+        }
+        None => json!(
+            SPREAD_KEYS
+                .iter()
+                .map(|key| {
+                    let mut c = json!({
+                        "maxSkew": 1,
+                        "topologyKey": key,
+                        // A preference: a one-node or one-zone cluster still runs every pod.
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": selector,
+                    });
+                    if deployment {
+                        c["matchLabelKeys"] = json!(["pod-template-hash"]);
+                    }
+                    c
+                })
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Scheduling knobs merged into the pod spec of `component`.
+fn schedule(cc: &ChatCluster, component: Component, mut pod: Value) -> Value {
     let s = &cc.spec.scheduling;
     if let Some(v) = &s.node_selector {
         pod["nodeSelector"] = json!(v);
@@ -427,6 +467,10 @@ fn schedule(cc: &ChatCluster, mut pod: Value) -> Value {
     }
     if let Some(v) = &s.priority_class_name {
         pod["priorityClassName"] = json!(v);
+    }
+    let spread = spread(cc, component);
+    if spread.as_array().is_some_and(|a| !a.is_empty()) {
+        pod["topologySpreadConstraints"] = spread;
     }
     pod
 }
@@ -552,6 +596,7 @@ fn node_deployment(
     strip_nulls(&mut container);
     let pod = schedule(
         cc,
+        Component::ChatNode,
         json!({
             "containers": [container],
             "terminationGracePeriodSeconds": grace,
@@ -622,6 +667,7 @@ fn registry_deployment(
     strip_nulls(&mut container);
     let pod = schedule(
         cc,
+        Component::Registry,
         json!({ "containers": [container], "enableServiceLinks": false }),
     );
     obj(
@@ -815,7 +861,7 @@ fn redis_stateful_set(
     }
     spec["template"] = json!({
         "metadata": pod_meta(cc, Component::Redis, Some(redis_hash(ctx, REDIS_SCRIPT))),
-        "spec": schedule(cc, json!({ "containers": [container], "volumes": volumes, "enableServiceLinks": false })),
+        "spec": schedule(cc, Component::Redis, json!({ "containers": [container], "volumes": volumes, "enableServiceLinks": false })),
     });
     obj(
         "StatefulSet",
@@ -841,6 +887,7 @@ fn sentinel_stateful_set(
         "command": ["sh", "/scripts/sentinel.sh"],
         "env": redis_pod_env(names, managed, ctx),
         "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP" }],
+        "resources": managed.sentinel_resources,
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
         "volumeMounts": [
@@ -863,7 +910,7 @@ fn sentinel_stateful_set(
                 "updateStrategy": { "type": "RollingUpdate" },
                 "template": {
                     "metadata": pod_meta(cc, Component::Sentinel, Some(redis_hash(ctx, SENTINEL_SCRIPT))),
-                    "spec": schedule(cc, json!({
+                    "spec": schedule(cc, Component::Sentinel, json!({
                         "containers": [container],
                         "volumes": [
                             { "name": "conf", "emptyDir": {} },

@@ -634,3 +634,125 @@ fn a_field_the_kubernetes_type_lacks_is_an_error_naming_it() {
         "nulls are absent fields, not losses"
     );
 }
+
+/// Every pod spec rendered for `d`, with the component label of its template.
+fn pods(d: &Desired) -> Vec<(String, k8s_openapi::api::core::v1::PodSpec)> {
+    let component = |m: &Option<kube::api::ObjectMeta>| {
+        m.as_ref().unwrap().labels.as_ref().unwrap()[label::COMPONENT].clone()
+    };
+    let mut pods = Vec::new();
+    for x in &d.deployments {
+        pods.push((
+            component(&x.spec.template.metadata),
+            x.spec.template.spec.clone().unwrap(),
+        ));
+    }
+    for x in &d.stateful_sets {
+        pods.push((
+            component(&x.spec.template.metadata),
+            x.spec.template.spec.clone().unwrap(),
+        ));
+    }
+    pods
+}
+
+#[test]
+fn every_container_requests_cpu_and_memory_by_default_and_the_spec_overrides_it() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let all = pods(&d);
+    assert_eq!(all.len(), 4);
+    for (component, pod) in &all {
+        for c in &pod.containers {
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let requests = requests.unwrap_or_else(|| panic!("{component}: no requests"));
+            assert!(requests.contains_key("cpu"), "{component}");
+            assert!(requests.contains_key("memory"), "{component}");
+        }
+    }
+    let mut cc = demo();
+    cc.spec.redis.managed.sentinel_resources.requests = Some(BTreeMap::from([(
+        "cpu".to_owned(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".to_owned()),
+    )]));
+    let d = render(&cc, &ctx()).unwrap();
+    let sentinel = &sts(&d, "demo-sentinel")
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        sentinel
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["cpu"]
+            .0,
+        "1"
+    );
+}
+
+#[test]
+fn every_component_spreads_over_zones_and_hosts_by_default() {
+    let d = render(&demo(), &ctx()).unwrap();
+    for (component, pod) in pods(&d) {
+        let spread = pod.topology_spread_constraints.clone().unwrap();
+        let keys: Vec<&str> = spread.iter().map(|c| c.topology_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["topology.kubernetes.io/zone", "kubernetes.io/hostname"],
+            "{component}"
+        );
+        for c in &spread {
+            assert_eq!(c.max_skew, 1);
+            assert_eq!(c.when_unsatisfiable, "ScheduleAnyway");
+            let selector = c
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap();
+            assert_eq!(selector[label::COMPONENT], component);
+            assert_eq!(selector[label::INSTANCE], "demo");
+        }
+        let deployment = component == "chat-node" || component == "registry";
+        assert_eq!(
+            spread[0].match_label_keys.is_some(),
+            deployment,
+            "{component}: a rolling update's old pods never skew the new ones"
+        );
+    }
+    // The spec's constraints replace the defaults, each with the component's selector filled in.
+    let mut cc = demo();
+    cc.spec.scheduling.topology_spread_constraints =
+        Some(vec![k8s_openapi::api::core::v1::TopologySpreadConstraint {
+            max_skew: 2,
+            topology_key: "rack".to_owned(),
+            when_unsatisfiable: "DoNotSchedule".to_owned(),
+            ..Default::default()
+        }]);
+    let d = render(&cc, &ctx()).unwrap();
+    for (component, pod) in pods(&d) {
+        let spread = pod.topology_spread_constraints.unwrap();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "rack");
+        let selector = spread[0]
+            .label_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(selector[label::COMPONENT], component);
+    }
+    cc.spec.scheduling.topology_spread_constraints = Some(Vec::new());
+    let d = render(&cc, &ctx()).unwrap();
+    assert!(
+        pods(&d)
+            .iter()
+            .all(|(_, p)| p.topology_spread_constraints.is_none())
+    );
+}
