@@ -348,8 +348,14 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
 
     let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
     let mut observation = sctx.ctx.observations.get(&cc.cluster_id());
-    observation.current_master = current_master(&endpoint, sctx).await;
-    let loadset = match redis_args(cc, sctx, &ns).await {
+    let args = redis_args(cc, sctx, &ns).await;
+    let sentinel_password = args
+        .as_ref()
+        .ok()
+        .and_then(|a| a.redis_sentinel_password.clone());
+    observation.current_master =
+        current_master(&endpoint, sentinel_password.as_deref(), sctx).await;
+    let loadset = match args {
         Ok(args) => sctx.loadset(cc, &args).await,
         Err(err) => Err(err),
     };
@@ -466,17 +472,26 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
         };
         args = args.with_password(password);
     }
+    if let Some(reference) = &endpoint.sentinel_password {
+        if let Password::Value(password) = read_password(&sctx.ctx.client, ns, reference).await? {
+            args = args.with_sentinel_password(password);
+        }
+    }
     Ok(args)
 }
 
-async fn current_master(endpoint: &resources::RedisEndpoint, sctx: &SyncContext) -> Option<String> {
+async fn current_master(
+    endpoint: &resources::RedisEndpoint,
+    sentinel_password: Option<&str>,
+    sctx: &SyncContext,
+) -> Option<String> {
     if let Some(url) = &endpoint.url {
         return sentinel::url_host_port(url);
     }
     match sentinel::current_master(
         &endpoint.sentinels,
         &endpoint.master_name,
-        None,
+        sentinel_password,
         sctx.config.redis_timeout,
     )
     .await

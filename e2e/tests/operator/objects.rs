@@ -258,3 +258,52 @@ async fn production_example_is_accepted_and_rendered() {
         Some("LoadBalancer")
     );
 }
+
+#[tokio::test]
+async fn every_rendered_pod_is_admitted_under_pod_security_restricted() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-restricted").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    kubectl_ok(
+        bed,
+        &[
+            "label",
+            "namespace",
+            n,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+        ],
+        None,
+    )
+    .await;
+    // Enforcement is on: a pod with no security settings is refused.
+    let plain = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: plain, namespace: {n}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+    );
+    let (ok, out) = kubectl(bed, &["apply", "-f", "-"], Some(&plain)).await;
+    assert!(!ok && out.contains("violates PodSecurity"), "{out}");
+
+    let _operator = start_operator(bed, n).await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let mut cc = ChatCluster::test("demo")
+        .with_nodes(1)
+        .with_registries(1)
+        .with_redis(1, 1);
+    cc.metadata.namespace = Some(n.to_owned());
+    cc.metadata.uid = None;
+    cc.metadata.generation = None;
+    api.create(&Default::default(), &cc).await.expect("create");
+    // Every workload gets its pods (a refused pod would leave its workload short for ever).
+    let cc = wait_condition(&client, n, "demo", "Progressing", "False").await;
+    let s = cc.status.expect("status");
+    assert_eq!(
+        (
+            s.nodes.ready,
+            s.registries.ready,
+            s.redis.data_nodes.ready,
+            s.redis.sentinels.ready
+        ),
+        (1, 1, 1, 1)
+    );
+}

@@ -179,6 +179,8 @@ pub struct RedisEndpoint {
     pub master_name: String,
     /// The password, when there is one.
     pub password: Option<PasswordRef>,
+    /// The password the sentinels require (managed sentinels require the Redis password).
+    pub sentinel_password: Option<PasswordRef>,
 }
 
 /// The Redis endpoint of `cc`: the managed sentinels' stable hostnames, or the external settings.
@@ -200,6 +202,10 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
                     secret: names.redis_secret(),
                     key: PASSWORD_KEY.to_owned(),
                 }),
+                sentinel_password: Some(PasswordRef {
+                    secret: names.redis_secret(),
+                    key: PASSWORD_KEY.to_owned(),
+                }),
             }
         }
     })
@@ -214,6 +220,7 @@ fn external_endpoint(ext: &ExternalRedis) -> RedisEndpoint {
             secret: r.name.clone(),
             key: r.key.clone(),
         }),
+        sentinel_password: None,
     }
 }
 
@@ -505,6 +512,9 @@ fn redis_env(endpoint: &RedisEndpoint) -> Vec<Value> {
     if let Some(password) = &endpoint.password {
         env.push(secret_env("SWITCHBOARD_REDIS_PASSWORD", password));
     }
+    if let Some(password) = &endpoint.sentinel_password {
+        env.push(secret_env("SWITCHBOARD_REDIS_SENTINEL_PASSWORD", password));
+    }
     env
 }
 
@@ -531,7 +541,27 @@ fn pull_policy(policy: Option<crate::crd::PullPolicy>) -> Value {
     policy.map_or(Value::Null, |p| json!(p.as_str()))
 }
 
-/// Non-root, read-only, no privileges: what chat-node and registry need.
+/// uid and gid of the Redis and Sentinel processes: the `redis` user of the upstream Redis images and of
+/// `deploy/docker/redis.Dockerfile`; the data volume is group-owned by it (fsGroup).
+pub const REDIS_UID: i64 = 999;
+
+/// Pod-level security of every pod: non-root, the runtime's seccomp profile — what Pod Security
+/// `restricted` asks for — and, for Redis, the group that may write the data volume.
+fn pod_security(fs_group: Option<i64>) -> Value {
+    let mut security = json!({
+        "runAsNonRoot": true,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    if let Some(gid) = fs_group {
+        security["fsGroup"] = json!(gid);
+        security["runAsUser"] = json!(gid);
+        security["runAsGroup"] = json!(gid);
+    }
+    security
+}
+
+/// Non-root, read-only, no privileges: what every container needs (Redis and Sentinel write only to their
+/// volumes: /data, /conf, /tmp).
 fn restricted_security() -> Value {
     json!({
         "runAsNonRoot": true,
@@ -601,6 +631,7 @@ fn node_deployment(
             "containers": [container],
             "terminationGracePeriodSeconds": grace,
             "enableServiceLinks": false,
+            "securityContext": pod_security(None),
         }),
     );
     obj(
@@ -668,7 +699,7 @@ fn registry_deployment(
     let pod = schedule(
         cc,
         Component::Registry,
-        json!({ "containers": [container], "enableServiceLinks": false }),
+        json!({ "containers": [container], "enableServiceLinks": false, "securityContext": pod_security(None) }),
     );
     obj(
         "Deployment",
@@ -822,15 +853,18 @@ fn redis_stateful_set(
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
         "resources": managed.resources,
+        "securityContext": restricted_security(),
         "volumeMounts": [
             { "name": "data", "mountPath": "/data" },
             { "name": "conf", "mountPath": "/conf" },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "scripts", "mountPath": "/scripts" },
         ],
     });
     strip_nulls(&mut container);
     let mut volumes = vec![
         json!({ "name": "conf", "emptyDir": {} }),
+        json!({ "name": "tmp", "emptyDir": {} }),
         json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
     ];
     let mut spec = json!({
@@ -861,7 +895,12 @@ fn redis_stateful_set(
     }
     spec["template"] = json!({
         "metadata": pod_meta(cc, Component::Redis, Some(redis_hash(ctx, REDIS_SCRIPT))),
-        "spec": schedule(cc, Component::Redis, json!({ "containers": [container], "volumes": volumes, "enableServiceLinks": false })),
+        "spec": schedule(cc, Component::Redis, json!({
+            "containers": [container],
+            "volumes": volumes,
+            "enableServiceLinks": false,
+            "securityContext": pod_security(Some(REDIS_UID)),
+        })),
     });
     obj(
         "StatefulSet",
@@ -880,7 +919,9 @@ fn sentinel_stateful_set(
     managed: &ManagedRedis,
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
-    let ping = "redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
+    // Sentinels require the password too (sentinel.sh): nobody without it can re-point the master.
+    let ping =
+        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
     let mut container = json!({
         "name": "sentinel",
         "image": managed.image,
@@ -890,8 +931,10 @@ fn sentinel_stateful_set(
         "resources": managed.sentinel_resources,
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        "securityContext": restricted_security(),
         "volumeMounts": [
             { "name": "conf", "mountPath": "/conf" },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "scripts", "mountPath": "/scripts" },
         ],
     });
@@ -914,9 +957,11 @@ fn sentinel_stateful_set(
                         "containers": [container],
                         "volumes": [
                             { "name": "conf", "emptyDir": {} },
+                            { "name": "tmp", "emptyDir": {} },
                             { "name": "scripts", "configMap": { "name": names.redis_scripts() } },
                         ],
                         "enableServiceLinks": false,
+                        "securityContext": pod_security(Some(REDIS_UID)),
                     })),
                 },
             },

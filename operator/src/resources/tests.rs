@@ -476,6 +476,14 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     assert!(sentinel.contains("sentinel announce-hostnames yes"));
     assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} ${redis_port} ${QUORUM}"));
     assert!(sentinel.contains("sentinel auth-pass ${MASTER_NAME} ${REDIS_PASSWORD}"));
+    assert!(sentinel.contains("requirepass ${REDIS_PASSWORD}"));
+    assert!(sentinel.contains("sentinel sentinel-pass ${REDIS_PASSWORD}"));
+    for script in [redis, sentinel] {
+        assert!(
+            script.contains("REDISCLI_AUTH=\"$REDIS_PASSWORD\" timeout 3 redis-cli -h \"$s\" -p \"$sentinel_port\""),
+            "sentinels are asked with the password"
+        );
+    }
 }
 
 #[test]
@@ -754,5 +762,61 @@ fn every_component_spreads_over_zones_and_hosts_by_default() {
         pods(&d)
             .iter()
             .all(|(_, p)| p.topology_spread_constraints.is_none())
+    );
+}
+
+#[test]
+fn managed_sentinels_get_the_password_and_every_pod_runs_restricted() {
+    let d = render(&demo(), &ctx()).unwrap();
+    for name in ["demo-node", "demo-registry"] {
+        let c = container(deployment(&d, name));
+        let r = env(c, "SWITCHBOARD_REDIS_SENTINEL_PASSWORD")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("demo-redis-auth", "password")
+        );
+    }
+    for (component, pod) in pods(&d) {
+        let p = pod.security_context.clone().unwrap();
+        assert_eq!(p.run_as_non_root, Some(true), "{component}");
+        assert_eq!(
+            p.seccomp_profile.unwrap().type_,
+            "RuntimeDefault",
+            "{component}"
+        );
+        if component == "redis" || component == "sentinel" {
+            assert_eq!(p.run_as_user, Some(REDIS_UID), "{component}");
+            assert_eq!(p.fs_group, Some(REDIS_UID), "{component}");
+        }
+        for c in &pod.containers {
+            let s = c.security_context.clone().unwrap();
+            assert_eq!(s.allow_privilege_escalation, Some(false), "{component}");
+            assert_eq!(s.read_only_root_filesystem, Some(true), "{component}");
+            assert_eq!(s.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+            if component == "sentinel" {
+                let probe = c
+                    .readiness_probe
+                    .clone()
+                    .unwrap()
+                    .exec
+                    .unwrap()
+                    .command
+                    .unwrap();
+                assert!(probe[2].contains("REDISCLI_AUTH"), "{probe:?}");
+            }
+        }
+    }
+    let ext = render(&demo().with_external_url("redis://r:6379"), &ctx()).unwrap();
+    let c = container(deployment(&ext, "demo-node"));
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SWITCHBOARD_REDIS_SENTINEL_PASSWORD")
     );
 }
