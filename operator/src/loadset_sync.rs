@@ -472,10 +472,10 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
         };
         args = args.with_password(password);
     }
-    if let Some(reference) = &endpoint.sentinel_password {
-        if let Password::Value(password) = read_password(&sctx.ctx.client, ns, reference).await? {
-            args = args.with_sentinel_password(password);
-        }
+    if let Some(reference) = &endpoint.sentinel_password
+        && let Password::Value(password) = read_password(&sctx.ctx.client, ns, reference).await?
+    {
+        args = args.with_sentinel_password(password);
     }
     Ok(args)
 }
