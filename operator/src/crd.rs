@@ -131,6 +131,9 @@ pub struct ChatClusterSpec {
     /// Pod scheduling applied to every pod of this chat system.
     #[serde(default, skip_serializing_if = "Scheduling::is_empty")]
     pub scheduling: Scheduling,
+    /// NetworkPolicies of this chat system.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Labels added to every owned object and pod (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -354,6 +357,29 @@ pub struct ExternalRedis {
     /// Secret key holding the Redis password (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeySelector>,
+}
+
+/// NetworkPolicies: Redis and Sentinel reachable only from this chat system's own pods and the operator;
+/// chat-node and registry reachable only on their serving ports.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render the NetworkPolicies (default true). They take effect where the cluster's network plugin
+    /// enforces NetworkPolicy.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Pod scheduling applied to every pod of the chat system.

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use operator::crd::ChatCluster;
@@ -169,6 +170,10 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_red
     for name in ["chat-redis", "chat-sentinel"] {
         assert!(controlled(&sets.get(name).await.expect(name).metadata));
         assert!(controlled(&pdbs.get(name).await.expect(name).metadata));
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), n);
+    for name in ["chat-node", "chat-registry", "chat-redis", "chat-sentinel"] {
+        assert!(controlled(&policies.get(name).await.expect(name).metadata));
     }
     for name in ["chat-redis-headless", "chat-sentinel-headless"] {
         let svc = services.get(name).await.expect(name);

@@ -3,7 +3,7 @@
 //! objects this ChatCluster controls (an owner reference with `controller: true` and its uid).
 //!
 //! ```text
-//! Desired ─▶ ConfigMaps ─▶ Services ─▶ StatefulSets ─▶ Deployments ─▶ PDBs     (SSA, in this order)
+//! Desired ─▶ ConfigMaps ─▶ Services ─▶ StatefulSets ─▶ Deployments ─▶ PDBs ─▶ NetworkPolicies (SSA)
 //!   each name: exists and not controlled by this ChatCluster ─▶ Problem "NameConflict", left untouched
 //!              refused as invalid (422) ─▶ Problem "InvalidSpec" (Degraded), not an error; the live
 //!                                          object stands in for it, so the status counts stay true
@@ -23,6 +23,7 @@ use std::fmt::Debug;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, Preconditions};
 use kube::{Client, Resource, ResourceExt};
@@ -92,6 +93,9 @@ pub(super) async fn apply_all(
         }
     }
     for o in &desired.pdbs {
+        apply(client, ns, uid, o, problems).await?;
+    }
+    for o in &desired.network_policies {
         apply(client, ns, uid, o, problems).await?;
     }
     Ok(applied)
@@ -165,6 +169,26 @@ pub(super) async fn prune_managed_redis(
     delete_own::<ConfigMap>(client, ns, uid, names.redis_scripts()).await?;
     delete_own::<PodDisruptionBudget>(client, ns, uid, names.redis_sts()).await?;
     delete_own::<PodDisruptionBudget>(client, ns, uid, names.sentinel_sts()).await?;
+    delete_own::<NetworkPolicy>(client, ns, uid, names.redis_sts()).await?;
+    delete_own::<NetworkPolicy>(client, ns, uid, names.sentinel_sts()).await?;
+    Ok(())
+}
+
+/// With `spec.networkPolicy.enabled: false`, the NetworkPolicies this ChatCluster controls go.
+pub(super) async fn prune_network_policies(
+    client: &Client,
+    ns: &str,
+    uid: &str,
+    names: &Names,
+) -> Result<()> {
+    for name in [
+        names.node(),
+        names.registry(),
+        names.redis_sts(),
+        names.sentinel_sts(),
+    ] {
+        delete_own::<NetworkPolicy>(client, ns, uid, name).await?;
+    }
     Ok(())
 }
 

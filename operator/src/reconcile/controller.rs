@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! ChatCluster (any semantic change) ─────────────────────────────┐
-//! owned Deployment / StatefulSet / Service / ConfigMap / PDB ────┼─▶ reconcile(ChatCluster)
+//! owned Deployment / StatefulSet / Service / ConfigMap / PDB / NetworkPolicy ┼─▶ reconcile(ChatCluster)
 //! Secret (metadata only) ─▶ ChatClusters whose password it holds ┤
 //! load-set observation changed (crate::observation) ─────────────┘
 //! ```
@@ -14,6 +14,7 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
@@ -81,7 +82,11 @@ pub async fn run(
         .owns(scoped::<StatefulSet>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<ConfigMap>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, ns.as_deref()), owned)
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, ns.as_deref()),
+            owned.clone(),
+        )
+        .owns(scoped::<NetworkPolicy>(&client, ns.as_deref()), owned)
         .watches(
             scoped::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
             watcher::Config::default(),

@@ -199,6 +199,9 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     if cc.spec.redis.mode == RedisMode::External {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
+    if !cc.spec.network_policy.enabled {
+        apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
+    }
 
     let observation = ctx.observations.get(&cc.cluster_id());
     let status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());

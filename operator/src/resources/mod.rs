@@ -11,7 +11,8 @@
 //!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
 //!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
 //!   registry:         Deployment + Service demo-registry (type and port from the spec)
-//!   PodDisruptionBudgets for every workload; owner reference (controller) on everything
+//!   PodDisruptionBudgets for every workload; NetworkPolicies (Redis/Sentinel: own pods and the operator
+//!   only; chat-node/registry: their serving port only); owner reference (controller) on everything
 //! ```
 //!
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
@@ -157,6 +159,8 @@ pub struct Desired {
     pub deployments: Vec<Deployment>,
     /// One per workload.
     pub pdbs: Vec<PodDisruptionBudget>,
+    /// One per component, unless `spec.networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Where the password of Redis comes from.
@@ -351,7 +355,97 @@ pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
     desired
         .pdbs
         .push(pdb(cc, &names.registry(), Component::Registry)?);
+    if cc.spec.network_policy.enabled {
+        desired.network_policies.push(serving_policy(
+            cc,
+            &names.node(),
+            Component::ChatNode,
+            NODE_PORT,
+        )?);
+        desired.network_policies.push(serving_policy(
+            cc,
+            &names.registry(),
+            Component::Registry,
+            REGISTRY_PORT,
+        )?);
+        if cc.spec.redis.mode == RedisMode::Managed {
+            desired.network_policies.push(redis_policy(
+                cc,
+                &names.redis_sts(),
+                Component::Redis,
+                REDIS_PORT,
+            )?);
+            desired.network_policies.push(redis_policy(
+                cc,
+                &names.sentinel_sts(),
+                Component::Sentinel,
+                SENTINEL_PORT,
+            )?);
+        }
+    }
     Ok(desired)
+}
+
+/// `app.kubernetes.io/name` of the operator's own pods (manifests/20-operator.yaml).
+pub const OPERATOR_APP_NAME: &str = "switchboard-operator";
+
+/// chat-node or registry: reachable by anyone (clients), but only on the serving port. Metrics are
+/// served on that same port, so a NetworkPolicy cannot keep them apart from clients.
+fn serving_policy(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    port: i32,
+) -> Result<NetworkPolicy> {
+    obj(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "podSelector": { "matchLabels": selector_labels(cc, component) },
+                "policyTypes": ["Ingress"],
+                "ingress": [{ "ports": [{ "protocol": "TCP", "port": port }] }],
+            },
+        }),
+    )
+}
+
+/// Redis or Sentinel: reachable only from this chat system's own pods (chat-node, registry, Redis and
+/// sentinels) and from the operator's pods, in any namespace.
+fn redis_policy(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    port: i32,
+) -> Result<NetworkPolicy> {
+    let own = BTreeMap::from([
+        (label::NAME.to_owned(), APP_NAME.to_owned()),
+        (label::INSTANCE.to_owned(), cc.name_any()),
+    ]);
+    obj(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "podSelector": { "matchLabels": selector_labels(cc, component) },
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [
+                        { "podSelector": { "matchLabels": own } },
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": { "matchLabels": { label::NAME: OPERATOR_APP_NAME } },
+                        },
+                    ],
+                    "ports": [{ "protocol": "TCP", "port": port }],
+                }],
+            },
+        }),
+    )
 }
 
 /// The typed object `value` describes. Objects are written as JSON for readability, so a misspelled or

@@ -65,6 +65,7 @@ fn all_metas(d: &Desired) -> Vec<&kube::api::ObjectMeta> {
     metas.extend(d.stateful_sets.iter().map(|o| &o.metadata));
     metas.extend(d.deployments.iter().map(|o| &o.metadata));
     metas.extend(d.pdbs.iter().map(|o| &o.metadata));
+    metas.extend(d.network_policies.iter().map(|o| &o.metadata));
     metas
 }
 
@@ -82,6 +83,8 @@ fn minimal_cluster_renders_every_owned_object() {
             "demo-node",
             "demo-node",
             "demo-node",
+            "demo-node",
+            "demo-redis",
             "demo-redis",
             "demo-redis",
             "demo-redis-headless",
@@ -89,6 +92,8 @@ fn minimal_cluster_renders_every_owned_object() {
             "demo-registry",
             "demo-registry",
             "demo-registry",
+            "demo-registry",
+            "demo-sentinel",
             "demo-sentinel",
             "demo-sentinel",
             "demo-sentinel-headless",
@@ -819,4 +824,63 @@ fn managed_sentinels_get_the_password_and_every_pod_runs_restricted() {
             .flatten()
             .all(|e| e.name != "SWITCHBOARD_REDIS_SENTINEL_PASSWORD")
     );
+}
+
+#[test]
+fn network_policies_let_only_own_pods_and_the_operator_reach_redis_and_clients_only_serving_ports()
+{
+    let d = render(&demo(), &ctx()).unwrap();
+    let policy = |name: &str| {
+        d.network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("policy {name}"))
+            .spec
+            .clone()
+            .unwrap()
+    };
+    for (name, component, port) in [
+        ("demo-redis", "redis", REDIS_PORT),
+        ("demo-sentinel", "sentinel", SENTINEL_PORT),
+    ] {
+        let spec = policy(name);
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        assert_eq!(
+            spec.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[label::COMPONENT],
+            component
+        );
+        let rules = spec.ingress.unwrap();
+        assert_eq!(rules.len(), 1);
+        let from = rules[0].from.clone().unwrap();
+        let own = from[0].pod_selector.clone().unwrap().match_labels.unwrap();
+        assert_eq!(own[label::INSTANCE], "demo");
+        assert_eq!(own[label::NAME], APP_NAME);
+        assert!(
+            from[0].namespace_selector.is_none(),
+            "own pods: this namespace only"
+        );
+        let operator = from[1].pod_selector.clone().unwrap().match_labels.unwrap();
+        assert_eq!(operator[label::NAME], OPERATOR_APP_NAME);
+        assert!(from[1].namespace_selector.is_some());
+        let ports = rules[0].ports.clone().unwrap();
+        assert_eq!(ports[0].port, Some(IntOrString::Int(port)));
+    }
+    for (name, port) in [("demo-node", NODE_PORT), ("demo-registry", REGISTRY_PORT)] {
+        let rules = policy(name).ingress.unwrap();
+        assert!(rules[0].from.is_none(), "clients come from anywhere");
+        assert_eq!(
+            rules[0].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(port))
+        );
+    }
+    let ext = render(&demo().with_external_url("redis://r:6379"), &ctx()).unwrap();
+    assert_eq!(ext.network_policies.len(), 2);
+    let mut off = demo();
+    off.spec.network_policy.enabled = false;
+    assert!(render(&off, &ctx()).unwrap().network_policies.is_empty());
 }
