@@ -27,8 +27,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The Dockerfiles take release binaries from a build context (deploy/docker/README.md); build them in
+# Debian 12 so that they run on the images' glibc whatever the host is.
+CONTEXT="$(mktemp -d)"
+docker run --rm -v "$PWD":/src -w /src -e CARGO_TARGET_DIR=/src/target/bookworm rust:1.95-bookworm \
+  cargo build --release --locked -p chat-node -p registry -p operator
+mkdir -p "$CONTEXT/bin"
 for image in chat-node registry operator; do
-  docker build -f "deploy/docker/$image.Dockerfile" -t "switchboard/$image:$TAG" .
+  cp "target/bookworm/release/$image" "$CONTEXT/bin/"
+  docker build -f "deploy/docker/$image.Dockerfile" -t "switchboard/$image:$TAG" "$CONTEXT"
   kind load docker-image --name "$CLUSTER" "switchboard/$image:$TAG"
 done
 docker pull redis:7.4-alpine

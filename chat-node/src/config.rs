@@ -1,11 +1,13 @@
 //! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
 
+use crate::auth::AuthArgs;
 use crate::limits::Limits;
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_loadset::Membership;
 use switchboard_redis::RedisArgs;
 use switchboard_runtime::LogArgs;
+use switchboard_runtime::duration::within;
 
 /// Direct messages kept per user inbox.
 pub const INBOX_CAP: usize = 1000;
@@ -22,6 +24,22 @@ pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval of WebSocket pings from the node.
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Shortest heartbeat TTL: the heartbeat is sent at a fraction of it, and under a second a busy Redis
+/// would drop live nodes from the load set.
+pub const MIN_HEARTBEAT_TTL: Duration = Duration::from_secs(1);
+/// Longest heartbeat TTL: a dead node should not be offered to clients for longer than this.
+pub const MAX_HEARTBEAT_TTL: Duration = Duration::from_secs(10 * 60);
+/// Longest drain: Kubernetes' grace period is sized from it, and an hour already outlasts any rollout.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest idle timeout: below a second a client cannot answer a ping in time.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest idle timeout: idle connections hold memory; an hour is more than any keepalive needs.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest replica wait: less than a replication round trip on a LAN would never be met.
+pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest replica wait: a sender waits this long for its ack, so beyond a minute it has given up.
+pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `chat-node` flags. Every flag also reads the environment variable shown in `--help`.
 #[derive(clap::Parser, Clone, Debug)]
@@ -45,12 +63,22 @@ pub struct Args {
     /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator`.
     #[arg(long, env = "SWITCHBOARD_MEMBERSHIP", default_value = "self")]
     pub membership: Membership,
-    /// A self-registered node leaves the load set this long after its last heartbeat.
-    #[arg(long, env = "SWITCHBOARD_HEARTBEAT_TTL_MS", default_value_t = 3000)]
-    pub heartbeat_ttl_ms: u64,
-    /// Seconds to drain on SIGTERM before closing the remaining connections.
-    #[arg(long, env = "SWITCHBOARD_DRAIN_TIMEOUT", default_value_t = 10)]
-    pub drain_timeout: u64,
+    /// A self-registered node leaves the load set this long after its last heartbeat (1s to 10m).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HEARTBEAT_TTL",
+        default_value = "3s",
+        value_parser = within(MIN_HEARTBEAT_TTL, MAX_HEARTBEAT_TTL)
+    )]
+    pub heartbeat_ttl: Duration,
+    /// How long to drain on SIGTERM before closing the remaining connections with 1012 (0s to 1h).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DRAIN_TIMEOUT",
+        default_value = "10s",
+        value_parser = within(Duration::ZERO, MAX_DRAIN_TIMEOUT)
+    )]
+    pub drain_timeout: Duration,
     /// Messages kept per room.
     #[arg(long, env = "SWITCHBOARD_HISTORY_CAP", default_value_t = 1000)]
     pub history_cap: usize,
@@ -69,16 +97,39 @@ pub struct Args {
     /// Frames queued towards one client before it is disconnected as a slow consumer (4008).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
-    /// Seconds without any frame from a client before it is closed (4003).
-    #[arg(long, env = "SWITCHBOARD_IDLE_TIMEOUT", default_value_t = 60)]
-    pub idle_timeout: u64,
+    /// A client that sent nothing (no frame, no pong) for this long is closed with 4003 (1s to 1h).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_IDLE_TIMEOUT",
+        default_value = "60s",
+        value_parser = within(MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
+    )]
+    pub idle_timeout: Duration,
     /// Replicas that must confirm each message (Redis `WAIT`) before it is delivered and acknowledged.
     /// 0 acknowledges once the master has it; 1 or more survives the loss of the master.
     #[arg(long, env = "SWITCHBOARD_ACK_REPLICAS", default_value_t = 0)]
     pub ack_replicas: u32,
-    /// Milliseconds to wait for those replicas before answering `unavailable` (the client resends).
-    #[arg(long, env = "SWITCHBOARD_ACK_TIMEOUT_MS", default_value_t = 1000)]
-    pub ack_timeout_ms: u64,
+    /// How long to wait for those replicas before answering `unavailable`, after which the client
+    /// resends (10ms to 1m).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_ACK_TIMEOUT",
+        default_value = "1s",
+        value_parser = within(MIN_ACK_TIMEOUT, MAX_ACK_TIMEOUT)
+    )]
+    pub ack_timeout: Duration,
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may open `/ws`, besides the
+    /// serving origin (same host and port as the request). Requests without `Origin` (not a browser)
+    /// are allowed; any other origin gets 403 before the upgrade.
+    #[arg(
+        long = "allowed-origins",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Authentication.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Redis connection; absent means standalone (in-process bus and history).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -96,7 +147,7 @@ impl Args {
             rate_per_sec: self.rate_per_sec.max(1),
             rate_burst: self.rate_burst.max(1),
             outbound_queue: self.outbound_queue.max(8),
-            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            idle_timeout: self.idle_timeout,
             ..Limits::default()
         }
     }
@@ -115,5 +166,59 @@ impl Args {
         self.advertise_url
             .clone()
             .unwrap_or_else(|| format!("ws://{}/ws", self.listen))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("chat-node").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn duration_flags_default_to_the_documented_values() {
+        let args = parse(&[]).expect("defaults parse");
+        assert_eq!(args.heartbeat_ttl, Duration::from_secs(3));
+        assert_eq!(args.drain_timeout, Duration::from_secs(10));
+        assert_eq!(args.idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.ack_timeout, Duration::from_secs(1));
+        assert_eq!(args.limits().idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn duration_flags_take_a_unit() {
+        let args = parse(&[
+            "--heartbeat-ttl",
+            "2s",
+            "--drain-timeout",
+            "0s",
+            "--idle-timeout",
+            "2m",
+            "--ack-timeout",
+            "250ms",
+        ])
+        .expect("parse");
+        assert_eq!(args.heartbeat_ttl, Duration::from_secs(2));
+        assert_eq!(args.drain_timeout, Duration::ZERO);
+        assert_eq!(args.idle_timeout, Duration::from_secs(120));
+        assert_eq!(args.ack_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bare_numbers_and_out_of_range_durations_are_refused_not_clamped() {
+        for bad in [
+            ["--idle-timeout", "2"],
+            ["--heartbeat-ttl", "500ms"],
+            ["--heartbeat-ttl", "11m"],
+            ["--drain-timeout", "2h"],
+            ["--idle-timeout", "0s"],
+            ["--ack-timeout", "5ms"],
+            ["--ack-timeout", "2m"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} must be refused");
+        }
     }
 }

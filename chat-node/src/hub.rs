@@ -12,13 +12,13 @@
 //! history of a topic is *pending*: events for it are buffered until [`Hub::activate`] merges them
 //! behind the history it was sent, dropping what it already has.
 
-use axum::extract::ws::Utf8Bytes;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tungstenite::Utf8Bytes;
 
 /// What a bus event is about.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

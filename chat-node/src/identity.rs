@@ -1,10 +1,20 @@
-//! Identity: the one pluggable step of the handshake.
+//! Identity: the handshake step that decides who a connection is, in the node's [`Authenticator`]
+//! mode.
 //!
-//! Open mode takes a validated user name from `?user=` or from a first `hello` frame. A signed-token
-//! check (JWT, shared secret, allowed origins) replaces [`identify`] without touching sessions or rooms.
+//! ```text
+//!  open mode:  ?user=NAME ───────────────────────────────▶ Identity
+//!              (no ?user=) ─▶ first frame hello {user} ──▶ Identity
+//!  jwt mode:   ?user=NAME ──▶ refused (4001): a name in a URL proves nothing
+//!              first frame hello {token} ─▶ verify ──────▶ Identity { user = sub, expires_at, rooms }
+//! ```
+//!
+//! Every refusal carries its close code, a static reason and the `reason` label it is counted under.
 
+use crate::auth::{Authenticator, Refused};
 use crate::names::valid_user;
 use crate::protocol::{ClientFrame, close, parse};
+use std::net::SocketAddr;
+use std::time::SystemTime;
 
 /// Who a connection is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,9 +23,13 @@ pub struct Identity {
     pub user: String,
     /// Last direct-message sequence the client saw, if it said.
     pub dm_since: Option<u64>,
+    /// When the session's token expires; `None` in open mode.
+    pub expires_at: Option<SystemTime>,
+    /// Private rooms the token grants.
+    pub rooms: Vec<String>,
 }
 
-/// Why identity failed: a close code and reason.
+/// Why identity failed: a close code, a reason, and the refusal counter's label.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{reason}")]
 pub struct Rejected {
@@ -23,6 +37,18 @@ pub struct Rejected {
     pub code: u16,
     /// Close reason (at most 123 bytes, as WebSocket requires).
     pub reason: &'static str,
+    /// `reason` label of `switchboard_refusals_total`.
+    pub metric: &'static str,
+}
+
+impl From<Refused> for Rejected {
+    fn from(r: Refused) -> Self {
+        Rejected {
+            code: r.close_code(),
+            reason: r.reason(),
+            metric: r.metric_reason(),
+        }
+    }
 }
 
 /// What the handshake carried.
@@ -32,9 +58,12 @@ pub struct Handshake {
     pub user: Option<String>,
     /// `?dm_since=`.
     pub dm_since: Option<u64>,
+    /// The client's address, for refusal logs.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Whether identity is complete after the handshake, or the first frame is needed.
+#[derive(Debug)]
 pub enum Step {
     /// Identified.
     Done(Identity),
@@ -42,36 +71,80 @@ pub enum Step {
     NeedHello,
 }
 
-/// Open mode, first step: the query string.
-pub fn identify(h: &Handshake) -> Result<Step, Rejected> {
+/// First step: the query string (open mode only).
+pub fn identify(auth: &Authenticator, h: &Handshake) -> Result<Step, Rejected> {
     match &h.user {
+        Some(_) if !auth.is_open() => Err(Rejected {
+            code: close::INVALID_IDENTITY,
+            reason: "this node requires a token in the hello frame; ?user= is only accepted in open mode",
+            metric: "auth_missing",
+        }),
         Some(u) if valid_user(u) => Ok(Step::Done(Identity {
             user: u.clone(),
             dm_since: h.dm_since,
+            expires_at: None,
+            rooms: Vec::new(),
         })),
         Some(_) => Err(bad_name()),
         None => Ok(Step::NeedHello),
     }
 }
 
-/// Open mode, second step: the first frame must be `hello`.
-pub fn identify_hello(text: &str) -> Result<Identity, Rejected> {
-    match parse(text) {
-        Ok((ClientFrame::Hello { user, dm_since }, _)) if valid_user(&user) => {
-            Ok(Identity { user, dm_since })
-        }
-        Ok((ClientFrame::Hello { .. }, _)) => Err(bad_name()),
-        _ => Err(Rejected {
+/// Second step: the first frame must be `hello` — with a valid `user` in open mode, with a token
+/// that verifies in token mode (a `user` given next to it must equal the token's `sub`).
+pub async fn identify_hello(auth: &Authenticator, text: &str) -> Result<Identity, Rejected> {
+    let Ok((
+        ClientFrame::Hello {
+            user,
+            token,
+            dm_since,
+        },
+        _,
+    )) = parse(text)
+    else {
+        return Err(Rejected {
             code: close::INVALID_IDENTITY,
-            reason: "the first frame must be hello with a user name (or connect with ?user=NAME)",
-        }),
+            reason: if auth.is_open() {
+                "the first frame must be hello with a user name (or connect with ?user=NAME)"
+            } else {
+                "the first frame must be hello with a token"
+            },
+            metric: "identity",
+        });
+    };
+    if auth.is_open() {
+        return match user {
+            Some(user) if valid_user(&user) => Ok(Identity {
+                user,
+                dm_since,
+                expires_at: None,
+                rooms: Vec::new(),
+            }),
+            _ => Err(bad_name()),
+        };
     }
+    let token = token.ok_or(Refused::Missing)?;
+    let verified = auth.verify(&token).await?;
+    if user.is_some_and(|u| u != verified.user) {
+        return Err(Rejected {
+            code: close::INVALID_IDENTITY,
+            reason: "hello user does not match the token's sub",
+            metric: "auth_invalid",
+        });
+    }
+    Ok(Identity {
+        user: verified.user,
+        dm_since,
+        expires_at: verified.expires_at,
+        rooms: verified.rooms,
+    })
 }
 
 fn bad_name() -> Rejected {
     Rejected {
         code: close::INVALID_IDENTITY,
         reason: "invalid user name: 1-32 of A-Z a-z 0-9 _ . -, starting with a letter or digit",
+        metric: "identity",
     }
 }
 
@@ -79,37 +152,63 @@ fn bad_name() -> Rejected {
 mod tests {
     use super::*;
 
-    #[test]
-    fn query_user_is_validated() {
-        let h = Handshake {
-            user: Some("alice".into()),
+    fn query(user: &str) -> Handshake {
+        Handshake {
+            user: Some(user.into()),
             dm_since: Some(3),
-        };
+            peer: None,
+        }
+    }
+
+    #[test]
+    fn query_user_is_validated_in_open_mode() {
+        let open = Authenticator::Open;
         assert!(
-            matches!(identify(&h), Ok(Step::Done(Identity { ref user, dm_since: Some(3) })) if user == "alice")
+            matches!(identify(&open, &query("alice")), Ok(Step::Done(Identity { ref user, dm_since: Some(3), .. })) if user == "alice")
         );
-        let bad = Handshake {
-            user: Some("a b".into()),
-            dm_since: None,
-        };
         assert_eq!(
-            identify(&bad).err().map(|r| r.code),
+            identify(&open, &query("a b")).err().map(|r| r.code),
             Some(close::INVALID_IDENTITY)
         );
         assert!(matches!(
-            identify(&Handshake::default()),
+            identify(&open, &Handshake::default()),
             Ok(Step::NeedHello)
         ));
     }
 
     #[test]
-    fn hello_frame_identifies() {
+    fn query_user_is_refused_in_token_mode() {
+        let jwt = Authenticator::hmac(&[9u8; 32]);
+        let refused = identify(&jwt, &query("alice")).expect_err("refused");
+        assert_eq!(refused.code, close::INVALID_IDENTITY);
+        assert!(refused.reason.contains("token"));
+    }
+
+    #[tokio::test]
+    async fn hello_frame_identifies_in_open_mode() {
+        let open = Authenticator::Open;
         assert_eq!(
-            identify_hello(r#"{"type":"hello","user":"bob"}"#).map(|i| i.user),
+            identify_hello(&open, r#"{"type":"hello","user":"bob"}"#)
+                .await
+                .map(|i| i.user),
             Ok("bob".into())
         );
-        assert!(identify_hello(r#"{"type":"join","room":"x"}"#).is_err());
-        assert!(identify_hello(r#"{"type":"hello","user":""}"#).is_err());
-        assert!(identify_hello("garbage").is_err());
+        for bad in [
+            r#"{"type":"join","room":"x"}"#,
+            r#"{"type":"hello","user":""}"#,
+            r#"{"type":"hello","token":"x"}"#,
+            "garbage",
+        ] {
+            assert!(identify_hello(&open, bad).await.is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hello_without_a_token_is_refused_in_token_mode() {
+        let jwt = Authenticator::hmac(&[9u8; 32]);
+        let refused = identify_hello(&jwt, r#"{"type":"hello","user":"alice"}"#)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused, Rejected::from(Refused::Missing));
     }
 }

@@ -2,18 +2,24 @@
 //!
 //! ```text
 //!            ┌──────────── chat-node ─────────────────────────────────────┐
-//!  client ──▶│ server (axum /ws) ─▶ identity ─▶ session ─▶ backend ───────┼──▶ Redis script / memory
+//!  client ──▶│ server (axum /ws) ─▶ connection ─▶ session ─▶ backend ─────┼──▶ Redis script / memory
 //!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
 //!            │ membership: score + heartbeat ─▶ registry load set         │
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
 //!
-//! The core (`protocol`, `names`, `limits`, `hub`, `session`, `backend::memory`) runs without a socket or
-//! Redis; `server` is the WebSocket edge and `backend::redis` the Redis edge. See `PROTOCOL.md` for the
-//! wire protocol.
+//! `auth` decides who a connection is (tokens or open identity) and `refusals` counts and logs what is
+//! refused.
+//!
+//! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
+//! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
+//! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
+//! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
+pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod connection;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -22,6 +28,7 @@ pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod protocol;
+pub mod refusals;
 pub mod server;
 pub mod session;
 mod standalone;
@@ -34,6 +41,7 @@ use hub::Hub;
 use node::{Node, NodeSettings};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// How often idle bus subscriptions are dropped and presence is refreshed.
@@ -43,9 +51,7 @@ const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
 pub async fn run(args: Args) -> anyhow::Result<()> {
     switchboard_runtime::init_tracing(&args.log);
     let shutdown = switchboard_runtime::shutdown_on_signal();
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = switchboard_runtime::bind(args.listen).await?;
     let running = start(args, listener).await?;
     shutdown.cancelled().await;
     running.drain().await;
@@ -77,17 +83,28 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         };
         args.advertise_url = Some(format!("ws://{host}/ws"));
     }
+    let scaled = args.redis.is_configured();
+    let auth = auth::Authenticator::from_args(&args.auth, scaled, addr)?;
+    let origins = registry::origins::AllowedOrigins::new(&args.allowed_origins)?;
+    auth.warm_up().await;
+    let dev_issuer = if args.auth.dev_token_issuer {
+        tracing::warn!("development token issuer enabled: POST /v1/dev-token signs any name");
+        auth.dev_issuer()
+    } else {
+        None
+    };
     let settings = NodeSettings {
         id: args.resolved_node_id(),
         url: args.resolved_advertise_url(),
         capacity: args.capacity.max(1),
         history_cap: args.history_cap.max(1),
         limits: args.limits(),
+        auth: Arc::new(auth),
+        origins: Arc::new(origins),
     };
     let hub = Arc::new(Hub::new());
     let metrics = Arc::new(metrics::Metrics::new(&hub));
     let stop_tasks = CancellationToken::new();
-    let scaled = args.redis.is_configured();
     let (backend, loadset): (Arc<dyn Backend>, Option<switchboard_loadset::LoadSet>) = if scaled {
         let client = switchboard_redis::connect(&args.redis)
             .await
@@ -105,7 +122,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             settings.history_cap,
             backend::redis::Durability {
                 replicas: args.ack_replicas,
-                timeout: Duration::from_millis(args.ack_timeout_ms.max(1)),
+                timeout: args.ack_timeout,
             },
             stop_tasks.clone(),
         );
@@ -119,55 +136,42 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             None,
         )
     };
+    let node_auth_mode = settings.auth.mode();
     tracing::info!(
         node = %settings.id,
         url = %settings.url,
         mode = if scaled { "scaled" } else { "standalone" },
         redis = %if scaled { args.redis.describe() } else { "none".into() },
         membership = %args.membership,
+        auth = node_auth_mode,
         "chat-node listening on http://{addr}"
     );
     let node = Node::new(settings, hub, backend, metrics);
 
-    let mut app = server::router(node.clone());
-    if !scaled {
-        app = app.merge(standalone::router(node.clone()));
-    }
     let stop_server = CancellationToken::new();
-    let server = {
-        let stop = stop_server.clone();
-        tokio::spawn(async move {
-            // Frames are small and latency matters more than packet count: without TCP_NODELAY an
-            // ack written right after a message waits for the client's delayed ACK (~40 ms).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "server failed");
-            }
-        })
-    };
+    let server = tokio::spawn(server::serve(
+        node.clone(),
+        listener,
+        server::Extras {
+            standalone: !scaled,
+            dev_issuer,
+        },
+        stop_server.clone(),
+    ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
     let membership = loadset.map(|ls| {
         tokio::spawn(membership::run(
             node.clone(),
             ls,
             args.membership,
-            Duration::from_millis(args.heartbeat_ttl_ms.max(500)),
+            args.heartbeat_ttl,
             node.draining.clone(),
         ))
     });
     Ok(Running {
         node,
         addr,
-        drain_timeout: Duration::from_secs(args.drain_timeout),
+        drain_timeout: args.drain_timeout,
         stop_tasks,
         stop_server,
         server,
@@ -215,7 +219,7 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
             }
         }
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
-            tracing::warn!(error = %e, "presence refresh failed");
+            tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
     }
 }

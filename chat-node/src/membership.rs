@@ -9,6 +9,7 @@ use crate::node::Node;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_loadset::{LoadSet, Membership, NodeInfo, NodeStats};
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// How often the score is reported. The registry also bumps a node's score on every assignment, so
@@ -56,7 +57,7 @@ pub async fn run(
             info.stats = stats(&node);
             match loadset.publish_node_info(&info).await {
                 Ok(()) => last_info = Some(tokio::time::Instant::now()),
-                Err(e) => tracing::warn!(error = %e, "could not publish node info"),
+                Err(e) => tracing::warn!(error = %chain(&e), "could not publish node info"),
             }
         }
         let connections = node.connections();
@@ -72,12 +73,12 @@ pub async fn run(
                 .map(|_| ()),
         };
         if let Err(e) = result {
-            tracing::warn!(error = %e, "load report failed");
+            tracing::warn!(error = %chain(&e), "load report failed");
         }
     }
     if membership == Membership::SelfManaged
         && let Err(e) = loadset.deregister(&info.id).await
     {
-        tracing::warn!(error = %e, "could not leave the load set; it expires with the heartbeat");
+        tracing::warn!(error = %chain(&e), "could not leave the load set; it expires with the heartbeat");
     }
 }

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub draining: Gauge,
     /// 1 while the bus is up.
     pub bus_up: Gauge,
+    /// Refused connections and frames, by reason, with their rate-limited log.
+    pub refusals: crate::refusals::Refusals,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +106,12 @@ impl Metrics {
         );
         registry.register("draining", "1 while the node drains", draining.clone());
         registry.register("bus_up", "1 while the bus is reachable", bus_up.clone());
+        let refusals = crate::refusals::Refusals::default();
+        registry.register(
+            "refusals",
+            "Refused connections and frames, by reason (auth, origin, limits, slow consumer, oversize)",
+            refusals.counter.clone(),
+        );
         Self {
             registry,
             connections,
@@ -115,6 +123,7 @@ impl Metrics {
             publish_latency,
             draining,
             bus_up,
+            refusals,
         }
     }
 

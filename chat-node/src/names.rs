@@ -30,6 +30,15 @@ pub fn valid_room(name: &str) -> bool {
     valid(name, MAX_ROOM_LEN, b"_.-:")
 }
 
+/// Rooms whose names start with this are private: only users whose token grants the room (the
+/// `rooms` claim) may join them, and with them read their history, members and read markers.
+pub const PRIVATE_ROOM_PREFIX: &str = "private:";
+
+/// Whether `room` is a private room.
+pub fn is_private_room(room: &str) -> bool {
+    room.starts_with(PRIVATE_ROOM_PREFIX)
+}
+
 /// A client message id: 1–64 printable ASCII characters other than space, `"` and `\`.
 pub fn valid_client_id(id: &str) -> bool {
     !id.is_empty()

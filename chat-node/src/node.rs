@@ -1,13 +1,16 @@
-//! The state one node shares between its sessions: identity, limits, the hub, the backend, metrics,
+//! The state one node shares between its sessions: identity, authentication, allowed origins, limits, the hub, the backend, metrics,
 //! admission (capacity and drain) and the set of bus subscriptions.
 
+use crate::auth::Authenticator;
 use crate::backend::{Backend, Result};
 use crate::hub::{Hub, Topic};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use registry::origins::AllowedOrigins;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of a node that do not come from [`Limits`].
@@ -23,6 +26,10 @@ pub struct NodeSettings {
     pub history_cap: usize,
     /// Per-connection limits.
     pub limits: Limits,
+    /// How connections prove who they are.
+    pub auth: Arc<Authenticator>,
+    /// Web origins allowed to open `/ws` besides the serving origin.
+    pub origins: Arc<AllowedOrigins>,
 }
 
 /// Shared state of one node.
@@ -138,7 +145,7 @@ impl Node {
                 Ok(()) => {
                     subs.remove(&t);
                 }
-                Err(e) => tracing::warn!(error = %e, "unsubscribe failed; will retry"),
+                Err(e) => tracing::warn!(error = %chain(&e), "unsubscribe failed; will retry"),
             }
         }
     }

@@ -6,12 +6,13 @@
 //!
 //! Room messages and direct messages are the exception to "serialize with serde": their `seq`, `id`
 //! and `ts` are assigned by the store (atomically with the append), so the node serializes the rest of
-//! the object once ([`message_tail`]) and the store splices the head in front ([`splice_message`]).
+//! the object once ([`message_tail`]) and the store puts the head in front: the memory store with
+//! [`splice_message`], the Redis store inside its post script from the pieces of [`MessageHead`].
 
-use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use tungstenite::Utf8Bytes;
 
 /// Why a client frame was refused; the `code` field of an `error` frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +36,10 @@ pub enum ErrorCode {
     TooManyRooms,
     /// `hello` after identity was established.
     AlreadyIdentified,
+    /// A `refresh` token was refused (the session keeps its current token and expiry).
+    AuthFailed,
+    /// Not allowed for this user: another user's data, or a private room without a grant.
+    Forbidden,
     /// The store or bus could not be reached; nothing was stored.
     Unavailable,
     /// An unexpected server error; nothing was stored.
@@ -54,6 +59,8 @@ impl ErrorCode {
             ErrorCode::NotJoined => "not_joined",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::AlreadyIdentified => "already_identified",
+            ErrorCode::AuthFailed => "auth_failed",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -89,7 +96,7 @@ pub mod close {
     pub const RESTART: u16 = 1012;
     /// The node is full or draining.
     pub const TRY_AGAIN_LATER: u16 = 1013;
-    /// Invalid identity.
+    /// Invalid identity: a bad user name, or a missing, malformed, forged or unacceptable token.
     pub const INVALID_IDENTITY: u16 = 4001;
     /// No `hello` in time.
     pub const HELLO_TIMEOUT: u16 = 4002;
@@ -97,6 +104,8 @@ pub mod close {
     pub const IDLE: u16 = 4003;
     /// The outbound queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4008;
+    /// The session's token expired without a `refresh` (or the token was already expired at `hello`).
+    pub const TOKEN_EXPIRED: u16 = 4011;
     /// Too many frames refused by the rate limit.
     pub const FLOODING: u16 = 4029;
 }
@@ -109,8 +118,10 @@ pub type Req = Option<Value>;
 pub enum ClientFrame {
     /// Identity, as the first frame when `?user=` was not given.
     Hello {
-        /// The user name.
-        user: String,
+        /// The user name (open mode; with a token it must equal the token's `sub` if given).
+        user: Option<String>,
+        /// The token (token mode).
+        token: Option<String>,
         /// The last direct-message sequence the client saw.
         dm_since: Option<u64>,
     },
@@ -170,14 +181,24 @@ pub enum ClientFrame {
         /// Users to look up.
         users: Vec<String>,
     },
+    /// Renew the session with a fresh token (same `sub`).
+    Refresh {
+        /// The new token.
+        token: String,
+    },
     /// Application-level ping.
     Ping,
 }
 
 #[derive(Deserialize)]
 struct HelloF {
-    user: String,
+    user: Option<String>,
+    token: Option<String>,
     dm_since: Option<u64>,
+}
+#[derive(Deserialize)]
+struct RefreshF {
+    token: String,
 }
 #[derive(Deserialize)]
 struct JoinF {
@@ -267,8 +288,12 @@ pub fn parse(text: &str) -> Result<(ClientFrame, Req), (Refusal, Req)> {
     let frame = match ty.as_str() {
         "hello" => fields::<HelloF>(&ty, value).map(|f| ClientFrame::Hello {
             user: f.user,
+            token: f.token,
             dm_since: f.dm_since,
         }),
+        "refresh" => {
+            fields::<RefreshF>(&ty, value).map(|f| ClientFrame::Refresh { token: f.token })
+        }
         "join" => fields::<JoinF>(&ty, value).map(|f| ClientFrame::Join {
             room: f.room,
             since: f.since,
@@ -355,6 +380,16 @@ pub enum ServerFrame<'a> {
         server_time: u64,
         dm_seq: u64,
         limits: &'a AnnouncedLimits,
+        /// `open` or `jwt`.
+        auth: &'a str,
+        /// When the session's token expires (ms since the epoch); absent in open mode.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
+    },
+    Refreshed {
+        expires_at: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: &'a Req,
     },
     Joined {
         room: &'a str,
@@ -464,15 +499,22 @@ pub struct LastSeenEntry {
     pub last_seen: Option<u64>,
 }
 
+// The frame of a stored message, written once: `{"type":"KIND","seq":SEQ,"id":"ID","ts":TS` and the
+// tail. The pieces between the values are these constants; `kind` and `id` are ours and need no escaping
+// (`message`/`dm`, and hex ids).
+const FRAME_BEFORE_KIND: &str = r#"{"type":""#;
+const FRAME_BEFORE_SEQ: &str = r#"","seq":"#;
+const FRAME_BEFORE_ID: &str = r#","id":""#;
+const FRAME_BEFORE_TS: &str = r#"","ts":"#;
+/// Longest decimal `u64`.
+const MAX_U64_DIGITS: usize = 20;
+
 /// The part of a `message` or `dm` frame that the node knows before the store assigns `seq`, `id`
-/// and `ts`: every remaining field and the closing brace, without the opening brace.
+/// and `ts`: every remaining field, each after a comma, and the closing brace.
 pub fn message_tail(fields: &[(&str, Option<&str>)]) -> String {
     let mut out = String::with_capacity(64);
-    for (i, (k, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push('"');
+    for (k, v) in fields {
+        out.push_str(",\"");
         out.push_str(k);
         out.push_str("\":");
         match v {
@@ -484,10 +526,52 @@ pub fn message_tail(fields: &[(&str, Option<&str>)]) -> String {
     out
 }
 
-/// The full frame from the store-assigned head and the node-built tail. The Redis store does the same
-/// concatenation inside its script; both must stay byte-identical.
+/// The frame of a stored message cut around the two numbers the store assigns atomically with the
+/// append: `before_seq` SEQ `before_ts` TS tail. The Redis store hands these pieces to its post script,
+/// which only inserts the numbers, so the layout of the frame is written once, here (a test against a
+/// real Redis proves the two frames equal byte for byte).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageHead {
+    /// `{"type":"KIND","seq":`
+    pub before_seq: String,
+    /// `,"id":"ID","ts":`
+    pub before_ts: String,
+}
+
+impl MessageHead {
+    /// The head pieces of a `kind` frame (`message` or `dm`) with message id `id`.
+    pub fn new(kind: &str, id: &str) -> Self {
+        Self {
+            before_seq: [FRAME_BEFORE_KIND, kind, FRAME_BEFORE_SEQ].concat(),
+            before_ts: [FRAME_BEFORE_ID, id, FRAME_BEFORE_TS].concat(),
+        }
+    }
+}
+
+/// The full frame from the store-assigned `seq`, `id`, `ts` and the node-built tail: the pieces of
+/// [`MessageHead`] joined in Rust (written straight into one buffer of the right size).
 pub fn splice_message(kind: &str, seq: u64, id: &str, ts: u64, tail: &str) -> String {
-    format!(r#"{{"type":"{kind}","seq":{seq},"id":"{id}","ts":{ts},{tail}"#)
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(
+        FRAME_BEFORE_KIND.len()
+            + kind.len()
+            + FRAME_BEFORE_SEQ.len()
+            + FRAME_BEFORE_ID.len()
+            + id.len()
+            + FRAME_BEFORE_TS.len()
+            + 2 * MAX_U64_DIGITS
+            + tail.len(),
+    );
+    out.push_str(FRAME_BEFORE_KIND);
+    out.push_str(kind);
+    out.push_str(FRAME_BEFORE_SEQ);
+    let _ = write!(out, "{seq}");
+    out.push_str(FRAME_BEFORE_ID);
+    out.push_str(id);
+    out.push_str(FRAME_BEFORE_TS);
+    let _ = write!(out, "{ts}");
+    out.push_str(tail);
+    out
 }
 
 /// Milliseconds since the Unix epoch.
@@ -583,6 +667,24 @@ mod tests {
         assert_eq!(v["ts"], 17);
         assert_eq!(v["body"], "say \"hi\"\n");
         assert_eq!(v["client_id"], Value::Null);
+    }
+
+    #[test]
+    fn splice_message_joins_the_head_pieces_the_redis_script_gets() {
+        let tail = message_tail(&[("from", Some("a")), ("body", Some("b"))]);
+        let head = MessageHead::new("dm", "0123abcd");
+        let joined = format!(
+            "{}{}{}{}{tail}",
+            head.before_seq, 7, head.before_ts, 1_767_225_600_000u64
+        );
+        assert_eq!(
+            splice_message("dm", 7, "0123abcd", 1_767_225_600_000, &tail),
+            joined
+        );
+        assert_eq!(
+            joined,
+            r#"{"type":"dm","seq":7,"id":"0123abcd","ts":1767225600000,"from":"a","body":"b"}"#
+        );
     }
 
     #[test]

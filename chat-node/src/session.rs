@@ -10,15 +10,19 @@
 
 use crate::backend::{Post, Stored};
 use crate::hub::{SessionHandle, Topic};
+use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
-use crate::names::{valid_client_id, valid_room, valid_user};
+use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
     AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
     history_frame, message_tail, now_ms, parse,
 };
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use switchboard_runtime::report::chain;
 
 /// Default history page size.
 const DEFAULT_PAGE: u32 = 50;
@@ -36,6 +40,9 @@ pub enum Control {
 pub struct Session {
     node: Arc<Node>,
     handle: Arc<SessionHandle>,
+    peer: Option<SocketAddr>,
+    expires_at: Option<SystemTime>,
+    grants: BTreeSet<String>,
     session_name: String,
     rooms: BTreeSet<String>,
     bucket: TokenBucket,
@@ -45,10 +52,19 @@ pub struct Session {
 
 impl Session {
     /// Starts a session for an identified user: sends `welcome`, then every direct message not yet
-    /// delivered (or after `dm_since`), then delivers live.
-    pub async fn start(node: Arc<Node>, handle: Arc<SessionHandle>, dm_since: Option<u64>) -> Self {
+    /// delivered (or after `dm_since`), then delivers live. `peer` is only used in refusal logs.
+    pub async fn start(
+        node: Arc<Node>,
+        handle: Arc<SessionHandle>,
+        identity: &Identity,
+        peer: Option<SocketAddr>,
+    ) -> Self {
         let l = &node.settings.limits;
+        let dm_since = identity.dm_since;
         let mut s = Self {
+            peer,
+            expires_at: identity.expires_at,
+            grants: identity.rooms.iter().cloned().collect(),
             session_name: format!("{}-{}", node.settings.id, handle.id),
             bucket: TokenBucket::new(l.rate_per_sec, l.rate_burst),
             flood: FloodGuard::new(l.flood_refusals, l.flood_window),
@@ -85,6 +101,8 @@ impl Session {
             server_time: now_ms(),
             dm_seq,
             limits: &announced,
+            auth: node.settings.auth.mode(),
+            expires_at: self.expires_at.map(unix_ms),
         }));
         if let Err(e) = subscribed {
             self.refuse(
@@ -125,6 +143,21 @@ impl Session {
     }
 
     fn refuse_after(&self, req: &Req, r: Refusal, retry_after_ms: Option<u64>) {
+        let visible = match r.code {
+            ErrorCode::RateLimited => Some("rate_limited"),
+            ErrorCode::TooLarge => Some("too_large"),
+            ErrorCode::Forbidden => Some("forbidden"),
+            ErrorCode::AuthFailed => Some("auth_refresh"),
+            _ => None,
+        };
+        if let Some(reason) = visible {
+            self.node.metrics.refusals.record(
+                reason,
+                self.peer,
+                Some(&self.handle.user),
+                &r.message,
+            );
+        }
         self.node
             .metrics
             .errors
@@ -251,6 +284,7 @@ impl Session {
                 self.reply(&ServerFrame::Pong { ts: now_ms(), req });
                 Ok(())
             }
+            ClientFrame::Refresh { token } => self.refresh(&token, req).await,
             ClientFrame::Join { room, since } => self.join(room, since, req).await,
             ClientFrame::Leave { room } => {
                 self.joined(&room)?;
@@ -419,10 +453,74 @@ impl Session {
         }
     }
 
+    /// `refresh`: a new token for the same user moves the session's expiry (and its room grants).
+    async fn refresh(&mut self, token: &str, req: &Req) -> Result<(), Refusal> {
+        let auth = self.node.settings.auth.clone();
+        if auth.is_open() {
+            return Err(Refusal::new(
+                ErrorCode::AuthFailed,
+                "this node runs open identity; there is no token to refresh",
+            ));
+        }
+        let verified = auth
+            .verify(token)
+            .await
+            .map_err(|r| Refusal::new(ErrorCode::AuthFailed, r.reason()))?;
+        if verified.user != *self.handle.user {
+            return Err(Refusal::new(
+                ErrorCode::AuthFailed,
+                "the new token is for another user; a session keeps its user",
+            ));
+        }
+        self.expires_at = verified.expires_at;
+        self.grants = verified.rooms.into_iter().collect();
+        // A grant the new token no longer carries ends the membership at once.
+        let revoked: Vec<String> = self
+            .rooms
+            .iter()
+            .filter(|r| self.may_enter(r).is_err())
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.leave(&room).await;
+            self.reply(&ServerFrame::Left {
+                room: &room,
+                req: &None,
+            });
+        }
+        self.reply(&ServerFrame::Refreshed {
+            expires_at: self.expires_at.map_or(0, unix_ms),
+            req,
+        });
+        Ok(())
+    }
+
+    /// Default deny for private rooms: only with a grant in the session's token. Everything done in a
+    /// room (send, typing, read markers, history, members) requires having joined it, so this one
+    /// check guards all of it.
+    fn may_enter(&self, room: &str) -> Result<(), Refusal> {
+        if is_private_room(room) && !self.grants.contains(room) {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "room '{}' is private and your token does not grant it",
+                    clip(room)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// When the session's token expires (`None` in open mode).
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
     async fn join(&mut self, room: String, since: Option<u64>, req: &Req) -> Result<(), Refusal> {
         if !valid_room(&room) {
             return Err(invalid_room(&room));
         }
+        self.may_enter(&room)?;
         let node = self.node.clone();
         let limits = &node.settings.limits;
         let rejoin = self.rooms.contains(&room);
@@ -555,6 +653,7 @@ impl Session {
 fn frame_type(f: &ClientFrame) -> &'static str {
     match f {
         ClientFrame::Hello { .. } => "hello",
+        ClientFrame::Refresh { .. } => "refresh",
         ClientFrame::Join { .. } => "join",
         ClientFrame::Leave { .. } => "leave",
         ClientFrame::Send { .. } => "send",
@@ -585,11 +684,16 @@ fn invalid_room(room: &str) -> Refusal {
 }
 
 fn store_refusal(e: crate::backend::Error) -> Refusal {
-    tracing::warn!(error = %e, "store operation failed");
+    tracing::warn!(error = %chain(&e), "store operation failed");
     Refusal::new(
         e.code(),
         "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
     )
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A server-assigned message id: 64 random bits, hex.

@@ -35,5 +35,6 @@ impl Directory for Local {
 
 /// `/v1/assign`, `/v1/nodes` and the web page, for a standalone node.
 pub fn router(node: Arc<Node>) -> axum::Router {
-    registry::api::router(Arc::new(Local(node))).merge(registry::web::router())
+    let origins = node.settings.origins.clone();
+    registry::api::router(Arc::new(Local(node)), origins).merge(registry::web::router())
 }

@@ -1,15 +1,12 @@
-# syntax=docker/dockerfile:1
-# Build: docker build -f deploy/docker/operator.Dockerfile -t switchboard/operator:0.1.0 .   (from the repository root)
-FROM rust:1.95-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p operator --bin operator && cp target/release/operator /operator
-
-# distroless: no shell, runs as the unprivileged "nonroot" user (65532), fits readOnlyRootFilesystem.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /operator /usr/local/bin/operator
+# The operator image: Debian 12 slim and the release binary, run as an unprivileged user.
+#
+# The binary is built outside Docker and handed in through the build context (see README.md here):
+#   <context>/bin/operator   a release build for linux/amd64, linked against glibc 2.36 or older
+# so the same file builds on a machine that has only locally made base images and on any Docker host:
+#   docker build -f deploy/docker/operator.Dockerfile -t switchboard/operator:0.1.0 <context>
+FROM debian:bookworm-slim
+COPY bin/operator /usr/local/bin/operator
+# 65532: the "nonroot" uid of distroless images; numeric so that runAsNonRoot can be verified.
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/operator"]

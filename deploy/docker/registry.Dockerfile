@@ -1,15 +1,12 @@
-# syntax=docker/dockerfile:1
-# Build: docker build -f deploy/docker/registry.Dockerfile -t switchboard/registry:0.1.0 .   (from the repository root)
-FROM rust:1.95-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p registry --bin registry && cp target/release/registry /registry
-
-# distroless: no shell, runs as the unprivileged "nonroot" user (65532), fits readOnlyRootFilesystem.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /registry /usr/local/bin/registry
+# The registry image: Debian 12 slim and the release binary, run as an unprivileged user.
+#
+# The binary is built outside Docker and handed in through the build context (see README.md here):
+#   <context>/bin/registry   a release build for linux/amd64, linked against glibc 2.36 or older
+# so the same file builds on a machine that has only locally made base images and on any Docker host:
+#   docker build -f deploy/docker/registry.Dockerfile -t switchboard/registry:0.1.0 <context>
+FROM debian:bookworm-slim
+COPY bin/registry /usr/local/bin/registry
+# 65532: the "nonroot" uid of distroless images; numeric so that runAsNonRoot can be verified.
 USER 65532:65532
 EXPOSE 8081
 ENTRYPOINT ["/usr/local/bin/registry"]

@@ -128,6 +128,7 @@ impl std::fmt::Display for Outcome {
 
 struct Shared {
     registries: Vec<String>,
+    credentials: client::Credentials,
     load: Load,
     joined: AtomicUsize,
     go: AtomicBool,
@@ -180,7 +181,8 @@ impl Member {
             attempt += 1;
             let connected = async {
                 let a = client::assign(registry).await?;
-                let mut c = ChatClient::connect(&a.url, &self.user).await?;
+                let options = self.shared.credentials.options(&self.user);
+                let mut c = ChatClient::connect_with(&a.url, options).await?;
                 let since = self.ever_joined.then_some(self.last_seq);
                 let mut join = serde_json::json!({"type":"join","room":self.shared.load.room});
                 if let Some(s) = since {
@@ -316,14 +318,20 @@ impl Member {
     }
 }
 
-/// Runs `load` against the registries, starts `fault` once every member has joined and sending has
-/// begun, and returns what every member saw.
-pub async fn run<F>(registries: Vec<String>, load: Load, fault: F) -> Outcome
+/// Runs `load` against the registries (members identify with `credentials`), starts `fault` once
+/// every member has joined and sending has begun, and returns what every member saw.
+pub async fn run<F>(
+    registries: Vec<String>,
+    credentials: client::Credentials,
+    load: Load,
+    fault: F,
+) -> Outcome
 where
     F: std::future::Future<Output = ()>,
 {
     let shared = Arc::new(Shared {
         registries,
+        credentials,
         load: load.clone(),
         joined: AtomicUsize::new(0),
         go: AtomicBool::new(false),
@@ -511,13 +519,14 @@ pub async fn run_scenario(scenario: Scenario, load: Load) -> Result<Outcome, Err
     let registries: Vec<String> = (0..topology.registry_count())
         .map(|i| topology.registry_url(i))
         .collect();
+    let credentials = topology.credentials().clone();
     let mut redis = redis;
     let mut injected: Result<(), InjectError> = Ok(());
     let outcome = {
         let topology = &mut topology;
         let redis = &mut redis;
         let injected = &mut injected;
-        run(registries, load, async move {
+        run(registries, credentials, load, async move {
             *injected = inject(scenario, topology, redis).await;
         })
         .await

@@ -5,8 +5,11 @@
 //! ```text
 //!   sentinel ×3 (quorum 2) ──watch──▶ master ◀──replicate── replica ×2
 //!        ▲
-//!        └── chat-node / registry: --redis-sentinels a,b,c --redis-master-name … --redis-password …
+//!        └── chat-node / registry: --redis-sentinels a,b,c --redis-master-name … --redis-password-file F
 //! ```
+//!
+//! The password lives in a file readable by the owner only ([`RedisHa::password_file`]); no process
+//! gets it on its command line (the Redis servers read it from their config files too).
 
 use std::io;
 use std::time::Duration;
@@ -16,6 +19,26 @@ use switchboard_testkit::{HaConfig, RedisHa as Inner};
 pub struct RedisHa {
     inner: Inner,
     password: String,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for RedisHa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Writes `secret` to `path`, readable by the owner only.
+pub fn write_secret_file(path: &std::path::Path, secret: &str) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(secret.as_bytes())
 }
 
 impl RedisHa {
@@ -30,7 +53,23 @@ impl RedisHa {
             ..HaConfig::default()
         })
         .await?;
-        Ok(Self { inner, password })
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-ha-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        write_secret_file(&dir.join("redis-password"), &password)?;
+        Ok(Self {
+            inner,
+            password,
+            dir,
+        })
+    }
+
+    /// The file holding the data nodes' password (mode 0600).
+    pub fn password_file(&self) -> std::path::PathBuf {
+        self.dir.join("redis-password")
     }
 
     /// The flags that point a chat-node or registry at this Redis through the sentinels.
@@ -41,8 +80,8 @@ impl RedisHa {
             args.redis_sentinels.join(","),
             "--redis-master-name".into(),
             args.redis_master_name,
-            "--redis-password".into(),
-            self.password.clone(),
+            "--redis-password-file".into(),
+            self.password_file().display().to_string(),
         ]
     }
 

@@ -11,6 +11,10 @@
 //!        └────────────── registry reg-0 :G0 (http://127.0.0.1:G0/v1/assign)
 //! ```
 //!
+//! With Redis the nodes require tokens ([`Auth::Jwt`]: an HS256 secret in a 0600 file, registries run
+//! the development token issuer); standalone they run open. Clients connect through
+//! [`Topology::connect`] / [`Topology::options`], which carry the right credentials.
+//!
 //! Each process writes its output to a log file under one temporary directory ([`Topology::log_dir`]);
 //! readiness failures quote the log tail. Dropping the topology SIGKILLs every process it started and
 //! removes the logs, unless the thread is panicking (a failing test keeps them and prints where).
@@ -25,6 +29,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::client::{ChatClient, ConnectOptions, Credentials, TokenIssuer};
 
 /// How long a process may take to answer `/readyz` with 200.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -90,9 +96,22 @@ pub enum Error {
 /// Result alias of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How the topology's nodes identify clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// `--auth open` (given explicitly in scaled mode, where token auth is the default).
+    Open,
+    /// HS256 tokens: a fresh secret in a file under the log directory (mode 0600) goes to every node
+    /// and registry as `--jwt-hmac-secret-file`; registries also run the development token issuer so
+    /// the web page can sign in. Clients get tokens from [`Topology::credentials`].
+    Jwt,
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct TopologyConfig {
+    /// Authentication mode (default: tokens with Redis, open standalone — each binary's own default).
+    pub auth: Auth,
     /// Number of chat-node processes.
     pub nodes: usize,
     /// Number of registry processes (ignored without Redis: a standalone node is its own registry).
@@ -115,6 +134,7 @@ pub struct TopologyConfig {
 impl Default for TopologyConfig {
     fn default() -> Self {
         TopologyConfig {
+            auth: Auth::Jwt,
             nodes: 2,
             registries: 1,
             redis: true,
@@ -140,11 +160,18 @@ impl TopologyConfig {
     /// One chat-node without Redis.
     pub fn standalone() -> Self {
         TopologyConfig {
+            auth: Auth::Open,
             nodes: 1,
             registries: 0,
             redis: false,
             ..Default::default()
         }
+    }
+
+    /// Use this authentication mode (builder style).
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Add chat-node arguments (builder style).
@@ -193,6 +220,9 @@ pub struct Topology {
     redis: Option<switchboard_testkit::RedisServer>,
     nodes: Vec<Proc>,
     registries: Vec<Proc>,
+    credentials: Credentials,
+    secret_file: Option<PathBuf>,
+    registry_ports: Vec<u16>,
 }
 
 impl Topology {
@@ -213,6 +243,15 @@ impl Topology {
         } else {
             None
         };
+        let (credentials, secret_file) = match config.auth {
+            Auth::Open => (Credentials::Open, None),
+            Auth::Jwt => {
+                let secret = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                let path = log_dir.join("jwt-hmac-secret");
+                write_secret(&path, &secret)?;
+                (Credentials::Token(TokenIssuer::new(secret)), Some(path))
+            }
+        };
         let mut topology = Topology {
             config,
             bin_dir,
@@ -220,7 +259,17 @@ impl Topology {
             redis,
             nodes: Vec::new(),
             registries: Vec::new(),
+            credentials,
+            secret_file,
+            registry_ports: Vec::new(),
         };
+        // Registries serve the web page, whose WebSockets go to the nodes: the nodes must allow the
+        // registries' origins, so those ports are chosen first.
+        if topology.redis_flags().is_some() {
+            for _ in 0..topology.config.registries {
+                topology.registry_ports.push(free_port()?);
+            }
+        }
         let node_count = if topology.redis_flags().is_some() {
             topology.config.nodes
         } else {
@@ -230,8 +279,7 @@ impl Topology {
             topology.spawn_node()?;
         }
         if let Some(redis_flags) = topology.redis_flags() {
-            for i in 0..topology.config.registries {
-                let port = free_port()?;
+            for (i, port) in topology.registry_ports.clone().into_iter().enumerate() {
                 let args = vec![
                     "--listen".into(),
                     format!("127.0.0.1:{port}"),
@@ -240,6 +288,7 @@ impl Topology {
                 ]
                 .into_iter()
                 .chain(redis_flags.iter().cloned())
+                .chain(topology.registry_auth_flags())
                 .chain(topology.config.registry_args.iter().cloned())
                 .collect();
                 let mut proc = Proc {
@@ -282,6 +331,21 @@ impl Topology {
         if let Some(flags) = self.redis_flags() {
             args.extend(flags);
             args.extend(["--membership".to_owned(), "self".into()]);
+        }
+        match &self.secret_file {
+            Some(path) => args.extend([
+                "--jwt-hmac-secret-file".to_owned(),
+                path.display().to_string(),
+            ]),
+            None => args.extend(["--auth".to_owned(), "open".into()]),
+        }
+        if !self.registry_ports.is_empty() {
+            let origins: Vec<String> = self
+                .registry_ports
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect();
+            args.extend(["--allowed-origins".to_owned(), origins.join(",")]);
         }
         args.extend(self.config.node_args.iter().cloned());
         let mut proc = Proc {
@@ -346,6 +410,66 @@ impl Topology {
         }
         self.redis_url()
             .map(|url| vec!["--redis-url".to_owned(), url])
+    }
+
+    /// Flags that make a registry mint development tokens for the page (token mode only).
+    fn registry_auth_flags(&self) -> Vec<String> {
+        match &self.secret_file {
+            Some(path) => vec![
+                "--jwt-hmac-secret-file".to_owned(),
+                path.display().to_string(),
+                "--dev-token-issuer".into(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// How clients prove who they are to this topology's nodes.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// Connect options for `user` (a minted token in token mode, `?user=` in open mode).
+    pub fn options(&self, user: &str) -> ConnectOptions {
+        self.credentials.options(user)
+    }
+
+    /// A token for `user` (token mode), `None` in open mode.
+    pub fn token(&self, user: &str) -> Option<String> {
+        self.credentials
+            .issuer()
+            .map(|i| i.mint(user, crate::client::tokens::TEST_TOKEN_TTL))
+    }
+
+    /// The file holding the HS256 secret (token mode).
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.secret_file.as_deref()
+    }
+
+    /// Connect `user` to node `i` with this topology's credentials and wait for `welcome`.
+    pub async fn connect(&self, i: usize, user: &str) -> crate::client::Result<ChatClient> {
+        ChatClient::connect_with(&self.node_ws_url(i), self.options(user)).await
+    }
+
+    /// Every process id of the topology (nodes and registries that run; Redis started by it).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .nodes
+            .iter()
+            .chain(&self.registries)
+            .filter_map(Proc::pid)
+            .collect();
+        pids.extend(self.redis.as_ref().and_then(|r| r.pid()));
+        pids
+    }
+
+    /// Every log file of the topology's processes.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        self.nodes
+            .iter()
+            .chain(&self.registries)
+            .map(|p| p.log.clone())
+            .collect()
     }
 
     /// Number of chat-nodes started (killed ones included).
@@ -525,6 +649,24 @@ impl Drop for Topology {
             let _ = std::fs::remove_dir_all(&self.log_dir);
         }
     }
+}
+
+/// Writes a secret file readable by the owner only.
+fn write_secret(path: &Path, secret: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let io = |source| Error::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    file.write_all(secret.as_bytes()).map_err(io)
 }
 
 async fn start_redis() -> Result<switchboard_testkit::RedisServer> {

@@ -126,7 +126,12 @@ async fn recovery_after_node_is_killed() {
     // set an assignment may still name it; such a connection fails and the client asks again.
     let deadline = Instant::now() + GONE_WITHIN;
     let mut alice = loop {
-        match ChatClient::connect_assigned(&t.registry_url(0), &alice_name).await {
+        let assigned = async {
+            let a = e2e::client::assign(&t.registry_url(0)).await?;
+            let c = ChatClient::connect_with(&a.url, t.options(&alice_name)).await?;
+            Ok::<_, e2e::client::Error>((c, a))
+        };
+        match assigned.await {
             Ok((c, a)) => {
                 assert_eq!(a.node, "node-1");
                 break c;
@@ -218,7 +223,7 @@ async fn full_node_refuses_with_1013_and_is_not_assigned() {
         },
     )
     .await;
-    match ChatClient::connect(&t.node_ws_url(0), &name("extra")).await {
+    match t.connect(0, &name("extra")).await {
         Err(Error::Closed { code, .. }) => assert_eq!(code, 1013),
         other => panic!("expected close 1013 from the full node, got {other:?}"),
     }

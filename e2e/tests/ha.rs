@@ -10,18 +10,27 @@ use std::time::{Duration, Instant};
 async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
     let redis = RedisHa::start().await.expect("HA Redis starts");
     let wrong = format!("wrong-{:08x}", fastrand::u32(..));
+    let wrong_file = std::env::temp_dir().join(format!("sb-wrong-pw-{}", std::process::id()));
+    e2e::ha::write_secret_file(&wrong_file, &wrong).expect("write the wrong password");
     let mut flags = redis.flags();
     let pw = flags
         .iter()
-        .position(|f| f == "--redis-password")
-        .expect("password flag")
+        .position(|f| f == "--redis-password-file")
+        .expect("password file flag")
         + 1;
-    flags[pw] = wrong.clone();
+    flags[pw] = wrong_file.display().to_string();
     let bin = bin_dir(&["chat-node"])
         .expect("chat-node is built")
         .join("chat-node");
     let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--node-id", "wrong-pw"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "wrong-pw",
+            "--auth",
+            "open",
+        ])
         .args(&flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -68,7 +77,10 @@ async fn ha_topology_logs_never_contain_the_password() {
     let topology = Topology::start(config)
         .await
         .expect("topology starts through the sentinels");
-    let (mut c, _) = e2e::client::ChatClient::connect_assigned(&topology.registry_url(0), "alice")
+    let assignment = e2e::client::assign(&topology.registry_url(0))
+        .await
+        .expect("assignment");
+    let mut c = e2e::client::ChatClient::connect_with(&assignment.url, topology.options("alice"))
         .await
         .expect("connect through the registry");
     c.join("pw-room", None).await.expect("join");
@@ -105,10 +117,7 @@ async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent(
     ]);
     config.external_redis = Some(vec!["--redis-url".into(), master.url()]);
     let topology = Topology::start(config).await.expect("topology");
-    let url = topology.node_ws_url(0);
-    let mut alice = e2e::client::ChatClient::connect(&url, "alice")
-        .await
-        .expect("alice");
+    let mut alice = topology.connect(0, "alice").await.expect("alice");
     alice.join("wait-room", None).await.expect("join");
     let first = alice
         .send("wait-room", "one", Some("c-1"))
@@ -124,9 +133,7 @@ async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent(
     assert_eq!(refused.server_code(), Some("unavailable"), "{refused}");
 
     // Stored on the master but unconfirmed: not in anybody's view, not even through history.
-    let mut bob = e2e::client::ChatClient::connect(&url, "bob")
-        .await
-        .expect("bob");
+    let mut bob = topology.connect(0, "bob").await.expect("bob");
     let joined = bob
         .join("wait-room", Some(0))
         .await

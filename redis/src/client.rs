@@ -2,7 +2,7 @@
 //! Sentinel.
 //!
 //! [`RedisArgs`] is the flag group (`--redis-url`, or `--redis-sentinels` + `--redis-master-name`, plus
-//! `--redis-password`). [`builder`] turns it into a fred [`Builder`] with the policy all our services share:
+//! credentials: `--redis-username`, `--redis-password-file`, and the sentinel twins). [`builder`] turns it into a fred [`Builder`] with the policy all our services share:
 //!
 //! ```text
 //! RedisArgs ──builder()──▶ fred Builder ──connect()────▶ Client            (commands, scripts)
@@ -18,10 +18,13 @@
 //!   password, unreachable, timeout) instead of retrying silently, so a misconfigured process exits with a
 //!   clear message.
 //!
-//! The password never appears in logs: [`RedisArgs`]'s `Debug` redacts it (also inside a URL) and
+//! Passwords are read from files (`--redis-password-file`, a mounted Secret) or the environment, so they
+//! never need to be on a command line, where every local user sees them in `ps`. The password never
+//! appears in logs: [`RedisArgs`]'s `Debug` redacts it (also inside a URL) and
 //! [`RedisArgs::describe`] leaves it out.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tracing::Instrument as _;
@@ -61,6 +64,9 @@ const RECONNECT_MAX_DELAY_MS: u32 = 2_000;
 /// Errors of this module. Each message names the cause an operator has to fix; none contains a password.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A password file could not be read.
+    #[error("Redis password file")]
+    PasswordFile(#[source] switchboard_runtime::secret::Error),
     /// Neither `--redis-url` nor `--redis-sentinels` was given.
     #[error(
         "Redis is not configured: give --redis-url (SWITCHBOARD_REDIS_URL) or --redis-sentinels (SWITCHBOARD_REDIS_SENTINELS)"
@@ -162,21 +168,47 @@ pub struct RedisArgs {
     )]
     pub redis_master_name: String,
 
+    /// Redis ACL user of the data nodes (with the password; default: the `default` user).
+    #[arg(long = "redis-username", env = "SWITCHBOARD_REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
     /// Password of the Redis data nodes (master and replicas). Overrides a password in --redis-url.
+    /// Prefer --redis-password-file or the environment variable: a flag value is visible in `ps`.
     #[arg(
         long = "redis-password",
         env = "SWITCHBOARD_REDIS_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "redis_password_file"
     )]
     pub redis_password: Option<String>,
 
-    /// Password of the sentinels themselves (their `requirepass`), if they have one.
+    /// File holding the password of the Redis data nodes (a trailing newline is ignored).
+    #[arg(long = "redis-password-file", env = "SWITCHBOARD_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+
+    /// Redis ACL user of the sentinels themselves, if they use ACLs.
+    #[arg(
+        long = "redis-sentinel-username",
+        env = "SWITCHBOARD_REDIS_SENTINEL_USERNAME"
+    )]
+    pub redis_sentinel_username: Option<String>,
+
+    /// Password of the sentinels themselves (their `requirepass`), if they have one. Prefer
+    /// --redis-sentinel-password-file or the environment variable.
     #[arg(
         long = "redis-sentinel-password",
         env = "SWITCHBOARD_REDIS_SENTINEL_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        conflicts_with = "redis_sentinel_password_file"
     )]
     pub redis_sentinel_password: Option<String>,
+
+    /// File holding the sentinels' password.
+    #[arg(
+        long = "redis-sentinel-password-file",
+        env = "SWITCHBOARD_REDIS_SENTINEL_PASSWORD_FILE"
+    )]
+    pub redis_sentinel_password_file: Option<PathBuf>,
 }
 
 impl Default for RedisArgs {
@@ -185,8 +217,12 @@ impl Default for RedisArgs {
             redis_url: None,
             redis_sentinels: Vec::new(),
             redis_master_name: DEFAULT_MASTER_NAME.to_owned(),
+            redis_username: None,
             redis_password: None,
+            redis_password_file: None,
+            redis_sentinel_username: None,
             redis_sentinel_password: None,
+            redis_sentinel_password_file: None,
         }
     }
 }
@@ -198,10 +234,17 @@ impl fmt::Debug for RedisArgs {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_sentinels", &self.redis_sentinels)
             .field("redis_master_name", &self.redis_master_name)
+            .field("redis_username", &self.redis_username)
             .field("redis_password", &redacted(&self.redis_password))
+            .field("redis_password_file", &self.redis_password_file)
+            .field("redis_sentinel_username", &self.redis_sentinel_username)
             .field(
                 "redis_sentinel_password",
                 &redacted(&self.redis_sentinel_password),
+            )
+            .field(
+                "redis_sentinel_password_file",
+                &self.redis_sentinel_password_file,
             )
             .finish()
     }
@@ -233,6 +276,33 @@ impl RedisArgs {
     pub fn with_password(mut self, password: impl Into<String>) -> Self {
         self.redis_password = Some(password.into());
         self
+    }
+
+    /// Reads the data-node password from `path` (builder style).
+    #[must_use]
+    pub fn with_password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.redis_password_file = Some(path.into());
+        self
+    }
+
+    /// Sets the data-node ACL user (builder style).
+    #[must_use]
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.redis_username = Some(username.into());
+        self
+    }
+
+    /// The data-node password: the flag or variable, else the file's content.
+    pub fn password(&self) -> Result<Option<String>> {
+        read_password(&self.redis_password, &self.redis_password_file)
+    }
+
+    /// The sentinels' password: the flag or variable, else the file's content.
+    pub fn sentinel_password(&self) -> Result<Option<String>> {
+        read_password(
+            &self.redis_sentinel_password,
+            &self.redis_sentinel_password_file,
+        )
     }
 
     /// Sets the sentinel password (builder style).
@@ -310,19 +380,32 @@ impl RedisArgs {
                     server: ServerConfig::Sentinel {
                         hosts,
                         service_name: master.to_owned(),
-                        username: None,
-                        password: self.redis_sentinel_password.clone(),
+                        username: self.redis_sentinel_username.clone(),
+                        password: self.sentinel_password()?,
                     },
                     ..Config::default()
                 }
             }
         };
-        if let Some(password) = &self.redis_password {
-            config.password = Some(password.clone());
+        if let Some(password) = self.password()? {
+            config.password = Some(password);
+        }
+        if let Some(username) = &self.redis_username {
+            config.username = Some(username.clone());
         }
         // Start-up must fail loudly; the reconnect policy only applies once we were connected.
         config.fail_fast = true;
         Ok(config)
+    }
+}
+
+fn read_password(value: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>> {
+    match (value, file) {
+        (Some(v), _) => Ok(Some(v.clone())),
+        (None, Some(path)) => switchboard_runtime::secret::read_text(path)
+            .map(Some)
+            .map_err(Error::PasswordFile),
+        (None, None) => Ok(None),
     }
 }
 
@@ -560,7 +643,9 @@ fn sentinel_auth_hint(error: &FredError, password_given: bool) -> Option<&'stati
 
 /// Maps a start-up failure to the variant that names its cause.
 fn classify(source: FredError, args: &RedisArgs, target: String) -> Error {
-    let password_given = args.redis_password.is_some() || url_has_password(args);
+    let password_given = args.redis_password.is_some()
+        || args.redis_password_file.is_some()
+        || url_has_password(args);
     let auth_hint = auth_problem(&source, password_given).map(|p| match p {
         AuthProblem::NotAccepted => {
             "the server requires a password and the one given was not accepted"

@@ -32,6 +32,45 @@ async fn connects_with_the_right_password() {
 }
 
 #[tokio::test]
+async fn passwords_come_from_files_and_acl_users_log_in() {
+    let server = RedisServer::start_with_password("s3cret")
+        .await
+        .expect("redis");
+    let dir = std::env::temp_dir().join(format!("sb-redis-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("password");
+    std::fs::write(&file, "s3cret\n").expect("write");
+    let url = format!("redis://127.0.0.1:{}/0", server.port());
+    let admin = redis::connect(&RedisArgs::from_url(&url).with_password_file(&file))
+        .await
+        .expect("connect with --redis-password-file");
+    // An ACL user with its own password, allowed everything (the chat scripts need many commands).
+    let _: () = admin
+        .custom(
+            fred::cmd!("ACL"),
+            vec!["SETUSER", "chat", "on", ">chat-pw", "~*", "&*", "+@all"],
+        )
+        .await
+        .expect("ACL SETUSER");
+    std::fs::write(&file, "chat-pw").expect("write");
+    let user = redis::connect(
+        &RedisArgs::from_url(&url)
+            .with_username("chat")
+            .with_password_file(&file),
+    )
+    .await
+    .expect("connect as the ACL user");
+    let whoami: String = user
+        .custom(fred::cmd!("ACL"), vec!["WHOAMI"])
+        .await
+        .expect("whoami");
+    assert_eq!(whoami, "chat");
+    let missing = RedisArgs::from_url(&url).with_password_file(dir.join("nope"));
+    let error = redis::connect(&missing).await.expect_err("no file");
+    assert!(matches!(error, Error::PasswordFile(_)), "{error:?}");
+}
+
+#[tokio::test]
 async fn a_wrong_password_is_a_clear_error_without_the_password() {
     let server = RedisServer::start_with_password("right")
         .await

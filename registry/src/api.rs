@@ -8,8 +8,9 @@
 //! GET /v1/nodes  ──▶ Directory::nodes  ──▶ 200 {"nodes":[NodeEntry...]}  |  503 {"error":"unavailable",...}
 //! ```
 //!
-//! Both answer with permissive CORS headers (`Access-Control-Allow-Origin: *`), so a chat page served from
-//! another origin can ask for a node; they carry no credentials, so that is safe.
+//! Cross-origin use is limited to `--allowed-origins`: a request whose `Origin` is configured gets
+//! `Access-Control-Allow-Origin` naming that origin (and `Vary: Origin`); any other origin gets no CORS
+//! headers, so browsers keep foreign pages from reading the answers. Same-origin pages need none.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -24,6 +25,8 @@ use serde::Serialize;
 use switchboard_runtime::report::chain;
 
 use switchboard_loadset::{self as loadset, LoadSet, NodeEntry};
+
+use crate::origins::AllowedOrigins;
 
 /// Why a [`Directory`] could not answer. The API maps every variant to `503 unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -109,11 +112,13 @@ pub struct ApiError {
 }
 
 /// The API routes (`/v1/assign`, `/v1/nodes`) over `dir`.
-pub fn router<D: Directory>(dir: Arc<D>) -> Router {
+pub fn router<D: Directory>(dir: Arc<D>, origins: Arc<AllowedOrigins>) -> Router {
     Router::new()
         .route("/v1/assign", get(assign::<D>).options(preflight))
         .route("/v1/nodes", get(nodes::<D>).options(preflight))
-        .layer(axum::middleware::map_response(cors))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            cors(origins.clone(), req, next)
+        }))
         .with_state(dir)
 }
 
@@ -163,12 +168,24 @@ async fn preflight() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn cors(mut response: Response) -> Response {
+async fn cors(
+    origins: Arc<AllowedOrigins>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| origins.is_configured(o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let mut response = next.run(request).await;
     let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    let Some(origin) = origin else {
+        return response;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("GET, OPTIONS"),
@@ -272,7 +289,7 @@ mod tests {
         dir: FakeDirectory,
         path: &str,
     ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
-        let response = router(Arc::new(dir))
+        let response = router(Arc::new(dir), Arc::new(AllowedOrigins::default()))
             .oneshot(Request::get(path).body(Body::empty()).expect("request"))
             .await
             .expect("response");
@@ -295,7 +312,7 @@ mod tests {
             serde_json::json!({"node": "b", "url": "ws://b/ws", "connections": 2, "capacity": 10})
         );
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
-        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
     }
 
     #[tokio::test]
@@ -324,7 +341,7 @@ mod tests {
         let dir = FakeDirectory::with(&[("a", 10, 10), ("b", 1, 10)]);
         let (status, headers, body) = get(dir, "/v1/nodes").await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         let list: NodeList = serde_json::from_value(body).expect("node list");
         let summary: Vec<(&str, bool)> = list
             .nodes
@@ -334,23 +351,39 @@ mod tests {
         assert_eq!(summary, vec![("a", false), ("b", true)]);
     }
 
-    #[tokio::test]
-    async fn preflight_is_allowed() {
-        let response = router(Arc::new(FakeDirectory::default()))
+    async fn preflight_from(origin: &str) -> Response {
+        let allowed = AllowedOrigins::new(&["https://app.example".into()]).expect("origins");
+        router(Arc::new(FakeDirectory::default()), Arc::new(allowed))
             .oneshot(
                 Request::options("/v1/assign")
-                    .header(header::ORIGIN, "http://elsewhere")
+                    .header(header::ORIGIN, origin)
                     .body(Body::empty())
                     .expect("request"),
             )
             .await
-            .expect("response");
+            .expect("response")
+    }
+
+    #[tokio::test]
+    async fn cors_names_only_configured_origins() {
+        let response = preflight_from("https://app.example").await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
-        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(
+            response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example"
+        );
         assert_eq!(
             response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
             "GET, OPTIONS"
         );
+        let foreign = preflight_from("https://evil.example").await;
+        assert!(
+            foreign
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none()
+        );
+        assert_eq!(foreign.headers()[header::VARY], "origin");
     }
 
     #[test]

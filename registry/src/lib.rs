@@ -14,7 +14,9 @@
 //!
 //! Modules:
 //! - [`api`]: the HTTP placement API over any [`api::Directory`] (a standalone chat-node serves it too);
+//! - [`dev_token`]: the development identity provider (`POST /v1/dev-token`) and `GET /v1/auth`;
 //! - [`metrics`]: the registry's own metrics;
+//! - [`origins`]: the `--allowed-origins` allow-list (CORS here, the WebSocket `Origin` check in chat-node);
 //! - [`server`]: the `registry` binary's wiring ([`run`]);
 //! - [`web`]: the web page and dashboard served at `/`.
 //!
@@ -24,7 +26,9 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod dev_token;
 pub mod metrics;
+pub mod origins;
 pub mod server;
 pub mod web;
 

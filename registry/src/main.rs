@@ -1,12 +1,11 @@
 //! The `registry` binary: parses flags and runs [`registry::run`].
 
+use std::process::ExitCode;
+
 use clap::Parser;
+use switchboard_runtime::report;
 
 #[tokio::main]
-async fn main() {
-    if let Err(error) = registry::run(registry::Args::parse()).await {
-        // One line with the whole cause chain, e.g. "Redis rejected the password (...): wrong password: ..."
-        eprintln!("registry: {error:#}");
-        std::process::exit(1);
-    }
+async fn main() -> ExitCode {
+    report::exit("registry", registry::run(registry::Args::parse()).await)
 }

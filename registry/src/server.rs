@@ -28,7 +28,9 @@ use switchboard_runtime::{self as runtime, LogArgs, duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::dev_token::{self, DevIssuer};
 use crate::metrics::{MeteredDirectory, RegistryMetrics};
+use crate::origins::AllowedOrigins;
 use crate::{api, web};
 
 /// Longest `--drain-delay`: a drain longer than this would outlast any sensible termination grace period.
@@ -63,6 +65,35 @@ pub struct Args {
     )]
     pub drain_delay: Duration,
 
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may call the API across origins
+    /// (CORS). The registry's own page needs none.
+    #[arg(
+        long = "allowed-origins",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve `POST /v1/dev-token`, a development identity provider that mints short-lived HS256 tokens
+    /// for any name. Only with --jwt-hmac-secret-file and a loopback --listen address.
+    #[arg(long = "dev-token-issuer", env = "SWITCHBOARD_DEV_TOKEN_ISSUER")]
+    pub dev_token_issuer: bool,
+
+    /// File holding the HS256 secret the nodes verify tokens with (for --dev-token-issuer).
+    #[arg(
+        long = "jwt-hmac-secret-file",
+        env = "SWITCHBOARD_JWT_HMAC_SECRET_FILE"
+    )]
+    pub jwt_hmac_secret_file: Option<std::path::PathBuf>,
+
+    /// `iss` claim of minted development tokens (the nodes' --jwt-issuer).
+    #[arg(long = "jwt-issuer", env = "SWITCHBOARD_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// `aud` claim of minted development tokens (the nodes' --jwt-audience).
+    #[arg(long = "jwt-audience", env = "SWITCHBOARD_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
     /// Redis connection (required for the registry).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -94,8 +125,10 @@ pub async fn serve_on(
              (SWITCHBOARD_REDIS_SENTINELS) with --redis-master-name"
         );
     }
-    let client = redis::connect(&args.redis).await?;
     let addr = listener.local_addr().context("listener address")?;
+    let origins = Arc::new(AllowedOrigins::new(&args.allowed_origins)?);
+    let dev_issuer = dev_issuer(&args, addr)?;
+    let client = redis::connect(&args.redis).await?;
     tracing::info!(
         listen = %addr,
         cluster_id = %args.cluster_id,
@@ -115,7 +148,13 @@ pub async fn serve_on(
         }
     });
 
-    let app = app(client.clone(), Keys::new(&args.cluster_id), shutdown);
+    let app = app(
+        client.clone(),
+        Keys::new(&args.cluster_id),
+        shutdown,
+        origins,
+        dev_issuer,
+    );
     let served = runtime::serve(listener, app, stop_serving).await;
     let _ = client.quit().await;
     served.context("HTTP server failed")?;
@@ -125,8 +164,14 @@ pub async fn serve_on(
 
 /// The registry's complete HTTP app: [`api::router`] over the load set of `keys` (with metrics),
 /// `/healthz`, `/readyz` (503 once `shutdown` is cancelled or when Redis does not answer), `/metrics` and
-/// [`web::router`].
-pub fn app(client: Client, keys: Keys, shutdown: CancellationToken) -> Router {
+/// [`web::router`] with [`dev_token::router`] (`GET /v1/auth`, and the issuer when given).
+pub fn app(
+    client: Client,
+    keys: Keys,
+    shutdown: CancellationToken,
+    origins: Arc<AllowedOrigins>,
+    dev_issuer: Option<DevIssuer>,
+) -> Router {
     let mut registry = Registry::default();
     let directory = MeteredDirectory::new(
         LoadSet::new(client.clone(), keys),
@@ -136,9 +181,30 @@ pub fn app(client: Client, keys: Keys, shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(readiness))
-        .merge(api::router(Arc::new(directory)))
+        .merge(api::router(Arc::new(directory), origins))
         .merge(metrics::route(Arc::new(Metrics::new(registry))))
         .merge(web::router())
+        .merge(dev_token::router(dev_issuer))
+}
+
+/// The development token issuer, when asked for and allowed (HMAC secret given, loopback address).
+fn dev_issuer(args: &Args, addr: SocketAddr) -> anyhow::Result<Option<DevIssuer>> {
+    if !args.dev_token_issuer {
+        return Ok(None);
+    }
+    let (Some(path), true) = (&args.jwt_hmac_secret_file, addr.ip().is_loopback()) else {
+        anyhow::bail!(
+            "--dev-token-issuer mints tokens for anyone: it needs --jwt-hmac-secret-file and a \
+             loopback --listen address"
+        );
+    };
+    let secret = runtime::secret::read_bytes(path).context("--jwt-hmac-secret-file")?;
+    tracing::warn!("development token issuer enabled: POST /v1/dev-token signs any name");
+    Ok(Some(DevIssuer::new(
+        &secret,
+        args.jwt_issuer.clone(),
+        args.jwt_audience.clone(),
+    )))
 }
 
 #[derive(Clone)]

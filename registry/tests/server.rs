@@ -124,10 +124,11 @@ async fn serves_assignments_health_metrics_and_the_page() {
         assigned.head
     );
     assert!(
-        assigned.head.contains("access-control-allow-origin: *"),
-        "{}",
+        !assigned.head.contains("access-control-allow-origin"),
+        "no CORS without a configured origin: {}",
         assigned.head
     );
+    assert!(assigned.head.contains("vary: origin"), "{}", assigned.head);
     let body: serde_json::Value = serde_json::from_str(&assigned.body).expect("json");
     assert_eq!(
         body,

@@ -6,6 +6,12 @@
 // seen, merge what comes back by `seq` (so nothing shows twice) and resend unacknowledged sends with the
 // same `client_id` (so nothing is stored twice).
 //
+// Identity (PROTOCOL.md section 2): a token from the embedding application (`window.SWITCHBOARD_TOKEN`
+// or the URL fragment `#token=...`, never a query string) is sent in the first `hello` frame and renewed
+// with `refresh` before it expires. Without one, the page asks `GET /v1/auth`: where a development token
+// issuer runs it mints a short-lived token for the typed name (`POST /v1/dev-token`), otherwise (open
+// mode) the name goes as `?user=`.
+//
 // All user content reaches the DOM through textContent (see `h`); no string is ever parsed as markup.
 'use strict';
 
@@ -37,6 +43,8 @@
     bad_frame: 'The server could not read a frame this page sent.',
     unknown_type: 'The server does not know a frame this page sent.',
     already_identified: 'The server says this connection already has a user.',
+    auth_failed: 'The server refused the renewed token.',
+    forbidden: 'You are not allowed to do that.',
   };
 
   const CLOSE_TEXT = {
@@ -47,7 +55,8 @@
     1011: 'the node hit an error',
     1012: 'the node is restarting',
     1013: 'the node is full or draining',
-    4001: 'the node refused the user name',
+    4001: 'the node refused the identity',
+    4011: 'the session token expired',
     4002: 'the node did not get a hello in time',
     4003: 'the connection was idle for too long',
     4008: 'the connection fell behind (slow consumer)',
@@ -74,8 +83,15 @@
     return el;
   }
 
+  /** Renew a token this long before it expires. */
+  const REFRESH_BEFORE_MS = 60000;
+
   const S = {
     user: null,
+    token: null, // the JWT sent in hello (token mode)
+    tokenSource: null, // 'embed' (from the application) | 'dev' (development issuer) | null (open mode)
+    tokenExp: 0, // ms since the epoch
+    refreshTimer: null,
     room: null,
     ws: null,
     epoch: 0,
@@ -248,6 +264,8 @@
     setConn('connecting', 'Finding a node…');
     let assign;
     try {
+      await ensureToken();
+      if (epoch !== S.epoch) return;
       const res = await fetch('/v1/assign', { cache: 'no-store', headers: { accept: 'application/json' } });
       if (epoch !== S.epoch) return;
       if (res.status === 503) {
@@ -267,14 +285,73 @@
     openSocket(assign, epoch);
   }
 
+  /** The token the embedding application gives: `window.SWITCHBOARD_TOKEN`, else `#token=` (read once
+   * and removed from the address bar, so it is not left in history or bookmarks). */
+  function embeddedToken() {
+    if (typeof window.SWITCHBOARD_TOKEN === 'string' && window.SWITCHBOARD_TOKEN) return window.SWITCHBOARD_TOKEN;
+    const m = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (!m) return null;
+    window.SWITCHBOARD_TOKEN = decodeURIComponent(m[1]);
+    window.history.replaceState(null, '', window.location.pathname + window.location.search);
+    return window.SWITCHBOARD_TOKEN;
+  }
+
+  /** `sub` and `exp` (ms) of a JWT, read for display and timing only (the node verifies it). */
+  function tokenClaims(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const c = JSON.parse(atob(part));
+      return { sub: typeof c.sub === 'string' ? c.sub : null, exp: Number(c.exp) * 1000 || 0 };
+    } catch {
+      return { sub: null, exp: 0 };
+    }
+  }
+
+  /** Makes sure `S.token` is fresh enough to connect with (token mode); nothing in open mode. */
+  async function ensureToken() {
+    if (S.tokenSource === 'embed') {
+      S.token = embeddedToken() || S.token;
+      S.tokenExp = tokenClaims(S.token).exp;
+    } else if (S.tokenSource === 'dev' && (!S.token || S.tokenExp - Date.now() < REFRESH_BEFORE_MS)) {
+      const res = await fetch('/v1/dev-token', {
+        method: 'POST',
+        cache: 'no-store',
+        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        body: JSON.stringify({ user: S.user }),
+      });
+      if (!res.ok) throw new Error(`the development token issuer answered ${res.status}`);
+      const minted = await res.json();
+      S.token = minted.token;
+      S.tokenExp = minted.expires_at;
+    }
+  }
+
+  /** Renews the session's token shortly before it expires (`refresh` frame, same user). */
+  function scheduleRefresh() {
+    clearTimeout(S.refreshTimer);
+    if (!S.token || !S.tokenExp) return;
+    const wait = Math.max(1000, S.tokenExp - Date.now() - REFRESH_BEFORE_MS);
+    S.refreshTimer = setTimeout(async () => {
+      const old = S.token;
+      try {
+        if (S.tokenSource === 'dev') S.tokenExp = 0;
+        await ensureToken();
+      } catch {
+        // the node closes with 4011 at expiry; the reconnect mints again
+      }
+      if (S.token && S.token !== old) sendFrame({ type: 'refresh', token: S.token, req: 'refresh' });
+      else scheduleRefresh();
+    }, wait);
+  }
+
   /** The registry may advertise a wildcard listen address; a browser must dial the page's host then. */
   function dialUrl(raw) {
     const u = new URL(raw, window.location.href);
     if (u.hostname === '0.0.0.0' || u.hostname === '[::]' || u.hostname === '::') u.hostname = window.location.hostname;
     if (u.protocol === 'http:') u.protocol = 'ws:';
     if (u.protocol === 'https:') u.protocol = 'wss:';
-    u.searchParams.set('user', S.user);
-    if (S.dmSeq > 0) u.searchParams.set('dm_since', String(S.dmSeq));
+    if (!S.token) u.searchParams.set('user', S.user);
+    if (S.dmSeq > 0 && !S.token) u.searchParams.set('dm_since', String(S.dmSeq));
     return u.toString();
   }
 
@@ -294,7 +371,13 @@
       if (epoch === S.epoch && ws.readyState !== WebSocket.OPEN) dropSocket('the node did not answer in time');
     }, CONNECT_TIMEOUT_MS);
     ws.addEventListener('open', () => {
-      if (epoch === S.epoch) clearTimeout(S.connectTimer);
+      if (epoch !== S.epoch) return;
+      clearTimeout(S.connectTimer);
+      if (S.token) {
+        const hello = { type: 'hello', token: S.token };
+        if (S.dmSeq > 0) hello.dm_since = S.dmSeq;
+        ws.send(JSON.stringify(hello));
+      }
     });
     ws.addEventListener('message', (ev) => {
       if (epoch !== S.epoch) return;
@@ -338,9 +421,11 @@
     if (S.leaving) return;
     if (code === 4001) {
       S.epoch += 1;
-      backToLogin(`The server refused the name “${S.user}”${reason ? `: ${reason}` : '.'}`);
+      const who = S.token ? 'the sign-in token' : `the name “${S.user}”`;
+      backToLogin(`The server refused ${who}${reason ? `: ${reason}` : '.'}`);
       return;
     }
+    if (code === 4011 && S.tokenSource === 'dev') S.tokenExp = 0;
     const why = CLOSE_TEXT[code] || `the connection closed (code ${code})`;
     let minDelay = S.minDelayMs;
     S.minDelayMs = 0;
@@ -381,6 +466,9 @@
     switch (f.type) {
       case 'welcome':
         return onWelcome(f);
+      case 'refreshed':
+        S.tokenExp = f.expires_at;
+        return scheduleRefresh();
       case 'joined':
         return onJoined(f);
       case 'left':
@@ -419,7 +507,11 @@
     S.lastNode = S.node;
     S.node = f.node;
     S.limits = { ...S.limits, ...(f.limits || {}) };
-    setConn('connected', 'Connected');
+    if (f.user) S.user = f.user;
+    if (f.expires_at) S.tokenExp = f.expires_at;
+    scheduleRefresh();
+    // The development issuer signs any name: say so, so nobody mistakes it for a real sign-in.
+    setConn('connected', S.tokenSource === 'dev' ? 'Connected · development sign-in (any name works)' : 'Connected');
     document.body.dataset.node = f.node;
     updateConvHead();
     const join = { type: 'join', room: S.room, req: 'join' };
@@ -1178,6 +1270,7 @@
 
   function backToLogin(error) {
     stopTimers();
+    clearTimeout(S.refreshTimer);
     clearTimeout(S.retryTimer);
     clearInterval(S.countdownTimer);
     S.epoch += 1;
@@ -1249,8 +1342,21 @@
     connect();
   }
 
-  function onLogin(ev) {
+  async function onLogin(ev) {
     ev.preventDefault();
+    if (!S.tokenSource) {
+      if (embeddedToken()) S.tokenSource = 'embed';
+      else {
+        try {
+          const res = await fetch('/v1/auth', { cache: 'no-store', headers: { accept: 'application/json' } });
+          if (res.ok && (await res.json()).dev_token_issuer === true) S.tokenSource = 'dev';
+        } catch {
+          // an older server without /v1/auth: open mode
+        }
+      }
+    }
+    S.token = null;
+    S.tokenExp = 0;
     const user = $('login-user').value.trim();
     const room = $('login-room').value.trim();
     if (!USER_RE.test(user)) {
@@ -1304,7 +1410,13 @@
     setInterval(renderMembers, 30000);
 
     const q = new URLSearchParams(window.location.search);
-    if (q.get('user')) $('login-user').value = q.get('user');
+    const embedded = embeddedToken();
+    if (embedded) {
+      // The application decides who this is; the name field only shows it.
+      S.tokenSource = 'embed';
+      $('login-user').value = tokenClaims(embedded).sub || '';
+      $('login-user').readOnly = true;
+    } else if (q.get('user')) $('login-user').value = q.get('user');
     if (q.get('room')) $('login-room').value = q.get('room');
     if (q.get('user') && q.get('room') && q.get('autojoin') === '1') $('login-form').requestSubmit();
     else $(q.get('user') ? 'login-room' : 'login-user').focus();

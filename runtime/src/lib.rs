@@ -13,6 +13,7 @@
 //! - [`serve`]: binding `--listen` and serving an axum router with graceful shutdown;
 //! - [`metrics`]: the one `/metrics` route and content type;
 //! - [`duration`]: how durations are written in flags (`250ms`, `3s`, `2m`, `1h`), with ranges;
+//! - [`secret`]: passwords and keys read from files, never from a flag value;
 //! - [`report`]: the error convention (Display without the cause; the chain printed once).
 
 #![warn(missing_docs)]
@@ -20,6 +21,7 @@
 pub mod duration;
 pub mod metrics;
 pub mod report;
+pub mod secret;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,6 +4,7 @@
 
 use std::error::Error;
 use std::fmt::Write as _;
+use std::process::ExitCode;
 
 /// `error` and every cause below it, joined with `": "`: `cannot listen on 127.0.0.1:80: Permission
 /// denied (os error 13)`.
@@ -19,6 +20,22 @@ pub fn chain(error: &(dyn Error + 'static)) -> String {
         source = cause.source();
     }
     out
+}
+
+/// The end of every binary's `main`: success, or the chain printed once on one line as
+/// `program: what failed: cause: cause` and exit status 1.
+pub fn exit<E>(program: &str, result: Result<(), E>) -> ExitCode
+where
+    E: Into<Box<dyn Error + Send + Sync + 'static>>,
+{
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let error = error.into();
+            eprintln!("{program}: {}", chain(&*error));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]

@@ -403,8 +403,14 @@ impl RedisServerBuilder {
                 replicaof.clone(),
             ]);
             if let Some(password) = &self.password {
-                args.extend(["--requirepass".into(), password.clone()]);
-                args.extend(["--masterauth".into(), password.clone()]);
+                // In a config file, not on the command line, where every local user could read it
+                // (`ps`, /proc/PID/cmdline). A config file must be redis-server's first argument.
+                let conf = dir.join("auth.conf");
+                std::fs::write(
+                    &conf,
+                    format!("requirepass \"{password}\"\nmasterauth \"{password}\"\n"),
+                )?;
+                args.insert(0, conf.display().to_string());
             }
             if let Some(master) = self.replica_of {
                 args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);

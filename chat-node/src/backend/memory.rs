@@ -4,9 +4,9 @@
 use super::{Backend, Bounds, BoxFut, Post, Posted, Stored};
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, splice_message};
-use axum::extract::ws::Utf8Bytes;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tungstenite::Utf8Bytes;
 
 /// Idempotency keys remembered per room or inbox, as a multiple of the history cap.
 const DEDUP_FACTOR: usize = 4;

@@ -13,16 +13,16 @@ pub mod redis;
 
 use crate::hub::Topic;
 use crate::protocol::{ErrorCode, LastSeenEntry};
-use axum::extract::ws::Utf8Bytes;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use tungstenite::Utf8Bytes;
 
 /// What went wrong talking to the store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The store or bus is unreachable or failed the command.
-    #[error("store unavailable: {0}")]
+    #[error("store unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The post is stored on the master but fewer replicas than required confirmed it in time.
     #[error("stored, but only {confirmed} of {wanted} replicas confirmed it in time")]
@@ -64,7 +64,8 @@ pub struct Post {
     pub client_id: Option<String>,
     /// Server-assigned unique id.
     pub id: String,
-    /// The frame's fields after the store-assigned head (see [`crate::protocol::message_tail`]).
+    /// The frame's fields after the store-assigned head, from its first comma to the closing brace
+    /// (see [`crate::protocol::message_tail`]).
     pub tail: String,
 }
 

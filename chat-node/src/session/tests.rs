@@ -6,7 +6,7 @@ use crate::hub::{Hub, Out};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::NodeSettings;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,8 @@ impl TestNode {
             capacity: 10,
             history_cap,
             limits,
+            auth: Arc::new(crate::auth::Authenticator::Open),
+            origins: Default::default(),
         };
         Self {
             node: Node::new(settings, hub, backend, metrics),
@@ -40,6 +42,10 @@ impl TestNode {
     }
 
     async fn connect_with(&self, user: &str, dm_since: Option<u64>) -> Client {
+        self.connect_granted(user, dm_since, &[]).await
+    }
+
+    async fn connect_granted(&self, user: &str, dm_since: Option<u64>, rooms: &[&str]) -> Client {
         let (tx, rx) = mpsc::channel(self.node.settings.limits.outbound_queue);
         let handle = Arc::new(SessionHandle::new(
             self.node.next_session_id(),
@@ -47,7 +53,13 @@ impl TestNode {
             tx,
             CancellationToken::new(),
         ));
-        let session = Session::start(self.node.clone(), handle.clone(), dm_since).await;
+        let identity = Identity {
+            user: user.into(),
+            dm_since,
+            expires_at: None,
+            rooms: rooms.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let session = Session::start(self.node.clone(), handle.clone(), &identity, None).await;
         let mut c = Client {
             session: Some(session),
             rx,
@@ -468,4 +480,44 @@ async fn too_many_rooms_is_refused() {
     let errs = a.of_type("error");
     assert_eq!(errs.len(), 1);
     assert_eq!(errs[0]["code"], "too_many_rooms");
+}
+
+#[tokio::test]
+async fn private_rooms_need_a_grant_and_everything_in_them_is_behind_it() {
+    let t = TestNode::new();
+    let mut ops = t.connect_granted("ops", None, &["private:ops"]).await;
+    let mut eve = t.connect("eve").await;
+    ops.send(json!({"type": "join", "room": "private:ops"}))
+        .await;
+    assert_eq!(ops.of_type("joined").len(), 1, "granted");
+    ops.send(json!({"type": "send", "room": "private:ops", "body": "secret"}))
+        .await;
+    ops.drain();
+    for frame in [
+        json!({"type": "join", "room": "private:ops", "since": 0}),
+        json!({"type": "join", "room": "private:other"}),
+    ] {
+        eve.send(frame.clone()).await;
+        let errors = eve.of_type("error");
+        assert_eq!(errors.len(), 1, "{frame}");
+        assert_eq!(errors[0]["code"], "forbidden", "{frame}");
+    }
+    for frame in [
+        json!({"type": "history", "room": "private:ops"}),
+        json!({"type": "send", "room": "private:ops", "body": "x"}),
+        json!({"type": "read", "room": "private:ops", "seq": 1}),
+        json!({"type": "typing", "room": "private:ops"}),
+    ] {
+        eve.send(frame.clone()).await;
+        let out = eve.drain();
+        assert!(
+            out.iter()
+                .all(|f| f["type"] == "error" && f["code"] == "not_joined"),
+            "{frame}: {out:?}"
+        );
+    }
+    assert!(
+        ops.of_type("message").is_empty(),
+        "nothing eve tried reached the room"
+    );
 }

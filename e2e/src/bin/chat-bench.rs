@@ -29,6 +29,7 @@ use e2e::topology::{Topology, TopologyConfig};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use switchboard_runtime::duration;
+use switchboard_runtime::report;
 use tokio::time::Instant;
 
 /// Switchboard load generator (loopback only, bounded in count and time).
@@ -78,14 +79,7 @@ fn now_us() -> u64 {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("chat-bench: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("chat-bench", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -97,6 +91,8 @@ async fn run() -> anyhow::Result<()> {
     let (urls, pid) = if args.nodes.is_empty() {
         let config = TopologyConfig {
             log_filter: "warn".into(),
+            // The benchmark measures the message path; tokens are checked once per connect only.
+            auth: e2e::topology::Auth::Open,
             ..TopologyConfig::scaled(2, 1).with_node_args([
                 "--rate-per-sec",
                 "1000000",

@@ -9,6 +9,7 @@ use clap::Parser;
 use e2e::client::ChatClient;
 use std::process::ExitCode;
 use std::time::Duration;
+use switchboard_runtime::report;
 
 /// Cross-node chat probe.
 #[derive(Parser, Debug)]
@@ -23,18 +24,15 @@ struct Args {
     /// Room to use (a fresh one by default).
     #[arg(long)]
     room: Option<String>,
+    /// HS256 secret file of nodes that require tokens (`--auth jwt`); without it the probe connects
+    /// in open mode (`?user=`).
+    #[arg(long, env = "SWITCHBOARD_JWT_HMAC_SECRET_FILE")]
+    jwt_hmac_secret_file: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("chat-probe: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("chat-probe", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -43,10 +41,16 @@ async fn run() -> anyhow::Result<()> {
         .room
         .unwrap_or_else(|| format!("probe-{:08x}", fastrand::u32(..)));
     let wait = Duration::from_secs(10);
-    let mut alice = ChatClient::connect(&args.a, "probe-alice")
+    let credentials = match &args.jwt_hmac_secret_file {
+        Some(path) => e2e::client::Credentials::Token(e2e::client::TokenIssuer::new(
+            switchboard_runtime::secret::read_bytes(path)?,
+        )),
+        None => e2e::client::Credentials::Open,
+    };
+    let mut alice = ChatClient::connect_with(&args.a, credentials.options("probe-alice"))
         .await
         .context("alice connects")?;
-    let mut bob = ChatClient::connect(&args.b, "probe-bob")
+    let mut bob = ChatClient::connect_with(&args.b, credentials.options("probe-bob"))
         .await
         .context("bob connects")?;
     if alice.node().is_some() && alice.node() == bob.node() {

@@ -8,6 +8,7 @@ use e2e::fault::{Load, Scenario, TABLE_HEADER, run_scenario};
 use std::process::ExitCode;
 use std::time::Duration;
 use switchboard_runtime::duration;
+use switchboard_runtime::report;
 
 /// Fault report: every scenario, counted message by message.
 #[derive(Parser, Debug)]
@@ -32,14 +33,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("fault-report: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("fault-report", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {

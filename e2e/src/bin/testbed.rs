@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use e2e::testbed::{self, ClusterSpec, Layout};
+use switchboard_runtime::report;
 use tracing_subscriber::EnvFilter;
 
 /// Build, start and stop the local Kubernetes test bed (a real control plane, kwok nodes).
@@ -27,10 +28,18 @@ enum Cmd {
         /// The cluster's name.
         #[arg(long, env = "SWITCHBOARD_TESTBED_NAME", default_value = "switchboard")]
         name: String,
-        /// How many simulated nodes.
-        #[arg(long, env = "SWITCHBOARD_TESTBED_NODES", default_value_t = 3)]
-        nodes: usize,
+        /// How many simulated nodes (default 3; with --real, 0).
+        #[arg(long, env = "SWITCHBOARD_TESTBED_NODES")]
+        nodes: Option<usize>,
+        /// Add a real node: kubelet, containerd and kube-proxy in a network namespace of
+        /// their own, with the project's images built and loaded (needs root; see
+        /// e2e/TESTBED.md, "A real node").
+        #[arg(long, env = "SWITCHBOARD_TESTBED_REAL")]
+        real: bool,
     },
+    /// Build (or reuse) the real node's programs and the project's container images;
+    /// print the image archive's path last.
+    Images,
     /// Delete a cluster (nothing to do if there is none).
     Down {
         /// The cluster's name.
@@ -43,14 +52,7 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line that says what is missing, not a backtrace.
-            eprintln!("testbed: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("testbed", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -71,17 +73,30 @@ async fn run() -> anyhow::Result<()> {
                 bins.dir().display()
             );
         }
-        Cmd::Up { name, nodes } => {
+        Cmd::Up { name, nodes, real } => {
             let bins = testbed::ensure_built(&layout).await?;
-            let spec = ClusterSpec::named(name).with_nodes(nodes);
-            let cluster = testbed::up(&layout, &bins, &spec)
-                .await
-                .with_context(|| format!("starting test bed cluster {:?}", spec.name))?;
+            let cluster = if real {
+                testbed::real::up(&layout, &bins, &name, nodes.unwrap_or(0))
+                    .await
+                    .with_context(|| {
+                        format!("starting test bed cluster {name:?} with a real node")
+                    })?
+            } else {
+                let spec = ClusterSpec::named(name).with_nodes(nodes.unwrap_or(3));
+                testbed::up(&layout, &bins, &spec)
+                    .await
+                    .with_context(|| format!("starting test bed cluster {:?}", spec.name))?
+            };
             println!("{}", cluster.kubeconfig.display());
+        }
+        Cmd::Images => {
+            let (_, archive) = testbed::real::images(&layout).await?;
+            eprintln!("images: {}", archive.names.join(" "));
+            println!("{}", archive.path.display());
         }
         Cmd::Down { name } => {
             let bins = testbed::cached(&layout);
-            if testbed::down(&layout, bins.as_ref(), &name).await? {
+            if testbed::real::down(&layout, bins.as_ref(), &name).await? {
                 eprintln!("deleted cluster {name}");
             } else {
                 eprintln!("no cluster {name}");
@@ -101,6 +116,10 @@ fn status(layout: &Layout) {
             let rss = rss_kib(pid);
             total_kib += rss;
             println!("  {component:<24} pid {pid:<8} rss {:>6} MiB", rss / 1024);
+        }
+        for (what, pid, rss) in testbed::real::memory(layout, &name) {
+            total_kib += rss;
+            println!("  {what:<24} pid {pid:<8} rss {:>6} MiB", rss / 1024);
         }
         println!(
             "  {:<24} {:<12} rss {:>6} MiB",

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use e2e::topology::{Topology, TopologyConfig};
 use std::process::ExitCode;
+use switchboard_runtime::report;
 
 /// Run a local Switchboard topology until Ctrl-C.
 #[derive(Debug, Parser)]
@@ -36,6 +37,10 @@ struct Args {
         allow_hyphen_values = true
     )]
     node_args: Vec<String>,
+    /// Let anyone claim any user name (`--auth open`) instead of requiring tokens (scaled default:
+    /// HS256 tokens, with the development token issuer on the registries for the web page).
+    #[arg(long, env = "TOPOLOGY_OPEN")]
+    open: bool,
     /// Cluster id shared by the processes.
     #[arg(long, env = "TOPOLOGY_CLUSTER_ID", default_value = "local")]
     cluster_id: String,
@@ -46,14 +51,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line with the whole cause chain.
-            eprintln!("topology: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    report::exit("topology", run().await)
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -71,7 +69,13 @@ async fn run() -> anyhow::Result<()> {
     if ha.is_some() {
         node_args.extend(["--ack-replicas".to_owned(), "1".to_owned()]);
     }
+    let auth = if args.open || args.standalone {
+        e2e::topology::Auth::Open
+    } else {
+        e2e::topology::Auth::Jwt
+    };
     let config = TopologyConfig {
+        auth,
         nodes: args.nodes,
         registries: args.registries,
         redis: !args.standalone,
@@ -98,10 +102,18 @@ async fn run() -> anyhow::Result<()> {
             .await
             .map(|p| format!("127.0.0.1:{p}"))
             .unwrap_or_else(|e| e.to_string());
-        println!("  redis master   {master} (password in the node flags; replicas 2)");
+        println!(
+            "  redis master   {master} (password in a file named by the node flags; replicas 2)"
+        );
         println!(
             "  sentinels      {}  master name switchboard",
             ha.sentinel_addrs().join(",")
+        );
+    }
+    if let Some(secret) = topology.secret_file() {
+        println!(
+            "  auth           jwt (HS256 secret in {}; the web page signs in through /v1/dev-token)",
+            secret.display()
         );
     }
     for i in 0..topology.registry_count() {

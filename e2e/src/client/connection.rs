@@ -14,6 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
@@ -35,7 +36,11 @@ pub struct ConnectOptions {
     pub dm_since: Option<u64>,
     /// Kernel receive buffer size for the socket (small values make a slow consumer quickly).
     pub recv_buffer: Option<u32>,
-    /// Wait for `welcome` before returning (only meaningful with `user`).
+    /// Token sent in a first `hello` frame (token mode); the URL then carries no user.
+    pub token: Option<String>,
+    /// `Origin` header of the upgrade request (what a browser would send).
+    pub origin: Option<String>,
+    /// Wait for `welcome` before returning (only meaningful with `user` or `token`).
     pub wait_welcome: bool,
 }
 
@@ -105,13 +110,26 @@ impl ChatClient {
         Self::connect_with(ws_url, ConnectOptions::default()).await
     }
 
+    /// Open `ws_url`, send `hello {token}` and wait for `welcome` (token mode).
+    pub async fn connect_token(ws_url: &str, token: &str) -> Result<Self> {
+        Self::connect_with(
+            ws_url,
+            ConnectOptions {
+                token: Some(token.to_owned()),
+                wait_welcome: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
     /// Open a connection with explicit options.
     pub async fn connect_with(ws_url: &str, options: ConnectOptions) -> Result<Self> {
         let mut url = ws_url.to_owned();
         if let Some(user) = &options.user {
             url = with_query(&url, "user", user);
         }
-        if let Some(since) = options.dm_since {
+        if let (Some(since), None) = (options.dm_since, &options.token) {
             url = with_query(&url, "dm_since", &since.to_string());
         }
         let addr = host_port(&url).ok_or_else(|| Error::BadUrl(url.clone()))?;
@@ -151,17 +169,33 @@ impl ChatClient {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let handshake =
-            tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream));
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|source| Error::Connect {
+                url: url.clone(),
+                source,
+            })?;
+        if let Some(origin) = &options.origin {
+            let value = origin.parse().map_err(|_| Error::BadUrl(origin.clone()))?;
+            request.headers_mut().insert("origin", value);
+        }
+        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
         let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, handshake)
             .await
             .map_err(|_| Error::Timeout {
                 after: DEFAULT_TIMEOUT,
                 what: format!("handshake with {url}"),
             })?
-            .map_err(|source| Error::Connect {
-                url: url.clone(),
-                source,
+            .map_err(|source| match source {
+                tungstenite::Error::Http(response) => Error::Refused {
+                    url: url.clone(),
+                    status: response.status().as_u16(),
+                },
+                source => Error::Connect {
+                    url: url.clone(),
+                    source,
+                },
             })?;
         let mut client = ChatClient {
             ws,
@@ -172,8 +206,18 @@ impl ChatClient {
             closed: None,
             next_req: 1,
         };
-        if options.user.is_some() && options.wait_welcome {
+        if let Some(token) = &options.token {
+            let mut hello = json!({"type": "hello", "token": token});
+            if let Some(since) = options.dm_since {
+                hello["dm_since"] = since.into();
+            }
+            client.send_frame(&hello).await?;
+        }
+        if (options.user.is_some() || options.token.is_some()) && options.wait_welcome {
             let welcome = client.expect_type("welcome", DEFAULT_TIMEOUT).await?;
+            if let Some(user) = welcome.get("user").and_then(|u| u.as_str()) {
+                client.user = Some(user.to_owned());
+            }
             client.welcome = Some(welcome);
         }
         Ok(client)
@@ -286,6 +330,25 @@ impl ChatClient {
         self.user = Some(user.to_owned());
         self.welcome = Some(welcome.clone());
         Ok(welcome)
+    }
+
+    /// Send `hello` with a token (token mode) and wait for `welcome`; the user is the token's `sub`.
+    pub async fn hello_token(&mut self, token: &str) -> Result<Frame> {
+        self.send_frame(&json!({"type": "hello", "token": token}))
+            .await?;
+        let welcome = self.expect_type("welcome", DEFAULT_TIMEOUT).await?;
+        self.user = welcome
+            .get("user")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        self.welcome = Some(welcome.clone());
+        Ok(welcome)
+    }
+
+    /// Renew the session with `token` (`refresh`); returns the `refreshed` reply or the server error.
+    pub async fn refresh(&mut self, token: &str) -> Result<Frame> {
+        self.call(json!({"type": "refresh", "token": token}), "refreshed")
+            .await
     }
 
     /// `join` a room (with `since` for recovery) and return `joined`.

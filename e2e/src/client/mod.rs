@@ -22,11 +22,13 @@
 //!   registry    GET /v1/assign, /v1/nodes ──▶ Assignment { url } ─┐
 //!   connection  ChatClient: socket, buffering reader, requests ◀───┘
 //!   frames      typed frames (RoomMessage, Ack, Joined, ...) parsed from what the reader hands out
+//!   tokens      Credentials: open (`?user=`) or HS256 tokens sent in `hello`
 //! ```
 
 mod connection;
 mod frames;
 mod registry;
+pub mod tokens;
 
 use std::time::Duration;
 
@@ -38,6 +40,7 @@ pub use frames::{
     frame_type,
 };
 pub use registry::{Assignment, NodeInfo, assign, nodes};
+pub use tokens::{Credentials, TokenIssuer};
 
 /// How long the helpers without an explicit deadline wait.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +51,14 @@ pub const ABNORMAL_CLOSE: u16 = 1006;
 /// Errors of the test client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The node refused the upgrade with an HTTP status (for example 403 for a foreign origin).
+    #[error("{url} refused the upgrade with HTTP {status}")]
+    Refused {
+        /// The URL that was opened.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+    },
     /// The WebSocket could not be opened.
     #[error("connecting to {url}")]
     Connect {

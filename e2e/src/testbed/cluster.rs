@@ -27,8 +27,9 @@ use super::{Error, Result};
 /// How long a cluster may take from `kwokctl create` to Ready nodes.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The annotation kwok's documentation gives simulated nodes; kwok here manages
-/// all nodes, the annotation only tells a human what they are.
+/// The annotation kwok's documentation gives simulated nodes. kwok here manages all
+/// nodes, so the annotation only tells a human what they are — except in a cluster
+/// that a real kubelet joins, where kwok manages only the nodes that carry it.
 const FAKE_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
 
 /// A running local cluster.
@@ -49,6 +50,26 @@ pub struct ClusterSpec {
     pub name: String,
     /// How many simulated nodes to create.
     pub nodes: usize,
+    /// Changes to the control plane for a cluster that real kubelets join (none by default).
+    pub control_plane: ControlPlaneExtras,
+}
+
+/// What a control plane needs beyond kwokctl's defaults when real nodes join it
+/// (see `real`): the Service range, the address the `kubernetes` Service points at,
+/// names in the serving certificate, and kwok kept off nodes it does not simulate.
+#[derive(Debug, Clone, Default)]
+pub struct ControlPlaneExtras {
+    /// `--service-cluster-ip-range` of the API server.
+    pub service_cidr: Option<String>,
+    /// `--advertise-address` of the API server: the endpoint of the `kubernetes` Service.
+    pub advertise_address: Option<String>,
+    /// Extra subject alternative names of the API server's certificate.
+    pub cert_sans: Vec<String>,
+    /// `--kubelet-preferred-address-types` of the API server (how it reaches kubelets
+    /// for logs, exec and port-forward).
+    pub kubelet_address_types: Option<String>,
+    /// kwok manages only nodes annotated as simulated, never a real kubelet's node.
+    pub kwok_simulated_only: bool,
 }
 
 impl ClusterSpec {
@@ -57,6 +78,7 @@ impl ClusterSpec {
         Self {
             name: name.into(),
             nodes: 3,
+            control_plane: ControlPlaneExtras::default(),
         }
     }
 
@@ -75,7 +97,7 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
         tracing::info!(name = %spec.name, "replaced a cluster left behind by an earlier run");
     }
     let started = Instant::now();
-    let config = write_config(layout, bins, &spec.name).await?;
+    let config = write_config(layout, bins, spec).await?;
     // kwokctl picks "free" ports by probing them; two creates at once could pick the same.
     let lock = CreateLock::acquire(layout).await?;
     kwokctl(
@@ -106,6 +128,7 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
     };
     let client = client_for(&cluster.kubeconfig).await?;
     wait_for_api(&client).await?;
+    wait_for_readyz(bins, &cluster.kubeconfig).await?;
     tracing::info!(
         name = %spec.name,
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -230,10 +253,11 @@ fn validate_name(name: &str) -> Result<()> {
 
 /// kwokctl's configuration: every binary local (nothing is downloaded), loopback
 /// only, RBAC and admission on as on a real cluster, ports left to kwokctl (free ones).
-async fn write_config(layout: &Layout, bins: &Binaries, name: &str) -> Result<PathBuf> {
+async fn write_config(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<PathBuf> {
+    let name = &spec.name;
     let v = &layout.versions;
     let bin = |c: &str| serde_json::Value::String(bins.path(c).to_string_lossy().into_owned());
-    let doc = serde_json::json!({
+    let mut doc = serde_json::json!({
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
         "options": {
@@ -255,6 +279,7 @@ async fn write_config(layout: &Layout, bins: &Binaries, name: &str) -> Result<Pa
             "kwokControllerBinary": bin("kwok"),
         }
     });
+    add_extras(&mut doc, &spec.control_plane);
     let yaml = serde_yaml::to_string(&doc).map_err(Error::Yaml)?;
     let dir = layout.kwok_workdir().join("configs");
     tokio::fs::create_dir_all(&dir)
@@ -271,6 +296,47 @@ async fn write_config(layout: &Layout, bins: &Binaries, name: &str) -> Result<Pa
             source,
         })?;
     Ok(path)
+}
+
+/// Writes [`ControlPlaneExtras`] into a kwokctl configuration: names in
+/// `options.kubeApiserverCertSANs`, flags as `componentsPatches`.
+fn add_extras(doc: &mut serde_json::Value, extras: &ControlPlaneExtras) {
+    if !extras.cert_sans.is_empty() {
+        doc["options"]["kubeApiserverCertSANs"] = serde_json::json!(extras.cert_sans);
+    }
+    // `override` replaces a flag kwokctl sets itself; without it the flag is added
+    // (kwokctl ignores an override of a flag it does not set).
+    let arg = |key: &str, value: &str, replace: bool| serde_json::json!({ "key": key, "value": value, "override": replace });
+    let mut apiserver = Vec::new();
+    if let Some(cidr) = &extras.service_cidr {
+        apiserver.push(arg("service-cluster-ip-range", cidr, false));
+    }
+    if let Some(address) = &extras.advertise_address {
+        apiserver.push(arg("advertise-address", address, false));
+    }
+    if let Some(types) = &extras.kubelet_address_types {
+        apiserver.push(arg("kubelet-preferred-address-types", types, false));
+    }
+    let mut patches = Vec::new();
+    if !apiserver.is_empty() {
+        patches.push(serde_json::json!({ "name": "kube-apiserver", "extraArgs": apiserver }));
+    }
+    if extras.kwok_simulated_only {
+        patches.push(serde_json::json!({
+            "name": "kwok-controller",
+            "extraArgs": [
+                arg("manage-all-nodes", "false", true),
+                arg(
+                    "manage-nodes-with-annotation-selector",
+                    &format!("{FAKE_NODE_ANNOTATION}=fake"),
+                    false,
+                ),
+            ],
+        }));
+    }
+    if !patches.is_empty() {
+        doc["componentsPatches"] = serde_json::Value::Array(patches);
+    }
 }
 
 async fn kwokctl(layout: &Layout, bins: &Binaries, name: &str, args: &[&str]) -> Result<()> {
@@ -310,6 +376,29 @@ async fn wait_for_api(client: &kube::Client) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     poll("the API server to serve the default namespace", || async {
         Ok(namespaces.get_opt("default").await.ok().flatten().is_some())
+    })
+    .await
+}
+
+/// Wait until `/readyz` says ok: the API server answers before its post-start hooks
+/// (such as `rbac/bootstrap-roles`) are done, and a client acting then gets errors.
+async fn wait_for_readyz(bins: &Binaries, kubeconfig: &Path) -> Result<()> {
+    poll("the API server's /readyz", || async {
+        let output = Command::new(bins.kubectl())
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(["get", "--raw", "/readyz"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|source| Error::Io {
+                context: format!("running {}", bins.kubectl().display()),
+                source,
+            })?;
+        Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok")
     })
     .await
 }

@@ -21,13 +21,17 @@
 mod binaries;
 mod cluster;
 mod fixture;
+pub mod real;
 pub mod sim;
 mod versions;
 
 use std::path::PathBuf;
 
 pub use binaries::{Binaries, cached, ensure_built, find_on_path};
-pub use cluster::{Cluster, ClusterSpec, client_for, component_pids, config_for, down, list, up};
+pub use cluster::{
+    Cluster, ClusterSpec, ControlPlaneExtras, client_for, component_pids, config_for, down, list,
+    up,
+};
 pub use fixture::{Origin, TestBed, TestNamespace};
 pub use versions::{Layout, Versions};
 
@@ -91,6 +95,22 @@ pub enum Error {
     /// A configuration could not be written as YAML.
     #[error("a configuration could not be written as YAML")]
     Yaml(#[source] serde_yaml::Error),
+    /// A program the real node needs is not installed.
+    #[error("{program} is not installed: {hint}")]
+    Missing {
+        /// The program or file.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// A command of the real node's set-up failed.
+    #[error("`{command}` failed:\n{output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// The last lines it printed.
+        output: String,
+    },
     /// Something did not happen in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),

@@ -1,4 +1,4 @@
-//! Getting a session: identifying with a `hello` frame instead of `?user=`, and a full node refusing
+//! Getting a session: identifying with a `hello` frame (a name in open mode, a token in token mode), and a full node refusing
 //! new sessions with 1013 while it keeps the ones it has.
 
 use std::time::Duration;
@@ -15,7 +15,11 @@ use super::{T, connect, name};
 pub async fn hello_frame_identifies(t: &Topology, a: usize) {
     let user = name("hello");
     let mut c = ChatClient::open(&t.node_ws_url(a)).await.expect("open");
-    let welcome = c.hello(&user, None).await.expect("welcome");
+    let welcome = match t.token(&user) {
+        Some(token) => c.hello_token(&token).await,
+        None => c.hello(&user, None).await,
+    }
+    .expect("welcome");
     assert_eq!(welcome["user"], json!(user));
     assert!(
         welcome["limits"]["max_body_chars"].is_u64(),
@@ -35,7 +39,7 @@ pub async fn full_node_refuses_with_1013(t: &Topology, a: usize, capacity: usize
     for _ in 0..capacity {
         held.push(connect(t, a, &name("held")).await);
     }
-    let refused = ChatClient::connect(&t.node_ws_url(a), &name("extra")).await;
+    let refused = t.connect(a, &name("extra")).await;
     match refused {
         Err(Error::Closed { code, .. }) => assert_eq!(code, 1013, "full node closes with 1013"),
         other => panic!("expected close 1013 from a full node, got {other:?}"),
@@ -47,7 +51,7 @@ pub async fn full_node_refuses_with_1013(t: &Topology, a: usize, capacity: usize
     freed.close().await.expect("close");
     let deadline = Instant::now() + T;
     loop {
-        match ChatClient::connect(&t.node_ws_url(a), &name("later")).await {
+        match t.connect(a, &name("later")).await {
             Ok(_) => break,
             Err(Error::Closed { code: 1013, .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await

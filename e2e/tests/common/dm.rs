@@ -68,10 +68,8 @@ pub async fn offline_dm_delivered_on_next_connect(t: &Topology, a: usize, b: usi
     let mut device = ChatClient::connect_with(
         &t.node_ws_url(a),
         ConnectOptions {
-            user: Some(dave.clone()),
             dm_since: Some(1),
-            wait_welcome: true,
-            ..Default::default()
+            ..t.options(&dave)
         },
     )
     .await

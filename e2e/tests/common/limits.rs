@@ -81,10 +81,8 @@ pub async fn slow_consumer_is_dropped_others_carry_on(t: &Topology, a: usize, b:
     let mut slow = ChatClient::connect_with(
         &t.node_ws_url(a),
         ConnectOptions {
-            user: Some(name("slow")),
             recv_buffer: Some(4096),
-            wait_welcome: true,
-            ..Default::default()
+            ..t.options(&name("slow"))
         },
     )
     .await
@@ -173,7 +171,12 @@ pub async fn invalid_names_are_refused(t: &Topology, a: usize) {
         "waytoolong-abcdefghijklmnopqrstuvwxyz",
         "sp%20ace",
     ] {
-        match ChatClient::connect(&t.node_ws_url(a), bad).await {
+        // In token mode the bad name is the token's `sub`.
+        let attempt = match t.token(bad) {
+            Some(token) => ChatClient::connect_token(&t.node_ws_url(a), &token).await,
+            None => ChatClient::connect(&t.node_ws_url(a), bad).await,
+        };
+        match attempt {
             Err(Error::Closed { code, .. }) => assert_eq!(code, 4001, "user {bad:?}"),
             other => panic!("user {bad:?}: expected close 4001, got {other:?}"),
         }

@@ -72,15 +72,13 @@ pub async fn standalone(node_args: &[&str]) -> Topology {
 
 /// Connect `user` to node `i`.
 pub async fn connect(t: &Topology, i: usize, user: &str) -> ChatClient {
-    ChatClient::connect(&t.node_ws_url(i), user)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "connect {user} to node {i}: {}\n{}",
-                report::chain(&e),
-                t.node_log_tail(i, 20)
-            )
-        })
+    t.connect(i, user).await.unwrap_or_else(|e| {
+        panic!(
+            "connect {user} to node {i}: {}\n{}",
+            report::chain(&e),
+            t.node_log_tail(i, 20)
+        )
+    })
 }
 
 /// One `#[tokio::test]` per scenario every topology must pass, each named after its scenario.

@@ -7,13 +7,8 @@ use switchboard_runtime::report;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = operator::server::Args::parse();
-    match operator::server::run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line: what failed, then each cause once.
-            eprintln!("operator: {}", report::chain(&err));
-            ExitCode::FAILURE
-        }
-    }
+    report::exit(
+        "operator",
+        operator::server::run(operator::server::Args::parse()).await,
+    )
 }

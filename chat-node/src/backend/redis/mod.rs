@@ -1,0 +1,472 @@
+//! Scaled mode: history, inboxes, presence and delivery through Redis.
+//!
+//! Keys (all under the cluster prefix of [`switchboard_redis::keys::Keys`]; names are wrapped in `<…>`, which
+//! names cannot contain, so no two keys collide):
+//!
+//! ```text
+//! room:<r>:seq            string   last sequence of room r (INCR)
+//! room:<r>:log            stream   the last history_cap messages, entry id "<seq>-1", field f = frame
+//! room:<r>:log:visible    string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there
+//! room:<r>:cid:<u>:<cid>  string   "seq|id|ts" of a post, for idempotent resends (expires)
+//! room:<r>:members        set      users present in r (pruned against pres)
+//! room:<r>:pres:<u>       zset     node -> expiry ms: where user u is present in r
+//! room:<r>:read           zset     user -> read marker
+//! user:<u>:dmseq          string   last direct-message sequence of u
+//! user:<u>:inbox          stream   direct messages to u (capped, expires 7 days after the last)
+//! user:<u>:inbox:visible  string   as room:<r>:log:visible, for the inbox
+//! user:<u>:cid:<from>:<cid> string idempotency of direct messages
+//! user:<u>:online         zset     node -> expiry ms
+//! dmcursor                zset     user -> direct-message sequence delivered up to
+//! lastseen                hash     user -> ms of the last disconnect
+//! ch:room:<r>, ch:user:<u>         pub/sub channels; payload "<seq> <frame>" (seq 0: unsequenced)
+//! ```
+//!
+//! One script per post increments the sequence, appends to the stream and publishes, so each room has
+//! one total order. Pub/sub is at-most-once, so the stream is the truth: the receiver remembers the
+//! last sequence it dispatched per topic, fills any gap from the stream before dispatching, drops
+//! duplicates, and re-checks every topic after a reconnect of the subscriber (failover) or a lag.
+//!
+//! ```text
+//! RedisBackend (the Backend trait: reads, presence, read markers, last-seen are here)
+//!   ├─ post.rs      durable post: post.lua ─▶ WAIT ─▶ confirm.lua (read back, visible mark, publish)
+//!   ├─ receiver.rs  the ordered receiver: subscriber ─▶ cursors, gap fill, catch-up ─▶ hub
+//!   ├─ scripts.rs   the Lua scripts, one file each under scripts/
+//!   ├─ keys.rs      key and channel names (the table above)
+//!   └─ replies.rs   reading script replies
+//! ```
+
+mod keys;
+mod post;
+mod receiver;
+mod replies;
+mod scripts;
+
+use super::{Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
+use crate::config::PRESENCE_TTL;
+use crate::hub::{Hub, Topic};
+use crate::protocol::{LastSeenEntry, now_ms};
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::types::Value;
+use fred::types::scripts::Script;
+use keys::{Names, visible_key};
+use replies::{into_array, stored_pairs, to_u64};
+use scripts::SCRIPTS;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tracing::Instrument;
+use tungstenite::Utf8Bytes;
+
+fn unavailable(e: fred::error::Error) -> Error {
+    Error::Unavailable(Box::new(e))
+}
+
+/// When a post counts as stored (`PROTOCOL.md`: the ack means "stored").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durability {
+    /// Replicas that must confirm a post (`WAIT`) before it is published and acknowledged; 0 acks
+    /// once the master has it.
+    pub replicas: u32,
+    /// How long to wait for them.
+    pub timeout: std::time::Duration,
+}
+
+struct Inner {
+    durability: Durability,
+    client: Client,
+    subscriber: SubscriberClient,
+    names: Names,
+    hub: Arc<Hub>,
+    history_cap: usize,
+    /// Last sequence dispatched per topic; the receiver's memory for gap filling.
+    cursors: Mutex<HashMap<Topic, u64>>,
+}
+
+/// The Redis store and bus.
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+impl RedisBackend {
+    /// A backend over connected clients. Spawns the receiver task, which stops when `shutdown` fires.
+    pub fn new(
+        client: Client,
+        subscriber: SubscriberClient,
+        keys: switchboard_redis::keys::Keys,
+        hub: Arc<Hub>,
+        history_cap: usize,
+        durability: Durability,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let inner = Arc::new(Inner {
+            durability,
+            client,
+            subscriber,
+            names: Names::new(keys),
+            hub,
+            history_cap: history_cap.max(1),
+            cursors: Mutex::new(HashMap::new()),
+        });
+        let rx_inner = inner.clone();
+        tokio::spawn(
+            async move { rx_inner.receive(shutdown).await }
+                .instrument(tracing::info_span!("bus-receiver")),
+        );
+        Self { inner }
+    }
+}
+
+impl Inner {
+    async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Value> {
+        script
+            .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// True when reads must stop at the confirmed ("visible") mark.
+    fn bounded(&self) -> &'static str {
+        if self.durability.replicas > 0 {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    /// Up to `limit` entries of `log` after `after`; `bounded` stops at the visible mark when acks wait
+    /// for replicas.
+    async fn range_after(
+        &self,
+        log: String,
+        after: u64,
+        limit: usize,
+        bounded: bool,
+    ) -> Result<Vec<Stored>> {
+        let visible = visible_key(&log);
+        let flag = if bounded { self.bounded() } else { "0" };
+        let v = self
+            .eval(
+                &SCRIPTS.range_after,
+                vec![log, visible],
+                vec![after.to_string(), limit.max(1).to_string(), flag.to_owned()],
+            )
+            .await?;
+        stored_pairs(v)
+    }
+}
+
+impl Backend for RedisBackend {
+    fn post(&self, post: Post) -> BoxFut<'_, Posted> {
+        Box::pin(self.inner.post("message", post))
+    }
+
+    fn send_dm(&self, post: Post) -> BoxFut<'_, Posted> {
+        Box::pin(self.inner.post("dm", post))
+    }
+
+    fn publish(&self, topic: Topic, frame: Utf8Bytes) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            let mut payload = Vec::with_capacity(frame.len() + 2);
+            payload.extend_from_slice(b"0 ");
+            payload.extend_from_slice(frame.as_bytes());
+            self.inner
+                .client
+                .publish::<(), _, _>(
+                    self.inner.names.channel(&topic),
+                    bytes::Bytes::from(payload),
+                )
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn subscribe(&self, topic: Topic) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            self.inner
+                .subscriber
+                .subscribe(self.inner.names.channel(&topic))
+                .await
+                .map_err(unavailable)?;
+            // Everything stored before this point is history; everything after arrives live (or is
+            // filled from the stream when a later sequence shows a gap).
+            let last = match &topic {
+                Topic::Room(r) => self.bounds(r).await?.last,
+                Topic::User(u) => self.dm_state(u).await?.0,
+            };
+            self.inner
+                .cursors
+                .lock()
+                .await
+                .entry(topic)
+                .and_modify(|c| *c = (*c).max(last))
+                .or_insert(last);
+            Ok(())
+        })
+    }
+
+    fn unsubscribe(&self, topic: Topic) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            self.inner
+                .subscriber
+                .unsubscribe(self.inner.names.channel(&topic))
+                .await
+                .map_err(unavailable)?;
+            self.inner.cursors.lock().await.remove(&topic);
+            Ok(())
+        })
+    }
+
+    fn bounds(&self, room: &str) -> BoxFut<'_, Bounds> {
+        let log = self.inner.names.room(room, "log");
+        let keys = vec![
+            self.inner.names.room(room, "seq"),
+            log.clone(),
+            visible_key(&log),
+        ];
+        let args = vec![self.inner.bounded().to_owned()];
+        Box::pin(async move {
+            let a = into_array(self.inner.eval(&SCRIPTS.bounds, keys, args).await?)?;
+            Ok(Bounds {
+                first: a.first().map_or(0, to_u64),
+                last: a.get(1).map_or(0, to_u64),
+            })
+        })
+    }
+
+    fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
+        let log = self.inner.names.room(room, "log");
+        Box::pin(self.inner.range_after(log, after, limit, true))
+    }
+
+    fn history_before(&self, room: &str, before: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
+        let log = self.inner.names.room(room, "log");
+        Box::pin(async move {
+            let top = if before == u64::MAX {
+                "max".to_owned()
+            } else {
+                before.to_string()
+            };
+            let v = self
+                .inner
+                .eval(
+                    &SCRIPTS.range_before,
+                    vec![log.clone(), visible_key(&log)],
+                    vec![
+                        top,
+                        limit.max(1).to_string(),
+                        self.inner.bounded().to_owned(),
+                    ],
+                )
+                .await?;
+            let mut page = stored_pairs(v)?;
+            page.reverse();
+            Ok(page)
+        })
+    }
+
+    fn dms_after(&self, user: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
+        let log = self.inner.names.user(user, "inbox");
+        Box::pin(self.inner.range_after(log, after, limit, true))
+    }
+
+    fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)> {
+        let keys = vec![
+            self.inner.names.user(user, "dmseq"),
+            self.inner.names.keys.key("dmcursor"),
+            visible_key(&self.inner.names.user(user, "inbox")),
+        ];
+        let args = vec![user.to_owned(), self.inner.bounded().to_owned()];
+        Box::pin(async move {
+            let a = into_array(self.inner.eval(&SCRIPTS.dm_state, keys, args).await?)?;
+            Ok((a.first().map_or(0, to_u64), a.get(1).map_or(0, to_u64)))
+        })
+    }
+
+    fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()> {
+        let keys = vec![self.inner.names.keys.key("dmcursor")];
+        let args = vec![seq.to_string(), user.to_owned()];
+        Box::pin(async move {
+            self.inner.eval(&SCRIPTS.zadd_gt, keys, args).await?;
+            Ok(())
+        })
+    }
+
+    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
+        let keys = vec![
+            self.inner.names.room(room, &format!("pres:<{user}>")),
+            self.inner.names.room(room, "members"),
+        ];
+        let now = now_ms();
+        let ttl = PRESENCE_TTL.as_millis() as u64;
+        let args = vec![
+            node.to_owned(),
+            now.to_string(),
+            (now + ttl).to_string(),
+            user.to_owned(),
+            (ttl * 2).to_string(),
+        ];
+        Box::pin(async move {
+            Ok(to_u64(&self.inner.eval(&SCRIPTS.presence_join, keys, args).await?) == 1)
+        })
+    }
+
+    fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
+        let keys = vec![
+            self.inner.names.room(room, &format!("pres:<{user}>")),
+            self.inner.names.room(room, "members"),
+        ];
+        let args = vec![node.to_owned(), now_ms().to_string(), user.to_owned()];
+        Box::pin(async move {
+            Ok(to_u64(&self.inner.eval(&SCRIPTS.presence_leave, keys, args).await?) == 1)
+        })
+    }
+
+    fn members(&self, room: &str) -> BoxFut<'_, Vec<String>> {
+        let keys = vec![self.inner.names.room(room, "members")];
+        let args = vec![
+            self.inner.names.room(room, "pres:<"),
+            ">".to_owned(),
+            now_ms().to_string(),
+        ];
+        Box::pin(async move {
+            let a = into_array(self.inner.eval(&SCRIPTS.members, keys, args).await?)?;
+            let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
+            users.sort();
+            Ok(users)
+        })
+    }
+
+    fn refresh(
+        &self,
+        node: &str,
+        rooms: Vec<(String, Vec<String>)>,
+        users: Vec<String>,
+    ) -> BoxFut<'_, ()> {
+        let node = node.to_owned();
+        Box::pin(async move {
+            let expiry = (now_ms() + PRESENCE_TTL.as_millis() as u64) as f64;
+            let ttl = PRESENCE_TTL.as_millis() as i64 * 2;
+            let pipe = self.inner.client.pipeline();
+            use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface};
+            for (room, members) in &rooms {
+                for u in members {
+                    let k = self.inner.names.room(room, &format!("pres:<{u}>"));
+                    let _: () = pipe
+                        .zadd(&k, None, None, false, false, (expiry, node.as_str()))
+                        .await
+                        .map_err(unavailable)?;
+                    let _: () = pipe.pexpire(&k, ttl, None).await.map_err(unavailable)?;
+                    let _: () = pipe
+                        .sadd(self.inner.names.room(room, "members"), u.as_str())
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
+            for u in &users {
+                let k = self.inner.names.user(u, "online");
+                let _: () = pipe
+                    .zadd(&k, None, None, false, false, (expiry, node.as_str()))
+                    .await
+                    .map_err(unavailable)?;
+                let _: () = pipe.pexpire(&k, ttl, None).await.map_err(unavailable)?;
+            }
+            let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, bool> {
+        let keys = vec![self.inner.names.room(room, "read")];
+        let args = vec![seq.to_string(), user.to_owned()];
+        Box::pin(
+            async move { Ok(to_u64(&self.inner.eval(&SCRIPTS.zadd_gt, keys, args).await?) == 1) },
+        )
+    }
+
+    fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>> {
+        let keys = vec![self.inner.names.room(room, "read")];
+        Box::pin(async move {
+            let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, vec![]).await?)?;
+            let mut out = BTreeMap::new();
+            let mut it = a.into_iter();
+            while let (Some(u), Some(s)) = (it.next(), it.next()) {
+                if let Some(u) = u.into_string() {
+                    out.insert(u, to_u64(&s));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn user_online(&self, user: &str, node: &str) -> BoxFut<'_, ()> {
+        let k = self.inner.names.user(user, "online");
+        let node = node.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::{KeysInterface, SortedSetsInterface};
+            let expiry = (now_ms() + PRESENCE_TTL.as_millis() as u64) as f64;
+            let _: () = self
+                .inner
+                .client
+                .zadd(&k, None, None, false, false, (expiry, node.as_str()))
+                .await
+                .map_err(unavailable)?;
+            let _: () = self
+                .inner
+                .client
+                .pexpire(&k, PRESENCE_TTL.as_millis() as i64 * 2, None)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn user_offline(&self, user: &str, node: &str, ts: u64) -> BoxFut<'_, ()> {
+        let k = self.inner.names.user(user, "online");
+        let seen = self.inner.names.keys.key("lastseen");
+        let (user, node) = (user.to_owned(), node.to_owned());
+        Box::pin(async move {
+            use fred::interfaces::{HashesInterface, SortedSetsInterface};
+            let _: () = self
+                .inner
+                .client
+                .zrem(&k, node.as_str())
+                .await
+                .map_err(unavailable)?;
+            let _: () = self
+                .inner
+                .client
+                .hset(&seen, (user.as_str(), ts.to_string()))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn last_seen(&self, users: Vec<String>) -> BoxFut<'_, BTreeMap<String, LastSeenEntry>> {
+        let keys = vec![
+            self.inner.names.keys.key("user:<"),
+            ">:online".to_owned(),
+            self.inner.names.keys.key("lastseen"),
+        ];
+        Box::pin(async move {
+            let mut args = vec![now_ms().to_string()];
+            args.extend(users.iter().cloned());
+            let a = into_array(self.inner.eval(&SCRIPTS.last_seen, keys, args).await?)?;
+            let mut out = BTreeMap::new();
+            for (u, pair) in users.into_iter().zip(a.chunks(2)) {
+                let online = pair.first().map_or(0, to_u64) > 0;
+                let last_seen = pair
+                    .get(1)
+                    .and_then(|v| v.as_str())
+                    .and_then(|s| s.parse().ok());
+                out.insert(u, LastSeenEntry { online, last_seen });
+            }
+            Ok(out)
+        })
+    }
+
+    fn healthy(&self) -> bool {
+        self.inner.client.is_connected() && self.inner.subscriber.is_connected()
+    }
+}

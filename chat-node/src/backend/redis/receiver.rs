@@ -1,0 +1,128 @@
+//! The ordered receiver: one task per node reads every subscribed channel in order and hands each event
+//! to the hub, never trusting pub/sub alone.
+//!
+//! ```text
+//! subscriber ──"<seq> <frame>"──▶ seq 0 (presence, typing, read) ─▶ hub
+//!                                 seq ≤ cursor ─▶ dropped (already delivered)
+//!                                 seq > cursor + 1 ─▶ fill the gap from the stream ─▶ hub ─▶ this one
+//! reconnect of the subscriber (failover), or a lag ─▶ catch up every topic from its cursor
+//! ```
+//!
+//! Cursors (last sequence dispatched per topic) start at the topic's newest sequence when it is
+//! subscribed (`subscribe` in the module root) and are dropped with the last local listener.
+
+use super::Inner;
+use crate::config::INBOX_CAP;
+use crate::hub::Topic;
+use fred::interfaces::EventInterface;
+use std::collections::HashMap;
+use std::sync::Arc;
+use switchboard_runtime::report::chain;
+use tokio::sync::broadcast::error::RecvError;
+use tungstenite::Utf8Bytes;
+
+/// How often cursors of topics nobody listens to any more are dropped.
+const CURSOR_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Inner {
+    /// Dispatches one sequenced event, filling a gap from the stream first and dropping duplicates.
+    async fn dispatch_sequenced(
+        &self,
+        cursors: &mut HashMap<Topic, u64>,
+        topic: Topic,
+        seq: u64,
+        frame: Utf8Bytes,
+    ) {
+        let last = cursors.get(&topic).copied();
+        match last {
+            Some(l) if seq <= l => return,
+            Some(l) if seq > l + 1 => {
+                match self
+                    .range_after(self.names.log_of(&topic), l, (seq - l - 1) as usize, true)
+                    .await
+                {
+                    Ok(missing) => {
+                        for m in missing.into_iter().filter(|m| m.seq > l && m.seq < seq) {
+                            self.hub.dispatch(&topic, m.seq, &m.frame);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %chain(&e), "could not fill a gap from history")
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.hub.dispatch(&topic, seq, &frame);
+        cursors.insert(topic, seq);
+    }
+
+    /// After a reconnect or lag: deliver whatever was published while we were not listening.
+    async fn catch_up(&self, cursors: &mut HashMap<Topic, u64>) {
+        cursors.retain(|t, _| self.hub.has_listeners(t));
+        let topics: Vec<(Topic, u64)> = cursors.iter().map(|(t, s)| (t.clone(), *s)).collect();
+        for (topic, last) in topics {
+            match self
+                .range_after(
+                    self.names.log_of(&topic),
+                    last,
+                    self.history_cap.max(INBOX_CAP),
+                    true,
+                )
+                .await
+            {
+                Ok(missing) => {
+                    for m in missing {
+                        self.hub.dispatch(&topic, m.seq, &m.frame);
+                        cursors.insert(topic.clone(), m.seq);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %chain(&e), topic = ?topic, "catch-up failed"),
+            }
+        }
+    }
+
+    /// The receiver task: runs until `shutdown` fires or the subscriber is gone.
+    pub(super) async fn receive(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut messages = self.subscriber.message_rx();
+        let mut reconnects = self.subscriber.reconnect_rx();
+        let mut sweep = tokio::time::interval(CURSOR_SWEEP);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = sweep.tick() => {
+                    self.cursors.lock().await.retain(|t, _| self.hub.has_listeners(t));
+                }
+                r = reconnects.recv() => {
+                    if r.is_err() && matches!(r, Err(RecvError::Closed)) {
+                        return;
+                    }
+                    tracing::info!("bus reconnected; catching up from history");
+                    let mut cursors = self.cursors.lock().await;
+                    self.catch_up(&mut cursors).await;
+                }
+                m = messages.recv() => match m {
+                    Ok(msg) => {
+                        let Some(topic) = self.names.topic_of(&msg.channel) else { continue };
+                        let Some(bytes) = msg.value.into_bytes() else { continue };
+                        let Some(space) = bytes.iter().position(|b| *b == b' ') else { continue };
+                        let seq: u64 = std::str::from_utf8(&bytes[..space]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                        let Ok(frame) = Utf8Bytes::try_from(bytes.slice(space + 1..)) else { continue };
+                        if seq == 0 {
+                            self.hub.dispatch(&topic, 0, &frame);
+                        } else {
+                            let mut cursors = self.cursors.lock().await;
+                            self.dispatch_sequenced(&mut cursors, topic, seq, frame).await;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
+                        let mut cursors = self.cursors.lock().await;
+                        self.catch_up(&mut cursors).await;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}

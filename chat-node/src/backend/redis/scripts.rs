@@ -1,0 +1,38 @@
+//! The server-side Lua scripts of the Redis backend, one `.lua` file each under `scripts/` (each file
+//! opens with what its `KEYS` and `ARGV` are). They are sent once and called by their SHA afterwards
+//! (`EVALSHA`, reloaded after a Redis restart or failover by `evalsha_with_reload`).
+
+use fred::types::scripts::Script;
+use std::sync::LazyLock;
+
+/// Every script the backend calls.
+pub(super) struct Scripts {
+    pub(super) post: Script,
+    pub(super) confirm: Script,
+    pub(super) range_after: Script,
+    pub(super) range_before: Script,
+    pub(super) bounds: Script,
+    pub(super) dm_state: Script,
+    pub(super) zadd_gt: Script,
+    pub(super) presence_join: Script,
+    pub(super) presence_leave: Script,
+    pub(super) members: Script,
+    pub(super) last_seen: Script,
+    pub(super) read_markers: Script,
+}
+
+/// The scripts, with their SHA computed once.
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    post: Script::from_lua(include_str!("scripts/post.lua")),
+    confirm: Script::from_lua(include_str!("scripts/confirm.lua")),
+    range_after: Script::from_lua(include_str!("scripts/range_after.lua")),
+    range_before: Script::from_lua(include_str!("scripts/range_before.lua")),
+    bounds: Script::from_lua(include_str!("scripts/bounds.lua")),
+    dm_state: Script::from_lua(include_str!("scripts/dm_state.lua")),
+    zadd_gt: Script::from_lua(include_str!("scripts/zadd_gt.lua")),
+    presence_join: Script::from_lua(include_str!("scripts/presence_join.lua")),
+    presence_leave: Script::from_lua(include_str!("scripts/presence_leave.lua")),
+    members: Script::from_lua(include_str!("scripts/members.lua")),
+    last_seen: Script::from_lua(include_str!("scripts/last_seen.lua")),
+    read_markers: Script::from_lua(include_str!("scripts/read_markers.lua")),
+});

@@ -1,0 +1,387 @@
+//! One WebSocket connection from admission to close: identity, the reader that feeds the session, and
+//! the writer that drains its queue — generic over the socket, so it runs on the web framework's socket
+//! at the edge (`server`) and on in-memory sinks and streams in tests.
+//!
+//! ```text
+//!  stream ──▶ reader (this task) ──▶ Session::on_text ──▶ backend / replies
+//!                                                   │
+//!  sink   ◀── writer task ◀── bounded queue ◀── hub dispatch, replies
+//! ```
+//!
+//! One bounded queue and one writer per connection; the writer feeds everything already queued and
+//! flushes once. A full queue closes that connection (4008), nobody else waits for it. Every way a
+//! connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1009 too big,
+//! 1012 drain, 1013 full or draining, 4001 identity, 4002 no hello, 4003 idle, 4008 slow consumer,
+//! 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
+//! ([`crate::refusals`]).
+
+use crate::hub::{Out, SessionHandle};
+use crate::identity::{self, Handshake, Rejected, Step};
+use crate::node::Node;
+use crate::protocol::{ServerFrame, close, encode};
+use crate::session::{Control, Session};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_runtime::report::chain;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tungstenite::Utf8Bytes;
+
+/// Longest a close frame may take to send to a client that stopped reading.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A received WebSocket message, as the reader sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A text message.
+    Text(&'a str),
+    /// A binary message (refused: the protocol is JSON text).
+    Binary,
+    /// A ping or pong (counts as activity, nothing else).
+    Control,
+    /// The client closes.
+    Close,
+}
+
+/// What a connection needs from a WebSocket message type: implemented here for tungstenite's
+/// [`tungstenite::Message`] and at the edge for the web framework's.
+pub trait WsMessage: Send + 'static {
+    /// A text message carrying `frame` (the shared bytes, not a copy).
+    fn text(frame: Utf8Bytes) -> Self;
+    /// A ping with an empty payload.
+    fn ping() -> Self;
+    /// A close frame with `code` and `reason`.
+    fn close(code: u16, reason: &'static str) -> Self;
+    /// What a received message is.
+    fn incoming(&self) -> Incoming<'_>;
+}
+
+impl WsMessage for tungstenite::Message {
+    fn text(frame: Utf8Bytes) -> Self {
+        Self::Text(frame)
+    }
+
+    fn ping() -> Self {
+        Self::Ping(Default::default())
+    }
+
+    fn close(code: u16, reason: &'static str) -> Self {
+        Self::Close(Some(tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: Utf8Bytes::from_static(reason),
+        }))
+    }
+
+    fn incoming(&self) -> Incoming<'_> {
+        match self {
+            Self::Text(t) => Incoming::Text(t.as_str()),
+            Self::Binary(_) => Incoming::Binary,
+            Self::Ping(_) | Self::Pong(_) | Self::Frame(_) => Incoming::Control,
+            Self::Close(_) => Incoming::Close,
+        }
+    }
+}
+
+/// Sends a close frame, giving up after [`CLOSE_SEND_TIMEOUT`] on a client that stopped reading.
+async fn send_close<M, S>(sink: &mut S, code: u16, reason: &'static str)
+where
+    M: WsMessage,
+    S: Sink<M> + Unpin,
+{
+    let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, sink.send(M::close(code, reason))).await;
+}
+
+/// Runs one upgraded connection until it closes: admission (1013 when full or draining), identity
+/// (`?user=` or a first `hello` within [`crate::config::HELLO_TIMEOUT`]), then the session with its
+/// reader here and its writer in a task of its own.
+pub async fn run<M, S, R, E>(node: Arc<Node>, mut sink: S, mut stream: R, handshake: Handshake)
+where
+    M: WsMessage,
+    S: Sink<M> + Unpin + Send + 'static,
+    R: Stream<Item = Result<M, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let peer = handshake.peer;
+    let refusals = &node.metrics.refusals;
+    let Some(_admission) = node.admit() else {
+        let (reason, metric) = if node.draining.is_cancelled() {
+            ("node draining, ask the registry again", "draining")
+        } else {
+            ("node full, ask the registry again", "capacity")
+        };
+        refusals.record(metric, peer, None, reason);
+        return send_close(&mut sink, close::TRY_AGAIN_LATER, reason).await;
+    };
+    let identity = match identity::identify(&node.settings.auth, &handshake) {
+        Ok(Step::Done(id)) => Ok(id),
+        Ok(Step::NeedHello) => {
+            match tokio::time::timeout(crate::config::HELLO_TIMEOUT, stream.next()).await {
+                Err(_) => {
+                    refusals.record("hello_timeout", peer, None, "no hello within 10 s");
+                    return send_close(&mut sink, close::HELLO_TIMEOUT, "no hello within 10 s")
+                        .await;
+                }
+                Ok(Some(Ok(m))) => match m.incoming() {
+                    Incoming::Text(hello) => {
+                        identity::identify_hello(&node.settings.auth, hello).await
+                    }
+                    _ => Err(Rejected {
+                        code: close::INVALID_IDENTITY,
+                        reason: "the first frame must be hello",
+                        metric: "identity",
+                    }),
+                },
+                // The client went away (or sent garbage at the WebSocket level) before hello.
+                Ok(_) => return,
+            }
+        }
+        Err(r) => Err(r),
+    };
+    let identity = match identity {
+        Ok(id) => id,
+        Err(r) => {
+            refusals.record(r.metric, peer, handshake.user.as_deref(), r.reason);
+            return send_close(&mut sink, r.code, r.reason).await;
+        }
+    };
+
+    let limits = node.settings.limits.clone();
+    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    let kill = CancellationToken::new();
+    let handle = Arc::new(SessionHandle::new(
+        node.next_session_id(),
+        Arc::from(identity.user.as_str()),
+        tx.clone(),
+        kill.clone(),
+    ));
+    let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
+
+    let mut session = Session::start(node.clone(), handle.clone(), &identity, peer).await;
+    tracing::debug!(session = session.name(), "session started");
+    let drained = read_loop(
+        &node,
+        &mut session,
+        &mut stream,
+        &handle,
+        &kill,
+        &tx,
+        limits.idle_timeout,
+    )
+    .await;
+    session.end().await;
+    if let Some((metric, what)) = handle.kicked_with().and_then(refusal_of) {
+        refusals.record(metric, peer, Some(&identity.user), what);
+    }
+    // The writer ends on an explicit close: the handle (shared with the hub until `end`) holds a
+    // sender too, so the queue never closes by itself.
+    let goodbye = if drained {
+        Out::Close(close::RESTART, "node shutting down, ask the registry again")
+    } else {
+        Out::Close(close::NORMAL, "")
+    };
+    if tokio::time::timeout(CLOSE_SEND_TIMEOUT, tx.send(goodbye))
+        .await
+        .is_err()
+    {
+        kill.cancel();
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// Reads until the connection ends. Returns true if it ended because the node drains.
+async fn read_loop<M, R, E>(
+    node: &Arc<Node>,
+    session: &mut Session,
+    stream: &mut R,
+    handle: &Arc<SessionHandle>,
+    kill: &CancellationToken,
+    tx: &mpsc::Sender<Out>,
+    idle: Duration,
+) -> bool
+where
+    M: WsMessage,
+    R: Stream<Item = Result<M, E>> + Unpin,
+    E: std::error::Error + 'static,
+{
+    let mut drain_notified = false;
+    let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(drain_deadline);
+    let mut expires_at = session.expires_at();
+    let expiry = tokio::time::sleep_until(deadline_of(expires_at));
+    tokio::pin!(expiry);
+    loop {
+        let current = session.expires_at();
+        if current != expires_at {
+            expires_at = current;
+            expiry.as_mut().reset(deadline_of(expires_at));
+        }
+        tokio::select! {
+            biased;
+            () = kill.cancelled() => return false,
+            () = &mut expiry => {
+                handle.kick(close::TOKEN_EXPIRED);
+                return false;
+            }
+            () = node.draining.cancelled(), if !drain_notified => {
+                drain_notified = true;
+                let retry_after_ms = fastrand::u64(0..1000);
+                let _ = tx.try_send(Out::Frame(encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms })));
+                // Give the client time to leave by itself; close it well inside the drain timeout.
+                drain_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(retry_after_ms + 2000));
+            }
+            () = &mut drain_deadline => return true,
+            next = tokio::time::timeout(idle, stream.next()) => match next {
+                Err(_) => {
+                    handle.kick(close::IDLE);
+                    return false;
+                }
+                Ok(None) => return false,
+                Ok(Some(Err(e))) => {
+                    if is_too_big(&e) {
+                        handle.kick(close::TOO_BIG);
+                    }
+                    tracing::debug!(error = %chain(&e), "read failed");
+                    return false;
+                }
+                Ok(Some(Ok(message))) => match message.incoming() {
+                    Incoming::Close => return false,
+                    Incoming::Text(t) => {
+                        if let Control::Close(code) = session.on_text(t).await {
+                            handle.kick(code);
+                            return false;
+                        }
+                    }
+                    Incoming::Binary => {
+                        if let Control::Close(code) = session.on_binary() {
+                            handle.kick(code);
+                            return false;
+                        }
+                    }
+                    Incoming::Control => {}
+                },
+            }
+        }
+    }
+}
+
+/// When a session whose token expires at `expires_at` must close (never in open mode).
+fn deadline_of(expires_at: Option<std::time::SystemTime>) -> tokio::time::Instant {
+    match expires_at {
+        Some(t) => crate::auth::session_deadline(t),
+        None => tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
+    }
+}
+
+/// The refusal a kick code stands for (`reason` label, log text); `None` for ordinary ends.
+fn refusal_of(code: u16) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        close::SLOW_CONSUMER => ("slow_consumer", "outbound queue overflowed (4008)"),
+        close::FLOODING => ("flooding", "too many refused frames (4029)"),
+        close::TOO_BIG => ("too_big", "frame larger than max_frame_bytes (1009)"),
+        close::IDLE => ("idle", "idle timeout (4003)"),
+        close::TOKEN_EXPIRED => ("session_expired", "token expired without refresh (4011)"),
+        _ => return None,
+    })
+}
+
+/// True if a read failed because the message was larger than the limit (somewhere in the chain of
+/// the framework's error sits tungstenite's capacity error).
+fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The writer task: queued frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the
+/// close frame — the kick code when the session was kicked, else the one queued with [`Out::Close`].
+async fn writer<M, S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Out>,
+    handle: Arc<SessionHandle>,
+    kill: CancellationToken,
+) where
+    M: WsMessage,
+    S: Sink<M> + Unpin,
+{
+    let mut ping = tokio::time::interval(crate::config::PING_INTERVAL);
+    ping.tick().await;
+    let closing = loop {
+        tokio::select! {
+            biased;
+            () = kill.cancelled() => {
+                let code = handle.kicked_with().unwrap_or(close::NORMAL);
+                break Some((code, close_reason(code)));
+            }
+            _ = ping.tick() => {
+                if sink.send(M::ping()).await.is_err() {
+                    break None;
+                }
+            }
+            out = rx.recv() => match out {
+                None => break Some((close::NORMAL, "")),
+                Some(first) => match write_batch(&mut sink, first, &mut rx).await {
+                    Ok(None) => {}
+                    Ok(Some(close)) => break Some(close),
+                    Err(()) => break None,
+                },
+            }
+        }
+    };
+    if let Some((code, reason)) = closing {
+        send_close(&mut sink, code, reason).await;
+    }
+    // Make the reader stop too if the writer ended first (socket error).
+    kill.cancel();
+}
+
+/// Feeds `first` and everything already queued behind it, then flushes once. Returns the close
+/// request met on the way, if any; `Err` when the socket failed.
+async fn write_batch<M, S>(
+    sink: &mut S,
+    first: Out,
+    rx: &mut mpsc::Receiver<Out>,
+) -> Result<Option<(u16, &'static str)>, ()>
+where
+    M: WsMessage,
+    S: Sink<M> + Unpin,
+{
+    let mut next = Some(first);
+    let mut closing = None;
+    while let Some(out) = next.take() {
+        match out {
+            Out::Frame(bytes) => sink.feed(M::text(bytes)).await.map_err(drop)?,
+            Out::Close(code, reason) => {
+                closing = Some((code, reason));
+                break;
+            }
+        }
+        next = rx.try_recv().ok();
+    }
+    sink.flush().await.map_err(drop)?;
+    Ok(closing)
+}
+
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        close::SLOW_CONSUMER => {
+            "slow consumer: outbound queue overflowed; reconnect and re-join with since"
+        }
+        close::FLOODING => "flooding: too many frames refused by the rate limit",
+        close::IDLE => "idle timeout",
+        close::TOO_BIG => "frame larger than max_frame_bytes",
+        close::RESTART => "node shutting down, ask the registry again",
+        close::TOKEN_EXPIRED => "token expired; reconnect with a fresh token",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,505 @@
+//! The abuse suite (issue 14): what an attacker tries against real processes — chat-nodes and
+//! registries on loopback with a real Redis (HA with Sentinel where secrets are concerned) — and how
+//! each attempt is refused, counted and logged.
+//!
+//! ```text
+//!  impersonation ──▶ ?user=alice, hello {user}, a token for mallory claiming alice, a token signed
+//!                    with another secret                                  ──▶ 4001
+//!  forged tokens ──▶ alg=none, HS256 signed with the JWKS public key (HS/RS confusion), wrong key ──▶ 4001
+//!  expiry        ──▶ expired token ──▶ 4011;  session outliving its token ──▶ closed 4011; refresh keeps it
+//!  origins       ──▶ foreign Origin ──▶ 403 before the upgrade; registry CORS only for configured origins
+//!  secrets       ──▶ no password, HMAC secret or token in any /proc/PID/cmdline or log
+//!  other's DMs   ──▶ only bob's token reads bob's direct messages
+//!  private rooms ──▶ join without a grant ──▶ forbidden; a refresh dropping the grant leaves the room
+//!  visibility    ──▶ switchboard_refusals_total{reason} (auth, origin, forbidden, rate limit, capacity,
+//!                    oversize, expiry) and rate-limited "refused" log lines with the peer
+//! ```
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use e2e::client::tokens::{TEST_TOKEN_TTL, sign_hs256, unix_now};
+use e2e::client::{ChatClient, ConnectOptions, Error};
+use e2e::topology::{Topology, TopologyConfig};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::json;
+use switchboard_runtime::report;
+
+const T: Duration = Duration::from_secs(10);
+
+fn name(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", fastrand::u32(..))
+}
+
+async fn cluster(node_args: &[&str]) -> Topology {
+    Topology::start(TopologyConfig::scaled(2, 1).with_node_args(node_args.iter().copied()))
+        .await
+        .unwrap_or_else(|e| panic!("start a 2-node topology with Redis: {}", report::chain(&e)))
+}
+
+/// The close code of a connection attempt that must be refused.
+fn refused_with(result: Result<ChatClient, Error>, what: &str) -> (u16, String) {
+    match result {
+        Err(Error::Closed { code, reason, .. }) => (code, reason),
+        Err(e) => panic!("{what}: expected a close, got {}", report::chain(&e)),
+        Ok(c) => panic!("{what}: accepted as {:?}", c.user()),
+    }
+}
+
+/// Sum of node `i`'s `switchboard_refusals_total` samples with `reason`.
+async fn refusals(t: &Topology, i: usize, reason: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", t.node_http_url(i)))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let label = format!("reason=\"{reason}\"");
+    text.lines()
+        .filter(|l| l.starts_with("switchboard_refusals_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn nobody_can_be_someone_else_without_their_token() {
+    let t = cluster(&[]).await;
+    let url = t.node_ws_url(0);
+    let alice = name("alice");
+    let before = refusals(&t, 0, "auth_missing").await + refusals(&t, 0, "auth_invalid").await;
+
+    let (code, reason) = refused_with(ChatClient::connect(&url, &alice).await, "?user=");
+    assert_eq!(code, 4001, "{reason}");
+    assert!(reason.contains("token"), "{reason}");
+
+    let mut bare = ChatClient::open(&url).await.expect("open");
+    let err = bare.hello(&alice, None).await.expect_err("hello {user}");
+    assert_eq!(err.close_code(), Some(4001), "{err}");
+
+    let mallory = t.token(&name("mallory")).expect("token mode");
+    let mut claiming = ChatClient::open(&url).await.expect("open");
+    claiming
+        .send_frame(&json!({"type": "hello", "token": mallory, "user": alice}))
+        .await
+        .expect("send");
+    let err = claiming
+        .expect_type("welcome", T)
+        .await
+        .expect_err("a token for mallory cannot claim alice");
+    assert_eq!(err.close_code(), Some(4001), "{err}");
+
+    let forged = sign_hs256(
+        &json!({"sub": alice, "exp": unix_now() + 600}),
+        b"not-the-cluster-secret-not-the-cluster-secret",
+    );
+    let (code, reason) = refused_with(ChatClient::connect_token(&url, &forged).await, "wrong key");
+    assert_eq!((code, reason.as_str()), (4001, "token signature invalid"));
+
+    let none = format!(
+        "{}.{}.",
+        B64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        B64.encode(json!({"sub": alice, "exp": unix_now() + 600}).to_string())
+    );
+    let (code, reason) = refused_with(ChatClient::connect_token(&url, &none).await, "alg=none");
+    assert_eq!((code, reason.as_str()), (4001, "malformed token"));
+
+    // Alice herself, with her token, is alice; a second connection of hers too.
+    let mut real = t.connect(0, &alice).await.expect("alice with her token");
+    assert_eq!(real.user(), Some(alice.as_str()));
+    real.ping().await.expect("usable");
+    let after = refusals(&t, 0, "auth_missing").await + refusals(&t, 0, "auth_invalid").await;
+    assert!(
+        after - before >= 5.0,
+        "every refusal is counted: {before} -> {after}"
+    );
+}
+
+#[tokio::test]
+async fn another_users_direct_messages_cannot_be_read() {
+    let t = cluster(&[]).await;
+    let (alice, bob) = (name("alice"), name("bob"));
+    let mut a = t.connect(0, &alice).await.expect("alice");
+    a.dm(&bob, "for bob only", Some("d-1"))
+        .await
+        .expect("dm to offline bob");
+
+    // Mallory tries to be bob to collect his stored DMs: without bob's token there is no session.
+    let url = t.node_ws_url(1);
+    let (code, _) = refused_with(
+        ChatClient::connect_with(
+            &url,
+            ConnectOptions {
+                user: Some(bob.clone()),
+                dm_since: Some(0),
+                wait_welcome: true,
+                ..Default::default()
+            },
+        )
+        .await,
+        "?user=bob&dm_since=0",
+    );
+    assert_eq!(code, 4001);
+    let mallory = t.token(&name("mallory")).expect("token");
+    let mut m = ChatClient::connect_with(
+        &url,
+        ConnectOptions {
+            token: Some(mallory),
+            dm_since: Some(0),
+            wait_welcome: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("mallory as herself");
+    assert!(
+        m.expect_dm(Duration::from_millis(500)).await.is_err(),
+        "mallory's dm_since=0 returns only mallory's DMs"
+    );
+
+    // Bob, with his token, still gets his undelivered DM: nobody consumed it.
+    let mut b = t.connect(1, &bob).await.expect("bob");
+    let dm = b.expect_dm(T).await.expect("bob's stored dm");
+    assert_eq!(
+        (dm.from.as_str(), dm.body.as_str()),
+        (alice.as_str(), "for bob only")
+    );
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refused_and_expired_sessions_closed_with_4011() {
+    let t = cluster(&[]).await;
+    let url = t.node_ws_url(0);
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let user = name("eve");
+    let token_with_exp =
+        |exp_in: i64| issuer.sign(&json!({"sub": user, "exp": unix_now() + exp_in}));
+
+    let (code, reason) = refused_with(
+        ChatClient::connect_token(&url, &token_with_exp(-31)).await,
+        "expired beyond the skew",
+    );
+    assert_eq!((code, reason.as_str()), (4011, "token expired"));
+
+    // Expired 28 s ago: within the 30 s clock skew, so accepted — and closed ~2 s later.
+    let mut short = ChatClient::connect_token(&url, &token_with_exp(-28))
+        .await
+        .expect("accepted within the skew");
+    // A second session renews before its token runs out and outlives the first.
+    let mut renewed = ChatClient::connect_token(&url, &token_with_exp(-28))
+        .await
+        .expect("second session");
+    let other = issuer.mint(&name("other"), TEST_TOKEN_TTL);
+    let err = renewed
+        .refresh(&other)
+        .await
+        .expect_err("a token for another user");
+    assert_eq!(err.server_code(), Some("auth_failed"), "{err}");
+    let refreshed = renewed
+        .refresh(&token_with_exp(3600))
+        .await
+        .expect("refresh");
+    assert!(refreshed["expires_at"].as_u64().unwrap_or(0) > (unix_now() as u64 + 3000) * 1000);
+
+    let err = short
+        .wait_for_named("the expiry close", |_| false, Duration::from_secs(8))
+        .await
+        .expect_err("closed");
+    assert_eq!(err.close_code(), Some(4011), "{err}");
+    renewed
+        .ping()
+        .await
+        .expect("the renewed session is still open");
+    assert!(refusals(&t, 0, "session_expired").await >= 1.0);
+    assert!(refusals(&t, 0, "auth_expired").await >= 1.0);
+}
+
+/// A JWKS endpoint on loopback with one Ed25519 key; returns its URL and the key pair's PKCS#8.
+async fn jwks_endpoint() -> (String, Vec<u8>, Vec<u8>) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    let public = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
+        .expect("pair")
+        .public_key()
+        .as_ref()
+        .to_vec();
+    let jwks =
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": B64.encode(&public), "kid": "k1"}]});
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = jwks.clone();
+            async move { axum::Json(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        format!("http://{addr}/jwks"),
+        pkcs8.as_ref().to_vec(),
+        public,
+    )
+}
+
+#[tokio::test]
+async fn jwks_signed_tokens_work_and_algorithm_confusion_is_refused() {
+    let (jwks_url, pkcs8, public) = jwks_endpoint().await;
+    let t = cluster(&["--jwt-jwks-url", &jwks_url]).await;
+    let url = t.node_ws_url(0);
+    let carol = name("carol");
+    let claims = json!({"sub": carol, "exp": unix_now() + 600});
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("k1".into());
+    let good =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&pkcs8)).expect("sign");
+    let c = ChatClient::connect_token(&url, &good)
+        .await
+        .expect("an EdDSA token from the JWKS key");
+    assert_eq!(c.user(), Some(carol.as_str()));
+
+    // HS/RS confusion: an HS256 token whose "secret" is the public key everybody can fetch.
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some("k1".into());
+    let confused =
+        jsonwebtoken::encode(&hs, &claims, &EncodingKey::from_secret(&public)).expect("sign");
+    let (code, _) = refused_with(
+        ChatClient::connect_token(&url, &confused).await,
+        "HS256 with the public key",
+    );
+    assert_eq!(code, 4001);
+    let mut unknown = Header::new(Algorithm::EdDSA);
+    unknown.kid = Some("made-up".into());
+    let forged =
+        jsonwebtoken::encode(&unknown, &claims, &EncodingKey::from_ed_der(&pkcs8)).expect("sign");
+    let (code, reason) = refused_with(
+        ChatClient::connect_token(&url, &forged).await,
+        "unknown kid",
+    );
+    assert_eq!(
+        (code, reason.as_str()),
+        (4001, "token signed by an unknown key")
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_origin_is_refused_with_403_before_the_upgrade() {
+    let config = TopologyConfig {
+        registry_args: vec!["--allowed-origins".into(), "https://app.example".into()],
+        ..TopologyConfig::scaled(1, 1).with_node_args(["--allowed-origins", "https://app.example"])
+    };
+    let t = Topology::start(config).await.expect("topology");
+    let url = t.node_ws_url(0);
+    let with_origin = |origin: &str| ConnectOptions {
+        origin: Some(origin.to_owned()),
+        ..t.options(&name("web"))
+    };
+    match ChatClient::connect_with(&url, with_origin("https://evil.example")).await {
+        Err(Error::Refused { status, .. }) => assert_eq!(status, 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let serving = t.node_http_url(0);
+    for allowed in ["https://app.example", serving.as_str(), &t.registry_url(0)] {
+        ChatClient::connect_with(&url, with_origin(allowed))
+            .await
+            .unwrap_or_else(|e| panic!("origin {allowed}: {}", report::chain(&e)));
+    }
+    assert!(refusals(&t, 0, "origin").await >= 1.0);
+
+    let http = reqwest::Client::new();
+    let assign = format!("{}/v1/assign", t.registry_url(0));
+    let foreign = http
+        .get(&assign)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .expect("assign");
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "no CORS for a foreign origin"
+    );
+    let configured = http
+        .get(&assign)
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .expect("assign");
+    assert_eq!(
+        configured.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_ps_or_logs() {
+    let redis = e2e::ha::RedisHa::start().await.expect("HA Redis");
+    let mut config = TopologyConfig::scaled(2, 1);
+    config.external_redis = Some(redis.flags());
+    config.log_filter = "debug".into();
+    let t = Topology::start(config)
+        .await
+        .expect("HA topology in token mode");
+    let secret = std::fs::read_to_string(t.secret_file().expect("secret file")).expect("secret");
+    let user = name("alice");
+    let token = t.token(&user).expect("token");
+    let mut c = ChatClient::connect_token(&t.node_ws_url(0), &token)
+        .await
+        .expect("connect");
+    c.join("secret-room", None).await.expect("join");
+    c.send("secret-room", "hi", Some("s-1"))
+        .await
+        .expect("send");
+    c.refresh(&token).await.expect("refresh");
+    let _ = ChatClient::connect_token(&t.node_ws_url(1), "garbage.token.here").await;
+    let _ = ChatClient::connect(&t.node_ws_url(1), &user).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let needles = [
+        ("the Redis password", redis.password().to_owned()),
+        ("the HMAC secret", secret.trim().to_owned()),
+        ("a token", token.clone()),
+    ];
+    let mut scanned = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        scanned += 1;
+        for (what, needle) in &needles {
+            assert!(
+                !cmdline.contains(needle.as_str()),
+                "{what} is on the command line of pid {}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            );
+        }
+    }
+    assert!(scanned > 10, "scanned {scanned} processes");
+    let pids = t.pids();
+    assert!(pids.len() >= 3, "the topology's processes run: {pids:?}");
+    for log in t.log_files() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!text.is_empty(), "{} is empty", log.display());
+        for (what, needle) in &needles {
+            assert!(
+                !text.contains(needle.as_str()),
+                "{what} is in {}",
+                log.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_logged_with_the_peer_and_the_log_is_rate_limited() {
+    let t = cluster(&[]).await;
+    let url = t.node_ws_url(0);
+    for _ in 0..40 {
+        let _ = ChatClient::connect_token(&url, "not-a-token").await;
+    }
+    assert!(refusals(&t, 0, "auth_invalid").await >= 40.0);
+    let log = std::fs::read_to_string(t.log_files()[0].clone()).expect("node log");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused") && l.contains("auth_invalid"))
+        .collect();
+    assert!(!lines.is_empty(), "refusals are logged at info:\n{log}");
+    assert!(
+        lines.iter().all(|l| l.contains("127.0.0.1:")),
+        "with the peer address: {lines:?}"
+    );
+    assert!(
+        lines.len() < 40,
+        "40 refusals in a burst log fewer lines ({})",
+        lines.len()
+    );
+}
+
+#[tokio::test]
+async fn a_private_room_is_closed_to_users_without_a_grant() {
+    let t = cluster(&[]).await;
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let room = format!("private:{}", name("ops"));
+    let (alice, bob) = (name("alice"), name("bob"));
+    let granted = |user: &str, rooms: &[&str]| {
+        issuer.sign(&json!({"sub": user, "exp": unix_now() + 600, "rooms": rooms}))
+    };
+    let mut a = ChatClient::connect_token(&t.node_ws_url(0), &granted(&alice, &[&room]))
+        .await
+        .expect("alice");
+    a.join(&room, None)
+        .await
+        .expect("alice's token grants the room");
+    a.send(&room, "ops only", Some("p-1")).await.expect("send");
+
+    let mut b = t.connect(1, &bob).await.expect("bob without a grant");
+    let err = b.join(&room, Some(0)).await.expect_err("bob may not join");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    let err = b
+        .history(&room, None, None)
+        .await
+        .expect_err("nor read history");
+    assert_eq!(err.server_code(), Some("not_joined"), "{err}");
+
+    // A refresh without the grant ends alice's membership.
+    a.refresh(&granted(&alice, &[])).await.expect("refresh");
+    a.wait_for_named(
+        "left",
+        |f| f["type"] == "left" && f["room"] == room.as_str(),
+        T,
+    )
+    .await
+    .expect("left after the grant was dropped");
+    let err = a
+        .send(&room, "still here?", Some("p-2"))
+        .await
+        .expect_err("not any more");
+    assert_eq!(err.server_code(), Some("not_joined"), "{err}");
+    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
+}
+
+#[tokio::test]
+async fn limit_refusals_are_counted_by_reason() {
+    let t = cluster(&[
+        "--capacity",
+        "2",
+        "--rate-per-sec",
+        "1",
+        "--rate-burst",
+        "1",
+    ])
+    .await;
+    let mut a = t.connect(0, &name("a")).await.expect("a");
+    for _ in 0..5 {
+        a.send_frame(&json!({"type": "ping"})).await.expect("ping");
+    }
+    a.wait_for_named("a rate_limited error", |f| f["code"] == "rate_limited", T)
+        .await
+        .expect("rate limited");
+    let b = t.connect(0, &name("b")).await.expect("b");
+    let (code, _) = refused_with(t.connect(0, &name("c")).await, "a third connection");
+    assert_eq!(code, 1013);
+    drop(b);
+    let big = format!(
+        r#"{{"type":"send","room":"r","body":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    a.send_text(big).await.expect("send a too big frame");
+    let err = a
+        .wait_for_named("the close", |_| false, T)
+        .await
+        .expect_err("closed");
+    assert_eq!(err.close_code(), Some(1009), "{err}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for reason in ["rate_limited", "capacity", "too_big"] {
+        assert!(refusals(&t, 0, reason).await >= 1.0, "{reason} is counted");
+    }
+}
