@@ -1,7 +1,8 @@
 //! The operator's managed Redis start scripts (`operator/src/resources/redis.sh`, `sentinel.sh`) run as
 //! real processes: three data nodes and three sentinels, each on its own loopback address standing in for
 //! a pod's stable host name, started and restarted in several orders. Every time they must agree on
-//! exactly one master, with every replica linked to it and every sentinel naming it.
+//! exactly one master, with every replica linked to it and every sentinel naming it. The sentinels require
+//! the password: one asked without it refuses.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -134,7 +135,8 @@ impl Bed {
             .spawn()
             .expect("start sentinel.sh");
         self.sentinels[i].child = Some(child);
-        self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port, false);
+        // Sentinels require the password (sentinel.sh).
+        self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port, true);
     }
 
     fn wait_up(&self, host: &str, port: u16, auth: bool) {
@@ -201,7 +203,7 @@ impl Bed {
             let named = cli(
                 &s,
                 self.sentinel_port,
-                false,
+                true,
                 &["sentinel", "get-master-addr-by-name", MASTER_NAME],
             );
             if named.lines().next() != Some(master.as_str()) {
@@ -254,6 +256,14 @@ fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
     let master = bed.converged("bootstrap");
     assert_eq!(master, bed.data[0].host, "a new system bootstraps on pod 0");
 
+    // Without the password a sentinel tells nothing (and so can be re-pointed by nobody).
+    let refused = cli(
+        &bed.sentinels[0].host,
+        bed.sentinel_port,
+        false,
+        &["sentinel", "get-master-addr-by-name", MASTER_NAME],
+    );
+    assert!(refused.contains("NOAUTH"), "{refused}");
     // The master dies: the sentinels promote a replica.
     Bed::kill(&mut bed.data, 0);
     let promoted = bed.converged("failover");

@@ -10,7 +10,8 @@
 //! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
 //! │   └── labels / annotations   passed through to every owned object and pod
 //! └── status   observedGeneration, ready/desired per component, current master, load-set size,
-//!              selector (scale subresource), conditions Ready / Progressing / Degraded
+//!              selector (scale subresource), conditions Ready / Reconciling / Stalled / Progressing /
+//!              Degraded
 //! ```
 //!
 //! Every field has a default, so `spec: {}` is a working chat system. What a type cannot say is checked by
@@ -24,7 +25,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, SecretKeySelector, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, SecretKeySelector, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -128,6 +131,9 @@ pub struct ChatClusterSpec {
     /// Pod scheduling applied to every pod of this chat system.
     #[serde(default, skip_serializing_if = "Scheduling::is_empty")]
     pub scheduling: Scheduling,
+    /// NetworkPolicies of this chat system.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// Labels added to every owned object and pod (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -151,9 +157,9 @@ pub struct NodesSpec {
     /// Image pull policy (Always, IfNotPresent, Never); the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
-    /// Compute resources of the chat-node container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the chat-node container (default: requests 100m CPU, 128Mi memory).
+    #[serde(default = "default_node_resources")]
+    pub resources: ResourceRequirements,
     /// Maximum WebSocket connections one socket server accepts.
     #[serde(default = "default_capacity")]
     #[schemars(range(min = 1, max = 10_000_000))]
@@ -184,9 +190,9 @@ pub struct RegistriesSpec {
     /// Image pull policy; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
-    /// Compute resources of the registry container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the registry container (default: requests 50m CPU, 64Mi memory).
+    #[serde(default = "default_registry_resources")]
+    pub resources: ResourceRequirements,
     /// How the registry Service is exposed.
     #[serde(default)]
     pub service: RegistryService,
@@ -288,7 +294,12 @@ pub enum RedisMode {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.sentinels % 2 == 1").message("spec.redis.managed.sentinels must be odd (1, 3, 5, ...) so the sentinels can always form a majority"),
-    validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed")
+    validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed"),
+    // Transition rules: a StatefulSet's volume claim templates are immutable, so these changes could
+    // never be applied; refusing them here beats a ChatCluster stuck Degraded.
+    validation = Rule::new("has(self.storage) == has(oldSelf.storage)").message("spec.redis.managed.storage cannot be added or removed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || self.storage == oldSelf.storage").message("spec.redis.managed.storage cannot be changed after creation: the data StatefulSet's volume claims are immutable — expand the PersistentVolumeClaims data-<name>-redis-N themselves if their storage class allows it"),
+    validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable")
 )]
 pub struct ManagedRedis {
     /// Redis data nodes (one master, the rest replicas).
@@ -310,15 +321,18 @@ pub struct ManagedRedis {
     /// Redis image (must contain redis-server, redis-sentinel, redis-cli and sh).
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Persistent volume size per data node; data lives in an emptyDir when absent.
+    /// Persistent volume size per data node; data lives in an emptyDir when absent. Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Quantity>,
-    /// Storage class of the data volumes (the cluster default when absent).
+    /// Storage class of the data volumes (the cluster default when absent). Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Compute resources of the Redis data-node container.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    /// Compute resources of the Redis data-node container (default: requests 100m CPU, 256Mi memory).
+    #[serde(default = "default_redis_resources")]
+    pub resources: ResourceRequirements,
+    /// Compute resources of the sentinel container (default: requests 25m CPU, 32Mi memory).
+    #[serde(default = "default_sentinel_resources")]
+    pub sentinel_resources: ResourceRequirements,
 }
 
 /// Redis run elsewhere.
@@ -345,6 +359,29 @@ pub struct ExternalRedis {
     pub password_secret_ref: Option<SecretKeySelector>,
 }
 
+/// NetworkPolicies: Redis and Sentinel reachable only from this chat system's own pods and the operator;
+/// chat-node and registry reachable only on their serving ports.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Render the NetworkPolicies (default true). They take effect where the cluster's network plugin
+    /// enforces NetworkPolicy.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        Self {
+            enabled: default_true(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
 /// Pod scheduling applied to every pod of the chat system.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -361,6 +398,11 @@ pub struct Scheduling {
     /// Priority class of every pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+    /// Topology spread of every component's pods. Absent: each component spreads over zones and over
+    /// hosts (maxSkew 1, ScheduleAnyway). Given: these constraints, each with the component's own pods
+    /// as its label selector unless it names one; an empty list turns spreading off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
 
 impl Scheduling {
@@ -392,7 +434,7 @@ pub struct ChatClusterStatus {
     /// Label selector of the socket-server pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Progressing` and `Degraded`.
+    /// `Ready`, `Reconciling`, `Stalled`, `Progressing` and `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -432,12 +474,17 @@ pub struct RedisStatus {
 
 /// Condition types.
 pub mod condition {
-    /// Every component has its desired ready pods and the load set matches them.
+    /// Serving: every component has its desired ready pods, Redis is reachable with a known master, the
+    /// load set equals the ready socket servers, and nothing is degraded.
     pub const READY: &str = "Ready";
-    /// The operator is bringing the cluster towards its spec.
+    /// A workload is short of its desired ready pods.
     pub const PROGRESSING: &str = "Progressing";
     /// Something needs a person: the message says what.
     pub const DEGRADED: &str = "Degraded";
+    /// kstatus: the operator is still working towards serving (the reason says what it waits for).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: progress is blocked (a problem a person must fix, or the progress deadline passed).
+    pub const STALLED: &str = "Stalled";
 }
 
 impl ChatCluster {
@@ -472,7 +519,7 @@ impl Default for NodesSpec {
             replicas: default_nodes(),
             image: default_node_image(),
             image_pull_policy: None,
-            resources: None,
+            resources: default_node_resources(),
             capacity: default_capacity(),
             advertise_url: default_advertise_url(),
             drain_timeout_seconds: default_drain(),
@@ -486,7 +533,7 @@ impl Default for RegistriesSpec {
             replicas: default_registries(),
             image: default_registry_image(),
             image_pull_policy: None,
-            resources: None,
+            resources: default_registry_resources(),
             service: RegistryService::default(),
         }
     }
@@ -512,7 +559,8 @@ impl Default for ManagedRedis {
             image: default_redis_image(),
             storage: None,
             storage_class_name: None,
-            resources: None,
+            resources: default_redis_resources(),
+            sentinel_resources: default_sentinel_resources(),
         }
     }
 }
@@ -552,6 +600,29 @@ fn default_redis_image() -> String {
 }
 fn default_master_name() -> String {
     DEFAULT_MASTER_NAME.to_owned()
+}
+/// Requests only (no limits): the scheduler places pods by them and a busy pod may use idle CPU.
+fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
+}
+// Sized for a node with a few thousand idle connections; production sizes go in the spec.
+fn default_node_resources() -> ResourceRequirements {
+    requests("100m", "128Mi")
+}
+fn default_registry_resources() -> ResourceRequirements {
+    requests("50m", "64Mi")
+}
+fn default_redis_resources() -> ResourceRequirements {
+    requests("100m", "256Mi")
+}
+fn default_sentinel_resources() -> ResourceRequirements {
+    requests("25m", "32Mi")
 }
 fn default_advertise_url() -> String {
     "ws://{podIP}:{port}/ws".to_owned()

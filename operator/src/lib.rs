@@ -4,10 +4,11 @@
 //! ```text
 //!            ┌──────────── reconcile (Controller<ChatCluster>) ────────────┐
 //! ChatCluster┤ resources::render (pure) ─▶ server-side apply ─▶ status/events │
+//!            │ scale-down pending ─▶ pod-deletion-cost first                   │
 //!            └──────────────────────────────────────────────────────────────┘
 //!            ┌──────────── loadset_sync (Controller<ChatCluster>) ──────────┐
 //! EndpointSlices (ready, non-terminating chat-node pods) ─▶ registry load set │
-//!            │ every resync: repair drift, pod-deletion-cost, current master │
+//!            │ every resync: repair drift, connections per pod, master      │
 //!            └──────────────────────────────────────────────────────────────┘
 //! ```
 //!

@@ -6,10 +6,14 @@
 //! every resync interval (default 10 s) ─┼─▶ sync(ChatCluster)
 //! ChatCluster changed ──────────────────┘     ├─ desired = pods of ready, non-terminating endpoints
 //!                                             ├─ LoadSet::sync_members(desired)   (adds and removes)
-//!                                             ├─ pod-deletion-cost = connections  (least loaded go first)
+//!                                             ├─ connections per pod ─▶ Observations (for the
+//!                                             │    reconciler's pod-deletion-cost before a scale-down)
 //!                                             ├─ current master (sentinels / external URL)
 //!                                             └─ Observation ─▶ status (reconcile) + MasterChanged event
-//! ChatCluster deleted (External mode) ─▶ finalizer: LoadSet::delete_all, then let it go
+//! ChatCluster deleted (External mode) ─▶ finalizer: chat-node Deployment scaled to 0, wait until no
+//!                                        chat-node pod is left (nothing writes), LoadSet::delete_all,
+//!                                        then let it go
+//! every resync: Redis clients and observations of ChatClusters that are gone ─▶ released
 //! ```
 //!
 //! Each ChatCluster has its own cluster id (`<namespace>/<name>`), hence its own key prefix, so chat
@@ -20,17 +24,18 @@
 //! This controller shares [`crate::context`], [`crate::observation`] and [`crate::secret`] with
 //! [`crate::reconcile`] and depends on nothing of it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use switchboard_loadset::LoadSet;
@@ -49,8 +54,7 @@ use crate::secret::{self, Password, read_password};
 
 /// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
 pub const FINALIZER: &str = "switchboard.dev/loadset-cleanup";
-/// The annotation the ReplicaSet controller reads to choose which pods to remove first.
-pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+pub use crate::reconcile::POD_DELETION_COST;
 /// Label the EndpointSlice controller puts on every slice of a Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const CONTROLLER: &str = "loadset";
@@ -190,13 +194,50 @@ impl SyncContext {
                 loadset: loadset.clone(),
             },
         );
+        self.count_connections(connections.len());
         Ok(loadset)
     }
 
     async fn drop_connection(&self, cluster_id: &str) {
-        if let Some(old) = self.connections.lock().await.remove(cluster_id) {
+        let mut connections = self.connections.lock().await;
+        if let Some(old) = connections.remove(cluster_id) {
             close(old.loadset);
         }
+        self.count_connections(connections.len());
+    }
+
+    fn count_connections(&self, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.ctx.metrics.redis_connections.set(n);
+    }
+
+    /// Redis clients held, one per chat system the sync has reached.
+    pub async fn connection_count(&self) -> usize {
+        self.connections.lock().await.len()
+    }
+
+    /// Releases the Redis client and the observation of every chat system whose cluster id `live` does
+    /// not hold. A Managed ChatCluster has no finalizer, so its deletion is never reconciled: this is
+    /// what frees its client.
+    pub async fn retain(&self, live: &HashSet<String>) {
+        let mut connections = self.connections.lock().await;
+        let gone: Vec<String> = connections
+            .keys()
+            .filter(|id| !live.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(old) = connections.remove(&id) {
+                debug!(cluster = %id, "released the Redis client of a deleted chat system");
+                close(old.loadset);
+            }
+        }
+        self.count_connections(connections.len());
+        drop(connections);
+        let observations = &self.ctx.observations;
+        observations.retain(live);
+        let n = i64::try_from(observations.len()).unwrap_or(i64::MAX);
+        self.ctx.metrics.observed_clusters.set(n);
     }
 }
 
@@ -207,6 +248,30 @@ fn close(loadset: LoadSet) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(2), client.quit()).await;
     });
+}
+
+/// Every resync, releases what is held for ChatClusters that no longer exist (see
+/// [`SyncContext::retain`]), until `shutdown` fires.
+async fn release_deleted(
+    sctx: &SyncContext,
+    store: &Store<ChatCluster>,
+    shutdown: &CancellationToken,
+) {
+    // An empty store before the first list would release everything for nothing.
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = store.wait_until_ready() => if ready.is_err() { return },
+    }
+    let mut tick = tokio::time::interval(sctx.config.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let live: HashSet<String> = store.state().iter().map(|cc| cc.cluster_id()).collect();
+        sctx.retain(&live).await;
+    }
 }
 
 /// Runs the load-set sync controller until `shutdown` fires.
@@ -221,27 +286,31 @@ pub async fn run(sctx: Arc<SyncContext>, shutdown: CancellationToken) {
         label::MANAGED_BY,
         resources::MANAGED_BY
     ));
-    Controller::new(
+    let controller = Controller::new(
         scoped::<ChatCluster>(&client, ns.as_deref()),
         watcher::Config::default().any_semantic(),
-    )
-    .watches(
-        scoped::<EndpointSlice>(&client, ns.as_deref()),
-        slices,
-        |slice: EndpointSlice| {
-            let ns = slice.namespace()?;
-            let instance = slice.labels().get(label::INSTANCE)?.clone();
-            Some(ObjectRef::new(&instance).within(&ns))
-        },
-    )
-    .graceful_shutdown_on(async move { shutdown.cancelled().await })
-    .run(sync, error_policy, sctx)
-    .for_each(|result| async move {
-        if let Err(err) = result {
-            debug!(error = %report::chain(&err), "load-set sync loop");
-        }
-    })
-    .await;
+    );
+    let store = controller.store();
+    let release = release_deleted(&sctx, &store, &shutdown);
+    let stop = shutdown.clone();
+    let controller = controller
+        .watches(
+            scoped::<EndpointSlice>(&client, ns.as_deref()),
+            slices,
+            |slice: EndpointSlice| {
+                let ns = slice.namespace()?;
+                let instance = slice.labels().get(label::INSTANCE)?.clone();
+                Some(ObjectRef::new(&instance).within(&ns))
+            },
+        )
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(sync, error_policy, sctx.clone())
+        .for_each(|result| async move {
+            if let Err(err) = result {
+                debug!(error = %report::chain(&err), "load-set sync loop");
+            }
+        });
+    tokio::join!(controller, release);
 }
 
 /// Requeues a failed sync with the reconciler's backoff.
@@ -279,8 +348,14 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
 
     let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
     let mut observation = sctx.ctx.observations.get(&cc.cluster_id());
-    observation.current_master = current_master(&endpoint, sctx).await;
-    let loadset = match redis_args(cc, sctx, &ns).await {
+    let args = redis_args(cc, sctx, &ns).await;
+    let sentinel_password = args
+        .as_ref()
+        .ok()
+        .and_then(|a| a.redis_sentinel_password.clone());
+    observation.current_master =
+        current_master(&endpoint, sentinel_password.as_deref(), sctx).await;
+    let loadset = match args {
         Ok(args) => sctx.loadset(cc, &args).await,
         Err(err) => Err(err),
     };
@@ -317,7 +392,9 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
         Ok(nodes) => {
             let scores: BTreeMap<String, u64> =
                 nodes.into_iter().map(|n| (n.id, n.connections)).collect();
-            set_deletion_costs(cc, &sctx.ctx.client, &ns, &scores).await?;
+            sctx.ctx
+                .observations
+                .set_connections(&cc.cluster_id(), scores);
         }
         Err(err) => warn!(error = %report::chain(&err), "could not read load-set scores"),
     }
@@ -370,47 +447,6 @@ pub fn ready_endpoint_pods(slices: &[EndpointSlice]) -> BTreeSet<String> {
         .collect()
 }
 
-/// Sets `pod-deletion-cost` = connection count on every chat-node pod with a score, so scaling down
-/// removes the least-loaded pods first.
-async fn set_deletion_costs(
-    cc: &ChatCluster,
-    client: &Client,
-    ns: &str,
-    scores: &BTreeMap<String, u64>,
-) -> Result<()> {
-    if scores.is_empty() {
-        return Ok(());
-    }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = resources::selector_string(cc, Component::ChatNode);
-    let list = pods
-        .list_metadata(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("list pods {selector}")))?;
-    for pod in list.items {
-        let name = pod.name_any();
-        let Some(score) = scores.get(&name) else {
-            continue;
-        };
-        let cost = i32::try_from(*score).unwrap_or(i32::MAX).to_string();
-        if pod.annotations().get(POD_DELETION_COST) == Some(&cost) {
-            continue;
-        }
-        let patch =
-            serde_json::json!({ "metadata": { "annotations": { POD_DELETION_COST: cost } } });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        match pods.patch(&name, &params, &Patch::Merge(patch)).await {
-            Ok(_) => debug!(pod = %name, %cost, "pod-deletion-cost set"),
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => return Err(Error::kube(format!("annotate pod {name}"))(source)),
-        }
-    }
-    Ok(())
-}
-
 /// The Redis connection settings of `cc` with the password read from its Secret.
 async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<RedisArgs> {
     let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
@@ -436,17 +472,26 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
         };
         args = args.with_password(password);
     }
+    if let Some(reference) = &endpoint.sentinel_password
+        && let Password::Value(password) = read_password(&sctx.ctx.client, ns, reference).await?
+    {
+        args = args.with_sentinel_password(password);
+    }
     Ok(args)
 }
 
-async fn current_master(endpoint: &resources::RedisEndpoint, sctx: &SyncContext) -> Option<String> {
+async fn current_master(
+    endpoint: &resources::RedisEndpoint,
+    sentinel_password: Option<&str>,
+    sctx: &SyncContext,
+) -> Option<String> {
     if let Some(url) = &endpoint.url {
         return sentinel::url_host_port(url);
     }
     match sentinel::current_master(
         &endpoint.sentinels,
         &endpoint.master_name,
-        None,
+        sentinel_password,
         sctx.config.redis_timeout,
     )
     .await
@@ -486,8 +531,67 @@ async fn set_finalizer(cc: &ChatCluster, api: &Api<ChatCluster>, present: bool) 
     Ok(())
 }
 
-/// Deletes the chat system's keys, then releases the ChatCluster. Gives up (with a Warning event) once
-/// the deletion is older than the cleanup grace, so an unreachable Redis never blocks a deletion for ever.
+/// Whether chat-node pods of a deleted chat system may still write its keys.
+enum Writers {
+    /// No chat-node pod exists any more.
+    Gone,
+    /// This many chat-node pods still exist (running or terminating).
+    Running(usize),
+}
+
+/// Scales the chat-node Deployment (when this ChatCluster controls it) to zero, so no new writer
+/// starts and the running ones drain; says whether any chat-node pod still exists. The garbage collector
+/// would delete the Deployment only after the ChatCluster is gone, i.e. after the cleanup.
+async fn stop_writers(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Writers> {
+    let client = &sctx.ctx.client;
+    let name = Names::of(cc)?.node();
+    let uid = cc.metadata.uid.clone().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let deployment = deployments
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get Deployment {ns}/{name}")))?;
+    if let Some(d) = deployment.filter(|d| resources::is_controlled_by(&d.metadata, &uid))
+        && d.spec.replicas != Some(0)
+    {
+        let patch = serde_json::json!({ "spec": { "replicas": 0 } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match deployments
+            .patch(&name, &params, &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => info!(deployment = %name, "scaled to 0 before deleting the keys"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(source) => {
+                return Err(Error::kube(format!("scale Deployment {ns}/{name} to 0"))(
+                    source,
+                ));
+            }
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = resources::selector_string(cc, Component::ChatNode);
+    let left = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("list pods {selector}")))?
+        .items
+        .len();
+    Ok(if left == 0 {
+        Writers::Gone
+    } else {
+        Writers::Running(left)
+    })
+}
+
+/// Deletes the chat system's keys once no chat-node pod can write them any more (the Deployment is
+/// scaled to zero first), then releases the ChatCluster. Waits for the pods at most the cleanup grace
+/// plus a pod's termination grace (pods stuck beyond that sit on a dead node); gives up on the keys
+/// (with a Warning event) once the deletion is older than the cleanup grace and Redis still fails, so an
+/// unreachable Redis never blocks a deletion for ever.
 async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -> Result<Action> {
     let id = cc.cluster_id();
     sctx.ctx.observations.forget(&id);
@@ -496,6 +600,31 @@ async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().unwrap_or_default();
+    let since = cc
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    let pod_grace = Duration::from_secs(
+        u64::try_from(resources::node_termination_grace_seconds(cc)).unwrap_or_default(),
+    );
+    if let Writers::Running(left) = stop_writers(cc, sctx, &ns).await? {
+        if since < sctx.config.cleanup_grace + pod_grace {
+            debug!(
+                pods = left,
+                "waiting for the chat-node pods to stop before deleting keys"
+            );
+            return Ok(Action::requeue(
+                sctx.config.resync.min(Duration::from_secs(2)),
+            ));
+        }
+        warn!(
+            pods = left,
+            "chat-node pods still exist long after their grace period; deleting the keys anyway"
+        );
+    }
     let deleted = async {
         let args = redis_args(cc, sctx, &ns).await?;
         let loadset = sctx.loadset(cc, &args).await?;
@@ -505,13 +634,6 @@ async fn cleanup(cc: &ChatCluster, sctx: &SyncContext, api: &Api<ChatCluster>) -
     match deleted {
         Ok(n) => info!(keys = n, "deleted the chat system's Redis keys"),
         Err(err) => {
-            let since = cc
-                .metadata
-                .deletion_timestamp
-                .as_ref()
-                .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0))
-                .and_then(|d| Duration::try_from(d).ok())
-                .unwrap_or_default();
             if since < sctx.config.cleanup_grace {
                 return Err(err);
             }

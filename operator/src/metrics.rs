@@ -5,7 +5,11 @@
 //!   [`crate::reconcile::Error::metric_label`] / [`crate::loadset_sync::Error::metric_label`];
 //! - `switchboard_operator_reconcile_duration_seconds{controller}`: how long one reconcile took;
 //! - `switchboard_operator_loadset_changes_total{op}`: load-set members added / removed;
-//! - `switchboard_operator_leader`: 1 while this replica holds the Lease.
+//! - `switchboard_operator_leader`: 1 while this replica holds the Lease;
+//! - `switchboard_operator_redis_connections`: Redis clients the load-set sync holds (one per chat system);
+//! - `switchboard_operator_observed_clusters`: chat systems with a load-set observation.
+//!
+//! The last two fall back to zero when every ChatCluster is deleted: nothing per cluster outlives it.
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicI64;
@@ -50,6 +54,10 @@ pub struct Metrics {
     loadset_changes: Family<OpLabel, Counter>,
     /// 1 while this replica leads.
     pub leader: Gauge<i64, AtomicI64>,
+    /// Redis clients held by the load-set sync.
+    pub redis_connections: Gauge<i64, AtomicI64>,
+    /// Chat systems with a load-set observation.
+    pub observed_clusters: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,6 +83,18 @@ impl Metrics {
         });
         let loadset_changes = Family::<OpLabel, Counter>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
+        let redis_connections = Gauge::<i64, AtomicI64>::default();
+        let observed_clusters = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "redis_connections",
+            "Redis clients the load-set sync holds",
+            redis_connections.clone(),
+        );
+        registry.register(
+            "observed_clusters",
+            "Chat systems with a load-set observation",
+            observed_clusters.clone(),
+        );
         registry.register("reconciliations", "Reconciles run", reconciliations.clone());
         registry.register("reconcile_errors", "Reconciles that failed", errors.clone());
         registry.register(
@@ -99,6 +119,8 @@ impl Metrics {
             duration,
             loadset_changes,
             leader,
+            redis_connections,
+            observed_clusters,
         }
     }
 

@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! loadset_sync ──update(cc, Observation)──▶ Observations ──get(cluster id)──▶ reconcile (status)
-//!                                                │
+//!              ──set_connections(pod → n)──▶     │       ──connections────▶ reconcile (pod-deletion-cost
+//!                                                │                            before a scale-down)
 //!                                                └─ changed? ObjectRef ─▶ stream ─▶ reconcile_on
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures_util::Stream;
@@ -28,9 +29,12 @@ pub struct Observation {
 }
 
 /// Observations of every chat system, shared with the reconciler, which is told when one changes.
+/// Connection counts per chat-node pod are kept beside them without waking the reconciler (they change
+/// all the time; the reconciler reads them only before a scale-down).
 #[derive(Debug)]
 pub struct Observations {
     map: Mutex<HashMap<String, Observation>>,
+    connections: Mutex<HashMap<String, BTreeMap<String, u64>>>,
     changed: mpsc::UnboundedSender<ObjectRef<ChatCluster>>,
 }
 
@@ -48,6 +52,7 @@ impl Observations {
         (
             Arc::new(Self {
                 map: Mutex::new(HashMap::new()),
+                connections: Mutex::new(HashMap::new()),
                 changed: tx,
             }),
             stream,
@@ -75,11 +80,52 @@ impl Observations {
         previous
     }
 
+    /// Records the connection count of each chat-node pod (by pod name) of `cluster_id`, as the
+    /// nodes last reported them to the load set. Does not wake the reconciler.
+    pub fn set_connections(&self, cluster_id: &str, by_pod: BTreeMap<String, u64>) {
+        if let Ok(mut map) = self.connections.lock() {
+            map.insert(cluster_id.to_owned(), by_pod);
+        }
+    }
+
+    /// The connection count of each chat-node pod of `cluster_id` (empty when none yet).
+    pub fn connections(&self, cluster_id: &str) -> BTreeMap<String, u64> {
+        self.connections
+            .lock()
+            .ok()
+            .and_then(|m| m.get(cluster_id).cloned())
+            .unwrap_or_default()
+    }
+
     /// Drops what was seen of `cluster_id` (its ChatCluster is being deleted).
     pub fn forget(&self, cluster_id: &str) {
         if let Ok(mut map) = self.map.lock() {
             map.remove(cluster_id);
         }
+        if let Ok(mut map) = self.connections.lock() {
+            map.remove(cluster_id);
+        }
+    }
+
+    /// Drops what was seen of every chat system whose cluster id `live` does not hold (ChatClusters that
+    /// were deleted, possibly while no sync saw them go).
+    pub fn retain(&self, live: &HashSet<String>) {
+        if let Ok(mut map) = self.map.lock() {
+            map.retain(|id, _| live.contains(id));
+        }
+        if let Ok(mut map) = self.connections.lock() {
+            map.retain(|id, _| live.contains(id));
+        }
+    }
+
+    /// How many chat systems have an observation.
+    pub fn len(&self) -> usize {
+        self.map.lock().map(|m| m.len()).unwrap_or_default()
+    }
+
+    /// Whether no chat system has an observation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -88,6 +134,27 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+
+    #[test]
+    fn retain_drops_the_observations_of_deleted_chat_clusters() {
+        let (observations, _changed) = Observations::new();
+        for name in ["a", "b", "c"] {
+            observations.update(&ChatCluster::test(name), Observation::default());
+        }
+        assert_eq!(observations.len(), 3);
+        observations.set_connections(
+            &ChatCluster::test("a").cluster_id(),
+            BTreeMap::from([("pod".to_owned(), 3)]),
+        );
+        let live = HashSet::from([ChatCluster::test("b").cluster_id()]);
+        observations.retain(&live);
+        assert_eq!(observations.len(), 1);
+        assert!(
+            observations
+                .connections(&ChatCluster::test("a").cluster_id())
+                .is_empty()
+        );
+    }
 
     #[tokio::test]
     async fn only_a_changed_observation_wakes_the_reconciler() {
@@ -107,6 +174,7 @@ mod tests {
         assert_eq!(observations.get(&cc.cluster_id()), seen);
         observations.forget(&cc.cluster_id());
         assert_eq!(observations.get(&cc.cluster_id()), Observation::default());
+        assert!(observations.is_empty());
         drop(observations);
         assert_eq!(
             changed.next().await,

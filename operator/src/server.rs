@@ -33,7 +33,8 @@ use crate::reconcile;
 
 /// Bounds of `--resync`: often enough to repair drift quickly, never a busy loop.
 const RESYNC_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
-/// Bounds of `--lease-duration`: renewals (a third of it) must fit in; a standby must not wait for ever.
+/// Bounds of `--lease-duration`: renewals (a seventh of it) and the renew deadline (two thirds) must fit
+/// in; a standby must not wait for ever.
 const LEASE_RANGE: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(300));
 
 /// Flags of the `operator` binary (every flag also reads an environment variable).
@@ -82,7 +83,8 @@ pub struct Args {
         default_value = "switchboard-operator"
     )]
     pub lease_name: String,
-    /// How long a Lease is valid without renewal (a standby takes over after this), 3s to 5m.
+    /// How long a Lease is valid without renewal (a standby takes over after seeing it unchanged this
+    /// long); the leader steps down after two thirds of it without a renewal. 3s to 5m.
     #[arg(
         long,
         env = "SWITCHBOARD_LEASE_DURATION",
@@ -229,10 +231,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .clone()
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        let mut config = LeaseConfig::new(&namespace, &args.lease_name, &identity);
-        config.lease_duration = args.lease_duration;
-        config.renew_interval = config.lease_duration / 3;
-        config.retry_interval = (config.lease_duration / 7).max(Duration::from_millis(500));
+        let config = LeaseConfig::new(&namespace, &args.lease_name, &identity)
+            .with_lease_duration(args.lease_duration);
         run_with_leader_election(client, settings, metrics, config, shutdown.clone()).await
     } else {
         run_controllers(client, settings, metrics, shutdown.clone()).await;

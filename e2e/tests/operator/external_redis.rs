@@ -1,16 +1,18 @@
 //! External mode against real local Redis and Sentinel processes: the load set follows pod readiness
 //! within a second and the resync repairs drift, two ChatClusters on one Redis never see each other's
-//! members (and deletion cleans up only its own keys), and the current master follows a failover.
+//! members (and deletion cleans up only its own keys, once its chat-nodes stopped), the current master
+//! follows a failover, and nothing per cluster is held after a ChatCluster is deleted.
 
 use std::time::Duration;
 
 use e2e::testbed::sim;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use operator::crd::ChatCluster;
+use serde_json::json;
 use switchboard_redis::keys::Keys;
 use switchboard_testkit::{RedisServer, Sentinel, eventually};
 
@@ -18,6 +20,9 @@ use crate::{
     FOLLOW, TIMEOUT, bed, create_cluster, external_cluster_in_load_set, members_become,
     new_namespace, node_pods, ready_node_pods, start_operator, wait_event,
 };
+
+/// A finalizer this suite puts on a pod to keep it Terminating (a node that is still draining).
+const HOLD: &str = "e2e.switchboard.dev/hold";
 
 #[tokio::test]
 async fn load_set_follows_pod_readiness_and_resync_repairs_drift() {
@@ -204,4 +209,121 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
         note.contains(&master_addr) && note.contains(&replica_addr),
         "{note}"
     );
+}
+
+#[tokio::test]
+async fn redis_clients_and_observations_are_released_when_chat_clusters_are_deleted() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-release").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let redis = RedisServer::start().await.expect("redis-server");
+    let operator = start_operator(bed, n).await;
+    let held = || {
+        (
+            operator.metrics.redis_connections.get(),
+            operator.metrics.observed_clusters.get(),
+        )
+    };
+    // One External chat system (a Redis client) and one Managed (its Redis never answers on the bed,
+    // and it has no finalizer: its deletion is never reconciled).
+    external_cluster_in_load_set(&client, n, &redis, "ext", 1).await;
+    create_cluster(&client, n, ChatCluster::test("managed").with_nodes(1)).await;
+    eventually(
+        "one Redis client, two observed chat systems",
+        TIMEOUT,
+        || async { (held() == (1, 2)).then_some(()) },
+    )
+    .await;
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    for name in ["ext", "managed"] {
+        api.delete(name, &DeleteParams::background())
+            .await
+            .expect("delete");
+    }
+    eventually("nothing held for deleted chat systems", TIMEOUT, || async {
+        (held() == (0, 0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_external_chat_cluster_deletes_its_keys_only_after_its_chat_nodes_stopped() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-cleanup").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let redis = RedisServer::start().await.expect("redis-server");
+    let _operator = start_operator(bed, n).await;
+    let (_ls, pods) = external_cluster_in_load_set(&client, n, &redis, "demo", 2).await;
+    // One chat-node pod is held in Terminating by a finalizer of this test: a node still draining.
+    let held = pods.iter().next().cloned().expect("a pod");
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), n);
+    pod_api
+        .patch(
+            &held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": [HOLD] } })),
+        )
+        .await
+        .expect("hold the pod");
+    let prefix = Keys::new(&format!("{n}/demo")).scan_pattern();
+    let keys = || async {
+        redis
+            .command(&["KEYS", &prefix])
+            .await
+            .expect("KEYS")
+            .items()
+            .len()
+    };
+    assert!(keys().await > 0, "the chat system has keys");
+
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    api.delete("demo", &DeleteParams::background())
+        .await
+        .expect("delete demo");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    eventually(
+        "the chat-node Deployment is scaled to 0 and the held pod terminates",
+        TIMEOUT,
+        || async {
+            let d = deployments.get("demo-node").await.ok()?;
+            let p = pod_api.get(&held).await.ok()?;
+            (d.spec.replicas == Some(0) && p.metadata.deletion_timestamp.is_some()).then_some(())
+        },
+    )
+    .await;
+    // Several cleanup rounds later (2 s resync), a pod still exists: the keys must still be there.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        keys().await > 0,
+        "keys deleted while a chat-node pod still exists"
+    );
+    assert!(api.get_opt("demo").await.expect("get").is_some());
+
+    // The node is gone: now the keys go, then the ChatCluster.
+    pod_api
+        .patch(
+            &held,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+        )
+        .await
+        .expect("release the pod");
+    eventually(
+        "keys deleted, then the ChatCluster gone",
+        TIMEOUT,
+        || async {
+            if keys().await > 0 {
+                return None;
+            }
+            assert!(
+                node_pods(&client, n, "demo").await.is_empty(),
+                "keys deleted while a chat-node pod exists"
+            );
+            api.get_opt("demo").await.ok()?.is_none().then_some(())
+        },
+    )
+    .await;
 }

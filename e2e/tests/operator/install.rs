@@ -112,3 +112,65 @@ async fn rbac_grants_no_wildcards() {
         }
     }
 }
+
+#[tokio::test]
+async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_message() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-storage").await;
+    let n = ns.name();
+    let with_storage = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: kept}\nspec: {redis: {managed: {storage: 1Gi, storageClassName: standard}}}\n";
+    let without = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: plain}\nspec: {}\n";
+    kubectl_ok(bed, &["apply", "-n", n, "-f", "-"], Some(with_storage)).await;
+    kubectl_ok(bed, &["apply", "-n", n, "-f", "-"], Some(without)).await;
+    let cases = [
+        (
+            "kept",
+            r#"{"spec":{"redis":{"managed":{"storage":"2Gi"}}}}"#,
+            "spec.redis.managed.storage cannot be changed after creation",
+        ),
+        (
+            "kept",
+            r#"{"spec":{"redis":{"managed":{"storage":null}}}}"#,
+            "spec.redis.managed.storage cannot be added or removed after creation",
+        ),
+        (
+            "kept",
+            r#"{"spec":{"redis":{"managed":{"storageClassName":"fast"}}}}"#,
+            "spec.redis.managed.storageClassName cannot be changed after creation",
+        ),
+        (
+            "plain",
+            r#"{"spec":{"redis":{"managed":{"storage":"1Gi"}}}}"#,
+            "spec.redis.managed.storage cannot be added or removed after creation",
+        ),
+    ];
+    for (name, patch, message) in cases {
+        let target = format!("chatcluster/{name}");
+        let (ok, out) = kubectl(
+            bed,
+            &["patch", "-n", n, &target, "--type=merge", "-p", patch],
+            None,
+        )
+        .await;
+        assert!(!ok, "{patch} on {name} was accepted");
+        assert!(
+            out.contains(message),
+            "{patch}: expected {message:?} in {out}"
+        );
+    }
+    // Everything else stays changeable.
+    kubectl_ok(
+        bed,
+        &[
+            "patch",
+            "-n",
+            n,
+            "chatcluster/kept",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"nodes":{"replicas":3},"redis":{"managed":{"replicas":5}}}}"#,
+        ],
+        None,
+    )
+    .await;
+}

@@ -45,11 +45,8 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
     let client = bed.client().expect("client");
     let lease_name = format!("switchboard-operator-{n}");
     let lease_config = |identity: &str| {
-        let mut c = LeaseConfig::new("switchboard-system", &lease_name, identity);
-        c.lease_duration = Duration::from_secs(4);
-        c.renew_interval = Duration::from_secs(1);
-        c.retry_interval = Duration::from_millis(500);
-        c
+        LeaseConfig::new("switchboard-system", &lease_name, identity)
+            .with_lease_duration(Duration::from_secs(4))
     };
     let first = spawn_elected(bed, n, "operator-a", lease_config("operator-a")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -63,7 +60,7 @@ async fn one_operator_leads_on_the_lease_and_a_standby_takes_over_when_it_dies()
     .await;
     assert_eq!(leader, "operator-a");
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(1)).await;
-    wait_condition(&client, n, "demo", "Ready", "True").await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
 
     // Kill the leader (no release: its future is dropped, as in a crash); the standby takes over.
     first.abort();

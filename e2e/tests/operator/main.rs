@@ -12,8 +12,10 @@
 //! the impersonating operator, shared waits) and the scenarios are grouped by theme:
 //!
 //! ```text
+//! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
 //! objects        every owned object of the examples, password Secret, rolling on a password change
+//! ownership      only objects the ChatCluster controls are applied or pruned; a taken name is a conflict
 //! status         Degraded / Ready / Progressing conditions and Events, the pause annotation
 //! scaling        kubectl scale, least-loaded pods go first
 //! external_redis the load set follows readiness, clusters never mix, failover is announced
@@ -21,9 +23,11 @@
 //! ```
 
 mod external_redis;
+mod flags;
 mod install;
 mod leader;
 mod objects;
+mod ownership;
 mod scaling;
 mod status;
 
@@ -164,6 +168,8 @@ fn settings(ns: &str, identity: &str) -> Settings {
 /// The operator's controllers, running until dropped.
 struct Operator {
     stop: CancellationToken,
+    /// Its metrics (what `/metrics` would serve).
+    metrics: Arc<Metrics>,
 }
 
 impl Drop for Operator {
@@ -180,13 +186,14 @@ async fn start_operator(bed: &TestBed, ns: &str) -> Operator {
         .await
         .expect("the CRD is installed and the operator may read it");
     let stop = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
     tokio::spawn(run_controllers(
         client,
         settings(ns, &format!("test-{ns}")),
-        Arc::new(Metrics::new()),
+        metrics.clone(),
         stop.clone(),
     ));
-    Operator { stop }
+    Operator { stop, metrics }
 }
 
 /// Creates `cc` in `ns` as a user would (no uid or generation of its own).

@@ -4,16 +4,21 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use operator::crd::ChatCluster;
 use serde_json::json;
 use switchboard_testkit::eventually;
 
-use crate::{REPO, TIMEOUT, bed, condition, kubectl_ok, new_namespace, start_operator, wait_event};
+use crate::{
+    REPO, TIMEOUT, bed, condition, kubectl, kubectl_ok, new_namespace, start_operator,
+    wait_condition, wait_event,
+};
 
 #[tokio::test]
-async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
+async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_redis_does_not_answer()
+{
     let bed = bed().await;
     let ns = new_namespace(bed, "op-minimal").await;
     let n = ns.name();
@@ -28,7 +33,7 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
             "wait",
             "-n",
             n,
-            "--for=condition=Ready",
+            "--for=condition=Progressing=False",
             "chatcluster/chat",
             "--timeout=90s",
         ],
@@ -36,6 +41,45 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     )
     .await;
     assert!(out.contains("condition met"), "{out}");
+
+    // Every pod is (simulated) ready, but no Redis answers behind the sentinel names: not serving, and
+    // the status says why. kstatus readers see Reconciling, not success.
+    let cc = wait_condition(&client, n, "chat", "Reconciling", "True").await;
+    let (ready, reason, message) = condition(&cc, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "RedisUnreachable"),
+        "{message}"
+    );
+    assert!(message.contains("sentinels"), "{message}");
+    assert_eq!(
+        condition(&cc, "Reconciling").map(|c| c.1).as_deref(),
+        Some("RedisUnreachable")
+    );
+    assert_eq!(
+        condition(&cc, "Stalled").map(|c| c.0).as_deref(),
+        Some("False")
+    );
+    for c in cc.status.iter().flat_map(|s| s.conditions.iter()) {
+        assert_eq!(c.observed_generation, cc.metadata.generation, "{}", c.type_);
+    }
+    let (ok, out) = kubectl(
+        bed,
+        &[
+            "wait",
+            "-n",
+            n,
+            "--for=condition=Ready",
+            "chatcluster/chat",
+            "--timeout=2s",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        !ok,
+        "kubectl wait --for=condition=Ready must not succeed: {out}"
+    );
 
     let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
     let cc = api.get("chat").await.expect("ChatCluster");
@@ -69,6 +113,41 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
         Some("False")
     );
 
+    // `spec: {}` got the CRD's resource defaults from the API server, and every pod requests them and
+    // spreads over zones and hosts.
+    let requested = |r: &k8s_openapi::api::core::v1::ResourceRequirements| {
+        r.requests
+            .as_ref()
+            .is_some_and(|q| q.contains_key("cpu") && q.contains_key("memory"))
+    };
+    assert!(requested(&cc.spec.nodes.resources), "{:?}", cc.spec.nodes);
+    assert!(requested(&cc.spec.redis.managed.sentinel_resources));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
+    let mut templates = Vec::new();
+    for name in ["chat-node", "chat-registry"] {
+        templates.push(deployments.get(name).await.expect(name).spec.template);
+    }
+    for name in ["chat-redis", "chat-sentinel"] {
+        templates.push(sets.get(name).await.expect(name).spec.template);
+    }
+    for template in templates {
+        let pod = template.spec.expect("pod spec");
+        for c in &pod.containers {
+            assert!(
+                requested(c.resources.as_ref().expect("resources")),
+                "{}",
+                c.name
+            );
+        }
+        assert_eq!(
+            pod.topology_spread_constraints.map(|s| s.len()),
+            Some(2),
+            "{:?}",
+            pod.containers[0].name
+        );
+    }
+
     // Every owned object exists and is controlled by the ChatCluster.
     let uid = cc.metadata.uid.clone().expect("uid");
     let controlled = |meta: &kube::api::ObjectMeta| {
@@ -77,8 +156,6 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
             .flatten()
             .any(|o| o.uid == uid && o.controller == Some(true))
     };
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), n);
-    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
     let services: Api<Service> = Api::namespaced(client.clone(), n);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), n);
     let configs: Api<ConfigMap> = Api::namespaced(client.clone(), n);
@@ -93,6 +170,10 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_becomes_ready() {
     for name in ["chat-redis", "chat-sentinel"] {
         assert!(controlled(&sets.get(name).await.expect(name).metadata));
         assert!(controlled(&pdbs.get(name).await.expect(name).metadata));
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), n);
+    for name in ["chat-node", "chat-registry", "chat-redis", "chat-sentinel"] {
+        assert!(controlled(&policies.get(name).await.expect(name).metadata));
     }
     for name in ["chat-redis-headless", "chat-sentinel-headless"] {
         let svc = services.get(name).await.expect(name);
@@ -180,5 +261,54 @@ async fn production_example_is_accepted_and_rendered() {
     assert_eq!(
         svc.spec.and_then(|s| s.type_).as_deref(),
         Some("LoadBalancer")
+    );
+}
+
+#[tokio::test]
+async fn every_rendered_pod_is_admitted_under_pod_security_restricted() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-restricted").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    kubectl_ok(
+        bed,
+        &[
+            "label",
+            "namespace",
+            n,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+        ],
+        None,
+    )
+    .await;
+    // Enforcement is on: a pod with no security settings is refused.
+    let plain = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: plain, namespace: {n}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+    );
+    let (ok, out) = kubectl(bed, &["apply", "-f", "-"], Some(&plain)).await;
+    assert!(!ok && out.contains("violates PodSecurity"), "{out}");
+
+    let _operator = start_operator(bed, n).await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let mut cc = ChatCluster::test("demo")
+        .with_nodes(1)
+        .with_registries(1)
+        .with_redis(1, 1);
+    cc.metadata.namespace = Some(n.to_owned());
+    cc.metadata.uid = None;
+    cc.metadata.generation = None;
+    api.create(&Default::default(), &cc).await.expect("create");
+    // Every workload gets its pods (a refused pod would leave its workload short for ever).
+    let cc = wait_condition(&client, n, "demo", "Progressing", "False").await;
+    let s = cc.status.expect("status");
+    assert_eq!(
+        (
+            s.nodes.ready,
+            s.registries.ready,
+            s.redis.data_nodes.ready,
+            s.redis.sentinels.ready
+        ),
+        (1, 1, 1, 1)
     );
 }

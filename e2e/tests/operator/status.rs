@@ -1,9 +1,12 @@
-//! Conditions and Events: a missing password Secret or an object the API server refuses degrades the
-//! ChatCluster with a message saying what to do (and doing it heals it); the pause annotation stops
+//! Conditions and Events: Ready means serving (workloads ready, Redis reachable with a master, the load
+//! set equal to the ready pods); a missing password Secret or an object the API server refuses degrades
+//! the ChatCluster with a message saying what to do (and doing it heals it); the pause annotation stops
 //! reconciling until it is removed.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use e2e::testbed::sim;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use operator::context::PAUSED_ANNOTATION;
@@ -12,8 +15,8 @@ use serde_json::json;
 use switchboard_testkit::{RedisServer, eventually};
 
 use crate::{
-    TIMEOUT, bed, condition, create_cluster, demo_deployment_asks_for, kubectl_ok, new_namespace,
-    scale_demo, start_operator, wait_condition, wait_event,
+    TIMEOUT, bed, condition, create_cluster, demo_deployment_asks_for, kubectl_ok, loadset,
+    new_namespace, ready_node_pods, scale_demo, start_operator, wait_condition, wait_event,
 };
 
 #[tokio::test]
@@ -77,21 +80,38 @@ async fn an_object_the_api_server_refuses_degrades_the_chat_cluster() {
     let n = ns.name();
     let client = bed.client().expect("client");
     let _operator = start_operator(bed, n).await;
-    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
     create_cluster(
         &client,
         n,
         ChatCluster::test("demo")
             .with_nodes(1)
-            .with_label("team", "not a valid value!"),
+            .with_label("team", "chat"),
     )
     .await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    // The CRD cannot know Kubernetes' label-value syntax; the API server refuses the owned objects.
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "labels": { "team": "not a valid value!" } } })),
+    )
+    .await
+    .expect("set a bad label");
     let cc = wait_condition(&client, n, "demo", "Degraded", "True").await;
     let (_, reason, message) = condition(&cc, "Degraded").expect("Degraded");
     assert_eq!(reason, "InvalidSpec");
     assert!(message.contains("fix the ChatCluster spec"), "{message}");
     assert!(message.contains("not a valid value!"), "{message}");
-    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    // The refused update changed nothing that runs: the counts still say what runs.
+    let s = cc.status.clone().expect("status");
+    assert_eq!((s.nodes.ready, s.nodes.desired), (1, 1), "{s:?}");
+    assert_eq!((s.registries.ready, s.registries.desired), (2, 2), "{s:?}");
+    assert_eq!(
+        (s.redis.data_nodes.ready, s.redis.sentinels.ready),
+        (3, 3),
+        "{s:?}"
+    );
     api.patch(
         "demo",
         &PatchParams::default(),
@@ -99,7 +119,7 @@ async fn an_object_the_api_server_refuses_degrades_the_chat_cluster() {
     )
     .await
     .expect("fix the label");
-    wait_condition(&client, n, "demo", "Ready", "True").await;
+    wait_condition(&client, n, "demo", "Degraded", "False").await;
 }
 
 #[tokio::test]
@@ -110,7 +130,7 @@ async fn pause_annotation_stops_reconciling_until_removed() {
     let client = bed.client().expect("client");
     let _operator = start_operator(bed, n).await;
     create_cluster(&client, n, ChatCluster::test("demo").with_nodes(2)).await;
-    wait_condition(&client, n, "demo", "Ready", "True").await;
+    wait_condition(&client, n, "demo", "Progressing", "False").await;
 
     kubectl_ok(
         bed,
@@ -159,4 +179,104 @@ async fn pause_annotation_stops_reconciling_until_removed() {
     )
     .await;
     demo_deployment_asks_for(&client, n, 4, "the Deployment follows once resumed").await;
+}
+
+#[tokio::test]
+async fn external_redis_chat_cluster_is_ready_only_while_it_serves() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-serving").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let mut redis = RedisServer::start().await.expect("redis-server");
+    let _operator = start_operator(bed, n).await;
+    create_cluster(
+        &client,
+        n,
+        ChatCluster::test("demo")
+            .with_nodes(3)
+            .with_external_url(&redis.url()),
+    )
+    .await;
+    let ls = loadset(&redis, &format!("{n}/demo")).await;
+
+    // Every status seen on the way: Ready only once the load set holds all three ready pods.
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let not_ready_reasons = std::sync::Mutex::new(BTreeSet::new());
+    eventually("demo becomes Ready", TIMEOUT, || async {
+        let cc = api.get("demo").await.ok()?;
+        let (ready, reason, _) = condition(&cc, "Ready")?;
+        let s = cc.status.clone()?;
+        if ready != "True" {
+            not_ready_reasons.lock().expect("lock").insert(reason);
+            return None;
+        }
+        assert_eq!(s.nodes.ready, 3, "Ready with {s:?}");
+        assert_eq!(s.load_set_members, Some(3), "Ready with {s:?}");
+        assert!(s.redis.current_master.is_some(), "Ready with {s:?}");
+        Some(())
+    })
+    .await;
+    let not_ready_reasons = not_ready_reasons.into_inner().expect("lock");
+    assert!(
+        !not_ready_reasons.is_empty(),
+        "a new chat system is not Ready at once"
+    );
+    let pods = ready_node_pods(&client, n, "demo", 3).await;
+    assert_eq!(ls.members().await.expect("members"), pods);
+    let out = kubectl_ok(
+        bed,
+        &[
+            "wait",
+            "-n",
+            n,
+            "--for=condition=Ready",
+            "chatcluster/demo",
+            "--timeout=10s",
+        ],
+        None,
+    )
+    .await;
+    assert!(out.contains("condition met"), "{out}");
+    let cc = api.get("demo").await.expect("demo");
+    for type_ in ["Reconciling", "Stalled", "Degraded"] {
+        assert_eq!(
+            condition(&cc, type_).map(|c| c.0).as_deref(),
+            Some("False"),
+            "{type_}"
+        );
+    }
+
+    // A pod turning not ready: not Ready until it is back (and back in the load set).
+    let victim = pods.iter().next().cloned().expect("a pod");
+    sim::set_pod_ready(&client, n, &victim, false)
+        .await
+        .expect("not ready");
+    let cc = wait_condition(&client, n, "demo", "Ready", "False").await;
+    let (_, reason, message) = condition(&cc, "Ready").expect("Ready");
+    assert!(
+        ["RollingOut", "LoadSetBehind"].contains(&reason.as_str()),
+        "{reason}: {message}"
+    );
+    sim::set_pod_ready(&client, n, &victim, true)
+        .await
+        .expect("ready");
+    wait_condition(&client, n, "demo", "Ready", "True").await;
+
+    // Redis gone: not Ready, Degraded and Stalled with the reason; back again: Ready.
+    redis.kill();
+    let cc = eventually("Ready=False/RedisUnreachable", TIMEOUT, || async {
+        let cc = api.get("demo").await.ok()?;
+        (condition(&cc, "Ready")?.1 == "RedisUnreachable").then_some(cc)
+    })
+    .await;
+    assert_eq!(
+        condition(&cc, "Degraded").map(|c| (c.0, c.1)),
+        Some(("True".to_owned(), "RedisUnreachable".to_owned()))
+    );
+    assert_eq!(
+        condition(&cc, "Stalled").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    redis.restart().await.expect("redis-server restarts");
+    wait_condition(&client, n, "demo", "Ready", "True").await;
 }

@@ -3,16 +3,18 @@
 //!
 //! ```text
 //! ChatCluster (any semantic change) ─────────────────────────────┐
-//! owned Deployment / StatefulSet / Service / ConfigMap / PDB ────┼─▶ reconcile(ChatCluster)
+//! owned Deployment / StatefulSet / Service / ConfigMap / PDB / NetworkPolicy ┼─▶ reconcile(ChatCluster)
 //! Secret (metadata only) ─▶ ChatClusters whose password it holds ┤
 //! load-set observation changed (crate::observation) ─────────────┘
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
@@ -73,12 +75,18 @@ pub async fn run(
     // Secrets are watched as metadata only (their data is never cached) and mapped to the ChatClusters
     // that use them, so a password change rolls the pods.
     let cluster_domain = ctx.config.cluster_domain.clone();
-    controller
+    let reconciler = Reconciler::new(ctx);
+    let release = release_deleted(&reconciler, store.clone(), shutdown.clone());
+    let controller = controller
         .owns(scoped::<Deployment>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<StatefulSet>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<Service>(&client, ns.as_deref()), owned.clone())
         .owns(scoped::<ConfigMap>(&client, ns.as_deref()), owned.clone())
-        .owns(scoped::<PodDisruptionBudget>(&client, ns.as_deref()), owned)
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, ns.as_deref()),
+            owned.clone(),
+        )
+        .owns(scoped::<NetworkPolicy>(&client, ns.as_deref()), owned)
         .watches(
             scoped::<PartialObjectMeta<Secret>>(&client, ns.as_deref()),
             watcher::Config::default(),
@@ -86,13 +94,32 @@ pub async fn run(
         )
         .reconcile_on(reconcile_on)
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, Reconciler::new(ctx))
+        .run(reconcile, error_policy, reconciler.clone())
         .for_each(|result| async move {
             if let Err(err) = result {
                 debug!(error = %report::chain(&err), "reconcile loop");
             }
-        })
-        .await;
+        });
+    tokio::join!(controller, release);
+}
+
+/// How often what the reconciler keeps per ChatCluster is checked against the ChatClusters that exist.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Forgets deleted ChatClusters every [`RELEASE_INTERVAL`] until `shutdown` fires.
+async fn release_deleted(r: &Reconciler, store: Store<ChatCluster>, shutdown: CancellationToken) {
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = store.wait_until_ready() => if ready.is_err() { return },
+    }
+    let mut tick = tokio::time::interval(RELEASE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => r.retain(&store.state()),
+        }
+    }
 }
 
 /// The ChatClusters in the Secret's namespace whose Redis password it holds.

@@ -7,8 +7,10 @@
 //!        ├─ deleting? ─▶ nothing (owner references let the garbage collector delete the rest)
 //!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
 //!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
-//!        ├─ render ─▶ SSA every object (force, manager "switchboard-operator")               (apply)
-//!        ├─ External mode ─▶ delete leftover managed-Redis objects                          (apply)
+//!        ├─ scale-down pending? ─▶ pod-deletion-cost = connections on chat-node pods   (deletion_cost)
+//!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
+//!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
+//!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
 //! ```
 //!
@@ -22,6 +24,7 @@
 
 mod apply;
 mod controller;
+mod deletion_cost;
 mod error;
 mod password;
 mod status;
@@ -30,6 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -38,6 +42,7 @@ use switchboard_runtime::report;
 use tracing::{Span, debug, info, instrument, warn};
 
 pub use controller::{check_crd, run};
+pub use deletion_cost::POD_DELETION_COST;
 pub use error::{Error, Result};
 
 use crate::context::{Context, PAUSED_ANNOTATION, is_paused};
@@ -86,6 +91,25 @@ impl Reconciler {
             failures.remove(obj);
         }
     }
+
+    /// Forgets the ChatClusters not in `live` (deleted ones; a deletion without finalizer is never
+    /// reconciled, so nothing else would).
+    fn retain(&self, live: &[Arc<ChatCluster>]) {
+        let refs: HashSet<ObjectRef<ChatCluster>> = live
+            .iter()
+            .map(|cc| ObjectRef::from_obj(cc.as_ref()))
+            .collect();
+        let uids: HashSet<&str> = live
+            .iter()
+            .filter_map(|cc| cc.metadata.uid.as_deref())
+            .collect();
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|r, _| refs.contains(r));
+        }
+        if let Ok(mut announced) = self.announced.lock() {
+            announced.retain(|uid| uids.contains(uid.as_str()));
+        }
+    }
 }
 
 /// Something only the operator can judge, reported as `Degraded=True`.
@@ -128,16 +152,20 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     let clusters: Api<ChatCluster> = Api::namespaced(ctx.client.clone(), &ns);
     if is_paused(cc) {
         let mut status = cc.status.clone().unwrap_or_default();
-        status::set_condition(
-            &mut status.conditions,
-            cc,
-            condition::PROGRESSING,
-            false,
-            "Paused",
-            format!(
-                "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
-            ),
-        );
+        let now = Timestamp::now();
+        for type_ in [condition::PROGRESSING, condition::RECONCILING] {
+            status::set_condition(
+                &mut status.conditions,
+                cc,
+                type_,
+                false,
+                "Paused",
+                format!(
+                    "reconciliation is paused: remove the annotation {PAUSED_ANNOTATION} to resume"
+                ),
+                now,
+            );
+        }
         status::patch_status(&clusters, cc, status).await?;
         info!("paused");
         return Ok(Action::await_change());
@@ -161,20 +189,29 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         }),
     };
     let desired = resources::render(cc, &render_ctx)?;
-    let applied = apply::apply_all(&ctx.client, &ns, &desired, &mut problems).await?;
+    let uid = cc
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(resources::Error::MissingMetadata("uid"))?;
+    deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
+    let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
     if cc.spec.redis.mode == RedisMode::External {
-        apply::prune_managed_redis(&ctx.client, &ns, &Names::of(cc)?).await?;
+        apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
+    }
+    if !cc.spec.network_policy.enabled {
+        apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
 
-    let status = status::build_status(cc, &applied, &problems, ctx);
+    let observation = ctx.observations.get(&cc.cluster_id());
+    let status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());
     status::announce(cc, r, &status, &problems).await;
-    let progressing = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == condition::PROGRESSING && c.status == "True");
+    let unsettled = status.conditions.iter().any(|c| {
+        (c.type_ == condition::RECONCILING || c.type_ == condition::DEGRADED) && c.status == "True"
+    });
     status::patch_status(&clusters, cc, status).await?;
     debug!(%name, "reconciled");
-    Ok(Action::requeue(if progressing || !problems.is_empty() {
+    Ok(Action::requeue(if unsettled {
         UNSETTLED_REQUEUE
     } else {
         ctx.config.requeue

@@ -1,13 +1,20 @@
 //! The ChatCluster status and the Events derived from it: replica counts of every component, the
-//! load-set observation, and the Ready / Progressing / Degraded conditions, written with server-side
-//! apply on the status subresource (skipped when nothing changed).
+//! load-set observation, and the conditions, written with server-side apply on the status subresource
+//! (skipped when nothing changed).
 //!
 //! ```text
 //! Applied workloads ─┐
 //! Problems ──────────┼─▶ build_status ─▶ announce (Created, Scaled, Degraded, Recovered) ─▶ patch_status
-//! Observation ───────┘      Degraded = any problem; Progressing = a component short of desired;
-//!                           Ready = neither
+//! Observation ───────┘   Degraded / Stalled  = a problem a person must fix (Stalled also after the
+//!                                              progress deadline)
+//!                        Progressing         = a workload short of its desired ready pods
+//!                        Reconciling         = not serving yet: rolling out, Redis unreachable or
+//!                                              without master, load set != ready chat-node pods
+//!                        Ready               = serving: none of the above
 //! ```
+//!
+//! `Reconciling` and `Stalled` are the kstatus conventions, so `kubectl wait`, Argo CD and Flux judge
+//! progress from them; every condition carries `observedGeneration`.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -20,6 +27,7 @@ use super::apply::Applied;
 use super::{Error, Problem, Reconciler, Result};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::{self, ChatCluster, ChatClusterStatus, RedisMode, Replicas, condition};
+use crate::observation::Observation;
 use crate::resources::{self, Component, Names};
 
 /// Ready / desired replicas of a Deployment, and whether it is still moving towards `desired`.
@@ -50,12 +58,81 @@ fn stateful_set_replicas(s: Option<&StatefulSet>, desired: i32) -> (Replicas, bo
     (Replicas { ready, desired }, !rolled)
 }
 
-/// The new status of `cc` from what was applied, the problems found and the load-set observation.
+/// How long the operator may stay `Reconciling` before it also says `Stalled` (like a Deployment's
+/// `progressDeadlineSeconds`): long enough for image pulls and a Redis bootstrap, short enough that a
+/// GitOps tool stops waiting for something that will not come.
+pub const PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Something the chat system is still waiting for before it serves (`Reconciling=True`, `Ready=False`).
+struct Waiting {
+    reason: &'static str,
+    message: String,
+}
+
+/// What keeps a chat system from serving, judged from the observation of the load-set sync: Redis must
+/// be reachable with a known master, and the load set must hold exactly the ready chat-node pods.
+fn serving_gaps(
+    mode: RedisMode,
+    observation: &Observation,
+    ready_nodes: i32,
+    waiting: &mut Vec<Waiting>,
+    problems: &mut Vec<Problem>,
+) {
+    if let Some(err) = &observation.redis_error {
+        match mode {
+            // Someone else runs it: a person has to look.
+            RedisMode::External => problems.push(Problem {
+                reason: "RedisUnreachable",
+                message: format!("the operator cannot use the external Redis: {err} — check spec.redis.external and the password Secret"),
+            }),
+            // The operator runs it: it may still be starting; the progress deadline turns this into Stalled.
+            RedisMode::Managed => waiting.push(Waiting {
+                reason: "RedisUnreachable",
+                message: format!("the managed Redis is not reachable through its sentinels: {err}"),
+            }),
+        }
+        return;
+    }
+    let Some(members) = observation.members else {
+        waiting.push(Waiting {
+            reason: "LoadSetPending",
+            message: "waiting for the first load-set sync".to_owned(),
+        });
+        return;
+    };
+    if observation.current_master.is_none() {
+        waiting.push(Waiting {
+            reason: "NoMaster",
+            message: "no sentinel names a Redis master".to_owned(),
+        });
+    }
+    if members != ready_nodes {
+        waiting.push(Waiting {
+            reason: "LoadSetBehind",
+            message: format!(
+                "the load set has {members} members but {ready_nodes} socket servers are ready"
+            ),
+        });
+    }
+}
+
+/// The new status of `cc` from what was applied, the problems found and the load-set observation, at
+/// time `now`.
+///
+/// - `Ready`: every workload has its desired ready pods, Redis is reachable with a known master, the load
+///   set equals the ready chat-node pods, and nothing is wrong.
+/// - `Reconciling` (kstatus): the operator is still waiting for one of those; `Progressing` keeps its
+///   narrower meaning (a workload short of its desired pods).
+/// - `Degraded` and `Stalled` (kstatus): a problem only a person can fix; `Stalled` also once
+///   `Reconciling` has lasted longer than [`PROGRESS_DEADLINE`].
+///
+/// Every condition carries the `observedGeneration` it describes.
 pub(super) fn build_status(
     cc: &ChatCluster,
     applied: &Applied,
     problems: &[Problem],
-    ctx: &Context,
+    observation: &Observation,
+    now: Timestamp,
 ) -> ChatClusterStatus {
     let mut status = cc.status.clone().unwrap_or_default();
     let names = Names::of(cc).ok();
@@ -105,86 +182,119 @@ pub(super) fn build_status(
         status.redis.data_nodes = Replicas::default();
         status.redis.sentinels = Replicas::default();
     }
-    let observation = ctx.observations.get(&cc.cluster_id());
     status.redis.current_master = observation.current_master.clone();
     status.load_set_members = observation.members;
     status.selector = Some(resources::selector_string(cc, Component::ChatNode));
     status.observed_generation = cc.metadata.generation;
 
     let mut problems = problems.to_vec();
-    if cc.spec.redis.mode == RedisMode::External
-        && let Some(err) = &observation.redis_error
-    {
-        problems.push(Problem {
-            reason: "RedisUnreachable",
-            message: format!("the operator cannot use the external Redis: {err} — check spec.redis.external and the password Secret"),
+    let mut waiting = Vec::new();
+    if !moving.is_empty() {
+        waiting.push(Waiting {
+            reason: "RollingOut",
+            message: format!("waiting for {}", moving.join(", ")),
         });
     }
+    serving_gaps(
+        cc.spec.redis.mode,
+        observation,
+        nodes.ready,
+        &mut waiting,
+        &mut problems,
+    );
+    let joined = |messages: Vec<&str>| messages.join("; ");
+    let problem_message = joined(problems.iter().map(|p| p.message.as_str()).collect());
+    let waiting_message = joined(waiting.iter().map(|w| w.message.as_str()).collect());
+
     let conditions = &mut status.conditions;
-    if let Some(p) = problems.first() {
-        let message = problems
-            .iter()
-            .map(|p| p.message.as_str())
-            .collect::<Vec<_>>()
-            .join("; ");
-        set_condition(conditions, cc, condition::DEGRADED, true, p.reason, message);
-    } else {
-        set_condition(
-            conditions,
-            cc,
+    let mut set = |type_: &str, on: bool, reason: &str, message: String| {
+        set_condition(conditions, cc, type_, on, reason, message, now);
+    };
+    match problems.first() {
+        Some(p) => set(condition::DEGRADED, true, p.reason, problem_message.clone()),
+        None => set(
             condition::DEGRADED,
             false,
             "AsExpected",
             "no problems found".to_owned(),
-        );
+        ),
     }
     if moving.is_empty() {
-        set_condition(
-            conditions,
-            cc,
+        set(
             condition::PROGRESSING,
             false,
             "Complete",
             "every component has its desired ready pods".to_owned(),
         );
     } else {
-        set_condition(
-            conditions,
-            cc,
+        set(
             condition::PROGRESSING,
             true,
             "RollingOut",
             format!("waiting for {}", moving.join(", ")),
         );
     }
-    let ready = moving.is_empty() && problems.is_empty();
-    if ready {
-        set_condition(
-            conditions,
-            cc,
+    match waiting.first() {
+        Some(w) => set(
+            condition::RECONCILING,
+            true,
+            w.reason,
+            waiting_message.clone(),
+        ),
+        None => set(
+            condition::RECONCILING,
+            false,
+            "Settled",
+            "nothing left to wait for".to_owned(),
+        ),
+    }
+    let reconciling_since = conditions
+        .iter()
+        .find(|c| c.type_ == condition::RECONCILING && c.status == "True")
+        .map(|c| c.last_transition_time.0);
+    let overdue = reconciling_since.is_some_and(|since| {
+        std::time::Duration::try_from(now.duration_since(since))
+            .is_ok_and(|d| d > PROGRESS_DEADLINE)
+    });
+    let mut set = |type_: &str, on: bool, reason: &str, message: String| {
+        set_condition(conditions, cc, type_, on, reason, message, now);
+    };
+    match (problems.first(), waiting.first()) {
+        (Some(p), _) => set(condition::STALLED, true, p.reason, problem_message.clone()),
+        (None, Some(_)) if overdue => set(
+            condition::STALLED,
+            true,
+            "ProgressDeadlineExceeded",
+            format!(
+                "still not serving after {}s: {waiting_message}",
+                PROGRESS_DEADLINE.as_secs()
+            ),
+        ),
+        _ => set(
+            condition::STALLED,
+            false,
+            "AsExpected",
+            "nothing blocks progress".to_owned(),
+        ),
+    }
+    match (problems.first(), waiting.first()) {
+        (Some(p), _) => set(
+            condition::READY,
+            false,
+            p.reason,
+            format!("{problem_message} (see the Degraded condition)"),
+        ),
+        (None, Some(w)) => set(condition::READY, false, w.reason, waiting_message),
+        (None, None) => set(
             condition::READY,
             true,
-            "AllReady",
-            "every component is ready".to_owned(),
-        );
-    } else if !problems.is_empty() {
-        set_condition(
-            conditions,
-            cc,
-            condition::READY,
-            false,
-            "Degraded",
-            "see the Degraded condition".to_owned(),
-        );
-    } else {
-        set_condition(
-            conditions,
-            cc,
-            condition::READY,
-            false,
-            "RollingOut",
-            format!("waiting for {}", moving.join(", ")),
-        );
+            "Serving",
+            format!(
+                "serving: {} socket servers in the load set, Redis master {}",
+                observation.members.unwrap_or_default(),
+                observation.current_master.as_deref().unwrap_or_default()
+            ),
+        ),
     }
     status
 }
@@ -197,9 +307,10 @@ pub(super) fn set_condition(
     on: bool,
     reason: &str,
     message: String,
+    now: Timestamp,
 ) {
     let status = if on { "True" } else { "False" };
-    let now = Time(Timestamp::now());
+    let now = Time(now);
     let new = |time| Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
@@ -332,12 +443,20 @@ pub(super) async fn patch_status(
 mod tests {
     use std::time::Duration;
 
+    use k8s_openapi::api::apps::v1::{DeploymentStatus, StatefulSetStatus};
+
     use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::now()
+    }
 
     #[test]
     fn a_condition_keeps_its_transition_time_until_its_status_changes() {
         let cc = ChatCluster::test("demo");
         let mut conditions = Vec::new();
+        let t0 = now();
+        let later = t0 + Duration::from_secs(5);
         set_condition(
             &mut conditions,
             &cc,
@@ -345,9 +464,9 @@ mod tests {
             false,
             "RollingOut",
             "a".to_owned(),
+            t0,
         );
         let first = conditions[0].last_transition_time.clone();
-        std::thread::sleep(Duration::from_millis(5));
         set_condition(
             &mut conditions,
             &cc,
@@ -355,6 +474,7 @@ mod tests {
             false,
             "RollingOut",
             "b".to_owned(),
+            later,
         );
         assert_eq!(conditions[0].last_transition_time, first);
         assert_eq!(conditions[0].message, "b");
@@ -363,8 +483,9 @@ mod tests {
             &cc,
             condition::READY,
             true,
-            "AllReady",
+            "Serving",
             "c".to_owned(),
+            later,
         );
         assert_ne!(conditions[0].last_transition_time, first);
         assert_eq!(conditions.len(), 1);
@@ -398,5 +519,190 @@ mod tests {
         }
         assert!(deployment_replicas(Some(&d), 3).1);
         assert!(deployment_replicas(None, 1).1);
+    }
+
+    fn rolled_deployment(name: &str, n: i32) -> (String, Deployment) {
+        let mut d = Deployment::default();
+        d.metadata.name = Some(name.to_owned());
+        d.metadata.generation = Some(1);
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(n),
+            updated_replicas: Some(n),
+            ready_replicas: Some(n),
+            ..DeploymentStatus::default()
+        });
+        (name.to_owned(), d)
+    }
+
+    fn rolled_set(name: &str, n: i32) -> (String, StatefulSet) {
+        let mut s = StatefulSet::default();
+        s.metadata.name = Some(name.to_owned());
+        s.metadata.generation = Some(1);
+        s.status = Some(StatefulSetStatus {
+            observed_generation: Some(1),
+            replicas: n,
+            updated_replicas: Some(n),
+            ready_replicas: Some(n),
+            ..StatefulSetStatus::default()
+        });
+        (name.to_owned(), s)
+    }
+
+    /// Every workload of a default managed `demo` at its desired ready count.
+    fn all_rolled() -> Applied {
+        Applied {
+            deployments: [
+                rolled_deployment("demo-node", 2),
+                rolled_deployment("demo-registry", 2),
+            ]
+            .into_iter()
+            .collect(),
+            stateful_sets: [rolled_set("demo-redis", 3), rolled_set("demo-sentinel", 3)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn serving() -> Observation {
+        Observation {
+            members: Some(2),
+            current_master: Some("demo-redis-0:6379".to_owned()),
+            redis_error: None,
+        }
+    }
+
+    /// (status, reason) of every condition, by type.
+    fn judged(status: &ChatClusterStatus) -> std::collections::BTreeMap<String, (String, String)> {
+        status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), (c.status.clone(), c.reason.clone())))
+            .collect()
+    }
+
+    fn pair(status: &str, reason: &str) -> (String, String) {
+        (status.to_owned(), reason.to_owned())
+    }
+
+    #[test]
+    fn ready_needs_rolled_workloads_a_reachable_redis_with_master_and_a_matching_load_set() {
+        let cc = ChatCluster::test("demo");
+        let status = build_status(&cc, &all_rolled(), &[], &serving(), now());
+        let c = judged(&status);
+        assert_eq!(c["Ready"], pair("True", "Serving"));
+        assert_eq!(c["Reconciling"], pair("False", "Settled"));
+        assert_eq!(c["Stalled"], pair("False", "AsExpected"));
+        assert_eq!(c["Degraded"], pair("False", "AsExpected"));
+        assert_eq!(c["Progressing"], pair("False", "Complete"));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(1)),
+            "every condition carries observedGeneration"
+        );
+
+        // Managed Redis that cannot be reached: workloads all ready, still not Ready (the bed's case).
+        let unreachable = Observation {
+            members: None,
+            current_master: None,
+            redis_error: Some("dns error: no such host demo-sentinel-0".to_owned()),
+        };
+        let status = build_status(&cc, &all_rolled(), &[], &unreachable, now());
+        let c = judged(&status);
+        assert_eq!(c["Ready"], pair("False", "RedisUnreachable"));
+        assert_eq!(c["Reconciling"], pair("True", "RedisUnreachable"));
+        assert_eq!(c["Progressing"], pair("False", "Complete"));
+        assert_eq!(c["Degraded"], pair("False", "AsExpected"));
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone());
+        assert!(ready.is_some_and(|m| m.contains("no such host")));
+
+        // No master known, or a load set behind the ready pods: not Ready either.
+        let no_master = Observation {
+            current_master: None,
+            ..serving()
+        };
+        let c = judged(&build_status(&cc, &all_rolled(), &[], &no_master, now()));
+        assert_eq!(c["Ready"], pair("False", "NoMaster"));
+        let behind = Observation {
+            members: Some(1),
+            ..serving()
+        };
+        let c = judged(&build_status(&cc, &all_rolled(), &[], &behind, now()));
+        assert_eq!(c["Ready"], pair("False", "LoadSetBehind"));
+        let never = Observation::default();
+        let c = judged(&build_status(&cc, &all_rolled(), &[], &never, now()));
+        assert_eq!(c["Ready"], pair("False", "LoadSetPending"));
+
+        // A workload short of its pods.
+        let mut short = all_rolled();
+        short
+            .stateful_sets
+            .insert("demo-sentinel".to_owned(), rolled_set("demo-sentinel", 2).1);
+        let c = judged(&build_status(&cc, &short, &[], &serving(), now()));
+        assert_eq!(c["Ready"], pair("False", "RollingOut"));
+        assert_eq!(c["Progressing"], pair("True", "RollingOut"));
+        assert_eq!(c["Reconciling"], pair("True", "RollingOut"));
+    }
+
+    #[test]
+    fn external_redis_that_cannot_be_reached_and_other_problems_are_degraded_and_stalled() {
+        let cc = ChatCluster::test("demo").with_external_url("redis://r:6379");
+        let applied = Applied {
+            deployments: [
+                rolled_deployment("demo-node", 2),
+                rolled_deployment("demo-registry", 2),
+            ]
+            .into_iter()
+            .collect(),
+            stateful_sets: std::collections::HashMap::new(),
+        };
+        let down = Observation {
+            redis_error: Some("connection refused".to_owned()),
+            ..serving()
+        };
+        let c = judged(&build_status(&cc, &applied, &[], &down, now()));
+        assert_eq!(c["Degraded"], pair("True", "RedisUnreachable"));
+        assert_eq!(c["Stalled"], pair("True", "RedisUnreachable"));
+        assert_eq!(c["Ready"], pair("False", "RedisUnreachable"));
+        let conflict = Problem {
+            reason: "NameConflict",
+            message: "Service default/demo-node already exists".to_owned(),
+        };
+        let c = judged(&build_status(&cc, &applied, &[conflict], &serving(), now()));
+        assert_eq!(c["Ready"], pair("False", "NameConflict"));
+        assert_eq!(c["Stalled"], pair("True", "NameConflict"));
+    }
+
+    #[test]
+    fn reconciling_past_the_progress_deadline_is_stalled() {
+        let mut cc = ChatCluster::test("demo");
+        let unreachable = Observation {
+            redis_error: Some("timed out".to_owned()),
+            ..Observation::default()
+        };
+        let t0 = now();
+        let status = build_status(&cc, &all_rolled(), &[], &unreachable, t0);
+        assert_eq!(judged(&status)["Stalled"], pair("False", "AsExpected"));
+        cc.status = Some(status);
+        let just_before = t0 + PROGRESS_DEADLINE;
+        let status = build_status(&cc, &all_rolled(), &[], &unreachable, just_before);
+        assert_eq!(judged(&status)["Stalled"], pair("False", "AsExpected"));
+        cc.status = Some(status);
+        let after = t0 + PROGRESS_DEADLINE + Duration::from_secs(1);
+        let status = build_status(&cc, &all_rolled(), &[], &unreachable, after);
+        let c = judged(&status);
+        assert_eq!(c["Stalled"], pair("True", "ProgressDeadlineExceeded"));
+        assert_eq!(c["Reconciling"], pair("True", "RedisUnreachable"));
+        // Serving again clears both.
+        cc.status = Some(status);
+        let c = judged(&build_status(&cc, &all_rolled(), &[], &serving(), after));
+        assert_eq!(c["Stalled"], pair("False", "AsExpected"));
+        assert_eq!(c["Ready"], pair("True", "Serving"));
     }
 }

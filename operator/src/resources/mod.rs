@@ -1,5 +1,7 @@
 //! Pure rendering of every object a `ChatCluster` owns. No I/O: the reconciler applies what these
-//! functions return, and the tests read them field by field.
+//! functions return, and the tests read them field by field. Objects are written as JSON and converted
+//! to the typed k8s-openapi structs; the conversion is checked to lose nothing (a misspelled field is an
+//! [`Error::Lossy`], not a silently missing setting).
 //!
 //! ```text
 //! ChatCluster demo ──render()──▶ Desired
@@ -9,7 +11,8 @@
 //!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
 //!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
 //!   registry:         Deployment + Service demo-registry (type and port from the spec)
-//!   PodDisruptionBudgets for every workload; owner reference (controller) on everything
+//!   PodDisruptionBudgets for every workload; NetworkPolicies (Redis/Sentinel: own pods and the operator
+//!   only; chat-node/registry: their serving port only); owner reference (controller) on everything
 //! ```
 //!
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
@@ -25,9 +28,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -100,6 +105,15 @@ pub enum Error {
     /// The ChatCluster lacks a name, namespace or uid (it was not read from the API server).
     #[error("ChatCluster has no {0}: only objects read from the API server can be rendered")]
     MissingMetadata(&'static str),
+    /// A rendered field is not part of its Kubernetes type and would have been dropped (a bug in this
+    /// module: a misspelled or misplaced field).
+    #[error("rendering {kind}: the field {path} is not part of the Kubernetes type")]
+    Lossy {
+        /// The kind being rendered.
+        kind: &'static str,
+        /// JSON path of the field, e.g. `.spec.template.spec.containers[0].readinesProbe`.
+        path: String,
+    },
     /// An object did not match its Kubernetes type (a bug in this module).
     #[error("rendering {kind}")]
     Shape {
@@ -145,6 +159,8 @@ pub struct Desired {
     pub deployments: Vec<Deployment>,
     /// One per workload.
     pub pdbs: Vec<PodDisruptionBudget>,
+    /// One per component, unless `spec.networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Where the password of Redis comes from.
@@ -167,6 +183,8 @@ pub struct RedisEndpoint {
     pub master_name: String,
     /// The password, when there is one.
     pub password: Option<PasswordRef>,
+    /// The password the sentinels require (managed sentinels require the Redis password).
+    pub sentinel_password: Option<PasswordRef>,
 }
 
 /// The Redis endpoint of `cc`: the managed sentinels' stable hostnames, or the external settings.
@@ -188,6 +206,10 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
                     secret: names.redis_secret(),
                     key: PASSWORD_KEY.to_owned(),
                 }),
+                sentinel_password: Some(PasswordRef {
+                    secret: names.redis_secret(),
+                    key: PASSWORD_KEY.to_owned(),
+                }),
             }
         }
     })
@@ -202,6 +224,7 @@ fn external_endpoint(ext: &ExternalRedis) -> RedisEndpoint {
             secret: r.name.clone(),
             key: r.key.clone(),
         }),
+        sentinel_password: None,
     }
 }
 
@@ -216,6 +239,20 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
         }
     }
     format!("{hash:016x}")
+}
+
+/// Whether `meta` names the object with `uid` (a ChatCluster's) as its controller: the operator applies,
+/// scales and deletes only such objects.
+pub fn is_controlled_by(meta: &kube::api::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Seconds a chat-node pod may take to stop: the pre-stop pause, the whole drain, and 5 s to exit.
+pub fn node_termination_grace_seconds(cc: &ChatCluster) -> i64 {
+    i64::from(cc.spec.nodes.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5
 }
 
 /// Labels of every object of `component`: passthrough labels, then ours (ours win).
@@ -318,11 +355,133 @@ pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
     desired
         .pdbs
         .push(pdb(cc, &names.registry(), Component::Registry)?);
+    if cc.spec.network_policy.enabled {
+        desired.network_policies.push(serving_policy(
+            cc,
+            &names.node(),
+            Component::ChatNode,
+            NODE_PORT,
+        )?);
+        desired.network_policies.push(serving_policy(
+            cc,
+            &names.registry(),
+            Component::Registry,
+            REGISTRY_PORT,
+        )?);
+        if cc.spec.redis.mode == RedisMode::Managed {
+            desired.network_policies.push(redis_policy(
+                cc,
+                &names.redis_sts(),
+                Component::Redis,
+                REDIS_PORT,
+            )?);
+            desired.network_policies.push(redis_policy(
+                cc,
+                &names.sentinel_sts(),
+                Component::Sentinel,
+                SENTINEL_PORT,
+            )?);
+        }
+    }
     Ok(desired)
 }
 
-fn obj<T: DeserializeOwned>(kind: &'static str, value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|source| Error::Shape { kind, source })
+/// `app.kubernetes.io/name` of the operator's own pods (manifests/20-operator.yaml).
+pub const OPERATOR_APP_NAME: &str = "switchboard-operator";
+
+/// chat-node or registry: reachable by anyone (clients), but only on the serving port. Metrics are
+/// served on that same port, so a NetworkPolicy cannot keep them apart from clients.
+fn serving_policy(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    port: i32,
+) -> Result<NetworkPolicy> {
+    obj(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "podSelector": { "matchLabels": selector_labels(cc, component) },
+                "policyTypes": ["Ingress"],
+                "ingress": [{ "ports": [{ "protocol": "TCP", "port": port }] }],
+            },
+        }),
+    )
+}
+
+/// Redis or Sentinel: reachable only from this chat system's own pods (chat-node, registry, Redis and
+/// sentinels) and from the operator's pods, in any namespace.
+fn redis_policy(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    port: i32,
+) -> Result<NetworkPolicy> {
+    let own = BTreeMap::from([
+        (label::NAME.to_owned(), APP_NAME.to_owned()),
+        (label::INSTANCE.to_owned(), cc.name_any()),
+    ]);
+    obj(
+        "NetworkPolicy",
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(cc, name, component)?,
+            "spec": {
+                "podSelector": { "matchLabels": selector_labels(cc, component) },
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [
+                        { "podSelector": { "matchLabels": own } },
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": { "matchLabels": { label::NAME: OPERATOR_APP_NAME } },
+                        },
+                    ],
+                    "ports": [{ "protocol": "TCP", "port": port }],
+                }],
+            },
+        }),
+    )
+}
+
+/// The typed object `value` describes. Objects are written as JSON for readability, so a misspelled or
+/// misplaced field would silently vanish in the conversion: the typed object is serialized again and
+/// must give back exactly `value`, else rendering fails with [`Error::Lossy`] naming the field.
+fn obj<T: DeserializeOwned + Serialize>(kind: &'static str, mut value: Value) -> Result<T> {
+    strip_nulls(&mut value);
+    let typed: T =
+        serde_json::from_value(value.clone()).map_err(|source| Error::Shape { kind, source })?;
+    let back = serde_json::to_value(&typed).map_err(|source| Error::Shape { kind, source })?;
+    match first_difference(&value, &back, String::new()) {
+        None => Ok(typed),
+        Some(path) => Err(Error::Lossy { kind, path }),
+    }
+}
+
+/// The JSON path of the first place where `rendered` holds something `typed` does not (or another
+/// value), if any.
+fn first_difference(rendered: &Value, typed: &Value, path: String) -> Option<String> {
+    match (rendered, typed) {
+        (Value::Object(a), Value::Object(b)) => a.iter().find_map(|(k, v)| match b.get(k) {
+            Some(w) => first_difference(v, w, format!("{path}.{k}")),
+            None => Some(format!("{path}.{k}")),
+        }),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, format!("{path}[{i}]"))),
+        (a, b) if a == b => None,
+        _ => Some(if path.is_empty() {
+            ".".to_owned()
+        } else {
+            path
+        }),
+    }
 }
 
 fn owner(cc: &ChatCluster) -> Result<OwnerReference> {
@@ -355,8 +514,48 @@ fn pod_meta(cc: &ChatCluster, component: Component, hash: Option<String>) -> Val
     json!({ "labels": labels(cc, component), "annotations": annotations })
 }
 
-/// Scheduling knobs merged into a pod spec.
-fn schedule(cc: &ChatCluster, mut pod: Value) -> Value {
+/// Topology keys every component spreads over by default: zones first, then hosts.
+const SPREAD_KEYS: [&str; 2] = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
+
+/// The topology spread constraints of `component`'s pods: the spec's (with the component's selector
+/// where they name none), else one per [`SPREAD_KEYS`] entry. Deployments also match on
+/// `pod-template-hash`, so a rolling update's old pods do not skew the new ones.
+fn spread(cc: &ChatCluster, component: Component) -> Value {
+    let selector = json!({ "matchLabels": selector_labels(cc, component) });
+    let deployment = matches!(component, Component::ChatNode | Component::Registry);
+    match &cc.spec.scheduling.topology_spread_constraints {
+        Some(given) => {
+            let mut given = json!(given);
+            for c in given.as_array_mut().into_iter().flatten() {
+                if c.get("labelSelector").is_none_or(Value::is_null) {
+                    c["labelSelector"] = selector.clone();
+                }
+            }
+            given
+        }
+        None => json!(
+            SPREAD_KEYS
+                .iter()
+                .map(|key| {
+                    let mut c = json!({
+                        "maxSkew": 1,
+                        "topologyKey": key,
+                        // A preference: a one-node or one-zone cluster still runs every pod.
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": selector,
+                    });
+                    if deployment {
+                        c["matchLabelKeys"] = json!(["pod-template-hash"]);
+                    }
+                    c
+                })
+                .collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Scheduling knobs merged into the pod spec of `component`.
+fn schedule(cc: &ChatCluster, component: Component, mut pod: Value) -> Value {
     let s = &cc.spec.scheduling;
     if let Some(v) = &s.node_selector {
         pod["nodeSelector"] = json!(v);
@@ -369,6 +568,10 @@ fn schedule(cc: &ChatCluster, mut pod: Value) -> Value {
     }
     if let Some(v) = &s.priority_class_name {
         pod["priorityClassName"] = json!(v);
+    }
+    let spread = spread(cc, component);
+    if spread.as_array().is_some_and(|a| !a.is_empty()) {
+        pod["topologySpreadConstraints"] = spread;
     }
     pod
 }
@@ -403,6 +606,9 @@ fn redis_env(endpoint: &RedisEndpoint) -> Vec<Value> {
     if let Some(password) = &endpoint.password {
         env.push(secret_env("SWITCHBOARD_REDIS_PASSWORD", password));
     }
+    if let Some(password) = &endpoint.sentinel_password {
+        env.push(secret_env("SWITCHBOARD_REDIS_SENTINEL_PASSWORD", password));
+    }
     env
 }
 
@@ -429,7 +635,27 @@ fn pull_policy(policy: Option<crate::crd::PullPolicy>) -> Value {
     policy.map_or(Value::Null, |p| json!(p.as_str()))
 }
 
-/// Non-root, read-only, no privileges: what chat-node and registry need.
+/// uid and gid of the Redis and Sentinel processes: the `redis` user of the upstream Redis images and of
+/// `deploy/docker/redis.Dockerfile`; the data volume is group-owned by it (fsGroup).
+pub const REDIS_UID: i64 = 999;
+
+/// Pod-level security of every pod: non-root, the runtime's seccomp profile — what Pod Security
+/// `restricted` asks for — and, for Redis, the group that may write the data volume.
+fn pod_security(fs_group: Option<i64>) -> Value {
+    let mut security = json!({
+        "runAsNonRoot": true,
+        "seccompProfile": { "type": "RuntimeDefault" },
+    });
+    if let Some(gid) = fs_group {
+        security["fsGroup"] = json!(gid);
+        security["runAsUser"] = json!(gid);
+        security["runAsGroup"] = json!(gid);
+    }
+    security
+}
+
+/// Non-root, read-only, no privileges: what every container needs (Redis and Sentinel write only to their
+/// volumes: /data, /conf, /tmp).
 fn restricted_security() -> Value {
     json!({
         "runAsNonRoot": true,
@@ -483,7 +709,7 @@ fn node_deployment(
         "SWITCHBOARD_DRAIN_TIMEOUT",
         format!("{}s", spec.drain_timeout_seconds),
     ));
-    let grace = i64::from(spec.drain_timeout_seconds) + PRE_STOP_SLEEP_SECONDS + 5;
+    let grace = node_termination_grace_seconds(cc);
     let mut container = json!({
         "name": "chat-node",
         "image": spec.image,
@@ -499,10 +725,12 @@ fn node_deployment(
     strip_nulls(&mut container);
     let pod = schedule(
         cc,
+        Component::ChatNode,
         json!({
             "containers": [container],
             "terminationGracePeriodSeconds": grace,
             "enableServiceLinks": false,
+            "securityContext": pod_security(None),
         }),
     );
     obj(
@@ -569,7 +797,8 @@ fn registry_deployment(
     strip_nulls(&mut container);
     let pod = schedule(
         cc,
-        json!({ "containers": [container], "enableServiceLinks": false }),
+        Component::Registry,
+        json!({ "containers": [container], "enableServiceLinks": false, "securityContext": pod_security(None) }),
     );
     obj(
         "Deployment",
@@ -723,15 +952,18 @@ fn redis_stateful_set(
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
         "resources": managed.resources,
+        "securityContext": restricted_security(),
         "volumeMounts": [
             { "name": "data", "mountPath": "/data" },
             { "name": "conf", "mountPath": "/conf" },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "scripts", "mountPath": "/scripts" },
         ],
     });
     strip_nulls(&mut container);
     let mut volumes = vec![
         json!({ "name": "conf", "emptyDir": {} }),
+        json!({ "name": "tmp", "emptyDir": {} }),
         json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
     ];
     let mut spec = json!({
@@ -762,7 +994,12 @@ fn redis_stateful_set(
     }
     spec["template"] = json!({
         "metadata": pod_meta(cc, Component::Redis, Some(redis_hash(ctx, REDIS_SCRIPT))),
-        "spec": schedule(cc, json!({ "containers": [container], "volumes": volumes, "enableServiceLinks": false })),
+        "spec": schedule(cc, Component::Redis, json!({
+            "containers": [container],
+            "volumes": volumes,
+            "enableServiceLinks": false,
+            "securityContext": pod_security(Some(REDIS_UID)),
+        })),
     });
     obj(
         "StatefulSet",
@@ -781,17 +1018,22 @@ fn sentinel_stateful_set(
     managed: &ManagedRedis,
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
-    let ping = "redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
+    // Sentinels require the password too (sentinel.sh): nobody without it can re-point the master.
+    let ping =
+        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
     let mut container = json!({
         "name": "sentinel",
         "image": managed.image,
         "command": ["sh", "/scripts/sentinel.sh"],
         "env": redis_pod_env(names, managed, ctx),
         "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP" }],
+        "resources": managed.sentinel_resources,
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        "securityContext": restricted_security(),
         "volumeMounts": [
             { "name": "conf", "mountPath": "/conf" },
+            { "name": "tmp", "mountPath": "/tmp" },
             { "name": "scripts", "mountPath": "/scripts" },
         ],
     });
@@ -810,13 +1052,15 @@ fn sentinel_stateful_set(
                 "updateStrategy": { "type": "RollingUpdate" },
                 "template": {
                     "metadata": pod_meta(cc, Component::Sentinel, Some(redis_hash(ctx, SENTINEL_SCRIPT))),
-                    "spec": schedule(cc, json!({
+                    "spec": schedule(cc, Component::Sentinel, json!({
                         "containers": [container],
                         "volumes": [
                             { "name": "conf", "emptyDir": {} },
+                            { "name": "tmp", "emptyDir": {} },
                             { "name": "scripts", "configMap": { "name": names.redis_scripts() } },
                         ],
                         "enableServiceLinks": false,
+                        "securityContext": pod_security(Some(REDIS_UID)),
                     })),
                 },
             },

@@ -14,7 +14,7 @@ self="${SELF_HOST:-${POD_NAME}.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_
 first="${FIRST_HOST:-${REDIS_STS}-0.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}}"
 master=""
 for s in $SENTINEL_HOSTS; do
-  reply="$(timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
   if [ -n "$reply" ]; then master="$reply"; break; fi
 done
 if [ -z "$master" ]; then

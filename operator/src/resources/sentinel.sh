@@ -3,6 +3,8 @@
 # It monitors the master the other sentinels agree on, else the data node that says it is a master, else
 # the first data node (bootstrap). The configuration is rewritten from scratch at every start, so a
 # sentinel never keeps watching an address that is gone; hostnames are announced and resolved.
+# Sentinels require the Redis password (requirepass) and use it with each other (sentinel-pass): without
+# it nobody can re-point the master or learn the Redis password from a sentinel.
 # Ports, the directory, the bind address, the host names and the failure timing can be overridden by
 # environment variables for the real-process tests; on Kubernetes the defaults apply.
 set -eu
@@ -14,7 +16,7 @@ first="${FIRST_HOST:-${REDIS_STS}-0.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLU
 master=""
 for s in $SENTINEL_HOSTS; do
   [ "$s" = "$self" ] && continue
-  reply="$(timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
   if [ -n "$reply" ]; then master="$reply"; break; fi
 done
 if [ -z "$master" ]; then
@@ -30,6 +32,8 @@ cat > "$conf_dir/sentinel.conf" <<CONF
 port ${sentinel_port}
 bind ${BIND:-* -::*}
 protected-mode no
+requirepass ${REDIS_PASSWORD}
+sentinel sentinel-pass ${REDIS_PASSWORD}
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
 sentinel announce-ip ${self}

@@ -65,6 +65,7 @@ fn all_metas(d: &Desired) -> Vec<&kube::api::ObjectMeta> {
     metas.extend(d.stateful_sets.iter().map(|o| &o.metadata));
     metas.extend(d.deployments.iter().map(|o| &o.metadata));
     metas.extend(d.pdbs.iter().map(|o| &o.metadata));
+    metas.extend(d.network_policies.iter().map(|o| &o.metadata));
     metas
 }
 
@@ -82,6 +83,8 @@ fn minimal_cluster_renders_every_owned_object() {
             "demo-node",
             "demo-node",
             "demo-node",
+            "demo-node",
+            "demo-redis",
             "demo-redis",
             "demo-redis",
             "demo-redis-headless",
@@ -89,6 +92,8 @@ fn minimal_cluster_renders_every_owned_object() {
             "demo-registry",
             "demo-registry",
             "demo-registry",
+            "demo-registry",
+            "demo-sentinel",
             "demo-sentinel",
             "demo-sentinel",
             "demo-sentinel-headless",
@@ -477,6 +482,14 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     assert!(sentinel.contains("sentinel announce-hostnames yes"));
     assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} ${redis_port} ${QUORUM}"));
     assert!(sentinel.contains("sentinel auth-pass ${MASTER_NAME} ${REDIS_PASSWORD}"));
+    assert!(sentinel.contains("requirepass ${REDIS_PASSWORD}"));
+    assert!(sentinel.contains("sentinel sentinel-pass ${REDIS_PASSWORD}"));
+    for script in [redis, sentinel] {
+        assert!(
+            script.contains("REDISCLI_AUTH=\"$REDIS_PASSWORD\" timeout 3 redis-cli -h \"$s\" -p \"$sentinel_port\""),
+            "sentinels are asked with the password"
+        );
+    }
 }
 
 #[test]
@@ -586,4 +599,289 @@ fn start_scripts_are_valid_posix_shell() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn every_rendered_field_survives_the_typed_round_trip() {
+    // Every render path, each converted with the round-trip check (rendering would fail otherwise).
+    let mut full = demo()
+        .with_label("team", "chat")
+        .with_annotation("example.com/owner", "ops");
+    full.spec.redis.managed.storage = Some(
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".to_owned()),
+    );
+    full.spec.redis.managed.storage_class_name = Some("fast".to_owned());
+    full.spec.scheduling.priority_class_name = Some("high".to_owned());
+    full.spec.registries.service.annotations =
+        BTreeMap::from([("lb".to_owned(), "internal".to_owned())]);
+    for cc in [
+        demo(),
+        full,
+        demo()
+            .with_external_url("redis://r:6379")
+            .with_password_secret("s", "k"),
+        demo().with_external_sentinels(&["s:26379"], "m"),
+    ] {
+        render(&cc, &ctx()).unwrap();
+    }
+    redis_secret(&demo(), "pw").unwrap();
+}
+
+#[test]
+fn a_field_the_kubernetes_type_lacks_is_an_error_naming_it() {
+    let misspelled = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "x" },
+        "spec": { "ports": [{ "port": 80, "targetPort": 8080 }], "publishNotReadyAdresses": true },
+    });
+    match obj::<Service>("Service", misspelled) {
+        Err(Error::Lossy { kind, path }) => {
+            assert_eq!(kind, "Service");
+            assert_eq!(path, ".spec.publishNotReadyAdresses");
+        }
+        other => panic!("expected Lossy, got {other:?}"),
+    }
+    let fine = json!({ "apiVersion": "v1", "kind": "Service", "metadata": { "name": "x", "annotations": null } });
+    assert!(
+        obj::<Service>("Service", fine).is_ok(),
+        "nulls are absent fields, not losses"
+    );
+}
+
+/// Every pod spec rendered for `d`, with the component label of its template.
+fn pods(d: &Desired) -> Vec<(String, k8s_openapi::api::core::v1::PodSpec)> {
+    let component = |m: &Option<kube::api::ObjectMeta>| {
+        m.as_ref().unwrap().labels.as_ref().unwrap()[label::COMPONENT].clone()
+    };
+    let mut pods = Vec::new();
+    for x in &d.deployments {
+        pods.push((
+            component(&x.spec.template.metadata),
+            x.spec.template.spec.clone().unwrap(),
+        ));
+    }
+    for x in &d.stateful_sets {
+        pods.push((
+            component(&x.spec.template.metadata),
+            x.spec.template.spec.clone().unwrap(),
+        ));
+    }
+    pods
+}
+
+#[test]
+fn every_container_requests_cpu_and_memory_by_default_and_the_spec_overrides_it() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let all = pods(&d);
+    assert_eq!(all.len(), 4);
+    for (component, pod) in &all {
+        for c in &pod.containers {
+            let requests = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+            let requests = requests.unwrap_or_else(|| panic!("{component}: no requests"));
+            assert!(requests.contains_key("cpu"), "{component}");
+            assert!(requests.contains_key("memory"), "{component}");
+        }
+    }
+    let mut cc = demo();
+    cc.spec.redis.managed.sentinel_resources.requests = Some(BTreeMap::from([(
+        "cpu".to_owned(),
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".to_owned()),
+    )]));
+    let d = render(&cc, &ctx()).unwrap();
+    let sentinel = &sts(&d, "demo-sentinel")
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        sentinel
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["cpu"]
+            .0,
+        "1"
+    );
+}
+
+#[test]
+fn every_component_spreads_over_zones_and_hosts_by_default() {
+    let d = render(&demo(), &ctx()).unwrap();
+    for (component, pod) in pods(&d) {
+        let spread = pod.topology_spread_constraints.clone().unwrap();
+        let keys: Vec<&str> = spread.iter().map(|c| c.topology_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["topology.kubernetes.io/zone", "kubernetes.io/hostname"],
+            "{component}"
+        );
+        for c in &spread {
+            assert_eq!(c.max_skew, 1);
+            assert_eq!(c.when_unsatisfiable, "ScheduleAnyway");
+            let selector = c
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap();
+            assert_eq!(selector[label::COMPONENT], component);
+            assert_eq!(selector[label::INSTANCE], "demo");
+        }
+        let deployment = component == "chat-node" || component == "registry";
+        assert_eq!(
+            spread[0].match_label_keys.is_some(),
+            deployment,
+            "{component}: a rolling update's old pods never skew the new ones"
+        );
+    }
+    // The spec's constraints replace the defaults, each with the component's selector filled in.
+    let mut cc = demo();
+    cc.spec.scheduling.topology_spread_constraints =
+        Some(vec![k8s_openapi::api::core::v1::TopologySpreadConstraint {
+            max_skew: 2,
+            topology_key: "rack".to_owned(),
+            when_unsatisfiable: "DoNotSchedule".to_owned(),
+            ..Default::default()
+        }]);
+    let d = render(&cc, &ctx()).unwrap();
+    for (component, pod) in pods(&d) {
+        let spread = pod.topology_spread_constraints.unwrap();
+        assert_eq!(spread.len(), 1);
+        assert_eq!(spread[0].topology_key, "rack");
+        let selector = spread[0]
+            .label_selector
+            .clone()
+            .unwrap()
+            .match_labels
+            .unwrap();
+        assert_eq!(selector[label::COMPONENT], component);
+    }
+    cc.spec.scheduling.topology_spread_constraints = Some(Vec::new());
+    let d = render(&cc, &ctx()).unwrap();
+    assert!(
+        pods(&d)
+            .iter()
+            .all(|(_, p)| p.topology_spread_constraints.is_none())
+    );
+}
+
+#[test]
+fn managed_sentinels_get_the_password_and_every_pod_runs_restricted() {
+    let d = render(&demo(), &ctx()).unwrap();
+    for name in ["demo-node", "demo-registry"] {
+        let c = container(deployment(&d, name));
+        let r = env(c, "SWITCHBOARD_REDIS_SENTINEL_PASSWORD")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("demo-redis-auth", "password")
+        );
+    }
+    for (component, pod) in pods(&d) {
+        let p = pod.security_context.clone().unwrap();
+        assert_eq!(p.run_as_non_root, Some(true), "{component}");
+        assert_eq!(
+            p.seccomp_profile.unwrap().type_,
+            "RuntimeDefault",
+            "{component}"
+        );
+        if component == "redis" || component == "sentinel" {
+            assert_eq!(p.run_as_user, Some(REDIS_UID), "{component}");
+            assert_eq!(p.fs_group, Some(REDIS_UID), "{component}");
+        }
+        for c in &pod.containers {
+            let s = c.security_context.clone().unwrap();
+            assert_eq!(s.allow_privilege_escalation, Some(false), "{component}");
+            assert_eq!(s.read_only_root_filesystem, Some(true), "{component}");
+            assert_eq!(s.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+            if component == "sentinel" {
+                let probe = c
+                    .readiness_probe
+                    .clone()
+                    .unwrap()
+                    .exec
+                    .unwrap()
+                    .command
+                    .unwrap();
+                assert!(probe[2].contains("REDISCLI_AUTH"), "{probe:?}");
+            }
+        }
+    }
+    let ext = render(&demo().with_external_url("redis://r:6379"), &ctx()).unwrap();
+    let c = container(deployment(&ext, "demo-node"));
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SWITCHBOARD_REDIS_SENTINEL_PASSWORD")
+    );
+}
+
+#[test]
+fn network_policies_let_only_own_pods_and_the_operator_reach_redis_and_clients_only_serving_ports()
+{
+    let d = render(&demo(), &ctx()).unwrap();
+    let policy = |name: &str| {
+        d.network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("policy {name}"))
+            .spec
+            .clone()
+            .unwrap()
+    };
+    for (name, component, port) in [
+        ("demo-redis", "redis", REDIS_PORT),
+        ("demo-sentinel", "sentinel", SENTINEL_PORT),
+    ] {
+        let spec = policy(name);
+        assert_eq!(spec.policy_types, Some(vec!["Ingress".to_owned()]));
+        assert_eq!(
+            spec.pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[label::COMPONENT],
+            component
+        );
+        let rules = spec.ingress.unwrap();
+        assert_eq!(rules.len(), 1);
+        let from = rules[0].from.clone().unwrap();
+        let own = from[0].pod_selector.clone().unwrap().match_labels.unwrap();
+        assert_eq!(own[label::INSTANCE], "demo");
+        assert_eq!(own[label::NAME], APP_NAME);
+        assert!(
+            from[0].namespace_selector.is_none(),
+            "own pods: this namespace only"
+        );
+        let operator = from[1].pod_selector.clone().unwrap().match_labels.unwrap();
+        assert_eq!(operator[label::NAME], OPERATOR_APP_NAME);
+        assert!(from[1].namespace_selector.is_some());
+        let ports = rules[0].ports.clone().unwrap();
+        assert_eq!(ports[0].port, Some(IntOrString::Int(port)));
+    }
+    for (name, port) in [("demo-node", NODE_PORT), ("demo-registry", REGISTRY_PORT)] {
+        let rules = policy(name).ingress.unwrap();
+        assert!(rules[0].from.is_none(), "clients come from anywhere");
+        assert_eq!(
+            rules[0].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(port))
+        );
+    }
+    let ext = render(&demo().with_external_url("redis://r:6379"), &ctx()).unwrap();
+    assert_eq!(ext.network_policies.len(), 2);
+    let mut off = demo();
+    off.spec.network_policy.enabled = false;
+    assert!(render(&off, &ctx()).unwrap().network_policies.is_empty());
 }
