@@ -257,13 +257,16 @@ async fn statefulset_pods_become_ready_with_stable_names() {
     .await;
     names.sort();
     assert_eq!(names, ["db-0", "db-1", "db-2"]);
-    let status = sets
-        .get_status("db")
-        .await
-        .expect("statefulset status")
-        .status
-        .expect("status");
-    assert_eq!(status.ready_replicas, Some(3));
+    // The controller writes the StatefulSet's status after it sees the pods turn ready: it follows.
+    eventually(
+        "the StatefulSet's status counts 3 ready",
+        TIMEOUT,
+        || async {
+            let status = sets.get_status("db").await.ok()?.status?;
+            (status.ready_replicas == Some(3)).then_some(())
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
