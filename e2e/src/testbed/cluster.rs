@@ -460,12 +460,22 @@ async fn wait_for_nodes(client: &kube::Client, count: usize) -> Result<()> {
 }
 
 /// Poll `check` every 250 ms until it says yes, or fail after [`START_TIMEOUT`].
-async fn poll<F, Fut>(what: &str, mut check: F) -> Result<()>
+async fn poll<F, Fut>(what: &str, check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
 {
-    let deadline = Instant::now() + START_TIMEOUT;
+    wait_until(what, START_TIMEOUT, check).await
+}
+
+/// Poll `check` every 250 ms until it says yes, failing after `timeout` (with the last error, if the
+/// check was failing). The one waiting loop of the test bed, the real node included.
+pub(crate) async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
         match check().await {
             Ok(true) => return Ok(()),
@@ -476,7 +486,7 @@ where
         if Instant::now() >= deadline {
             return Err(Error::Timeout(format!(
                 "{what} (after {}s)",
-                START_TIMEOUT.as_secs()
+                timeout.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

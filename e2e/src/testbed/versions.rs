@@ -12,6 +12,19 @@ use super::{Error, Result};
 /// The tools module's `go.mod`, embedded so the key cannot drift from it.
 const GO_MOD: &str = include_str!("../../testbed/go.mod");
 
+/// The version a `go.mod` requires of `module` (`module vX.Y.Z` on a line of its own or in a
+/// `require` block).
+pub(crate) fn required_version(go_mod: &str, module: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(module))
+            .then(|| words.next())
+            .flatten()
+            .filter(|v| v.starts_with('v'))
+            .map(str::to_owned)
+    })
+}
+
 /// The exact versions of the three projects the test bed is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Versions {
@@ -31,18 +44,7 @@ impl Versions {
 
     fn parse(go_mod: &str) -> Result<Self> {
         let find = |module: &str| {
-            go_mod
-                .lines()
-                .map(str::trim)
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    (words.next() == Some(module))
-                        .then(|| words.next())
-                        .flatten()
-                        .filter(|v| v.starts_with('v'))
-                        .map(str::to_owned)
-                })
-                .ok_or_else(|| Error::GoMod(module.to_owned()))
+            required_version(go_mod, module).ok_or_else(|| Error::GoMod(module.to_owned()))
         };
         Ok(Self {
             kubernetes: find("k8s.io/kubernetes")?,

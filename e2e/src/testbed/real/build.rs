@@ -44,16 +44,7 @@ impl NodeVersions {
 
     fn parse(go_mod: &str) -> Result<Self> {
         let find = |module: &str| {
-            go_mod
-                .lines()
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    (words.next() == Some(module))
-                        .then(|| words.next())
-                        .flatten()
-                        .filter(|v| v.starts_with('v'))
-                        .map(str::to_owned)
-                })
+            crate::testbed::versions::required_version(go_mod, module)
                 .ok_or_else(|| Error::GoMod(format!("{module} (in e2e/testbed/realnode/go.mod)")))
         };
         Ok(Self {

@@ -244,26 +244,4 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     })
 }
 
-/// Poll `check` every 250 ms until it says yes, failing after `timeout`.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
-            Err(err) if Instant::now() >= deadline => return Err(err),
-            Err(err) => tracing::debug!(%err, "still waiting for {what}"),
-        }
-        if Instant::now() >= deadline {
-            return Err(Error::Timeout(format!(
-                "{what} (after {}s)",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+pub(crate) use crate::testbed::cluster::wait_until;
