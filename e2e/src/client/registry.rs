@@ -51,7 +51,23 @@ fn yes() -> bool {
 
 /// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
 pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
-    let url = format!("{}/v1/assign", registry_base_url.trim_end_matches('/'));
+    get_json(registry_base_url, "/v1/assign").await
+}
+
+/// List the load set: `GET {base}/v1/nodes`.
+pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
+    #[derive(Deserialize)]
+    struct Nodes {
+        nodes: Vec<NodeInfo>,
+    }
+    let nodes: Nodes = get_json(registry_base_url, "/v1/nodes").await?;
+    Ok(nodes.nodes)
+}
+
+/// `GET {base}{path}` as JSON; any status but 200 is [`Error::Unavailable`] with the body and the
+/// `Retry-After` the registry gave.
+async fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> Result<T> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let response = http_client()
         .get(&url)
         .send()
@@ -81,38 +97,8 @@ pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
         .map_err(|source| Error::Http { url, source })
 }
 
-/// List the load set: `GET {base}/v1/nodes`.
-pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
-    #[derive(Deserialize)]
-    struct Nodes {
-        nodes: Vec<NodeInfo>,
-    }
-    let url = format!("{}/v1/nodes", registry_base_url.trim_end_matches('/'));
-    let response = http_client()
-        .get(&url)
-        .send()
-        .await
-        .map_err(|source| Error::Http {
-            url: url.clone(),
-            source,
-        })?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        let body = response.text().await.unwrap_or_default();
-        return Err(Error::Unavailable {
-            url,
-            status,
-            retry_after: None,
-            body,
-        });
-    }
-    let nodes: Nodes = response
-        .json()
-        .await
-        .map_err(|source| Error::Http { url, source })?;
-    Ok(nodes.nodes)
-}
-
+/// A fresh client per call: a client shared across Tokio runtimes (one per test) would keep pooled
+/// connections bound to a runtime that is gone.
 fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
