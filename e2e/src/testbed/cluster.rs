@@ -127,8 +127,7 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
         dir,
     };
     let client = client_for(&cluster.kubeconfig).await?;
-    wait_for_api(&client).await?;
-    wait_for_readyz(bins, &cluster.kubeconfig).await?;
+    wait_for_readyz(&client).await?;
     tracing::info!(
         name = %spec.name,
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -372,33 +371,21 @@ async fn kwokctl(layout: &Layout, bins: &Binaries, name: &str, args: &[&str]) ->
     })
 }
 
-async fn wait_for_api(client: &kube::Client) -> Result<()> {
+/// Wait until the API server serves the default namespace and `/readyz` says ok: it answers before
+/// its post-start hooks (such as `rbac/bootstrap-roles`) are done, and a client acting then gets errors.
+async fn wait_for_readyz(client: &kube::Client) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    poll("the API server to serve the default namespace", || async {
-        Ok(namespaces.get_opt("default").await.ok().flatten().is_some())
-    })
-    .await
-}
-
-/// Wait until `/readyz` says ok: the API server answers before its post-start hooks
-/// (such as `rbac/bootstrap-roles`) are done, and a client acting then gets errors.
-async fn wait_for_readyz(bins: &Binaries, kubeconfig: &Path) -> Result<()> {
-    poll("the API server's /readyz", || async {
-        let output = Command::new(bins.kubectl())
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["get", "--raw", "/readyz"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output()
+    poll("the API server's default namespace and /readyz", || async {
+        if namespaces.get_opt("default").await.ok().flatten().is_none() {
+            return Ok(false);
+        }
+        let Ok(request) = http::Request::get("/readyz").body(Vec::new()) else {
+            return Ok(false);
+        };
+        Ok(client
+            .request_text(request)
             .await
-            .map_err(|source| Error::Io {
-                context: format!("running {}", bins.kubectl().display()),
-                source,
-            })?;
-        Ok(output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "ok")
+            .is_ok_and(|text| text.trim() == "ok"))
     })
     .await
 }
