@@ -397,18 +397,11 @@ fn serving_policy(
     component: Component,
     port: i32,
 ) -> Result<NetworkPolicy> {
-    obj(
-        "NetworkPolicy",
-        json!({
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": meta(cc, name, component)?,
-            "spec": {
-                "podSelector": { "matchLabels": selector_labels(cc, component) },
-                "policyTypes": ["Ingress"],
-                "ingress": [{ "ports": [{ "protocol": "TCP", "port": port }] }],
-            },
-        }),
+    ingress_policy(
+        cc,
+        name,
+        component,
+        json!({ "ports": [{ "protocol": "TCP", "port": port }] }),
     )
 }
 
@@ -424,6 +417,30 @@ fn redis_policy(
         (label::NAME.to_owned(), APP_NAME.to_owned()),
         (label::INSTANCE.to_owned(), cc.name_any()),
     ]);
+    ingress_policy(
+        cc,
+        name,
+        component,
+        json!({
+            "from": [
+                { "podSelector": { "matchLabels": own } },
+                {
+                    "namespaceSelector": {},
+                    "podSelector": { "matchLabels": { label::NAME: OPERATOR_APP_NAME } },
+                },
+            ],
+            "ports": [{ "protocol": "TCP", "port": port }],
+        }),
+    )
+}
+
+/// A NetworkPolicy that admits only `rule` to the pods of `component`.
+fn ingress_policy(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    rule: Value,
+) -> Result<NetworkPolicy> {
     obj(
         "NetworkPolicy",
         json!({
@@ -433,16 +450,7 @@ fn redis_policy(
             "spec": {
                 "podSelector": { "matchLabels": selector_labels(cc, component) },
                 "policyTypes": ["Ingress"],
-                "ingress": [{
-                    "from": [
-                        { "podSelector": { "matchLabels": own } },
-                        {
-                            "namespaceSelector": {},
-                            "podSelector": { "matchLabels": { label::NAME: OPERATOR_APP_NAME } },
-                        },
-                    ],
-                    "ports": [{ "protocol": "TCP", "port": port }],
-                }],
+                "ingress": [rule],
             },
         }),
     )
