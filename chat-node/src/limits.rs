@@ -67,19 +67,28 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate_per_sec: u32, burst: u32) -> Self {
+        Self::full_at(rate_per_sec, burst, Instant::now())
+    }
+
+    /// A bucket that was full at `now`.
+    pub fn full_at(rate_per_sec: u32, burst: u32, now: Instant) -> Self {
         let burst = f64::from(burst.max(1));
         Self {
             rate: f64::from(rate_per_sec.max(1)),
             burst,
             tokens: burst,
-            last: Instant::now(),
+            last: now,
         }
     }
 
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self) -> Result<(), Duration> {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.take_at(Instant::now())
+    }
+
+    /// [`take`](Self::take) at the time `now`.
+    pub fn take_at(&mut self, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= 1.0 {

@@ -15,12 +15,14 @@ use prometheus_client::metrics::family::Family;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Instant;
+use tokio::time::Instant;
+
+use crate::limits::TokenBucket;
 
 /// Log lines per second and reason, sustained: enough to see who is refused, too few to fill a disk.
-pub const LOG_PER_SEC: f64 = 2.0;
+pub const LOG_PER_SEC: u32 = 2;
 /// Log lines per reason in a burst.
-pub const LOG_BURST: f64 = 10.0;
+pub const LOG_BURST: u32 = 10;
 
 /// Label of the refusal counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,8 +32,7 @@ pub struct ReasonLabel {
 }
 
 struct Bucket {
-    tokens: f64,
-    last: Instant,
+    tokens: TokenBucket,
     suppressed: u64,
 }
 
@@ -79,16 +80,11 @@ impl Refusals {
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let b = buckets.entry(reason).or_insert(Bucket {
-            tokens: LOG_BURST,
-            last: now,
+        let b = buckets.entry(reason).or_insert_with(|| Bucket {
+            tokens: TokenBucket::full_at(LOG_PER_SEC, LOG_BURST, now),
             suppressed: 0,
         });
-        let refill = now.saturating_duration_since(b.last).as_secs_f64() * LOG_PER_SEC;
-        b.tokens = (b.tokens + refill).min(LOG_BURST);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens.take_at(now).is_ok() {
             Some(std::mem::take(&mut b.suppressed))
         } else {
             b.suppressed += 1;
