@@ -299,3 +299,49 @@ fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
     }
     assert_eq!(bed.converged("data nodes restarted"), promoted);
 }
+
+/// A master that comes back on an empty volume before the sentinels noticed it was gone must not serve
+/// its empty dataset as master (the replicas would resync to it and lose everything): it waits for the
+/// sentinels to promote a replica that has the data, then follows it.
+#[test]
+fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
+    let mut bed = Bed::new();
+    for i in 0..3 {
+        bed.start_data(i);
+    }
+    for i in 0..3 {
+        bed.start_sentinel(i);
+    }
+    let master = bed.converged("bootstrap");
+    let keys = 200;
+    for k in 0..keys {
+        let set = cli(
+            &master,
+            bed.redis_port,
+            true,
+            &["set", &format!("k{k}"), "v"],
+        );
+        assert_eq!(set.trim(), "OK", "SET k{k}");
+    }
+    let wait = cli(&master, bed.redis_port, true, &["wait", "2", "5000"]);
+    assert_eq!(wait.trim(), "2", "both replicas have the keys");
+
+    // The master's process dies and its volume is gone; it starts again at once, well inside the
+    // sentinels' down-after window, so they still name it master.
+    let m = index_of(&bed.data, &master);
+    Bed::kill(&mut bed.data, m);
+    std::fs::remove_dir_all(bed.data[m].dir.join("data")).expect("empty the volume");
+    bed.start_data(m);
+
+    let promoted = bed.converged("empty master back");
+    assert_ne!(promoted, master, "a replica with the data was promoted");
+    for pod in &bed.data {
+        let size = cli(&pod.host, bed.redis_port, true, &["dbsize"]);
+        assert_eq!(
+            size.trim(),
+            keys.to_string(),
+            "{} holds every key after the restart",
+            pod.host
+        );
+    }
+}

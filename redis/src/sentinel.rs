@@ -85,6 +85,61 @@ pub async fn master_addr(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<MasterAddr>> {
+    let value = ask(addr, password, timeout, |client| async move {
+        client
+            .get_master_addr_by_name::<Value, _>(master_name)
+            .await
+    })
+    .await?;
+    parse_reply(addr, value)
+}
+
+/// Asks the sentinel at `addr` to fail `master_name` over to one of its replicas now
+/// (`SENTINEL FAILOVER`), without waiting for the master to fail. The sentinel answers once it has
+/// started; [`master_addr`] tells when a replica took over. A failover already under way is an error
+/// (`INPROG`), which callers treat as "wait".
+pub async fn failover(
+    addr: &str,
+    master_name: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
+    ask(addr, password, timeout, |client| async move {
+        client.failover::<Value, _>(master_name).await
+    })
+    .await
+    .map(drop)
+}
+
+/// Sets the quorum the sentinel at `addr` uses for `master_name` (`SENTINEL SET … quorum`): a sentinel
+/// reads it from its configuration only at start, so a changed sentinel count needs it told.
+pub async fn set_quorum(
+    addr: &str,
+    master_name: &str,
+    quorum: u32,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<()> {
+    ask(addr, password, timeout, |client| async move {
+        client
+            .set::<Value, _, _>(master_name, vec![("quorum", quorum.to_string())])
+            .await
+    })
+    .await
+    .map(drop)
+}
+
+/// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
+async fn ask<F, Fut>(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    question: F,
+) -> Result<Value>
+where
+    F: FnOnce(fred::clients::SentinelClient) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, FredError>>,
+{
     let server = crate::client::parse_host_port(addr, crate::client::DEFAULT_SENTINEL_PORT)
         .map_err(|_| Error::Address(addr.to_owned()))?;
     let mut builder = Builder::default_centralized();
@@ -106,23 +161,21 @@ pub async fn master_addr(
             addr: addr.to_owned(),
             source,
         })?;
-    let ask = async {
-        client.init().await?;
-        client
-            .get_master_addr_by_name::<Value, _>(master_name)
-            .await
-    };
-    let answer = tokio::time::timeout(timeout, ask).await;
+    let asking = client.clone();
+    let answer = tokio::time::timeout(timeout, async move {
+        asking.init().await?;
+        question(asking).await
+    })
+    .await;
     if client.is_connected() {
         let _ = client.quit().await;
     }
-    let value = answer
+    answer
         .map_err(|_| Error::Timeout(addr.to_owned()))?
         .map_err(|source| Error::Redis {
             addr: addr.to_owned(),
             source,
-        })?;
-    parse_reply(addr, value)
+        })
 }
 
 /// Asks each sentinel in turn; the first that names a master wins. `Ok(None)` when those that answered

@@ -11,6 +11,8 @@
 //!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
 //!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
+//!        ├─ Managed mode ─▶ next step of a data-node update: evict a replica in sync, or    (redis_update)
+//!        │                  fail the master over first; requeue soon while one is under way
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
 //! ```
 //!
@@ -27,6 +29,7 @@ mod controller;
 mod deletion_cost;
 mod error;
 mod password;
+mod redis_update;
 mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -196,8 +199,12 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         .ok_or(resources::Error::MissingMetadata("uid"))?;
     deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
     let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
+    let mut redis_update = None;
     if cc.spec.redis.mode == RedisMode::External {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
+    } else {
+        redis_update::label_pods(cc, ctx, &ns).await?;
+        redis_update = redis_update::step(cc, ctx, &ns, uid, password.as_deref()).await?;
     }
     if !cc.spec.network_policy.enabled {
         apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
@@ -211,9 +218,9 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     });
     status::patch_status(&clusters, cc, status).await?;
     debug!(%name, "reconciled");
-    Ok(Action::requeue(if unsettled {
-        UNSETTLED_REQUEUE
-    } else {
-        ctx.config.requeue
+    Ok(Action::requeue(match (redis_update, unsettled) {
+        (Some(step), _) => step,
+        (None, true) => UNSETTLED_REQUEUE,
+        (None, false) => ctx.config.requeue,
     }))
 }

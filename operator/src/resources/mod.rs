@@ -522,6 +522,50 @@ fn pod_meta(cc: &ChatCluster, component: Component, hash: Option<String>) -> Val
     json!({ "labels": labels(cc, component), "annotations": annotations })
 }
 
+/// Pod template metadata of the Redis data nodes and sentinels: only our labels and the configuration
+/// hash. Passthrough labels and annotations would make every edit of them restart Redis; the operator
+/// applies them to the running pods in place instead ([`redis_pod_passthrough`]).
+fn redis_pod_meta(cc: &ChatCluster, component: Component, hash: String) -> Value {
+    let mut labels = selector_labels(cc, component);
+    labels.insert(label::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
+    json!({ "labels": labels, "annotations": { CONFIG_HASH_ANNOTATION: hash } })
+}
+
+/// The passthrough labels and annotations of `cc` as a server-side-apply patch of a Redis or sentinel
+/// pod's metadata: applying it adds, changes and (through field ownership) removes them in place.
+/// Keys of our own (selector, managed-by, hash) never pass through; [`PASSTHROUGH_HASH_ANNOTATION`] says
+/// which passthrough set a pod carries, so unchanged pods are not patched again.
+pub fn redis_pod_passthrough(cc: &ChatCluster, pod: &str) -> Value {
+    let ours =
+        |k: &String| k.starts_with("app.kubernetes.io/") || k.starts_with("switchboard.dev/");
+    let labels: BTreeMap<&String, &String> =
+        cc.spec.labels.iter().filter(|(k, _)| !ours(k)).collect();
+    let mut annotations: BTreeMap<&str, &str> = cc
+        .spec
+        .annotations
+        .iter()
+        .filter(|(k, _)| !ours(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let hash = passthrough_hash(cc);
+    annotations.insert(PASSTHROUGH_HASH_ANNOTATION, &hash);
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": pod, "labels": labels, "annotations": annotations },
+    })
+}
+
+/// Annotation of a Redis or sentinel pod: the fingerprint of the passthrough labels and annotations it
+/// was given in place.
+pub const PASSTHROUGH_HASH_ANNOTATION: &str = "switchboard.dev/passthrough-hash";
+
+/// Fingerprint of `cc`'s passthrough labels and annotations.
+pub fn passthrough_hash(cc: &ChatCluster) -> String {
+    let text = serde_json::to_string(&(&cc.spec.labels, &cc.spec.annotations)).unwrap_or_default();
+    fingerprint(&[text.as_bytes()])
+}
+
 /// Topology keys every component spreads over by default: zones first, then hosts.
 const SPREAD_KEYS: [&str; 2] = ["topology.kubernetes.io/zone", "kubernetes.io/hostname"];
 
@@ -951,6 +995,8 @@ fn redis_stateful_set(
 ) -> Result<StatefulSet> {
     let ping =
         "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG";
+    // Alive while it loads its dataset (LOADING) too: a large dataset must not restart in a loop.
+    let alive = "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 ping 2>&1 | grep -qE 'PONG|LOADING'";
     let mut container = json!({
         "name": "redis",
         "image": managed.image,
@@ -958,7 +1004,9 @@ fn redis_stateful_set(
         "env": redis_pod_env(names, managed, ctx),
         "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
-        "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        // Up to 5 minutes to start: waiting for a failover (redis.sh) or loading a large dataset.
+        "startupProbe": { "exec": { "command": ["sh", "-c", alive] }, "periodSeconds": 5, "failureThreshold": 60 },
+        "livenessProbe": { "exec": { "command": ["sh", "-c", alive] }, "periodSeconds": 10, "failureThreshold": 6 },
         "resources": managed.resources,
         "securityContext": restricted_security(),
         "volumeMounts": [
@@ -980,7 +1028,9 @@ fn redis_stateful_set(
         // Every pod finds the master itself (redis.sh), so none has to wait for its predecessor.
         "podManagementPolicy": "Parallel",
         "selector": { "matchLabels": selector_labels(cc, Component::Redis) },
-        "updateStrategy": { "type": "RollingUpdate" },
+        // The operator restarts data pods itself, replicas in sync first and the master only after a
+        // failover (reconcile::redis_update); a template change alone restarts nothing.
+        "updateStrategy": { "type": "OnDelete" },
     });
     if let Some(size) = &managed.storage {
         let mut claim = json!({
@@ -1001,7 +1051,7 @@ fn redis_stateful_set(
         volumes.push(json!({ "name": "data", "emptyDir": {} }));
     }
     spec["template"] = json!({
-        "metadata": pod_meta(cc, Component::Redis, Some(redis_hash(ctx, REDIS_SCRIPT))),
+        "metadata": redis_pod_meta(cc, Component::Redis, redis_hash(ctx, REDIS_SCRIPT)),
         "spec": schedule(cc, Component::Redis, json!({
             "containers": [container],
             "volumes": volumes,
@@ -1059,7 +1109,7 @@ fn sentinel_stateful_set(
                 "selector": { "matchLabels": selector_labels(cc, Component::Sentinel) },
                 "updateStrategy": { "type": "RollingUpdate" },
                 "template": {
-                    "metadata": pod_meta(cc, Component::Sentinel, Some(redis_hash(ctx, SENTINEL_SCRIPT))),
+                    "metadata": redis_pod_meta(cc, Component::Sentinel, redis_hash(ctx, SENTINEL_SCRIPT)),
                     "spec": schedule(cc, Component::Sentinel, json!({
                         "containers": [container],
                         "volumes": [

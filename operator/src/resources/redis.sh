@@ -27,6 +27,36 @@ if [ -z "$master" ]; then
 fi
 [ -n "$master" ] || master="$first"
 mkdir -p "$conf_dir" "$data_dir"
+
+# A data node without data of its own must not become master while a peer holds data: the replicas would
+# resync to its empty dataset. This happens when a pod that was master restarts on an empty volume before
+# the sentinels noticed it was gone. It waits for them to promote a replica (or gives up, and the kubelet
+# starts it again).
+has_data() {
+  [ -s "$data_dir/dump.rdb" ] || [ -n "$(ls -A "$data_dir/appendonlydir" 2>/dev/null)" ]
+}
+peer_with_data() {
+  for h in $REDIS_HOSTS; do
+    [ "$h" = "$self" ] && continue
+    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$h" -p "$redis_port" info keyspace 2>/dev/null | grep -q '^db[0-9]*:keys=[1-9]'; then
+      echo "$h"; return 0
+    fi
+  done
+  return 1
+}
+waited=0
+while [ "$master" = "$self" ] && ! has_data && peer="$(peer_with_data)"; do
+  if [ "$waited" -ge "${EMPTY_MASTER_WAIT:-120}" ]; then
+    echo "redis: ${self} has no data, ${peer} has, and no other master was named in ${waited}s: exiting to try again" >&2
+    exit 1
+  fi
+  [ "$waited" -eq 0 ] && echo "redis: ${self} is named master but has no data while ${peer} has: waiting for the sentinels to promote a replica"
+  sleep 2; waited=$((waited + 2))
+  for s in $SENTINEL_HOSTS; do
+    reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+    if [ -n "$reply" ]; then master="$reply"; break; fi
+  done
+done
 cat > "$conf_dir/redis.conf" <<CONF
 port ${redis_port}
 bind ${BIND:-* -::*}

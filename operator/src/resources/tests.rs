@@ -577,6 +577,64 @@ fn passthrough_labels_annotations_and_scheduling_reach_pods_but_never_override_o
 }
 
 #[test]
+fn editing_passthrough_labels_restarts_no_redis_pod_and_reaches_them_in_place() {
+    let plain = render(&demo(), &ctx()).unwrap();
+    let labelled = demo()
+        .with_label("team", "chat")
+        .with_label(label::INSTANCE, "hijack")
+        .with_annotation("example.com/owner", "ops");
+    let edited = render(&labelled, &ctx()).unwrap();
+    for name in ["demo-redis", "demo-sentinel"] {
+        assert_eq!(
+            sts(&plain, name).spec.template,
+            sts(&edited, name).spec.template,
+            "{name}: the pod template does not change with passthrough labels"
+        );
+    }
+    let patch = redis_pod_passthrough(&labelled, "demo-redis-0");
+    assert_eq!(patch["metadata"]["labels"]["team"], "chat");
+    assert!(
+        patch["metadata"]["labels"].get(label::INSTANCE).is_none(),
+        "our labels never pass through: {patch}"
+    );
+    assert_eq!(patch["metadata"]["annotations"]["example.com/owner"], "ops");
+    assert_eq!(
+        patch["metadata"]["annotations"][PASSTHROUGH_HASH_ANNOTATION],
+        passthrough_hash(&labelled)
+    );
+    assert_ne!(passthrough_hash(&labelled), passthrough_hash(&demo()));
+}
+
+#[test]
+fn data_pods_are_restarted_by_the_operator_and_may_take_their_time_to_load() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let redis = &sts(&d, "demo-redis").spec;
+    assert_eq!(
+        redis.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("OnDelete"),
+        "a template change alone restarts no data pod"
+    );
+    let c = &redis.template.spec.as_ref().unwrap().containers[0];
+    let command = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .clone()
+            .unwrap()
+            .join(" ")
+    };
+    assert!(command(&c.liveness_probe).contains("LOADING"));
+    assert!(command(&c.startup_probe).contains("LOADING"));
+    assert!(
+        !command(&c.readiness_probe).contains("LOADING"),
+        "loading is not ready"
+    );
+}
+
+#[test]
 fn rendering_without_uid_is_an_error_not_a_panic() {
     let mut cc = demo();
     cc.metadata.uid = None;
