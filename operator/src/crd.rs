@@ -264,11 +264,20 @@ impl PullPolicy {
 /// Redis: who runs it and how to reach it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.mode == 'External' ? has(self.external) : !has(self.external)").message("spec.redis.external is required when spec.redis.mode is External, and must be absent when it is Managed"))]
+#[x_kube(
+    validation = Rule::new("self.mode == 'External' ? has(self.external) : !has(self.external)").message("spec.redis.external is required when spec.redis.mode is External, and must be absent when it is Managed"),
+    validation = Rule::new("!has(self.ackReplicas) || self.mode == 'External' || !has(self.managed) || !has(self.managed.replicas) || self.ackReplicas < self.managed.replicas").message("spec.redis.ackReplicas must be below spec.redis.managed.replicas: a message cannot be confirmed by more replicas than there are")
+)]
 pub struct RedisSpec {
     /// `Managed` (the operator runs Redis with Sentinel) or `External` (you already run Redis).
     #[serde(default)]
     pub mode: RedisMode,
+    /// Replicas that must confirm each message (Redis `WAIT`) before a chat-node acknowledges it: 1 or
+    /// more keeps every acknowledged message through the loss of the master. Default: 1 with managed
+    /// Redis of two or more data nodes, else 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 5))]
+    pub ack_replicas: Option<u32>,
     /// Settings of managed Redis (ignored in External mode).
     #[serde(default)]
     pub managed: ManagedRedis,
@@ -503,6 +512,16 @@ impl ChatCluster {
         self.status
             .as_ref()
             .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+    }
+}
+
+impl RedisSpec {
+    /// The replicas each message waits for: the given number, else 1 when managed Redis has a replica.
+    pub fn effective_ack_replicas(&self) -> u32 {
+        self.ack_replicas.unwrap_or(match self.mode {
+            RedisMode::Managed if self.managed.replicas >= 2 => 1,
+            _ => 0,
+        })
     }
 }
 

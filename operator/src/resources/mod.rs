@@ -756,6 +756,10 @@ fn node_deployment(
         value_env("SWITCHBOARD_AUTH", "open"),
     ];
     env.extend(redis_env(endpoint));
+    env.push(value_env(
+        "SWITCHBOARD_ACK_REPLICAS",
+        cc.spec.redis.effective_ack_replicas().to_string(),
+    ));
     // chat-node's --drain-timeout is a duration flag (`30s`).
     env.push(value_env(
         "SWITCHBOARD_DRAIN_TIMEOUT",

@@ -264,6 +264,22 @@ fn chat_node_probes_drain_and_rollout() {
 }
 
 #[test]
+fn messages_wait_for_one_replica_by_default_when_managed_redis_has_one() {
+    let ack = |cc: &ChatCluster| {
+        let d = render(cc, &ctx()).unwrap();
+        env_value(
+            container(deployment(&d, "demo-node")),
+            "SWITCHBOARD_ACK_REPLICAS",
+        )
+    };
+    assert_eq!(ack(&demo()), "1", "3 data nodes: survive the master");
+    assert_eq!(ack(&demo().with_redis(1, 1)), "0", "no replica to wait for");
+    let mut chosen = demo();
+    chosen.spec.redis.ack_replicas = Some(2);
+    assert_eq!(ack(&chosen), "2");
+}
+
+#[test]
 fn chat_node_env_follows_the_contract_in_managed_mode() {
     let d = render(&demo(), &ctx()).unwrap();
     let c = container(deployment(&d, "demo-node"));
