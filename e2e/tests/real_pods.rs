@@ -1,5 +1,13 @@
-//! Real pods: the install a user does, a managed-Redis ChatCluster, and two clients
-//! outside the cluster that chat through the registry's Service.
+//! Real pods: the install a user does, a managed-Redis ChatCluster, two clients outside
+//! the cluster that chat through the registry's Service, then the routine operations and
+//! failures of a running chat system under a counted load (every message sent, acked,
+//! delivered, lost, duplicated; recovery times):
+//!
+//! ```text
+//! install ─▶ Ready ─▶ chat ─▶ chat-node pod deleted ─▶ chat-node rolled to a new tag
+//!   ─▶ Redis master pod deleted ─▶ every Redis pod rolled (operator-driven) ─▶ history intact
+//!   ─▶ scale out while the operator pod is deleted ─▶ scale in ─▶ delete leaves nothing
+//! ```
 //!
 //! It needs a cluster whose pods really run the project's images and whose Service
 //! and pod addresses this machine reaches. With `KUBECONFIG` unset it starts the test
@@ -14,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use e2e::client::{self, ChatClient};
+use e2e::client::{self, ChatClient, Credentials};
+use e2e::fault::{self, Load, Outcome};
 use e2e::testbed::{self, Layout};
 
 /// The one real-node cluster this test starts (one per machine).
@@ -215,7 +224,387 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         bodies.len(),
         t.elapsed().as_secs_f64()
     );
+    drop((alice, bob));
+
+    let mut report = Vec::new();
+    let outcome = under_load(bed, ns, &registry, &mut report).await;
+    eprintln!("\n{}", fault::TABLE_HEADER);
+    for line in &report {
+        eprintln!("{line}");
+    }
+    outcome?;
+
+    // Everything acknowledged before the Redis pods were replaced is still there.
+    let mut reader = ChatClient::connect_assigned(&registry, "reader").await?.0;
+    let page = reader.history(room, None, Some(100)).await?;
+    ensure!(
+        page.messages.len() == 2 * MESSAGES,
+        "history of {room} after the Redis scenarios: {} messages, not {}",
+        page.messages.len(),
+        2 * MESSAGES
+    );
+    drop(reader);
+
+    scale_out_without_operator(bed, ns, &registry).await?;
+    delete_leaves_nothing(bed, ns).await?;
+    eprintln!("all scenarios passed ({:.0}s)", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A load of room members, sized for this 2-core machine, lasting about `seconds`.
+fn load(seconds: u64) -> Load {
+    let interval = Duration::from_millis(250);
+    Load {
+        members: 6,
+        senders: 2,
+        messages_per_sender: (seconds * 1000 / interval.as_millis() as u64) as usize,
+        interval,
+        ack_timeout: Duration::from_secs(3),
+        deadline: Duration::from_secs(seconds + 120),
+        ..Load::default()
+    }
+}
+
+/// Each fault under load; `report` gets one table row per scenario, whatever happens.
+async fn under_load(
+    bed: &Bed,
+    ns: &str,
+    registry: &str,
+    report: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let registries = vec![registry.to_owned()];
+    let mut check = |name: &str, outcome: Outcome, took: Duration| -> anyhow::Result<()> {
+        report.push(format!(
+            "{}  ({:.0}s)",
+            outcome.table_row(name),
+            took.as_secs_f64()
+        ));
+        eprintln!("{}", report.last().map(String::as_str).unwrap_or_default());
+        ensure!(outcome.is_clean(), "{name}: {outcome:?}");
+        Ok(())
+    };
+
+    // 1. A chat-node pod is deleted: it drains, its clients go elsewhere through the registry.
+    let t = Instant::now();
+    let victim = first_pod(bed, ns, "chat-node").await?;
+    let outcome = fault::run(registries.clone(), Credentials::Open, load(20), async {
+        if let Err(err) = bed
+            .kubectl(&["-n", ns, "delete", "pod", &victim, "--wait=false"])
+            .await
+        {
+            eprintln!("deleting {victim}: {err:#}");
+        }
+    })
+    .await;
+    check("node-pod-delete", outcome, t.elapsed())?;
+    wait_ready(bed, ns, "after the chat-node pod was replaced").await?;
+
+    // 2. The chat-node Deployment rolls to a new image tag.
+    let t = Instant::now();
+    let outcome = fault::run(registries.clone(), Credentials::Open, load(60), async {
+        let patch = format!(
+            r#"{{"spec":{{"nodes":{{"image":"{}"}}}}}}"#,
+            testbed::real::ROLLOUT_NODE_IMAGE
+        );
+        let rolled = async {
+            bed.kubectl(&[
+                "-n",
+                ns,
+                "patch",
+                "chatcluster",
+                "chat",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])
+            .await?;
+            bed.kubectl(&[
+                "-n",
+                ns,
+                "rollout",
+                "status",
+                "deployment/chat-node",
+                "--timeout=240s",
+            ])
+            .await
+        };
+        if let Err(err) = rolled.await {
+            eprintln!("rolling chat-node: {err:#}");
+        }
+    })
+    .await;
+    check("node-rolling-update", outcome, t.elapsed())?;
+    wait_ready(bed, ns, "after the chat-node rollout").await?;
+
+    // 3. The Redis master pod is deleted: the sentinels promote a replica; acknowledged messages
+    //    were confirmed by a replica (ackReplicas defaults to 1), so none is lost.
+    let t = Instant::now();
+    let master = current_master_pod(bed, ns).await?;
+    let outcome = fault::run(registries.clone(), Credentials::Open, load(40), async {
+        if let Err(err) = bed
+            .kubectl(&["-n", ns, "delete", "pod", &master, "--wait=false"])
+            .await
+        {
+            eprintln!("deleting {master}: {err:#}");
+        }
+    })
+    .await;
+    check("redis-master-delete", outcome, t.elapsed())?;
+    wait_ready(bed, ns, "after the Redis master was replaced").await?;
+    let promoted = current_master_pod(bed, ns).await?;
+    eprintln!("the Redis master moved from {master} to {promoted}");
+
+    // 4. A change that needs every data pod restarted: the operator restarts the replicas, each back
+    //    in sync before the next, then fails the master over and restarts it.
+    let t = Instant::now();
+    let outcome = fault::run(registries.clone(), Credentials::Open, load(90), async {
+        let patch = r#"{"spec":{"redis":{"managed":{"resources":{"requests":{"cpu":"60m","memory":"64Mi"}}}}}}"#;
+        let rolled = async {
+            bed.kubectl(&["-n", ns, "patch", "chatcluster", "chat", "--type=merge", "-p", patch])
+                .await?;
+            wait_for(bed, "every data pod restarted", Duration::from_secs(300), || async {
+                let status = bed
+                    .kubectl(&["-n", ns, "get", "statefulset", "chat-redis", "-o",
+                        "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.updatedReplicas} {.status.readyReplicas} {.spec.replicas}"])
+                    .await?;
+                let f: Vec<&str> = status.split_whitespace().collect();
+                Ok(matches!(f.as_slice(), [g, o, u, r, n] if g == o && u == n && r == n).then_some(()))
+            })
+            .await
+        };
+        if let Err(err) = rolled.await {
+            eprintln!("rolling Redis: {err:#}");
+        }
+    })
+    .await;
+    check("redis-rolled", outcome, t.elapsed())?;
+    wait_ready(bed, ns, "after every Redis pod was replaced").await?;
+    let events = bed
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.kind=ChatCluster",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .await?;
+    let steps: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("RedisUpdate") || l.starts_with("RedisFailover"))
+        .collect();
+    eprintln!(
+        "operator steps of the Redis update:\n  {}",
+        steps.join("\n  ")
+    );
+    ensure!(
+        steps.iter().any(|l| l.starts_with("RedisFailover")),
+        "the master was restarted without a failover first: {steps:?}"
+    );
+    Ok(())
+}
+
+/// The operator pod is deleted right after a scale-out: the new chat-node still gets clients once
+/// it is ready, and the ChatCluster becomes Ready again (with the operator's replacement or without it).
+async fn scale_out_without_operator(bed: &Bed, ns: &str, registry: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let before = pod_names(bed, ns, "chat-node").await?;
+    bed.kubectl(&["-n", ns, "scale", "chatcluster", "chat", "--replicas=3"])
+        .await?;
+    bed.kubectl(&[
+        "-n",
+        "switchboard-system",
+        "delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=switchboard-operator",
+        "--wait=false",
+    ])
+    .await?;
+    let new_pod = wait_for(
+        bed,
+        "a third chat-node pod",
+        Duration::from_secs(120),
+        || async {
+            let now = pod_names(bed, ns, "chat-node").await?;
+            Ok(now.into_iter().find(|p| !before.contains(p)))
+        },
+    )
+    .await?;
+    let assigned = wait_for(
+        bed,
+        "the registry to assign the new pod",
+        Duration::from_secs(180),
+        || {
+            let new_pod = new_pod.clone();
+            async move {
+                let a = client::assign(registry).await?;
+                Ok((a.node == new_pod).then_some(a))
+            }
+        },
+    )
+    .await?;
+    let mut client = ChatClient::connect(&assigned.url, "newcomer").await?;
+    client.join("lobby", None).await?;
+    drop(client);
+    wait_ready(bed, ns, "after the scale-out").await?;
+    eprintln!(
+        "scale-out with the operator pod deleted: {new_pod} assigned and serving ({:.0}s)",
+        t.elapsed().as_secs_f64()
+    );
+    bed.kubectl(&["-n", ns, "scale", "chatcluster", "chat", "--replicas=2"])
+        .await?;
+    wait_for(
+        bed,
+        "two chat-node pods",
+        Duration::from_secs(180),
+        || async { Ok((pod_names(bed, ns, "chat-node").await?.len() == 2).then_some(())) },
+    )
+    .await?;
+    wait_ready(bed, ns, "after the scale-in").await
+}
+
+/// `kubectl delete chatcluster` removes every object it owned.
+async fn delete_leaves_nothing(bed: &Bed, ns: &str) -> anyhow::Result<()> {
+    let t = Instant::now();
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "delete",
+        "chatcluster",
+        "chat",
+        "--wait=true",
+        "--timeout=120s",
+    ])
+    .await?;
+    let kinds = "deployments,statefulsets,replicasets,pods,services,configmaps,secrets,\
+                 poddisruptionbudgets,networkpolicies,persistentvolumeclaims,endpointslices";
+    wait_for(
+        bed,
+        "every owned object to be gone",
+        Duration::from_secs(180),
+        || async {
+            let left = bed
+                .kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    kinds,
+                    "-l",
+                    "app.kubernetes.io/instance=chat",
+                    "-o",
+                    "name",
+                ])
+                .await?;
+            if left.trim().is_empty() {
+                Ok(Some(()))
+            } else {
+                eprintln!(
+                    "still there: {}",
+                    left.split_whitespace().collect::<Vec<_>>().join(" ")
+                );
+                Ok(None)
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "delete left nothing behind ({:.0}s)",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Polls `probe` every 2 s until it yields a value, for at most `limit`.
+async fn wait_for<T, F, Fut>(
+    _bed: &Bed,
+    what: &str,
+    limit: Duration,
+    mut probe: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => String::new(),
+            Err(err) => format!(": {err:#}"),
+        };
+        if Instant::now() > deadline {
+            bail!("waited {limit:?} for {what}{last}");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn wait_ready(bed: &Bed, ns: &str, when: &str) -> anyhow::Result<()> {
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        "chatcluster/chat",
+        "--timeout=300s",
+    ])
+    .await
+    .with_context(|| format!("the ChatCluster is Ready again {when}"))
+    .map(drop)
+}
+
+async fn pod_names(bed: &Bed, ns: &str, component: &str) -> anyhow::Result<Vec<String>> {
+    let out = bed
+        .kubectl(&["-n", ns, "get", "pods", "-l",
+            &format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}"),
+            "-o", "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}"])
+        .await?;
+    // Terminating pods (a deletion timestamp after the name) are on their way out.
+    Ok(out
+        .lines()
+        .filter_map(
+            |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [name] => Some((*name).to_owned()),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
+async fn first_pod(bed: &Bed, ns: &str, component: &str) -> anyhow::Result<String> {
+    pod_names(bed, ns, component)
+        .await?
+        .into_iter()
+        .next()
+        .with_context(|| format!("no {component} pod"))
+}
+
+/// The data pod the ChatCluster's status names as master (`<pod>.<headless>…:6379`).
+async fn current_master_pod(bed: &Bed, ns: &str) -> anyhow::Result<String> {
+    let master = bed
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "chatcluster",
+            "chat",
+            "-o",
+            "jsonpath={.status.redis.currentMaster}",
+        ])
+        .await?;
+    let pod = master
+        .split(['.', ':'])
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        pod.starts_with("chat-redis-"),
+        "status names the master {master:?}"
+    );
+    Ok(pod)
 }
 
 /// `from` sends [`MESSAGES`] to `room`; each acknowledged one must reach `to` exactly once.

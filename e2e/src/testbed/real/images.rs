@@ -35,10 +35,18 @@ pub const BASE_IMAGE: &str = "debian:bookworm-slim";
 /// operator's default Redis image is `redis:7.4-alpine`, which cannot be pulled here;
 /// the local Redis image (same contract: `sh`, `timeout`, `redis-server`,
 /// `redis-sentinel`, `redis-cli`) stands in for it, so a ChatCluster with defaults runs.
-pub const ALIASES: [(&str, &str); 1] = [(
-    "docker.io/switchboard/redis:7.0.15",
-    "docker.io/library/redis:7.4-alpine",
-)];
+/// The chat-node image also answers to [`ROLLOUT_NODE_IMAGE`], a second tag a test can
+/// switch a ChatCluster to, so that its pods roll as they do for a new release.
+pub const ALIASES: [(&str, &str); 2] = [
+    (
+        "docker.io/switchboard/redis:7.0.15",
+        "docker.io/library/redis:7.4-alpine",
+    ),
+    ("docker.io/switchboard/chat-node:0.1.0", ROLLOUT_NODE_IMAGE),
+];
+
+/// A second tag of the chat-node image (see [`ALIASES`]).
+pub const ROLLOUT_NODE_IMAGE: &str = "docker.io/switchboard/chat-node:0.1.0-rollout";
 
 /// The Rust binaries that go into images, each with its Dockerfile.
 const RUST_IMAGES: [&str; 3] = ["chat-node", "registry", "operator"];

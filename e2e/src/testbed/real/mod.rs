@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use build::{NodeBinaries, NodeVersions};
-pub use images::{ALIASES, ImageArchive, PAUSE_IMAGE, REDIS_IMAGE, TAG, image_names};
+pub use images::{
+    ALIASES, ImageArchive, PAUSE_IMAGE, REDIS_IMAGE, ROLLOUT_NODE_IMAGE, TAG, image_names,
+};
 pub use node::{
     CLUSTER_DOMAIN, HOST_IP, KUBERNETES_SERVICE_IP, NODE_IP, NodeLayout, POD_CIDR, SERVICE_CIDR,
 };
