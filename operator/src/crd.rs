@@ -306,8 +306,8 @@ pub enum RedisMode {
     validation = Rule::new("!has(self.quorum) || self.quorum <= self.sentinels").message("spec.redis.managed.quorum must not exceed spec.redis.managed.sentinels, or no failover could ever be agreed"),
     // Transition rules: a StatefulSet's volume claim templates are immutable, so these changes could
     // never be applied; refusing them here beats a ChatCluster stuck Degraded.
-    validation = Rule::new("has(self.storage) == has(oldSelf.storage)").message("spec.redis.managed.storage cannot be added or removed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
-    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || self.storage == oldSelf.storage").message("spec.redis.managed.storage cannot be changed after creation: the data StatefulSet's volume claims are immutable — expand the PersistentVolumeClaims data-<name>-redis-N themselves if their storage class allows it"),
+    validation = Rule::new("(has(self.ephemeral) && self.ephemeral) == (has(oldSelf.ephemeral) && oldSelf.ephemeral)").message("spec.redis.managed.ephemeral cannot be changed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
+    validation = Rule::new("self.storage == oldSelf.storage").message("spec.redis.managed.storage cannot be changed after creation: the data StatefulSet's volume claims are immutable — expand the PersistentVolumeClaims data-<name>-redis-N themselves if their storage class allows it"),
     validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable")
 )]
 pub struct ManagedRedis {
@@ -330,9 +330,14 @@ pub struct ManagedRedis {
     /// Redis image (must contain redis-server, redis-sentinel, redis-cli and sh).
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Persistent volume size per data node; data lives in an emptyDir when absent. Fixed at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Quantity>,
+    /// Persistent volume size per data node (default 1Gi). Fixed at creation.
+    #[serde(default = "default_storage")]
+    pub storage: Quantity,
+    /// Keep the data in an emptyDir instead of a persistent volume (default false): a data pod that is
+    /// replaced then starts empty and takes its data from a replica, and losing every data pod at once
+    /// loses everything. Fixed at creation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ephemeral: bool,
     /// Storage class of the data volumes (the cluster default when absent). Fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
@@ -576,7 +581,8 @@ impl Default for ManagedRedis {
             quorum: None,
             master_name: default_master_name(),
             image: default_redis_image(),
-            storage: None,
+            storage: default_storage(),
+            ephemeral: false,
             storage_class_name: None,
             resources: default_redis_resources(),
             sentinel_resources: default_sentinel_resources(),
@@ -602,6 +608,10 @@ fn default_sentinels() -> i32 {
 fn default_capacity() -> i64 {
     10_000
 }
+fn default_storage() -> Quantity {
+    Quantity("1Gi".to_owned())
+}
+
 fn default_drain() -> i32 {
     30
 }

@@ -17,6 +17,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams, PostParams};
 use tokio::process::Command;
 
@@ -128,6 +129,7 @@ pub async fn up(layout: &Layout, bins: &Binaries, spec: &ClusterSpec) -> Result<
     };
     let client = client_for(&cluster.kubeconfig).await?;
     wait_for_readyz(&client).await?;
+    storage_class(&client).await?;
     tracing::info!(
         name = %spec.name,
         seconds = format!("{:.1}", started.elapsed().as_secs_f64()),
@@ -316,7 +318,11 @@ fn add_extras(doc: &mut serde_json::Value, extras: &ControlPlaneExtras) {
     if let Some(types) = &extras.kubelet_address_types {
         apiserver.push(arg("kubelet-preferred-address-types", types, false));
     }
-    let mut patches = Vec::new();
+    // Persistent volumes on every test bed (the default StorageClass `standard` names this provisioner).
+    let mut patches = vec![serde_json::json!({
+        "name": "kube-controller-manager",
+        "extraArgs": [arg("enable-hostpath-provisioner", "true", false)],
+    })];
     if !apiserver.is_empty() {
         patches.push(serde_json::json!({ "name": "kube-apiserver", "extraArgs": apiserver }));
     }
@@ -333,9 +339,7 @@ fn add_extras(doc: &mut serde_json::Value, extras: &ControlPlaneExtras) {
             ],
         }));
     }
-    if !patches.is_empty() {
-        doc["componentsPatches"] = serde_json::Value::Array(patches);
-    }
+    doc["componentsPatches"] = serde_json::Value::Array(patches);
 }
 
 async fn kwokctl(layout: &Layout, bins: &Binaries, name: &str, args: &[&str]) -> Result<()> {
@@ -388,6 +392,31 @@ async fn wait_for_readyz(client: &kube::Client) -> Result<()> {
             .is_ok_and(|text| text.trim() == "ok"))
     })
     .await
+}
+
+/// The default StorageClass of the test bed: volumes from the controller manager's hostPath provisioner
+/// (`--enable-hostpath-provisioner`), deleted with their claims.
+pub const STORAGE_CLASS: &str = "standard";
+/// Where that provisioner makes each volume's directory (fixed by Kubernetes).
+pub const HOSTPATH_VOLUMES: &str = "/tmp/hostpath_pv";
+
+async fn storage_class(client: &kube::Client) -> Result<()> {
+    let classes: Api<StorageClass> = Api::all(client.clone());
+    let class: StorageClass = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": { "storageclass.kubernetes.io/is-default-class": "true" },
+        },
+        "provisioner": "kubernetes.io/host-path",
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }))
+    .map_err(Error::Json)?;
+    match classes.create(&PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(Error::Kube(err)),
+    }
 }
 
 async fn create_nodes(client: &kube::Client, count: usize) -> Result<()> {

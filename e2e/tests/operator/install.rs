@@ -119,7 +119,7 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
     let ns = new_namespace(bed, "op-storage").await;
     let n = ns.name();
     let with_storage = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: kept}\nspec: {redis: {managed: {storage: 1Gi, storageClassName: standard}}}\n";
-    let without = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: plain}\nspec: {}\n";
+    let without = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: plain}\nspec: {redis: {managed: {ephemeral: true}}}\n";
     kubectl_ok(bed, &["apply", "-n", n, "-f", "-"], Some(with_storage)).await;
     kubectl_ok(bed, &["apply", "-n", n, "-f", "-"], Some(without)).await;
     let cases = [
@@ -130,8 +130,8 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
         ),
         (
             "kept",
-            r#"{"spec":{"redis":{"managed":{"storage":null}}}}"#,
-            "spec.redis.managed.storage cannot be added or removed after creation",
+            r#"{"spec":{"redis":{"managed":{"ephemeral":true}}}}"#,
+            "spec.redis.managed.ephemeral cannot be changed after creation",
         ),
         (
             "kept",
@@ -140,8 +140,8 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
         ),
         (
             "plain",
-            r#"{"spec":{"redis":{"managed":{"storage":"1Gi"}}}}"#,
-            "spec.redis.managed.storage cannot be added or removed after creation",
+            r#"{"spec":{"redis":{"managed":{"ephemeral":false}}}}"#,
+            "spec.redis.managed.ephemeral cannot be changed after creation",
         ),
     ];
     for (name, patch, message) in cases {

@@ -59,7 +59,8 @@ fn schema_carries_cel_rules_with_messages() {
         "!has(self.quorum) || self.quorum <= self.sentinels",
         "has(self.url) != has(self.sentinels)",
         "self.mode == 'External' ? has(self.external) : !has(self.external)",
-        "has(self.storage) == has(oldSelf.storage)",
+        "self.storage == oldSelf.storage",
+        "(has(self.ephemeral) && self.ephemeral) == (has(oldSelf.ephemeral) && oldSelf.ephemeral)",
     ] {
         assert!(schema.contains(rule), "rule {rule} missing");
     }

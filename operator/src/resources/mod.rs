@@ -1036,7 +1036,8 @@ fn redis_stateful_set(
         // failover (reconcile::redis_update); a template change alone restarts nothing.
         "updateStrategy": { "type": "OnDelete" },
     });
-    if let Some(size) = &managed.storage {
+    if !managed.ephemeral {
+        let size = &managed.storage;
         let mut claim = json!({
             "metadata": { "name": "data", "labels": labels(cc, Component::Redis) },
             "spec": {

@@ -536,9 +536,8 @@ fn password_change_changes_every_pod_template_hash() {
 #[test]
 fn storage_adds_claims_deleted_with_the_cluster() {
     let mut cc = demo();
-    cc.spec.redis.managed.storage = Some(k8s_openapi::apimachinery::pkg::api::resource::Quantity(
-        "1Gi".to_owned(),
-    ));
+    cc.spec.redis.managed.storage =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("2Gi".to_owned());
     let d = render(&cc, &ctx()).unwrap();
     let spec = &sts(&d, "demo-redis").spec;
     let claims = spec.volume_claim_templates.as_ref().unwrap();
@@ -560,6 +559,36 @@ fn storage_adds_claims_deleted_with_the_cluster() {
         .as_ref()
         .unwrap();
     assert!(volumes.iter().all(|v| v.name != "data"));
+    let request = &claims[0].spec.as_ref().unwrap().resources.as_ref().unwrap();
+    assert_eq!(request.requests.as_ref().unwrap()["storage"].0, "2Gi");
+}
+
+#[test]
+fn data_is_on_persistent_volumes_by_default_and_ephemeral_only_when_asked() {
+    let claims = |cc: &ChatCluster| {
+        let d = render(cc, &ctx()).unwrap();
+        let spec = sts(&d, "demo-redis").spec.clone();
+        let data_volume = spec
+            .template
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "data");
+        (
+            spec.volume_claim_templates.map(|c| c.len()),
+            data_volume.map(|v| v.empty_dir.is_some()),
+        )
+    };
+    assert_eq!(
+        claims(&demo()),
+        (Some(1), None),
+        "a 1Gi claim per data node by default"
+    );
+    let mut ephemeral = demo();
+    ephemeral.spec.redis.managed.ephemeral = true;
+    assert_eq!(claims(&ephemeral), (None, Some(true)));
 }
 
 #[test]
@@ -681,9 +710,8 @@ fn every_rendered_field_survives_the_typed_round_trip() {
     let mut full = demo()
         .with_label("team", "chat")
         .with_annotation("example.com/owner", "ops");
-    full.spec.redis.managed.storage = Some(
-        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".to_owned()),
-    );
+    full.spec.redis.managed.storage =
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".to_owned());
     full.spec.redis.managed.storage_class_name = Some("fast".to_owned());
     full.spec.scheduling.priority_class_name = Some("high".to_owned());
     full.spec.registries.service.annotations =

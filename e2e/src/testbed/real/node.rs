@@ -118,6 +118,7 @@ impl NodeLayout {
     /// Every daemon, in the order they are stopped.
     pub fn daemons(&self) -> Vec<Daemon> {
         [
+            "volumes",
             "kubelet",
             "kube-proxy",
             "coredns",
@@ -255,6 +256,7 @@ pub async fn start(
     );
 
     let kubeconfig = cluster.kubeconfig.to_string_lossy().into_owned();
+    volumes(node)?;
     coredns(node, &p, bins, &kubeconfig)?;
     kube_proxy(node, &p, bins, &kubeconfig)?;
     kubelet(node, &p, bins, &kubeconfig)?;
@@ -445,6 +447,20 @@ async fn load_images(node: &NodeLayout, p: &Programs, images: &ImageArchive) -> 
         tracing::info!(image = from, alias = to, "local stand-in");
     }
     tracing::info!(seconds = format!("{:.1}", t.elapsed().as_secs_f64()), images = ?images.names, "images loaded into containerd");
+    Ok(())
+}
+
+/// Persistent volumes: the control plane's hostPath provisioner (the test bed's default StorageClass,
+/// `cluster::STORAGE_CLASS`) makes each volume a directory under [`cluster::HOSTPATH_VOLUMES`] owned by
+/// root with mode 0750, which a non-root pod cannot write and (being hostPath) `fsGroup` does not
+/// change. This loop opens each new one to every user, as kind's local-path provisioner does.
+fn volumes(node: &NodeLayout) -> Result<()> {
+    let dir = super::super::cluster::HOSTPATH_VOLUMES;
+    let script = format!(
+        "while :; do find {dir} -mindepth 1 -maxdepth 1 -type d ! -perm 0777 -exec chmod 0777 {{}} + 2>/dev/null; sleep 1; done"
+    );
+    node.daemon("volumes")
+        .start(Path::new("/bin/sh"), &["-c".to_owned(), script])?;
     Ok(())
 }
 
