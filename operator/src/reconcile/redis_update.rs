@@ -184,6 +184,11 @@ pub(super) async fn label_pods(cc: &ChatCluster, ctx: &Context, ns: &str) -> Res
             match pods.patch(&name, &params, &Patch::Apply(patch)).await {
                 Ok(_) => debug!(pod = %name, "passthrough labels and annotations applied in place"),
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                // Values the API server refuses: the same labels on the owned objects already made
+                // the ChatCluster Degraded (InvalidSpec); the pods keep what they had.
+                Err(kube::Error::Api(s)) if s.code == 422 => {
+                    debug!(pod = %name, reason = %s.message, "passthrough labels refused");
+                }
                 Err(source) => return Err(Error::kube("label", "Pod", name)(source)),
             }
         }
