@@ -203,7 +203,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
     init_tracing(&args.log);
     let shutdown = shutdown_on_signal();
     let client = Client::try_default().await.map_err(Error::Client)?;
-    reconcile::check_crd(&client).await.map_err(Box::new)?;
+    reconcile::check_crd(&client, args.namespace.as_deref())
+        .await
+        .map_err(Box::new)?;
 
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(true));

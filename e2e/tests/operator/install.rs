@@ -1,7 +1,12 @@
 //! Installing: the CRDs and manifests apply as the README says, the CRD schema refuses bad specs with its
 //! rule messages, and the operator's RBAC is narrow (no wildcards, no deletes it does not need).
 
-use crate::{OPERATOR_SA, REPO, bed, install, kubectl, kubectl_ok, new_namespace};
+use operator::crd::ChatCluster;
+
+use crate::{
+    OPERATOR_SA, REPO, bed, create_cluster, install, kubectl, kubectl_ok, new_namespace,
+    start_operator_as, wait_condition,
+};
 
 #[tokio::test]
 async fn crds_and_manifests_install_with_one_kubectl_apply() {
@@ -100,7 +105,10 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
 
 #[tokio::test]
 async fn rbac_grants_no_wildcards() {
-    let text = std::fs::read_to_string(format!("{REPO}/manifests/10-rbac.yaml")).expect("rbac");
+    let text = std::fs::read_to_string(format!("{REPO}/manifests/10-rbac.yaml")).expect("rbac")
+        + "\n---\n"
+        + &std::fs::read_to_string(format!("{REPO}/manifests/namespaced/operator.yaml"))
+            .expect("namespaced");
     for doc in serde_yaml::Deserializer::from_str(&text) {
         let value: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
         for rule in value["rules"].as_array().into_iter().flatten() {
@@ -173,4 +181,118 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
         None,
     )
     .await;
+}
+
+/// The YAML documents of `path` (under the repository), as JSON values.
+fn documents(path: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(format!("{REPO}/{path}")).expect("manifest");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
+        .collect()
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("{kind} {name}"))
+}
+
+#[test]
+fn the_namespace_scoped_install_is_the_cluster_wide_one_narrowed() {
+    let wide: Vec<_> = documents("manifests/10-rbac.yaml")
+        .into_iter()
+        .chain(documents("manifests/20-operator.yaml"))
+        .collect();
+    let narrow = documents("manifests/namespaced/operator.yaml");
+    // The same grants, minus the one read of a cluster-scoped object (the CRD).
+    let mut rules = find(&wide, "ClusterRole", "switchboard-operator")["rules"].clone();
+    rules
+        .as_array_mut()
+        .expect("rules")
+        .retain(|r| r["apiGroups"][0] != "apiextensions.k8s.io");
+    assert_eq!(
+        find(&narrow, "Role", "switchboard-operator")["rules"],
+        rules
+    );
+    assert_eq!(
+        find(&narrow, "Role", "switchboard-operator-leader-election")["rules"],
+        find(&wide, "Role", "switchboard-operator-leader-election")["rules"]
+    );
+    assert!(
+        narrow
+            .iter()
+            .all(|d| d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding")
+    );
+    // The same Deployment, watching the namespace it runs in.
+    let mut deployment = find(&wide, "Deployment", "switchboard-operator").clone();
+    let mut scoped = find(&narrow, "Deployment", "switchboard-operator").clone();
+    deployment["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    let env = scoped["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .expect("env");
+    let watch = env
+        .iter()
+        .position(|e| e["name"] == "SWITCHBOARD_WATCH_NAMESPACE")
+        .expect("the scoped operator watches one namespace");
+    assert_eq!(
+        env.remove(watch)["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(scoped, deployment);
+}
+
+#[tokio::test]
+async fn a_namespace_scoped_install_reconciles_its_namespace_with_a_role_alone() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-scoped").await;
+    let n = ns.name();
+    let rendered = kubectl_ok(
+        bed,
+        &["kustomize", &format!("{REPO}/manifests/namespaced")],
+        None,
+    )
+    .await;
+    let rendered = rendered.replace("namespace: chat", &format!("namespace: {n}"));
+    kubectl_ok(bed, &["apply", "-f", "-"], Some(&rendered)).await;
+    let account = format!("system:serviceaccount:{n}:switchboard-operator");
+    let can = |verb: &'static str, resource: &'static str, namespace: Option<&str>| {
+        let account = account.clone();
+        let scope = namespace.map_or("--all-namespaces".to_owned(), |n| {
+            format!("--namespace={n}")
+        });
+        async move {
+            let (_, out) = kubectl(
+                bed,
+                &["auth", "can-i", verb, resource, &scope, "--as", &account],
+                None,
+            )
+            .await;
+            out.trim() == "yes"
+        }
+    };
+    assert!(can("patch", "deployments.apps", Some(n)).await);
+    assert!(can("list", "pods", Some(n)).await);
+    assert!(
+        !can("list", "pods", Some("default")).await,
+        "nothing outside its namespace"
+    );
+    assert!(!can("get", "secrets", None).await);
+    assert!(
+        !can(
+            "get",
+            "customresourcedefinitions.apiextensions.k8s.io",
+            None
+        )
+        .await
+    );
+    // The operator's controllers, as that account, build a ChatCluster in the namespace.
+    let _operator = start_operator_as(bed, n, &account).await;
+    let client = bed.client().expect("client");
+    create_cluster(&client, n, ChatCluster::test("scoped").with_nodes(1)).await;
+    let cc = wait_condition(&client, n, "scoped", "Progressing", "False").await;
+    let status = cc.status.expect("status");
+    assert_eq!((status.nodes.ready, status.nodes.desired), (1, 1));
 }

@@ -147,12 +147,17 @@ fn logging() {
 
 /// A client that acts as the operator's ServiceAccount (RBAC applies to it).
 async fn operator_client(bed: &TestBed) -> Client {
+    client_as(bed, OPERATOR_SA).await
+}
+
+/// A client acting as `account` (impersonation), so its RBAC decides what it may do.
+async fn client_as(bed: &TestBed, account: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(bed.kubeconfig()).expect("kubeconfig");
     let mut config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .expect("client config");
-    config.auth_info.impersonate = Some(OPERATOR_SA.to_owned());
+    config.auth_info.impersonate = Some(account.to_owned());
     Client::try_from(config).expect("impersonating client")
 }
 
@@ -180,9 +185,14 @@ impl Drop for Operator {
 
 /// The operator's controllers for namespace `ns`, as the operator's ServiceAccount.
 async fn start_operator(bed: &TestBed, ns: &str) -> Operator {
+    start_operator_as(bed, ns, OPERATOR_SA).await
+}
+
+/// The operator's controllers for namespace `ns`, as `account`.
+async fn start_operator_as(bed: &TestBed, ns: &str, account: &str) -> Operator {
     logging();
-    let client = operator_client(bed).await;
-    operator::reconcile::check_crd(&client)
+    let client = client_as(bed, account).await;
+    operator::reconcile::check_crd(&client, Some(ns))
         .await
         .expect("the CRD is installed and the operator may read it");
     let stop = CancellationToken::new();

@@ -33,14 +33,15 @@ use crate::crd::{self, ChatCluster};
 use crate::resources;
 
 /// Fails with [`Error::CrdMissing`] (which says how to install it) unless the CRD is installed.
-pub async fn check_crd(client: &Client) -> Result<()> {
+pub async fn check_crd(client: &Client, namespace: Option<&str>) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     match crds.get_opt(crd::CRD_NAME).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Error::CrdMissing),
         Err(kube::Error::Api(s)) if s.is_forbidden() => {
-            // Without permission to read CRDs, ask for the resource itself instead.
-            let api: Api<ChatCluster> = Api::all(client.clone());
+            // Without permission to read CRDs (a namespace-scoped install), ask for the resource itself,
+            // where this operator may list it.
+            let api: Api<ChatCluster> = crate::context::scoped(client, namespace);
             match api.list(&ListParams::default().limit(1)).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(s)) if s.code == 404 => Err(Error::CrdMissing),
