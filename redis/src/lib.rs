@@ -11,7 +11,7 @@
 //!
 //! - [`client`]: the flag group, the connection and Sentinel policy (reconnect forever, command
 //!   timeouts, strict start-up with errors that name the cause, passwords never printed);
-//! - [`sentinel`]: the one sentinel master query used everywhere, and the failover/quorum commands;
+//! - [`sentinel`]: the one sentinel master query used everywhere, and the failover command;
 //! - [`node`]: a data node's replication state;
 //! - [`keys`]: the per-cluster key prefix.
 //!

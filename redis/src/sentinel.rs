@@ -111,24 +111,6 @@ pub async fn failover(
     .map(drop)
 }
 
-/// Sets the quorum the sentinel at `addr` uses for `master_name` (`SENTINEL SET … quorum`): a sentinel
-/// reads it from its configuration only at start, so a changed sentinel count needs it told.
-pub async fn set_quorum(
-    addr: &str,
-    master_name: &str,
-    quorum: u32,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<()> {
-    ask(addr, password, timeout, |client| async move {
-        client
-            .set::<Value, _, _>(master_name, vec![("quorum", quorum.to_string())])
-            .await
-    })
-    .await
-    .map(drop)
-}
-
 /// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
 async fn ask<F, Fut>(
     addr: &str,
