@@ -315,7 +315,9 @@ pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
     let mut desired = Desired::default();
     if cc.spec.redis.mode == RedisMode::Managed {
         let managed = &cc.spec.redis.managed;
-        desired.config_maps.push(redis_scripts(cc, &names)?);
+        desired
+            .config_maps
+            .push(redis_scripts(cc, &names, managed, ctx)?);
         desired.services.push(headless_service(
             cc,
             &names.redis_headless(),
@@ -941,47 +943,77 @@ fn headless_service(
     )
 }
 
-fn redis_scripts(cc: &ChatCluster, names: &Names) -> Result<ConfigMap> {
+/// The start scripts, and `hosts.env`: the data nodes' and sentinels' host names, which the data-node
+/// script reads from this file rather than from its environment, so that changing either count does not
+/// change (and restart) the data pods.
+fn redis_scripts(
+    cc: &ChatCluster,
+    names: &Names,
+    managed: &ManagedRedis,
+    ctx: &RenderContext,
+) -> Result<ConfigMap> {
+    let hosts = format!(
+        "REDIS_HOSTS=\"{}\"\nSENTINEL_HOSTS=\"{}\"\n",
+        names
+            .redis_hosts(managed.replicas, &ctx.cluster_domain)
+            .join(" "),
+        names
+            .sentinel_hosts(managed.sentinels, &ctx.cluster_domain)
+            .join(" ")
+    );
     obj(
         "ConfigMap",
         json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": meta(cc, &names.redis_scripts(), Component::Redis)?,
-            "data": { "redis.sh": REDIS_SCRIPT, "sentinel.sh": SENTINEL_SCRIPT },
+            "data": { "redis.sh": REDIS_SCRIPT, "sentinel.sh": SENTINEL_SCRIPT, "hosts.env": hosts },
         }),
     )
 }
 
-/// Env shared by the data-node and sentinel containers: who they are and where their peers live.
-fn redis_pod_env(names: &Names, managed: &ManagedRedis, ctx: &RenderContext) -> Vec<Value> {
+/// Env shared by the data-node and sentinel containers: who they are and where their peers live. The
+/// data nodes take the host lists from `hosts.env` ([`redis_scripts`]); the sentinels from here, with
+/// the quorum, which a sentinel reads only at start — so a count change restarts the sentinels, one at
+/// a time, and not the data nodes.
+fn redis_pod_env(
+    names: &Names,
+    managed: &ManagedRedis,
+    ctx: &RenderContext,
+    component: Component,
+) -> Vec<Value> {
     let password = PasswordRef {
         secret: names.redis_secret(),
         key: PASSWORD_KEY.to_owned(),
     };
-    vec![
+    let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         value_env("CLUSTER_DOMAIN", &ctx.cluster_domain),
         value_env("REDIS_STS", names.redis_sts()),
         value_env("REDIS_HEADLESS", names.redis_headless()),
         value_env("SENTINEL_HEADLESS", names.sentinel_headless()),
-        value_env(
-            "REDIS_HOSTS",
-            names
-                .redis_hosts(managed.replicas, &ctx.cluster_domain)
-                .join(" "),
-        ),
-        value_env(
-            "SENTINEL_HOSTS",
-            names
-                .sentinel_hosts(managed.sentinels, &ctx.cluster_domain)
-                .join(" "),
-        ),
         value_env("MASTER_NAME", &managed.master_name),
-        value_env("QUORUM", managed.effective_quorum().to_string()),
         secret_env("REDIS_PASSWORD", &password),
-    ]
+    ];
+    if component == Component::Sentinel {
+        env.extend([
+            value_env(
+                "REDIS_HOSTS",
+                names
+                    .redis_hosts(managed.replicas, &ctx.cluster_domain)
+                    .join(" "),
+            ),
+            value_env(
+                "SENTINEL_HOSTS",
+                names
+                    .sentinel_hosts(managed.sentinels, &ctx.cluster_domain)
+                    .join(" "),
+            ),
+            value_env("QUORUM", managed.effective_quorum().to_string()),
+        ]);
+    }
+    env
 }
 
 fn redis_hash(ctx: &RenderContext, script: &str) -> String {
@@ -1005,7 +1037,7 @@ fn redis_stateful_set(
         "name": "redis",
         "image": managed.image,
         "command": ["sh", "/scripts/redis.sh"],
-        "env": redis_pod_env(names, managed, ctx),
+        "env": redis_pod_env(names, managed, ctx, Component::Redis),
         "ports": [{ "name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP" }],
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
         // Up to 5 minutes to start: waiting for a failover (redis.sh) or loading a large dataset.
@@ -1088,7 +1120,7 @@ fn sentinel_stateful_set(
         "name": "sentinel",
         "image": managed.image,
         "command": ["sh", "/scripts/sentinel.sh"],
-        "env": redis_pod_env(names, managed, ctx),
+        "env": redis_pod_env(names, managed, ctx, Component::Sentinel),
         "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP" }],
         "resources": managed.sentinel_resources,
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },

@@ -6,6 +6,10 @@
 # Ports, directories, the bind address and the host names can be overridden by environment variables so
 # the same script runs as plain processes in the real-process tests; on Kubernetes the defaults apply.
 set -eu
+# The host lists come from the operator's ConfigMap (hosts.env), so changing a count restarts no data
+# node; without the file (the real-process tests) they come from the environment.
+hosts_file="${HOSTS_FILE:-/scripts/hosts.env}"
+if [ -r "$hosts_file" ]; then . "$hosts_file"; fi
 redis_port="${REDIS_PORT:-6379}"
 sentinel_port="${SENTINEL_PORT:-26379}"
 conf_dir="${CONF_DIR:-/conf}"

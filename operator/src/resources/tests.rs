@@ -454,16 +454,30 @@ fn redis_and_sentinel_use_stable_hostnames_and_the_secret() {
         sentinel.service_name.as_deref(),
         Some("demo-sentinel-headless")
     );
+    let hosts = "demo-redis-0.demo-redis-headless.chat.svc.cluster.local \
+                 demo-redis-1.demo-redis-headless.chat.svc.cluster.local \
+                 demo-redis-2.demo-redis-headless.chat.svc.cluster.local";
+    let sentinel_c = &sentinel.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(env_value(sentinel_c, "REDIS_HOSTS"), hosts);
+    assert_eq!(
+        env_value(sentinel_c, "SENTINEL_HOSTS").split(' ').count(),
+        5
+    );
+    assert_eq!(env_value(sentinel_c, "QUORUM"), "3");
+    // The data nodes read the host lists from the scripts ConfigMap.
+    let scripts = d
+        .config_maps
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("demo-redis-scripts"))
+        .unwrap();
+    let hosts_env = &scripts.data.as_ref().unwrap()["hosts.env"];
+    assert!(
+        hosts_env.contains(&format!("REDIS_HOSTS=\"{hosts}\"")),
+        "{hosts_env}"
+    );
+    assert_eq!(hosts_env.matches(".demo-sentinel-headless.").count(), 5);
     for spec in [redis, sentinel] {
         let c = &spec.template.spec.as_ref().unwrap().containers[0];
-        assert_eq!(
-            env_value(c, "REDIS_HOSTS"),
-            "demo-redis-0.demo-redis-headless.chat.svc.cluster.local \
-             demo-redis-1.demo-redis-headless.chat.svc.cluster.local \
-             demo-redis-2.demo-redis-headless.chat.svc.cluster.local"
-        );
-        assert_eq!(env_value(c, "SENTINEL_HOSTS").split(' ').count(), 5);
-        assert_eq!(env_value(c, "QUORUM"), "3");
         assert_eq!(env_value(c, "MASTER_NAME"), "mymaster");
         let pw = env(c, "REDIS_PASSWORD")
             .value_from
@@ -648,6 +662,17 @@ fn editing_passthrough_labels_restarts_no_redis_pod_and_reaches_them_in_place() 
         passthrough_hash(&labelled)
     );
     assert_ne!(passthrough_hash(&labelled), passthrough_hash(&demo()));
+}
+
+#[test]
+fn changing_the_data_node_or_sentinel_count_restarts_no_data_pod() {
+    let template = |cc: ChatCluster| {
+        let d = render(&cc, &ctx()).unwrap();
+        sts(&d, "demo-redis").spec.template.clone()
+    };
+    let base = template(demo().with_redis(3, 3));
+    assert_eq!(base, template(demo().with_redis(5, 3)));
+    assert_eq!(base, template(demo().with_redis(3, 5)));
 }
 
 #[test]
