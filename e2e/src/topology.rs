@@ -1,8 +1,9 @@
 //! A local Switchboard topology made of real processes on free loopback ports.
 //!
 //! [`Topology::start`] launches, in order, a `redis-server` (through the registry crate's test harness),
-//! `nodes` `chat-node` processes with `membership = self` and `registries` `registry` processes, and
-//! returns once every service answers `/readyz` with 200. Without Redis it is the standalone mode: one
+//! `nodes` `chat-node` processes (`membership = self` unless [`TopologyConfig::membership`] says
+//! `operator`, in which case a test plays the operator through `switchboard-loadset`) and `registries`
+//! `registry` processes, and returns once every service answers `/readyz` with 200. Without Redis it is the standalone mode: one
 //! chat-node that is its own registry.
 //!
 //! ```text
@@ -126,6 +127,8 @@ pub struct TopologyConfig {
     pub cluster_id: String,
     /// `RUST_LOG` for the processes.
     pub log_filter: String,
+    /// Load-set membership of the nodes (default `self`).
+    pub membership: switchboard_loadset::Membership,
     /// Redis flags for an already running Redis (e.g. sentinels of [`crate::ha::RedisHa`]); when set,
     /// no Redis is started and these flags replace `--redis-url`.
     pub external_redis: Option<Vec<String>>,
@@ -142,6 +145,7 @@ impl Default for TopologyConfig {
             registry_args: Vec::new(),
             cluster_id: format!("e2e-{}", fastrand::u32(..)),
             log_filter: "info".into(),
+            membership: switchboard_loadset::Membership::SelfManaged,
             external_redis: None,
         }
     }
@@ -171,6 +175,12 @@ impl TopologyConfig {
     /// Use this authentication mode (builder style).
     pub fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Use this load-set membership for the nodes (builder style).
+    pub fn with_membership(mut self, membership: switchboard_loadset::Membership) -> Self {
+        self.membership = membership;
         self
     }
 
@@ -361,7 +371,10 @@ impl Topology {
         ];
         if let Some(flags) = self.redis_flags() {
             args.extend(flags);
-            args.extend(["--membership".to_owned(), "self".into()]);
+            args.extend([
+                "--membership".to_owned(),
+                self.config.membership.as_str().into(),
+            ]);
         }
         match &self.secret_file {
             Some(path) => args.extend([
