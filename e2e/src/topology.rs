@@ -84,6 +84,16 @@ pub enum Error {
         /// The index asked for.
         index: usize,
     },
+    /// The soft open-files limit is too low for a load tool's connections.
+    #[error(
+        "open-files limit {soft} is below the {needed} this run needs; raise it first: `ulimit -n 65536`"
+    )]
+    OpenFiles {
+        /// The soft `RLIMIT_NOFILE`.
+        soft: usize,
+        /// What the run needs.
+        needed: usize,
+    },
     /// A process did not exit after a signal.
     #[error("{name} did not exit within {after:?}")]
     NoExit {
@@ -717,6 +727,21 @@ async fn start_redis() -> Result<switchboard_testkit::RedisServer> {
     switchboard_testkit::RedisServer::start()
         .await
         .map_err(Error::Redis)
+}
+
+/// Fails when the soft open-files limit (`RLIMIT_NOFILE`) is below `needed`, so a load tool that opens
+/// thousands of sockets (and the nodes it starts, which inherit the limit) says so before it starts.
+pub fn check_open_files(needed: usize) -> Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < needed => Err(Error::OpenFiles { soft, needed }),
+        _ => Ok(()),
+    }
 }
 
 /// A free loopback port (bound and released; another process could take it in between, which is
