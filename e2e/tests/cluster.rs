@@ -21,6 +21,31 @@ const GONE_WITHIN: Duration = Duration::from_secs(15);
 
 common::shared_scenarios!(start: cluster(&[]), nodes: 0, 1);
 
+/// Waits until the registry's `/v1/nodes` no longer lists `id`.
+async fn eventually_unlisted(registry: &str, id: &str) {
+    let what = format!("{id} leaves /v1/nodes");
+    eventually_nodes(registry, &what, |nodes| nodes.iter().all(|n| n.id != id)).await;
+}
+
+/// Waits until the registry's `/v1/nodes` satisfies `ok`.
+async fn eventually_nodes(
+    registry: &str,
+    what: &str,
+    ok: impl Fn(&[client::NodeInfo]) -> bool + Clone,
+) {
+    eventually(what, GONE_WITHIN, || {
+        let registry = registry.to_owned();
+        let ok = ok.clone();
+        async move {
+            client::nodes(&registry)
+                .await
+                .is_ok_and(|nodes| ok(&nodes))
+                .then_some(())
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn registry_assigns_every_live_node() {
     let t = cluster(&[]).await;
@@ -53,16 +78,7 @@ async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
     let mut t = cluster(&[]).await;
     let registry = t.registry_url(0);
     t.kill_node(0).expect("kill");
-    eventually("node-0 leaves /v1/nodes", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|nodes| nodes.iter().all(|n| n.id != "node-0"))
-                .then_some(())
-        }
-    })
-    .await;
+    eventually_unlisted(&registry, "node-0").await;
     for _ in 0..30 {
         let a = client::assign(&registry).await.expect("assign");
         assert_eq!(
@@ -181,16 +197,7 @@ async fn drain_tells_clients_to_reconnect_and_leaves_the_load_set() {
     let mut t = cluster(&[]).await;
     let registry = t.registry_url(0);
     common::drain_tells_clients_to_reconnect(&mut t, 0).await;
-    eventually("a drained node leaves /v1/nodes", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| n.iter().all(|n| n.id != "node-0"))
-                .then_some(())
-        }
-    })
-    .await;
+    eventually_unlisted(&registry, "node-0").await;
     for _ in 0..20 {
         assert_eq!(
             client::assign(&registry).await.expect("assign").node,
@@ -240,14 +247,8 @@ async fn added_node_joins_the_load_set() {
     let mut t = cluster(&[]).await;
     let i = t.add_node().await.expect("add a node");
     let registry = t.registry_url(0);
-    eventually("node-2 is listed", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| n.iter().any(|n| n.id == "node-2"))
-                .then_some(())
-        }
+    eventually_nodes(&registry, "node-2 is listed", |n| {
+        n.iter().any(|n| n.id == "node-2")
     })
     .await;
     let room = name("room");
@@ -341,16 +342,7 @@ async fn operator_membership_without_the_operator_drops_a_killed_node_and_admits
 
     t.kill_node(0).expect("SIGKILL node-0");
     eventually_never_assigned(&registry, "node-0").await;
-    eventually("node-0 leaves /v1/nodes", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| n.iter().all(|n| n.id != "node-0"))
-                .then_some(())
-        }
-    })
-    .await;
+    eventually_unlisted(&registry, "node-0").await;
 
     // A new pod while the operator is down: ready, so it adds itself and gets clients.
     let i = t.add_node().await.expect("add node-2");
@@ -365,8 +357,7 @@ async fn operator_membership_without_the_operator_drops_a_killed_node_and_admits
 }
 
 #[tokio::test]
-async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_the_operator_removes_it()
- {
+async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_it_removes_it() {
     let mut t = operator_cluster().await;
     let registry = t.registry_url(0);
     let operator = operator_of(&t).await;
@@ -381,17 +372,9 @@ async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_the_
     );
 
     t.kill_node(0).expect("SIGKILL node-0");
-    eventually("node-0 is listed as not live", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| {
-                    n.iter()
-                        .any(|n| n.id == "node-0" && !n.live && !n.accepting)
-                })
-                .then_some(())
-        }
+    eventually_nodes(&registry, "node-0 is listed as not live", |n| {
+        n.iter()
+            .any(|n| n.id == "node-0" && !n.live && !n.accepting)
     })
     .await;
     for _ in 0..20 {
