@@ -60,7 +60,8 @@ pub struct Args {
     /// Most concurrent connections; new sessions beyond it are closed with 1013.
     #[arg(long, env = "SWITCHBOARD_CAPACITY", default_value_t = 10_000)]
     pub capacity: u64,
-    /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator`.
+    /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator` (the operator,
+    /// from pod readiness; the node adds itself only while no operator holds the membership lease).
     #[arg(long, env = "SWITCHBOARD_MEMBERSHIP", default_value = "self")]
     pub membership: Membership,
     /// A node that stops beating is no longer assigned this long after its last heartbeat, in both

@@ -4,25 +4,28 @@
 //!
 //! ```text
 //!  drain starts ─▶ not ready, admission closed ─▶ out of the load set ─▶ Drain::begin(clients)
-//!                                                                          │ plan: batch size, start
-//!  every connection: Drain::turn() ── ticket k ──▶ sleep until start + BATCH_EVERY · (k / batch)
-//!                                                 └─▶ `reconnect` (retry_after_ms within the batch gap),
-//!                                                     then LEAVE_GRACE + retry_after to go, else 1012
+//!                                                                          │
+//!  pacer task: every BATCH_EVERY ─▶ `per_batch` more permits ─┐            │ (spawned)
+//!  every connection: Drain::turn() ─▶ waits in line (FIFO) ◀──┘ for one permit
+//!                                     └─▶ `reconnect` (retry_after_ms within the batch gap), then
+//!                                         retry_after + LEAVE_GRACE to go, else 1012
 //! ```
 //!
 //! The rate is `max(--drain-notice-rate, clients / notice window)`, the notice window being half of
 //! `--drain-timeout`: a node tells its clients at the configured rate, and faster only when that is
 //! needed to tell every one of them within the window (so the second half is left for the last ones to
 //! reconnect and for the node to flush and stop). The peak rate is therefore bounded by
-//! `max(rate, capacity / window)`. Clients not told yet are served as usual meanwhile. Each notice's
-//! `retry_after_ms` is random within the gap between two batches, so reconnects arrive evenly rather
-//! than in one burst per batch.
+//! `max(rate, capacity / window)`, and stays so when the node falls behind: a late batch is followed by
+//! the next one a whole gap later, never by a catch-up burst (the window may then stretch; whoever is
+//! left at `--drain-timeout` is closed with 1012). Clients not told yet are served as usual meanwhile.
+//! Each notice's `retry_after_ms` is random within the gap between two batches, so reconnects arrive
+//! evenly rather than in one burst per batch.
 
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Semaphore;
+use tokio::time::MissedTickBehavior;
 
 /// Gap between two batches of notices: short enough for an even flow, long enough that a batch is more
 /// than a handful of clients on a busy node.
@@ -55,38 +58,17 @@ impl Default for Pacing {
     }
 }
 
-/// When one batch is due and how many clients are in it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Plan {
-    start: Instant,
-    per_batch: u64,
-}
-
-impl Plan {
-    /// The plan for telling `clients` clients from `start` on.
-    pub fn new(start: Instant, clients: u64, pacing: Pacing) -> Self {
-        let window = pacing.timeout / 2;
-        let batches_in_window = window.as_millis() / BATCH_EVERY.as_millis();
-        let per_batch = if batches_in_window == 0 {
+impl Pacing {
+    /// Clients told per batch when `clients` are to be told.
+    pub fn per_batch(&self, clients: u64) -> u64 {
+        let batches_in_window = (self.timeout / 2).as_millis() / BATCH_EVERY.as_millis();
+        if batches_in_window == 0 {
             // No room to pace (a drain timeout under 200 ms): everybody at once.
-            u64::MAX
-        } else {
-            let by_rate = u128::from(pacing.rate) * BATCH_EVERY.as_millis() / 1000;
-            let by_window = u128::from(clients).div_ceil(batches_in_window);
-            u64::try_from(by_rate.max(by_window).max(1)).unwrap_or(u64::MAX)
-        };
-        Self { start, per_batch }
-    }
-
-    /// When the client holding `ticket` (0, 1, 2, ... in the order they ask) is told.
-    pub fn due(&self, ticket: u64) -> Instant {
-        let batch = u32::try_from(ticket / self.per_batch).unwrap_or(u32::MAX);
-        self.start + BATCH_EVERY.saturating_mul(batch)
-    }
-
-    /// Clients per batch.
-    pub fn per_batch(&self) -> u64 {
-        self.per_batch
+            return clients.max(1);
+        }
+        let by_rate = u128::from(self.rate) * BATCH_EVERY.as_millis() / 1000;
+        let by_window = u128::from(clients).div_ceil(batches_in_window);
+        u64::try_from(by_rate.max(by_window).max(1)).unwrap_or(u64::MAX)
     }
 }
 
@@ -105,13 +87,16 @@ impl Notice {
 }
 
 /// The drain of one node: started once by [`Drain::begin`], awaited by every connection through
-/// [`Drain::turn`].
+/// [`Drain::turn`]. Connections wait in line on a semaphore that the pacer task fills one batch at a
+/// time; once every client counted at the start has had its turn the semaphore closes, and anyone
+/// still waiting (a session that slipped in as admission closed) is told at once.
 #[derive(Debug)]
 pub struct Drain {
     pacing: Pacing,
-    begun: CancellationToken,
-    plan: OnceLock<Plan>,
-    next_ticket: AtomicU64,
+    /// Permits are turns; closed when the pacer is done.
+    turns: Arc<Semaphore>,
+    begun: OnceLock<()>,
+    started: tokio_util::sync::CancellationToken,
 }
 
 impl Drain {
@@ -119,34 +104,49 @@ impl Drain {
     pub fn new(pacing: Pacing) -> Self {
         Self {
             pacing,
-            begun: CancellationToken::new(),
-            plan: OnceLock::new(),
-            next_ticket: AtomicU64::new(0),
+            turns: Arc::new(Semaphore::new(0)),
+            begun: OnceLock::new(),
+            started: tokio_util::sync::CancellationToken::new(),
         }
     }
 
-    /// Starts telling clients, `clients` of them (the connections open now: admission is closed).
-    /// Only the first call counts.
+    /// Starts telling clients, `clients` of them (the connections open now: admission is closed), from
+    /// a task of its own. Only the first call counts; call it inside the runtime.
     pub fn begin(&self, clients: u64) {
-        let plan = *self
-            .plan
-            .get_or_init(|| Plan::new(Instant::now(), clients, self.pacing));
+        if self.begun.set(()).is_err() {
+            return;
+        }
+        let per_batch = self.pacing.per_batch(clients);
         tracing::info!(
             clients,
-            per_batch = plan.per_batch(),
+            per_batch,
             every_ms = BATCH_EVERY.as_millis() as u64,
             "telling clients to reconnect"
         );
-        self.begun.cancel();
+        let turns = self.turns.clone();
+        self.started.cancel();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(BATCH_EVERY);
+            // After a stall the next batch waits a whole gap: the rate bound holds.
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut released = 0;
+            while released < clients {
+                tick.tick().await;
+                let batch = per_batch.min(clients - released);
+                turns.add_permits(usize::try_from(batch).unwrap_or(Semaphore::MAX_PERMITS));
+                released += batch;
+            }
+            tick.tick().await;
+            turns.close();
+        });
     }
 
     /// Resolves when it is this connection's turn to be told (never, unless the drain begins). Create
-    /// it once per connection: each call takes a place in the queue once the drain has begun.
+    /// it once per connection: it takes a place in line when the drain begins.
     pub async fn turn(&self) -> Notice {
-        self.begun.cancelled().await;
-        let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
-        if let Some(plan) = self.plan.get() {
-            tokio::time::sleep_until(plan.due(ticket)).await;
+        self.started.cancelled().await;
+        if let Ok(permit) = self.turns.acquire().await {
+            permit.forget();
         }
         Notice {
             retry_after: Duration::from_millis(fastrand::u64(..BATCH_EVERY.as_millis() as u64)),
@@ -157,6 +157,7 @@ impl Drain {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::Instant;
 
     fn pacing(timeout_secs: u64, rate: u32) -> Pacing {
         Pacing {
@@ -165,43 +166,35 @@ mod tests {
         }
     }
 
-    /// When the last of `clients` is told, counted from the start.
-    fn last_told(clients: u64, pacing: Pacing) -> Duration {
-        let start = Instant::now();
-        Plan::new(start, clients, pacing).due(clients - 1) - start
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_small_node_is_told_at_the_configured_rate() {
+    #[test]
+    fn a_small_node_is_told_at_the_configured_rate() {
         // 50 clients at 100/s: 10 per batch, 5 batches.
-        let plan = Plan::new(Instant::now(), 50, pacing(10, 100));
-        assert_eq!(plan.per_batch(), 10);
-        assert_eq!(last_told(50, pacing(10, 100)), Duration::from_millis(400));
+        assert_eq!(pacing(10, 100).per_batch(50), 10);
+        assert_eq!(pacing(10, 10).per_batch(3), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_full_node_is_spread_over_half_the_drain_timeout_not_beyond() {
+    #[test]
+    fn a_full_node_is_spread_over_half_the_drain_timeout_not_beyond() {
         // 3000 clients at 200/s would take 15 s; the window (5 s, 50 batches) demands 60 per batch.
-        let p = pacing(10, 200);
-        assert_eq!(Plan::new(Instant::now(), 3000, p).per_batch(), 60);
-        assert_eq!(last_told(3000, p), Duration::from_millis(4900));
-        assert!(last_told(100_000, p) < Duration::from_secs(5));
+        assert_eq!(pacing(10, 200).per_batch(3000), 60);
+        assert_eq!(pacing(10, 200).per_batch(100_000), 2000);
+        assert_eq!(pacing(30, 200).per_batch(3000), 20);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_drain_without_time_to_pace_tells_everybody_at_once() {
-        let p = Pacing {
+    #[test]
+    fn a_drain_without_time_to_pace_tells_everybody_at_once() {
+        let short = Pacing {
             timeout: Duration::from_millis(150),
-            rate: 1,
+            rate: MIN_NOTICE_RATE,
         };
-        assert_eq!(last_told(10_000, p), Duration::ZERO);
-        assert_eq!(last_told(1, pacing(0, 1)), Duration::ZERO);
+        assert_eq!(short.per_batch(10_000), 10_000);
+        assert_eq!(pacing(0, MIN_NOTICE_RATE).per_batch(0), 1);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn connections_are_told_batch_by_batch_after_the_drain_begins() {
-        let drain = std::sync::Arc::new(Drain::new(pacing(10, 20)));
-        let told: Vec<_> = (0..5)
+    /// When each of `n` connections waiting on `drain` is told, counted from `begin(clients)`.
+    async fn told_at(drain: Drain, n: usize, clients: u64) -> Vec<u128> {
+        let drain = Arc::new(drain);
+        let waiting: Vec<_> = (0..n)
             .map(|_| {
                 let drain = drain.clone();
                 tokio::spawn(async move {
@@ -212,21 +205,33 @@ mod tests {
             .collect();
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(
-            told.iter().all(|t| !t.is_finished()),
+            waiting.iter().all(|t| !t.is_finished()),
             "nobody is told before the drain begins"
         );
         let begun = Instant::now();
-        drain.begin(5);
+        drain.begin(clients);
         let mut at = Vec::new();
-        for t in told {
+        for t in waiting {
             let (when, notice) = t.await.expect("turn");
             assert!(notice.retry_after < BATCH_EVERY);
             assert_eq!(notice.leave_within(), notice.retry_after + LEAVE_GRACE);
-            at.push(when - begun);
+            at.push((when - begun).as_millis());
         }
-        at.sort();
+        at.sort_unstable();
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_are_told_batch_by_batch_after_the_drain_begins() {
         // 20/s is 2 per batch: 0, 0, 100, 100, 200 ms.
-        let ms: Vec<u128> = at.iter().map(Duration::as_millis).collect();
-        assert_eq!(ms, [0, 0, 100, 100, 200]);
+        let at = told_at(Drain::new(pacing(10, 20)), 5, 5).await;
+        assert_eq!(at, [0, 0, 100, 100, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connections_beyond_the_count_are_told_once_the_counted_ones_were() {
+        // Counted 3 at 1 per batch (0, 100, 200 ms); the 2 that slipped in go together one gap later.
+        let at = told_at(Drain::new(pacing(10, 10)), 5, 3).await;
+        assert_eq!(at, [0, 100, 200, 300, 300]);
     }
 }

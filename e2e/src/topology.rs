@@ -332,8 +332,9 @@ impl Topology {
         Ok(topology)
     }
 
-    /// Ready means assignable: a node answers `/readyz` before its first heartbeat reaches the load
-    /// set, so with registries this waits until the first registry lists every node.
+    /// Ready means assignable: a node answers `/readyz` once its first heartbeat landed; with
+    /// registries this also waits until the first registry lists every node (in operator membership
+    /// the nodes add themselves, as nobody holds the membership lease yet).
     async fn wait_listed(&self) -> Result<()> {
         let Some(registry) = self.registries.first() else {
             return Ok(());
