@@ -26,6 +26,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
+use tracing::Instrument;
 
 /// Gap between two batches of notices: short enough for an even flow, long enough that a batch is more
 /// than a handful of clients on a busy node.
@@ -125,7 +126,7 @@ impl Drain {
         );
         let turns = self.turns.clone();
         self.started.cancel();
-        tokio::spawn(async move {
+        let pacer = async move {
             let mut tick = tokio::time::interval(BATCH_EVERY);
             // After a stall the next batch waits a whole gap: the rate bound holds.
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -138,7 +139,10 @@ impl Drain {
             }
             tick.tick().await;
             turns.close();
-        });
+        };
+        // Ends by itself once every counted client had its turn: within half the drain timeout, or a
+        // little later on a node that falls behind.
+        tokio::spawn(pacer.instrument(tracing::info_span!("drain pacer")));
     }
 
     /// Resolves when it is this connection's turn to be told (never, unless the drain begins). Create
