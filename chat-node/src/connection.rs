@@ -30,7 +30,7 @@ use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
 /// Longest a close frame may take to send to a client that stopped reading.
-const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A received WebSocket message, as the reader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

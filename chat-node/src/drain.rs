@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::Semaphore;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::Instrument;
 
 /// Gap between two batches of notices: short enough for an even flow, long enough that a batch is more
@@ -78,25 +78,29 @@ impl Pacing {
 pub struct Notice {
     /// How long the client should wait before it asks the registry again.
     pub retry_after: Duration,
+    leave_within: Duration,
 }
 
 impl Notice {
-    /// When the connection is closed with 1012 if the client has not left, counted from the notice.
+    /// When the connection is closed with 1012 if the client has not left, counted from the notice:
+    /// `retry_after` + [`LEAVE_GRACE`], but never after the end of the drain.
     pub fn leave_within(&self) -> Duration {
-        self.retry_after + LEAVE_GRACE
+        self.leave_within
     }
 }
 
 /// The drain of one node: started once by [`Drain::begin`], awaited by every connection through
 /// [`Drain::turn`]. Connections wait in line on a semaphore that the pacer task fills one batch at a
-/// time; once every client counted at the start has had its turn the semaphore closes, and anyone
-/// still waiting (a session that slipped in as admission closed) is told at once.
+/// time; once every client counted at the start has had its turn, or at the end of the drain, the
+/// semaphore closes, and anyone still waiting (a session that slipped in as admission closed, or a
+/// node that fell far behind) is told at once and closed by the end of the drain.
 #[derive(Debug)]
 pub struct Drain {
     pacing: Pacing,
     /// Permits are turns; closed when the pacer is done.
     turns: Arc<Semaphore>,
-    begun: OnceLock<()>,
+    /// The end of the drain, once it has begun.
+    deadline: OnceLock<Instant>,
     started: tokio_util::sync::CancellationToken,
 }
 
@@ -106,15 +110,16 @@ impl Drain {
         Self {
             pacing,
             turns: Arc::new(Semaphore::new(0)),
-            begun: OnceLock::new(),
+            deadline: OnceLock::new(),
             started: tokio_util::sync::CancellationToken::new(),
         }
     }
 
     /// Starts telling clients, `clients` of them (the connections open now: admission is closed), from
-    /// a task of its own. Only the first call counts; call it inside the runtime.
-    pub fn begin(&self, clients: u64) {
-        if self.begun.set(()).is_err() {
+    /// a task of its own; every connection is closed by `deadline`, the end of the drain. Only the first
+    /// call counts; call it inside the runtime.
+    pub fn begin(&self, clients: u64, deadline: Instant) {
+        if self.deadline.set(deadline).is_err() {
             return;
         }
         let per_batch = self.pacing.per_batch(clients);
@@ -127,21 +132,24 @@ impl Drain {
         let turns = self.turns.clone();
         self.started.cancel();
         let pacer = async move {
-            let mut tick = tokio::time::interval(BATCH_EVERY);
-            // After a stall the next batch waits a whole gap: the rate bound holds.
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            let mut released = 0;
-            while released < clients {
+            let pace = async {
+                let mut tick = tokio::time::interval(BATCH_EVERY);
+                // After a stall the next batch waits a whole gap: the rate bound holds.
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut released = 0;
+                while released < clients {
+                    tick.tick().await;
+                    let batch = per_batch.min(clients - released);
+                    turns.add_permits(usize::try_from(batch).unwrap_or(Semaphore::MAX_PERMITS));
+                    released += batch;
+                }
                 tick.tick().await;
-                let batch = per_batch.min(clients - released);
-                turns.add_permits(usize::try_from(batch).unwrap_or(Semaphore::MAX_PERMITS));
-                released += batch;
-            }
-            tick.tick().await;
+            };
+            let _ = tokio::time::timeout_at(deadline, pace).await;
             turns.close();
         };
-        // Ends by itself once every counted client had its turn: within half the drain timeout, or a
-        // little later on a node that falls behind.
+        // Ends once every counted client had its turn (within half the drain timeout, or a little
+        // later on a node that falls behind), at the end of the drain at the latest.
         tokio::spawn(pacer.instrument(tracing::info_span!("drain pacer")));
     }
 
@@ -152,8 +160,13 @@ impl Drain {
         if let Ok(permit) = self.turns.acquire().await {
             permit.forget();
         }
+        let retry_after = Duration::from_millis(fastrand::u64(..BATCH_EVERY.as_millis() as u64));
+        let left = self.deadline.get().map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         Notice {
-            retry_after: Duration::from_millis(fastrand::u64(..BATCH_EVERY.as_millis() as u64)),
+            retry_after,
+            leave_within: (retry_after + LEAVE_GRACE).min(left),
         }
     }
 }
@@ -161,7 +174,6 @@ impl Drain {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::time::Instant;
 
     fn pacing(timeout_secs: u64, rate: u32) -> Pacing {
         Pacing {
@@ -195,8 +207,9 @@ mod tests {
         assert_eq!(pacing(0, MIN_NOTICE_RATE).per_batch(0), 1);
     }
 
-    /// When each of `n` connections waiting on `drain` is told, counted from `begin(clients)`.
-    async fn told_at(drain: Drain, n: usize, clients: u64) -> Vec<u128> {
+    /// When each of `n` connections waiting on `drain` is told, counted from `begin(clients)` (a drain
+    /// of `drain_ms`), and how long each may stay after its notice, in ms.
+    async fn told(drain: Drain, n: usize, clients: u64, drain_ms: u64) -> Vec<(u128, u128)> {
         let drain = Arc::new(drain);
         let waiting: Vec<_> = (0..n)
             .map(|_| {
@@ -213,16 +226,27 @@ mod tests {
             "nobody is told before the drain begins"
         );
         let begun = Instant::now();
-        drain.begin(clients);
+        drain.begin(clients, begun + Duration::from_millis(drain_ms));
         let mut at = Vec::new();
         for t in waiting {
             let (when, notice) = t.await.expect("turn");
             assert!(notice.retry_after < BATCH_EVERY);
-            assert_eq!(notice.leave_within(), notice.retry_after + LEAVE_GRACE);
-            at.push((when - begun).as_millis());
+            at.push((
+                (when - begun).as_millis(),
+                notice.leave_within().as_millis(),
+            ));
         }
         at.sort_unstable();
         at
+    }
+
+    /// When each of `n` connections is told, in a drain long enough not to cut anything short.
+    async fn told_at(drain: Drain, n: usize, clients: u64) -> Vec<u128> {
+        let told = told(drain, n, clients, 60_000).await;
+        for &(_, stay) in &told {
+            assert!((2000..2100).contains(&stay), "retry_after + 2 s: {stay}");
+        }
+        told.into_iter().map(|(at, _)| at).collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -237,5 +261,17 @@ mod tests {
         // Counted 3 at 1 per batch (0, 100, 200 ms); the 2 that slipped in go together one gap later.
         let at = told_at(Drain::new(pacing(10, 10)), 5, 3).await;
         assert_eq!(at, [0, 100, 200, 300, 300]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_end_of_the_drain_everybody_left_is_told_and_closed() {
+        // 5 clients at 1 per 100 ms in a drain of 250 ms: 0, 100, 200 ms in turn, the rest at 250 ms
+        // and closed at once; nobody may stay beyond 250 ms.
+        let told = told(Drain::new(pacing(10, 10)), 5, 5, 250).await;
+        let at: Vec<u128> = told.iter().map(|&(at, _)| at).collect();
+        assert_eq!(at, [0, 100, 200, 250, 250]);
+        for (at, stay) in told {
+            assert!(at + stay <= 250, "told at {at} ms, may stay {stay} ms");
+        }
     }
 }
