@@ -85,7 +85,7 @@ pub async fn run(
             Ok(beat) => {
                 node.mark_reported();
                 if last_beat != Some(beat) {
-                    log_membership(membership, beat);
+                    log_membership(beat);
                     last_beat = Some(beat);
                 }
             }
@@ -102,15 +102,14 @@ pub async fn run(
 }
 
 /// Says when membership changes hands (logged once per change, not per beat).
-fn log_membership(membership: Membership, beat: Beat) {
-    match (membership, beat) {
-        (Membership::Operator, Beat::Added) => tracing::warn!(
-            "no operator holds the load-set membership: added this node to the load set itself"
-        ),
-        (Membership::Operator, Beat::Waiting) => {
+fn log_membership(beat: Beat) {
+    match beat {
+        Beat::Member => tracing::info!("in the load set"),
+        Beat::Waiting => {
             tracing::info!("waiting for the operator to add this node to the load set")
         }
-        (_, Beat::Member) => tracing::info!("in the load set"),
-        (Membership::SelfManaged, _) => tracing::info!("added to the load set"),
+        Beat::Added => tracing::warn!(
+            "no operator holds the load-set membership: this node added itself to the load set"
+        ),
     }
 }
