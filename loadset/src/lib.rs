@@ -3,7 +3,7 @@
 //! reports through it, the operator owns membership through it, and the registry assigns from it.
 //!
 //! ```text
-//!            ┌─ membership = self ─────────────┐   ┌─ membership = operator ──────────────────────┐
+//!            ┌─ membership = self ──────────────┐   ┌─ membership = operator ──────────────────────┐
 //! chat-node ─┤ heartbeat: beat + ZADD loadset   │   │ operator_heartbeat: beat; score if a member  │
 //!            │ deregister on drain              │   │ (never re-adds), adds itself only while no   │
 //!            └──────────────────────────────────┘   │ operator holds the lease; leave on drain     │
