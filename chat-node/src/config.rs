@@ -60,10 +60,12 @@ pub struct Args {
     /// Most concurrent connections; new sessions beyond it are closed with 1013.
     #[arg(long, env = "SWITCHBOARD_CAPACITY", default_value_t = 10_000)]
     pub capacity: u64,
-    /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator`.
+    /// Who adds and removes this node in the load set: `self` (heartbeat) or `operator` (the operator,
+    /// from pod readiness; the node adds itself only while no operator holds the membership lease).
     #[arg(long, env = "SWITCHBOARD_MEMBERSHIP", default_value = "self")]
     pub membership: Membership,
-    /// A self-registered node leaves the load set this long after its last heartbeat (1s to 10m).
+    /// A node that stops beating is no longer assigned this long after its last heartbeat, in both
+    /// membership modes (1s to 10m).
     #[arg(
         long,
         env = "SWITCHBOARD_HEARTBEAT_TTL",
@@ -79,6 +81,17 @@ pub struct Args {
         value_parser = within(Duration::ZERO, MAX_DRAIN_TIMEOUT)
     )]
     pub drain_timeout: Duration,
+    /// Reconnect notices per second a draining node sends (10 to 1000000); faster only when needed to
+    /// tell every client within the first half of the drain timeout.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_DRAIN_NOTICE_RATE",
+        default_value_t = crate::drain::DEFAULT_NOTICE_RATE,
+        value_parser = clap::value_parser!(u32).range(
+            i64::from(crate::drain::MIN_NOTICE_RATE)..=i64::from(crate::drain::MAX_NOTICE_RATE)
+        )
+    )]
+    pub drain_notice_rate: u32,
     /// Messages kept per room.
     #[arg(long, env = "SWITCHBOARD_HISTORY_CAP", default_value_t = 1000)]
     pub history_cap: usize,
@@ -186,6 +199,23 @@ mod tests {
         assert_eq!(args.idle_timeout, Duration::from_secs(60));
         assert_eq!(args.ack_timeout, Duration::from_secs(1));
         assert_eq!(args.limits().idle_timeout, Duration::from_secs(60));
+        assert_eq!(args.drain_notice_rate, crate::drain::DEFAULT_NOTICE_RATE);
+    }
+
+    #[test]
+    fn drain_notice_rate_is_bounded() {
+        assert_eq!(
+            parse(&["--drain-notice-rate", "10"])
+                .expect("lowest")
+                .drain_notice_rate,
+            10
+        );
+        for bad in ["0", "9", "1000001", "-1", "fast"] {
+            assert!(
+                parse(&["--drain-notice-rate", bad]).is_err(),
+                "{bad} must be refused"
+            );
+        }
     }
 
     #[test]

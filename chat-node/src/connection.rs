@@ -30,7 +30,7 @@ use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
 /// Longest a close frame may take to send to a client that stopped reading.
-const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A received WebSocket message, as the reader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,6 +207,9 @@ where
     E: std::error::Error + 'static,
 {
     let mut drain_notified = false;
+    // Created once: it holds this connection's place in the paced drain (`crate::drain`).
+    let drain_turn = node.drain.turn();
+    tokio::pin!(drain_turn);
     let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain_deadline);
     let mut expires_at = session.expires_at();
@@ -225,12 +228,12 @@ where
                 handle.kick(close::TOKEN_EXPIRED);
                 return false;
             }
-            () = node.draining.cancelled(), if !drain_notified => {
+            notice = &mut drain_turn, if !drain_notified => {
                 drain_notified = true;
-                let retry_after_ms = fastrand::u64(0..1000);
+                let retry_after_ms = notice.retry_after.as_millis() as u64;
                 let _ = tx.try_send(Out::Frame(encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms })));
                 // Give the client time to leave by itself; close it well inside the drain timeout.
-                drain_deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(retry_after_ms + 2000));
+                drain_deadline.as_mut().reset(tokio::time::Instant::now() + notice.leave_within());
             }
             () = &mut drain_deadline => return true,
             next = tokio::time::timeout(idle, stream.next()) => match next {

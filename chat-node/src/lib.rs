@@ -5,8 +5,13 @@
 //!  client ──▶│ server (axum /ws) ─▶ connection ─▶ session ─▶ backend ─────┼──▶ Redis script / memory
 //!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
 //!            │ membership: score + heartbeat ─▶ registry load set         │
+//!            │ drain: not ready ─▶ out of the load set ─▶ paced notices   │
 //!            └────────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! A drain (first SIGTERM) turns the node not ready and closes admission, takes it out of the load set,
+//! then tells its clients to `reconnect` in paced batches (`drain`), and closes whoever is left with
+//! 1012 when `--drain-timeout` runs out.
 //!
 //! `auth` decides who a connection is (tokens or open identity) and `refusals` counts and logs what is
 //! refused.
@@ -20,6 +25,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod connection;
+pub mod drain;
 pub mod hub;
 pub mod identity;
 pub mod limits;
@@ -47,7 +53,8 @@ use tokio_util::sync::CancellationToken;
 /// How often idle bus subscriptions are dropped and presence is refreshed.
 const MAINTENANCE_EVERY: Duration = crate::config::PRESENCE_REFRESH;
 
-/// Runs a node until SIGTERM/Ctrl-C, then drains: not ready, `reconnect` to clients, close, exit.
+/// Runs a node until SIGTERM/Ctrl-C, then drains: not ready, out of the load set, paced `reconnect`
+/// notices, close, exit.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     switchboard_runtime::init_tracing(&args.log);
     let shutdown = switchboard_runtime::shutdown_on_signal();
@@ -146,7 +153,12 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         auth = node_auth_mode,
         "chat-node listening on http://{addr}"
     );
-    let node = Node::new(settings, hub, backend, metrics);
+    let pacing = drain::Pacing {
+        timeout: args.drain_timeout,
+        rate: args.drain_notice_rate,
+    };
+    let reported = loadset.is_none();
+    let node = Node::with_drain(settings, hub, backend, metrics, pacing, reported);
 
     let stop_server = CancellationToken::new();
     let server = tokio::spawn(server::serve(
@@ -180,16 +192,20 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
 }
 
 impl Running {
-    /// Drains and stops: not ready and out of the load set, `reconnect` to every client, wait for
-    /// them to leave (at most the drain timeout), close the rest with 1012.
+    /// Drains and stops: not ready and out of the load set, then `reconnect` to every client in paced
+    /// batches ([`drain`]), wait for them to leave (at most the drain timeout), close the rest with 1012.
     pub async fn drain(self) {
         tracing::info!(connections = self.node.connections(), "draining");
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
         self.node.draining.cancel();
         if let Some(m) = self.membership {
             let _ = m.await;
         }
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        while self.node.connections() > 0 && tokio::time::Instant::now() < deadline {
+        self.node.drain.begin(self.node.connections(), deadline);
+        // At the deadline the connections left send their 1012 (each within a second): wait for those.
+        while self.node.connections() > 0
+            && tokio::time::Instant::now() < deadline + connection::CLOSE_SEND_TIMEOUT
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.stop_server.cancel();

@@ -1,14 +1,21 @@
 //! Keeping this node's entry in the registry's load set: its advertised URL and capacity in the node
-//! table, and its connection count as the load-set score.
+//! table, its connection count as the load-set score, and its heartbeat.
 //!
-//! With membership `self` the node adds itself and heartbeats, so a killed node stops being assigned
-//! once its heartbeat expires. With membership `operator` it only updates its own score (`ZADD XX`) and
-//! never re-adds itself: the operator alone decides membership from pod readiness.
+//! The node beats in both membership modes, so a killed node stops being assigned once its heartbeat
+//! expires (`--heartbeat-ttl`) whether or not anybody else is up. With membership `self` it adds
+//! itself and leaves on drain. With membership `operator` the operator decides membership from pod
+//! readiness while it holds the membership lease; the node then only updates its own score (never
+//! re-adding itself) and, on drain, marks its heartbeat expired. While no operator holds the lease
+//! (the operator is down or paused) a ready node adds itself, so new pods get clients and dead ones
+//! drop out without the operator (`switchboard-loadset` docs say why this is safe).
+//!
+//! The node is not ready (`/readyz`) before its first heartbeat lands: ready means assignable, and the
+//! operator never adds a pod that has not beaten.
 
 use crate::node::Node;
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_loadset::{LoadSet, Membership, NodeInfo, NodeStats};
+use switchboard_loadset::{Beat, LoadSet, Membership, NodeInfo, NodeStats};
 use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +35,8 @@ pub fn stats(node: &Node) -> NodeStats {
     }
 }
 
-/// Reports load until `stop` fires; then, with membership `self`, leaves the load set.
+/// Reports load until `stop` fires; then leaves the load set (self) or marks its heartbeat expired
+/// (operator).
 pub async fn run(
     node: Arc<Node>,
     loadset: LoadSet,
@@ -45,6 +53,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(REPORT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_info: Option<tokio::time::Instant> = None;
+    let mut last_beat: Option<Beat> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => break,
@@ -62,23 +71,45 @@ pub async fn run(
         }
         let connections = node.connections();
         let result = match membership {
-            Membership::SelfManaged => {
+            Membership::SelfManaged => loadset
+                .heartbeat(&info.id, connections, heartbeat_ttl)
+                .await
+                .map(|()| Beat::Member),
+            Membership::Operator => {
                 loadset
-                    .heartbeat(&info.id, connections, heartbeat_ttl)
+                    .operator_heartbeat(&info.id, connections, heartbeat_ttl)
                     .await
             }
-            Membership::Operator => loadset
-                .update_score(&info.id, connections)
-                .await
-                .map(|_| ()),
         };
-        if let Err(e) = result {
-            tracing::warn!(error = %chain(&e), "load report failed");
+        match result {
+            Ok(beat) => {
+                node.mark_reported();
+                if last_beat != Some(beat) {
+                    log_membership(beat);
+                    last_beat = Some(beat);
+                }
+            }
+            Err(e) => tracing::warn!(error = %chain(&e), "load report failed"),
         }
     }
-    if membership == Membership::SelfManaged
-        && let Err(e) = loadset.deregister(&info.id).await
-    {
+    let left = match membership {
+        Membership::SelfManaged => loadset.deregister(&info.id).await,
+        Membership::Operator => loadset.leave(&info.id).await,
+    };
+    if let Err(e) = left {
         tracing::warn!(error = %chain(&e), "could not leave the load set; it expires with the heartbeat");
+    }
+}
+
+/// Says when membership changes hands (logged once per change, not per beat).
+fn log_membership(beat: Beat) {
+    match beat {
+        Beat::Member => tracing::info!("in the load set"),
+        Beat::Waiting => {
+            tracing::info!("waiting for the operator to add this node to the load set")
+        }
+        Beat::Added => tracing::warn!(
+            "no operator holds the load-set membership: this node added itself to the load set"
+        ),
     }
 }

@@ -1,15 +1,16 @@
 //! The state one node shares between its sessions: identity, authentication, allowed origins, limits, the hub, the backend, metrics,
-//! admission (capacity and drain) and the set of bus subscriptions.
+//! admission (capacity and drain), readiness, the paced drain and the set of bus subscriptions.
 
 use crate::auth::Authenticator;
 use crate::backend::{Backend, Result};
+use crate::drain::{Drain, Pacing};
 use crate::hub::{Hub, Topic};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use registry::origins::AllowedOrigins;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +45,10 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the node starts draining.
     pub draining: CancellationToken,
+    /// Who is told to reconnect when, once the drain has begun.
+    pub drain: Drain,
+    /// Whether the registries know this node (its first heartbeat landed, or it has no load set).
+    reported: AtomicBool,
     connections: AtomicU64,
     next_session: AtomicU64,
     subscriptions: tokio::sync::Mutex<HashSet<Topic>>,
@@ -71,12 +76,26 @@ impl Drop for Admission {
 }
 
 impl Node {
-    /// A node over the given hub and backend.
+    /// A node over the given hub and backend, with the default drain pacing, that counts as reported
+    /// (standalone).
     pub fn new(
         settings: NodeSettings,
         hub: Arc<Hub>,
         backend: Arc<dyn Backend>,
         metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Self::with_drain(settings, hub, backend, metrics, Pacing::default(), true)
+    }
+
+    /// A node that paces its drain with `pacing`; `reported` false keeps it not ready until
+    /// [`Node::mark_reported`] (a node with a load set: ready means assignable).
+    pub fn with_drain(
+        settings: NodeSettings,
+        hub: Arc<Hub>,
+        backend: Arc<dyn Backend>,
+        metrics: Arc<Metrics>,
+        pacing: Pacing,
+        reported: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
@@ -84,6 +103,8 @@ impl Node {
             backend,
             metrics,
             draining: CancellationToken::new(),
+            drain: Drain::new(pacing),
+            reported: AtomicBool::new(reported),
             connections: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
             subscriptions: tokio::sync::Mutex::new(HashSet::new()),
@@ -95,9 +116,19 @@ impl Node {
         self.connections.load(Ordering::Acquire)
     }
 
-    /// True while the node accepts sessions and its bus works.
+    /// True while the node accepts sessions, its bus works and the registries know it.
     pub fn ready(&self) -> bool {
-        !self.draining.is_cancelled() && self.backend.healthy()
+        !self.draining.is_cancelled() && self.backend.healthy() && self.reported()
+    }
+
+    /// Whether the node's first heartbeat has landed (always true without a load set).
+    pub fn reported(&self) -> bool {
+        self.reported.load(Ordering::Acquire)
+    }
+
+    /// Records that a heartbeat landed: from now on the node may turn ready.
+    pub fn mark_reported(&self) {
+        self.reported.store(true, Ordering::Release);
     }
 
     /// Takes a connection slot unless the node is full or draining.

@@ -87,6 +87,8 @@ async fn readyz(State(node): State<Arc<Node>>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else if !node.backend.healthy() {
         (StatusCode::SERVICE_UNAVAILABLE, "bus down").into_response()
+    } else if !node.reported() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no heartbeat yet").into_response()
     } else {
         "ready".into_response()
     }

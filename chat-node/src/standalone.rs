@@ -18,6 +18,7 @@ impl Local {
             connections,
             capacity: s.capacity,
             accepting: connections < s.capacity && self.0.ready(),
+            live: true,
             stats: crate::membership::stats(&self.0),
         }
     }

@@ -1,8 +1,9 @@
 //! A local Switchboard topology made of real processes on free loopback ports.
 //!
 //! [`Topology::start`] launches, in order, a `redis-server` (through the registry crate's test harness),
-//! `nodes` `chat-node` processes with `membership = self` and `registries` `registry` processes, and
-//! returns once every service answers `/readyz` with 200. Without Redis it is the standalone mode: one
+//! `nodes` `chat-node` processes (`membership = self` unless [`TopologyConfig::membership`] says
+//! `operator`, in which case a test plays the operator through `switchboard-loadset`) and `registries`
+//! `registry` processes, and returns once every service answers `/readyz` with 200. Without Redis it is the standalone mode: one
 //! chat-node that is its own registry.
 //!
 //! ```text
@@ -83,6 +84,16 @@ pub enum Error {
         /// The index asked for.
         index: usize,
     },
+    /// The soft open-files limit is too low for a load tool's connections.
+    #[error(
+        "open-files limit {soft} is below the {needed} this run needs; raise it first: `ulimit -n 65536`"
+    )]
+    OpenFiles {
+        /// The soft `RLIMIT_NOFILE`.
+        soft: usize,
+        /// What the run needs.
+        needed: usize,
+    },
     /// A process did not exit after a signal.
     #[error("{name} did not exit within {after:?}")]
     NoExit {
@@ -126,6 +137,8 @@ pub struct TopologyConfig {
     pub cluster_id: String,
     /// `RUST_LOG` for the processes.
     pub log_filter: String,
+    /// Load-set membership of the nodes (default `self`).
+    pub membership: switchboard_loadset::Membership,
     /// Redis flags for an already running Redis (e.g. sentinels of [`crate::ha::RedisHa`]); when set,
     /// no Redis is started and these flags replace `--redis-url`.
     pub external_redis: Option<Vec<String>>,
@@ -142,6 +155,7 @@ impl Default for TopologyConfig {
             registry_args: Vec::new(),
             cluster_id: format!("e2e-{}", fastrand::u32(..)),
             log_filter: "info".into(),
+            membership: switchboard_loadset::Membership::SelfManaged,
             external_redis: None,
         }
     }
@@ -171,6 +185,12 @@ impl TopologyConfig {
     /// Use this authentication mode (builder style).
     pub fn with_auth(mut self, auth: Auth) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Use this load-set membership for the nodes (builder style).
+    pub fn with_membership(mut self, membership: switchboard_loadset::Membership) -> Self {
+        self.membership = membership;
         self
     }
 
@@ -312,8 +332,9 @@ impl Topology {
         Ok(topology)
     }
 
-    /// Ready means assignable: a node answers `/readyz` before its first heartbeat reaches the load
-    /// set, so with registries this waits until the first registry lists every node.
+    /// Ready means assignable: a node answers `/readyz` once its first heartbeat landed; with
+    /// registries this also waits until the first registry lists every node (in operator membership
+    /// the nodes add themselves, as nobody holds the membership lease yet).
     async fn wait_listed(&self) -> Result<()> {
         let Some(registry) = self.registries.first() else {
             return Ok(());
@@ -361,7 +382,10 @@ impl Topology {
         ];
         if let Some(flags) = self.redis_flags() {
             args.extend(flags);
-            args.extend(["--membership".to_owned(), "self".into()]);
+            args.extend([
+                "--membership".to_owned(),
+                self.config.membership.as_str().into(),
+            ]);
         }
         match &self.secret_file {
             Some(path) => args.extend([
@@ -704,6 +728,21 @@ async fn start_redis() -> Result<switchboard_testkit::RedisServer> {
     switchboard_testkit::RedisServer::start()
         .await
         .map_err(Error::Redis)
+}
+
+/// Fails when the soft open-files limit (`RLIMIT_NOFILE`) is below `needed`, so a load tool that opens
+/// thousands of sockets (and the nodes it starts, which inherit the limit) says so before it starts.
+pub fn check_open_files(needed: usize) -> Result<()> {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<usize>().ok());
+    match soft {
+        Some(soft) if soft < needed => Err(Error::OpenFiles { soft, needed }),
+        _ => Ok(()),
+    }
 }
 
 /// A free loopback port (bound and released; another process could take it in between, which is

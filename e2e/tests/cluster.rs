@@ -1,5 +1,7 @@
 //! Scaled mode: two chat-nodes and a registry sharing a real Redis (started by the harness), every
-//! chat feature exercised across nodes, plus node death, recovery through the registry and drain.
+//! chat feature exercised across nodes, plus node death, recovery through the registry, drain (paced
+//! included) and operator membership with the test playing the operator (through
+//! `switchboard-loadset`, as the operator's load-set sync does) — or playing it being down.
 
 mod common;
 
@@ -7,6 +9,9 @@ use std::time::Duration;
 
 use common::*;
 use e2e::client::{self, ChatClient, Error};
+use e2e::topology::{Topology, TopologyConfig};
+use std::collections::BTreeSet;
+use switchboard_loadset::{LoadSet, Membership};
 use switchboard_runtime::report;
 use switchboard_testkit::eventually;
 use tokio::time::Instant;
@@ -15,6 +20,31 @@ use tokio::time::Instant;
 const GONE_WITHIN: Duration = Duration::from_secs(15);
 
 common::shared_scenarios!(start: cluster(&[]), nodes: 0, 1);
+
+/// Waits until the registry's `/v1/nodes` no longer lists `id`.
+async fn eventually_unlisted(registry: &str, id: &str) {
+    let what = format!("{id} leaves /v1/nodes");
+    eventually_nodes(registry, &what, |nodes| nodes.iter().all(|n| n.id != id)).await;
+}
+
+/// Waits until the registry's `/v1/nodes` satisfies `ok`.
+async fn eventually_nodes(
+    registry: &str,
+    what: &str,
+    ok: impl Fn(&[client::NodeInfo]) -> bool + Clone,
+) {
+    eventually(what, GONE_WITHIN, || {
+        let registry = registry.to_owned();
+        let ok = ok.clone();
+        async move {
+            client::nodes(&registry)
+                .await
+                .is_ok_and(|nodes| ok(&nodes))
+                .then_some(())
+        }
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn registry_assigns_every_live_node() {
@@ -48,16 +78,7 @@ async fn killed_node_disappears_from_assign_within_heartbeat_ttl() {
     let mut t = cluster(&[]).await;
     let registry = t.registry_url(0);
     t.kill_node(0).expect("kill");
-    eventually("node-0 leaves /v1/nodes", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|nodes| nodes.iter().all(|n| n.id != "node-0"))
-                .then_some(())
-        }
-    })
-    .await;
+    eventually_unlisted(&registry, "node-0").await;
     for _ in 0..30 {
         let a = client::assign(&registry).await.expect("assign");
         assert_eq!(
@@ -176,16 +197,7 @@ async fn drain_tells_clients_to_reconnect_and_leaves_the_load_set() {
     let mut t = cluster(&[]).await;
     let registry = t.registry_url(0);
     common::drain_tells_clients_to_reconnect(&mut t, 0).await;
-    eventually("a drained node leaves /v1/nodes", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| n.iter().all(|n| n.id != "node-0"))
-                .then_some(())
-        }
-    })
-    .await;
+    eventually_unlisted(&registry, "node-0").await;
     for _ in 0..20 {
         assert_eq!(
             client::assign(&registry).await.expect("assign").node,
@@ -235,14 +247,8 @@ async fn added_node_joins_the_load_set() {
     let mut t = cluster(&[]).await;
     let i = t.add_node().await.expect("add a node");
     let registry = t.registry_url(0);
-    eventually("node-2 is listed", GONE_WITHIN, || {
-        let registry = registry.clone();
-        async move {
-            client::nodes(&registry)
-                .await
-                .is_ok_and(|n| n.iter().any(|n| n.id == "node-2"))
-                .then_some(())
-        }
+    eventually_nodes(&registry, "node-2 is listed", |n| {
+        n.iter().any(|n| n.id == "node-2")
     })
     .await;
     let room = name("room");
@@ -256,4 +262,139 @@ async fn added_node_joins_the_load_set() {
         .await
         .expect("delivered to the new node");
     assert_eq!(got[0].body, "to the new node");
+}
+
+#[tokio::test]
+async fn paced_drain_tells_clients_in_turn_and_serves_the_rest_meanwhile() {
+    // 30 clients at 10 notices per second: about 3 s of notices, well inside half of 20 s.
+    let mut t = cluster(&["--drain-notice-rate", "10", "--drain-timeout", "20s"]).await;
+    common::paced_drain_serves_clients_not_told_yet(&mut t, 0, 30).await;
+}
+
+/// Two nodes in operator membership; nobody holds the membership lease yet, so they added themselves.
+async fn operator_cluster() -> Topology {
+    Topology::start(TopologyConfig::scaled(2, 1).with_membership(Membership::Operator))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "start a 2-node operator-membership topology: {}",
+                report::chain(&e)
+            )
+        })
+}
+
+/// The test's stand-in for the operator: the topology's load set, written as `loadset_sync` does.
+async fn operator_of(t: &Topology) -> LoadSet {
+    let redis = t.redis().expect("the topology has Redis");
+    let client = switchboard_redis::connect(&redis.redis_args())
+        .await
+        .expect("connect to Redis");
+    LoadSet::new(client, switchboard_redis::keys::Keys::new(t.cluster_id()))
+}
+
+/// What the operator's sync does: take the lease, then make the members exactly `pods`.
+async fn operator_sync(operator: &LoadSet, lease: Duration, pods: &[&str]) {
+    operator.hold_membership(lease).await.expect("lease");
+    let desired: BTreeSet<String> = pods.iter().map(|&p| p.to_owned()).collect();
+    operator.sync_members(&desired).await.expect("sync members");
+}
+
+/// Waits until `n` assignments in a row never name `never` (and at least one succeeds).
+async fn eventually_never_assigned(registry: &str, never: &str) {
+    eventually(&format!("{never} is never assigned"), GONE_WITHIN, || {
+        let registry = registry.to_owned();
+        let never = never.to_owned();
+        async move {
+            for _ in 0..20 {
+                match client::assign(&registry).await {
+                    Ok(a) if a.node != never => {}
+                    _ => return None,
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+}
+
+/// Waits until an assignment names `node`.
+async fn eventually_assigned(registry: &str, node: &str) {
+    eventually(&format!("{node} is assigned"), GONE_WITHIN, || {
+        let registry = registry.to_owned();
+        let node = node.to_owned();
+        async move {
+            client::assign(&registry)
+                .await
+                .is_ok_and(|a| a.node == node)
+                .then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn operator_membership_without_the_operator_drops_a_killed_node_and_admits_a_new_one() {
+    let mut t = operator_cluster().await;
+    let registry = t.registry_url(0);
+    let operator = operator_of(&t).await;
+    // The operator synced once, then went down: its lease (1 s here, 3 resyncs for real) lapses.
+    operator_sync(&operator, Duration::from_secs(1), &["node-0", "node-1"]).await;
+
+    t.kill_node(0).expect("SIGKILL node-0");
+    eventually_never_assigned(&registry, "node-0").await;
+    eventually_unlisted(&registry, "node-0").await;
+
+    // A new pod while the operator is down: ready, so it adds itself and gets clients.
+    let i = t.add_node().await.expect("add node-2");
+    eventually_assigned(&registry, &t.node_id(i)).await;
+
+    // The operator comes back: its sync takes the lease and keeps exactly the ready pods.
+    operator_sync(&operator, Duration::from_secs(60), &["node-1", "node-2"]).await;
+    assert_eq!(
+        operator.members().await.expect("members"),
+        BTreeSet::from(["node-1".to_owned(), "node-2".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_it_removes_it() {
+    let mut t = operator_cluster().await;
+    let registry = t.registry_url(0);
+    let operator = operator_of(&t).await;
+    operator_sync(&operator, Duration::from_secs(120), &["node-0", "node-1"]).await;
+
+    // A new pod: ready (its first heartbeat landed), but only the operator adds members.
+    let i = t.add_node().await.expect("add node-2");
+    let new = t.node_id(i);
+    assert!(
+        !operator.members().await.expect("members").contains(&new),
+        "a node never adds itself while the operator holds membership"
+    );
+
+    t.kill_node(0).expect("SIGKILL node-0");
+    eventually_nodes(&registry, "node-0 is listed as not live", |n| {
+        n.iter()
+            .any(|n| n.id == "node-0" && !n.live && !n.accepting)
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(
+            client::assign(&registry).await.expect("assign").node,
+            "node-1",
+            "neither the dead member nor the pod the operator has not added"
+        );
+    }
+    assert!(
+        operator
+            .members()
+            .await
+            .expect("members")
+            .contains("node-0"),
+        "the registry leaves removing members to the operator that holds them"
+    );
+
+    operator_sync(&operator, Duration::from_secs(120), &["node-1", &new]).await;
+    eventually_assigned(&registry, &new).await;
+    let listed = client::nodes(&registry).await.expect("/v1/nodes");
+    assert!(listed.iter().all(|n| n.id != "node-0"), "{listed:?}");
 }

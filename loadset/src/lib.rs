@@ -3,30 +3,46 @@
 //! reports through it, the operator owns membership through it, and the registry assigns from it.
 //!
 //! ```text
-//!            ┌─ membership = self ──────────────┐   ┌─ membership = operator ───────────────┐
-//! chat-node ─┤ publish_node_info  (HSET nodes)   │   │ publish_node_info (HSET nodes)         │
-//!            │ heartbeat (ZADD loadset+beats)    │   │ update_score (ZADD XX: never re-adds)  │
-//!            │ deregister on drain               │   └────────────────────────────────────────┘
-//!            └───────────────────────────────────┘   operator: add_member / remove_member /
-//!                                                              sync_members / delete_all
-//! registry:  assign (one script: prune stale heartbeats, pick the least loaded node with room,
-//!            random among equals, ZINCRBY 1)  ·  nodes (prune, then list)
+//!            ┌─ membership = self ──────────────┐   ┌─ membership = operator ──────────────────────┐
+//! chat-node ─┤ heartbeat: beat + ZADD loadset   │   │ operator_heartbeat: beat; score if a member  │
+//!            │ deregister on drain              │   │ (never re-adds), adds itself only while no   │
+//!            └──────────────────────────────────┘   │ operator holds the lease; leave on drain     │
+//!  (both: publish_node_info = HSET nodes)            └──────────────────────────────────────────────┘
+//! operator:  hold_membership (the lease) · add_member / remove_member / sync_members / delete_all
+//! registry:  assign (one script: prune, skip members whose heartbeat expired, pick the least loaded
+//!            node with room, random among equals, ZINCRBY 1)  ·  nodes (prune, then list)
 //! ```
 //!
 //! - **load set** (`sb:{id}:loadset`, sorted set): member = node id, score = connection count. A member is
-//!   assignable only if it also has a node-table entry and its score is below that entry's capacity.
-//!   [`LoadSet::assign`] adds 1 to the chosen node's score so a burst of assignments spreads over several
-//!   nodes before the node reports its real count again (which overwrites the score).
+//!   assignable only if its heartbeat is live (or it has none, see below), it has a node-table entry and
+//!   its score is below that entry's capacity. [`LoadSet::assign`] adds 1 to the chosen node's score so a
+//!   burst of assignments spreads over several nodes before the node reports its real count again (which
+//!   overwrites the score).
 //! - **node table** (`sb:{id}:nodes`, hash): node id -> JSON [`NodeInfo`].
 //! - **heartbeats** (`sb:{id}:heartbeats`, sorted set): node id -> expiry time in milliseconds of the Redis
-//!   server clock (`TIME`, so node clocks do not matter). Only self-managed members have one; a member
-//!   whose heartbeat expired is removed (load set, heartbeat and node table) by the next `assign`/`nodes`.
-//!   Operator-managed members have no heartbeat and are never pruned here: the operator owns them.
+//!   server clock (`TIME`, so node clocks do not matter). Every node beats, in both membership modes. A
+//!   member whose heartbeat expired is never assigned and is listed with `live: false`. A member without
+//!   any heartbeat is one an operator added for a node that never reported (an older chat-node, which
+//!   did not beat in operator mode): it is assigned as before, so upgrades do not empty the load set.
+//!   A chat-node of this version is not ready before its first beat, so the operator never adds it
+//!   without one.
+//! - **membership lease** (`sb:{id}:operator`, a string with an expiry): written by the operator on
+//!   every load-set sync ([`LoadSet::hold_membership`]). It decides who has the last word:
+//!   - *held* (the operator is up): the operator alone adds and removes members. An operator-mode node
+//!     only beats and updates its score, and a member whose heartbeat expired is kept (skipped, listed
+//!     not live) until the operator removes it — the registry never edits membership the operator owns.
+//!   - *absent* (operator down, paused, or never installed — always so for self membership): the
+//!     heartbeat has the last word. A member whose heartbeat expired is removed (load set, heartbeat,
+//!     node table) by the next `assign`/`nodes`, and an operator-mode node that is ready adds itself. A
+//!     new pod therefore gets clients while the operator is down, and a dead one stops getting them
+//!     within its heartbeat ttl. When the operator comes back its first sync takes the lease and makes
+//!     the members equal to the ready pods again; from then on nodes no longer add themselves, so the
+//!     two never fight.
 //!
 //! Node info republishing: a [`LoadSet`] remembers the [`NodeInfo`] published through it, and
-//! [`LoadSet::heartbeat`] (self) and [`LoadSet::update_score`] (operator, only while the node is a member)
-//! write it again. So a node that was pruned while paused, or removed and re-added by the operator, becomes
-//! assignable again on its next report without a separate call.
+//! [`LoadSet::heartbeat`] / [`LoadSet::operator_heartbeat`] write it again. So a node that was pruned
+//! while paused, or removed and re-added by the operator, becomes assignable again on its next report
+//! without a separate call.
 //!
 //! Every multi-step operation is one Lua script, loaded with `SCRIPT LOAD` and run with `EVALSHA` (loaded
 //! again after `NOSCRIPT`, e.g. after a failover to a replica that never saw it).
@@ -140,21 +156,31 @@ pub struct NodeEntry {
     pub connections: u64,
     /// Capacity from the node table (0 if the member has no node-table entry yet).
     pub capacity: u64,
-    /// Whether the node can take another client (`connections < capacity`).
+    /// Whether the node can take another client: its heartbeat is live and `connections < capacity`.
     pub accepting: bool,
+    /// Whether the node's heartbeat is live (false: it stopped beating and is never assigned; the
+    /// operator, which holds membership, has not removed it yet).
+    #[serde(default = "live_by_default")]
+    pub live: bool,
     /// The node's latest activity figures.
     #[serde(default)]
     pub stats: NodeStats,
 }
 
+/// Entries written before heartbeats were judged were all live.
+fn live_by_default() -> bool {
+    true
+}
+
 impl NodeEntry {
-    fn new(id: String, url: String, connections: u64, capacity: u64) -> Self {
+    fn new(id: String, url: String, connections: u64, capacity: u64, live: bool) -> Self {
         Self {
             id,
             url,
             connections,
             capacity,
-            accepting: connections < capacity,
+            accepting: live && connections < capacity,
+            live,
             stats: NodeStats::default(),
         }
     }
@@ -166,7 +192,8 @@ pub enum Membership {
     /// The node adds itself with a heartbeat and removes itself on drain (no Kubernetes).
     #[value(name = "self")]
     SelfManaged,
-    /// The operator adds and removes members; the node only updates its own score.
+    /// The operator adds and removes members; the node beats and updates its own score, and adds itself
+    /// only while no operator holds the membership lease (operator down).
     Operator,
 }
 
@@ -201,6 +228,17 @@ impl FromStr for Membership {
             other => Err(ParseMembershipError(other.to_owned())),
         }
     }
+}
+
+/// What an operator-membership heartbeat ([`LoadSet::operator_heartbeat`]) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// The node is a member: its score was updated.
+    Member,
+    /// No operator holds membership, so the node added itself.
+    Added,
+    /// The operator holds membership and has not added the node: it only beat.
+    Waiting,
 }
 
 /// What [`LoadSet::sync_members`] changed.
@@ -268,32 +306,71 @@ impl LoadSet {
     /// heartbeat to expire `ttl` from now on the Redis clock. A node that stops calling this is no longer
     /// assigned once `ttl` has passed.
     pub async fn heartbeat(&self, id: &str, connections: u64, ttl: Duration) -> Result<()> {
+        self.beat(Membership::SelfManaged, id, connections, ttl)
+            .await
+            .map(drop)
+    }
+
+    /// Operator membership: sets the heartbeat of `id` to expire `ttl` from now and its score to
+    /// `connections` if it is a member. It is added only while no operator holds the membership lease
+    /// (see the module docs): with the operator up a late write from a dying node cannot resurrect it.
+    pub async fn operator_heartbeat(
+        &self,
+        id: &str,
+        connections: u64,
+        ttl: Duration,
+    ) -> Result<Beat> {
+        self.beat(Membership::Operator, id, connections, ttl).await
+    }
+
+    async fn beat(
+        &self,
+        membership: Membership,
+        id: &str,
+        connections: u64,
+        ttl: Duration,
+    ) -> Result<Beat> {
         validate_id(id)?;
         // Clamped so `now + ttl` stays an exact integer in Lua's doubles.
         let ttl_ms = ttl.as_millis().clamp(1, MAX_HEARTBEAT_TTL.as_millis());
         let info = self.remembered(id).unwrap_or_default();
-        HEARTBEAT
-            .run::<Value>(
+        let found: String = HEARTBEAT
+            .run(
                 &self.client,
-                vec![
-                    self.keys.load_set(),
-                    self.keys.heartbeats(),
-                    self.keys.node_table(),
-                ],
+                self.membership_keys(),
                 vec![
                     Value::from(id),
                     Value::from(connections.to_string()),
                     Value::from(ttl_ms.to_string()),
                     Value::from(info),
+                    Value::from(membership.as_str()),
                 ],
             )
             .await
-            .map(drop)
-            .map_err(redis("heartbeat"))
+            .map_err(redis("heartbeat"))?;
+        match found.as_str() {
+            "member" => Ok(Beat::Member),
+            "added" => Ok(Beat::Added),
+            "waiting" => Ok(Beat::Waiting),
+            other => Err(Error::UnexpectedReply {
+                op: "heartbeat",
+                detail: format!("{other:?}"),
+            }),
+        }
     }
 
-    /// Operator membership: sets the score of `id` only if it is already a member (never re-adds it, so a
-    /// late write from a dying node cannot resurrect it). Returns whether it was a member.
+    /// Operator membership, on drain: marks the heartbeat of `id` expired, so no registry assigns it
+    /// from now on. Membership stays the operator's to remove (or is pruned if no operator holds it).
+    pub async fn leave(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        self.client
+            .zadd::<(), _, _>(self.keys.heartbeats(), None, None, false, false, (0.0, id))
+            .await
+            .map_err(redis("leave"))
+    }
+
+    /// Operator membership, score only: sets the score of `id` only if it is already a member (never
+    /// re-adds it) and does not beat. Returns whether it was a member.
     pub async fn update_score(&self, id: &str, connections: u64) -> Result<bool> {
         validate_id(id)?;
         let info = self.remembered(id).unwrap_or_default();
@@ -310,6 +387,23 @@ impl LoadSet {
             .await
             .map_err(redis("update_score"))?;
         Ok(existed == 1)
+    }
+
+    /// Operator: takes (or renews) the membership lease for `ttl`. While it is held, operator-mode
+    /// nodes never add themselves and members whose heartbeat expired are kept for the operator to
+    /// remove; once it lapses, heartbeats have the last word (module docs).
+    pub async fn hold_membership(&self, ttl: Duration) -> Result<()> {
+        let ttl_ms = ttl.as_millis().clamp(1, MAX_HEARTBEAT_TTL.as_millis());
+        self.client
+            .set::<(), _, _>(
+                self.keys.membership_lease(),
+                "operator",
+                Some(fred::types::Expiration::PX(ttl_ms as i64)),
+                None,
+                false,
+            )
+            .await
+            .map_err(redis("hold_membership"))
     }
 
     /// Self membership, on drain: removes `id` from the load set, heartbeats and node table.
@@ -412,11 +506,7 @@ impl LoadSet {
         let reply: Option<Vec<String>> = ASSIGN
             .run(
                 &self.client,
-                vec![
-                    self.keys.load_set(),
-                    self.keys.heartbeats(),
-                    self.keys.node_table(),
-                ],
+                self.membership_keys(),
                 vec![Value::from(i64::from(fastrand::u32(..i32::MAX as u32)))],
             )
             .await
@@ -437,33 +527,27 @@ impl LoadSet {
             info.url,
             parse_score("assign", &score)?,
             info.capacity,
+            true,
         )))
     }
 
-    /// Every member (after pruning expired heartbeats) joined with its node-table entry, sorted by id.
-    /// A member without an entry is listed with an empty URL and capacity 0 (not accepting).
+    /// Every member (after pruning expired heartbeats where no operator holds membership) joined with its
+    /// node-table entry, sorted by id. A member without an entry is listed with an empty URL and
+    /// capacity 0, one whose heartbeat expired with `live: false`; neither is accepting.
     pub async fn nodes(&self) -> Result<Vec<NodeEntry>> {
         let reply: Vec<String> = NODES
-            .run(
-                &self.client,
-                vec![
-                    self.keys.load_set(),
-                    self.keys.heartbeats(),
-                    self.keys.node_table(),
-                ],
-                Vec::<Value>::new(),
-            )
+            .run(&self.client, self.membership_keys(), Vec::<Value>::new())
             .await
             .map_err(redis("nodes"))?;
-        if !reply.len().is_multiple_of(3) {
+        if !reply.len().is_multiple_of(4) {
             return Err(Error::UnexpectedReply {
                 op: "nodes",
-                detail: format!("{} fields is not a multiple of 3", reply.len()),
+                detail: format!("{} fields is not a multiple of 4", reply.len()),
             });
         }
-        let mut nodes = Vec::with_capacity(reply.len() / 3);
-        for triple in reply.chunks_exact(3) {
-            let (id, score, info) = (&triple[0], &triple[1], &triple[2]);
+        let mut nodes = Vec::with_capacity(reply.len() / 4);
+        for fields in reply.chunks_exact(4) {
+            let (id, score, info, live) = (&fields[0], &fields[1], &fields[2], fields[3] == "1");
             let connections = parse_score("nodes", score)?;
             let (url, capacity, stats) = if info.is_empty() {
                 (String::new(), 0, NodeStats::default())
@@ -471,7 +555,7 @@ impl LoadSet {
                 let info = parse_info(id, info)?;
                 (info.url, info.capacity, info.stats)
             };
-            let mut entry = NodeEntry::new(id.clone(), url, connections, capacity);
+            let mut entry = NodeEntry::new(id.clone(), url, connections, capacity, live);
             entry.stats = stats;
             nodes.push(entry);
         }
@@ -493,6 +577,16 @@ impl LoadSet {
             .await
             .map_err(redis(op))?;
         Ok(removed == 1)
+    }
+
+    /// The keys every membership script takes, in this order.
+    fn membership_keys(&self) -> Vec<String> {
+        vec![
+            self.keys.load_set(),
+            self.keys.heartbeats(),
+            self.keys.node_table(),
+            self.keys.membership_lease(),
+        ]
     }
 
     fn remember(&self, id: &str, json: String) {
@@ -588,8 +682,10 @@ impl Script {
     }
 }
 
-/// Shared Lua helpers: the Redis clock in ms, and pruning of expired heartbeats
-/// (KEYS[1] = load set, KEYS[2] = heartbeats, KEYS[3] = node table).
+/// Shared Lua helpers: the Redis clock in ms, pruning of expired heartbeats and the liveness test
+/// (KEYS[1] = load set, KEYS[2] = heartbeats, KEYS[3] = node table, KEYS[4] = membership lease).
+/// With the lease held, an expired *member* is kept for the operator to remove; everything else that
+/// expired (members without a lease, nodes the operator never added) is removed with its node info.
 macro_rules! lua_prelude {
     () => {
         r#"
@@ -597,28 +693,44 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function prune()
-  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', now_ms()))
+local function prune(now)
+  local held = redis.call('EXISTS', KEYS[4]) == 1
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', now))
   for _, id in ipairs(stale) do
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HDEL', KEYS[3], id)
+    if not (held and redis.call('ZSCORE', KEYS[1], id)) then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('HDEL', KEYS[3], id)
+    end
   end
+end
+local function live(id, now)
+  local expiry = redis.call('ZSCORE', KEYS[2], id)
+  return (not expiry) or tonumber(expiry) >= now
 end
 "#
     };
 }
 
-/// KEYS: load set, heartbeats, node table. ARGV: id, connections, ttl ms, node-info JSON or "".
+/// KEYS: load set, heartbeats, node table, membership lease. ARGV: id, connections, ttl ms, node-info
+/// JSON or "", membership (`self` | `operator`). Returns `member`, `added` or `waiting`.
 static HEARTBEAT: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], string.format('%d', now_ms() + tonumber(ARGV[3])), ARGV[1])
+local id = ARGV[1]
+redis.call('ZADD', KEYS[2], string.format('%d', now_ms() + tonumber(ARGV[3])), id)
 if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
+  redis.call('HSET', KEYS[3], id, ARGV[4])
 end
-return 1
+if redis.call('ZSCORE', KEYS[1], id) then
+  redis.call('ZADD', KEYS[1], 'XX', ARGV[2], id)
+  return 'member'
+end
+if ARGV[5] == 'operator' and redis.call('EXISTS', KEYS[4]) == 1 then
+  return 'waiting'
+end
+redis.call('ZADD', KEYS[1], ARGV[2], id)
+return 'added'
 "#
 ));
 
@@ -646,12 +758,14 @@ return removed
 "#,
 );
 
-/// KEYS: load set, heartbeats, node table. ARGV: a random non-negative integer (tie-break; Lua's own
-/// random source is deterministic in Redis scripts). Returns {id, node-info JSON, score} or nil.
+/// KEYS: load set, heartbeats, node table, membership lease. ARGV: a random non-negative integer
+/// (tie-break; Lua's own random source is deterministic in Redis scripts). Returns {id, node-info JSON,
+/// score} or nil.
 static ASSIGN: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
-prune()
+local now = now_ms()
+prune(now)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local best = nil
 local candidates = {}
@@ -660,7 +774,7 @@ for i = 1, #members, 2 do
   if best ~= nil and score > best then
     break
   end
-  local raw = redis.call('HGET', KEYS[3], members[i])
+  local raw = live(members[i], now) and redis.call('HGET', KEYS[3], members[i])
   if raw then
     local ok, info = pcall(cjson.decode, raw)
     if ok and type(info) == 'table' and tonumber(info.capacity) and score < tonumber(info.capacity) then
@@ -678,17 +792,20 @@ return pick
 "#
 ));
 
-/// KEYS: load set, heartbeats, node table. Returns a flat list {id, score, node-info JSON or ""}...
+/// KEYS: load set, heartbeats, node table, membership lease. Returns a flat list {id, score, node-info
+/// JSON or "", "1" if live else "0"}...
 static NODES: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
-prune()
+local now = now_ms()
+prune(now)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local out = {}
 for i = 1, #members, 2 do
   out[#out + 1] = members[i]
   out[#out + 1] = members[i + 1]
   out[#out + 1] = redis.call('HGET', KEYS[3], members[i]) or ''
+  out[#out + 1] = live(members[i], now) and '1' or '0'
 end
 return out
 "#
@@ -722,9 +839,10 @@ mod tests {
 
     #[test]
     fn entry_accepts_only_below_capacity() {
-        assert!(NodeEntry::new("a".into(), "u".into(), 9, 10).accepting);
-        assert!(!NodeEntry::new("a".into(), "u".into(), 10, 10).accepting);
-        assert!(!NodeEntry::new("a".into(), String::new(), 0, 0).accepting);
+        assert!(NodeEntry::new("a".into(), "u".into(), 9, 10, true).accepting);
+        assert!(!NodeEntry::new("a".into(), "u".into(), 10, 10, true).accepting);
+        assert!(!NodeEntry::new("a".into(), String::new(), 0, 0, true).accepting);
+        assert!(!NodeEntry::new("a".into(), "u".into(), 0, 10, false).accepting);
     }
 
     #[test]

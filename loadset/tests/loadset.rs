@@ -1,11 +1,14 @@
-//! `switchboard_loadset` against a real `redis-server`: assignment, membership modes, pruning, isolation.
+//! `switchboard_loadset` against a real `redis-server`: assignment, membership modes, the operator's
+//! membership lease, heartbeats and pruning, isolation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, ServerInterface};
-use switchboard_loadset::{LoadSet, NodeInfo, SyncReport};
+use fred::interfaces::{
+    HashesInterface, KeysInterface, LuaInterface, ServerInterface, SortedSetsInterface,
+};
+use switchboard_loadset::{Beat, LoadSet, NodeInfo, SyncReport};
 use switchboard_redis as redis;
 use switchboard_redis::keys::Keys;
 use switchboard_testkit::RedisServer;
@@ -27,6 +30,15 @@ impl Fixture {
 
     fn load_set(&self, cluster_id: &str) -> LoadSet {
         LoadSet::new(self.client.clone(), Keys::new(cluster_id))
+    }
+
+    /// A load set whose membership an operator holds (its lease taken for a minute).
+    async fn held_load_set(&self, cluster_id: &str) -> LoadSet {
+        let set = self.load_set(cluster_id);
+        set.hold_membership(Duration::from_secs(60))
+            .await
+            .expect("lease");
+        set
     }
 }
 
@@ -56,6 +68,31 @@ async fn operator_node(set: &LoadSet, id: &str, connections: u64, capacity: u64)
         .expect("publish");
     set.add_member(id).await.expect("add");
     assert!(set.update_score(id, connections).await.expect("score"));
+}
+
+/// Announces `id` the way an operator-membership node does, and returns what its heartbeat found.
+async fn operator_mode_beat(set: &LoadSet, id: &str, connections: u64, capacity: u64) -> Beat {
+    set.publish_node_info(&info(id, capacity))
+        .await
+        .expect("publish");
+    set.operator_heartbeat(id, connections, Duration::from_secs(60))
+        .await
+        .expect("heartbeat")
+}
+
+/// The ids `assign` names in `n` tries.
+async fn assigned(set: &LoadSet, n: usize) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for _ in 0..n {
+        if let Some(entry) = set.assign().await.expect("assign") {
+            ids.insert(entry.id);
+        }
+    }
+    ids
+}
+
+fn ids(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
 }
 
 #[tokio::test]
@@ -396,4 +433,112 @@ async fn node_list_carries_the_activity_a_node_reports() {
     let nodes = set.nodes().await.expect("nodes");
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].stats, busy.stats);
+}
+
+#[tokio::test]
+async fn while_the_operator_holds_membership_a_node_waits_to_be_added() {
+    let fx = Fixture::start().await;
+    let set = fx.held_load_set("lease-held").await;
+    assert_eq!(operator_mode_beat(&set, "new", 0, 10).await, Beat::Waiting);
+    assert!(set.members().await.expect("members").is_empty());
+    assert_eq!(set.assign().await.expect("assign"), None);
+
+    assert!(set.add_member("new").await.expect("operator adds"));
+    assert_eq!(operator_mode_beat(&set, "new", 3, 10).await, Beat::Member);
+    let entry = set.assign().await.expect("assign").expect("node");
+    assert_eq!((entry.id.as_str(), entry.connections), ("new", 3));
+
+    // Removed by the operator (pod not ready): its next beats never bring it back.
+    assert!(set.remove_member("new").await.expect("remove"));
+    assert_eq!(operator_mode_beat(&set, "new", 0, 10).await, Beat::Waiting);
+    assert!(set.members().await.expect("members").is_empty());
+}
+
+#[tokio::test]
+async fn without_an_operator_a_ready_node_adds_itself() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("lease-absent");
+    assert_eq!(operator_mode_beat(&set, "n1", 0, 10).await, Beat::Added);
+    assert_eq!(operator_mode_beat(&set, "n1", 2, 10).await, Beat::Member);
+    assert_eq!(assigned(&set, 3).await, ids(&["n1"]));
+
+    // The lease lapses when the operator stops renewing it: nodes add themselves again.
+    set.hold_membership(Duration::from_millis(200))
+        .await
+        .expect("short lease");
+    assert_eq!(operator_mode_beat(&set, "n2", 0, 10).await, Beat::Waiting);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while operator_mode_beat(&set, "n2", 0, 10).await != Beat::Added {
+        assert!(Instant::now() < deadline, "the lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(set.members().await.expect("members"), ids(&["n1", "n2"]));
+}
+
+#[tokio::test]
+async fn a_member_that_stopped_beating_is_skipped_and_kept_for_the_operator_to_remove() {
+    let fx = Fixture::start().await;
+    let set = fx.held_load_set("lease-stale").await;
+    set.sync_members(&ids(&["live", "gone"]))
+        .await
+        .expect("operator adds both");
+    assert_eq!(
+        operator_mode_beat(&set, "live", 50, 100).await,
+        Beat::Member
+    );
+    assert_eq!(operator_mode_beat(&set, "gone", 0, 100).await, Beat::Member);
+    assert_eq!(
+        set.assign().await.expect("assign").expect("node").id,
+        "gone",
+        "the least loaded one, while it beats"
+    );
+    set.leave("gone").await.expect("leave");
+
+    // Least loaded, but its heartbeat expired: never assigned, listed as not live, still a member.
+    assert_eq!(assigned(&set, 10).await, ids(&["live"]));
+    let nodes = set.nodes().await.expect("nodes");
+    let gone = nodes.iter().find(|n| n.id == "gone").expect("still listed");
+    assert!(!gone.live && !gone.accepting, "{gone:?}");
+    assert!(
+        nodes
+            .iter()
+            .any(|n| n.id == "live" && n.live && n.accepting)
+    );
+    assert_eq!(
+        set.members().await.expect("members"),
+        ids(&["live", "gone"])
+    );
+
+    // Once the lease is gone (operator down), the heartbeat has the last word: pruned.
+    fx.client
+        .del::<(), _>(set.keys().membership_lease())
+        .await
+        .expect("del lease");
+    let listed = set.nodes().await.expect("nodes");
+    assert!(listed.len() == 1 && listed[0].id == "live", "{listed:?}");
+    assert_eq!(set.members().await.expect("members"), ids(&["live"]));
+}
+
+#[tokio::test]
+async fn expired_heartbeats_of_nodes_never_added_are_cleaned_up_while_the_lease_is_held() {
+    let fx = Fixture::start().await;
+    let set = fx.held_load_set("lease-clean").await;
+    assert_eq!(
+        operator_mode_beat(&set, "never", 0, 10).await,
+        Beat::Waiting
+    );
+    set.leave("never").await.expect("leave");
+    assert!(set.nodes().await.expect("nodes").is_empty());
+    let beat: Option<f64> = fx
+        .client
+        .zscore(set.keys().heartbeats(), "never")
+        .await
+        .expect("zscore");
+    assert_eq!(beat, None, "no heartbeat entry left behind");
+    let table: Vec<String> = fx
+        .client
+        .hkeys(set.keys().node_table())
+        .await
+        .expect("hkeys");
+    assert!(table.is_empty(), "no node info left behind: {table:?}");
 }

@@ -5,6 +5,7 @@
 //! EndpointSlice of <name>-node changed ─┐
 //! every resync interval (default 10 s) ─┼─▶ sync(ChatCluster)
 //! ChatCluster changed ──────────────────┘     ├─ desired = pods of ready, non-terminating endpoints
+//!                                             ├─ LoadSet::hold_membership(3 × resync)  (the lease)
 //!                                             ├─ LoadSet::sync_members(desired)   (adds and removes)
 //!                                             ├─ connections per pod ─▶ Observations (for the
 //!                                             │    reconciler's pod-deletion-cost before a scale-down)
@@ -20,6 +21,14 @@
 //! systems sharing one Redis never see each other's members. In Managed mode the Redis keys live and die
 //! with the managed Redis pods, so no finalizer is needed there. The pause annotation
 //! ([`crate::context::PAUSED_ANNOTATION`]) stops this sync too: during maintenance nothing writes Redis.
+//!
+//! The membership lease tells the chat-nodes that an operator owns membership: while it is held they
+//! never add themselves and the registries keep members whose heartbeat expired for this sync to
+//! remove. It is renewed only by a sync that could read pod readiness, so when the operator is down,
+//! paused, or cut off from the API server, it lapses after three resync intervals and the nodes'
+//! heartbeats keep the load set true on their own (ready nodes add themselves, dead ones drop out;
+//! `switchboard-loadset` docs). The next sync takes it back and makes the members equal to the ready
+//! pods again.
 //!
 //! This controller shares [`crate::context`], [`crate::observation`] and [`crate::secret`] with
 //! [`crate::reconcile`] and depends on nothing of it.
@@ -122,6 +131,14 @@ pub struct SyncConfig {
     pub redis_timeout: Duration,
     /// How long a deleted ChatCluster waits for its keys to be deleted before it is let go anyway.
     pub cleanup_grace: Duration,
+}
+
+impl SyncConfig {
+    /// How long the membership lease outlives a sync: three resyncs, so one slow or failed sync (or a
+    /// leader handover, 15 s) does not hand membership to the nodes.
+    pub fn membership_lease(&self) -> Duration {
+        self.resync.saturating_mul(3)
+    }
 }
 
 impl Default for SyncConfig {
@@ -371,7 +388,14 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
     };
 
     let desired = ready_pods(&sctx.ctx.client, &ns, &Names::of(cc)?.node()).await?;
-    let report = match loadset.sync_members(&desired).await {
+    let synced = match loadset
+        .hold_membership(sctx.config.membership_lease())
+        .await
+    {
+        Ok(()) => loadset.sync_members(&desired).await,
+        Err(err) => Err(err),
+    };
+    let report = match synced {
         Ok(report) => report,
         Err(err) => {
             sctx.drop_connection(&cc.cluster_id()).await;

@@ -11,7 +11,8 @@
 //! |---|---|---|
 //! | `sb:{id}:loadset` | sorted set | member = node id, score = the node's connection count (+1 per assignment until the node reports again) |
 //! | `sb:{id}:nodes` | hash | field = node id, value = JSON `NodeInfo` `{"id","url","capacity"}` |
-//! | `sb:{id}:heartbeats` | sorted set | member = node id, score = expiry time in ms of the Redis clock (self membership only) |
+//! | `sb:{id}:heartbeats` | sorted set | member = node id, score = expiry time in ms of the Redis clock (every node, both membership modes) |
+//! | `sb:{id}:operator` | string with expiry | present while an operator holds membership (its lease, renewed on every load-set sync) |
 //!
 //! Other crates add their own keys with [`Keys::key`] (chat-node: room history, channels, presence, ...);
 //! they document them next to the code that writes them.
@@ -77,9 +78,14 @@ impl Keys {
         self.key("nodes")
     }
 
-    /// Heartbeat expiries (sorted set: node id -> expiry in ms), for self membership.
+    /// Heartbeat expiries (sorted set: node id -> expiry in ms), written by every node.
     pub fn heartbeats(&self) -> String {
         self.key("heartbeats")
+    }
+
+    /// The operator's membership lease (a string that expires unless the operator renews it).
+    pub fn membership_lease(&self) -> String {
+        self.key("operator")
     }
 
     /// A `SCAN MATCH` pattern that matches exactly the keys of this chat system.
@@ -117,6 +123,7 @@ mod tests {
         assert_eq!(keys.load_set(), "sb:{default}:loadset");
         assert_eq!(keys.node_table(), "sb:{default}:nodes");
         assert_eq!(keys.heartbeats(), "sb:{default}:heartbeats");
+        assert_eq!(keys.membership_lease(), "sb:{default}:operator");
         assert_eq!(keys.key("room:x"), "sb:{default}:room:x");
     }
 

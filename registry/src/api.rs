@@ -239,6 +239,7 @@ mod tests {
                     connections,
                     capacity,
                     accepting: connections < capacity,
+                    live: true,
                     stats: Default::default(),
                 })
                 .collect();

@@ -84,13 +84,19 @@
       r.fill.dataset.level = ratio >= 1 ? 'full' : ratio >= 0.8 ? 'high' : 'ok';
       r.pct.textContent = ratio > 0 && ratio < 0.001 ? '<0.1%' : `${(ratio * 100).toFixed(ratio < 0.1 ? 1 : 0)}%`;
       const acc = n.accepting !== false;
-      if (r.cells.accepting.dataset.value !== String(acc)) {
-        r.cells.accepting.dataset.value = String(acc);
+      // A member whose heartbeat expired stays listed until the operator removes it; it is never assigned.
+      const dead = n.live === false;
+      const state = dead ? 'dead' : String(acc);
+      if (r.cells.accepting.dataset.value !== state) {
+        r.cells.accepting.dataset.value = state;
         const pill = document.createElement('span');
         pill.className = `pill ${acc ? 'yes' : 'no'}`;
-        pill.textContent = acc ? 'accepting' : 'not accepting';
+        pill.textContent = dead ? 'no heartbeat' : acc ? 'accepting' : 'not accepting';
         r.cells.accepting.replaceChildren(pill);
-        if (known) event(acc ? 'up' : 'down', `${n.id} ${acc ? 'is accepting again' : 'stopped accepting'}`);
+        if (known) {
+          const what = dead ? 'stopped beating' : acc ? 'is accepting again' : 'stopped accepting';
+          event(acc ? 'up' : 'down', `${n.id} ${what}`);
+        }
       }
       // Nodes report rooms and a running message count every couple of seconds; the rate is the
       // difference between two reports.

@@ -360,6 +360,8 @@ async fn a_draining_node_sends_reconnect_then_closes_with_1012() {
     let client = welcomed(&node).await;
     let drained_at = tokio::time::Instant::now();
     node.draining.cancel();
+    node.drain
+        .begin(node.connections(), drained_at + Duration::from_secs(10));
     client.wait_for("reconnect", "reconnect").await;
     let frames = client.socket.frames();
     let reconnect = frames.last().expect("reconnect frame");

@@ -84,7 +84,7 @@ async fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
-    check_fd_limit(args.idle + args.members + args.senders + 64)?;
+    e2e::topology::check_open_files(args.idle + args.members + args.senders + 64)?;
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
 
     let mut _topology = None;
@@ -343,22 +343,4 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS line")
-}
-
-/// Fail early, with the fix, when the soft open-files limit is below what the run needs.
-fn check_fd_limit(needed: usize) -> anyhow::Result<()> {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|v| v.parse::<usize>().ok());
-    if let Some(soft) = soft
-        && soft < needed
-    {
-        bail!(
-            "open-files limit {soft} is below the {needed} this run needs; raise it first: `ulimit -n 65536`"
-        );
-    }
-    Ok(())
 }

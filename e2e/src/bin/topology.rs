@@ -84,6 +84,7 @@ async fn run() -> anyhow::Result<()> {
         cluster_id: args.cluster_id,
         log_filter: args.log,
         external_redis: ha.as_ref().map(e2e::ha::RedisHa::flags),
+        ..TopologyConfig::default()
     };
     e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
     let mut topology = Topology::start(config)

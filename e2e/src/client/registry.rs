@@ -43,6 +43,9 @@ pub struct NodeInfo {
     /// Whether the node takes new sessions.
     #[serde(default = "yes")]
     pub accepting: bool,
+    /// Whether its heartbeat is live (a member that stopped beating is listed until it is removed).
+    #[serde(default = "yes")]
+    pub live: bool,
 }
 
 fn yes() -> bool {

@@ -36,7 +36,7 @@ pub use chat::{
 };
 pub use connect::{full_node_refuses_with_1013, hello_frame_identifies};
 pub use dm::{dm_reaches_every_connection, offline_dm_delivered_on_next_connect};
-pub use drain::drain_tells_clients_to_reconnect;
+pub use drain::{drain_tells_clients_to_reconnect, paced_drain_serves_clients_not_told_yet};
 pub use history::{history_paging, rejoin_with_since_recovers};
 pub use limits::{
     bad_frames_get_error_codes, flood_is_rate_limited, idle_connection_closes_4003,
