@@ -345,3 +345,103 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
         );
     }
 }
+
+/// The operator's planned failover (before it restarts the master for an update) under a steady write
+/// load: writes are held on the master while the replicas catch up and a sentinel promotes one, so every
+/// write a replica confirmed (`WAIT 1`, as chat-nodes do with `--ack-replicas 1`) is on the new master.
+#[test]
+fn a_planned_failover_under_writes_loses_no_confirmed_write() {
+    use fred::interfaces::{ClientLike, KeysInterface, ListInterface};
+    use fred::types::{ClusterHash, CustomCommand, Value};
+    let mut bed = Bed::new();
+    for i in 0..3 {
+        bed.start_data(i);
+    }
+    for i in 0..3 {
+        bed.start_sentinel(i);
+    }
+    let master = bed.converged("bootstrap");
+    let addr = |host: &str| format!("{host}:{}", bed.redis_port);
+    let replicas: Vec<String> = bed
+        .data
+        .iter()
+        .filter(|p| p.host != master)
+        .map(|p| addr(&p.host))
+        .collect();
+    let sentinels: Vec<String> = bed
+        .sentinels
+        .iter()
+        .map(|p| format!("{}:{}", p.host, bed.sentinel_port))
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (confirmed, promoted_by_sentinels) = runtime.block_on(async {
+        let args = switchboard_redis::RedisArgs::from_sentinels(sentinels.clone(), MASTER_NAME)
+            .with_password(PASSWORD)
+            .with_sentinel_password(PASSWORD);
+        let client = switchboard_redis::connect(&args).await.expect("connect");
+        let writer = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut confirmed = Vec::new();
+                let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+                let until = Instant::now() + Duration::from_secs(12);
+                let mut i = 0u64;
+                while Instant::now() < until {
+                    i += 1;
+                    let pushed: Result<i64, _> = client.rpush("log", i).await;
+                    if pushed.is_err() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    let replicas: Result<Value, _> = client
+                        .custom(wait.clone(), vec![Value::from(1), Value::from(1000)])
+                        .await;
+                    if replicas.ok().and_then(|v| v.as_i64()).unwrap_or(0) >= 1 {
+                        confirmed.push(i);
+                    }
+                }
+                confirmed
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = switchboard_redis::sentinel::planned_failover(
+            &addr(&master),
+            &replicas,
+            &sentinels,
+            MASTER_NAME,
+            Some(PASSWORD),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(started, "a sentinel started the failover");
+        let confirmed = writer.await.expect("writer");
+        let _: Result<(), _> = client.del("unused").await;
+        let _ = client.quit().await;
+        (confirmed, started)
+    });
+    assert!(promoted_by_sentinels);
+    let promoted = bed.converged("after the planned failover");
+    assert_ne!(promoted, master, "a replica took over");
+    let stored: std::collections::HashSet<u64> = cli(
+        &promoted,
+        bed.redis_port,
+        true,
+        &["lrange", "log", "0", "-1"],
+    )
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect();
+    let lost: Vec<&u64> = confirmed.iter().filter(|i| !stored.contains(i)).collect();
+    assert!(
+        confirmed.len() > 100,
+        "the writer kept writing: {} confirmed",
+        confirmed.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} confirmed writes lost, e.g. {:?}",
+        lost.len(),
+        confirmed.len(),
+        &lost[..lost.len().min(10)]
+    );
+}

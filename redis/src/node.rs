@@ -11,10 +11,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
 use fred::types::config::{Config, ServerConfig};
-use fred::types::{Builder, InfoKind};
+use fred::types::{Builder, ClusterHash, CustomCommand, InfoKind, Value};
 
 /// Errors asking a data node.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,66 @@ pub async fn replication(
     password: Option<&str>,
     timeout: Duration,
 ) -> Result<Replication, Error> {
+    let text = ask(addr, password, timeout, |client| async move {
+        let replication: String = client.info(Some(InfoKind::Replication)).await?;
+        let persistence: String = client.info(Some(InfoKind::Persistence)).await?;
+        Ok(format!("{replication}\n{persistence}"))
+    })
+    .await?;
+    parse(&text).ok_or_else(|| Error::Reply(addr.to_owned()))
+}
+
+/// Holds every write on the data node at `addr` for up to `hold` (`CLIENT PAUSE … WRITE`): before a
+/// planned failover, so that nothing is written to the old master after its replicas last caught up
+/// (and then lost when it becomes a replica). Reads go on. [`resume_writes`] ends it early.
+pub async fn pause_writes(
+    addr: &str,
+    password: Option<&str>,
+    hold: Duration,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+    ask(addr, password, timeout, |client| async move {
+        client
+            .custom::<Value, _>(
+                CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+                vec![Value::from("PAUSE"), Value::from(ms), Value::from("WRITE")],
+            )
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+/// Ends a [`pause_writes`] (`CLIENT UNPAUSE`).
+pub async fn resume_writes(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    ask(addr, password, timeout, |client| async move {
+        client
+            .custom::<Value, _>(
+                CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+                vec![Value::from("UNPAUSE")],
+            )
+            .await
+            .map(drop)
+    })
+    .await
+}
+
+/// Runs one exchange on a short-lived connection to the data node at `addr`, bounded by `timeout`.
+async fn ask<T, F, Fut>(
+    addr: &str,
+    password: Option<&str>,
+    timeout: Duration,
+    exchange: F,
+) -> Result<T, Error>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FredError>>,
+{
     let server =
         crate::client::parse_host_port(addr, 6379).map_err(|_| Error::Address(addr.to_owned()))?;
     let config = Config {
@@ -98,21 +159,18 @@ pub async fn replication(
     let asking = client.clone();
     let answer = tokio::time::timeout(timeout, async move {
         asking.init().await?;
-        let replication: String = asking.info(Some(InfoKind::Replication)).await?;
-        let persistence: String = asking.info(Some(InfoKind::Persistence)).await?;
-        Ok::<_, FredError>(format!("{replication}\n{persistence}"))
+        exchange(asking).await
     })
     .await;
     if client.is_connected() {
         let _ = client.quit().await;
     }
-    let text = answer
+    answer
         .map_err(|_| Error::Timeout(addr.to_owned()))?
         .map_err(|source| Error::Redis {
             addr: addr.to_owned(),
             source,
-        })?;
-    parse(&text).ok_or_else(|| Error::Reply(addr.to_owned()))
+        })
 }
 
 /// Reads the fields of [`Replication`] from `INFO` text (`key:value` lines).

@@ -111,6 +111,72 @@ pub async fn failover(
     .map(drop)
 }
 
+/// How long writes are held on the master around a planned failover: the sentinels' promotion and their
+/// reconfiguration of the old master (which disconnects its clients) take a few seconds; the hold ends by
+/// itself if they never come.
+pub const FAILOVER_HOLD: Duration = Duration::from_secs(20);
+/// How long the replicas get to catch up with the held master before the failover starts anyway (the
+/// sentinels then promote the one with the most data).
+pub const CATCH_UP: Duration = Duration::from_secs(5);
+
+/// A planned failover that loses nothing acknowledged: writes on the master (`master`) are held, the
+/// `replicas` catch up to its last write, and only then do the `sentinels` promote one. Without the hold,
+/// writes the old master takes while the sentinels promote a replica, confirmed by a replica that still
+/// follows it, are dropped when it and that replica are re-pointed at the new master. Returns whether a
+/// sentinel started the failover; if none did, the hold is lifted at once.
+pub async fn planned_failover(
+    master: &str,
+    replicas: &[String],
+    sentinels: &[String],
+    master_name: &str,
+    password: Option<&str>,
+    timeout: Duration,
+) -> bool {
+    if let Err(err) = crate::node::pause_writes(master, password, FAILOVER_HOLD, timeout).await {
+        tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not hold writes on the master");
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    let target = crate::node::replication(master, password, timeout)
+        .await
+        .map(|r| r.offset)
+        .unwrap_or(u64::MAX);
+    loop {
+        let mut behind = 0;
+        for replica in replicas {
+            let offset = crate::node::replication(replica, password, timeout)
+                .await
+                .map(|r| r.offset)
+                .unwrap_or(0);
+            if offset < target {
+                behind += 1;
+            }
+        }
+        if behind == 0 || tokio::time::Instant::now() >= deadline {
+            if behind > 0 {
+                tracing::debug!(
+                    behind,
+                    "replicas still behind the held master; failing over anyway"
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for addr in sentinels {
+        match failover(addr, master_name, password, timeout).await {
+            Ok(()) => return true,
+            Err(err) => {
+                tracing::debug!(sentinel = %addr, error = %switchboard_runtime::report::chain(&err), "failover not started")
+            }
+        }
+    }
+    if let Err(err) = crate::node::resume_writes(master, password, timeout).await {
+        tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
+    }
+    false
+}
+
 /// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
 async fn ask<F, Fut>(
     addr: &str,

@@ -12,8 +12,9 @@
 //!   ├─ an outdated replica ─▶ evict it (highest ordinal first) ─▶ it comes back, resyncs, next one
 //!   └─ only the master outdated
 //!        ├─ it is the only data node ─▶ evict it (nothing to fail over to; its volume keeps the data)
-//!        └─ SENTINEL FAILOVER ─▶ a replica in sync takes over, the old master becomes an outdated
-//!                                 replica ─▶ evicted like the others
+//!        └─ hold writes on it (CLIENT PAUSE WRITE), let the replicas catch up, SENTINEL FAILOVER
+//!             ─▶ a replica with every write takes over, the old master becomes an outdated replica
+//!             ─▶ evicted like the others
 //! ```
 //!
 //! Replicas go first, each back in sync (`master_link_status:up`, no resync, not loading) before the
@@ -141,6 +142,19 @@ fn pod_of_host(host: &str) -> &str {
     host.split('.').next().unwrap_or(host)
 }
 
+impl DataPod {
+    /// `ip:port` of its Redis.
+    fn addr(&self) -> Option<String> {
+        self.ip.as_ref().map(|ip| {
+            if ip.contains(':') {
+                format!("[{ip}]:{REDIS_PORT}")
+            } else {
+                format!("{ip}:{REDIS_PORT}")
+            }
+        })
+    }
+}
+
 fn data_pod(pod: &Pod, sts: &str) -> Option<DataPod> {
     let name = pod.name_any();
     let ordinal = name.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()?;
@@ -238,21 +252,14 @@ pub(super) async fn step(
     }
     let mut states = HashMap::new();
     for p in &pods {
-        let state = match &p.ip {
-            Some(ip) if p.ready => {
-                let addr = if ip.contains(':') {
-                    format!("[{ip}]:{REDIS_PORT}")
-                } else {
-                    format!("{ip}:{REDIS_PORT}")
-                };
-                match node::replication(&addr, password, ASK_TIMEOUT).await {
-                    Ok(r) => Some(r),
-                    Err(err) => {
-                        debug!(pod = %p.name, error = %report::chain(&err), "data pod did not answer");
-                        None
-                    }
+        let state = match p.addr() {
+            Some(addr) if p.ready => match node::replication(&addr, password, ASK_TIMEOUT).await {
+                Ok(r) => Some(r),
+                Err(err) => {
+                    debug!(pod = %p.name, error = %report::chain(&err), "data pod did not answer");
+                    None
                 }
-            }
+            },
             _ => None,
         };
         states.insert(p.name.clone(), state);
@@ -294,19 +301,25 @@ pub(super) async fn step(
             Ok(Some(STEP_REQUEUE))
         }
         Step::Failover { from } => {
-            let mut started = false;
-            for addr in &endpoint.sentinels {
-                match sentinel::failover(addr, master_name, password, ASK_TIMEOUT).await {
-                    Ok(()) => {
-                        started = true;
-                        break;
-                    }
-                    Err(err) => {
-                        debug!(sentinel = %addr, error = %report::chain(&err), "failover not started")
-                    }
-                }
-            }
-            if started {
+            let master = pods.iter().find(|p| p.name == from);
+            let replicas: Vec<String> = pods
+                .iter()
+                .filter(|p| p.name != from)
+                .filter_map(DataPod::addr)
+                .collect();
+            let Some(master) = master.and_then(DataPod::addr) else {
+                return Ok(Some(STEP_REQUEUE));
+            };
+            if sentinel::planned_failover(
+                &master,
+                &replicas,
+                &endpoint.sentinels,
+                master_name,
+                password,
+                ASK_TIMEOUT,
+            )
+            .await
+            {
                 info!(master = %from, "Redis update: failover before the master restarts");
                 ctx.event(
                     cc,
