@@ -13,6 +13,20 @@ use switchboard_runtime::duration::within;
 pub const INBOX_CAP: usize = 1000;
 /// How long an inbox is kept after its last message.
 pub const INBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a room's history, sequence and read markers are kept after its last message while
+/// nobody is in it (nodes keep rooms with members alive).
+pub const ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a user's last-seen time is kept after their last disconnect.
+pub const LAST_SEEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Read markers kept per room: the most advanced ones stay, the least advanced go first.
+pub const READ_MARKERS_CAP: usize = 1000;
+/// Rooms a standalone node keeps at most; beyond it the least recently used room nobody is in is
+/// forgotten.
+pub const STANDALONE_ROOMS: usize = 10_000;
+/// Direct-message inboxes a standalone node keeps at most (least recently used first out).
+pub const STANDALONE_INBOXES: usize = 10_000;
+/// Users whose last-seen time and delivery cursor a standalone node keeps at most.
+pub const STANDALONE_USERS: usize = 100_000;
 /// How long a client id is remembered for deduplication. Long enough for any client to give up
 /// resending, short enough that Redis memory stays bounded.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -97,6 +111,10 @@ pub struct Args {
     /// Frames queued towards one client before it is disconnected as a slow consumer (4008).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes queued towards one client before it is disconnected as a slow consumer (4008); raised
+    /// to at least twice the largest reply (a history page).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
     /// A client that sent nothing (no frame, no pong) for this long is closed with 4003 (1s to 1h).
     #[arg(
         long,
@@ -147,9 +165,11 @@ impl Args {
             rate_per_sec: self.rate_per_sec.max(1),
             rate_burst: self.rate_burst.max(1),
             outbound_queue: self.outbound_queue.max(8),
+            outbound_bytes: self.outbound_queue_bytes,
             idle_timeout: self.idle_timeout,
             ..Limits::default()
         }
+        .normalized()
     }
 
     /// The node id: the flag, else `$HOSTNAME`, else a random one.

@@ -140,7 +140,12 @@ async fn ws_upgrade(
     let limits = &node.settings.limits;
     ws.read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .max_write_buffer_size(SOCKET_BUFFER.max(limits.max_frame_bytes) * 4)
+        // The largest frame the node writes (a reply is cut at `max_reply_bytes`, a message is at
+        // most `max_message_frame_bytes`) always fits behind what is still buffered; a frame that did
+        // not would fail the write and drop the connection without a close frame.
+        .max_write_buffer_size(
+            2 * SOCKET_BUFFER + limits.max_reply_bytes.max(limits.max_message_frame_bytes()),
+        )
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {

@@ -295,12 +295,64 @@ async fn a_client_that_falls_behind_is_closed_as_a_slow_consumer_with_4008() {
         .iter()
         .filter(|e| matches!(e, Event::Text(t) if t.starts_with(r#"{"seq""#)))
         .count();
-    // What was already queued may still go out; the overflow is never written.
+    // The kick goes ahead of what was queued; the overflow is never written.
+    assert!(delivered < 20, "not everything was written: {delivered}");
+    assert_eq!(node.connections(), 0, "the slot is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_again_is_cut_without_holding_the_node() {
+    let limits = Limits {
+        outbound_queue: 8,
+        ..Limits::default()
+    };
+    let node = node(limits, 10);
+    let client = welcomed(&node).await;
+    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
+    client.wait_for("joined", "joined").await;
+    client.socket.block(true);
+    let room = Topic::room("r");
+    for seq in 1..=40 {
+        node.hub
+            .dispatch(&room, seq, &Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#)));
+        tokio::task::yield_now().await;
+    }
+    // The socket stays blocked: the connection must still end, its close frame undeliverable.
+    let written = client.finished().await;
     assert!(
-        (1..20).contains(&delivered),
-        "the frame being written and what was queued, not all: {delivered}"
+        !written.iter().any(|e| matches!(e, Event::Close(..))),
+        "nothing gets through a socket nobody reads: {written:?}"
     );
     assert_eq!(node.connections(), 0, "the slot is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_full_in_bytes_closes_with_4008_even_with_frames_to_spare() {
+    let limits = Limits {
+        outbound_bytes: 4096,
+        max_reply_bytes: 1,
+        max_frame_bytes: 1024,
+        ..Limits::default()
+    }
+    .normalized();
+    let node = node(limits.clone(), 10);
+    let client = welcomed(&node).await;
+    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
+    client.wait_for("joined", "joined").await;
+    client.socket.block(true);
+    let room = Topic::room("r");
+    let big = Utf8Bytes::from(format!(r#"{{"seq":1,"pad":"{}"}}"#, "p".repeat(1000)));
+    let frames = limits.outbound_bytes / big.len() + 2;
+    assert!(
+        frames < limits.outbound_queue,
+        "bytes run out before frames"
+    );
+    for seq in 1..=frames as u64 {
+        node.hub.dispatch(&room, seq, &big);
+    }
+    client.socket.block(false);
+    let written = client.finished().await;
+    assert_eq!(written.last(), Some(&close_event(close::SLOW_CONSUMER)));
 }
 
 #[tokio::test(start_paused = true)]
