@@ -1,7 +1,7 @@
 //! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
 
 use crate::auth::AuthArgs;
-use crate::limits::Limits;
+use crate::limits::{DoorLimits, Limits};
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_loadset::Membership;
@@ -50,6 +50,10 @@ pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest idle timeout: idle connections hold memory; an hour is more than any keepalive needs.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest header timeout: a client on a slow link needs a moment for its request head.
+pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest header timeout: an idle socket holds a descriptor; five minutes outlasts any proxy.
+pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Shortest replica wait: less than a replication round trip on a LAN would never be met.
 pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(10);
 /// Longest replica wait: a sender waits this long for its ack, so beyond a minute it has given up.
@@ -123,6 +127,31 @@ pub struct Args {
         value_parser = within(MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
     )]
     pub idle_timeout: Duration,
+    /// Sockets one client address (an IPv4 address or an IPv6 /64) may hold, upgraded or not; more
+    /// get `429`. 0 for no limit (behind a proxy every client has the proxy's address).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_ip: u32,
+    /// New sockets per second one client address may open, after a burst of four times as many;
+    /// faster ones get `429` with `Retry-After`. 0 for no limit.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKES_PER_IP", default_value_t = 50)]
+    pub handshakes_per_ip: u32,
+    /// Time a socket has to send each request head (from its accept or its previous response) until
+    /// it is upgraded to a WebSocket; later ones are cut (1s to 5m).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_parser = within(MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT)
+    )]
+    pub header_timeout: Duration,
+    /// Sockets not yet upgraded to a WebSocket (handshakes, health checks, idle HTTP keep-alive),
+    /// from all clients; more get `503`.
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_SOCKETS", default_value_t = 1024)]
+    pub max_pending_sockets: u32,
     /// Replicas that must confirm each message (Redis `WAIT`) before it is delivered and acknowledged.
     /// 0 acknowledges once the master has it; 1 or more survives the loss of the master.
     #[arg(long, env = "SWITCHBOARD_ACK_REPLICAS", default_value_t = 0)]
@@ -167,6 +196,12 @@ impl Args {
             outbound_queue: self.outbound_queue.max(8),
             outbound_bytes: self.outbound_queue_bytes,
             idle_timeout: self.idle_timeout,
+            door: DoorLimits {
+                connections_per_ip: self.max_connections_per_ip,
+                handshakes_per_ip: self.handshakes_per_ip,
+                header_timeout: self.header_timeout,
+                max_pending: self.max_pending_sockets.max(1),
+            },
             ..Limits::default()
         }
         .normalized()
@@ -237,6 +272,8 @@ mod tests {
             ["--idle-timeout", "0s"],
             ["--ack-timeout", "5ms"],
             ["--ack-timeout", "2m"],
+            ["--header-timeout", "500ms"],
+            ["--header-timeout", "6m"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} must be refused");
         }

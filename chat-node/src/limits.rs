@@ -45,6 +45,8 @@ pub struct Limits {
     pub flood_refusals: u32,
     /// Window for counting refused frames.
     pub flood_window: Duration,
+    /// What a socket must pass before it is served (`server::door`).
+    pub door: DoorLimits,
 }
 
 impl Default for Limits {
@@ -69,6 +71,31 @@ impl Default for Limits {
             typing_interval: Duration::from_secs(2),
             flood_refusals: 100,
             flood_window: Duration::from_secs(10),
+            door: DoorLimits::default(),
+        }
+    }
+}
+
+/// The door's limits (flags of `chat-node`, see [`crate::config::Args`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DoorLimits {
+    /// Sockets one peer may hold (upgraded or not); 0 for no limit.
+    pub connections_per_ip: u32,
+    /// New sockets per second one peer may open (a burst of four times as many); 0 for no limit.
+    pub handshakes_per_ip: u32,
+    /// Time a socket has for each request head, from its accept or its previous response.
+    pub header_timeout: Duration,
+    /// Sockets not yet upgraded to a WebSocket, from all peers.
+    pub max_pending: u32,
+}
+
+impl Default for DoorLimits {
+    fn default() -> Self {
+        Self {
+            connections_per_ip: 1000,
+            handshakes_per_ip: 50,
+            header_timeout: Duration::from_secs(10),
+            max_pending: 1024,
         }
     }
 }
