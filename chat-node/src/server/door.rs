@@ -49,7 +49,7 @@ pub const MAX_TRACKED_PEERS: usize = 65_536;
 pub const MAX_REFUSING: usize = 256;
 /// A peer without sockets quiet for this long is forgotten first when too many are tracked.
 const FORGET_QUIET_PEERS: Duration = Duration::from_secs(60);
-/// Longest a refused socket is given to send its request head and read the answer.
+/// Longest a refused socket is given to send its request head, and then to take the answer.
 const REFUSAL_TIME: Duration = Duration::from_millis(500);
 
 /// Why a socket was refused at the door.
@@ -368,9 +368,9 @@ impl Door {
                  Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
+            // Read the request head first (if it comes): closing a socket with unread input
+            // resets it, and the client would never see the answer.
             let _ = tokio::time::timeout(REFUSAL_TIME, async {
-                // Read the request head first: closing a socket with unread input resets it, and
-                // the client would never see the answer.
                 let mut head = Vec::with_capacity(1024);
                 let mut buf = [0u8; 1024];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -379,6 +379,9 @@ impl Door {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+            })
+            .await;
+            let _ = tokio::time::timeout(REFUSAL_TIME, async {
                 let _ = tcp.write_all(answer.as_bytes()).await;
                 let _ = tcp.shutdown().await;
             })
