@@ -114,16 +114,7 @@ impl Reservations {
         if self.per_second == 0 {
             return false;
         }
-        let key = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let s = v6.segments();
-                    IpAddr::V6([s[0], s[1], s[2], s[3], 0, 0, 0, 0].into())
-                }
-            },
-            v4 => v4,
-        };
+        let key = caller_key(ip);
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_TRACKED_CALLERS && !seen.contains_key(&key) {
@@ -136,6 +127,21 @@ impl Reservations {
         }
         *count += 1;
         *count <= self.per_second
+    }
+}
+
+/// The unit per-address limits count by: an IPv4 address (also when mapped into IPv6), or an IPv6
+/// /64 — one host's usual allocation, so a host cannot dodge a limit by changing its low bits.
+pub fn caller_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6([s[0], s[1], s[2], s[3], 0, 0, 0, 0].into())
+            }
+        },
+        v4 => v4,
     }
 }
 

@@ -216,6 +216,15 @@ async fn welcomed(node: &Arc<Node>) -> Client {
     client
 }
 
+/// A welcomed client in room `r` that then stops reading.
+async fn stalled_in_room(node: &Arc<Node>) -> Client {
+    let client = welcomed(node).await;
+    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
+    client.wait_for("joined", "joined").await;
+    client.socket.block(true);
+    client
+}
+
 fn close_event(code: u16) -> Event {
     Event::Close(code, close_reason(code).to_owned())
 }
@@ -271,12 +280,8 @@ async fn a_client_that_falls_behind_is_closed_as_a_slow_consumer_with_4008() {
         ..Limits::default()
     };
     let node = node(limits, 10);
-    let client = welcomed(&node).await;
-    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
-    client.wait_for("joined", "joined").await;
-
     // The client stops reading: the writer is stuck on the socket while the room goes on.
-    client.socket.block(true);
+    let client = stalled_in_room(&node).await;
     let room = Topic::room("r");
     let frame = |seq: u64| Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#));
     node.hub.dispatch(&room, 1, &frame(1));
@@ -307,10 +312,7 @@ async fn a_client_that_never_reads_again_is_cut_without_holding_the_node() {
         ..Limits::default()
     };
     let node = node(limits, 10);
-    let client = welcomed(&node).await;
-    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
-    client.wait_for("joined", "joined").await;
-    client.socket.block(true);
+    let client = stalled_in_room(&node).await;
     let room = Topic::room("r");
     for seq in 1..=40 {
         node.hub
@@ -336,10 +338,7 @@ async fn a_queue_full_in_bytes_closes_with_4008_even_with_frames_to_spare() {
     }
     .normalized();
     let node = node(limits.clone(), 10);
-    let client = welcomed(&node).await;
-    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
-    client.wait_for("joined", "joined").await;
-    client.socket.block(true);
+    let client = stalled_in_room(&node).await;
     let room = Topic::room("r");
     let big = Utf8Bytes::from(format!(r#"{{"seq":1,"pad":"{}"}}"#, "p".repeat(1000)));
     let frames = limits.outbound_bytes / big.len() + 2;

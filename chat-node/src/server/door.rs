@@ -182,20 +182,6 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// The peer key: the address, or its /64 for IPv6.
-fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6([s[0], s[1], s[2], s[3], 0, 0, 0, 0].into())
-            }
-        },
-        v4 => v4,
-    }
-}
-
 impl Door {
     /// A door for `node` with `limits`, allowing `fd_limit - FD_HEADROOM` sockets.
     pub fn new(node: Arc<Node>, limits: DoorLimits, fd_limit: u64) -> Arc<Self> {
@@ -243,7 +229,7 @@ impl Door {
         if self.pending.load(Ordering::Acquire) >= self.limits.max_pending {
             return Err(Refused::Pending);
         }
-        let ip = peer_key(addr.ip());
+        let ip = registry::api::caller_key(addr.ip());
         let now = Instant::now();
         {
             let mut peers = self.lock_peers();

@@ -74,6 +74,7 @@ async fn run() -> anyhow::Result<()> {
     .await
     .context("starting a standalone chat-node")?;
     let pid = t.node_pid(0).context("the node's process id")?;
+    let rss_mib = || t.node_rss_kib(0) as f64 / 1024.0;
     let url = t.node_ws_url(0);
     println!("chat-node {} (pid {pid}), default limits", bin.display());
 
@@ -99,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     );
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = rss_mib(pid);
+    let before = rss_mib();
     let mut sockets = Vec::new();
     for i in 0..args.clients {
         let ws = format!("{url}?user=flood{i}");
@@ -146,11 +147,11 @@ async fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = rss_mib(pid);
+        let now = rss_mib();
         peak = peak.max(now);
         samples.push((started.elapsed().as_secs_f64(), now));
     }
-    let at_end = rss_mib(pid);
+    let at_end = rss_mib();
     let mut requests = 0;
     for s in senders {
         requests += s.await.unwrap_or(0);
@@ -176,7 +177,7 @@ async fn run() -> anyhow::Result<()> {
         *closed.entry(end).or_default() += 1;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_mib(pid);
+    let after = rss_mib();
     let mut probe = ChatClient::connect(&url, "probe").await?;
     let usable = probe.join(&room, None).await.is_ok() && probe.ping().await.is_ok();
 
@@ -192,16 +193,4 @@ async fn run() -> anyhow::Result<()> {
         if usable { "joins and pings" } else { "FAILS" }
     );
     Ok(())
-}
-
-/// Resident set size of a process in MiB (0 if it is gone).
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }

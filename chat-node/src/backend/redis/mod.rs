@@ -374,32 +374,31 @@ impl Backend for RedisBackend {
             use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface};
             let names = &self.inner.names;
             if self.inner.ttl_renewal_due() {
-                let room_ttl = ROOM_TTL.as_secs() as i64;
-                for (room, _) in &rooms {
+                let room_keys = rooms.iter().flat_map(|(room, _)| {
                     let log = names.room(room, "log");
-                    for k in [
+                    [
                         names.room(room, "seq"),
                         names.room(room, "read"),
                         visible_key(&log),
                         log,
-                    ] {
-                        let _: () = pipe.expire(&k, room_ttl, None).await.map_err(unavailable)?;
-                    }
-                }
-                let inbox_ttl = INBOX_TTL.as_secs() as i64;
-                for u in &users {
+                    ]
+                    .map(|k| (k, ROOM_TTL))
+                });
+                let user_keys = users.iter().flat_map(|u| {
                     let inbox = names.user(u, "inbox");
-                    for k in [
+                    [
                         names.user(u, "dmseq"),
                         names.user(u, "dmcursor"),
                         visible_key(&inbox),
                         inbox,
-                    ] {
-                        let _: () = pipe
-                            .expire(&k, inbox_ttl, None)
-                            .await
-                            .map_err(unavailable)?;
-                    }
+                    ]
+                    .map(|k| (k, INBOX_TTL))
+                });
+                for (key, ttl) in room_keys.chain(user_keys) {
+                    let _: () = pipe
+                        .expire(&key, ttl.as_secs() as i64, None)
+                        .await
+                        .map_err(unavailable)?;
                 }
             }
             for (room, members) in &rooms {
