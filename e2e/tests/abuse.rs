@@ -691,3 +691,73 @@ async fn standalone_with(node_args: &[&str]) -> Topology {
         .await
         .unwrap_or_else(|e| panic!("start a standalone chat-node: {}", report::chain(&e)))
 }
+
+#[tokio::test]
+async fn every_redis_key_a_client_creates_expires() {
+    let t = cluster(&[]).await;
+    let redis = t.redis().expect("the topology's Redis");
+    let (alice, bob, room) = (name("alice"), name("bob"), name("room"));
+    let mut a = t.connect(0, &alice).await.expect("alice");
+    a.join(&room, None).await.expect("join");
+    a.send(&room, "hi", Some("c-1")).await.expect("send");
+    a.read(&room, 1).await.expect("read");
+    a.dm(&bob, "psst", Some("d-1"))
+        .await
+        .expect("dm to an offline user");
+    let mut b = t.connect(1, &bob).await.expect("bob");
+    b.expect_dm(T).await.expect("bob gets it after welcome");
+    b.join(&room, None).await.expect("bob joins");
+    b.last_seen(&[alice.as_str()]).await.expect("last_seen");
+    b.close().await.expect("bob leaves");
+    a.close().await.expect("alice leaves");
+
+    let pattern = switchboard_redis::keys::Keys::new(t.cluster_id()).scan_pattern();
+    let keys = || async {
+        let reply =
+            switchboard_testkit::command(redis.port(), redis.password(), &["KEYS", &pattern])
+                .await
+                .expect("KEYS");
+        reply
+            .items()
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    // Bob's and alice's last-seen times are written as their sessions end.
+    let keys = switchboard_testkit::eventually("both last-seen times are stored", T, || async {
+        let keys = keys().await;
+        (keys.iter().filter(|k| k.ends_with(":lastseen")).count() >= 2).then_some(keys)
+    })
+    .await;
+    for expected in [
+        ":seq",
+        ":log",
+        ":read",
+        ":dmseq",
+        ":inbox",
+        ":dmcursor",
+        ":lastseen",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(expected)),
+            "the activity created a {expected} key: {keys:?}"
+        );
+    }
+    let mut forever = Vec::new();
+    for key in &keys {
+        // The load-set schema is written by nodes and the operator, not by clients.
+        if ["loadset", "nodes", "heartbeats"]
+            .iter()
+            .any(|s| key.ends_with(&format!("}}:{s}")))
+        {
+            continue;
+        }
+        let ttl = switchboard_testkit::command(redis.port(), redis.password(), &["TTL", key])
+            .await
+            .expect("TTL");
+        if ttl == switchboard_testkit::Reply::Int(-1) {
+            forever.push(key.clone());
+        }
+    }
+    assert!(forever.is_empty(), "keys without an expiry: {forever:?}");
+}
