@@ -25,6 +25,10 @@ pub const READ_MARKERS_CAP: usize = 1000;
 pub const STANDALONE_ROOMS: usize = 10_000;
 /// Direct-message inboxes a standalone node keeps at most (least recently used first out).
 pub const STANDALONE_INBOXES: usize = 10_000;
+/// Bytes of messages (and resend records) a standalone node keeps in all its rooms and inboxes: a
+/// development or small-site server; 256 MiB is some 60 000 of the longest messages, or millions of
+/// ordinary ones.
+pub const STANDALONE_STORE_BYTES: usize = 256 * 1024 * 1024;
 /// Users whose last-seen time and delivery cursor a standalone node keeps at most.
 pub const STANDALONE_USERS: usize = 100_000;
 /// How long a client id is remembered for deduplication. Long enough for any client to give up

@@ -10,7 +10,11 @@
 //! | delivery cursor, last-seen | [`INBOX_TTL`] / [`LAST_SEEN_TTL`], at most [`STANDALONE_USERS`] each |
 //! | presence, online | removed when the session leaves |
 //!
+//! All rooms and inboxes together hold at most [`STANDALONE_STORE_BYTES`] of messages and resend
+//! records; beyond it the least recently used that nobody on this node listens to are forgotten.
 //! Expiry runs at most once every [`SWEEP_EVERY`], from the calls that add state.
+//!
+//! [`STANDALONE_STORE_BYTES`]: crate::config::STANDALONE_STORE_BYTES
 //!
 //! [`READ_MARKERS_CAP`]: crate::config::READ_MARKERS_CAP
 //! [`ROOM_TTL`]: crate::config::ROOM_TTL
@@ -24,7 +28,7 @@
 use super::{Backend, Bounds, BoxFut, Post, Posted, Stored};
 use crate::config::{
     INBOX_TTL, LAST_SEEN_TTL, READ_MARKERS_CAP, ROOM_TTL, STANDALONE_INBOXES, STANDALONE_ROOMS,
-    STANDALONE_USERS,
+    STANDALONE_STORE_BYTES, STANDALONE_USERS,
 };
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, splice_message};
@@ -37,6 +41,8 @@ use tungstenite::Utf8Bytes;
 
 /// Idempotency keys remembered per room or inbox, as a multiple of the history cap.
 const DEDUP_FACTOR: usize = 4;
+/// What one remembered idempotency key costs besides its strings (map and queue slots, the record).
+const DEDUP_OVERHEAD: usize = 96;
 /// How often expired rooms, inboxes and users are looked for.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -49,6 +55,8 @@ struct Log {
     read: BTreeMap<String, u64>,
     /// Last message (or creation).
     touched: Instant,
+    /// Bytes of the kept frames and idempotency records (about).
+    bytes: usize,
 }
 
 impl Default for Log {
@@ -60,6 +68,7 @@ impl Default for Log {
             dedup_order: VecDeque::new(),
             read: BTreeMap::new(),
             touched: Instant::now(),
+            bytes: 0,
         }
     }
 }
@@ -76,12 +85,15 @@ impl Log {
         self.touched = Instant::now();
         let ts = crate::protocol::now_ms();
         let frame = Utf8Bytes::from(splice_message(kind, self.last, &post.id, ts, &post.tail));
+        self.bytes += frame.len();
         self.entries.push_back(Stored {
             seq: self.last,
             frame: frame.clone(),
         });
         while self.entries.len() > cap {
-            self.entries.pop_front();
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.frame.len();
+            }
         }
         let posted = Posted {
             seq: self.last,
@@ -90,11 +102,15 @@ impl Log {
             duplicate: false,
         };
         if let Some(k) = key {
+            let cost = |k: &(String, String)| 2 * (k.0.len() + k.1.len()) + DEDUP_OVERHEAD;
+            self.bytes += cost(&k) + posted.id.len();
             self.dedup.insert(k.clone(), posted.clone());
             self.dedup_order.push_back(k);
             while self.dedup_order.len() > cap * DEDUP_FACTOR {
-                if let Some(old) = self.dedup_order.pop_front() {
-                    self.dedup.remove(&old);
+                if let Some(old) = self.dedup_order.pop_front()
+                    && let Some(p) = self.dedup.remove(&old)
+                {
+                    self.bytes -= cost(&old) + p.id.len();
                 }
             }
         }
@@ -155,6 +171,10 @@ struct State {
     online: HashMap<String, BTreeSet<String>>,
     last_seen: HashMap<String, Stamped<u64>>,
     last_sweep: Instant,
+    /// Bytes of every room and inbox ([`Log::bytes`]).
+    bytes: usize,
+    /// What `bytes` may reach ([`STANDALONE_STORE_BYTES`]).
+    budget: usize,
 }
 
 impl Default for State {
@@ -167,6 +187,8 @@ impl Default for State {
             online: HashMap::new(),
             last_seen: HashMap::new(),
             last_sweep: Instant::now(),
+            bytes: 0,
+            budget: STANDALONE_STORE_BYTES,
         }
     }
 }
@@ -211,6 +233,79 @@ impl State {
         });
         self.dm_cursor.retain(|_, c| alive(c.at, INBOX_TTL));
         self.last_seen.retain(|_, s| alive(s.at, LAST_SEEN_TTL));
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        self.bytes = self
+            .rooms
+            .values()
+            .chain(self.inboxes.values())
+            .map(|l| l.bytes)
+            .sum();
+    }
+
+    /// Appends `post` to the log of `post.target` (a room or an inbox) and keeps the store within
+    /// [`STANDALONE_STORE_BYTES`]: the least recently used logs nobody here listens to go first.
+    fn append(
+        &mut self,
+        kind: &str,
+        post: &Post,
+        cap: usize,
+        hub: &Hub,
+    ) -> (Posted, Option<Utf8Bytes>) {
+        self.sweep(hub);
+        let (map, count, topic): (_, _, fn(&str) -> Topic) = if kind == "message" {
+            (&mut self.rooms, STANDALONE_ROOMS, Topic::room)
+        } else {
+            (&mut self.inboxes, STANDALONE_INBOXES, Topic::user)
+        };
+        let evicting = !map.contains_key(&post.target) && map.len() >= count;
+        let log = State::log(map, &post.target, count, hub, topic);
+        let before = log.bytes;
+        let appended = log.append(kind, post, cap);
+        let after = log.bytes;
+        if evicting {
+            self.recount();
+        } else {
+            self.bytes = self.bytes + after - before;
+        }
+        if self.bytes > self.budget {
+            self.shed(hub);
+        }
+        appended
+    }
+
+    /// Forgets the least recently used rooms and inboxes nobody here listens to until the store is
+    /// a tenth below its byte budget.
+    fn shed(&mut self, hub: &Hub) {
+        let mut candidates: Vec<(Instant, bool, String)> = self
+            .rooms
+            .iter()
+            .filter(|(r, _)| !hub.has_listeners(&Topic::room(r)))
+            .map(|(r, l)| (l.touched, true, r.clone()))
+            .chain(
+                self.inboxes
+                    .iter()
+                    .filter(|(u, _)| !hub.has_listeners(&Topic::user(u)))
+                    .map(|(u, l)| (l.touched, false, u.clone())),
+            )
+            .collect();
+        candidates.sort();
+        let target = self.budget / 10 * 9;
+        for (_, room, name) in candidates {
+            if self.bytes <= target {
+                break;
+            }
+            let map = if room {
+                &mut self.rooms
+            } else {
+                &mut self.inboxes
+            };
+            if let Some(log) = map.remove(&name) {
+                self.bytes -= log.bytes;
+            }
+        }
     }
 
     /// The log of `name` in `map` (rooms or inboxes), made if new — forgetting the least recently
@@ -253,6 +348,12 @@ impl MemoryBackend {
         }
     }
 
+    /// The same store holding at most `bytes` of messages (instead of [`STANDALONE_STORE_BYTES`]).
+    pub fn with_store_bytes(self, bytes: usize) -> Self {
+        self.lock().budget = bytes;
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -265,15 +366,7 @@ fn ready<'a, T: Send + 'a>(v: T) -> BoxFut<'a, T> {
 impl Backend for MemoryBackend {
     fn post(&self, post: Post) -> BoxFut<'_, Posted> {
         let mut st = self.lock();
-        st.sweep(&self.hub);
-        let log = State::log(
-            &mut st.rooms,
-            &post.target,
-            STANDALONE_ROOMS,
-            &self.hub,
-            Topic::room,
-        );
-        let (posted, frame) = log.append("message", &post, self.history_cap);
+        let (posted, frame) = st.append("message", &post, self.history_cap, &self.hub);
         if let Some(frame) = frame {
             self.hub
                 .dispatch(&Topic::room(&post.target), posted.seq, &frame);
@@ -284,15 +377,7 @@ impl Backend for MemoryBackend {
 
     fn send_dm(&self, post: Post) -> BoxFut<'_, Posted> {
         let mut st = self.lock();
-        st.sweep(&self.hub);
-        let log = State::log(
-            &mut st.inboxes,
-            &post.target,
-            STANDALONE_INBOXES,
-            &self.hub,
-            Topic::user,
-        );
-        let (posted, frame) = log.append("dm", &post, self.inbox_cap);
+        let (posted, frame) = st.append("dm", &post, self.inbox_cap, &self.hub);
         if let Some(frame) = frame {
             self.hub
                 .dispatch(&Topic::user(&post.target), posted.seq, &frame);
@@ -526,6 +611,60 @@ mod tests {
             Some(5000),
             "nor past the newest"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_keeps_its_byte_budget_by_forgetting_the_least_recently_used() {
+        let hub = Arc::new(Hub::new());
+        let store = MemoryBackend::new(hub.clone(), 100).with_store_bytes(20_000);
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let member = Arc::new(crate::hub::SessionHandle::new(
+            1,
+            "m".into(),
+            tx,
+            tokio_util::sync::CancellationToken::new(),
+        ));
+        hub.attach(&Topic::room("busy"), &member, false);
+        let body = "b".repeat(400);
+        store.post(post("busy", &body)).await.expect("post");
+        for i in 0..200 {
+            tokio::time::advance(Duration::from_millis(10)).await;
+            store
+                .post(post(&format!("r{i}"), &body))
+                .await
+                .expect("post");
+            store
+                .send_dm(post(&format!("u{i}"), &body))
+                .await
+                .expect("dm");
+            assert!(
+                store.lock().bytes <= 20_000,
+                "within the budget after every write"
+            );
+        }
+        assert_eq!(
+            store.bounds("busy").await.expect("bounds").last,
+            1,
+            "in use: kept"
+        );
+        assert_eq!(
+            store.bounds("r0").await.expect("bounds").last,
+            0,
+            "oldest: forgotten"
+        );
+        assert_eq!(
+            store.bounds("r199").await.expect("bounds").last,
+            1,
+            "newest: kept"
+        );
+        let st = store.lock();
+        let counted: usize = st
+            .rooms
+            .values()
+            .chain(st.inboxes.values())
+            .map(|l| l.bytes)
+            .sum();
+        assert_eq!(st.bytes, counted, "the running total matches the logs");
     }
 
     #[test]
