@@ -13,7 +13,7 @@
 //! connection (4008) and nobody else waits for it; a reply to the client's own request waits a
 //! little for room (its reader stops meanwhile), then closes it the same way. The writer gives up
 //! on a socket the client stopped reading as soon as the session is closed: it sends the close frame
-//! for at most [`CLOSE_SEND_TIMEOUT`], so a client that reads nothing at all loses the TCP connection
+//! for at most a second (`CLOSE_SEND_TIMEOUT`), so a client that reads nothing at all loses the TCP connection
 //! without ever seeing its close frame, and holds no memory or task on the node. Every way a
 //! connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1009 too big,
 //! 1012 drain, 1013 full or draining, 4001 identity, 4002 no hello, 4003 idle, 4008 slow consumer,
