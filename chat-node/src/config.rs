@@ -1,7 +1,7 @@
 //! Command-line flags and environment variables of `chat-node`, and the settings derived from them.
 
 use crate::auth::AuthArgs;
-use crate::limits::Limits;
+use crate::limits::{DoorLimits, Limits};
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_loadset::Membership;
@@ -13,6 +13,24 @@ use switchboard_runtime::duration::within;
 pub const INBOX_CAP: usize = 1000;
 /// How long an inbox is kept after its last message.
 pub const INBOX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a room's history, sequence and read markers are kept after its last message while
+/// nobody is in it (nodes keep rooms with members alive).
+pub const ROOM_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a user's last-seen time is kept after their last disconnect.
+pub const LAST_SEEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Read markers kept per room: the most advanced ones stay, the least advanced go first.
+pub const READ_MARKERS_CAP: usize = 1000;
+/// Rooms a standalone node keeps at most; beyond it the least recently used room nobody is in is
+/// forgotten.
+pub const STANDALONE_ROOMS: usize = 10_000;
+/// Direct-message inboxes a standalone node keeps at most (least recently used first out).
+pub const STANDALONE_INBOXES: usize = 10_000;
+/// Bytes of messages (and resend records) a standalone node keeps in all its rooms and inboxes: a
+/// development or small-site server; 256 MiB is some 60 000 of the longest messages, or millions of
+/// ordinary ones.
+pub const STANDALONE_STORE_BYTES: usize = 256 * 1024 * 1024;
+/// Users whose last-seen time and delivery cursor a standalone node keeps at most.
+pub const STANDALONE_USERS: usize = 100_000;
 /// How long a client id is remembered for deduplication. Long enough for any client to give up
 /// resending, short enough that Redis memory stays bounded.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -36,6 +54,10 @@ pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest idle timeout: idle connections hold memory; an hour is more than any keepalive needs.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Shortest header timeout: a client on a slow link needs a moment for its request head.
+pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest header timeout: an idle socket holds a descriptor; five minutes outlasts any proxy.
+pub const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
 /// Shortest replica wait: less than a replication round trip on a LAN would never be met.
 pub const MIN_ACK_TIMEOUT: Duration = Duration::from_millis(10);
 /// Longest replica wait: a sender waits this long for its ack, so beyond a minute it has given up.
@@ -110,6 +132,10 @@ pub struct Args {
     /// Frames queued towards one client before it is disconnected as a slow consumer (4008).
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
+    /// Bytes queued towards one client before it is disconnected as a slow consumer (4008); raised
+    /// to at least twice the largest reply (a history page).
+    #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
     /// A client that sent nothing (no frame, no pong) for this long is closed with 4003 (1s to 1h).
     #[arg(
         long,
@@ -118,6 +144,31 @@ pub struct Args {
         value_parser = within(MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
     )]
     pub idle_timeout: Duration,
+    /// Sockets one client address (an IPv4 address or an IPv6 /64) may hold, upgraded or not; more
+    /// get `429`. 0 for no limit (behind a proxy every client has the proxy's address).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 1000
+    )]
+    pub max_connections_per_ip: u32,
+    /// New sockets per second one client address may open, after a burst of four times as many;
+    /// faster ones get `429` with `Retry-After`. 0 for no limit.
+    #[arg(long, env = "SWITCHBOARD_HANDSHAKES_PER_IP", default_value_t = 50)]
+    pub handshakes_per_ip: u32,
+    /// Time a socket has to send each request head (from its accept or its previous response) until
+    /// it is upgraded to a WebSocket; later ones are cut (1s to 5m).
+    #[arg(
+        long,
+        env = "SWITCHBOARD_HEADER_TIMEOUT",
+        default_value = "10s",
+        value_parser = within(MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT)
+    )]
+    pub header_timeout: Duration,
+    /// Sockets not yet upgraded to a WebSocket (handshakes, health checks, idle HTTP keep-alive),
+    /// from all clients; more get `503`.
+    #[arg(long, env = "SWITCHBOARD_MAX_PENDING_SOCKETS", default_value_t = 1024)]
+    pub max_pending_sockets: u32,
     /// Replicas that must confirm each message (Redis `WAIT`) before it is delivered and acknowledged.
     /// 0 acknowledges once the master has it; 1 or more survives the loss of the master.
     #[arg(long, env = "SWITCHBOARD_ACK_REPLICAS", default_value_t = 0)]
@@ -160,9 +211,17 @@ impl Args {
             rate_per_sec: self.rate_per_sec.max(1),
             rate_burst: self.rate_burst.max(1),
             outbound_queue: self.outbound_queue.max(8),
+            outbound_bytes: self.outbound_queue_bytes,
             idle_timeout: self.idle_timeout,
+            door: DoorLimits {
+                connections_per_ip: self.max_connections_per_ip,
+                handshakes_per_ip: self.handshakes_per_ip,
+                header_timeout: self.header_timeout,
+                max_pending: self.max_pending_sockets.max(1),
+            },
             ..Limits::default()
         }
+        .normalized()
     }
 
     /// The node id: the flag, else `$HOSTNAME`, else a random one.
@@ -247,6 +306,8 @@ mod tests {
             ["--idle-timeout", "0s"],
             ["--ack-timeout", "5ms"],
             ["--ack-timeout", "2m"],
+            ["--header-timeout", "500ms"],
+            ["--header-timeout", "6m"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} must be refused");
         }

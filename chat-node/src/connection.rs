@@ -9,7 +9,12 @@
 //! ```
 //!
 //! One bounded queue and one writer per connection; the writer feeds everything already queued and
-//! flushes once. A full queue closes that connection (4008), nobody else waits for it. Every way a
+//! flushes once. The queue is bounded in frames and in bytes: fan-out into a full queue closes that
+//! connection (4008) and nobody else waits for it; a reply to the client's own request waits a
+//! little for room (its reader stops meanwhile), then closes it the same way. The writer gives up
+//! on a socket the client stopped reading as soon as the session is closed: it sends the close frame
+//! for at most a second (`CLOSE_SEND_TIMEOUT`), so a client that reads nothing at all loses the TCP connection
+//! without ever seeing its close frame, and holds no memory or task on the node. Every way a
 //! connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1009 too big,
 //! 1012 drain, 1013 full or draining, 4001 identity, 4002 no hello, 4003 idle, 4008 slow consumer,
 //! 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
@@ -31,6 +36,9 @@ use tungstenite::Utf8Bytes;
 
 /// Longest a close frame may take to send to a client that stopped reading.
 pub const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest the writer may take to send what is queued after the session ended by itself (normal close
+/// or drain) before the connection is cut.
+const WRITER_FINISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A received WebSocket message, as the reader sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +108,7 @@ pub async fn run<M, S, R, E>(node: Arc<Node>, mut sink: S, mut stream: R, handsh
 where
     M: WsMessage,
     S: Sink<M> + Unpin + Send + 'static,
+    S::Error: std::fmt::Display,
     R: Stream<Item = Result<M, E>> + Unpin,
     E: std::error::Error + 'static,
 {
@@ -150,12 +159,15 @@ where
     let limits = node.settings.limits.clone();
     let (tx, rx) = mpsc::channel(limits.outbound_queue);
     let kill = CancellationToken::new();
-    let handle = Arc::new(SessionHandle::new(
-        node.next_session_id(),
-        Arc::from(identity.user.as_str()),
-        tx.clone(),
-        kill.clone(),
-    ));
+    let handle = Arc::new(
+        SessionHandle::new(
+            node.next_session_id(),
+            Arc::from(identity.user.as_str()),
+            tx.clone(),
+            kill.clone(),
+        )
+        .with_outbound_bytes(limits.outbound_bytes),
+    );
     let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
 
     let mut session = Session::start(node.clone(), handle.clone(), &identity, peer).await;
@@ -166,11 +178,13 @@ where
         &mut stream,
         &handle,
         &kill,
-        &tx,
         limits.idle_timeout,
     )
     .await;
     session.end().await;
+    if handle.kicked_with() == Some(close::SLOW_CONSUMER) {
+        node.hub.stats.slow_consumers.inc();
+    }
     if let Some((metric, what)) = handle.kicked_with().and_then(refusal_of) {
         refusals.record(metric, peer, Some(&identity.user), what);
     }
@@ -188,7 +202,15 @@ where
         kill.cancel();
     }
     drop(tx);
-    let _ = writer.await;
+    let mut writer = writer;
+    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        // The client stopped reading: cut it (the writer sends the close frame for a moment only).
+        kill.cancel();
+        let _ = writer.await;
+    }
 }
 
 /// Reads until the connection ends. Returns true if it ended because the node drains.
@@ -198,7 +220,6 @@ async fn read_loop<M, R, E>(
     stream: &mut R,
     handle: &Arc<SessionHandle>,
     kill: &CancellationToken,
-    tx: &mpsc::Sender<Out>,
     idle: Duration,
 ) -> bool
 where
@@ -231,7 +252,7 @@ where
             notice = &mut drain_turn, if !drain_notified => {
                 drain_notified = true;
                 let retry_after_ms = notice.retry_after.as_millis() as u64;
-                let _ = tx.try_send(Out::Frame(encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms })));
+                handle.deliver(&encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms }));
                 // Give the client time to leave by itself; close it well inside the drain timeout.
                 drain_deadline.as_mut().reset(tokio::time::Instant::now() + notice.leave_within());
             }
@@ -313,6 +334,7 @@ async fn writer<M, S>(
 ) where
     M: WsMessage,
     S: Sink<M> + Unpin,
+    S::Error: std::fmt::Display,
 {
     let mut ping = tokio::time::interval(crate::config::PING_INTERVAL);
     ping.tick().await;
@@ -324,17 +346,38 @@ async fn writer<M, S>(
                 break Some((code, close_reason(code)));
             }
             _ = ping.tick() => {
-                if sink.send(M::ping()).await.is_err() {
+                let sent = tokio::select! {
+                    biased;
+                    // Killed while the ping waits on a client that stopped reading.
+                    () = kill.cancelled() => continue,
+                    sent = sink.send(M::ping()) => sent,
+                };
+                if sent.is_err() {
                     break None;
                 }
             }
             out = rx.recv() => match out {
                 None => break Some((close::NORMAL, "")),
-                Some(first) => match write_batch(&mut sink, first, &mut rx).await {
-                    Ok(None) => {}
-                    Ok(Some(close)) => break Some(close),
-                    Err(()) => break None,
-                },
+                Some(first) => {
+                    // A client that stopped reading blocks the write; a kick must still end it.
+                    let written = tokio::select! {
+                        biased;
+                        () = kill.cancelled() => None,
+                        w = write_batch(&mut sink, first, &mut rx, &handle) => Some(w),
+                    };
+                    match written {
+                        None => {
+                            let code = handle.kicked_with().unwrap_or(close::NORMAL);
+                            break Some((code, close_reason(code)));
+                        }
+                        Some(Ok(None)) => {}
+                        Some(Ok(Some(close))) => break Some(close),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "write failed; connection dropped");
+                            break None;
+                        }
+                    }
+                }
             }
         }
     };
@@ -345,22 +388,29 @@ async fn writer<M, S>(
     kill.cancel();
 }
 
-/// Feeds `first` and everything already queued behind it, then flushes once. Returns the close
-/// request met on the way, if any; `Err` when the socket failed.
+/// Feeds `first` and everything already queued behind it, then flushes once; each frame's bytes
+/// leave the session's budget once the socket has it. Returns the close request met on the way, if
+/// any; `Err` (the socket's error, as text) when the socket failed.
 async fn write_batch<M, S>(
     sink: &mut S,
     first: Out,
     rx: &mut mpsc::Receiver<Out>,
-) -> Result<Option<(u16, &'static str)>, ()>
+    handle: &SessionHandle,
+) -> Result<Option<(u16, &'static str)>, String>
 where
     M: WsMessage,
     S: Sink<M> + Unpin,
+    S::Error: std::fmt::Display,
 {
     let mut next = Some(first);
     let mut closing = None;
     while let Some(out) = next.take() {
         match out {
-            Out::Frame(bytes) => sink.feed(M::text(bytes)).await.map_err(drop)?,
+            Out::Frame(bytes) => {
+                let n = bytes.len();
+                sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
+                handle.written(n);
+            }
             Out::Close(code, reason) => {
                 closing = Some((code, reason));
                 break;
@@ -368,7 +418,7 @@ where
         }
         next = rx.try_recv().ok();
     }
-    sink.flush().await.map_err(drop)?;
+    sink.flush().await.map_err(|e| e.to_string())?;
     Ok(closing)
 }
 
@@ -382,6 +432,7 @@ fn close_reason(code: u16) -> &'static str {
         close::TOO_BIG => "frame larger than max_frame_bytes",
         close::RESTART => "node shutting down, ask the registry again",
         close::TOKEN_EXPIRED => "token expired; reconnect with a fresh token",
+        close::TRY_AGAIN_LATER => "the chat store is unavailable; reconnect and re-join with since",
         _ => "",
     }
 }

@@ -8,14 +8,18 @@
 //!
 //! A topic is a room or a user (direct messages). Every event arrives in bus order and is handed to
 //! each listening session's bounded queue without waiting; a full queue marks that session a slow
-//! consumer, which is closed with 4008 while everyone else carries on. A session that is recovering
-//! history of a topic is *pending*: events for it are buffered until [`Hub::activate`] merges them
-//! behind the history it was sent, dropping what it already has.
+//! consumer, which is closed with 4008 while everyone else carries on. Queues are bounded in frames
+//! and in bytes ([`ByteBudget`]). A session that is recovering history of a topic is *pending*: events
+//! for it are buffered (bounded by the same byte budget) until [`Hub::activate`] or
+//! [`Hub::drain_pending`] merges them behind the history it was sent, dropping what it already has.
 
+use crate::limits::ByteBudget;
+use crate::protocol::close;
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
@@ -64,6 +68,8 @@ pub struct SessionHandle {
     kill_code: AtomicU16,
     /// Highest direct-message sequence handed to this session.
     dm_delivered: AtomicU64,
+    /// Bytes of frames queued and not yet handed to the socket.
+    budget: ByteBudget,
 }
 
 impl SessionHandle {
@@ -81,19 +87,69 @@ impl SessionHandle {
             kill,
             kill_code: AtomicU16::new(0),
             dm_delivered: AtomicU64::new(0),
+            budget: ByteBudget::new(usize::MAX / 2),
         }
     }
 
-    /// Queues a frame without waiting. False if the session is gone or was just found too slow.
+    /// The same handle with its outbound queue bounded to `max` bytes.
+    pub fn with_outbound_bytes(mut self, max: usize) -> Self {
+        self.budget = ByteBudget::new(max);
+        self
+    }
+
+    /// Queues a frame without waiting. False if the session is gone or was just found too slow (its
+    /// queue is full in frames or in bytes).
     pub fn deliver(&self, bytes: &Utf8Bytes) -> bool {
+        if self.is_kicked() {
+            return false;
+        }
+        if !self.budget.try_reserve(bytes.len()) {
+            self.kick(close::SLOW_CONSUMER);
+            return false;
+        }
         match self.tx.try_send(Out::Frame(bytes.clone())) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(crate::protocol::close::SLOW_CONSUMER);
+            Err(e) => {
+                self.budget.release(bytes.len());
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    self.kick(close::SLOW_CONSUMER);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// Queues a reply to the client's own request, waiting up to `within` for room in the queue: a
+    /// client that reads slowly slows its own requests down, and one that does not read at all is
+    /// closed as a slow consumer. False if the session is gone or was found too slow.
+    pub async fn deliver_wait(&self, bytes: &Utf8Bytes, within: Duration) -> bool {
+        let n = bytes.len();
+        let queued = async {
+            self.budget.reserve(n).await;
+            if self.tx.send(Out::Frame(bytes.clone())).await.is_err() {
+                self.budget.release(n);
+                return false;
+            }
+            true
+        };
+        tokio::select! {
+            biased;
+            () = self.kill.cancelled() => false,
+            done = tokio::time::timeout(within, queued) => done.unwrap_or_else(|_| {
+                self.kick(close::SLOW_CONSUMER);
+                false
+            }),
+        }
+    }
+
+    /// The writer handed a frame of `n` bytes to the socket: its bytes leave the budget.
+    pub fn written(&self, n: usize) {
+        self.budget.release(n);
+    }
+
+    /// Bytes this session may have queued.
+    pub fn outbound_bytes(&self) -> usize {
+        self.budget.max()
     }
 
     /// Closes the session at once with `code`, bypassing its (possibly full) queue.
@@ -132,6 +188,8 @@ struct Listener {
     handle: Arc<SessionHandle>,
     /// `Some` while the session recovers history: events wait here.
     pending: Option<Vec<(u64, Utf8Bytes)>>,
+    /// Bytes in `pending`; more than the session's outbound budget makes it a slow consumer.
+    pending_bytes: usize,
     /// Highest sequence handed to this session on this topic. Sequenced events at or below it are
     /// dropped, so whatever the backend does (a republished duplicate, a history read that ran ahead of
     /// the live stream), each session sees every sequence at most once and in increasing order.
@@ -148,8 +206,19 @@ struct Inner {
 pub struct HubStats {
     /// Frames handed to session queues.
     pub deliveries: Counter,
-    /// Sessions closed as slow consumers.
+    /// Sessions closed as slow consumers (counted once per session, when it ends).
     pub slow_consumers: Counter,
+}
+
+/// One step of ending a recovery ([`Hub::drain_pending`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Nothing was left buffered: the session now receives the topic live; the highest sequence it
+    /// was handed.
+    Live(u64),
+    /// Buffered events to hand over (in order) before asking again, and the highest sequence among
+    /// them and what was sent before.
+    Batch(Vec<Utf8Bytes>, u64),
 }
 
 /// The node-local routing table.
@@ -189,6 +258,7 @@ impl Hub {
             Listener {
                 handle: handle.clone(),
                 pending: pending.then(Vec::new),
+                pending_bytes: 0,
                 high: 0,
             },
         );
@@ -201,6 +271,7 @@ impl Hub {
         let mut inner = self.lock();
         let mut high = sent_up_to;
         if let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) {
+            l.pending_bytes = 0;
             for (seq, bytes) in l.pending.take().unwrap_or_default() {
                 if seq == 0 || seq > high {
                     if l.handle.deliver(&bytes) {
@@ -215,6 +286,39 @@ impl Hub {
             }
         }
         high
+    }
+
+    /// Ends recovery one step at a time so the session can wait for room in its queue between steps:
+    /// takes the buffered events above `sent_up_to` (and every unsequenced one), or — when none are
+    /// left — makes the session live on the topic. The session hands each batch over and calls again
+    /// with the returned high mark; events arriving meanwhile wait in the buffer, so order holds.
+    pub fn drain_pending(&self, topic: &Topic, id: SessionId, sent_up_to: u64) -> Drained {
+        let mut inner = self.lock();
+        let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
+            return Drained::Live(sent_up_to);
+        };
+        let buffered = match l.pending.as_mut() {
+            Some(p) if !p.is_empty() => std::mem::take(p),
+            _ => {
+                l.pending = None;
+                l.pending_bytes = 0;
+                l.high = l.high.max(sent_up_to);
+                if let Topic::User(_) = topic {
+                    l.handle.note_dm(sent_up_to);
+                }
+                return Drained::Live(sent_up_to);
+            }
+        };
+        l.pending_bytes = 0;
+        let mut high = sent_up_to;
+        let mut out = Vec::with_capacity(buffered.len());
+        for (seq, bytes) in buffered {
+            if seq == 0 || seq > high {
+                high = high.max(seq);
+                out.push(bytes);
+            }
+        }
+        Drained::Batch(out, high)
     }
 
     /// Removes a session from a topic. Returns true if no local listener is left.
@@ -255,7 +359,15 @@ impl Hub {
         let mut delivered = 0;
         for l in listeners.values_mut() {
             if let Some(p) = l.pending.as_mut() {
-                p.push((seq, bytes.clone()));
+                if l.pending_bytes + bytes.len() > l.handle.outbound_bytes() {
+                    // Recovering while the room outpaces it by a whole budget: as slow as a full queue.
+                    l.handle.kick(close::SLOW_CONSUMER);
+                    p.clear();
+                    l.pending_bytes = 0;
+                } else if !l.handle.is_kicked() {
+                    l.pending_bytes += bytes.len();
+                    p.push((seq, bytes.clone()));
+                }
             } else if seq > 0 && seq <= l.high {
                 continue;
             } else if l.handle.deliver(bytes) {
@@ -264,8 +376,6 @@ impl Hub {
                 if seq > 0 && matches!(topic, Topic::User(_)) {
                     l.handle.note_dm(seq);
                 }
-            } else if l.handle.kicked_with() == Some(crate::protocol::close::SLOW_CONSUMER) {
-                self.stats.slow_consumers.inc();
             }
         }
         self.stats.deliveries.inc_by(delivered as u64);
@@ -391,7 +501,85 @@ mod tests {
             Some(crate::protocol::close::SLOW_CONSUMER)
         );
         assert_eq!(frames(&mut rf).len(), 10);
-        assert!(hub.stats.slow_consumers.get() >= 1);
+    }
+
+    #[test]
+    fn a_queue_full_in_bytes_is_a_slow_consumer_even_with_frames_to_spare() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (tx, _rx) = mpsc::channel(1024);
+        let slow = Arc::new(
+            SessionHandle::new(1, "slow".into(), tx, CancellationToken::new())
+                .with_outbound_bytes(1000),
+        );
+        hub.attach(&t, &slow, false);
+        let big = Utf8Bytes::from("x".repeat(300));
+        for i in 1..=3 {
+            hub.dispatch(&t, i, &big);
+        }
+        assert_eq!(slow.kicked_with(), None, "900 bytes fit in 1000");
+        hub.dispatch(&t, 4, &big);
+        assert_eq!(
+            slow.kicked_with(),
+            Some(crate::protocol::close::SLOW_CONSUMER)
+        );
+    }
+
+    #[test]
+    fn written_bytes_make_room_again() {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let h = SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+            .with_outbound_bytes(100);
+        let f = Utf8Bytes::from("y".repeat(60));
+        assert!(h.deliver(&f));
+        assert!(matches!(rx.try_recv(), Ok(Out::Frame(_))));
+        h.written(60);
+        assert!(h.deliver(&f), "the first frame was written");
+        assert_eq!(h.kicked_with(), None);
+    }
+
+    #[test]
+    fn recovery_buffer_over_the_budget_is_a_slow_consumer() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (tx, _rx) = mpsc::channel(1024);
+        let h = Arc::new(
+            SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+                .with_outbound_bytes(500),
+        );
+        hub.attach(&t, &h, true);
+        let f = Utf8Bytes::from("z".repeat(200));
+        hub.dispatch(&t, 1, &f);
+        hub.dispatch(&t, 2, &f);
+        assert_eq!(h.kicked_with(), None);
+        hub.dispatch(&t, 3, &f);
+        assert_eq!(h.kicked_with(), Some(crate::protocol::close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn drain_pending_hands_over_batches_then_goes_live_in_order() {
+        let hub = Hub::new();
+        let t = Topic::room("r");
+        let (a, mut ra) = session(1, "a", 16);
+        hub.attach(&t, &a, true);
+        hub.dispatch(&t, 3, &Utf8Bytes::from("m3"));
+        hub.dispatch(&t, 4, &Utf8Bytes::from("m4"));
+        let Drained::Batch(batch, high) = hub.drain_pending(&t, 1, 3) else {
+            panic!("two events were buffered");
+        };
+        assert_eq!(batch, [Utf8Bytes::from("m4")], "3 was already sent");
+        assert_eq!(high, 4);
+        // Still pending while the session hands the batch over: 5 is buffered, not delivered.
+        hub.dispatch(&t, 5, &Utf8Bytes::from("m5"));
+        assert!(frames(&mut ra).is_empty());
+        let Drained::Batch(batch, high) = hub.drain_pending(&t, 1, high) else {
+            panic!("5 arrived meanwhile");
+        };
+        assert_eq!(batch, [Utf8Bytes::from("m5")]);
+        assert_eq!(hub.drain_pending(&t, 1, high), Drained::Live(5));
+        hub.dispatch(&t, 5, &Utf8Bytes::from("m5"));
+        hub.dispatch(&t, 6, &Utf8Bytes::from("m6"));
+        assert_eq!(frames(&mut ra), ["m6"], "live now, without the duplicate");
     }
 
     #[test]

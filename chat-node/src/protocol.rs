@@ -394,6 +394,7 @@ pub enum ServerFrame<'a> {
     Joined {
         room: &'a str,
         members: Vec<String>,
+        members_total: usize,
         last_seq: u64,
         first_seq: u64,
         read: BTreeMap<String, u64>,

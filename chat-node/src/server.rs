@@ -3,22 +3,28 @@
 //! the WebSocket upgrade with its buffer sizes, and serving until shutdown.
 //!
 //! ```text
-//!  TCP ──▶ serve ──▶ router ──/ws──▶ Origin allowed? ─no─▶ 403
-//!                                    └─yes─▶ upgrade ──▶ connection::run(sink, stream)  (generic)
-//!                          ──/readyz, /healthz, /metrics, (standalone) /v1/*, /, (dev) /v1/dev-token
+//!  TCP ──▶ door (per-address and global bounds, header clock; see `door`) ──▶ serve ──▶ router
+//!     router ──/ws──▶ Origin allowed? ─no─▶ 403
+//!                     descriptors left for upgrades? ─no─▶ 503
+//!                     └─yes─▶ upgrade ──▶ connection::run(sink, stream)  (generic)
+//!            ──/readyz, /healthz, /metrics, (standalone) /v1/*, /, (dev) /v1/dev-token
 //! ```
 //!
 //! axum's message type plugs into the connection through [`WsMessage`].
 
+pub mod door;
+
 use crate::connection::{self, Incoming, WsMessage};
 use crate::identity::Handshake;
 use crate::node::Node;
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use door::{Door, DoorListener};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -48,6 +54,9 @@ pub async fn serve(
     extras: Extras,
     stop: CancellationToken,
 ) {
+    let fd_limit = door::raise_fd_limit();
+    let door = Door::new(node.clone(), node.settings.limits.door.clone(), fd_limit);
+    tracing::info!(fd_limit, "file-descriptor limit");
     let mut app = router(node.clone());
     if extras.standalone {
         app = app.merge(crate::standalone::router(node));
@@ -55,10 +64,18 @@ pub async fn serve(
     if extras.standalone || extras.dev_issuer.is_some() {
         app = app.merge(registry::dev_token::router(extras.dev_issuer));
     }
+    let tracked = door.clone();
+    let app = app
+        .layer(axum::middleware::from_fn(
+            move |ConnectInfo(addr): ConnectInfo<SocketAddr>, request, next| {
+                door::track(tracked.clone(), addr, request, next)
+            },
+        ))
+        .layer(Extension(door.clone()));
     // Frames are small and latency matters more than packet count: without TCP_NODELAY an ack written
     // right after a message waits for the client's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
+    let listener = axum::serve::ListenerExt::tap_io(DoorListener::new(listener, door), |io| {
+        if let Err(e) = io.tcp().set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
@@ -118,6 +135,7 @@ struct WsQuery {
 async fn ws_upgrade(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    door: Option<Extension<Arc<Door>>>,
     headers: HeaderMap,
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
@@ -139,10 +157,30 @@ async fn ws_upgrade(
         )
             .into_response();
     }
+    if let Some(Extension(door)) = door {
+        if !door.upgrades_allowed() {
+            let why = "the node is out of file descriptors for new connections";
+            node.metrics
+                .refusals
+                .record("fd_headroom", Some(peer), None, why);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "this node is out of connections; ask the registry for another node\n",
+            )
+                .into_response();
+        }
+        door.upgrading(peer);
+    }
     let limits = &node.settings.limits;
     ws.read_buffer_size(SOCKET_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
-        .max_write_buffer_size(SOCKET_BUFFER.max(limits.max_frame_bytes) * 4)
+        // The largest frame the node writes (a reply is cut at `max_reply_bytes`, a message is at
+        // most `max_message_frame_bytes`) always fits behind what is still buffered; a frame that did
+        // not would fail the write and drop the connection without a close frame.
+        .max_write_buffer_size(
+            2 * SOCKET_BUFFER + limits.max_reply_bytes.max(limits.max_message_frame_bytes()),
+        )
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {

@@ -6,10 +6,17 @@
 //!
 //! Joining a room (and, at start, the user's direct-message topic) follows one recipe that gives
 //! neither gap nor duplicate: attach as *pending* (live events are buffered), subscribe, read history,
-//! send it, then [`Hub::activate`](crate::hub::Hub::activate) merges the buffer behind it.
+//! send it, then [`Hub::drain_pending`](crate::hub::Hub::drain_pending) merges the buffer behind it.
+//!
+//! Replies are bounded in bytes: a history page stops at [`Limits::max_reply_bytes`] (`has_more`),
+//! `joined` lists at most [`MAX_MEMBERS_LISTED`] members and the room's capped read markers, and
+//! recovery reads and sends [`RECOVERY_CHUNK`] messages at a time, each waiting for room in the
+//! client's queue — so neither the node's memory nor one reply grows with what clients ask for.
+//!
+//! [`Limits::max_reply_bytes`]: crate::limits::Limits::max_reply_bytes
 
 use crate::backend::{Post, Stored};
-use crate::hub::{SessionHandle, Topic};
+use crate::hub::{Drained, SessionHandle, Topic};
 use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
 use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
@@ -23,9 +30,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchboard_runtime::report::chain;
+use tungstenite::Utf8Bytes;
 
 /// Default history page size.
 const DEFAULT_PAGE: u32 = 50;
+/// Members listed in `joined` at most (`members_total` gives the count): 1000 names of at most 32
+/// characters keep the reply under 40 KB.
+pub const MAX_MEMBERS_LISTED: usize = 1000;
+/// Messages read from the store and queued at a time while recovering or paging: bounds what one
+/// request holds in memory to a few megabytes even with the longest messages.
+pub const RECOVERY_CHUNK: usize = 25;
+/// Room a `history` reply keeps for its envelope (type, room, has_more, req) next to the messages.
+const HISTORY_ENVELOPE: usize = 512;
 
 /// What the connection should do after a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,28 +126,122 @@ impl Session {
                 Refusal::new(e.code(), "direct messages are unavailable right now"),
             );
         }
+        // A cursor above the newest sequence means the inbox expired and its sequence started again.
         let after = dm_since.unwrap_or(cursor);
-        let pending = node
-            .backend
-            .dms_after(&user, after, crate::config::INBOX_CAP)
+        let after = if after > dm_seq { 0 } else { after };
+        let cursor = cursor.min(dm_seq);
+        let sent = self
+            .send_stored_after(&topic, after, None, crate::config::INBOX_CAP)
             .await
-            .unwrap_or_default();
-        let sent = self.deliver_stored(&pending, after);
-        let high = node.hub.activate(&topic, self.handle.id, sent);
+            .unwrap_or(after);
+        let high = self.go_live(&topic, sent).await;
         if high > cursor {
             let _ = node.backend.dm_delivered(&user, high).await;
         }
         let _ = node.backend.user_online(&user, &node.settings.id).await;
     }
 
-    fn deliver_stored(&self, stored: &[Stored], mut high: u64) -> u64 {
-        for s in stored {
-            if self.handle.deliver(&s.frame) {
-                self.node.hub.stats.deliveries.inc();
+    /// Queues a reply to this client's own request, waiting for room in its queue (see
+    /// [`SessionHandle::deliver_wait`]). False once the session is closing.
+    async fn send_big(&self, frame: &Utf8Bytes) -> bool {
+        let wait = self.node.settings.limits.reply_wait;
+        self.handle.deliver_wait(frame, wait).await
+    }
+
+    /// Sends the stored messages of `topic` (a room's history, the user's inbox) after `after`, chunk
+    /// by chunk, at most `max` in all; `first` is the first chunk when it was read already. Returns the
+    /// highest sequence sent.
+    async fn send_stored_after(
+        &self,
+        topic: &Topic,
+        mut after: u64,
+        first: Option<Vec<Stored>>,
+        max: usize,
+    ) -> crate::backend::Result<u64> {
+        let backend = &self.node.backend;
+        let mut next = first;
+        let mut sent = 0;
+        loop {
+            let want = RECOVERY_CHUNK.min(max - sent);
+            if want == 0 {
+                return Ok(after);
             }
-            high = high.max(s.seq);
+            let chunk = match next.take() {
+                Some(chunk) => chunk,
+                None => match topic {
+                    Topic::Room(r) => backend.history_after(r, after, want).await?,
+                    Topic::User(u) => backend.dms_after(u, after, want).await?,
+                },
+            };
+            for s in &chunk {
+                if !self.send_big(&s.frame).await {
+                    return Ok(after);
+                }
+                self.node.hub.stats.deliveries.inc();
+                after = after.max(s.seq);
+            }
+            sent += chunk.len();
+            if chunk.len() < want {
+                return Ok(after);
+            }
         }
-        high
+    }
+
+    /// Ends the recovery of `topic`: hands over what was buffered meanwhile (waiting for room in the
+    /// queue between batches), then delivers live. Returns the highest sequence handed over.
+    async fn go_live(&self, topic: &Topic, mut high: u64) -> u64 {
+        loop {
+            match self.node.hub.drain_pending(topic, self.handle.id, high) {
+                Drained::Live(h) => return h,
+                Drained::Batch(frames, h) => {
+                    for f in &frames {
+                        if self.send_big(f).await {
+                            self.node.hub.stats.deliveries.inc();
+                        }
+                    }
+                    high = h;
+                }
+            }
+        }
+    }
+
+    /// One history page: up to `limit` messages before `before`, newest kept first and cut where
+    /// the reply would pass the byte limit; read from the store a chunk at a time. Returns the page
+    /// (oldest first) and whether older messages are kept.
+    async fn history_page(
+        &self,
+        room: &str,
+        before: u64,
+        limit: usize,
+    ) -> crate::backend::Result<(Vec<Stored>, bool)> {
+        let budget = self
+            .node
+            .settings
+            .limits
+            .max_reply_bytes
+            .saturating_sub(HISTORY_ENVELOPE);
+        let mut kept: Vec<Stored> = Vec::new();
+        let mut used = 0;
+        let mut cursor = before;
+        loop {
+            let want = (limit - kept.len()).min(RECOVERY_CHUNK) + 1;
+            let chunk = self.node.backend.history_before(room, cursor, want).await?;
+            let got = chunk.len();
+            for s in chunk.into_iter().rev() {
+                let n = s.frame.len() + 1;
+                if kept.len() == limit || (!kept.is_empty() && used + n > budget) {
+                    kept.reverse();
+                    return Ok((kept, true));
+                }
+                used += n;
+                cursor = s.seq;
+                kept.push(s);
+            }
+            if got < want {
+                kept.reverse();
+                return Ok((kept, false));
+            }
+        }
     }
 
     fn reply(&self, frame: &ServerFrame<'_>) {
@@ -389,7 +499,7 @@ impl Session {
             }
             ClientFrame::Read { room, seq } => {
                 self.joined(&room)?;
-                if node
+                if let Some(seq) = node
                     .backend
                     .set_read(&room, &user, seq)
                     .await
@@ -415,21 +525,17 @@ impl Session {
                 self.joined(&room)?;
                 let max = node.settings.limits.history_page_max;
                 let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, max) as usize;
-                let mut page = node
-                    .backend
-                    .history_before(&room, before.unwrap_or(u64::MAX), limit + 1)
+                let (page, has_more) = self
+                    .history_page(&room, before.unwrap_or(u64::MAX), limit)
                     .await
                     .map_err(store_refusal)?;
-                let has_more = page.len() > limit;
-                if has_more {
-                    page.remove(0);
-                }
-                self.handle.deliver(&history_frame(
+                self.send_big(&history_frame(
                     &room,
                     page.iter().map(|s| s.frame.as_str()),
                     has_more,
                     req,
-                ));
+                ))
+                .await;
                 Ok(())
             }
             ClientFrame::LastSeen { users } => {
@@ -542,18 +648,20 @@ impl Session {
             let bounds = node.backend.bounds(&room).await?;
             let members = node.backend.members(&room).await?;
             let read = node.backend.read_markers(&room).await?;
+            // A `since` above the newest sequence is from before the room expired and started again.
+            let since = since.map(|s| if s > bounds.last { 0 } else { s });
             let history = match since {
                 Some(s) => {
                     node.backend
-                        .history_after(&room, s, node.settings.history_cap)
+                        .history_after(&room, s, RECOVERY_CHUNK.min(node.settings.history_cap))
                         .await?
                 }
                 None => Vec::new(),
             };
-            Ok::<_, crate::backend::Error>((first, bounds, members, read, history))
+            Ok::<_, crate::backend::Error>((first, bounds, members, read, since, history))
         }
         .await;
-        let (first, bounds, members, read, history) = match result {
+        let (first, bounds, mut members, read, since, history) = match result {
             Ok(v) => v,
             Err(e) => {
                 if !rejoin {
@@ -565,19 +673,35 @@ impl Session {
             }
         };
         self.rooms.insert(room.clone());
-        self.reply(&ServerFrame::Joined {
+        let members_total = members.len();
+        members.truncate(MAX_MEMBERS_LISTED);
+        self.send_big(&encode(&ServerFrame::Joined {
             room: &room,
             members,
+            members_total,
             last_seq: bounds.last,
             first_seq: bounds.first,
             read,
             req,
-        });
+        }))
+        .await;
         let sent = match since {
-            Some(s) => self.deliver_stored(&history, s),
+            Some(s) => {
+                let max = node.settings.history_cap;
+                match self.send_stored_after(&topic, s, Some(history), max).await {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        // `joined` is out, so an error frame would leave a gap: reconnecting
+                        // with `since` is the client's way to recover.
+                        tracing::warn!(error = %chain(&e), "recovery failed; closing with 1013");
+                        self.handle.kick(close::TRY_AGAIN_LATER);
+                        s
+                    }
+                }
+            }
             None => bounds.last,
         };
-        node.hub.activate(&topic, self.handle.id, sent);
+        self.go_live(&topic, sent).await;
         if first {
             let f = encode(&ServerFrame::Presence {
                 room: &room,

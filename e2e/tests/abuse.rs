@@ -13,7 +13,14 @@
 //!  private rooms ──▶ join without a grant ──▶ forbidden; a refresh dropping the grant leaves the room
 //!  visibility    ──▶ switchboard_refusals_total{reason} (auth, origin, forbidden, rate limit, capacity,
 //!                    oversize, expiry) and rate-limited "refused" log lines with the peer
+//!  the door      ──▶ sockets that never upgrade (one address) ──▶ 503 beyond its share, cut after
+//!                    --header-timeout; legitimate clients and probes carry on
+//!                ──▶ too many sockets / handshakes from one address ──▶ 429 (Retry-After)
+//!  reservations  ──▶ --reservations-per-ip 0: assignments never inflate a node's load
 //! ```
+//!
+//! The history-request flood and the poisoned room (bounded memory, bounded replies) are in
+//! `limits.rs`, in both modes; `abuse-bench` prints the flood's memory figures.
 
 use std::time::Duration;
 
@@ -50,12 +57,14 @@ fn refused_with(result: Result<ChatClient, Error>, what: &str) -> (u16, String) 
 
 /// Sum of node `i`'s `switchboard_refusals_total` samples with `reason`.
 async fn refusals(t: &Topology, i: usize, reason: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", t.node_http_url(i)))
+    let response = reqwest::get(format!("{}/metrics", t.node_http_url(i)))
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+        .expect("metrics");
+    if response.status() == 429 {
+        // This request was itself refused at the door (tests of per-address limits): none seen yet.
+        return 0.0;
+    }
+    let text = response.text().await.expect("metrics text");
     let label = format!("reason=\"{reason}\"");
     text.lines()
         .filter(|l| l.starts_with("switchboard_refusals_total") && l.contains(&label))
@@ -502,4 +511,253 @@ async fn limit_refusals_are_counted_by_reason() {
     for reason in ["rate_limited", "capacity", "too_big"] {
         assert!(refusals(&t, 0, reason).await >= 1.0, "{reason} is counted");
     }
+}
+
+/// A socket from `source` (a loopback address) to `to`.
+async fn tcp_from(
+    source: &str,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().expect("source address"))?;
+    socket.connect(to).await
+}
+
+/// The node's address, from its HTTP URL.
+fn node_addr(t: &Topology, i: usize) -> std::net::SocketAddr {
+    t.node_http_url(i)
+        .trim_start_matches("http://")
+        .parse()
+        .expect("node address")
+}
+
+/// What a socket reads until it ends (at most 10 s): the text, and whether it ended.
+async fn read_to_end(tcp: &mut tokio::net::TcpStream) -> (String, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => text.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&text).into_owned(), ended)
+}
+
+#[tokio::test]
+async fn a_no_upgrade_socket_flood_does_not_block_legitimate_clients() {
+    use tokio::io::AsyncWriteExt as _;
+    let t = standalone_with(&["--header-timeout", "2s"]).await;
+    let addr = node_addr(&t, 0);
+    // 200 sockets from 127.0.0.2 that never finish a request; a few send a header byte now and then.
+    let mut flood = Vec::new();
+    for _ in 0..200 {
+        flood.push(tcp_from("127.0.0.2", addr).await.expect("connect"));
+    }
+    for tcp in flood.iter_mut().take(5) {
+        tcp.write_all(b"GET / HTTP/1.1\r\nX-Slow: ")
+            .await
+            .expect("write");
+    }
+
+    // Meanwhile, from 127.0.0.1: a chat and a probe.
+    let mut alice = ChatClient::connect(&t.node_ws_url(0), &name("alice"))
+        .await
+        .expect("a legitimate client connects during the flood");
+    let room = name("room");
+    alice.join(&room, None).await.expect("join");
+    alice.send(&room, "hello", None).await.expect("send");
+    let health = reqwest::get(format!("{}/healthz", t.node_http_url(0)))
+        .await
+        .expect("probe");
+    assert!(health.status().is_success(), "{}", health.status());
+
+    // The flood: each socket is either refused with 503 at once or cut at the header timeout.
+    let mut refused = 0;
+    let mut cut = 0;
+    for tcp in &mut flood {
+        let (text, ended) = read_to_end(tcp).await;
+        assert!(ended, "every flood socket ends");
+        if text.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            assert!(
+                text.is_empty() || text.starts_with("HTTP/1.1 408"),
+                "{text:?}"
+            );
+            cut += 1;
+        }
+    }
+    assert!(refused > 0 && cut > 0, "refused {refused}, cut {cut}");
+    assert!(refusals(&t, 0, "pending_sockets").await >= 1.0);
+    assert!(refusals(&t, 0, "header_timeout").await >= 1.0);
+    alice.ping().await.expect("the client carries on");
+}
+
+#[tokio::test]
+async fn too_many_sockets_or_handshakes_from_one_address_get_429() {
+    let t = standalone_with(&["--max-connections-per-ip", "3", "--handshakes-per-ip", "0"]).await;
+    let url = t.node_ws_url(0);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            ChatClient::connect(&url, &name("u"))
+                .await
+                .expect("inside the limit"),
+        );
+    }
+    match ChatClient::connect(&url, &name("u")).await {
+        Err(Error::Refused { status, .. }) => assert_eq!(status, 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // Another address is not affected.
+    let tcp = tcp_from("127.0.0.2", node_addr(&t, 0))
+        .await
+        .expect("connect");
+    let request = format!("{url}?user={}", name("other"));
+    tokio_tungstenite::client_async(request, tcp)
+        .await
+        .expect("another address connects");
+    drop(held.pop());
+    let again = switchboard_testkit::eventually("a freed slot is usable again", T, || async {
+        ChatClient::connect(&url, &name("u")).await.ok()
+    })
+    .await;
+    drop((held, again));
+    // The metrics request is a socket from 127.0.0.1 too: once the others are gone.
+    switchboard_testkit::eventually("the refusal is counted", T, || async {
+        (refusals(&t, 0, "ip_connections").await >= 1.0).then_some(())
+    })
+    .await;
+
+    let t = standalone_with(&["--handshakes-per-ip", "2"]).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..20 {
+        let r = http
+            .get(format!("{}/healthz", t.node_http_url(0)))
+            .send()
+            .await
+            .expect("an answer, even when refused");
+        if r.status() == 429 {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        statuses.push(r.status().as_u16());
+    }
+    // The burst is four seconds' worth (8); the topology's readiness probe took one or two.
+    assert!(
+        statuses[..4].iter().all(|&s| s == 200),
+        "a burst first: {statuses:?}"
+    );
+    assert!(statuses.contains(&429), "then 429: {statuses:?}");
+    assert!(retry_after.is_some(), "429 says when to retry");
+    // Once a token is due again for the metrics request itself.
+    switchboard_testkit::eventually("the refusals are counted", T, || async {
+        (refusals(&t, 0, "ip_handshake_rate").await >= 1.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn assignments_reserve_nothing_when_reservations_are_off() {
+    let config = TopologyConfig {
+        registry_args: vec!["--reservations-per-ip".into(), "0".into()],
+        ..TopologyConfig::scaled(2, 1)
+    };
+    let t = Topology::start(config).await.expect("topology");
+    let registry = t.registry_url(0);
+    for _ in 0..100 {
+        e2e::client::assign(&registry).await.expect("assigned");
+    }
+    let nodes = e2e::client::nodes(&registry).await.expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    assert!(
+        nodes.iter().all(|n| n.connections == 0),
+        "anonymous assignments did not inflate the load: {nodes:?}"
+    );
+}
+
+async fn standalone_with(node_args: &[&str]) -> Topology {
+    Topology::start(TopologyConfig::standalone().with_node_args(node_args.iter().copied()))
+        .await
+        .unwrap_or_else(|e| panic!("start a standalone chat-node: {}", report::chain(&e)))
+}
+
+#[tokio::test]
+async fn every_redis_key_a_client_creates_expires() {
+    let t = cluster(&[]).await;
+    let redis = t.redis().expect("the topology's Redis");
+    let (alice, bob, room) = (name("alice"), name("bob"), name("room"));
+    let mut a = t.connect(0, &alice).await.expect("alice");
+    a.join(&room, None).await.expect("join");
+    a.send(&room, "hi", Some("c-1")).await.expect("send");
+    a.read(&room, 1).await.expect("read");
+    a.dm(&bob, "psst", Some("d-1"))
+        .await
+        .expect("dm to an offline user");
+    let mut b = t.connect(1, &bob).await.expect("bob");
+    b.expect_dm(T).await.expect("bob gets it after welcome");
+    b.join(&room, None).await.expect("bob joins");
+    b.last_seen(&[alice.as_str()]).await.expect("last_seen");
+    b.close().await.expect("bob leaves");
+    a.close().await.expect("alice leaves");
+
+    let pattern = switchboard_redis::keys::Keys::new(t.cluster_id()).scan_pattern();
+    let keys = || async {
+        let reply =
+            switchboard_testkit::command(redis.port(), redis.password(), &["KEYS", &pattern])
+                .await
+                .expect("KEYS");
+        reply
+            .items()
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    // Bob's and alice's last-seen times are written as their sessions end.
+    let keys = switchboard_testkit::eventually("both last-seen times are stored", T, || async {
+        let keys = keys().await;
+        (keys.iter().filter(|k| k.ends_with(":lastseen")).count() >= 2).then_some(keys)
+    })
+    .await;
+    for expected in [
+        ":seq",
+        ":log",
+        ":read",
+        ":dmseq",
+        ":inbox",
+        ":dmcursor",
+        ":lastseen",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.ends_with(expected)),
+            "the activity created a {expected} key: {keys:?}"
+        );
+    }
+    let mut forever = Vec::new();
+    for key in &keys {
+        // The load-set schema is written by nodes and the operator, not by clients.
+        if ["loadset", "nodes", "heartbeats"]
+            .iter()
+            .any(|s| key.ends_with(&format!("}}:{s}")))
+        {
+            continue;
+        }
+        let ttl = switchboard_testkit::command(redis.port(), redis.password(), &["TTL", key])
+            .await
+            .expect("TTL");
+        if ttl == switchboard_testkit::Reply::Int(-1) {
+            forever.push(key.clone());
+        }
+    }
+    assert!(forever.is_empty(), "keys without an expiry: {forever:?}");
 }

@@ -71,3 +71,30 @@ async fn idle_connection_closes_4003() {
     let t = standalone(&["--idle-timeout", "2s"]).await;
     common::idle_connection_closes_4003(&t, 0).await;
 }
+
+/// Every throwaway member of the poisoned room connects from 127.0.0.1.
+const MANY_CONNECTS: [&str; 2] = ["--handshakes-per-ip", "0"];
+
+#[tokio::test]
+async fn poisoned_room_stays_usable_across_nodes() {
+    let t = cluster(&MANY_CONNECTS).await;
+    common::poisoned_room_stays_usable(&t, 0, 1).await;
+}
+
+#[tokio::test]
+async fn poisoned_room_stays_usable_standalone() {
+    let t = standalone(&MANY_CONNECTS).await;
+    common::poisoned_room_stays_usable(&t, 0, 0).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_loose_scaled() {
+    let t = cluster(&[]).await;
+    common::a_client_that_never_reads_is_cut_loose(&t, 0).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_loose_standalone() {
+    let t = standalone(&[]).await;
+    common::a_client_that_never_reads_is_cut_loose(&t, 0).await;
+}

@@ -8,15 +8,25 @@
 //! GET /v1/nodes  ──▶ Directory::nodes  ──▶ 200 {"nodes":[NodeEntry...]}  |  503 {"error":"unavailable",...}
 //! ```
 //!
+//! **Reservations.** An assignment normally *reserves* a place on the node it names (the node's score
+//! goes up by one until the node next reports its real count, within its heartbeat interval), so a burst
+//! of clients spreads over the nodes. Anonymous callers could inflate that and make nodes look full, so
+//! each caller address (an IPv4 address or an IPv6 /64) gets at most `--reservations-per-ip` reserving
+//! assignments per second; beyond that it is still answered — with the least loaded node that has room,
+//! read without reserving anything. A reservation lives only until the node's next report.
+//!
 //! Cross-origin use is limited to `--allowed-origins`: a request whose `Origin` is configured gets
 //! `Access-Control-Allow-Origin` naming that origin (and `Vary: Origin`); any other origin gets no CORS
 //! headers, so browsers keep foreign pages from reading the answers. Same-origin pages need none.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -60,6 +70,84 @@ pub trait Directory: Send + Sync + 'static {
     fn assign(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send;
     /// All nodes with their load, sorted by id.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeEntry>, DirectoryError>> + Send;
+    /// Picks the node for a new client without counting it: the least loaded node that accepts (ties
+    /// at random); `None` if none does.
+    fn peek(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
+        async {
+            let mut open: Vec<NodeEntry> = self
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.accepting)
+                .collect();
+            fastrand::shuffle(&mut open);
+            Ok(open.into_iter().min_by_key(|n| n.connections))
+        }
+    }
+}
+
+/// Reserving assignments per second and caller address by default: a page load or two per second
+/// from one household or office, far below what it takes to make a node look full.
+pub const DEFAULT_RESERVATIONS_PER_IP: u32 = 5;
+/// Caller addresses tracked at most; the table is cleared when it grows past this.
+const MAX_TRACKED_CALLERS: usize = 65_536;
+
+/// How many reserving assignments each caller address gets per second.
+#[derive(Debug)]
+pub struct Reservations {
+    per_second: u32,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl Reservations {
+    /// At most `per_second` reserving assignments per caller address and second (0: never reserve).
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            per_second,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// True if `caller` may reserve now (and counts it). Unknown callers (no address) may not.
+    pub fn allow(&self, caller: Option<IpAddr>) -> bool {
+        let Some(ip) = caller else { return false };
+        if self.per_second == 0 {
+            return false;
+        }
+        let key = caller_key(ip);
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_TRACKED_CALLERS && !seen.contains_key(&key) {
+            seen.clear();
+        }
+        let (since, count) = seen.entry(key).or_insert((now, 0));
+        if now.duration_since(*since) >= Duration::from_secs(1) {
+            *since = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= self.per_second
+    }
+}
+
+/// The unit per-address limits count by: an IPv4 address (also when mapped into IPv6), or an IPv6
+/// /64 — one host's usual allocation, so a host cannot dodge a limit by changing its low bits.
+pub fn caller_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6([s[0], s[1], s[2], s[3], 0, 0, 0, 0].into())
+            }
+        },
+        v4 => v4,
+    }
+}
+
+struct Api<D> {
+    dir: Arc<D>,
+    reservations: Reservations,
 }
 
 impl Directory for LoadSet {
@@ -111,19 +199,41 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The API routes (`/v1/assign`, `/v1/nodes`) over `dir`.
+/// The API routes (`/v1/assign`, `/v1/nodes`) over `dir`, with [`DEFAULT_RESERVATIONS_PER_IP`].
 pub fn router<D: Directory>(dir: Arc<D>, origins: Arc<AllowedOrigins>) -> Router {
+    router_with(dir, origins, Reservations::new(DEFAULT_RESERVATIONS_PER_IP))
+}
+
+/// The API routes (`/v1/assign`, `/v1/nodes`) over `dir`, reserving as `reservations` allows.
+pub fn router_with<D: Directory>(
+    dir: Arc<D>,
+    origins: Arc<AllowedOrigins>,
+    reservations: Reservations,
+) -> Router {
     Router::new()
         .route("/v1/assign", get(assign::<D>).options(preflight))
         .route("/v1/nodes", get(nodes::<D>).options(preflight))
         .layer(axum::middleware::from_fn(move |req, next| {
             cors(origins.clone(), req, next)
         }))
-        .with_state(dir)
+        .with_state(Arc::new(Api { dir, reservations }))
 }
 
-async fn assign<D: Directory>(State(dir): State<Arc<D>>) -> Response {
-    match dir.assign().await {
+async fn assign<D: Directory>(
+    State(api): State<Arc<Api<D>>>,
+    request: axum::extract::Request,
+) -> Response {
+    let dir = &api.dir;
+    let caller = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let picked = if api.reservations.allow(caller) {
+        dir.assign().await
+    } else {
+        dir.peek().await
+    };
+    match picked {
         Ok(Some(entry)) => {
             let body = Assignment {
                 node: entry.id,
@@ -147,8 +257,8 @@ async fn assign<D: Directory>(State(dir): State<Arc<D>>) -> Response {
     }
 }
 
-async fn nodes<D: Directory>(State(dir): State<Arc<D>>) -> Response {
-    match dir.nodes().await {
+async fn nodes<D: Directory>(State(api): State<Arc<Api<D>>>) -> Response {
+    match api.dir.nodes().await {
         Ok(nodes) => (
             [(header::CACHE_CONTROL, "no-store")],
             Json(NodeList { nodes }),
@@ -314,6 +424,69 @@ mod tests {
         );
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    }
+
+    /// `GET /v1/assign` from `caller` on a router that reserves `per_second` per caller.
+    async fn assign_from(app: &Router, caller: &str) -> serde_json::Value {
+        let addr: SocketAddr = caller.parse().expect("address");
+        let response = app
+            .clone()
+            .oneshot(
+                Request::get("/v1/assign")
+                    .extension(ConnectInfo(addr))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        serde_json::from_slice(&bytes).expect("json body")
+    }
+
+    #[tokio::test]
+    async fn one_caller_reserves_only_its_share_and_is_still_answered() {
+        let dir = Arc::new(FakeDirectory::with(&[("a", 0, 1000)]));
+        let app = router_with(
+            dir.clone(),
+            Arc::new(AllowedOrigins::default()),
+            Reservations::new(3),
+        );
+        for _ in 0..20 {
+            let body = assign_from(&app, "10.0.0.1:4000").await;
+            assert_eq!(body["node"], "a", "every call is answered: {body}");
+        }
+        let reserved = || dir.nodes.lock().expect("lock")[0].connections;
+        assert_eq!(reserved(), 3, "20 calls from one address reserved 3 places");
+        assign_from(&app, "[2001:db8::1]:4000").await;
+        assign_from(&app, "[2001:db8::2]:4000").await;
+        assert_eq!(
+            reserved(),
+            5,
+            "another address has its own share; a /64 is one caller"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_caller_address_or_with_reservations_off_nothing_is_reserved() {
+        let dir = Arc::new(FakeDirectory::with(&[("a", 0, 10)]));
+        let off = router_with(
+            dir.clone(),
+            Arc::new(AllowedOrigins::default()),
+            Reservations::new(0),
+        );
+        assign_from(&off, "10.0.0.1:1").await;
+        let response = router(dir.clone(), Arc::new(AllowedOrigins::default()))
+            .oneshot(
+                Request::get("/v1/assign")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(dir.nodes.lock().expect("lock")[0].connections, 0);
     }
 
     #[tokio::test]

@@ -90,6 +90,18 @@ impl<D: Directory> Directory for MeteredDirectory<D> {
     async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
         self.inner.nodes().await
     }
+
+    async fn peek(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+        let started = Instant::now();
+        let result = self.inner.peek().await;
+        let outcome = match &result {
+            Ok(Some(_)) => "assigned_unreserved",
+            Ok(None) => "no_node",
+            Err(_) => "error",
+        };
+        self.metrics.observe(outcome, started);
+        result
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,16 @@ pub struct Args {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Assignments per second one caller address may have counted against a node (a reservation, gone
+    /// at the node's next report); beyond it callers still get the least loaded node, unreserved.
+    /// 0: assignments never reserve.
+    #[arg(
+        long = "reservations-per-ip",
+        env = "SWITCHBOARD_RESERVATIONS_PER_IP",
+        default_value_t = api::DEFAULT_RESERVATIONS_PER_IP
+    )]
+    pub reservations_per_ip: u32,
+
     /// Serve `POST /v1/dev-token`, a development identity provider that mints short-lived HS256 tokens
     /// for any name. Only with --jwt-hmac-secret-file and a loopback --listen address.
     #[arg(long = "dev-token-issuer", env = "SWITCHBOARD_DEV_TOKEN_ISSUER")]
@@ -154,6 +164,7 @@ pub async fn serve_on(
         shutdown,
         origins,
         dev_issuer,
+        api::Reservations::new(args.reservations_per_ip),
     );
     let served = runtime::serve(listener, app, stop_serving).await;
     let _ = client.quit().await;
@@ -171,6 +182,7 @@ pub fn app(
     shutdown: CancellationToken,
     origins: Arc<AllowedOrigins>,
     dev_issuer: Option<DevIssuer>,
+    reservations: api::Reservations,
 ) -> Router {
     let mut registry = Registry::default();
     let directory = MeteredDirectory::new(
@@ -181,7 +193,7 @@ pub fn app(
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(readiness))
-        .merge(api::router(Arc::new(directory), origins))
+        .merge(api::router_with(Arc::new(directory), origins, reservations))
         .merge(metrics::route(Arc::new(Metrics::new(registry))))
         .merge(web::router())
         .merge(dev_token::router(dev_issuer))

@@ -115,6 +115,7 @@
     msgs: new Map(), // seq -> {el, m}
     pending: new Map(), // client_id -> {kind, room|to, body, el, timer, tries}
     members: new Set(),
+    membersUnlisted: 0, // members of a big room the node did not list (joined.members_total)
     away: new Map(), // user -> {online, last_seen}
     reads: new Map(), // user -> seq
     myRead: 0,
@@ -531,7 +532,9 @@
     S.firstSeq = f.first_seq || 0;
     const before = new Set(S.members);
     S.members = new Set(f.members || []);
-    for (const u of before) if (!S.members.has(u) && u !== S.user) markAway(u, Date.now());
+    // A big room lists only its first members (sorted); the rest are counted, not named.
+    S.membersUnlisted = Math.max(0, (f.members_total || 0) - S.members.size);
+    for (const u of before) if (!S.members.has(u) && u !== S.user && !S.membersUnlisted) markAway(u, Date.now());
     for (const u of S.members) S.away.delete(u);
     for (const [u, seq] of Object.entries(f.read || {})) bumpRead(u, seq);
     if (!S.haveBase) {
@@ -1224,8 +1227,9 @@
 
   function renderMembers() {
     const names = [...S.members].sort();
-    $('members').replaceChildren(...names.map((u) => memberButton(u)));
-    $('member-count').textContent = String(names.length);
+    const more = S.membersUnlisted ? [h('li', { class: 'sub', text: `and ${S.membersUnlisted} more` })] : [];
+    $('members').replaceChildren(...names.map((u) => memberButton(u)), ...more);
+    $('member-count').textContent = String(names.length + S.membersUnlisted);
     const away = [...S.away.entries()].filter(([u]) => !S.members.has(u) && u !== S.user).sort(([a], [b]) => a.localeCompare(b));
     $('away').replaceChildren(...away.map(([u, info]) => memberButton(u, awayText(info))));
     $('away-section').hidden = away.length === 0;
@@ -1234,7 +1238,7 @@
   function updateConvHead() {
     if (S.active === 'room') {
       $('conv-title').textContent = `#${S.room}`;
-      const n = S.members.size;
+      const n = S.members.size + S.membersUnlisted;
       $('conv-sub').textContent = `${n} member${n === 1 ? '' : 's'} here`;
     } else {
       const peer = S.active.slice(3);
@@ -1304,6 +1308,7 @@
       msgs: new Map(),
       pending: new Map(),
       members: new Set(),
+      membersUnlisted: 0,
       away: new Map(),
       reads: new Map(),
       myRead: 0,

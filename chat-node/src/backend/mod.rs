@@ -137,9 +137,10 @@ pub trait Backend: Send + Sync + 'static {
         rooms: Vec<(String, Vec<String>)>,
         users: Vec<String>,
     ) -> BoxFut<'_, ()>;
-    /// Moves a read marker forward; true if it moved.
-    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, bool>;
-    /// Every read marker of a room.
+    /// Moves a read marker forward, never past the room's newest sequence; the stored sequence if it
+    /// moved. A room keeps at most [`crate::config::READ_MARKERS_CAP`] markers (the least advanced go).
+    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, Option<u64>>;
+    /// Every read marker of a room (at most [`crate::config::READ_MARKERS_CAP`]).
     fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>>;
     /// The user has a connection on `node`.
     fn user_online(&self, user: &str, node: &str) -> BoxFut<'_, ()>;

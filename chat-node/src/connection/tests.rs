@@ -216,6 +216,15 @@ async fn welcomed(node: &Arc<Node>) -> Client {
     client
 }
 
+/// A welcomed client in room `r` that then stops reading.
+async fn stalled_in_room(node: &Arc<Node>) -> Client {
+    let client = welcomed(node).await;
+    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
+    client.wait_for("joined", "joined").await;
+    client.socket.block(true);
+    client
+}
+
 fn close_event(code: u16) -> Event {
     Event::Close(code, close_reason(code).to_owned())
 }
@@ -271,12 +280,8 @@ async fn a_client_that_falls_behind_is_closed_as_a_slow_consumer_with_4008() {
         ..Limits::default()
     };
     let node = node(limits, 10);
-    let client = welcomed(&node).await;
-    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
-    client.wait_for("joined", "joined").await;
-
     // The client stops reading: the writer is stuck on the socket while the room goes on.
-    client.socket.block(true);
+    let client = stalled_in_room(&node).await;
     let room = Topic::room("r");
     let frame = |seq: u64| Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#));
     node.hub.dispatch(&room, 1, &frame(1));
@@ -295,12 +300,58 @@ async fn a_client_that_falls_behind_is_closed_as_a_slow_consumer_with_4008() {
         .iter()
         .filter(|e| matches!(e, Event::Text(t) if t.starts_with(r#"{"seq""#)))
         .count();
-    // What was already queued may still go out; the overflow is never written.
+    // The kick goes ahead of what was queued; the overflow is never written.
+    assert!(delivered < 20, "not everything was written: {delivered}");
+    assert_eq!(node.connections(), 0, "the slot is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_reads_again_is_cut_without_holding_the_node() {
+    let limits = Limits {
+        outbound_queue: 8,
+        ..Limits::default()
+    };
+    let node = node(limits, 10);
+    let client = stalled_in_room(&node).await;
+    let room = Topic::room("r");
+    for seq in 1..=40 {
+        node.hub
+            .dispatch(&room, seq, &Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#)));
+        tokio::task::yield_now().await;
+    }
+    // The socket stays blocked: the connection must still end, its close frame undeliverable.
+    let written = client.finished().await;
     assert!(
-        (1..20).contains(&delivered),
-        "the frame being written and what was queued, not all: {delivered}"
+        !written.iter().any(|e| matches!(e, Event::Close(..))),
+        "nothing gets through a socket nobody reads: {written:?}"
     );
     assert_eq!(node.connections(), 0, "the slot is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_full_in_bytes_closes_with_4008_even_with_frames_to_spare() {
+    let limits = Limits {
+        outbound_bytes: 4096,
+        max_reply_bytes: 1,
+        max_frame_bytes: 1024,
+        ..Limits::default()
+    }
+    .normalized();
+    let node = node(limits.clone(), 10);
+    let client = stalled_in_room(&node).await;
+    let room = Topic::room("r");
+    let big = Utf8Bytes::from(format!(r#"{{"seq":1,"pad":"{}"}}"#, "p".repeat(1000)));
+    let frames = limits.outbound_bytes / big.len() + 2;
+    assert!(
+        frames < limits.outbound_queue,
+        "bytes run out before frames"
+    );
+    for seq in 1..=frames as u64 {
+        node.hub.dispatch(&room, seq, &big);
+    }
+    client.socket.block(false);
+    let written = client.finished().await;
+    assert_eq!(written.last(), Some(&close_event(close::SLOW_CONSUMER)));
 }
 
 #[tokio::test(start_paused = true)]

@@ -100,6 +100,13 @@ async fn run() -> anyhow::Result<()> {
                 "1000000",
                 "--capacity",
                 "1000000",
+                // Every benchmark connection comes from 127.0.0.1.
+                "--max-connections-per-ip",
+                "0",
+                "--handshakes-per-ip",
+                "0",
+                "--max-pending-sockets",
+                "100000",
             ])
         };
         let bin = e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;

@@ -44,7 +44,8 @@ pub struct ConnectOptions {
     pub wait_welcome: bool,
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The client's WebSocket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket chat connection with buffered, deadline-bound reads.
 pub struct ChatClient {
@@ -221,6 +222,12 @@ impl ChatClient {
             client.welcome = Some(welcome);
         }
         Ok(client)
+    }
+
+    /// The WebSocket itself (identified, welcome read), for tests that drive it frame by frame — or
+    /// stop reading it.
+    pub fn into_inner(self) -> Ws {
+        self.ws
     }
 
     /// The URL this client opened (with its query).

@@ -60,8 +60,11 @@ pub struct Ack {
 pub struct Joined {
     /// Room name.
     pub room: String,
-    /// Current members, sorted.
+    /// Current members, sorted (at most the node's listing cap).
     pub members: Vec<String>,
+    /// How many members there are (`members` may list fewer).
+    #[serde(default)]
+    pub members_total: usize,
     /// Newest sequence (0 when empty).
     pub last_seq: u64,
     /// Oldest kept sequence (0 when empty).

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use tokio_tungstenite::tungstenite;
 
-pub use connection::{ChatClient, ConnectOptions};
+pub use connection::{ChatClient, ConnectOptions, Ws};
 pub use frames::{
     Ack, DirectMessage, DmAck, Frame, HistoryPage, Joined, LastSeen, RoomMessage, consecutive,
     frame_type,

@@ -256,3 +256,157 @@ pub async fn idle_connection_closes_4003(t: &Topology, a: usize) {
         .expect("closed");
     assert_eq!(code, 4003);
 }
+
+/// Read markers a room keeps (`chat-node` `READ_MARKERS_CAP`).
+const READ_MARKERS_CAP: usize = 1000;
+
+/// A room poisoned with the longest messages there are (every character escaped on the wire) and more
+/// throwaway read markers than a room keeps — each claiming `u64::MAX` — stays usable: `join` answers
+/// with bounded members and markers that never pass `last_seq`, every message is reachable through
+/// history pages, and chat goes on. The node runs with `--handshakes-per-ip 0` (all from 127.0.0.1).
+pub async fn poisoned_room_stays_usable(t: &Topology, a: usize, b: usize) {
+    use futures_util::StreamExt as _;
+    const LONG: u64 = 30;
+    let room = name("poison");
+    let mut poisoner = connect(t, a, &name("poisoner")).await;
+    poisoner.join(&room, None).await.expect("join");
+    let body = "\u{1}".repeat(4000);
+    for i in 0..LONG {
+        poisoner
+            .send(&room, &body, Some(&format!("p{i}")))
+            .await
+            .expect("a long message");
+    }
+    let throwaway = READ_MARKERS_CAP + 100;
+    let done = futures_util::stream::iter(0..throwaway)
+        .map(|i| {
+            let room = room.clone();
+            async move {
+                let mut c = connect(t, if i % 2 == 0 { a } else { b }, &name("tw")).await;
+                c.join(&room, None).await.expect("a throwaway joins");
+                c.read(&room, u64::MAX)
+                    .await
+                    .expect("a marker past the end");
+                c.ping().await.expect("the marker was handled");
+                let _ = c.close().await;
+            }
+        })
+        .buffer_unordered(16)
+        .count()
+        .await;
+    assert_eq!(done, throwaway);
+
+    let mut fresh = connect(t, b, &name("fresh")).await;
+    let joined = fresh
+        .join(&room, None)
+        .await
+        .expect("join the poisoned room");
+    assert_eq!(joined.last_seq, LONG);
+    assert!(
+        !joined.read.is_empty() && joined.read.len() <= READ_MARKERS_CAP,
+        "{} markers",
+        joined.read.len()
+    );
+    assert!(
+        joined.read.values().all(|&s| s <= joined.last_seq),
+        "markers never pass last_seq"
+    );
+    assert!(joined.members_total >= joined.members.len());
+    let mut seen = Vec::new();
+    let mut before = None;
+    for _ in 0..LONG {
+        let page = fresh
+            .history(&room, before, Some(200))
+            .await
+            .expect("a history page of long messages");
+        assert!(
+            !page.messages.is_empty(),
+            "a page holds at least one message"
+        );
+        assert!(
+            page.messages.iter().all(|m| m.body == body),
+            "bodies arrive whole"
+        );
+        seen.splice(0..0, page.messages.iter().map(|m| m.seq));
+        before = page.messages.first().map(|m| m.seq);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=LONG).collect::<Vec<_>>(),
+        "every message, once, in order"
+    );
+    fresh
+        .send(&room, "still usable", None)
+        .await
+        .expect("chat goes on");
+    poisoner
+        .wait_message(&room, |m| m.body == "still usable", T)
+        .await
+        .expect("and reaches the others");
+}
+
+/// A socket that keeps asking for history pages of long messages and never reads is closed as a slow
+/// consumer — the node neither blocks on it nor holds its replies — while others carry on. The close
+/// frame cannot reach a client that reads nothing: when it reads again it finds a 4008 close or the
+/// connection reset (`PROTOCOL.md` section 7).
+pub async fn a_client_that_never_reads_is_cut_loose(t: &Topology, a: usize) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    let room = name("pages");
+    let mut writer = connect(t, a, &name("writer")).await;
+    writer.join(&room, None).await.expect("join");
+    let body = "x".repeat(4000);
+    for i in 0..30 {
+        writer
+            .send(&room, &body, Some(&format!("w{i}")))
+            .await
+            .expect("a long message");
+    }
+    let before = metric(t, a, "slow_consumers_dropped").await;
+    let connections = metric(t, a, "switchboard_connections").await;
+    let reader = connect(t, a, &name("noread")).await;
+    let (mut tx, mut rx) = reader.into_inner().split();
+    tx.send(Message::text(
+        json!({"type": "join", "room": room}).to_string(),
+    ))
+    .await
+    .expect("join");
+    let ask = json!({"type": "history", "room": room, "limit": 50}).to_string();
+    // Inside the rate limit, for at most 30 s: until the node gives up on the socket.
+    for _ in 0..600 {
+        if metric(t, a, "slow_consumers_dropped").await > before {
+            break;
+        }
+        if tx.send(Message::text(ask.clone())).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        metric(t, a, "slow_consumers_dropped").await > before,
+        "the node closed the socket that never reads"
+    );
+    writer.ping().await.expect("others carry on");
+    switchboard_testkit::eventually("the slot is released", Duration::from_secs(10), || async {
+        (metric(t, a, "switchboard_connections").await <= connections).then_some(())
+    })
+    .await;
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => break None,
+            }
+        }
+    })
+    .await
+    .expect("the socket is closed, not left open");
+    assert!(
+        matches!(end, None | Some(4008)),
+        "closed with 4008 or reset, not {end:?}"
+    );
+}

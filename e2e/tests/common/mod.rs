@@ -39,9 +39,10 @@ pub use dm::{dm_reaches_every_connection, offline_dm_delivered_on_next_connect};
 pub use drain::{drain_tells_clients_to_reconnect, paced_drain_serves_clients_not_told_yet};
 pub use history::{history_paging, rejoin_with_since_recovers};
 pub use limits::{
-    bad_frames_get_error_codes, flood_is_rate_limited, idle_connection_closes_4003,
-    invalid_names_are_refused, long_body_is_too_large, metric, missing_hello_closes_4002,
-    oversize_frame_closes_1009, slow_consumer_is_dropped_others_carry_on,
+    a_client_that_never_reads_is_cut_loose, bad_frames_get_error_codes, flood_is_rate_limited,
+    idle_connection_closes_4003, invalid_names_are_refused, long_body_is_too_large, metric,
+    missing_hello_closes_4002, oversize_frame_closes_1009, poisoned_room_stays_usable,
+    slow_consumer_is_dropped_others_carry_on,
 };
 pub use presence::{
     last_seen_reports_online_and_offline, presence_join_and_leave,

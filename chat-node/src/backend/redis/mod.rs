@@ -4,22 +4,28 @@
 //! names cannot contain, so no two keys collide):
 //!
 //! ```text
-//! room:<r>:seq            string   last sequence of room r (INCR)
-//! room:<r>:log            stream   the last history_cap messages, entry id "<seq>-1", field f = frame
-//! room:<r>:log:visible    string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there
-//! room:<r>:cid:<u>:<cid>  string   "seq|id|ts" of a post, for idempotent resends (expires)
-//! room:<r>:members        set      users present in r (pruned against pres)
-//! room:<r>:pres:<u>       zset     node -> expiry ms: where user u is present in r
-//! room:<r>:read           zset     user -> read marker
-//! user:<u>:dmseq          string   last direct-message sequence of u
-//! user:<u>:inbox          stream   direct messages to u (capped, expires 7 days after the last)
-//! user:<u>:inbox:visible  string   as room:<r>:log:visible, for the inbox
-//! user:<u>:cid:<from>:<cid> string idempotency of direct messages
-//! user:<u>:online         zset     node -> expiry ms
-//! dmcursor                zset     user -> direct-message sequence delivered up to
-//! lastseen                hash     user -> ms of the last disconnect
-//! ch:room:<r>, ch:user:<u>         pub/sub channels; payload "<seq> <frame>" (seq 0: unsequenced)
+//! key                        type     content                                             expires
+//! room:<r>:seq               string   last sequence of room r (INCR)                      ROOM_TTL after the last message
+//! room:<r>:log               stream   the last history_cap messages, id "<seq>-1", f = frame   ROOM_TTL, as seq
+//! room:<r>:log:visible       string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there   ROOM_TTL
+//! room:<r>:cid:<u>:<cid>     string   "seq|id|ts" of a post, for idempotent resends       DEDUP_TTL
+//! room:<r>:members           set      users present in r (pruned against pres)            2 x PRESENCE_TTL
+//! room:<r>:pres:<u>          zset     node -> expiry ms: where user u is present in r     2 x PRESENCE_TTL
+//! room:<r>:read              zset     user -> read marker (at most READ_MARKERS_CAP)       ROOM_TTL after the last move
+//! user:<u>:dmseq             string   last direct-message sequence of u                   INBOX_TTL after the last message
+//! user:<u>:inbox             stream   direct messages to u (INBOX_CAP)                    INBOX_TTL, as dmseq
+//! user:<u>:inbox:visible     string   as room:<r>:log:visible, for the inbox              INBOX_TTL
+//! user:<u>:cid:<from>:<cid>  string   idempotency of direct messages                      DEDUP_TTL
+//! user:<u>:dmcursor          string   direct-message sequence delivered up to             INBOX_TTL after the last delivery
+//! user:<u>:online            zset     node -> expiry ms                                   2 x PRESENCE_TTL
+//! user:<u>:lastseen          string   ms of the last disconnect                           LAST_SEEN_TTL
+//! ch:room:<r>, ch:user:<u>            pub/sub channels; payload "<seq> <frame>" (seq 0: unsequenced)
 //! ```
+//!
+//! Every key a client can create expires (the constants are in [`crate::config`]). While a node has
+//! a session in a room or of a user, it renews that room's or user's keys every
+//! [`TTL_RENEW_EVERY`], so no sequence restarts under a live session; after a room or inbox expired
+//! its sequence starts again at 1 (`PROTOCOL.md`: a `since` above `last_seq` recovers from the start).
 //!
 //! One script per post increments the sequence, appends to the stream and publishes, so each room has
 //! one total order. Pub/sub is at-most-once, so the stream is the truth: the receiver remembers the
@@ -42,7 +48,7 @@ mod replies;
 mod scripts;
 
 use super::{Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
-use crate::config::PRESENCE_TTL;
+use crate::config::{INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_TTL};
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
 use fred::clients::{Client, SubscriberClient};
@@ -57,6 +63,10 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 use tungstenite::Utf8Bytes;
+
+/// How often a node renews the expiry of the rooms and users it has sessions of: far inside the
+/// shortest of those lifetimes (7 days), rarely enough to cost nothing.
+pub const TTL_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 fn unavailable(e: fred::error::Error) -> Error {
     Error::Unavailable(Box::new(e))
@@ -81,6 +91,8 @@ struct Inner {
     history_cap: usize,
     /// Last sequence dispatched per topic; the receiver's memory for gap filling.
     cursors: Mutex<HashMap<Topic, u64>>,
+    /// When the expiries of rooms and users with sessions here were last renewed.
+    ttl_renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The Redis store and bus.
@@ -107,6 +119,7 @@ impl RedisBackend {
             hub,
             history_cap: history_cap.max(1),
             cursors: Mutex::new(HashMap::new()),
+            ttl_renewed: std::sync::Mutex::new(None),
         });
         let rx_inner = inner.clone();
         tokio::spawn(
@@ -118,6 +131,16 @@ impl RedisBackend {
 }
 
 impl Inner {
+    /// True (and noted) when the keys of live rooms and users are due for renewal.
+    fn ttl_renewal_due(&self) -> bool {
+        let mut last = self.ttl_renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < TTL_RENEW_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> Result<Value> {
         script
             .evalsha_with_reload::<Value, _, _>(&self.client, keys, args)
@@ -273,10 +296,10 @@ impl Backend for RedisBackend {
     fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)> {
         let keys = vec![
             self.inner.names.user(user, "dmseq"),
-            self.inner.names.keys.key("dmcursor"),
+            self.inner.names.user(user, "dmcursor"),
             visible_key(&self.inner.names.user(user, "inbox")),
         ];
-        let args = vec![user.to_owned(), self.inner.bounded().to_owned()];
+        let args = vec![self.inner.bounded().to_owned()];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.dm_state, keys, args).await?)?;
             Ok((a.first().map_or(0, to_u64), a.get(1).map_or(0, to_u64)))
@@ -284,10 +307,10 @@ impl Backend for RedisBackend {
     }
 
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()> {
-        let keys = vec![self.inner.names.keys.key("dmcursor")];
-        let args = vec![seq.to_string(), user.to_owned()];
+        let keys = vec![self.inner.names.user(user, "dmcursor")];
+        let args = vec![seq.to_string(), INBOX_TTL.as_secs().to_string()];
         Box::pin(async move {
-            self.inner.eval(&SCRIPTS.zadd_gt, keys, args).await?;
+            self.inner.eval(&SCRIPTS.raise, keys, args).await?;
             Ok(())
         })
     }
@@ -349,7 +372,40 @@ impl Backend for RedisBackend {
             let ttl = PRESENCE_TTL.as_millis() as i64 * 2;
             let pipe = self.inner.client.pipeline();
             use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface};
+            let names = &self.inner.names;
+            if self.inner.ttl_renewal_due() {
+                let room_keys = rooms.iter().flat_map(|(room, _)| {
+                    let log = names.room(room, "log");
+                    [
+                        names.room(room, "seq"),
+                        names.room(room, "read"),
+                        visible_key(&log),
+                        log,
+                    ]
+                    .map(|k| (k, ROOM_TTL))
+                });
+                let user_keys = users.iter().flat_map(|u| {
+                    let inbox = names.user(u, "inbox");
+                    [
+                        names.user(u, "dmseq"),
+                        names.user(u, "dmcursor"),
+                        visible_key(&inbox),
+                        inbox,
+                    ]
+                    .map(|k| (k, INBOX_TTL))
+                });
+                for (key, ttl) in room_keys.chain(user_keys) {
+                    let _: () = pipe
+                        .expire(&key, ttl.as_secs() as i64, None)
+                        .await
+                        .map_err(unavailable)?;
+                }
+            }
             for (room, members) in &rooms {
+                let _: () = pipe
+                    .pexpire(names.room(room, "members"), ttl, None)
+                    .await
+                    .map_err(unavailable)?;
                 for u in members {
                     let k = self.inner.names.room(room, &format!("pres:<{u}>"));
                     let _: () = pipe
@@ -376,18 +432,31 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, bool> {
-        let keys = vec![self.inner.names.room(room, "read")];
-        let args = vec![seq.to_string(), user.to_owned()];
-        Box::pin(
-            async move { Ok(to_u64(&self.inner.eval(&SCRIPTS.zadd_gt, keys, args).await?) == 1) },
-        )
+    fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, Option<u64>> {
+        let log = self.inner.names.room(room, "log");
+        let keys = vec![
+            self.inner.names.room(room, "read"),
+            self.inner.names.room(room, "seq"),
+            visible_key(&log),
+        ];
+        let args = vec![
+            seq.to_string(),
+            user.to_owned(),
+            READ_MARKERS_CAP.to_string(),
+            self.inner.bounded().to_owned(),
+            ROOM_TTL.as_secs().to_string(),
+        ];
+        Box::pin(async move {
+            let stored = to_u64(&self.inner.eval(&SCRIPTS.set_read, keys, args).await?);
+            Ok((stored > 0).then_some(stored))
+        })
     }
 
     fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>> {
         let keys = vec![self.inner.names.room(room, "read")];
+        let args = vec![READ_MARKERS_CAP.to_string()];
         Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, vec![]).await?)?;
+            let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, args).await?)?;
             let mut out = BTreeMap::new();
             let mut it = a.into_iter();
             while let (Some(u), Some(s)) = (it.next(), it.next()) {
@@ -423,20 +492,21 @@ impl Backend for RedisBackend {
 
     fn user_offline(&self, user: &str, node: &str, ts: u64) -> BoxFut<'_, ()> {
         let k = self.inner.names.user(user, "online");
-        let seen = self.inner.names.keys.key("lastseen");
-        let (user, node) = (user.to_owned(), node.to_owned());
+        let seen = self.inner.names.user(user, "lastseen");
+        let node = node.to_owned();
         Box::pin(async move {
-            use fred::interfaces::{HashesInterface, SortedSetsInterface};
+            use fred::interfaces::{KeysInterface, SortedSetsInterface};
             let _: () = self
                 .inner
                 .client
                 .zrem(&k, node.as_str())
                 .await
                 .map_err(unavailable)?;
+            let ttl = fred::types::Expiration::EX(LAST_SEEN_TTL.as_secs() as i64);
             let _: () = self
                 .inner
                 .client
-                .hset(&seen, (user.as_str(), ts.to_string()))
+                .set(&seen, ts.to_string(), Some(ttl), None, false)
                 .await
                 .map_err(unavailable)?;
             Ok(())
@@ -447,7 +517,7 @@ impl Backend for RedisBackend {
         let keys = vec![
             self.inner.names.keys.key("user:<"),
             ">:online".to_owned(),
-            self.inner.names.keys.key("lastseen"),
+            ">:lastseen".to_owned(),
         ];
         Box::pin(async move {
             let mut args = vec![now_ms().to_string()];

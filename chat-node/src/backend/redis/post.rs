@@ -15,7 +15,7 @@ use super::replies::{parse_posted, to_u64};
 use super::scripts::SCRIPTS;
 use super::{Inner, unavailable};
 use crate::backend::{Error, Post, Posted, Result};
-use crate::config::{DEDUP_TTL, INBOX_CAP, INBOX_TTL};
+use crate::config::{DEDUP_TTL, INBOX_CAP, INBOX_TTL, ROOM_TTL};
 use crate::hub::Topic;
 use crate::protocol::MessageHead;
 use fred::interfaces::ServerInterface;
@@ -32,7 +32,7 @@ impl Inner {
                     .room(&post.target, &format!("cid:<{}>:{cid}", post.from)),
                 self.names.channel(&Topic::room(&post.target)),
                 self.history_cap,
-                0,
+                ROOM_TTL.as_secs(),
             )
         } else {
             let cid = post.client_id.as_deref().unwrap_or("");
@@ -108,7 +108,13 @@ impl Inner {
             .eval(
                 &SCRIPTS.confirm,
                 vec![log_key.clone(), visible_key(&log_key)],
-                vec![posted.seq.to_string(), posted.id.clone(), payload, channel],
+                vec![
+                    posted.seq.to_string(),
+                    posted.id.clone(),
+                    payload,
+                    channel,
+                    expire.to_string(),
+                ],
             )
             .await?;
         if to_u64(&on_master) != 1 {

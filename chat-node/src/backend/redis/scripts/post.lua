@@ -2,7 +2,7 @@
 -- each room and inbox has one total order. See post.rs.
 -- KEYS: [1] sequence counter, [2] log stream, [3] client-id record ("seq|id|ts", for resends)
 -- ARGV: [1] channel, [2] message id, [3] frame tail, [4] stream cap, [5] client-id TTL s,
---       [6] '1' if a client id was given, [7] frame before seq, [8] log TTL s (0: none),
+--       [6] '1' if a client id was given, [7] frame before seq, [8] TTL s of the counter and log,
 --       [9] '1' to publish here (no replicas to wait for), [10] frame between seq and ts
 -- Returns {1, "seq|id|ts"} when stored and published; {1, "seq|id|ts", "<seq> <frame>"} when stored
 -- but left for the caller to publish after WAIT; {0, "seq|id|ts"} for a resend of a known client id.
@@ -25,7 +25,8 @@ if type(ok) == 'table' and ok.err then
   frame = ARGV[7] .. seq .. ARGV[10] .. ts .. ARGV[3]
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], seq .. '-1', 'f', frame)
 end
-if ARGV[8] ~= '0' then redis.call('EXPIRE', KEYS[2], ARGV[8]) end
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('EXPIRE', KEYS[2], ARGV[8])
 local result = seq .. '|' .. ARGV[2] .. '|' .. ts
 if ARGV[6] == '1' then redis.call('SET', KEYS[3], result, 'EX', ARGV[5]) end
 if ARGV[9] == '1' then
