@@ -32,7 +32,10 @@ use tracing::Instrument as _;
 use fred::clients::{Client, SubscriberClient};
 use fred::error::{Error as FredError, ErrorKind};
 use fred::interfaces::{ClientLike, EventInterface};
-use fred::types::config::{Config, ReconnectPolicy, Server, ServerConfig, UnresponsiveConfig};
+use fred::types::config::{
+    Config, ReconnectPolicy, Server, ServerConfig, TlsConfig, TlsConnector, TlsHostMapping,
+    UnresponsiveConfig,
+};
 use fred::types::{Builder, Value};
 
 /// Port a sentinel address without one defaults to (Redis Sentinel's registered port).
@@ -75,6 +78,17 @@ pub enum Error {
     /// The flags contradict each other or a value is malformed.
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(String),
+    /// A TLS file could not be read or holds no usable certificate or key.
+    #[error("Redis TLS: {what} {path}")]
+    Tls {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// Why it is unusable.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// fred refused the configuration (for example an unparsable URL).
     #[error("invalid Redis configuration for {target}")]
     Config {
@@ -209,6 +223,25 @@ pub struct RedisArgs {
         env = "SWITCHBOARD_REDIS_SENTINEL_PASSWORD_FILE"
     )]
     pub redis_sentinel_password_file: Option<PathBuf>,
+
+    /// PEM file of the certificate authorities a `rediss://` server's certificate must chain to (default:
+    /// the system's roots).
+    #[arg(long = "redis-tls-ca-file", env = "SWITCHBOARD_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
+    /// PEM certificate chain this client presents to a `rediss://` server that asks for one (mutual TLS);
+    /// needs --redis-tls-key-file.
+    #[arg(long = "redis-tls-cert-file", env = "SWITCHBOARD_REDIS_TLS_CERT_FILE")]
+    pub redis_tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --redis-tls-cert-file.
+    #[arg(long = "redis-tls-key-file", env = "SWITCHBOARD_REDIS_TLS_KEY_FILE")]
+    pub redis_tls_key_file: Option<PathBuf>,
+
+    /// The certificate authorities as PEM text, for callers that hold them in memory (the operator reads
+    /// them from a Secret); used instead of --redis-tls-ca-file.
+    #[arg(skip)]
+    pub redis_tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for RedisArgs {
@@ -223,6 +256,10 @@ impl Default for RedisArgs {
             redis_sentinel_username: None,
             redis_sentinel_password: None,
             redis_sentinel_password_file: None,
+            redis_tls_ca_file: None,
+            redis_tls_cert_file: None,
+            redis_tls_key_file: None,
+            redis_tls_ca_pem: None,
         }
     }
 }
@@ -246,7 +283,10 @@ impl fmt::Debug for RedisArgs {
                 "redis_sentinel_password_file",
                 &self.redis_sentinel_password_file,
             )
-            .finish()
+            .field("redis_tls_ca_file", &self.redis_tls_ca_file)
+            .field("redis_tls_cert_file", &self.redis_tls_cert_file)
+            .field("redis_tls_key_file", &self.redis_tls_key_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -393,9 +433,102 @@ impl RedisArgs {
         if let Some(username) = &self.redis_username {
             config.username = Some(username.clone());
         }
+        let tls_files = self.redis_tls_ca_file.is_some()
+            || self.redis_tls_ca_pem.is_some()
+            || self.redis_tls_cert_file.is_some()
+            || self.redis_tls_key_file.is_some();
+        let tls_url = url.is_some_and(|u| u.starts_with("rediss://"));
+        match (tls_url, tls_files) {
+            (true, _) => config.tls = Some(self.tls_config()?),
+            (false, true) if !sentinels.is_empty() => {
+                return Err(Error::InvalidConfig(
+                    "TLS through sentinels is not supported: reach a TLS Redis with a rediss:// --redis-url".to_owned(),
+                ));
+            }
+            (false, true) => {
+                return Err(Error::InvalidConfig(
+                    "TLS files were given but --redis-url is not rediss://".to_owned(),
+                ));
+            }
+            (false, false) => {}
+        }
         // Start-up must fail loudly; the reconnect policy only applies once we were connected.
         config.fail_fast = true;
         Ok(config)
+    }
+}
+
+impl RedisArgs {
+    /// The TLS settings of a `rediss://` connection: the given authorities (else the system's roots) and,
+    /// for mutual TLS, the client certificate and key. rustls on ring, TLS 1.2 and 1.3.
+    fn tls_config(&self) -> Result<TlsConfig> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let tls_err = |what: &'static str, path: &str| {
+            let path = path.to_owned();
+            move |e: Box<dyn std::error::Error + Send + Sync>| Error::Tls {
+                what,
+                path,
+                source: e,
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = match (&self.redis_tls_ca_pem, &self.redis_tls_ca_file) {
+            (Some(pem), _) => Some((pem.clone(), "(in memory)".to_owned())),
+            (None, Some(path)) => Some((
+                std::fs::read(path)
+                    .map_err(|e| tls_err("CA file", &path.display().to_string())(e.into()))?,
+                path.display().to_string(),
+            )),
+            (None, None) => None,
+        };
+        if let Some((pem, name)) = ca {
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| tls_err("CA file", &name)(e.into()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_err("CA file", &name)(e.into()))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_err("CA file", &name)("no certificate in it".into()));
+            }
+        } else {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::InvalidConfig(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        let config = match (&self.redis_tls_cert_file, &self.redis_tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let cert_name = cert.display().to_string();
+                let key_name = key.display().to_string();
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| tls_err("certificate file", &cert_name)(e.into()))?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| tls_err("certificate file", &cert_name)(e.into()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| tls_err("key file", &key_name)(e.into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_err("certificate and key", &cert_name)(e.into()))?
+            }
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(Error::InvalidConfig(
+                    "give both --redis-tls-cert-file and --redis-tls-key-file, or neither"
+                        .to_owned(),
+                ));
+            }
+        };
+        Ok(TlsConfig {
+            connector: TlsConnector::from(config),
+            hostnames: TlsHostMapping::None,
+        })
     }
 }
 

@@ -197,6 +197,7 @@ where
             port: server.port,
             username: None,
             password: password.map(str::to_owned),
+            tls: None,
         })
         .with_connection_config(|conn| {
             conn.connection_timeout = timeout;
