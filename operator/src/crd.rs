@@ -354,7 +354,8 @@ pub struct ManagedRedis {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("has(self.url) != has(self.sentinels)").message("spec.redis.external: set exactly one of url or sentinels"),
-    validation = Rule::new("!has(self.sentinels) || size(self.sentinels) > 0").message("spec.redis.external.sentinels must list at least one host:port")
+    validation = Rule::new("!has(self.sentinels) || size(self.sentinels) > 0").message("spec.redis.external.sentinels must list at least one host:port"),
+    validation = Rule::new("!has(self.tls) || (has(self.url) && self.url.startsWith('rediss://'))").message("spec.redis.external.tls needs a rediss:// url (TLS through sentinels is not supported)")
 )]
 pub struct ExternalRedis {
     /// Redis URL (`redis://host:port/db` or `rediss://...`); put the password in `passwordSecretRef`.
@@ -371,6 +372,23 @@ pub struct ExternalRedis {
     /// Secret key holding the Redis password (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret_ref: Option<SecretKeySelector>,
+    /// TLS settings of a `rediss://` url: whom to trust and what to present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ExternalRedisTls>,
+}
+
+/// TLS to external Redis.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalRedisTls {
+    /// Secret key holding the PEM certificate authorities the server's certificate must chain to
+    /// (default: the system's roots in the images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeySelector>,
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`) whose certificate chat-nodes, registries and
+    /// the operator present to a server that asks for one (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_secret: Option<String>,
 }
 
 /// NetworkPolicies: Redis and Sentinel reachable only from this chat system's own pods and the operator;

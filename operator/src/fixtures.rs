@@ -61,6 +61,7 @@ impl ChatCluster {
             sentinels: None,
             master_name: crate::crd::DEFAULT_MASTER_NAME.to_owned(),
             password_secret_ref: None,
+            tls: None,
         });
         self
     }
@@ -74,6 +75,7 @@ impl ChatCluster {
             sentinels: Some(sentinels.iter().map(|s| (*s).to_owned()).collect()),
             master_name: master_name.to_owned(),
             password_secret_ref: None,
+            tls: None,
         });
         self
     }

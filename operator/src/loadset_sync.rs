@@ -58,7 +58,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::context::{Context, FIELD_MANAGER, is_paused, scoped};
 use crate::crd::{ChatCluster, RedisMode};
 use crate::observation::Observation;
-use crate::resources::{self, Component, Names, label};
+use crate::resources::{self, Component, Names, PasswordRef, label};
 use crate::secret::{self, Password, read_password};
 
 /// Finalizer that deletes an External-mode chat system's keys from Redis before the ChatCluster goes.
@@ -479,21 +479,8 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
         None => RedisArgs::from_sentinels(endpoint.sentinels.clone(), endpoint.master_name.clone()),
     };
     if let Some(reference) = &endpoint.password {
-        let password = match read_password(&sctx.ctx.client, ns, reference).await? {
-            Password::Value(password) => password,
-            Password::NoSecret => {
-                return Err(Error::Config(format!(
-                    "Secret {ns}/{} does not exist",
-                    reference.secret
-                )));
-            }
-            Password::NoKey => {
-                return Err(Error::Config(format!(
-                    "Secret {ns}/{} has no key {:?}",
-                    reference.secret, reference.key
-                )));
-            }
-        };
+        let password =
+            String::from_utf8_lossy(&secret_value(sctx, ns, reference).await?).into_owned();
         args = args.with_password(password);
     }
     if let Some(reference) = &endpoint.sentinel_password
@@ -501,7 +488,37 @@ async fn redis_args(cc: &ChatCluster, sctx: &SyncContext, ns: &str) -> Result<Re
     {
         args = args.with_sentinel_password(password);
     }
+    if let Some(tls) = &endpoint.tls {
+        if let Some(ca) = &tls.ca {
+            args.redis_tls_ca_pem = Some(secret_value(sctx, ns, ca).await?);
+        }
+        if let Some(secret) = &tls.client_secret {
+            let part = |key: &str| PasswordRef {
+                secret: secret.clone(),
+                key: key.to_owned(),
+            };
+            args.redis_tls_client_pem = Some((
+                secret_value(sctx, ns, &part("tls.crt")).await?,
+                secret_value(sctx, ns, &part("tls.key")).await?,
+            ));
+        }
+    }
     Ok(args)
+}
+
+/// The value of a Secret key the Redis connection needs (TLS material), or a config error naming it.
+async fn secret_value(sctx: &SyncContext, ns: &str, reference: &PasswordRef) -> Result<Vec<u8>> {
+    match read_password(&sctx.ctx.client, ns, reference).await? {
+        Password::Value(value) => Ok(value.into_bytes()),
+        Password::NoSecret => Err(Error::Config(format!(
+            "Secret {ns}/{} does not exist",
+            reference.secret
+        ))),
+        Password::NoKey => Err(Error::Config(format!(
+            "Secret {ns}/{} has no key {:?}",
+            reference.secret, reference.key
+        ))),
+    }
 }
 
 async fn current_master(

@@ -242,6 +242,11 @@ pub struct RedisArgs {
     /// them from a Secret); used instead of --redis-tls-ca-file.
     #[arg(skip)]
     pub redis_tls_ca_pem: Option<Vec<u8>>,
+
+    /// The client certificate chain and key as PEM text (in memory, like `redis_tls_ca_pem`); used
+    /// instead of --redis-tls-cert-file and --redis-tls-key-file.
+    #[arg(skip)]
+    pub redis_tls_client_pem: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Default for RedisArgs {
@@ -260,6 +265,7 @@ impl Default for RedisArgs {
             redis_tls_cert_file: None,
             redis_tls_key_file: None,
             redis_tls_ca_pem: None,
+            redis_tls_client_pem: None,
         }
     }
 }
@@ -435,6 +441,7 @@ impl RedisArgs {
         }
         let tls_files = self.redis_tls_ca_file.is_some()
             || self.redis_tls_ca_pem.is_some()
+            || self.redis_tls_client_pem.is_some()
             || self.redis_tls_cert_file.is_some()
             || self.redis_tls_key_file.is_some();
         let tls_url = url.is_some_and(|u| u.starts_with("rediss://"));
@@ -504,6 +511,17 @@ impl RedisArgs {
             .map_err(|e| Error::InvalidConfig(format!("TLS: {e}")))?
             .with_root_certificates(roots);
         let config = match (&self.redis_tls_cert_file, &self.redis_tls_key_file) {
+            _ if self.redis_tls_client_pem.is_some() => {
+                let (cert, key) = self.redis_tls_client_pem.clone().unwrap_or_default();
+                let chain = CertificateDer::pem_slice_iter(&cert)
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| tls_err("client certificate", "(in memory)")(e.into()))?;
+                let key = PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| tls_err("client key", "(in memory)")(e.into()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| tls_err("client certificate and key", "(in memory)")(e.into()))?
+            }
             (Some(cert), Some(key)) => {
                 let cert_name = cert.display().to_string();
                 let key_name = key.display().to_string();

@@ -23,6 +23,8 @@
 //! sentinel names is asked with the one query every component uses ([`switchboard_redis::sentinel`]).
 //! [`eventually`] is the one polling helper of every test suite.
 
+pub mod tls;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::future::Future;
 use std::io::{self, ErrorKind};

@@ -185,7 +185,21 @@ pub struct RedisEndpoint {
     pub password: Option<PasswordRef>,
     /// The password the sentinels require (managed sentinels require the Redis password).
     pub sentinel_password: Option<PasswordRef>,
+    /// TLS of a `rediss://` url (external only).
+    pub tls: Option<RedisTlsRef>,
 }
+
+/// Where the TLS material of a `rediss://` connection lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisTlsRef {
+    /// The certificate authorities (PEM) to trust.
+    pub ca: Option<PasswordRef>,
+    /// A `kubernetes.io/tls` Secret with the client certificate and key.
+    pub client_secret: Option<String>,
+}
+
+/// Where chat-node and registry find the Redis TLS files (Secret volumes).
+const REDIS_TLS_DIR: &str = "/var/run/switchboard/redis-tls";
 
 /// The Redis endpoint of `cc`: the managed sentinels' stable hostnames, or the external settings.
 pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEndpoint> {
@@ -210,6 +224,7 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
                     secret: names.redis_secret(),
                     key: PASSWORD_KEY.to_owned(),
                 }),
+                tls: None,
             }
         }
     })
@@ -225,6 +240,13 @@ fn external_endpoint(ext: &ExternalRedis) -> RedisEndpoint {
             key: r.key.clone(),
         }),
         sentinel_password: None,
+        tls: ext.tls.as_ref().map(|t| RedisTlsRef {
+            ca: t.ca_secret_ref.as_ref().map(|r| PasswordRef {
+                secret: r.name.clone(),
+                key: r.key.clone(),
+            }),
+            client_secret: t.client_certificate_secret.clone(),
+        }),
     }
 }
 
@@ -666,6 +688,48 @@ fn redis_env(endpoint: &RedisEndpoint) -> Vec<Value> {
     env
 }
 
+/// Mounts the Redis TLS Secrets of `endpoint` into the first container of `pod` and points the
+/// `SWITCHBOARD_REDIS_TLS_*` variables at the files (never the material itself in the environment).
+fn add_redis_tls(endpoint: &RedisEndpoint, pod: &mut Value) {
+    let Some(tls) = &endpoint.tls else {
+        return;
+    };
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut env = Vec::new();
+    if let Some(ca) = &tls.ca {
+        volumes.push(json!({ "name": "redis-tls-ca", "secret": { "secretName": ca.secret, "items": [{ "key": ca.key, "path": "ca.crt" }] } }));
+        mounts.push(json!({ "name": "redis-tls-ca", "mountPath": format!("{REDIS_TLS_DIR}/ca"), "readOnly": true }));
+        env.push(value_env(
+            "SWITCHBOARD_REDIS_TLS_CA_FILE",
+            format!("{REDIS_TLS_DIR}/ca/ca.crt"),
+        ));
+    }
+    if let Some(secret) = &tls.client_secret {
+        volumes.push(json!({ "name": "redis-tls-client", "secret": { "secretName": secret } }));
+        mounts.push(json!({ "name": "redis-tls-client", "mountPath": format!("{REDIS_TLS_DIR}/client"), "readOnly": true }));
+        env.push(value_env(
+            "SWITCHBOARD_REDIS_TLS_CERT_FILE",
+            format!("{REDIS_TLS_DIR}/client/tls.crt"),
+        ));
+        env.push(value_env(
+            "SWITCHBOARD_REDIS_TLS_KEY_FILE",
+            format!("{REDIS_TLS_DIR}/client/tls.key"),
+        ));
+    }
+    let append = |target: &mut Value, items: Vec<Value>| {
+        if let Some(list) = target.as_array_mut() {
+            list.extend(items);
+        } else {
+            *target = Value::Array(items);
+        }
+    };
+    append(&mut pod["volumes"], volumes);
+    let container = &mut pod["containers"][0];
+    append(&mut container["volumeMounts"], mounts);
+    append(&mut container["env"], env);
+}
+
 /// The advertised URL template with `{podIP}`, `{podName}`, `{namespace}` and `{port}` replaced by
 /// Kubernetes env references (`$(POD_IP)`, ...) that the kubelet expands at container start.
 pub fn advertise_url(template: &str) -> String {
@@ -781,7 +845,7 @@ fn node_deployment(
         "securityContext": restricted_security(),
     });
     strip_nulls(&mut container);
-    let pod = schedule(
+    let mut pod = schedule(
         cc,
         Component::ChatNode,
         json!({
@@ -791,6 +855,7 @@ fn node_deployment(
             "securityContext": pod_security(None),
         }),
     );
+    add_redis_tls(endpoint, &mut pod);
     obj(
         "Deployment",
         json!({
@@ -853,11 +918,12 @@ fn registry_deployment(
         "securityContext": restricted_security(),
     });
     strip_nulls(&mut container);
-    let pod = schedule(
+    let mut pod = schedule(
         cc,
         Component::Registry,
         json!({ "containers": [container], "enableServiceLinks": false, "securityContext": pod_security(None) }),
     );
+    add_redis_tls(endpoint, &mut pod);
     obj(
         "Deployment",
         json!({

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
 use crate::crd::ServiceType;
+use k8s_openapi::api::core::v1::SecretKeySelector;
 
 fn ctx() -> RenderContext {
     RenderContext {
@@ -350,6 +351,42 @@ fn advertise_url_template_expands_pod_fields() {
         advertise_url("wss://{podName}.chat.example.com:{port}/ws?ns={namespace}"),
         "wss://$(POD_NAME).chat.example.com:8080/ws?ns=$(POD_NAMESPACE)"
     );
+}
+
+#[test]
+fn external_tls_material_is_mounted_from_secrets_never_put_in_the_environment() {
+    let mut cc = demo().with_external_url("rediss://redis.example:6380");
+    if let Some(ext) = cc.spec.redis.external.as_mut() {
+        ext.tls = Some(crate::crd::ExternalRedisTls {
+            ca_secret_ref: Some(SecretKeySelector {
+                name: "redis-ca".to_owned(),
+                key: "ca.pem".to_owned(),
+                optional: None,
+            }),
+            client_certificate_secret: Some("redis-client".to_owned()),
+        });
+    }
+    let d = render(&cc, &ctx()).unwrap();
+    for name in ["demo-node", "demo-registry"] {
+        let pod = deployment(&d, name).spec.template.spec.clone().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(
+            env_value(c, "SWITCHBOARD_REDIS_TLS_CA_FILE"),
+            "/var/run/switchboard/redis-tls/ca/ca.crt"
+        );
+        assert_eq!(
+            env_value(c, "SWITCHBOARD_REDIS_TLS_KEY_FILE"),
+            "/var/run/switchboard/redis-tls/client/tls.key"
+        );
+        let volumes = pod.volumes.unwrap();
+        let ca = volumes.iter().find(|v| v.name == "redis-tls-ca").unwrap();
+        let secret = ca.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("redis-ca"));
+        assert_eq!(secret.items.as_ref().unwrap()[0].key, "ca.pem");
+        assert!(volumes.iter().any(|v| v.name == "redis-tls-client"));
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+    }
 }
 
 #[test]
