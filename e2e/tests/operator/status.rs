@@ -280,3 +280,90 @@ async fn external_redis_chat_cluster_is_ready_only_while_it_serves() {
     redis.restart().await.expect("redis-server restarts");
     wait_condition(&client, n, "demo", "Ready", "True").await;
 }
+
+/// External Redis over TLS only (`rediss://`, client certificates required): the operator reads the CA
+/// and its client certificate from the Secrets the ChatCluster names, keeps the load set over TLS and
+/// reports Ready; without the client Secret it cannot connect, and says so.
+#[tokio::test]
+async fn external_redis_over_mutual_tls_is_reached_with_material_from_secrets() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-tls").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let pki = switchboard_testkit::tls::Pki::new();
+    let tls_port = switchboard_testkit::free_port().expect("port");
+    let p = |name: &str| pki.path(name).display().to_string();
+    let _redis = RedisServer::builder()
+        .arg("--tls-port")
+        .arg(tls_port.to_string())
+        .arg("--tls-cert-file")
+        .arg(p("server.crt"))
+        .arg("--tls-key-file")
+        .arg(p("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(p("ca.crt"))
+        .arg("--tls-auth-clients")
+        .arg("yes")
+        .start()
+        .await
+        .expect("redis-server with TLS");
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "create",
+            "secret",
+            "generic",
+            "redis-ca",
+            &format!("--from-file=ca.pem={}", p("ca.crt")),
+        ],
+        None,
+    )
+    .await;
+    let _operator = start_operator(bed, n).await;
+    let mut cc = ChatCluster::test("demo")
+        .with_nodes(1)
+        .with_external_url(&format!("rediss://127.0.0.1:{tls_port}"));
+    if let Some(ext) = cc.spec.redis.external.as_mut() {
+        ext.tls = Some(operator::crd::ExternalRedisTls {
+            ca_secret_ref: Some(k8s_openapi::api::core::v1::SecretKeySelector {
+                name: "redis-ca".to_owned(),
+                key: "ca.pem".to_owned(),
+                optional: None,
+            }),
+            client_certificate_secret: Some("redis-client".to_owned()),
+        });
+    }
+    create_cluster(&client, n, cc).await;
+    // No client certificate yet: Redis cannot be reached, and Ready says so.
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    eventually("Ready=False naming Redis", TIMEOUT, || async {
+        let cc = api.get("demo").await.ok()?;
+        let (ready, reason, _) = condition(&cc, "Ready")?;
+        (ready == "False" && reason == "RedisUnreachable").then_some(())
+    })
+    .await;
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "create",
+            "secret",
+            "tls",
+            "redis-client",
+            &format!("--cert={}", p("client.crt")),
+            &format!("--key={}", p("client.key")),
+        ],
+        None,
+    )
+    .await;
+    let cc = wait_condition(&client, n, "demo", "Ready", "True").await;
+    let status = cc.status.expect("status");
+    assert_eq!(status.load_set_members, Some(1), "{status:?}");
+    assert_eq!(
+        status.redis.current_master.as_deref(),
+        Some(format!("127.0.0.1:{tls_port}").as_str())
+    );
+}
