@@ -49,7 +49,7 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -57,7 +57,9 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{
+    HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, TransactionInterface,
+};
 use fred::types::{FromValue, Value};
 use serde::{Deserialize, Serialize};
 
@@ -522,13 +524,35 @@ impl LoadSet {
                     detail: format!("expected 3 fields, got {}", r.len()),
                 })?;
         let info = parse_info(&id, &info)?;
+        // A node the operator exposes outside the cluster is opened at its external URL.
+        let exposed: Option<String> = self
+            .client
+            .hget(self.keys.exposed(), &id)
+            .await
+            .map_err(redis("assign"))?;
         Ok(Some(NodeEntry::new(
             id,
-            info.url,
+            exposed.unwrap_or(info.url),
             parse_score("assign", &score)?,
             info.capacity,
             true,
         )))
+    }
+
+    /// Replaces the external URLs of exposed nodes (node id -> URL) in one transaction; an empty map
+    /// removes them all (the nodes are opened at their own URLs again).
+    pub async fn set_exposed(&self, urls: &BTreeMap<String, String>) -> Result<()> {
+        let key = self.keys.exposed();
+        let tx = self.client.multi();
+        let _: () = tx.del(&key).await.map_err(redis("set_exposed"))?;
+        if !urls.is_empty() {
+            let _: () = tx
+                .hset(&key, urls.clone().into_iter().collect::<Vec<_>>())
+                .await
+                .map_err(redis("set_exposed"))?;
+        }
+        let _: () = tx.exec(true).await.map_err(redis("set_exposed"))?;
+        Ok(())
     }
 
     /// Every member (after pruning expired heartbeats where no operator holds membership) joined with its

@@ -542,3 +542,28 @@ async fn expired_heartbeats_of_nodes_never_added_are_cleaned_up_while_the_lease_
         .expect("hkeys");
     assert!(table.is_empty(), "no node info left behind: {table:?}");
 }
+
+/// A node the operator exposes outside the cluster is handed out at its external URL; clearing the map
+/// hands out the node's own URL again.
+#[tokio::test]
+async fn exposed_nodes_are_assigned_at_their_external_url() {
+    let f = Fixture::start().await;
+    let set = f.load_set("exposed");
+    self_node(&set, "n1", 0, 10).await;
+    let own = set.assign().await.expect("assign").expect("a node");
+    assert_eq!(own.url, "ws://n1.test/ws");
+    set.set_exposed(&BTreeMap::from([(
+        "n1".to_owned(),
+        "ws://203.0.113.7:30001/ws".to_owned(),
+    )]))
+    .await
+    .expect("expose");
+    let outside = set.assign().await.expect("assign").expect("a node");
+    assert_eq!(
+        (outside.id.as_str(), outside.url.as_str()),
+        ("n1", "ws://203.0.113.7:30001/ws")
+    );
+    set.set_exposed(&BTreeMap::new()).await.expect("clear");
+    let own = set.assign().await.expect("assign").expect("a node");
+    assert_eq!(own.url, "ws://n1.test/ws");
+}

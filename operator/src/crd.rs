@@ -173,6 +173,49 @@ pub struct NodesSpec {
     #[serde(default = "default_drain")]
     #[schemars(range(min = 1, max = 3600))]
     pub drain_timeout_seconds: i32,
+    /// Reach each node from outside the cluster: the operator gives every chat-node pod a Service of its
+    /// own and registries hand out that Service's address instead of the pod's (absent: the advertised
+    /// URL, which by default is the pod IP, reachable inside the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<NodeExposure>,
+}
+
+/// How each chat-node is exposed outside the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'NodePort' || has(self.host)").message("spec.nodes.expose.host is required with type NodePort: the address clients reach the cluster's nodes at"))]
+pub struct NodeExposure {
+    /// `NodePort` (one node port per chat-node on every node) or `LoadBalancer` (one load-balancer
+    /// address per chat-node).
+    #[serde(rename = "type", default)]
+    pub type_: ExposeType,
+    /// The host clients open node ports at (NodePort): a node's external address, or a DNS name resolving
+    /// to the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9.:\\\\[\\\\]-]+$')").message("spec.nodes.expose.host must be a host name or an IP address"))]
+    pub host: Option<String>,
+}
+
+/// Service type of an exposed chat-node.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ExposeType {
+    /// A node port on every node.
+    #[default]
+    NodePort,
+    /// A load balancer of the cloud provider.
+    LoadBalancer,
+}
+
+impl ExposeType {
+    /// The Service `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExposeType::NodePort => "NodePort",
+            ExposeType::LoadBalancer => "LoadBalancer",
+        }
+    }
 }
 
 /// Registries: the placement-service Deployment and the Service clients talk to.
@@ -565,6 +608,7 @@ impl Default for NodesSpec {
             capacity: default_capacity(),
             advertise_url: default_advertise_url(),
             drain_timeout_seconds: default_drain(),
+            expose: None,
         }
     }
 }

@@ -27,6 +27,7 @@
 
 pub mod context;
 pub mod crd;
+pub mod expose;
 pub mod fixtures;
 pub mod leader;
 pub mod loadset_sync;

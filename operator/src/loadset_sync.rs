@@ -410,6 +410,15 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
             .metrics
             .loadset_changed(report.added.len(), report.removed.len());
     }
+    // Exposed nodes are handed out at their external address (crate::expose).
+    match crate::expose::external_urls(&sctx.ctx.client, cc, &ns).await {
+        Ok(urls) => {
+            if let Err(err) = loadset.set_exposed(&urls).await {
+                warn!(error = %report::chain(&err), "could not record the exposed nodes' URLs");
+            }
+        }
+        Err(err) => warn!(error = %err, "could not read the per-pod Services"),
+    }
     observation.members = Some(i32::try_from(desired.len()).unwrap_or(i32::MAX));
     observation.redis_error = None;
     match loadset.nodes().await {

@@ -13,6 +13,7 @@
 //! | `sb:{id}:nodes` | hash | field = node id, value = JSON `NodeInfo` `{"id","url","capacity"}` |
 //! | `sb:{id}:heartbeats` | sorted set | member = node id, score = expiry time in ms of the Redis clock (every node, both membership modes) |
 //! | `sb:{id}:operator` | string with expiry | present while an operator holds membership (its lease, renewed on every load-set sync) |
+//! | `sb:{id}:exposed` | hash | field = node id, value = the URL clients outside the cluster open (written by the operator when it exposes each node; preferred by assignments) |
 //!
 //! Other crates add their own keys with [`Keys::key`] (chat-node: room history, channels, presence, ...);
 //! they document them next to the code that writes them.
@@ -86,6 +87,11 @@ impl Keys {
     /// The operator's membership lease (a string that expires unless the operator renews it).
     pub fn membership_lease(&self) -> String {
         self.key("operator")
+    }
+
+    /// External URLs of exposed nodes (hash: node id -> URL), written by the operator.
+    pub fn exposed(&self) -> String {
+        self.key("exposed")
     }
 
     /// A `SCAN MATCH` pattern that matches exactly the keys of this chat system.

@@ -11,6 +11,7 @@
 //!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
 //!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
+//!        ├─ spec.nodes.expose ─▶ a Service per chat-node pod (owned by the pod)              (expose)
 //!        ├─ Managed mode ─▶ next step of a data-node update: evict a replica in sync, or    (redis_update)
 //!        │                  fail the master over first; requeue soon while one is under way
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
@@ -206,6 +207,9 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         redis_update::label_pods(cc, ctx, &ns).await?;
         redis_update = redis_update::step(cc, ctx, &ns, uid, password.as_deref()).await?;
     }
+    crate::expose::reconcile(cc, ctx, &ns)
+        .await
+        .map_err(Error::kube("expose", "chat-node pods of", &name))?;
     if !cc.spec.network_policy.enabled {
         apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
