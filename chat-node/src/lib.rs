@@ -21,6 +21,7 @@
 //! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
 //! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;

@@ -401,6 +401,7 @@ pub struct AuthSpec {
     pub hmac_secret_ref: Option<SecretKeySelector>,
     /// JWKS URL of the identity provider (RS256, ES256, EdDSA keys), `https://` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('https://')").message("spec.auth.jwksUrl must be an https:// URL"))]
     pub jwks_url: Option<String>,
     /// Required `iss` claim of every token.
@@ -414,7 +415,7 @@ pub struct AuthSpec {
     /// Web origins (`scheme://host[:port]`) whose pages may open chat-node's `/ws` and call the
     /// registry (CORS), besides each server's own origin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new("self.all(o, o.matches('^https?://[^/,\\\\s]+$'))").message("spec.auth.allowedOrigins: each entry is scheme://host[:port] (http or https, no path, no comma)"))]
     pub allowed_origins: Vec<String>,
 }
