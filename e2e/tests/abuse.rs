@@ -970,3 +970,53 @@ async fn last_seen_shows_only_users_sharing_a_room_or_a_direct_message() {
         "{reply}"
     );
 }
+
+#[tokio::test]
+async fn a_standalone_node_keeps_its_acl_in_memory_and_open_identity_has_no_admins() {
+    // Open identity: a token claiming admin proves nothing there, so the API refuses everyone.
+    let open = Topology::start(TopologyConfig::standalone())
+        .await
+        .unwrap_or_else(|e| panic!("start a standalone node: {}", report::chain(&e)));
+    let claim = sign_hs256(
+        &json!({"sub": "boss", "exp": unix_now() + 600, "admin": true}),
+        b"any-secret-any-secret-any-secret-any",
+    );
+    let (status, body) = acl_call(
+        &open,
+        0,
+        reqwest::Method::PUT,
+        "private:x/acl/bob",
+        Some(&claim),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("admin_unavailable")),
+        "{body}"
+    );
+
+    // Token mode without Redis: the in-memory ACL lets bob in and the revocation takes him out.
+    let t = Topology::start(TopologyConfig::standalone().with_auth(e2e::topology::Auth::Jwt))
+        .await
+        .unwrap_or_else(|e| panic!("start a standalone token-mode node: {}", report::chain(&e)));
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let admin = issuer.sign(&json!({"sub": "boss", "exp": unix_now() + 600, "admin": true}));
+    let room = format!("private:{}", name("den"));
+    let bob = name("bob");
+    let path = format!("{room}/acl/{bob}");
+    let mut b = t.connect(0, &bob).await.expect("bob");
+    let err = b.join(&room, None).await.expect_err("not listed");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    let (status, _) = acl_call(&t, 0, reqwest::Method::PUT, &path, Some(&admin)).await;
+    assert_eq!(status, 200);
+    b.join(&room, None).await.expect("listed");
+    let (status, _) = acl_call(&t, 0, reqwest::Method::DELETE, &path, Some(&admin)).await;
+    assert_eq!(status, 200);
+    b.wait_for_named(
+        "left",
+        |f| f["type"] == "left" && f["room"] == room.as_str(),
+        T,
+    )
+    .await
+    .expect("bob is taken out");
+}
