@@ -463,19 +463,24 @@ async fn a_private_room_is_closed_to_users_without_a_grant() {
 
     // A refresh without the grant ends alice's membership.
     a.refresh(&granted(&alice, &[])).await.expect("refresh");
-    a.wait_for_named(
-        "left",
-        |f| f["type"] == "left" && f["room"] == room.as_str(),
+    taken_out(&mut a, &room, "the grant was dropped").await;
+    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
+}
+
+/// Waits for the unsolicited `left` of `room` and checks the client can no longer post there.
+async fn taken_out(c: &mut ChatClient, room: &str, why: &str) {
+    c.wait_for_named(
+        &format!("left after {why}"),
+        |f| f["type"] == "left" && f["room"] == room,
         T,
     )
     .await
-    .expect("left after the grant was dropped");
-    let err = a
-        .send(&room, "still here?", Some("p-2"))
+    .unwrap_or_else(|e| panic!("left after {why}: {e}"));
+    let err = c
+        .send(room, "still here?", None)
         .await
         .expect_err("not any more");
     assert_eq!(err.server_code(), Some("not_joined"), "{err}");
-    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
 }
 
 #[tokio::test]
@@ -890,18 +895,7 @@ async fn a_room_acl_is_changed_only_by_an_admin_and_a_revocation_takes_the_user_
     // Revoked on node 0: bob's session on node 1 leaves the room at once and cannot come back.
     let (status, body) = acl_call(&t, 0, reqwest::Method::DELETE, &path, Some(&admin)).await;
     assert_eq!((status, &body["changed"]), (200, &json!(true)), "{body}");
-    b.wait_for_named(
-        "left after the revocation",
-        |f| f["type"] == "left" && f["room"] == room.as_str(),
-        T,
-    )
-    .await
-    .expect("bob is taken out");
-    let err = b
-        .send(&room, "still here?", Some("b-2"))
-        .await
-        .expect_err("not any more");
-    assert_eq!(err.server_code(), Some("not_joined"), "{err}");
+    taken_out(&mut b, &room, "the revocation").await;
     let err = b.join(&room, Some(0)).await.expect_err("and not again");
     assert_eq!(err.server_code(), Some("forbidden"), "{err}");
     // The revocation touched only bob: alice, in by her token, carries on and saw no notice.
@@ -1012,11 +1006,5 @@ async fn a_standalone_node_keeps_its_acl_in_memory_and_open_identity_has_no_admi
     b.join(&room, None).await.expect("listed");
     let (status, _) = acl_call(&t, 0, reqwest::Method::DELETE, &path, Some(&admin)).await;
     assert_eq!(status, 200);
-    b.wait_for_named(
-        "left",
-        |f| f["type"] == "left" && f["room"] == room.as_str(),
-        T,
-    )
-    .await
-    .expect("bob is taken out");
+    taken_out(&mut b, &room, "the revocation").await;
 }

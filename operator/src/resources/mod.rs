@@ -308,15 +308,26 @@ pub fn selector_string(cc: &ChatCluster, component: Component) -> String {
 /// The managed Redis password Secret holding `password`. Render it only when the Secret does not exist:
 /// reconciles never rotate the password.
 pub fn redis_secret(cc: &ChatCluster, password: &str) -> Result<Secret> {
-    let names = Names::of(cc)?;
+    let name = Names::of(cc)?.redis_secret();
+    generated_secret(cc, &name, Component::Redis, PASSWORD_KEY, password)
+}
+
+/// A Secret holding one generated value under `key`, controlled by `cc`.
+fn generated_secret(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    key: &str,
+    value: &str,
+) -> Result<Secret> {
     obj(
         "Secret",
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": meta(cc, &names.redis_secret(), Component::Redis)?,
+            "metadata": meta(cc, name, component)?,
             "type": "Opaque",
-            "stringData": { PASSWORD_KEY: password },
+            "stringData": { key: value },
         }),
     )
 }
@@ -349,17 +360,8 @@ pub fn generates_hmac_key(cc: &ChatCluster) -> bool {
 /// The generated token signing key Secret holding `key`. Render it only when the Secret does not exist:
 /// reconciles never rotate it (every token minted with it would stop working).
 pub fn jwt_secret(cc: &ChatCluster, key: &str) -> Result<Secret> {
-    let names = Names::of(cc)?;
-    obj(
-        "Secret",
-        json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": meta(cc, &names.jwt_secret(), Component::ChatNode)?,
-            "type": "Opaque",
-            "stringData": { JWT_KEY: key },
-        }),
-    )
+    let name = Names::of(cc)?.jwt_secret();
+    generated_secret(cc, &name, Component::ChatNode, JWT_KEY, key)
 }
 
 /// chat-node's identity env (`SWITCHBOARD_AUTH`, `SWITCHBOARD_JWT_*`, `SWITCHBOARD_ALLOWED_ORIGINS`)
