@@ -722,6 +722,16 @@ impl Session {
         let user = self.handle.user.clone();
         let topic = Topic::room(&room);
         node.hub.attach(&topic, &self.handle, true);
+        // In by the ACL: a revocation published between the check above and the attach reached no
+        // session of ours, so look once more now that one would reach it.
+        if !rejoin
+            && is_private_room(&room)
+            && !self.grants.contains(&room)
+            && let Err(refusal) = self.may_enter(&room).await
+        {
+            node.hub.detach(&topic, self.handle.id);
+            return Err(refusal);
+        }
         let result = async {
             node.ensure_subscribed(&topic).await?;
             let first = node
