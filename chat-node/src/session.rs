@@ -681,20 +681,16 @@ impl Session {
                 visible.push(contact);
             }
         }
-        for room in &self.rooms {
-            if unresolved.is_empty() {
-                break;
-            }
-            let members = backend.members(room).await?;
-            let markers = backend.read_markers(room).await?;
-            let shared: Vec<String> = unresolved
-                .iter()
-                .filter(|u| members.binary_search(u).is_ok() || markers.contains_key(*u))
-                .cloned()
-                .collect();
-            for u in shared {
-                unresolved.remove(&u);
-                visible.push(u);
+        if !unresolved.is_empty() && !self.rooms.is_empty() {
+            for peer in backend
+                .room_peers_among(
+                    self.rooms.iter().cloned().collect(),
+                    unresolved.iter().cloned().collect(),
+                )
+                .await?
+            {
+                unresolved.remove(&peer);
+                visible.push(peer);
             }
         }
         Ok((visible, unresolved.into_iter().collect()))

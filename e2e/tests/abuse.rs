@@ -951,6 +951,23 @@ async fn last_seen_shows_only_users_sharing_a_room_or_a_direct_message() {
     assert_eq!(reply["users"][&dave]["online"], json!(true), "{reply}");
     assert_eq!(reply["users"][&erin]["online"], json!(true), "{reply}");
 
+    // Someone who read the room and left stays visible through the read marker.
+    a.send(&room, "agenda", None).await.expect("alice posts");
+    d.read(&room, 1).await.expect("dave reads");
+    d.leave(&room).await.expect("dave leaves");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let reply = a.request(ask(&[&dave]), T).await.expect("last_seen");
+        if reply["hidden"].is_null() && reply["users"][&dave]["online"] == json!(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dave hidden after leaving: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Sharing works both ways: erin, who wrote to alice, sees her; carol sees neither.
     let reply = e.request(ask(&[&alice]), T).await.expect("last_seen");
     assert_eq!(reply["users"][&alice]["online"], json!(true), "{reply}");

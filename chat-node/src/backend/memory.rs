@@ -663,6 +663,24 @@ impl Backend for MemoryBackend {
         ready(found)
     }
 
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>> {
+        let st = self.lock();
+        let found = candidates
+            .into_iter()
+            .filter(|u| {
+                rooms.iter().any(|r| {
+                    st.presence.get(r).is_some_and(|p| p.contains_key(u))
+                        || st.rooms.get(r).is_some_and(|l| l.read.contains_key(u))
+                })
+            })
+            .collect();
+        ready(found)
+    }
+
     fn healthy(&self) -> bool {
         true
     }

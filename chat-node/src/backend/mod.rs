@@ -171,6 +171,13 @@ pub trait Backend: Send + Sync + 'static {
     fn note_contact(&self, a: &str, b: &str) -> BoxFut<'_, ()>;
     /// Which of `candidates` are contacts of `user`.
     fn contacts_among(&self, user: &str, candidates: Vec<String>) -> BoxFut<'_, BTreeSet<String>>;
+    /// Which of `candidates` are present in, or hold a read marker of, one of `rooms` — in one round
+    /// trip of constant-time lookups, so a `last_seen` costs the store little however many rooms.
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>>;
     /// True while the bus can deliver (readiness).
     fn healthy(&self) -> bool;
 }

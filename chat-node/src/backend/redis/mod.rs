@@ -650,6 +650,52 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>> {
+        Box::pin(async move {
+            use fred::interfaces::{SetsInterface, SortedSetsInterface};
+            if rooms.is_empty() || candidates.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            let names = &self.inner.names;
+            let pipe = self.inner.client.pipeline();
+            // The members set may still name someone whose presence just expired (it is pruned when
+            // read for `joined`): for visibility that is close enough.
+            for room in &rooms {
+                let _: () = pipe
+                    .smismember(names.room(room, "members"), candidates.clone())
+                    .await
+                    .map_err(unavailable)?;
+                let _: () = pipe
+                    .zmscore(names.room(room, "read"), candidates.clone())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let replies: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+            let mut found = BTreeSet::new();
+            for reply in replies {
+                let Value::Array(flags) = reply else {
+                    return Err(Error::Protocol(format!("SMISMEMBER/ZMSCORE: {reply:?}")));
+                };
+                for (candidate, flag) in candidates.iter().zip(flags) {
+                    // SMISMEMBER answers 1/0, ZMSCORE a score or nil.
+                    let hit = match flag {
+                        Value::Null => false,
+                        Value::Integer(n) => n > 0,
+                        _ => true,
+                    };
+                    if hit {
+                        found.insert(candidate.clone());
+                    }
+                }
+            }
+            Ok(found)
+        })
+    }
+
     fn healthy(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
     }
