@@ -5,7 +5,7 @@
 //!  hello {token} ──▶ Authenticator::verify ──header.alg──▶ HS256 ──▶ HMAC key (--jwt-hmac-secret-file)
 //!                                                      └─▶ RS256/ES256/EdDSA ──kid──▶ Jwks cache ──▶ key
 //!                    ──▶ exp, nbf (± CLOCK_SKEW), iss, aud, sub (a valid user name), rooms
-//!                    ──▶ Verified { user, expires_at, rooms }   or   Refused (close code + reason)
+//!                    ──▶ Verified { user, expires_at, rooms, admin }   or   Refused (close code + reason)
 //! ```
 //!
 //! The key is chosen by the token's algorithm family and each key is only ever used with its own
@@ -135,6 +135,8 @@ pub struct Verified {
     pub expires_at: Option<SystemTime>,
     /// Private rooms the token grants (the `rooms` claim).
     pub rooms: Vec<String>,
+    /// The token carries `"admin": true`: it may change room ACLs ([`crate::admin`]).
+    pub admin: bool,
 }
 
 /// Why a token was refused: each maps to a close code and a reason a developer can act on.
@@ -229,6 +231,9 @@ struct Claims {
     exp: u64,
     #[serde(default)]
     rooms: Option<serde_json::Value>,
+    /// Only the JSON value `true` makes an admin.
+    #[serde(default)]
+    admin: Option<serde_json::Value>,
 }
 
 /// Checks identities; one per node.
@@ -438,6 +443,7 @@ impl JwtVerifier {
             user: claims.sub,
             expires_at: Some(UNIX_EPOCH + Duration::from_secs(claims.exp)),
             rooms,
+            admin: claims.admin == Some(serde_json::Value::Bool(true)),
         })
     }
 }

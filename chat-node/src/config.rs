@@ -31,6 +31,13 @@ pub const STANDALONE_INBOXES: usize = 10_000;
 pub const STANDALONE_STORE_BYTES: usize = 256 * 1024 * 1024;
 /// Users whose last-seen time and delivery cursor a standalone node keeps at most.
 pub const STANDALONE_USERS: usize = 100_000;
+/// Users one private room's ACL lists at most: a room for a whole organisation, while `GET` of the list
+/// stays one bounded reply. An admin gets `409` beyond it rather than an entry silently dropped.
+pub const ROOM_ACL_CAP: usize = 10_000;
+/// Rooms with an ACL a standalone node keeps at most (admin-made state is refused, never evicted).
+pub const STANDALONE_ACL_ROOMS: usize = 10_000;
+/// Correspondents remembered per user (for last-seen visibility), the most recent first.
+pub const CONTACTS_CAP: usize = 1000;
 /// How long a client id is remembered for deduplication. Long enough for any client to give up
 /// resending, short enough that Redis memory stays bounded.
 pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);

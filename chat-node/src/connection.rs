@@ -257,6 +257,7 @@ where
                 drain_deadline.as_mut().reset(tokio::time::Instant::now() + notice.leave_within());
             }
             () = &mut drain_deadline => return true,
+            () = handle.revoked() => session.apply_revocations().await,
             next = tokio::time::timeout(idle, stream.next()) => match next {
                 Err(_) => {
                     handle.kick(close::IDLE);

@@ -12,6 +12,11 @@
 //! and in bytes ([`ByteBudget`]). A session that is recovering history of a topic is *pending*: events
 //! for it are buffered (bounded by the same byte budget) until [`Hub::activate`] or
 //! [`Hub::drain_pending`] merges them behind the history it was sent, dropping what it already has.
+//!
+//! One event is not a frame for clients: an [`access_revoked`] notice (an admin took a user off a
+//! private room's ACL, [`crate::admin`]) is handed to that user's sessions as a revocation
+//! ([`SessionHandle::revoked`]) and to nobody else; each session then decides whether it still holds
+//! the room by its token.
 
 use crate::limits::ByteBudget;
 use crate::protocol::close;
@@ -70,6 +75,10 @@ pub struct SessionHandle {
     dm_delivered: AtomicU64,
     /// Bytes of frames queued and not yet handed to the socket.
     budget: ByteBudget,
+    /// Rooms whose ACL no longer lists this user, not yet handled by the session.
+    revoked: Mutex<Vec<Arc<str>>>,
+    /// Wakes the session when `revoked` gains a room.
+    revocation: tokio::sync::Notify,
 }
 
 impl SessionHandle {
@@ -88,6 +97,8 @@ impl SessionHandle {
             kill_code: AtomicU16::new(0),
             dm_delivered: AtomicU64::new(0),
             budget: ByteBudget::new(usize::MAX / 2),
+            revoked: Mutex::new(Vec::new()),
+            revocation: tokio::sync::Notify::new(),
         }
     }
 
@@ -182,6 +193,51 @@ impl SessionHandle {
     pub fn dm_delivered(&self) -> u64 {
         self.dm_delivered.load(Ordering::Acquire)
     }
+
+    /// Tells the session that the ACL of `room` no longer lists its user.
+    pub fn revoke(&self, room: Arc<str>) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        // A session is in at most `max_rooms` rooms; more pending notices than that are repeats.
+        if revoked.len() < 1024 && !revoked.contains(&room) {
+            revoked.push(room);
+        }
+        drop(revoked);
+        self.revocation.notify_one();
+    }
+
+    /// Resolves once a revocation is waiting (see [`SessionHandle::take_revoked`]).
+    pub async fn revoked(&self) {
+        self.revocation.notified().await;
+    }
+
+    /// The rooms revoked since the last call.
+    pub fn take_revoked(&self) -> Vec<Arc<str>> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Start of the bus event that revokes a user's ACL entry of a room: `{"type":"access_revoked",
+/// "room":R,"user":U}`. No client frame starts so (clients never publish raw frames).
+const ACCESS_REVOKED_PREFIX: &str = r#"{"type":"access_revoked","#;
+
+/// The bus event revoking `user`'s ACL entry of `room` ([`Hub::dispatch`] routes it).
+pub fn access_revoked(room: &str, user: &str) -> Utf8Bytes {
+    // Written by hand: `json!` would sort the keys and lose the `type`-first prefix.
+    let quote = |v: &str| serde_json::Value::from(v).to_string();
+    Utf8Bytes::from(format!(
+        r#"{ACCESS_REVOKED_PREFIX}"room":{},"user":{}}}"#,
+        quote(room),
+        quote(user)
+    ))
+}
+
+/// The user an `access_revoked` event names, if `bytes` is one.
+fn revoked_user(bytes: &Utf8Bytes) -> Option<String> {
+    if !bytes.as_str().starts_with(ACCESS_REVOKED_PREFIX) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(bytes.as_str()).ok()?;
+    v.get("user")?.as_str().map(str::to_owned)
 }
 
 struct Listener {
@@ -356,6 +412,12 @@ impl Hub {
         let Some(listeners) = inner.topics.get_mut(topic) else {
             return 0;
         };
+        if let (Topic::Room(room), Some(user)) = (topic, revoked_user(bytes)) {
+            for l in listeners.values().filter(|l| *l.handle.user == *user) {
+                l.handle.revoke(room.clone());
+            }
+            return 0;
+        }
         let mut delivered = 0;
         for l in listeners.values_mut() {
             if let Some(p) = l.pending.as_mut() {
@@ -433,6 +495,33 @@ mod tests {
             out.push(b.as_str().to_owned());
         }
         out
+    }
+
+    #[test]
+    fn an_access_revocation_reaches_only_the_named_users_sessions_and_no_client() {
+        let hub = Hub::new();
+        let t = Topic::room("private:ops");
+        let (bob1, mut r1) = session(1, "bob", 8);
+        let (bob2, mut r2) = session(2, "bob", 8);
+        let (alice, mut ra) = session(3, "alice", 8);
+        for h in [&bob1, &bob2, &alice] {
+            hub.attach(&t, h, false);
+        }
+        assert_eq!(
+            hub.dispatch(&t, 0, &access_revoked("private:ops", "bob")),
+            0
+        );
+        for h in [&bob1, &bob2] {
+            assert_eq!(h.take_revoked(), vec![Arc::<str>::from("private:ops")]);
+            assert!(h.take_revoked().is_empty(), "taken once");
+        }
+        assert!(alice.take_revoked().is_empty());
+        for rx in [&mut r1, &mut r2, &mut ra] {
+            assert!(frames(rx).is_empty(), "the notice is not a client frame");
+        }
+        // An ordinary frame still reaches everyone.
+        let f = Utf8Bytes::from_static(r#"{"type":"typing","room":"private:ops","user":"alice"}"#);
+        assert_eq!(hub.dispatch(&t, 0, &f), 3);
     }
 
     #[test]

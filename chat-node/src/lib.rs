@@ -13,14 +13,17 @@
 //! then tells its clients to `reconnect` in paced batches (`drain`), and closes whoever is left with
 //! 1012 when `--drain-timeout` runs out.
 //!
-//! `auth` decides who a connection is (tokens or open identity) and `refusals` counts and logs what is
-//! refused.
+//! `auth` decides who a connection is (tokens or open identity), `session` what it may read and write
+//! (private rooms by token grant or room ACL, last-seen of users it shares something with), `admin`
+//! serves the room ACL API to token holders with `"admin": true`, and `refusals` counts and logs what
+//! is refused.
 //!
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
-//! any WebSocket sink and stream. `server` and `standalone` are the HTTP edge (the only modules that use
-//! axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
+//! any WebSocket sink and stream. `server`, `admin` and `standalone` are the HTTP edge (the only modules
+//! that use axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;

@@ -442,6 +442,9 @@ pub enum ServerFrame<'a> {
     },
     LastSeen {
         users: BTreeMap<String, LastSeenEntry>,
+        /// Asked-for users this session may not see (no shared room, no direct message).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        hidden: Vec<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: &'a Req,
     },

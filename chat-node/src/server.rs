@@ -89,13 +89,14 @@ pub async fn serve(
     }
 }
 
-/// Routes every node serves: `/ws`, `/healthz`, `/readyz`, `/metrics`.
+/// Routes every node serves: `/ws`, `/healthz`, `/readyz`, `/metrics`, the room ACL admin API.
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(node.clone())
+        .merge(crate::admin::router(node.clone()))
         .merge(switchboard_runtime::metrics::route(node))
 }
 

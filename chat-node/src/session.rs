@@ -473,6 +473,10 @@ impl Session {
                     })
                     .await
                     .map_err(store_refusal)?;
+                // Best effort: the message is stored; a lost contact only hides a last-seen time.
+                if let Err(e) = node.backend.note_contact(&user, &to).await {
+                    tracing::debug!(error = %chain(&e), "recording a direct-message contact failed");
+                }
                 self.reply(&ServerFrame::DmAck {
                     to: &to,
                     id: &posted.id,
@@ -552,8 +556,13 @@ impl Session {
                         format!("'{}' is not a valid user name", clip(bad)),
                     ));
                 }
-                let users = node.backend.last_seen(users).await.map_err(store_refusal)?;
-                self.reply(&ServerFrame::LastSeen { users, req });
+                let (visible, hidden) = self.visible(users).await.map_err(store_refusal)?;
+                let users = node
+                    .backend
+                    .last_seen(visible)
+                    .await
+                    .map_err(store_refusal)?;
+                self.reply(&ServerFrame::LastSeen { users, hidden, req });
                 Ok(())
             }
         }
@@ -580,13 +589,14 @@ impl Session {
         }
         self.expires_at = verified.expires_at;
         self.grants = verified.rooms.into_iter().collect();
-        // A grant the new token no longer carries ends the membership at once.
-        let revoked: Vec<String> = self
-            .rooms
-            .iter()
-            .filter(|r| self.may_enter(r).is_err())
-            .cloned()
-            .collect();
+        // A grant the new token no longer carries (and the room's ACL does not give) ends the
+        // membership at once.
+        let mut revoked = Vec::new();
+        for room in &self.rooms {
+            if self.forbidden(room).await {
+                revoked.push(room.clone());
+            }
+        }
         for room in revoked {
             self.leave(&room).await;
             self.reply(&ServerFrame::Left {
@@ -601,20 +611,89 @@ impl Session {
         Ok(())
     }
 
-    /// Default deny for private rooms: only with a grant in the session's token. Everything done in a
-    /// room (send, typing, read markers, history, members) requires having joined it, so this one
-    /// check guards all of it.
-    fn may_enter(&self, room: &str) -> Result<(), Refusal> {
-        if is_private_room(room) && !self.grants.contains(room) {
-            return Err(Refusal::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "room '{}' is private and your token does not grant it",
-                    clip(room)
-                ),
-            ));
+    /// Default deny for private rooms: only with a grant in the session's token or an entry in the
+    /// room's ACL (token mode only: in open mode a name proves nothing, so no private room opens).
+    /// Everything done in a room (send, typing, read markers, history, members) requires having joined
+    /// it, so this one check guards all of it.
+    async fn may_enter(&self, room: &str) -> Result<(), Refusal> {
+        if !is_private_room(room) || self.grants.contains(room) {
+            return Ok(());
         }
-        Ok(())
+        let node = &self.node;
+        if !node.settings.auth.is_open()
+            && node
+                .backend
+                .acl_allows(room, &self.handle.user)
+                .await
+                .map_err(store_refusal)?
+        {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "room '{}' is private: neither your token nor the room's ACL lets you in",
+                clip(room)
+            ),
+        ))
+    }
+
+    /// Whether `room` is now closed to this session (a store that cannot answer closes nothing).
+    async fn forbidden(&self, room: &str) -> bool {
+        matches!(self.may_enter(room).await, Err(r) if r.code == ErrorCode::Forbidden)
+    }
+
+    /// Leaves the rooms whose ACL entry an admin revoked, unless the token still grants them; the
+    /// client gets `left` for each.
+    pub async fn apply_revocations(&mut self) {
+        for room in self.handle.take_revoked() {
+            if self.rooms.contains(&*room) && self.forbidden(&room).await {
+                self.leave(&room).await;
+                self.reply(&ServerFrame::Left {
+                    room: &room,
+                    req: &None,
+                });
+            }
+        }
+    }
+
+    /// Splits asked-for users into those whose last-seen this session may see and the rest. Visible:
+    /// the user themself, anyone they exchanged a direct message with in the last 7 days, and anyone
+    /// present in or holding a read marker of a room this session has joined. Nobody else — a name
+    /// alone shows nothing.
+    async fn visible(
+        &self,
+        asked: Vec<String>,
+    ) -> Result<(Vec<String>, Vec<String>), crate::backend::Error> {
+        let me = &*self.handle.user;
+        let mut unresolved: BTreeSet<String> = asked.into_iter().collect();
+        let mut visible = Vec::new();
+        if unresolved.remove(me) {
+            visible.push(me.to_owned());
+        }
+        let backend = &self.node.backend;
+        if !unresolved.is_empty() {
+            for contact in backend
+                .contacts_among(me, unresolved.iter().cloned().collect())
+                .await?
+            {
+                unresolved.remove(&contact);
+                visible.push(contact);
+            }
+        }
+        if !unresolved.is_empty() && !self.rooms.is_empty() {
+            for peer in backend
+                .room_peers_among(
+                    self.rooms.iter().cloned().collect(),
+                    unresolved.iter().cloned().collect(),
+                )
+                .await?
+            {
+                unresolved.remove(&peer);
+                visible.push(peer);
+            }
+        }
+        Ok((visible, unresolved.into_iter().collect()))
     }
 
     /// When the session's token expires (`None` in open mode).
@@ -626,7 +705,7 @@ impl Session {
         if !valid_room(&room) {
             return Err(invalid_room(&room));
         }
-        self.may_enter(&room)?;
+        self.may_enter(&room).await?;
         let node = self.node.clone();
         let limits = &node.settings.limits;
         let rejoin = self.rooms.contains(&room);
@@ -639,6 +718,16 @@ impl Session {
         let user = self.handle.user.clone();
         let topic = Topic::room(&room);
         node.hub.attach(&topic, &self.handle, true);
+        // In by the ACL: a revocation published between the check above and the attach reached no
+        // session of ours, so look once more now that one would reach it.
+        if !rejoin
+            && is_private_room(&room)
+            && !self.grants.contains(&room)
+            && let Err(refusal) = self.may_enter(&room).await
+        {
+            node.hub.detach(&topic, self.handle.id);
+            return Err(refusal);
+        }
         let result = async {
             node.ensure_subscribed(&topic).await?;
             let first = node

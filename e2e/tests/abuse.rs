@@ -11,6 +11,9 @@
 //!  secrets       ──▶ no password, HMAC secret or token in any /proc/PID/cmdline or log
 //!  other's DMs   ──▶ only bob's token reads bob's direct messages
 //!  private rooms ──▶ join without a grant ──▶ forbidden; a refresh dropping the grant leaves the room
+//!  room ACL      ──▶ admin API without a token / with a non-admin or forged one ──▶ 401/403; an admin
+//!                    grant lets a user in on every node, its revocation takes them out (left)
+//!  last seen     ──▶ only of users sharing a joined room or a direct message; others are hidden
 //!  visibility    ──▶ switchboard_refusals_total{reason} (auth, origin, forbidden, rate limit, capacity,
 //!                    oversize, expiry) and rate-limited "refused" log lines with the peer
 //!  the door      ──▶ sockets that never upgrade (one address) ──▶ 503 beyond its share, cut after
@@ -460,19 +463,24 @@ async fn a_private_room_is_closed_to_users_without_a_grant() {
 
     // A refresh without the grant ends alice's membership.
     a.refresh(&granted(&alice, &[])).await.expect("refresh");
-    a.wait_for_named(
-        "left",
-        |f| f["type"] == "left" && f["room"] == room.as_str(),
+    taken_out(&mut a, &room, "the grant was dropped").await;
+    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
+}
+
+/// Waits for the unsolicited `left` of `room` and checks the client can no longer post there.
+async fn taken_out(c: &mut ChatClient, room: &str, why: &str) {
+    c.wait_for_named(
+        &format!("left after {why}"),
+        |f| f["type"] == "left" && f["room"] == room,
         T,
     )
     .await
-    .expect("left after the grant was dropped");
-    let err = a
-        .send(&room, "still here?", Some("p-2"))
+    .unwrap_or_else(|e| panic!("left after {why}: {e}"));
+    let err = c
+        .send(room, "still here?", None)
         .await
         .expect_err("not any more");
     assert_eq!(err.server_code(), Some("not_joined"), "{err}");
-    assert!(refusals(&t, 1, "forbidden").await >= 1.0);
 }
 
 #[tokio::test]
@@ -760,4 +768,260 @@ async fn every_redis_key_a_client_creates_expires() {
         }
     }
     assert!(forever.is_empty(), "keys without an expiry: {forever:?}");
+}
+
+/// An admin call to node `i`'s room ACL API: (status, JSON body).
+async fn acl_call(
+    t: &Topology,
+    i: usize,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut request =
+        reqwest::Client::new().request(method, format!("{}/v1/rooms/{path}", t.node_http_url(i)));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("admin API answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_room_acl_is_changed_only_by_an_admin_and_a_revocation_takes_the_user_out_on_every_node()
+{
+    let t = cluster(&[]).await;
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let room = format!("private:{}", name("board"));
+    let (alice, bob, boss) = (name("alice"), name("bob"), name("boss"));
+    let admin = issuer.sign(&json!({"sub": boss, "exp": unix_now() + 600, "admin": true}));
+    let path = format!("{room}/acl/{bob}");
+    let put = reqwest::Method::PUT;
+    let before = refusals(&t, 0, "admin_denied").await;
+
+    // Nobody but an admin changes an ACL.
+    let (status, body) = acl_call(&t, 0, put.clone(), &path, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("auth_failed")),
+        "{body}"
+    );
+    let plain = t.token(&alice).expect("token");
+    let (status, body) = acl_call(&t, 0, put.clone(), &path, Some(&plain)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let not_quite = issuer.sign(&json!({"sub": alice, "exp": unix_now() + 600, "admin": "true"}));
+    let (status, _) = acl_call(&t, 0, put.clone(), &path, Some(&not_quite)).await;
+    assert_eq!(status, 403, "only the JSON value true makes an admin");
+    let forged = sign_hs256(
+        &json!({"sub": boss, "exp": unix_now() + 600, "admin": true}),
+        b"not-the-secret-not-the-secret-not-the-secret",
+    );
+    let (status, _) = acl_call(&t, 0, put.clone(), &path, Some(&forged)).await;
+    assert_eq!(status, 401, "a forged admin token");
+    let (status, body) = acl_call(
+        &t,
+        0,
+        put.clone(),
+        &format!("lobby/acl/{bob}"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_name")),
+        "{body}"
+    );
+    assert!(refusals(&t, 0, "admin_denied").await >= before + 4.0);
+    let (status, body) = acl_call(
+        &t,
+        1,
+        reqwest::Method::GET,
+        &format!("{room}/acl"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["users"]),
+        (200, &json!([])),
+        "none of that listed anyone"
+    );
+
+    // Default deny: bob is refused until an admin lists him.
+    let mut b = t.connect(1, &bob).await.expect("bob");
+    let err = b.join(&room, None).await.expect_err("not listed yet");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    let (status, body) = acl_call(&t, 0, put.clone(), &path, Some(&admin)).await;
+    assert_eq!((status, &body["changed"]), (200, &json!(true)), "{body}");
+    let (_, body) = acl_call(&t, 0, put.clone(), &path, Some(&admin)).await;
+    assert_eq!(
+        body["changed"],
+        json!(false),
+        "granting twice changes nothing"
+    );
+    let (_, body) = acl_call(
+        &t,
+        1,
+        reqwest::Method::GET,
+        &format!("{room}/acl"),
+        Some(&admin),
+    )
+    .await;
+    assert_eq!(body["users"], json!([bob]), "every node sees the same ACL");
+
+    // Listed, bob joins on node 1 and talks with alice, whose token grants the room, on node 0.
+    let granted = issuer.sign(&json!({"sub": alice, "exp": unix_now() + 600, "rooms": [room]}));
+    let mut a = ChatClient::connect_token(&t.node_ws_url(0), &granted)
+        .await
+        .expect("alice");
+    a.join(&room, None)
+        .await
+        .expect("alice's token grants the room");
+    b.join(&room, None).await.expect("the ACL lets bob in");
+    b.send(&room, "minutes attached", Some("b-1"))
+        .await
+        .expect("bob posts");
+    a.wait_message(&room, |m| m.body == "minutes attached", T)
+        .await
+        .expect("alice gets bob's message");
+
+    // Revoked on node 0: bob's session on node 1 leaves the room at once and cannot come back.
+    let (status, body) = acl_call(&t, 0, reqwest::Method::DELETE, &path, Some(&admin)).await;
+    assert_eq!((status, &body["changed"]), (200, &json!(true)), "{body}");
+    taken_out(&mut b, &room, "the revocation").await;
+    let err = b.join(&room, Some(0)).await.expect_err("and not again");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    // The revocation touched only bob: alice, in by her token, carries on and saw no notice.
+    let ack = a
+        .send(&room, "carry on", Some("a-1"))
+        .await
+        .expect("alice still posts");
+    assert_eq!(ack.seq, 2);
+    let notices: Vec<_> = a
+        .take_buffered()
+        .into_iter()
+        .filter(|f| f["type"] == "access_revoked" || f["type"] == "left")
+        .collect();
+    assert!(notices.is_empty(), "{notices:?}");
+}
+
+#[tokio::test]
+async fn last_seen_shows_only_users_sharing_a_room_or_a_direct_message() {
+    let t = cluster(&[]).await;
+    let (alice, carol, dave, erin) = (name("alice"), name("carol"), name("dave"), name("erin"));
+    let room = name("lobby");
+    let mut a = t.connect(0, &alice).await.expect("alice");
+    let _c = t
+        .connect(1, &carol)
+        .await
+        .expect("carol, online, shares nothing with alice");
+    let mut d = t.connect(1, &dave).await.expect("dave");
+    let mut e = t.connect(0, &erin).await.expect("erin");
+    let ask = |users: &[&str]| json!({"type": "last_seen", "users": users});
+
+    let reply = a
+        .request(ask(&[&alice, &carol, &dave, &erin]), T)
+        .await
+        .expect("last_seen");
+    assert_eq!(reply["hidden"], json!([carol, dave, erin]), "{reply}");
+    assert_eq!(reply["users"][&alice]["online"], json!(true), "{reply}");
+    assert!(
+        reply["users"].get(&carol).is_none(),
+        "carol's state is not shown: {reply}"
+    );
+
+    // A shared room and a direct message open last-seen; carol stays hidden although online.
+    a.join(&room, None).await.expect("alice joins");
+    d.join(&room, None).await.expect("dave joins");
+    e.dm(&alice, "hello alice", None)
+        .await
+        .expect("erin writes to alice");
+    let reply = a
+        .request(ask(&[&carol, &dave, &erin]), T)
+        .await
+        .expect("last_seen");
+    assert_eq!(reply["hidden"], json!([carol]), "{reply}");
+    assert_eq!(reply["users"][&dave]["online"], json!(true), "{reply}");
+    assert_eq!(reply["users"][&erin]["online"], json!(true), "{reply}");
+
+    // Someone who read the room and left stays visible through the read marker.
+    a.send(&room, "agenda", None).await.expect("alice posts");
+    d.read(&room, 1).await.expect("dave reads");
+    d.leave(&room).await.expect("dave leaves");
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let reply = a.request(ask(&[&dave]), T).await.expect("last_seen");
+        if reply["hidden"].is_null() && reply["users"][&dave]["online"] == json!(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dave hidden after leaving: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Sharing works both ways: erin, who wrote to alice, sees her; carol sees neither.
+    let reply = e.request(ask(&[&alice]), T).await.expect("last_seen");
+    assert_eq!(reply["users"][&alice]["online"], json!(true), "{reply}");
+    let mut c = t.connect(0, &carol).await.expect("carol again");
+    let reply = c
+        .request(ask(&[&alice, &dave, &erin]), T)
+        .await
+        .expect("last_seen");
+    assert!(
+        reply["users"].as_object().is_some_and(|u| u.is_empty()),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_standalone_node_keeps_its_acl_in_memory_and_open_identity_has_no_admins() {
+    // Open identity: a token claiming admin proves nothing there, so the API refuses everyone.
+    let open = Topology::start(TopologyConfig::standalone())
+        .await
+        .unwrap_or_else(|e| panic!("start a standalone node: {}", report::chain(&e)));
+    let claim = sign_hs256(
+        &json!({"sub": "boss", "exp": unix_now() + 600, "admin": true}),
+        b"any-secret-any-secret-any-secret-any",
+    );
+    let (status, body) = acl_call(
+        &open,
+        0,
+        reqwest::Method::PUT,
+        "private:x/acl/bob",
+        Some(&claim),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("admin_unavailable")),
+        "{body}"
+    );
+
+    // Token mode without Redis: the in-memory ACL lets bob in and the revocation takes him out.
+    let t = Topology::start(TopologyConfig::standalone().with_auth(e2e::topology::Auth::Jwt))
+        .await
+        .unwrap_or_else(|e| panic!("start a standalone token-mode node: {}", report::chain(&e)));
+    let issuer = t.credentials().issuer().expect("token mode").clone();
+    let admin = issuer.sign(&json!({"sub": "boss", "exp": unix_now() + 600, "admin": true}));
+    let room = format!("private:{}", name("den"));
+    let bob = name("bob");
+    let path = format!("{room}/acl/{bob}");
+    let mut b = t.connect(0, &bob).await.expect("bob");
+    let err = b.join(&room, None).await.expect_err("not listed");
+    assert_eq!(err.server_code(), Some("forbidden"), "{err}");
+    let (status, _) = acl_call(&t, 0, reqwest::Method::PUT, &path, Some(&admin)).await;
+    assert_eq!(status, 200);
+    b.join(&room, None).await.expect("listed");
+    let (status, _) = acl_call(&t, 0, reqwest::Method::DELETE, &path, Some(&admin)).await;
+    assert_eq!(status, 200);
+    taken_out(&mut b, &room, "the revocation").await;
 }

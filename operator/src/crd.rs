@@ -7,6 +7,7 @@
 //! │   ├── nodes        socket servers: replicas, image, capacity, advertised URL template, drain
 //! │   ├── registries   placement service: replicas, image, Service type/port
 //! │   ├── redis        mode Managed (data nodes + sentinels run by the operator) | External (url or sentinels)
+//! │   ├── auth         how clients prove who they are: jwt (HMAC Secret or JWKS URL) | open; web origins
 //! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
 //! │   └── labels / annotations   passed through to every owned object and pod
 //! └── status   observedGeneration, ready/desired per component, current master, load-set size,
@@ -128,6 +129,9 @@ pub struct ChatClusterSpec {
     /// Redis: managed by the operator (default) or external.
     #[serde(default)]
     pub redis: RedisSpec,
+    /// Client identity: signed tokens (default) or, only when chosen, open identity.
+    #[serde(default)]
+    pub auth: AuthSpec,
     /// Pod scheduling applied to every pod of this chat system.
     #[serde(default, skip_serializing_if = "Scheduling::is_empty")]
     pub scheduling: Scheduling,
@@ -432,6 +436,72 @@ pub struct ExternalRedisTls {
     /// the operator present to a server that asks for one (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_secret: Option<String>,
+}
+
+/// How clients prove who they are (`chat-node/PROTOCOL.md` section 2), rendered as chat-node's
+/// `--auth`, `--jwt-*` and `--allowed-origins` and the registry's `--allowed-origins`.
+///
+/// `mode: jwt` (the default) verifies HS256 tokens with the key in `hmacSecretRef`, or
+/// RS256/ES256/EdDSA tokens with the keys at `jwksUrl`. With neither, the operator generates a key
+/// Secret `<name>-jwt` once (32 random bytes, hex, key `hmac`) and never rotates it: mint tokens for
+/// your users with it. `mode: open` accepts any user name and must be chosen explicitly.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!(has(self.hmacSecretRef) && has(self.jwksUrl))").message("spec.auth: set at most one of hmacSecretRef and jwksUrl (neither: the operator generates the HMAC key Secret <name>-jwt)"),
+    validation = Rule::new("!has(self.mode) || self.mode != 'open' || !(has(self.hmacSecretRef) || has(self.jwksUrl) || has(self.issuer) || has(self.audience))").message("spec.auth.mode open accepts any user name: drop hmacSecretRef, jwksUrl, issuer and audience, or use mode jwt")
+)]
+pub struct AuthSpec {
+    /// `jwt` (default): a signed token in the first `hello` frame. `open`: any user name is accepted,
+    /// for trusted networks and development only.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// Secret key holding the HS256 secret (at least 32 bytes). Mounted as a file, never put in an
+    /// environment variable; a change rolls the chat-node pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_ref: Option<SecretKeySelector>,
+    /// JWKS URL of the identity provider (RS256, ES256, EdDSA keys), `https://` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('https://')").message("spec.auth.jwksUrl must be an https:// URL"))]
+    pub jwks_url: Option<String>,
+    /// Required `iss` claim of every token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub issuer: Option<String>,
+    /// Required `aud` claim (one of the token's audiences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub audience: Option<String>,
+    /// Web origins (`scheme://host[:port]`) whose pages may open chat-node's `/ws` and call the
+    /// registry (CORS), besides each server's own origin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(max = 256)))]
+    #[x_kube(validation = Rule::new("self.all(o, o.matches('^https?://[^/,\\\\s]+$'))").message("spec.auth.allowedOrigins: each entry is scheme://host[:port] (http or https, no path, no comma)"))]
+    pub allowed_origins: Vec<String>,
+}
+
+/// How connections are identified.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Signed tokens (JWT).
+    #[default]
+    Jwt,
+    /// Any user name, no proof.
+    Open,
+}
+
+impl AuthMode {
+    /// The spelling of chat-node's `--auth`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Jwt => "jwt",
+            AuthMode::Open => "open",
+        }
+    }
 }
 
 /// NetworkPolicies: Redis and Sentinel reachable only from this chat system's own pods and the operator;

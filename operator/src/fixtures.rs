@@ -118,4 +118,36 @@ impl ChatCluster {
             .insert(key.to_owned(), value.to_owned());
         self
     }
+
+    /// Open identity (`spec.auth.mode: open`).
+    #[must_use]
+    pub fn with_open_identity(mut self) -> Self {
+        self.spec.auth.mode = crate::crd::AuthMode::Open;
+        self
+    }
+
+    /// Token auth with the HS256 key in `secret`'s `key`.
+    #[must_use]
+    pub fn with_hmac_secret(mut self, secret: &str, key: &str) -> Self {
+        self.spec.auth.hmac_secret_ref = Some(SecretKeySelector {
+            name: secret.to_owned(),
+            key: key.to_owned(),
+            optional: None,
+        });
+        self
+    }
+
+    /// Token auth with keys from a JWKS URL.
+    #[must_use]
+    pub fn with_jwks_url(mut self, url: &str) -> Self {
+        self.spec.auth.jwks_url = Some(url.to_owned());
+        self
+    }
+
+    /// Web origins allowed besides each server's own.
+    #[must_use]
+    pub fn with_allowed_origins(mut self, origins: &[&str]) -> Self {
+        self.spec.auth.allowed_origins = origins.iter().map(|&o| o.to_owned()).collect();
+        self
+    }
 }

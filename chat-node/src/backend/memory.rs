@@ -9,6 +9,8 @@
 //! | inbox | [`INBOX_CAP`] messages; forgotten [`INBOX_TTL`] after its last message or beyond [`STANDALONE_INBOXES`] — never while its user is connected |
 //! | delivery cursor, last-seen | [`INBOX_TTL`] / [`LAST_SEEN_TTL`], at most [`STANDALONE_USERS`] each |
 //! | presence, online | removed when the session leaves |
+//! | direct-message contacts (last-seen visibility) | [`CONTACTS_CAP`] per user, each [`INBOX_TTL`] after the last message between the two; at most [`STANDALONE_USERS`] users |
+//! | room ACLs (made by an admin) | [`ROOM_ACL_CAP`] users per room, [`STANDALONE_ACL_ROOMS`] rooms; a grant beyond either is refused, never evicted |
 //!
 //! All rooms and inboxes together hold at most [`STANDALONE_STORE_BYTES`] of messages and resend
 //! records; beyond it the least recently used that nobody on this node listens to are forgotten.
@@ -24,11 +26,15 @@
 //! [`STANDALONE_INBOXES`]: crate::config::STANDALONE_INBOXES
 //! [`LAST_SEEN_TTL`]: crate::config::LAST_SEEN_TTL
 //! [`STANDALONE_USERS`]: crate::config::STANDALONE_USERS
+//! [`CONTACTS_CAP`]: crate::config::CONTACTS_CAP
+//! [`ROOM_ACL_CAP`]: crate::config::ROOM_ACL_CAP
+//! [`STANDALONE_ACL_ROOMS`]: crate::config::STANDALONE_ACL_ROOMS
 
-use super::{Backend, Bounds, BoxFut, Post, Posted, Stored};
+use super::{AclChange, Backend, Bounds, BoxFut, Post, Posted, Stored};
 use crate::config::{
-    INBOX_TTL, LAST_SEEN_TTL, READ_MARKERS_CAP, ROOM_TTL, STANDALONE_INBOXES, STANDALONE_ROOMS,
-    STANDALONE_STORE_BYTES, STANDALONE_USERS,
+    CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
+    STANDALONE_ACL_ROOMS, STANDALONE_INBOXES, STANDALONE_ROOMS, STANDALONE_STORE_BYTES,
+    STANDALONE_USERS,
 };
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, splice_message};
@@ -170,6 +176,10 @@ struct State {
     presence: HashMap<String, BTreeMap<String, BTreeSet<String>>>,
     online: HashMap<String, BTreeSet<String>>,
     last_seen: HashMap<String, Stamped<u64>>,
+    /// user -> correspondent -> when they last exchanged a direct message.
+    contacts: HashMap<String, Stamped<HashMap<String, Instant>>>,
+    /// Private room -> users an admin let in.
+    acl: HashMap<String, BTreeSet<String>>,
     last_sweep: Instant,
     /// Bytes of every room and inbox ([`Log::bytes`]).
     bytes: usize,
@@ -186,6 +196,8 @@ impl Default for State {
             presence: HashMap::new(),
             online: HashMap::new(),
             last_seen: HashMap::new(),
+            contacts: HashMap::new(),
+            acl: HashMap::new(),
             last_sweep: Instant::now(),
             bytes: 0,
             budget: STANDALONE_STORE_BYTES,
@@ -233,6 +245,7 @@ impl State {
         });
         self.dm_cursor.retain(|_, c| alive(c.at, INBOX_TTL));
         self.last_seen.retain(|_, s| alive(s.at, LAST_SEEN_TTL));
+        self.contacts.retain(|_, c| alive(c.at, INBOX_TTL));
         self.recount();
     }
 
@@ -570,6 +583,102 @@ impl Backend for MemoryBackend {
             })
             .collect();
         ready(v)
+    }
+
+    fn acl_update(&self, room: &str, user: &str, allow: bool) -> BoxFut<'_, AclChange> {
+        let mut st = self.lock();
+        let rooms = st.acl.len();
+        let change = if allow {
+            match st.acl.get_mut(room) {
+                Some(users) if users.contains(user) => AclChange::Unchanged,
+                Some(users) if users.len() >= ROOM_ACL_CAP => AclChange::Full,
+                None if rooms >= STANDALONE_ACL_ROOMS => AclChange::Full,
+                _ => {
+                    st.acl
+                        .entry(room.to_owned())
+                        .or_default()
+                        .insert(user.to_owned());
+                    AclChange::Changed
+                }
+            }
+        } else {
+            let removed = st.acl.get_mut(room).is_some_and(|users| users.remove(user));
+            if st.acl.get(room).is_some_and(BTreeSet::is_empty) {
+                st.acl.remove(room);
+            }
+            if removed {
+                AclChange::Changed
+            } else {
+                AclChange::Unchanged
+            }
+        };
+        ready(change)
+    }
+
+    fn acl_allows(&self, room: &str, user: &str) -> BoxFut<'_, bool> {
+        let st = self.lock();
+        ready(st.acl.get(room).is_some_and(|users| users.contains(user)))
+    }
+
+    fn acl_list(&self, room: &str) -> BoxFut<'_, Vec<String>> {
+        let st = self.lock();
+        ready(
+            st.acl
+                .get(room)
+                .map(|u| u.iter().cloned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    fn note_contact(&self, a: &str, b: &str) -> BoxFut<'_, ()> {
+        let mut st = self.lock();
+        st.sweep(&self.hub);
+        let now = Instant::now();
+        for (user, peer) in [(a, b), (b, a)] {
+            let entry = st
+                .contacts
+                .entry(user.to_owned())
+                .or_insert_with(|| Stamped::now(HashMap::new()));
+            entry.at = now;
+            entry.value.insert(peer.to_owned(), now);
+            evict_beyond(&mut entry.value, CONTACTS_CAP, |at| *at, |_| false);
+        }
+        evict_beyond(&mut st.contacts, STANDALONE_USERS, |c| c.at, |_| false);
+        ready(())
+    }
+
+    fn contacts_among(&self, user: &str, candidates: Vec<String>) -> BoxFut<'_, BTreeSet<String>> {
+        let st = self.lock();
+        let now = Instant::now();
+        let found = st.contacts.get(user).map_or_else(BTreeSet::new, |c| {
+            candidates
+                .into_iter()
+                .filter(|p| {
+                    c.value
+                        .get(p)
+                        .is_some_and(|at| now.duration_since(*at) < INBOX_TTL)
+                })
+                .collect()
+        });
+        ready(found)
+    }
+
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>> {
+        let st = self.lock();
+        let found = candidates
+            .into_iter()
+            .filter(|u| {
+                rooms.iter().any(|r| {
+                    st.presence.get(r).is_some_and(|p| p.contains_key(u))
+                        || st.rooms.get(r).is_some_and(|l| l.read.contains_key(u))
+                })
+            })
+            .collect();
+        ready(found)
     }
 
     fn healthy(&self) -> bool {

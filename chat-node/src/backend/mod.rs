@@ -13,7 +13,7 @@ pub mod redis;
 
 use crate::hub::Topic;
 use crate::protocol::{ErrorCode, LastSeenEntry};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use tungstenite::Utf8Bytes;
@@ -100,6 +100,17 @@ pub struct Bounds {
     pub last: u64,
 }
 
+/// What a change of a room's ACL came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclChange {
+    /// The user was added or removed.
+    Changed,
+    /// Nothing to do: already listed (grant) or not listed (revoke).
+    Unchanged,
+    /// The ACL (or, standalone, the number of rooms with one) is at its cap; nothing was added.
+    Full,
+}
+
 /// The store and bus contract.
 pub trait Backend: Send + Sync + 'static {
     /// Stores a room message (deduplicated by sender + client id), assigns its sequence and publishes it.
@@ -148,6 +159,25 @@ pub trait Backend: Send + Sync + 'static {
     fn user_offline(&self, user: &str, node: &str, ts: u64) -> BoxFut<'_, ()>;
     /// Online state and last-seen time of users.
     fn last_seen(&self, users: Vec<String>) -> BoxFut<'_, BTreeMap<String, LastSeenEntry>>;
+    /// Lets `user` into private `room` (`allow`) or takes that back; the room ACL lists users besides
+    /// the token grants (at most [`crate::config::ROOM_ACL_CAP`] per room; kept until revoked).
+    fn acl_update(&self, room: &str, user: &str, allow: bool) -> BoxFut<'_, AclChange>;
+    /// Whether the ACL of `room` lists `user`.
+    fn acl_allows(&self, room: &str, user: &str) -> BoxFut<'_, bool>;
+    /// The users the ACL of `room` lists, sorted.
+    fn acl_list(&self, room: &str) -> BoxFut<'_, Vec<String>>;
+    /// Records that `a` and `b` exchanged a direct message (each becomes the other's contact for
+    /// [`crate::config::INBOX_TTL`]; at most [`crate::config::CONTACTS_CAP`] each, the newest kept).
+    fn note_contact(&self, a: &str, b: &str) -> BoxFut<'_, ()>;
+    /// Which of `candidates` are contacts of `user`.
+    fn contacts_among(&self, user: &str, candidates: Vec<String>) -> BoxFut<'_, BTreeSet<String>>;
+    /// Which of `candidates` are present in, or hold a read marker of, one of `rooms` — in one round
+    /// trip of constant-time lookups, so a `last_seen` costs the store little however many rooms.
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>>;
     /// True while the bus can deliver (readiness).
     fn healthy(&self) -> bool;
 }

@@ -25,6 +25,7 @@ fn rendered(clusters: &[ChatCluster], container: &str) -> (BTreeSet<String>, Vec
     let ctx = RenderContext {
         cluster_domain: "cluster.local".to_owned(),
         password_hash: Some("h".to_owned()),
+        auth_hash: Some("k".to_owned()),
     };
     let mut names = BTreeSet::new();
     let mut values = Vec::new();
@@ -47,11 +48,17 @@ fn rendered(clusters: &[ChatCluster], container: &str) -> (BTreeSet<String>, Vec
 }
 
 /// Every Redis variant (managed: sentinels + password; external URL with a password; external
-/// sentinels) and an advertised URL using every template field.
+/// sentinels), an advertised URL using every template field, and every identity variant (generated
+/// HMAC key, JWKS with issuer, audience and origins, open).
 fn every_variant() -> Vec<ChatCluster> {
     let mut named = ChatCluster::test("demo");
     named.spec.nodes.advertise_url =
         "wss://{podName}.{namespace}.chat.example:{port}/ws".to_owned();
+    let mut jwks = ChatCluster::test("demo")
+        .with_jwks_url("https://id.example/jwks")
+        .with_allowed_origins(&["https://chat.example"]);
+    jwks.spec.auth.issuer = Some("https://id.example/".to_owned());
+    jwks.spec.auth.audience = Some("chat".to_owned());
     vec![
         ChatCluster::test("demo"),
         named,
@@ -59,6 +66,8 @@ fn every_variant() -> Vec<ChatCluster> {
             .with_external_url("redis://r:6379")
             .with_password_secret("s", "k"),
         ChatCluster::test("demo").with_external_sentinels(&["s:26379"], "m"),
+        jwks,
+        ChatCluster::test("demo").with_open_identity(),
     ]
 }
 

@@ -89,6 +89,27 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
             "must start with ws:// or wss://",
         ),
         ("{nodes: {capacity: 0}}", "greater than or equal to 1"),
+        (
+            "{auth: {hmacSecretRef: {name: k, key: hmac}, jwksUrl: 'https://id.example/jwks'}}",
+            "set at most one of hmacSecretRef and jwksUrl",
+        ),
+        (
+            "{auth: {mode: open, hmacSecretRef: {name: k, key: hmac}}}",
+            "spec.auth.mode open accepts any user name",
+        ),
+        (
+            "{auth: {mode: open, issuer: 'https://id.example/'}}",
+            "spec.auth.mode open accepts any user name",
+        ),
+        (
+            "{auth: {jwksUrl: 'http://id.example/jwks'}}",
+            "spec.auth.jwksUrl must be an https:// URL",
+        ),
+        (
+            "{auth: {allowedOrigins: ['https://chat.example/path']}}",
+            "each entry is scheme://host[:port]",
+        ),
+        ("{auth: {mode: Open}}", "Unsupported value"),
     ];
     for (spec, message) in cases {
         let doc = format!(

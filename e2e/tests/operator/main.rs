@@ -15,6 +15,7 @@
 //! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
 //! objects        every owned object of the examples, password Secret, rolling on a password change
+//! identity       spec.auth: generated token key, key as a file only, missing/short key Degraded, rolling
 //! ownership      only objects the ChatCluster controls are applied or pruned; a taken name is a conflict
 //! status         Degraded / Ready / Progressing conditions and Events, the pause annotation
 //! scaling        kubectl scale, least-loaded pods go first
@@ -24,6 +25,7 @@
 
 mod external_redis;
 mod flags;
+mod identity;
 mod install;
 mod leader;
 mod objects;

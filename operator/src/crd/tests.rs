@@ -64,6 +64,13 @@ fn schema_carries_cel_rules_with_messages() {
     ] {
         assert!(schema.contains(rule), "rule {rule} missing");
     }
+    for rule in [
+        "!(has(self.hmacSecretRef) && has(self.jwksUrl))",
+        "self.startsWith('https://')",
+    ] {
+        assert!(schema.contains(rule), "rule {rule} missing");
+    }
+    assert!(schema.contains("spec.auth.mode open accepts any user name"));
     assert!(schema.contains("must be odd"));
     assert!(schema.contains("set exactly one of url or sentinels"));
 }
@@ -85,6 +92,8 @@ fn empty_spec_gets_working_defaults() {
     assert_eq!(cc.spec.redis.managed.effective_quorum(), 2);
     assert_eq!(cc.spec.nodes.advertise_url, "ws://{podIP}:{port}/ws");
     assert_eq!(cc.cluster_id(), "chat/demo");
+    assert_eq!(cc.spec.auth.mode, AuthMode::Jwt);
+    assert!(cc.spec.auth.hmac_secret_ref.is_none() && cc.spec.auth.jwks_url.is_none());
 }
 
 #[test]

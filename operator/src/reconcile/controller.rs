@@ -4,7 +4,7 @@
 //! ```text
 //! ChatCluster (any semantic change) ─────────────────────────────┐
 //! owned Deployment / StatefulSet / Service / ConfigMap / PDB / NetworkPolicy ┼─▶ reconcile(ChatCluster)
-//! Secret (metadata only) ─▶ ChatClusters whose password it holds ┤
+//! Secret (metadata only) ─▶ ChatClusters whose password/key it holds ┤
 //! load-set observation changed (crate::observation) ─────────────┘
 //! ```
 
@@ -123,7 +123,7 @@ async fn release_deleted(r: &Reconciler, store: Store<ChatCluster>, shutdown: Ca
     }
 }
 
-/// The ChatClusters in the Secret's namespace whose Redis password it holds.
+/// The ChatClusters in the Secret's namespace whose Redis password or token signing key it holds.
 fn clusters_using_secret(
     store: &Store<ChatCluster>,
     secret: &PartialObjectMeta<Secret>,
@@ -141,6 +141,10 @@ fn clusters_using_secret(
                 .ok()
                 .and_then(|e| e.password)
                 .is_some_and(|p| p.secret == name)
+                || resources::hmac_key_ref(cc)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|k| k.secret == name)
         })
         .map(|cc| ObjectRef::from_obj(cc.as_ref()))
         .collect()

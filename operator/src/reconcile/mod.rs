@@ -7,6 +7,7 @@
 //!        ├─ deleting? ─▶ nothing (owner references let the garbage collector delete the rest)
 //!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
 //!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
+//!        ├─ token key: generated Secret created once | the user's Secret read and checked  (password)
 //!        ├─ scale-down pending? ─▶ pod-deletion-cost = connections on chat-node pods   (deletion_cost)
 //!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
@@ -183,14 +184,23 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
             None
         }
     };
+    let hmac_key = match password::resolve_hmac(cc, ctx, &ns).await? {
+        Ok(key) => key,
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+    let salted = |secret: &str| {
+        resources::fingerprint(&[
+            cc.metadata.uid.as_deref().unwrap_or_default().as_bytes(),
+            secret.as_bytes(),
+        ])
+    };
     let render_ctx = RenderContext {
         cluster_domain: ctx.config.cluster_domain.clone(),
-        password_hash: password.as_deref().map(|p| {
-            resources::fingerprint(&[
-                cc.metadata.uid.as_deref().unwrap_or_default().as_bytes(),
-                p.as_bytes(),
-            ])
-        }),
+        password_hash: password.as_deref().map(salted),
+        auth_hash: hmac_key.as_deref().map(salted),
     };
     let desired = resources::render(cc, &render_ctx)?;
     let uid = cc

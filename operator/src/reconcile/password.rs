@@ -1,5 +1,6 @@
-//! The Redis password a ChatCluster's pods get: in Managed mode the operator creates the Secret once
-//! (32 random bytes, hex) and never rotates it; in External mode the Secret is the user's and is only read.
+//! The secrets a ChatCluster's pods get — the Redis password and the token signing key: the operator
+//! creates the Secret once (32 random bytes, hex) and never rotates it when it is its own (Managed
+//! Redis; `spec.auth` jwt naming no key), and only reads it when it is the user's.
 //!
 //! ```text
 //! redis_endpoint(cc).password ─▶ secret::read_password
@@ -19,6 +20,24 @@ use crate::crd::{ChatCluster, RedisMode};
 use crate::resources::{self, PasswordRef};
 use crate::secret::{Password, read_password};
 
+/// One Secret key the pods need: where it is, whether the operator makes it, and how to name it to a
+/// person.
+struct Wanted {
+    reference: PasswordRef,
+    /// Renders the Secret holding a generated value; `None` when the Secret is the user's.
+    generate: Option<fn(&ChatCluster, &str) -> resources::Result<Secret>>,
+    /// What the value is, in messages and events ("Redis password").
+    what: &'static str,
+    /// The spec field naming a user's Secret.
+    field: &'static str,
+    /// Shortest usable value in bytes (after a trailing newline).
+    min_bytes: usize,
+    /// Condition reasons: Secret missing, key missing or empty, value too short.
+    reasons: [&'static str; 3],
+    /// Reason of the event announcing a generated value.
+    generated_event: &'static str,
+}
+
 /// The Redis password in use: `Ok(Err(problem))` when the spec points at something missing.
 pub(super) async fn resolve(
     cc: &ChatCluster,
@@ -29,45 +48,100 @@ pub(super) async fn resolve(
     let Some(reference) = endpoint.password else {
         return Ok(Ok(None));
     };
-    let managed = cc.spec.redis.mode == RedisMode::Managed;
-    let mut found = read_password(&ctx.client, ns, &reference).await?;
-    if managed && found == Password::NoSecret {
-        match create(cc, ctx, ns, &reference).await? {
-            Created::Yes(password) => return Ok(Ok(Some(password))),
+    let wanted = Wanted {
+        reference,
+        generate: (cc.spec.redis.mode == RedisMode::Managed).then_some(resources::redis_secret),
+        what: "Redis password",
+        field: "spec.redis.external.passwordSecretRef",
+        min_bytes: 1,
+        reasons: [
+            "PasswordSecretNotFound",
+            "PasswordKeyMissing",
+            "PasswordKeyMissing",
+        ],
+        generated_event: "PasswordGenerated",
+    };
+    resolve_key(cc, ctx, ns, &wanted).await
+}
+
+/// The HS256 token signing key chat-node verifies with (`None` with a JWKS URL or open identity):
+/// generated once when `spec.auth` names no key, else the user's Secret, read and checked here so a
+/// missing or short key is `Degraded` rather than chat-nodes that refuse to start.
+pub(super) async fn resolve_hmac(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Result<Option<String>, Problem>> {
+    let Some(reference) = resources::hmac_key_ref(cc)? else {
+        return Ok(Ok(None));
+    };
+    let wanted = Wanted {
+        reference,
+        generate: resources::generates_hmac_key(cc).then_some(resources::jwt_secret),
+        what: "token signing key",
+        field: "spec.auth.hmacSecretRef",
+        // chat-node refuses a shorter HS256 secret.
+        min_bytes: 32,
+        reasons: ["AuthSecretNotFound", "AuthKeyMissing", "AuthKeyTooShort"],
+        generated_event: "KeyGenerated",
+    };
+    resolve_key(cc, ctx, ns, &wanted).await
+}
+
+async fn resolve_key(
+    cc: &ChatCluster,
+    ctx: &Context,
+    ns: &str,
+    wanted: &Wanted,
+) -> Result<Result<Option<String>, Problem>> {
+    let reference = &wanted.reference;
+    let mut found = read_password(&ctx.client, ns, reference).await?;
+    if let (Some(render), Password::NoSecret) = (wanted.generate, &found) {
+        match create(cc, ctx, ns, wanted, render).await? {
+            Created::Yes(value) => return Ok(Ok(Some(value))),
             Created::Refused(problem) => return Ok(Err(problem)),
             // Created meanwhile (another reconcile): use that one, never overwrite it.
-            Created::Exists => found = read_password(&ctx.client, ns, &reference).await?,
+            Created::Exists => found = read_password(&ctx.client, ns, reference).await?,
         }
     }
+    let (secret, key, what, field) = (&reference.secret, &reference.key, wanted.what, wanted.field);
+    let [not_found, no_key, too_short] = wanted.reasons;
+    let generated = wanted.generate.is_some();
     Ok(match found {
-        Password::Value(v) if !v.is_empty() => Ok(Some(v)),
+        Password::Value(v) if v.trim_end_matches(['\r', '\n']).len() >= wanted.min_bytes => {
+            Ok(Some(v))
+        }
         Password::NoSecret => Err(Problem {
-            reason: "PasswordSecretNotFound",
+            reason: not_found,
             message: format!(
-                "Secret {ns}/{} named by spec.redis.external.passwordSecretRef does not exist: create it with the key {:?} (kubectl -n {ns} create secret generic {} --from-literal={}=PASSWORD)",
-                reference.secret, reference.key, reference.secret, reference.key
+                "Secret {ns}/{secret} named by {field} does not exist: create it with the key {key:?} holding the {what} (kubectl -n {ns} create secret generic {secret} --from-file={key}=PATH)"
             ),
         }),
-        Password::Value(_) | Password::NoKey if managed => Err(Problem {
-            reason: "PasswordKeyMissing",
+        Password::Value(_) | Password::NoKey if generated => Err(Problem {
+            reason: no_key,
             message: format!(
-                "Secret {ns}/{} has no non-empty key {:?}: delete the Secret and the operator generates a new password (the Redis and chat pods roll)",
-                reference.secret, reference.key
+                "Secret {ns}/{secret} has no usable key {key:?}: delete the Secret and the operator generates a new {what} (the pods roll)"
+            ),
+        }),
+        Password::Value(v) if !v.is_empty() => Err(Problem {
+            reason: too_short,
+            message: format!(
+                "the {what} in Secret {ns}/{secret} key {key:?} (named by {field}) is shorter than {} bytes: put a longer one there (head -c 32 /dev/urandom | base64)",
+                wanted.min_bytes
             ),
         }),
         Password::Value(_) | Password::NoKey => Err(Problem {
-            reason: "PasswordKeyMissing",
+            reason: no_key,
             message: format!(
-                "Secret {ns}/{} has no non-empty key {:?} named by spec.redis.external.passwordSecretRef: add the key or fix the reference",
-                reference.secret, reference.key
+                "Secret {ns}/{secret} has no non-empty key {key:?} named by {field}: add the key or fix the reference"
             ),
         }),
     })
 }
 
-/// What creating the managed password Secret came to.
+/// What creating a generated Secret came to.
 enum Created {
-    /// Created with this password.
+    /// Created with this value.
     Yes(String),
     /// Someone created it first.
     Exists,
@@ -79,10 +153,12 @@ async fn create(
     cc: &ChatCluster,
     ctx: &Context,
     ns: &str,
-    reference: &PasswordRef,
+    wanted: &Wanted,
+    render: fn(&ChatCluster, &str) -> resources::Result<Secret>,
 ) -> Result<Created> {
-    let password = generate_password().map_err(Error::Random)?;
-    let secret = resources::redis_secret(cc, &password)?;
+    let reference = &wanted.reference;
+    let value = generate_password().map_err(Error::Random)?;
+    let secret = render(cc, &value)?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -93,14 +169,14 @@ async fn create(
             ctx.event(
                 cc,
                 EventType::Normal,
-                "PasswordGenerated",
+                wanted.generated_event,
                 format!(
-                    "generated the Redis password in Secret {}",
-                    reference.secret
+                    "generated the {} in Secret {}",
+                    wanted.what, reference.secret
                 ),
             )
             .await;
-            Ok(Created::Yes(password))
+            Ok(Created::Yes(value))
         }
         Err(kube::Error::Api(s)) if s.is_already_exists() => Ok(Created::Exists),
         Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 422 => {

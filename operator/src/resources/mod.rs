@@ -9,6 +9,7 @@
 //!                     Service demo-redis-headless, StatefulSet demo-redis      (data nodes)
 //!                     Service demo-sentinel-headless, StatefulSet demo-sentinel (sentinels)
 //!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
+//!   identity:         Secret demo-jwt ── jwt_secret(), rendered only when absent (spec.auth jwt, no key)
 //!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
 //!   registry:         Deployment + Service demo-registry (type and port from the spec)
 //!   PodDisruptionBudgets for every workload; NetworkPolicies (Redis/Sentinel: own pods and the operator
@@ -18,7 +19,12 @@
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
 //! object; selectors use name + instance + component, so they agree with the pod template labels and two
 //! chat systems in one namespace never select each other's pods. A hash of the Redis password (and, for
-//! Redis, of the start scripts) is a pod-template annotation, so changing either rolls the pods.
+//! Redis, of the start scripts; for chat-node, of the token signing key) is a pod-template annotation,
+//! so changing either rolls the pods.
+//!
+//! Secrets never appear in an environment value or an argument: passwords come through `secretKeyRef`
+//! and the token signing key is a read-only Secret volume whose path chat-node is given
+//! (`SWITCHBOARD_JWT_HMAC_SECRET_FILE`).
 
 mod names;
 #[cfg(test)]
@@ -38,7 +44,7 @@ use serde_json::{Value, json};
 
 pub use names::Names;
 
-use crate::crd::{ChatCluster, ExternalRedis, ManagedRedis, RedisMode};
+use crate::crd::{AuthMode, ChatCluster, ExternalRedis, ManagedRedis, RedisMode};
 
 /// `app.kubernetes.io/name` of every object.
 pub const APP_NAME: &str = "switchboard";
@@ -59,6 +65,10 @@ pub mod label {
 pub const CONFIG_HASH_ANNOTATION: &str = "switchboard.dev/config-hash";
 /// Key of the generated password in the managed Redis Secret.
 pub const PASSWORD_KEY: &str = "password";
+/// Key of the generated token signing key in the `<name>-jwt` Secret.
+pub const JWT_KEY: &str = "hmac";
+/// Directory the token signing key Secret is mounted at in chat-node pods.
+pub const JWT_MOUNT_DIR: &str = "/var/run/switchboard/jwt";
 /// Port chat-node listens on (WebSocket, health, metrics).
 pub const NODE_PORT: i32 = 8080;
 /// Port the registry listens on.
@@ -135,6 +145,8 @@ pub struct RenderContext {
     pub cluster_domain: String,
     /// Fingerprint of the Redis password in use ([`fingerprint`]); `None` when there is no password.
     pub password_hash: Option<String>,
+    /// Fingerprint of the token signing key in use ([`fingerprint`]); `None` without an HMAC key.
+    pub auth_hash: Option<String>,
 }
 
 impl Default for RenderContext {
@@ -142,6 +154,7 @@ impl Default for RenderContext {
         Self {
             cluster_domain: "cluster.local".to_owned(),
             password_hash: None,
+            auth_hash: None,
         }
     }
 }
@@ -317,17 +330,102 @@ pub fn selector_string(cc: &ChatCluster, component: Component) -> String {
 /// The managed Redis password Secret holding `password`. Render it only when the Secret does not exist:
 /// reconciles never rotate the password.
 pub fn redis_secret(cc: &ChatCluster, password: &str) -> Result<Secret> {
-    let names = Names::of(cc)?;
+    let name = Names::of(cc)?.redis_secret();
+    generated_secret(cc, &name, Component::Redis, PASSWORD_KEY, password)
+}
+
+/// A Secret holding one generated value under `key`, controlled by `cc`.
+fn generated_secret(
+    cc: &ChatCluster,
+    name: &str,
+    component: Component,
+    key: &str,
+    value: &str,
+) -> Result<Secret> {
     obj(
         "Secret",
         json!({
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": meta(cc, &names.redis_secret(), Component::Redis)?,
+            "metadata": meta(cc, name, component)?,
             "type": "Opaque",
-            "stringData": { PASSWORD_KEY: password },
+            "stringData": { key: value },
         }),
     )
+}
+
+/// Where chat-node's HS256 key comes from: the Secret `spec.auth.hmacSecretRef` names, or — jwt mode
+/// with neither it nor a JWKS URL — the generated `<name>-jwt`. `None` with a JWKS URL or open identity.
+pub fn hmac_key_ref(cc: &ChatCluster) -> Result<Option<PasswordRef>> {
+    let auth = &cc.spec.auth;
+    if auth.mode == AuthMode::Open || auth.jwks_url.is_some() {
+        return Ok(None);
+    }
+    Ok(Some(match &auth.hmac_secret_ref {
+        Some(r) => PasswordRef {
+            secret: r.name.clone(),
+            key: r.key.clone(),
+        },
+        None => PasswordRef {
+            secret: Names::of(cc)?.jwt_secret(),
+            key: JWT_KEY.to_owned(),
+        },
+    }))
+}
+
+/// Whether the operator generates the token signing key Secret (jwt mode naming no key of its own).
+pub fn generates_hmac_key(cc: &ChatCluster) -> bool {
+    let auth = &cc.spec.auth;
+    auth.mode == AuthMode::Jwt && auth.hmac_secret_ref.is_none() && auth.jwks_url.is_none()
+}
+
+/// The generated token signing key Secret holding `key`. Render it only when the Secret does not exist:
+/// reconciles never rotate it (every token minted with it would stop working).
+pub fn jwt_secret(cc: &ChatCluster, key: &str) -> Result<Secret> {
+    let name = Names::of(cc)?.jwt_secret();
+    generated_secret(cc, &name, Component::ChatNode, JWT_KEY, key)
+}
+
+/// chat-node's identity env (`SWITCHBOARD_AUTH`, `SWITCHBOARD_JWT_*`, `SWITCHBOARD_ALLOWED_ORIGINS`)
+/// and the Secret volume holding its HS256 key, if any. No value here is secret.
+fn node_auth(cc: &ChatCluster) -> Result<(Vec<Value>, Option<Value>)> {
+    let auth = &cc.spec.auth;
+    let mut env = vec![value_env("SWITCHBOARD_AUTH", auth.mode.as_str())];
+    let key = hmac_key_ref(cc)?;
+    if key.is_some() {
+        env.push(value_env(
+            "SWITCHBOARD_JWT_HMAC_SECRET_FILE",
+            format!("{JWT_MOUNT_DIR}/{JWT_KEY}"),
+        ));
+    }
+    for (name, value) in [
+        ("SWITCHBOARD_JWT_JWKS_URL", &auth.jwks_url),
+        ("SWITCHBOARD_JWT_ISSUER", &auth.issuer),
+        ("SWITCHBOARD_JWT_AUDIENCE", &auth.audience),
+    ] {
+        if let Some(value) = value {
+            env.push(value_env(name, value));
+        }
+    }
+    env.extend(origins_env(cc));
+    // The key's own name in the Secret may be anything; it is always mounted as `hmac`.
+    let volume = key.map(|k| {
+        json!({
+            "name": "jwt",
+            "secret": {
+                "secretName": k.secret,
+                "items": [{ "key": k.key, "path": JWT_KEY }],
+                "defaultMode": 0o444,
+            },
+        })
+    });
+    Ok((env, volume))
+}
+
+/// `SWITCHBOARD_ALLOWED_ORIGINS` of chat-node and registry, when origins are configured.
+fn origins_env(cc: &ChatCluster) -> Option<Value> {
+    let origins = &cc.spec.auth.allowed_origins;
+    (!origins.is_empty()).then(|| value_env("SWITCHBOARD_ALLOWED_ORIGINS", origins.join(",")))
 }
 
 /// Every object `cc` owns except the password Secret.
@@ -815,12 +913,9 @@ fn node_deployment(
         value_env("SWITCHBOARD_CAPACITY", spec.capacity.to_string()),
         value_env("SWITCHBOARD_MEMBERSHIP", "operator"),
         value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
-        // A scaled chat-node refuses to start without a token key unless open identity is chosen
-        // explicitly. The ChatCluster cannot name a key Secret or JWKS URL yet (issue 14 leaves that to
-        // the operator), so the operator chooses open identity out loud rather than leaving pods that
-        // cannot start.
-        value_env("SWITCHBOARD_AUTH", "open"),
     ];
+    let (auth_env, jwt_volume) = node_auth(cc)?;
+    env.extend(auth_env);
     env.extend(redis_env(endpoint));
     env.push(value_env(
         "SWITCHBOARD_ACK_REPLICAS",
@@ -844,18 +939,26 @@ fn node_deployment(
         "resources": spec.resources,
         "securityContext": restricted_security(),
     });
+    let mut pod = json!({
+        "containers": [],
+        "terminationGracePeriodSeconds": grace,
+        "enableServiceLinks": false,
+        "securityContext": pod_security(None),
+    });
+    if let Some(volume) = jwt_volume {
+        container["volumeMounts"] =
+            json!([{ "name": "jwt", "mountPath": JWT_MOUNT_DIR, "readOnly": true }]);
+        pod["volumes"] = json!([volume]);
+    }
     strip_nulls(&mut container);
-    let mut pod = schedule(
-        cc,
-        Component::ChatNode,
-        json!({
-            "containers": [container],
-            "terminationGracePeriodSeconds": grace,
-            "enableServiceLinks": false,
-            "securityContext": pod_security(None),
-        }),
-    );
+    pod["containers"] = json!([container]);
+    let mut pod = schedule(cc, Component::ChatNode, pod);
     add_redis_tls(endpoint, &mut pod);
+    // The pods roll when the Redis password or the token signing key changes.
+    let hash = match (&ctx.password_hash, &ctx.auth_hash) {
+        (Some(p), Some(a)) => Some(fingerprint(&[p.as_bytes(), a.as_bytes()])),
+        (p, a) => p.clone().or_else(|| a.clone()),
+    };
     obj(
         "Deployment",
         json!({
@@ -870,7 +973,7 @@ fn node_deployment(
                     "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
                 },
                 "template": {
-                    "metadata": pod_meta(cc, Component::ChatNode, ctx.password_hash.clone()),
+                    "metadata": pod_meta(cc, Component::ChatNode, hash),
                     "spec": pod,
                 },
             },
@@ -905,6 +1008,7 @@ fn registry_deployment(
         value_env("SWITCHBOARD_LISTEN", format!("0.0.0.0:{REGISTRY_PORT}")),
         value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
     ];
+    env.extend(origins_env(cc));
     env.extend(redis_env(endpoint));
     let mut container = json!({
         "name": "registry",

@@ -64,6 +64,11 @@ impl Names {
         format!("{}-redis-auth", self.base)
     }
 
+    /// The generated token signing key Secret (`spec.auth` jwt mode without a key of its own).
+    pub fn jwt_secret(&self) -> String {
+        format!("{}-jwt", self.base)
+    }
+
     /// ConfigMap with the Redis and Sentinel start scripts.
     pub fn redis_scripts(&self) -> String {
         format!("{}-redis-scripts", self.base)

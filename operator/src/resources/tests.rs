@@ -15,6 +15,7 @@ fn ctx() -> RenderContext {
     RenderContext {
         cluster_domain: "cluster.local".to_owned(),
         password_hash: Some("abc".to_owned()),
+        auth_hash: Some("key".to_owned()),
     }
 }
 
@@ -260,7 +261,8 @@ fn chat_node_probes_drain_and_rollout() {
             .annotations
             .as_ref()
             .unwrap()[CONFIG_HASH_ANNOTATION],
-        "abc"
+        // The Redis password's and the token signing key's fingerprints together.
+        fingerprint(&[b"abc", b"key"])
     );
 }
 
@@ -315,7 +317,7 @@ fn chat_node_env_follows_the_contract_in_managed_mode() {
     );
     assert_eq!(env_value(c, "SWITCHBOARD_CAPACITY"), "10000");
     assert_eq!(env_value(c, "SWITCHBOARD_MEMBERSHIP"), "operator");
-    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "open");
+    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "jwt");
     assert_eq!(env_value(c, "SWITCHBOARD_CLUSTER_ID"), "chat/demo");
     assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30s");
     assert_eq!(
@@ -1048,4 +1050,162 @@ fn network_policies_let_only_own_pods_and_the_operator_reach_redis_and_clients_o
     let mut off = demo();
     off.spec.network_policy.enabled = false;
     assert!(render(&off, &ctx()).unwrap().network_policies.is_empty());
+}
+
+fn volumes(d: &Deployment) -> Vec<k8s_openapi::api::core::v1::Volume> {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .clone()
+        .unwrap_or_default()
+}
+
+fn has_env(c: &Container, name: &str) -> bool {
+    c.env.iter().flatten().any(|e| e.name == name)
+}
+
+#[test]
+fn an_empty_spec_verifies_tokens_with_the_generated_key_mounted_as_a_file() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let node = deployment(&d, "demo-node");
+    let c = container(node);
+    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "jwt");
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_JWT_HMAC_SECRET_FILE"),
+        "/var/run/switchboard/jwt/hmac"
+    );
+    let volume = volumes(node).into_iter().find(|v| v.name == "jwt").unwrap();
+    let secret = volume.secret.unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("demo-jwt"));
+    let items = secret.items.unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("hmac", "hmac")
+    );
+    let mount = c.volume_mounts.as_ref().unwrap();
+    assert_eq!(mount[0].mount_path, JWT_MOUNT_DIR);
+    assert_eq!(mount[0].read_only, Some(true));
+    assert!(generates_hmac_key(&demo()));
+    // The generated Secret: the key under `hmac`, controlled by the ChatCluster.
+    let generated = jwt_secret(&demo(), "k".repeat(64).as_str()).unwrap();
+    assert_eq!(generated.metadata.name.as_deref(), Some("demo-jwt"));
+    let uid = demo().metadata.uid.unwrap();
+    assert!(is_controlled_by(&generated.metadata, &uid));
+    assert!(generated.string_data.unwrap().contains_key(JWT_KEY));
+}
+
+#[test]
+fn no_secret_is_ever_an_environment_value_or_an_argument() {
+    let clusters = [
+        demo(),
+        demo().with_hmac_secret("my-key", "signing"),
+        demo().with_jwks_url("https://id.example.com/jwks.json"),
+        demo().with_open_identity(),
+    ];
+    for cc in clusters {
+        let d = render(&cc, &ctx()).unwrap();
+        for deployment in &d.deployments {
+            let c = container(deployment);
+            assert!(c.args.is_none() && c.command.is_none(), "{:?}", c.args);
+            for e in c.env.iter().flatten() {
+                let secretish = ["PASSWORD", "SECRET"].iter().any(|w| e.name.contains(w));
+                if secretish && e.name != "SWITCHBOARD_JWT_HMAC_SECRET_FILE" {
+                    assert!(e.value.is_none(), "{} carries a value", e.name);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_named_key_secret_is_mounted_under_the_fixed_file_name() {
+    let cc = demo().with_hmac_secret("my-key", "signing");
+    assert!(!generates_hmac_key(&cc));
+    let d = render(&cc, &ctx()).unwrap();
+    let node = deployment(&d, "demo-node");
+    let secret = volumes(node)[0].secret.clone().unwrap();
+    assert_eq!(secret.secret_name.as_deref(), Some("my-key"));
+    let items = secret.items.unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str()),
+        ("signing", "hmac")
+    );
+}
+
+#[test]
+fn jwks_issuer_audience_and_origins_reach_chat_node_and_origins_the_registry() {
+    let mut cc = demo()
+        .with_jwks_url("https://id.example.com/jwks.json")
+        .with_allowed_origins(&["https://chat.example.com", "http://localhost:3000"]);
+    cc.spec.auth.issuer = Some("https://id.example.com/".to_owned());
+    cc.spec.auth.audience = Some("switchboard".to_owned());
+    let d = render(&cc, &ctx()).unwrap();
+    let node = deployment(&d, "demo-node");
+    let c = container(node);
+    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "jwt");
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_JWT_JWKS_URL"),
+        "https://id.example.com/jwks.json"
+    );
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_JWT_ISSUER"),
+        "https://id.example.com/"
+    );
+    assert_eq!(env_value(c, "SWITCHBOARD_JWT_AUDIENCE"), "switchboard");
+    assert!(!has_env(c, "SWITCHBOARD_JWT_HMAC_SECRET_FILE"));
+    assert!(volumes(node).is_empty());
+    let origins = "https://chat.example.com,http://localhost:3000";
+    assert_eq!(env_value(c, "SWITCHBOARD_ALLOWED_ORIGINS"), origins);
+    let registry = container(deployment(&d, "demo-registry"));
+    assert_eq!(env_value(registry, "SWITCHBOARD_ALLOWED_ORIGINS"), origins);
+    assert!(!has_env(registry, "SWITCHBOARD_JWT_HMAC_SECRET_FILE"));
+}
+
+#[test]
+fn open_identity_is_rendered_only_when_chosen_and_without_a_key() {
+    let d = render(&demo().with_open_identity(), &ctx()).unwrap();
+    let node = deployment(&d, "demo-node");
+    let c = container(node);
+    assert_eq!(env_value(c, "SWITCHBOARD_AUTH"), "open");
+    assert!(!has_env(c, "SWITCHBOARD_JWT_HMAC_SECRET_FILE"));
+    assert!(volumes(node).is_empty());
+    assert!(
+        hmac_key_ref(&demo().with_open_identity())
+            .unwrap()
+            .is_none()
+    );
+    assert!(!has_env(c, "SWITCHBOARD_ALLOWED_ORIGINS"));
+}
+
+#[test]
+fn a_key_change_rolls_the_chat_nodes_and_nothing_else() {
+    let a = render(&demo(), &ctx()).unwrap();
+    let mut other = ctx();
+    other.auth_hash = Some("new-key".to_owned());
+    let b = render(&demo(), &other).unwrap();
+    let hash = |d: &Deployment| {
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(
+        hash(deployment(&a, "demo-node")),
+        hash(deployment(&b, "demo-node"))
+    );
+    assert_eq!(
+        hash(deployment(&a, "demo-registry")),
+        hash(deployment(&b, "demo-registry"))
+    );
+    for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
+        assert_eq!(x.spec.template.metadata, y.spec.template.metadata);
+    }
 }

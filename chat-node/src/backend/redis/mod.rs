@@ -12,6 +12,7 @@
 //! room:<r>:members           set      users present in r (pruned against pres)            2 x PRESENCE_TTL
 //! room:<r>:pres:<u>          zset     node -> expiry ms: where user u is present in r     2 x PRESENCE_TTL
 //! room:<r>:read              zset     user -> read marker (at most READ_MARKERS_CAP)       ROOM_TTL after the last move
+//! room:<r>:acl               set      users an admin let into private room r (ROOM_ACL_CAP)  never: until revoked
 //! user:<u>:dmseq             string   last direct-message sequence of u                   INBOX_TTL after the last message
 //! user:<u>:inbox             stream   direct messages to u (INBOX_CAP)                    INBOX_TTL, as dmseq
 //! user:<u>:inbox:visible     string   as room:<r>:log:visible, for the inbox              INBOX_TTL
@@ -19,10 +20,11 @@
 //! user:<u>:dmcursor          string   direct-message sequence delivered up to             INBOX_TTL after the last delivery
 //! user:<u>:online            zset     node -> expiry ms                                   2 x PRESENCE_TTL
 //! user:<u>:lastseen          string   ms of the last disconnect                           LAST_SEEN_TTL
+//! user:<u>:contacts          zset     correspondent -> ms of the last DM between them (CONTACTS_CAP)   INBOX_TTL after the last
 //! ch:room:<r>, ch:user:<u>            pub/sub channels; payload "<seq> <frame>" (seq 0: unsequenced)
 //! ```
 //!
-//! Every key a client can create expires (the constants are in [`crate::config`]). While a node has
+//! Every key a client can create expires (the room ACL is made by an admin, capped, and kept until revoked) (the constants are in [`crate::config`]). While a node has
 //! a session in a room or of a user, it renews that room's or user's keys every
 //! [`TTL_RENEW_EVERY`], so no sequence restarts under a live session; after a room or inbox expired
 //! its sequence starts again at 1 (`PROTOCOL.md`: a `since` above `last_seq` recovers from the start).
@@ -47,8 +49,10 @@ mod receiver;
 mod replies;
 mod scripts;
 
-use super::{Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
-use crate::config::{INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_TTL};
+use super::{AclChange, Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
+use crate::config::{
+    CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
+};
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
 use fred::clients::{Client, SubscriberClient};
@@ -58,6 +62,7 @@ use fred::types::scripts::Script;
 use keys::{Names, visible_key};
 use replies::{into_array, stored_pairs, to_u64};
 use scripts::SCRIPTS;
+use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -533,6 +538,161 @@ impl Backend for RedisBackend {
                 out.insert(u, LastSeenEntry { online, last_seen });
             }
             Ok(out)
+        })
+    }
+
+    fn acl_update(&self, room: &str, user: &str, allow: bool) -> BoxFut<'_, AclChange> {
+        let key = self.inner.names.room(room, "acl");
+        let user = user.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SetsInterface;
+            let client = &self.inner.client;
+            let changed: u64 = if allow {
+                // Admin calls are rare; a race between two grants can pass the cap by one, no more.
+                let listed: u64 = client.scard(&key).await.map_err(unavailable)?;
+                if listed >= ROOM_ACL_CAP as u64 {
+                    let present: bool = client.sismember(&key, &user).await.map_err(unavailable)?;
+                    return Ok(if present {
+                        AclChange::Unchanged
+                    } else {
+                        AclChange::Full
+                    });
+                }
+                client.sadd(&key, &user).await.map_err(unavailable)?
+            } else {
+                client.srem(&key, &user).await.map_err(unavailable)?
+            };
+            Ok(if changed > 0 {
+                AclChange::Changed
+            } else {
+                AclChange::Unchanged
+            })
+        })
+    }
+
+    fn acl_allows(&self, room: &str, user: &str) -> BoxFut<'_, bool> {
+        let key = self.inner.names.room(room, "acl");
+        let user = user.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SetsInterface;
+            self.inner
+                .client
+                .sismember(&key, &user)
+                .await
+                .map_err(unavailable)
+        })
+    }
+
+    fn acl_list(&self, room: &str) -> BoxFut<'_, Vec<String>> {
+        let key = self.inner.names.room(room, "acl");
+        Box::pin(async move {
+            use fred::interfaces::SetsInterface;
+            let mut users: Vec<String> = self
+                .inner
+                .client
+                .smembers(&key)
+                .await
+                .map_err(unavailable)?;
+            users.sort();
+            Ok(users)
+        })
+    }
+
+    fn note_contact(&self, a: &str, b: &str) -> BoxFut<'_, ()> {
+        let pairs = [
+            (self.inner.names.user(a, "contacts"), b.to_owned()),
+            (self.inner.names.user(b, "contacts"), a.to_owned()),
+        ];
+        Box::pin(async move {
+            use fred::interfaces::{KeysInterface, SortedSetsInterface};
+            let pipe = self.inner.client.pipeline();
+            let now = now_ms() as f64;
+            for (key, peer) in &pairs {
+                let _: () = pipe
+                    .zadd(key, None, None, false, false, (now, peer.as_str()))
+                    .await
+                    .map_err(unavailable)?;
+                // Keep the newest CONTACTS_CAP.
+                let _: () = pipe
+                    .zremrangebyrank(key, 0, -(CONTACTS_CAP as i64) - 1)
+                    .await
+                    .map_err(unavailable)?;
+                let _: () = pipe
+                    .expire(key, INBOX_TTL.as_secs() as i64, None)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn contacts_among(&self, user: &str, candidates: Vec<String>) -> BoxFut<'_, BTreeSet<String>> {
+        let key = self.inner.names.user(user, "contacts");
+        Box::pin(async move {
+            use fred::interfaces::SortedSetsInterface;
+            if candidates.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            let scores: Vec<Option<f64>> = self
+                .inner
+                .client
+                .zmscore(&key, candidates.clone())
+                .await
+                .map_err(unavailable)?;
+            let since = now_ms().saturating_sub(INBOX_TTL.as_millis() as u64) as f64;
+            Ok(candidates
+                .into_iter()
+                .zip(scores)
+                .filter(|(_, score)| score.is_some_and(|s| s >= since))
+                .map(|(c, _)| c)
+                .collect())
+        })
+    }
+
+    fn room_peers_among(
+        &self,
+        rooms: Vec<String>,
+        candidates: Vec<String>,
+    ) -> BoxFut<'_, BTreeSet<String>> {
+        Box::pin(async move {
+            use fred::interfaces::{SetsInterface, SortedSetsInterface};
+            if rooms.is_empty() || candidates.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            let names = &self.inner.names;
+            let pipe = self.inner.client.pipeline();
+            // The members set may still name someone whose presence just expired (it is pruned when
+            // read for `joined`): for visibility that is close enough.
+            for room in &rooms {
+                let _: () = pipe
+                    .smismember(names.room(room, "members"), candidates.clone())
+                    .await
+                    .map_err(unavailable)?;
+                let _: () = pipe
+                    .zmscore(names.room(room, "read"), candidates.clone())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let replies: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+            let mut found = BTreeSet::new();
+            for reply in replies {
+                let Value::Array(flags) = reply else {
+                    return Err(Error::Protocol(format!("SMISMEMBER/ZMSCORE: {reply:?}")));
+                };
+                for (candidate, flag) in candidates.iter().zip(flags) {
+                    // SMISMEMBER answers 1/0, ZMSCORE a score or nil.
+                    let hit = match flag {
+                        Value::Null => false,
+                        Value::Integer(n) => n > 0,
+                        _ => true,
+                    };
+                    if hit {
+                        found.insert(candidate.clone());
+                    }
+                }
+            }
+            Ok(found)
         })
     }
 
