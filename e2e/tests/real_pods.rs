@@ -155,9 +155,60 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         ])
         .await?;
     let registry = format!("http://{}:{}", ip.trim(), port.trim());
-    let (mut alice, at_alice) = ChatClient::connect_assigned(&registry, "alice")
+
+    // Identity: `spec: {}` means tokens signed with the key the operator generated into `chat-jwt`;
+    // the embedding application (this test) mints them with it.
+    let key = bed
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            "chat-jwt",
+            "-o",
+            "jsonpath={.data.hmac}",
+        ])
+        .await?;
+    let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.trim())
+        .context("the generated key is base64 in the Secret")?;
+    let issuer = client::TokenIssuer::new(key);
+    let token = |user: &str| issuer.mint(user, client::tokens::TEST_TOKEN_TTL);
+
+    // Clients outside the cluster reach each node through its own NodePort Service at the node's
+    // address (spec.nodes.expose): registries hand out that address, not the pod IP.
+    let expose = format!(
+        r#"{{"spec":{{"nodes":{{"expose":{{"type":"NodePort","host":"{}"}}}}}}}}"#,
+        testbed::real::NODE_IP
+    );
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "chatcluster",
+        "chat",
+        "--type=merge",
+        "-p",
+        &expose,
+    ])
+    .await?;
+    let outside = format!("ws://{}:", testbed::real::NODE_IP);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let at_alice = loop {
+        let a = client::assign(&registry).await?;
+        if a.url.starts_with(&outside) {
+            break a;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the registry still hands out {} after 90s, not a node port",
+                a.url
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut alice = ChatClient::connect_token(&at_alice.url, &token("alice"))
         .await
-        .with_context(|| format!("alice asks {registry} and connects"))?;
+        .with_context(|| format!("alice opens {}", at_alice.url))?;
     // The registry answers with the least-loaded node; once alice's node counts her,
     // it names the other one.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,7 +222,12 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let mut bob = ChatClient::connect(&at_bob.url, "bob").await?;
+    ensure!(
+        at_bob.url.starts_with(&outside),
+        "bob is handed {}",
+        at_bob.url
+    );
+    let mut bob = ChatClient::connect_token(&at_bob.url, &token("bob")).await?;
     eprintln!(
         "alice on {} ({}), bob on {} ({})",
         at_alice.node, at_alice.url, at_bob.node, at_bob.url
@@ -226,8 +282,9 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     );
     drop((alice, bob));
 
+    let credentials = Credentials::Token(issuer.clone());
     let mut report = Vec::new();
-    let outcome = under_load(bed, ns, &registry, &mut report).await;
+    let outcome = under_load(bed, ns, &registry, &credentials, &mut report).await;
     eprintln!("\n{}", fault::TABLE_HEADER);
     for line in &report {
         eprintln!("{line}");
@@ -235,7 +292,8 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     outcome?;
 
     // Everything acknowledged before the Redis pods were replaced is still there.
-    let mut reader = ChatClient::connect_assigned(&registry, "reader").await?.0;
+    let mut reader =
+        ChatClient::connect_token(&client::assign(&registry).await?.url, &token("reader")).await?;
     let page = reader.history(room, None, Some(100)).await?;
     ensure!(
         page.messages.len() == 2 * MESSAGES,
@@ -245,7 +303,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     );
     drop(reader);
 
-    scale_out_without_operator(bed, ns, &registry).await?;
+    scale_out_without_operator(bed, ns, &registry, &token("newcomer")).await?;
     delete_leaves_nothing(bed, ns).await?;
     eprintln!("all scenarios passed ({:.0}s)", t.elapsed().as_secs_f64());
     Ok(())
@@ -270,6 +328,7 @@ async fn under_load(
     bed: &Bed,
     ns: &str,
     registry: &str,
+    credentials: &Credentials,
     report: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let registries = vec![registry.to_owned()];
@@ -287,7 +346,7 @@ async fn under_load(
     // 1. A chat-node pod is deleted: it drains, its clients go elsewhere through the registry.
     let t = Instant::now();
     let victim = first_pod(bed, ns, "chat-node").await?;
-    let outcome = fault::run(registries.clone(), Credentials::Open, load(20), async {
+    let outcome = fault::run(registries.clone(), credentials.clone(), load(20), async {
         if let Err(err) = bed
             .kubectl(&["-n", ns, "delete", "pod", &victim, "--wait=false"])
             .await
@@ -301,7 +360,7 @@ async fn under_load(
 
     // 2. The chat-node Deployment rolls to a new image tag.
     let t = Instant::now();
-    let outcome = fault::run(registries.clone(), Credentials::Open, load(60), async {
+    let outcome = fault::run(registries.clone(), credentials.clone(), load(60), async {
         let patch = format!(
             r#"{{"spec":{{"nodes":{{"image":"{}"}}}}}}"#,
             testbed::real::ROLLOUT_NODE_IMAGE
@@ -340,7 +399,7 @@ async fn under_load(
     //    were confirmed by a replica (ackReplicas defaults to 1), so none is lost.
     let t = Instant::now();
     let master = current_master_pod(bed, ns).await?;
-    let outcome = fault::run(registries.clone(), Credentials::Open, load(40), async {
+    let outcome = fault::run(registries.clone(), credentials.clone(), load(40), async {
         if let Err(err) = bed
             .kubectl(&["-n", ns, "delete", "pod", &master, "--wait=false"])
             .await
@@ -357,7 +416,7 @@ async fn under_load(
     // 4. A change that needs every data pod restarted: the operator restarts the replicas, each back
     //    in sync before the next, then fails the master over and restarts it.
     let t = Instant::now();
-    let outcome = fault::run(registries.clone(), Credentials::Open, load(90), async {
+    let outcome = fault::run(registries.clone(), credentials.clone(), load(90), async {
         let patch = r#"{"spec":{"redis":{"managed":{"resources":{"requests":{"cpu":"60m","memory":"64Mi"}}}}}}"#;
         let rolled = async {
             bed.kubectl(&["-n", ns, "patch", "chatcluster", "chat", "--type=merge", "-p", patch])
@@ -408,7 +467,12 @@ async fn under_load(
 
 /// The operator pod is deleted right after a scale-out: the new chat-node still gets clients once
 /// it is ready, and the ChatCluster becomes Ready again (with the operator's replacement or without it).
-async fn scale_out_without_operator(bed: &Bed, ns: &str, registry: &str) -> anyhow::Result<()> {
+async fn scale_out_without_operator(
+    bed: &Bed,
+    ns: &str,
+    registry: &str,
+    token: &str,
+) -> anyhow::Result<()> {
     let t = Instant::now();
     let before = pod_names(bed, ns, "chat-node").await?;
     bed.kubectl(&["-n", ns, "scale", "chatcluster", "chat", "--replicas=3"])
@@ -446,7 +510,7 @@ async fn scale_out_without_operator(bed: &Bed, ns: &str, registry: &str) -> anyh
         },
     )
     .await?;
-    let mut client = ChatClient::connect(&assigned.url, "newcomer").await?;
+    let mut client = ChatClient::connect_token(&assigned.url, token).await?;
     client.join("lobby", None).await?;
     drop(client);
     wait_ready(bed, ns, "after the scale-out").await?;
