@@ -367,3 +367,92 @@ async fn external_redis_over_mutual_tls_is_reached_with_material_from_secrets() 
         Some(format!("127.0.0.1:{tls_port}").as_str())
     );
 }
+
+/// `spec.nodes.expose`: every chat-node pod gets a NodePort Service of its own, owned by the pod, and
+/// the registry hands out `ws://<host>:<node port>/ws`; without `expose` the Services go and the pod
+/// URLs come back.
+#[tokio::test]
+async fn exposed_nodes_get_a_service_each_and_are_handed_out_at_its_node_port() {
+    use k8s_openapi::api::core::v1::Service;
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-expose").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let redis = RedisServer::start().await.expect("redis-server");
+    let _operator = start_operator(bed, n).await;
+    let mut cc = ChatCluster::test("demo")
+        .with_nodes(2)
+        .with_external_url(&redis.url());
+    cc.spec.nodes.expose = Some(operator::crd::NodeExposure {
+        type_: operator::crd::ExposeType::NodePort,
+        host: Some("192.0.2.10".to_owned()),
+    });
+    create_cluster(&client, n, cc).await;
+    wait_condition(&client, n, "demo", "Ready", "True").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), n);
+    let ls = loadset(&redis, &format!("{n}/demo")).await;
+    let exposed = eventually("both pods exposed and handed out", TIMEOUT, || async {
+        let list = services
+            .list(&kube::api::ListParams::default().labels("switchboard.dev/exposes"))
+            .await
+            .ok()?;
+        let ports: BTreeSet<i32> = list
+            .items
+            .iter()
+            .filter(|s| {
+                let owner = s.metadata.owner_references.as_ref().and_then(|o| o.first());
+                owner.is_some_and(|o| o.kind == "Pod")
+                    && s.spec.as_ref().and_then(|sp| sp.type_.as_deref()) == Some("NodePort")
+            })
+            .filter_map(|s| s.spec.as_ref()?.ports.as_ref()?.first()?.node_port)
+            .collect();
+        (ports.len() == 2).then_some(ports)
+    })
+    .await;
+    // The pods are simulated: announce them as their chat-nodes would (pod URL, capacity).
+    for id in ls.members().await.expect("members") {
+        ls.publish_node_info(&switchboard_loadset::NodeInfo {
+            url: format!("ws://{id}.pods.invalid:8080/ws"),
+            id,
+            capacity: 100,
+            stats: Default::default(),
+        })
+        .await
+        .expect("node info");
+    }
+    let handed = eventually("the registry hands out node ports", TIMEOUT, || async {
+        let a = ls.assign().await.ok()??;
+        let port: i32 = a
+            .url
+            .strip_prefix("ws://192.0.2.10:")?
+            .strip_suffix("/ws")?
+            .parse()
+            .ok()?;
+        exposed.contains(&port).then_some(a.url)
+    })
+    .await;
+    println!("handed out {handed}");
+
+    // Without `expose`: the Services go, the pods' own URLs come back.
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    api.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "nodes": { "expose": null } } })),
+    )
+    .await
+    .expect("unexpose");
+    eventually(
+        "per-pod Services removed, pod URLs back",
+        TIMEOUT,
+        || async {
+            let left = services
+                .list(&kube::api::ListParams::default().labels("switchboard.dev/exposes"))
+                .await
+                .ok()?;
+            let a = ls.assign().await.ok()??;
+            (left.items.is_empty() && !a.url.contains("192.0.2.10")).then_some(())
+        },
+    )
+    .await;
+}
