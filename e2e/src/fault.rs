@@ -71,6 +71,8 @@ pub struct Outcome {
     pub recoveries: Vec<Duration>,
     /// Members that had not caught up when the deadline passed.
     pub unfinished: usize,
+    /// A few of the lost (member, sequence) pairs, for the report.
+    pub lost_examples: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -122,7 +124,11 @@ impl Outcome {
 
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{TABLE_HEADER}\n{}", self.table_row("outcome"))
+        write!(f, "{TABLE_HEADER}\n{}", self.table_row("outcome"))?;
+        if !self.lost_examples.is_empty() {
+            write!(f, "\nlost (member, seq): {:?}", self.lost_examples)?;
+        }
+        Ok(())
     }
 }
 
@@ -140,6 +146,7 @@ struct Shared {
 
 #[derive(Default)]
 struct MemberReport {
+    user: String,
     sent: usize,
     acks: HashMap<String, u64>,
     received: Vec<(u64, String)>,
@@ -343,16 +350,20 @@ where
     let senders = load.senders.min(load.members);
     let handles: Vec<_> = (0..load.members)
         .map(|i| {
+            let user = format!("m{i}-{:04x}", fastrand::u16(..));
             let m = Member {
                 index: i,
-                user: format!("m{i}-{:04x}", fastrand::u16(..)),
+                user: user.clone(),
                 sends: if i < senders {
                     load.messages_per_sender
                 } else {
                     0
                 },
                 shared: shared.clone(),
-                report: MemberReport::default(),
+                report: MemberReport {
+                    user,
+                    ..MemberReport::default()
+                },
                 last_seq: 0,
                 ever_joined: false,
                 pending: BTreeMap::new(),
@@ -429,7 +440,13 @@ fn analyse(reports: &[MemberReport]) -> Outcome {
                     out.delivered += 1;
                     out.duplicated += n - 1;
                 }
-                None => out.lost += 1,
+                None => {
+                    out.lost += 1;
+                    if out.lost_examples.len() < 10 {
+                        out.lost_examples
+                            .push((r.user.clone(), acked.get(cid).copied().unwrap_or(0)));
+                    }
+                }
             }
         }
     }
