@@ -206,7 +206,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let mut alice = ChatClient::connect_token(&at_alice.url, &token("alice"))
+    let mut alice = connect_retrying(&at_alice.url, &token("alice"))
         .await
         .with_context(|| format!("alice opens {}", at_alice.url))?;
     // The registry answers with the least-loaded node; once alice's node counts her,
@@ -227,7 +227,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         "bob is handed {}",
         at_bob.url
     );
-    let mut bob = ChatClient::connect_token(&at_bob.url, &token("bob")).await?;
+    let mut bob = connect_retrying(&at_bob.url, &token("bob")).await?;
     eprintln!(
         "alice on {} ({}), bob on {} ({})",
         at_alice.node, at_alice.url, at_bob.node, at_bob.url
@@ -307,6 +307,22 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     delete_leaves_nothing(bed, ns).await?;
     eprintln!("all scenarios passed ({:.0}s)", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Connects as a client does: a refused connection is tried again for a while (a node port can take a
+/// moment after its Service routes to the pod before every proxy rule is in place).
+async fn connect_retrying(url: &str, token: &str) -> anyhow::Result<ChatClient> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match ChatClient::connect_token(url, token).await {
+            Ok(c) => return Ok(c),
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("connecting to {url}: {err}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// A load of room members, sized for this 2-core machine, lasting about `seconds`.

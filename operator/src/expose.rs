@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -124,11 +125,21 @@ pub async fn external_urls(
     let list = services
         .list(&ListParams::default().labels(&selector))
         .await?;
+    // Only pods their own Service already routes to: a node port without a ready endpoint refuses
+    // connections. EndpointSlices carry their Service's labels.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let slices = slices
+        .list(&ListParams::default().labels(&selector))
+        .await?;
+    let routed = crate::loadset_sync::ready_endpoint_pods(&slices.items);
     Ok(list
         .items
         .iter()
         .filter_map(|svc| {
             let pod = svc.labels().get(EXPOSES_LABEL)?.clone();
+            if !routed.contains(&pod) {
+                return None;
+            }
             let addr = match expose.type_ {
                 ExposeType::NodePort => {
                     let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.node_port?;
