@@ -294,6 +294,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     // Everything acknowledged before the Redis pods were replaced is still there.
     let mut reader =
         ChatClient::connect_token(&client::assign(&registry).await?.url, &token("reader")).await?;
+    reader.join(room, None).await?;
     let page = reader.history(room, None, Some(100)).await?;
     ensure!(
         page.messages.len() == 2 * MESSAGES,
