@@ -41,6 +41,25 @@ pub async fn serve(
     .await
 }
 
+/// Like [`serve`], with TLS: every socket on `listener` first completes a handshake with `tls`'s
+/// certificate in use at that moment ([`crate::tls::TlsListener`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: &crate::tls::Tls,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // axum hands `ConnectInfo<SocketAddr>` to handlers of a `TapIo` listener whatever it wraps.
+    let listener =
+        axum::serve::ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls), |_| {});
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use axum::extract::ConnectInfo;
