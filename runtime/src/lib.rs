@@ -29,6 +29,6 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 
-pub use serve::{bind, serve, serve_tls};
+pub use serve::{bind, serve, serve_on, serve_tls};
 pub use shutdown::{FORCED_EXIT_CODE, shutdown_on_signal};
 pub use telemetry::{LogArgs, LogFormat, init_tracing};
