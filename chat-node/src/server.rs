@@ -84,7 +84,8 @@ pub async fn serve(
     let served = match extras.tls {
         None => serve_on(listener.tap_io(|io| no_delay(io)), app, stop).await,
         Some(tls) => {
-            let listener = TlsListener::new(listener, &tls).tap_io(|io| no_delay(io.get_ref().0));
+            let listener = TlsListener::new(listener.closing_refused(), &tls)
+                .tap_io(|io| no_delay(io.get_ref().0));
             serve_on(listener, app, stop).await
         }
     };
