@@ -413,3 +413,46 @@ async fn registry_serves_https_and_assigns_a_tls_node_by_its_wss_url() {
     let mut bob = Wss::join(node_port, &[&pair.der], token("bob"), room).await;
     chat(&mut alice, &mut bob, room, "scaled over wss").await;
 }
+
+#[tokio::test]
+async fn behind_tls_a_socket_refused_at_the_door_is_closed_and_counted() {
+    let mut scratch = Scratch::new();
+    let pair = new_pair();
+    scratch.install(&pair.cert, &pair.key);
+    let port = e2e::topology::free_port().expect("port");
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--max-connections-per-ip".into(),
+        "2".into(),
+    ];
+    args.extend(scratch.tls_flags());
+    let log = scratch.spawn("chat-node", "chat-node", &args);
+    wait_ready(port, &pair.der, &log).await;
+
+    let room = "door";
+    let mut alice = Wss::join(port, &[&pair.der], json!({"user": "alice"}), room).await;
+    let held = handshake(port, &[&pair.der]).await.expect("second socket");
+    // The third socket from this address is refused before TLS: no handshake, no plain-HTTP answer.
+    let refused = handshake(port, &[&pair.der]).await;
+    assert!(refused.is_err(), "a third socket must be refused");
+    drop(held);
+
+    let counted = eventually("the refusal is counted on /metrics", WAIT, || async {
+        let (status, metrics) = https_get(port, &[&pair.der], "/metrics").await.ok()?;
+        let refused: f64 = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("switchboard_refusals_total")
+                    && l.contains("reason=\"ip_connections\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+            .sum();
+        (status == 200 && refused >= 1.0).then_some(refused)
+    })
+    .await;
+    assert!(counted >= 1.0);
+    // The client already in keeps chatting.
+    alice.send(json!({"type": "ping"})).await;
+    alice.expect("pong").await;
+}
