@@ -176,6 +176,15 @@ async fn https_get(
     Ok((status, body))
 }
 
+/// `GET path` over HTTPS trusting `trusted`, which must answer 200; the body.
+async fn get_ok(port: u16, trusted: &CertificateDer<'static>, path: &str) -> String {
+    let (status, body) = https_get(port, &[trusted], path)
+        .await
+        .unwrap_or_else(|e| panic!("GET https://{HOST}:{port}{path}: {e}"));
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
 /// Waits until `GET /readyz` over HTTPS answers 200.
 async fn wait_ready(port: u16, trusted: &CertificateDer<'static>, log: &Path) {
     eventually(
@@ -272,19 +281,10 @@ async fn standalone_node_serves_wss_and_picks_up_a_renewed_certificate() {
     wait_ready(port, &first.der, &log).await;
 
     // Health, metrics and the node's own placement answer over HTTPS; it advertises wss://.
-    let (status, _) = https_get(port, &[&first.der], "/healthz")
-        .await
-        .expect("healthz");
-    assert_eq!(status, 200);
-    let (status, metrics) = https_get(port, &[&first.der], "/metrics")
-        .await
-        .expect("metrics");
-    assert_eq!(status, 200);
+    get_ok(port, &first.der, "/healthz").await;
+    let metrics = get_ok(port, &first.der, "/metrics").await;
     assert!(metrics.contains("switchboard_"), "{metrics}");
-    let (status, assignment) = https_get(port, &[&first.der], "/v1/assign")
-        .await
-        .expect("assign");
-    assert_eq!(status, 200, "{assignment}");
+    let assignment = get_ok(port, &first.der, "/v1/assign").await;
     let assignment: Value = serde_json::from_str(&assignment).expect("assignment JSON");
     assert_eq!(assignment["url"], format!("wss://127.0.0.1:{port}/ws"));
 
@@ -378,19 +378,10 @@ async fn registry_serves_https_and_assigns_a_tls_node_by_its_wss_url() {
     wait_ready(node_port, &pair.der, &node_log).await;
     wait_ready(registry_port, &pair.der, &registry_log).await;
 
-    let (status, _) = https_get(registry_port, &[&pair.der], "/healthz")
-        .await
-        .expect("healthz");
-    assert_eq!(status, 200);
-    let (status, metrics) = https_get(registry_port, &[&pair.der], "/metrics")
-        .await
-        .expect("metrics");
-    assert_eq!(status, 200);
+    get_ok(registry_port, &pair.der, "/healthz").await;
+    let metrics = get_ok(registry_port, &pair.der, "/metrics").await;
     assert!(metrics.contains("# EOF"), "{metrics}");
-    let (status, page) = https_get(registry_port, &[&pair.der], "/")
-        .await
-        .expect("page");
-    assert_eq!(status, 200);
+    let page = get_ok(registry_port, &pair.der, "/").await;
     assert!(page.starts_with("<!doctype html>"), "{page}");
 
     let assignment: Value = eventually("the registry assigns the TLS node", WAIT, || async {
