@@ -8,6 +8,7 @@ use switchboard_loadset::Membership;
 use switchboard_redis::RedisArgs;
 use switchboard_runtime::LogArgs;
 use switchboard_runtime::duration::within;
+use switchboard_runtime::tls::TlsArgs;
 
 /// Direct messages kept per user inbox.
 pub const INBOX_CAP: usize = 1000;
@@ -83,7 +84,8 @@ pub struct Args {
     /// Identity of the chat system; all its Redis keys share a prefix derived from it.
     #[arg(long, env = "SWITCHBOARD_CLUSTER_ID", default_value = "default")]
     pub cluster_id: String,
-    /// WebSocket URL clients should open to reach this node (default: ws://LISTEN/ws).
+    /// WebSocket URL clients should open to reach this node (default: ws://LISTEN/ws, or wss:// with
+    /// --tls-cert-file).
     #[arg(long, env = "SWITCHBOARD_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
     /// Most concurrent connections; new sessions beyond it are closed with 1013.
@@ -201,6 +203,9 @@ pub struct Args {
     /// Authentication.
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// TLS: serve `https`/`wss` from these files (default: plain HTTP, as behind an ingress).
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Redis connection; absent means standalone (in-process bus and history).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -244,7 +249,7 @@ impl Args {
     pub fn resolved_advertise_url(&self) -> String {
         self.advertise_url
             .clone()
-            .unwrap_or_else(|| format!("ws://{}/ws", self.listen))
+            .unwrap_or_else(|| format!("{}://{}/ws", self.tls.websocket_scheme(), self.listen))
     }
 }
 
@@ -266,6 +271,26 @@ mod tests {
         assert_eq!(args.ack_timeout, Duration::from_secs(1));
         assert_eq!(args.limits().idle_timeout, Duration::from_secs(60));
         assert_eq!(args.drain_notice_rate, crate::drain::DEFAULT_NOTICE_RATE);
+    }
+
+    #[test]
+    fn the_advertised_url_is_wss_when_serving_tls() {
+        let plain = parse(&["--listen", "127.0.0.1:9000"]).expect("plain");
+        assert_eq!(plain.resolved_advertise_url(), "ws://127.0.0.1:9000/ws");
+        let tls = parse(&[
+            "--listen",
+            "127.0.0.1:9000",
+            "--tls-cert-file",
+            "tls.crt",
+            "--tls-key-file",
+            "tls.key",
+        ])
+        .expect("tls");
+        assert_eq!(tls.resolved_advertise_url(), "wss://127.0.0.1:9000/ws");
+        assert!(
+            parse(&["--tls-cert-file", "tls.crt"]).is_err(),
+            "a key is needed too"
+        );
     }
 
     #[test]

@@ -91,8 +91,9 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         } else {
             addr
         };
-        args.advertise_url = Some(format!("ws://{host}/ws"));
+        args.advertise_url = Some(format!("{}://{host}/ws", args.tls.websocket_scheme()));
     }
+    let tls = switchboard_runtime::tls::Tls::from_args(&args.tls).context("--tls-cert-file")?;
     let scaled = args.redis.is_configured();
     let auth = auth::Authenticator::from_args(&args.auth, scaled, addr)?;
     let origins = registry::origins::AllowedOrigins::new(&args.allowed_origins)?;
@@ -154,7 +155,8 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         redis = %if scaled { args.redis.describe() } else { "none".into() },
         membership = %args.membership,
         auth = node_auth_mode,
-        "chat-node listening on http://{addr}"
+        "chat-node listening on {}://{addr}",
+        args.tls.http_scheme()
     );
     let pacing = drain::Pacing {
         timeout: args.drain_timeout,
@@ -164,12 +166,16 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     let node = Node::with_drain(settings, hub, backend, metrics, pacing, reported);
 
     let stop_server = CancellationToken::new();
+    if let Some(tls) = &tls {
+        tls.spawn_reloader(stop_tasks.clone());
+    }
     let server = tokio::spawn(server::serve(
         node.clone(),
         listener,
         server::Extras {
             standalone: !scaled,
             dev_issuer,
+            tls,
         },
         stop_server.clone(),
     ));

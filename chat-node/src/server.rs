@@ -3,12 +3,15 @@
 //! the WebSocket upgrade with its buffer sizes, and serving until shutdown.
 //!
 //! ```text
-//!  TCP ──▶ door (per-address and global bounds, header clock; see `door`) ──▶ serve ──▶ router
+//!  TCP ──▶ door (per-address and global bounds, header clock; see `door`) ──▶ [TLS] ──▶ serve ──▶ router
 //!     router ──/ws──▶ Origin allowed? ─no─▶ 403
 //!                     descriptors left for upgrades? ─no─▶ 503
 //!                     └─yes─▶ upgrade ──▶ connection::run(sink, stream)  (generic)
 //!            ──/readyz, /healthz, /metrics, (standalone) /v1/*, /, (dev) /v1/dev-token
 //! ```
+//!
+//! With `--tls-cert-file` the door's sockets are TLS sockets (`switchboard_runtime::tls`): the
+//! handshake runs behind the door, so it counts against the same bounds and header clock.
 //!
 //! axum's message type plugs into the connection through [`WsMessage`].
 
@@ -24,11 +27,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use door::{Door, DoorListener};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use switchboard_runtime::serve_on;
+use switchboard_runtime::tls::{Tls, TlsListener};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,13 +43,15 @@ use tracing::Instrument;
 /// for one fast socket; 100k mostly idle chat connections need it small.
 const SOCKET_BUFFER: usize = 4 * 1024;
 
-/// Routes some nodes serve besides [`router`].
+/// What some nodes serve besides [`router`], and whether over TLS.
 #[derive(Debug, Default)]
 pub struct Extras {
     /// A standalone node also answers the registry API and the web page.
     pub standalone: bool,
     /// The development token issuer (`POST /v1/dev-token`), when enabled.
     pub dev_issuer: Option<registry::dev_token::DevIssuer>,
+    /// Serve HTTPS and WSS with this certificate.
+    pub tls: Option<Arc<Tls>>,
 }
 
 /// Serves `node` on `listener` until `stop` is cancelled, then stops accepting and waits for open
@@ -72,20 +80,25 @@ pub async fn serve(
             },
         ))
         .layer(Extension(door.clone()));
-    // Frames are small and latency matters more than packet count: without TCP_NODELAY an ack written
-    // right after a message waits for the client's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(DoorListener::new(listener, door), |io| {
-        if let Err(e) = io.tcp().set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let listener = DoorListener::new(listener, door);
+    let served = match extras.tls {
+        None => serve_on(listener.tap_io(|io| no_delay(io)), app, stop).await,
+        Some(tls) => {
+            let listener = TlsListener::new(listener.closing_refused(), &tls)
+                .tap_io(|io| no_delay(io.get_ref().0));
+            serve_on(listener, app, stop).await
         }
-    });
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await });
-    if let Err(e) = serve.await {
+    };
+    if let Err(e) = served {
         tracing::error!(error = %e, "server failed");
+    }
+}
+
+/// Frames are small and latency matters more than packet count: without TCP_NODELAY an ack written
+/// right after a message waits for the client's delayed ACK (~40 ms).
+fn no_delay(io: &door::Guarded) {
+    if let Err(e) = io.tcp().set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
 }
 

@@ -20,7 +20,8 @@
 //! - [`server`]: the `registry` binary's wiring ([`run`]);
 //! - [`web`]: the web page and dashboard served at `/`.
 //!
-//! Logging, shutdown, serving and `/metrics` come from `switchboard-runtime`; the Redis connection from
+//! Logging, shutdown, serving (plain HTTP, or HTTPS with `--tls-cert-file`) and `/metrics` come from
+//! `switchboard-runtime`; the Redis connection from
 //! `switchboard-redis`.
 
 #![warn(missing_docs)]

@@ -6,6 +6,7 @@
 //!                                       client ──PING (1 s)──────────▶ /readyz
 //!                 shutdown token ─────────────────────────────────────▶ /readyz 503, then stop serving
 //!                 Registry ──────────────────────────────────────────▶ /metrics ; web::router ▶ /
+//!                 --tls-cert-file ──▶ runtime::tls (reloaded on change) ──▶ HTTPS on the same listener
 //! ```
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use switchboard_loadset::LoadSet;
 use switchboard_redis::keys::{DEFAULT_CLUSTER_ID, Keys};
 use switchboard_redis::{self as redis, RedisArgs};
 use switchboard_runtime::metrics::{self, Metrics};
+use switchboard_runtime::tls::{Tls, TlsArgs};
 use switchboard_runtime::{self as runtime, LogArgs, duration};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -104,6 +106,10 @@ pub struct Args {
     #[arg(long = "jwt-audience", env = "SWITCHBOARD_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// TLS: serve `https` from these files (default: plain HTTP, as behind an ingress).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
     /// Redis connection (required for the registry).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -138,9 +144,11 @@ pub async fn serve_on(
     let addr = listener.local_addr().context("listener address")?;
     let origins = Arc::new(AllowedOrigins::new(&args.allowed_origins)?);
     let dev_issuer = dev_issuer(&args, addr)?;
+    let tls = Tls::from_args(&args.tls).context("--tls-cert-file")?;
     let client = redis::connect(&args.redis).await?;
     tracing::info!(
         listen = %addr,
+        scheme = args.tls.http_scheme(),
         cluster_id = %args.cluster_id,
         redis = %args.redis.describe(),
         "registry serving"
@@ -166,7 +174,13 @@ pub async fn serve_on(
         dev_issuer,
         api::Reservations::new(args.reservations_per_ip),
     );
-    let served = runtime::serve(listener, app, stop_serving).await;
+    let served = match &tls {
+        None => runtime::serve(listener, app, stop_serving).await,
+        Some(tls) => {
+            tls.spawn_reloader(stop_serving.clone());
+            runtime::serve_tls(listener, tls, app, stop_serving).await
+        }
+    };
     let _ = client.quit().await;
     served.context("HTTP server failed")?;
     tracing::info!("registry stopped");

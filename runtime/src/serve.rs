@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +35,32 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_on(listener, router, shutdown).await
+}
+
+/// Like [`serve`], with TLS: every socket on `listener` first completes a handshake with `tls`'s
+/// certificate in use at that moment ([`crate::tls::TlsListener`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: &crate::tls::Tls,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    // axum hands `ConnectInfo<SocketAddr>` to handlers of a `TapIo` listener whatever it wraps.
+    let listener = ListenerExt::tap_io(crate::tls::TlsListener::new(listener, tls), |_| {});
+    serve_on(listener, router, shutdown).await
+}
+
+/// [`serve`] on any listener whose peers are socket addresses (a guarded or TLS listener).
+pub async fn serve_on<L>(
+    listener: L,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: Connected<IncomingStream<'a, L>>,
+{
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

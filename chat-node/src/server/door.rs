@@ -13,7 +13,8 @@
 //!
 //! A peer is an IPv4 address or an IPv6 /64 (one host's usual allocation). A refused socket gets a
 //! short HTTP answer (`429` or `503`, `Connection: close`) after its request head is read — so the
-//! client sees why — by at most [`MAX_REFUSING`] tasks at a time; beyond them it is just closed.
+//! client sees why — by at most [`MAX_REFUSING`] tasks at a time; beyond them it is just closed. Behind
+//! TLS it is always just closed (counted and logged all the same): the answer would not be TLS.
 //!
 //! The file-descriptor budget is the soft `RLIMIT_NOFILE` (raised to the hard limit at start-up)
 //! minus [`FD_HEADROOM`] for Redis, logs and the listener. Plain HTTP (health checks, metrics) may use
@@ -337,13 +338,17 @@ impl Door {
         }
     }
 
-    /// Answers a refused socket (when few are being answered) and counts the refusal.
-    fn refuse(&self, mut tcp: TcpStream, addr: SocketAddr, why: Refused) {
+    /// Counts a refused socket and answers it in plain HTTP (when few are being answered and
+    /// `answer` is set; else it is just closed).
+    fn refuse(&self, mut tcp: TcpStream, addr: SocketAddr, why: Refused, answer: bool) {
         let (status, retry, body) = why.answer();
         self.node
             .metrics
             .refusals
             .record(why.metric(), Some(addr), None, body.trim_end());
+        if !answer {
+            return;
+        }
         let Ok(permit) = self.refusing.clone().try_acquire_owned() else {
             return;
         };
@@ -380,12 +385,23 @@ impl Door {
 pub struct DoorListener {
     inner: TcpListener,
     door: Arc<Door>,
+    answer_refusals: bool,
 }
 
 impl DoorListener {
-    /// `inner` guarded by `door`.
+    /// `inner` guarded by `door`; refused sockets get a plain HTTP answer.
     pub fn new(inner: TcpListener, door: Arc<Door>) -> Self {
-        Self { inner, door }
+        Self {
+            inner,
+            door,
+            answer_refusals: true,
+        }
+    }
+
+    /// Refused sockets are closed without an answer: a TLS client could not read a plain one.
+    pub fn closing_refused(mut self) -> Self {
+        self.answer_refusals = false;
+        self
     }
 }
 
@@ -409,7 +425,7 @@ impl axum::serve::Listener for DoorListener {
                             addr,
                         );
                     }
-                    Err(why) => self.door.refuse(tcp, addr, why),
+                    Err(why) => self.door.refuse(tcp, addr, why, self.answer_refusals),
                 },
                 Err(e)
                     if matches!(
