@@ -176,10 +176,20 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
 
     // Clients outside the cluster reach each node through its own NodePort Service at the node's
     // address (spec.nodes.expose): registries hand out that address, not the pod IP.
-    let expose = format!(
-        r#"{{"spec":{{"nodes":{{"expose":{{"type":"NodePort","host":"{}"}}}}}}}}"#,
-        testbed::real::NODE_IP
-    );
+    // The node's own address (10.250.0.2 on the test bed's real node; a kind node's on kind).
+    let node_ip = bed
+        .kubectl(&[
+            "get",
+            "nodes",
+            "-l",
+            "type!=kwok",
+            "-o",
+            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])
+        .await?;
+    let node_ip = node_ip.trim().to_owned();
+    let expose =
+        format!(r#"{{"spec":{{"nodes":{{"expose":{{"type":"NodePort","host":"{node_ip}"}}}}}}}}"#);
     bed.kubectl(&[
         "-n",
         ns,
@@ -191,7 +201,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         &expose,
     ])
     .await?;
-    let outside = format!("ws://{}:", testbed::real::NODE_IP);
+    let outside = format!("ws://{node_ip}:");
     let deadline = Instant::now() + Duration::from_secs(90);
     let at_alice = loop {
         let a = client::assign(&registry).await?;

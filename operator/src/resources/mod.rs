@@ -1166,6 +1166,11 @@ fn redis_pod_env(
         value_env("MASTER_NAME", &managed.master_name),
         secret_env("REDIS_PASSWORD", &password),
     ];
+    if component == Component::Redis
+        && let Some(bytes) = maxmemory(&managed.resources)
+    {
+        env.push(value_env("MAXMEMORY", bytes.to_string()));
+    }
     if component == Component::Sentinel {
         env.extend([
             value_env(
@@ -1184,6 +1189,38 @@ fn redis_pod_env(
         ]);
     }
     env
+}
+
+/// Redis's `maxmemory`: 80% of the data container's memory limit (else its request), leaving room for
+/// replication buffers and the fork of a rewrite; `None` when neither is given or parses.
+fn maxmemory(resources: &k8s_openapi::api::core::v1::ResourceRequirements) -> Option<u64> {
+    let memory = resources
+        .limits
+        .as_ref()
+        .and_then(|l| l.get("memory"))
+        .or_else(|| resources.requests.as_ref().and_then(|r| r.get("memory")))?;
+    quantity_bytes(&memory.0).map(|b| b / 5 * 4)
+}
+
+/// Bytes of a memory quantity (`256Mi`, `2G`, `1048576`); `None` for forms it does not know.
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (digits, suffix) = q.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match suffix {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 fn redis_hash(ctx: &RenderContext, script: &str) -> String {

@@ -67,6 +67,10 @@ bind ${BIND:-* -::*}
 protected-mode no
 dir ${data_dir}
 appendonly yes
+# Never evict silently: when the data reaches maxmemory (set from the pod's memory), writes are refused
+# and clients are told (unavailable), instead of Redis dropping message logs or the kernel killing it.
+maxmemory ${MAXMEMORY:-0}
+maxmemory-policy noeviction
 requirepass ${REDIS_PASSWORD}
 masterauth ${REDIS_PASSWORD}
 replica-announce-ip ${self}

@@ -704,6 +704,27 @@ fn editing_passthrough_labels_restarts_no_redis_pod_and_reaches_them_in_place() 
 }
 
 #[test]
+fn managed_redis_refuses_writes_at_four_fifths_of_its_memory_instead_of_evicting() {
+    assert_eq!(quantity_bytes("256Mi"), Some(256 << 20));
+    assert_eq!(quantity_bytes("2G"), Some(2_000_000_000));
+    assert_eq!(quantity_bytes("1.5Gi"), None, "fractions are not guessed");
+    let d = render(&demo(), &ctx()).unwrap();
+    let c = &sts(&d, "demo-redis")
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        env_value(c, "MAXMEMORY"),
+        ((256u64 << 20) / 5 * 4).to_string(),
+        "from the request"
+    );
+    assert!(REDIS_SCRIPT.contains("maxmemory-policy noeviction"));
+}
+
+#[test]
 fn changing_the_data_node_or_sentinel_count_restarts_no_data_pod() {
     let template = |cc: ChatCluster| {
         let d = render(&cc, &ctx()).unwrap();
