@@ -147,15 +147,50 @@ where
         ..Config::default()
     };
     let mut builder = Builder::from_config(config);
+    one_attempt(&mut builder, timeout);
+    let client = builder.build().map_err(|source| Error::Redis {
+        addr: addr.to_owned(),
+        source,
+    })?;
+    once(client, timeout, exchange)
+        .await
+        .map_err(|ended| match ended {
+            Ended::Timeout => Error::Timeout(addr.to_owned()),
+            Ended::Redis(source) => Error::Redis {
+                addr: addr.to_owned(),
+                source,
+            },
+        })
+}
+
+/// Connection settings of a one-question client: one attempt, bounded by `timeout`.
+pub(crate) fn one_attempt(builder: &mut Builder, timeout: Duration) {
     builder.with_connection_config(|conn| {
         conn.connection_timeout = timeout;
         conn.internal_command_timeout = timeout;
         conn.max_command_attempts = 1;
     });
-    let client = builder.build().map_err(|source| Error::Redis {
-        addr: addr.to_owned(),
-        source,
-    })?;
+}
+
+/// How a one-question exchange failed.
+pub(crate) enum Ended {
+    /// No answer within the time allowed.
+    Timeout,
+    /// Connecting, authenticating or the question itself failed.
+    Redis(FredError),
+}
+
+/// Connects `client`, runs `exchange` on it and closes it, all within `timeout`.
+pub(crate) async fn once<C, T, F, Fut>(
+    client: C,
+    timeout: Duration,
+    exchange: F,
+) -> Result<T, Ended>
+where
+    C: ClientLike + Clone,
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FredError>>,
+{
     let asking = client.clone();
     let answer = tokio::time::timeout(timeout, async move {
         asking.init().await?;
@@ -165,12 +200,11 @@ where
     if client.is_connected() {
         let _ = client.quit().await;
     }
-    answer
-        .map_err(|_| Error::Timeout(addr.to_owned()))?
-        .map_err(|source| Error::Redis {
-            addr: addr.to_owned(),
-            source,
-        })
+    match answer {
+        Err(_) => Err(Ended::Timeout),
+        Ok(Err(e)) => Err(Ended::Redis(e)),
+        Ok(Ok(v)) => Ok(v),
+    }
 }
 
 /// Reads the fields of [`Replication`] from `INFO` text (`key:value` lines).

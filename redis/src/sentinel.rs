@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, SentinelInterface};
+use fred::interfaces::SentinelInterface;
 use fred::types::Builder;
 use fred::types::Value;
 use fred::types::config::SentinelConfig;
@@ -191,39 +191,28 @@ where
     let server = crate::client::parse_host_port(addr, crate::client::DEFAULT_SENTINEL_PORT)
         .map_err(|_| Error::Address(addr.to_owned()))?;
     let mut builder = Builder::default_centralized();
-    builder
-        .set_sentinel_config(SentinelConfig {
-            host: server.host.to_string(),
-            port: server.port,
-            username: None,
-            password: password.map(str::to_owned),
-            tls: None,
-        })
-        .with_connection_config(|conn| {
-            conn.connection_timeout = timeout;
-            conn.internal_command_timeout = timeout;
-            conn.max_command_attempts = 1;
-        });
+    builder.set_sentinel_config(SentinelConfig {
+        host: server.host.to_string(),
+        port: server.port,
+        username: None,
+        password: password.map(str::to_owned),
+        tls: None,
+    });
+    crate::node::one_attempt(&mut builder, timeout);
     let client = builder
         .build_sentinel_client()
         .map_err(|source| Error::Redis {
             addr: addr.to_owned(),
             source,
         })?;
-    let asking = client.clone();
-    let answer = tokio::time::timeout(timeout, async move {
-        asking.init().await?;
-        question(asking).await
-    })
-    .await;
-    if client.is_connected() {
-        let _ = client.quit().await;
-    }
-    answer
-        .map_err(|_| Error::Timeout(addr.to_owned()))?
-        .map_err(|source| Error::Redis {
-            addr: addr.to_owned(),
-            source,
+    crate::node::once(client, timeout, question)
+        .await
+        .map_err(|ended| match ended {
+            crate::node::Ended::Timeout => Error::Timeout(addr.to_owned()),
+            crate::node::Ended::Redis(source) => Error::Redis {
+                addr: addr.to_owned(),
+                source,
+            },
         })
 }
 

@@ -7,28 +7,14 @@ use std::path::{Path, PathBuf};
 use fred::interfaces::{ClientLike, KeysInterface};
 use switchboard_redis::{self as redis, Error, RedisArgs};
 use switchboard_runtime::report::chain;
+use switchboard_testkit::RedisServer;
 use switchboard_testkit::tls::Pki;
-use switchboard_testkit::{RedisServer, free_port};
 
 /// A server with a plain port (for the harness) and a TLS port; `clients` asks for client certificates.
 async fn tls_server(pki: &Pki, clients: bool) -> (RedisServer, u16) {
-    let port = free_port().expect("port");
-    let p = |n: &str| pki.path(n).display().to_string();
-    let server = RedisServer::builder()
-        .arg("--tls-port")
-        .arg(port.to_string())
-        .arg("--tls-cert-file")
-        .arg(p("server.crt"))
-        .arg("--tls-key-file")
-        .arg(p("server.key"))
-        .arg("--tls-ca-cert-file")
-        .arg(p("ca.crt"))
-        .arg("--tls-auth-clients")
-        .arg(if clients { "yes" } else { "no" })
-        .start()
+    pki.redis_server(clients)
         .await
-        .expect("redis-server with TLS (Debian's redis-server is built with it)");
-    (server, port)
+        .expect("redis-server with TLS (Debian's redis-server is built with it)")
 }
 
 fn args(port: u16, ca: &Path) -> RedisArgs {

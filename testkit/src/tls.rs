@@ -69,3 +69,30 @@ impl Drop for Pki {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl Pki {
+    /// A `redis-server` with its usual plain port (for the harness) and a TLS port serving this
+    /// authority's server certificate; `client_certificates` makes it require one from clients. Returns
+    /// the server and its TLS port.
+    pub async fn redis_server(
+        &self,
+        client_certificates: bool,
+    ) -> std::io::Result<(crate::RedisServer, u16)> {
+        let port = crate::free_port()?;
+        let p = |n: &str| self.path(n).display().to_string();
+        let server = crate::RedisServer::builder()
+            .arg("--tls-port")
+            .arg(port.to_string())
+            .arg("--tls-cert-file")
+            .arg(p("server.crt"))
+            .arg("--tls-key-file")
+            .arg(p("server.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(p("ca.crt"))
+            .arg("--tls-auth-clients")
+            .arg(if client_certificates { "yes" } else { "no" })
+            .start()
+            .await?;
+        Ok((server, port))
+    }
+}

@@ -291,22 +291,8 @@ async fn external_redis_over_mutual_tls_is_reached_with_material_from_secrets() 
     let n = ns.name();
     let client = bed.client().expect("client");
     let pki = switchboard_testkit::tls::Pki::new();
-    let tls_port = switchboard_testkit::free_port().expect("port");
+    let (_redis, tls_port) = pki.redis_server(true).await.expect("redis-server with TLS");
     let p = |name: &str| pki.path(name).display().to_string();
-    let _redis = RedisServer::builder()
-        .arg("--tls-port")
-        .arg(tls_port.to_string())
-        .arg("--tls-cert-file")
-        .arg(p("server.crt"))
-        .arg("--tls-key-file")
-        .arg(p("server.key"))
-        .arg("--tls-ca-cert-file")
-        .arg(p("ca.crt"))
-        .arg("--tls-auth-clients")
-        .arg("yes")
-        .start()
-        .await
-        .expect("redis-server with TLS");
     kubectl_ok(
         bed,
         &[
