@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs Switchboard's Kubernetes suites on kind, plus the path the local test bed cannot run (real pods:
-# chat-node, registry and Redis actually running; clients chat through the registry).
+# Runs Switchboard's Kubernetes suites on kind: the test bed's suites, and the real-pods suite that
+# ./scripts/test runs on the test bed's own real node.
 #
 # Needs: docker, kind, kubectl, cargo. Opt-in: the development machine has no container engine, so CI
 # there uses the kwok test bed instead (cargo test -p e2e --test operator).
@@ -53,34 +53,8 @@ cargo test -p e2e --test operator -- \
   --skip missing_password_secret_is_degraded \
   --skip current_master_comes_from_real_sentinels
 
-# 2. Install exactly as a user does, then a real chat system with real pods.
-kubectl apply --server-side -f crds/ -f manifests/
-kubectl -n switchboard-system rollout status deployment/switchboard-operator --timeout=180s
-kubectl create namespace chat-e2e --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n chat-e2e apply -f manifests/examples/minimal.yaml
-kubectl -n chat-e2e wait --for=condition=Ready chatcluster/chat --timeout=300s
-kubectl -n chat-e2e get chatcluster chat -o wide
-
-# The current master is read from the real sentinels, and the load set holds every ready node.
-test "$(kubectl -n chat-e2e get chatcluster chat -o jsonpath='{.status.loadSetMembers}')" = "2"
-kubectl -n chat-e2e get chatcluster chat -o jsonpath='{.status.redis.currentMaster}' | grep -q chat-redis-
-
-# Clients chat through the registry: it assigns ready nodes; then two clients on two different chat-node
-# pods (reached over port-forwards) talk through the real Redis in the cluster.
-kubectl -n chat-e2e port-forward service/chat-registry 18081:80 >/dev/null 2>&1 &
-PF=$!
-pods=($(kubectl -n chat-e2e get pods -l app.kubernetes.io/component=chat-node -o jsonpath='{.items[*].metadata.name}'))
-test "${#pods[@]}" -ge 2
-kubectl -n chat-e2e port-forward "pod/${pods[0]}" 18091:8080 >/dev/null 2>&1 &
-PA=$!
-kubectl -n chat-e2e port-forward "pod/${pods[1]}" 18092:8080 >/dev/null 2>&1 &
-PB=$!
-trap 'kill $PF $PA $PB 2>/dev/null || true; cleanup' EXIT
-sleep 3
-curl -fsS http://127.0.0.1:18081/v1/assign
-echo
-cargo run -q -p e2e --bin chat-probe -- --a ws://127.0.0.1:18091/ws --b ws://127.0.0.1:18092/ws
-# Scale through the scale subresource; the load set follows the new ready pods.
-kubectl -n chat-e2e scale chatcluster/chat --replicas 3
-kubectl -n chat-e2e wait --for=jsonpath='{.status.loadSetMembers}'=3 chatcluster/chat --timeout=180s
+# 2. The real-pods suite, as on the test bed's real node: the user's install, a ChatCluster with defaults,
+#    clients outside the cluster reaching the registry and every node through NodePorts at the node's
+#    address, and the routine operations and failures under a counted load (e2e/tests/real_pods.rs).
+cargo test -p e2e --test real_pods -- --nocapture
 echo "kind-e2e: all passed"

@@ -131,30 +131,56 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     .context("the ChatCluster becomes Ready")?;
     eprintln!("ChatCluster Ready ({:.0}s)", t.elapsed().as_secs_f64());
 
-    // 3. Clients outside the cluster ask the registry's Service, then open the URL it gives.
-    let ip = bed
+    // 3. Clients outside the cluster ask the registry's Service, then open the URL it gives. Both are
+    //    reached at the node's own address (10.250.0.2 on the test bed's real node, a kind node's on
+    //    kind): the registry's Service as a NodePort, each chat-node through its own NodePort Service
+    //    (spec.nodes.expose), which registries hand out instead of the pod IP.
+    let node_ip = bed
         .kubectl(&[
-            "-n",
-            ns,
             "get",
-            "service",
-            "chat-registry",
+            "nodes",
+            "-l",
+            "type!=kwok",
             "-o",
-            "jsonpath={.spec.clusterIP}",
+            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
         ])
         .await?;
-    let port = bed
-        .kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "service",
-            "chat-registry",
-            "-o",
-            "jsonpath={.spec.ports[0].port}",
-        ])
-        .await?;
-    let registry = format!("http://{}:{}", ip.trim(), port.trim());
+    let node_ip = node_ip.trim().to_owned();
+    let expose = format!(
+        r#"{{"spec":{{"registries":{{"service":{{"type":"NodePort"}}}},"nodes":{{"expose":{{"type":"NodePort","host":"{node_ip}"}}}}}}}}"#
+    );
+    bed.kubectl(&[
+        "-n",
+        ns,
+        "patch",
+        "chatcluster",
+        "chat",
+        "--type=merge",
+        "-p",
+        &expose,
+    ])
+    .await?;
+    let registry_port = wait_for(
+        bed,
+        "the registry's node port",
+        Duration::from_secs(60),
+        || async {
+            let port = bed
+                .kubectl(&[
+                    "-n",
+                    ns,
+                    "get",
+                    "service",
+                    "chat-registry",
+                    "-o",
+                    "jsonpath={.spec.ports[0].nodePort}",
+                ])
+                .await?;
+            Ok((!port.trim().is_empty()).then(|| port.trim().to_owned()))
+        },
+    )
+    .await?;
+    let registry = format!("http://{node_ip}:{registry_port}");
 
     // Identity: `spec: {}` means tokens signed with the key the operator generated into `chat-jwt`;
     // the embedding application (this test) mints them with it.
@@ -174,33 +200,6 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     let issuer = client::TokenIssuer::new(key);
     let token = |user: &str| issuer.mint(user, client::tokens::TEST_TOKEN_TTL);
 
-    // Clients outside the cluster reach each node through its own NodePort Service at the node's
-    // address (spec.nodes.expose): registries hand out that address, not the pod IP.
-    // The node's own address (10.250.0.2 on the test bed's real node; a kind node's on kind).
-    let node_ip = bed
-        .kubectl(&[
-            "get",
-            "nodes",
-            "-l",
-            "type!=kwok",
-            "-o",
-            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-        ])
-        .await?;
-    let node_ip = node_ip.trim().to_owned();
-    let expose =
-        format!(r#"{{"spec":{{"nodes":{{"expose":{{"type":"NodePort","host":"{node_ip}"}}}}}}}}"#);
-    bed.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "chatcluster",
-        "chat",
-        "--type=merge",
-        "-p",
-        &expose,
-    ])
-    .await?;
     let outside = format!("ws://{node_ip}:");
     let deadline = Instant::now() + Duration::from_secs(90);
     let at_alice = loop {
