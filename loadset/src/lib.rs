@@ -502,13 +502,16 @@ impl LoadSet {
 
     /// Picks the node for a new client: prunes members whose heartbeat expired, then takes the member with
     /// the lowest score below its capacity (members without a node-table entry are skipped), breaking ties
-    /// at random, and adds 1 to its score. `None` when no node has room. The returned entry shows the
+    /// at random, and adds 1 to its score; an exposed node comes with its external URL, in the same round
+    /// trip. `None` when no node has room. The returned entry shows the
     /// score before the increment.
     pub async fn assign(&self) -> Result<Option<NodeEntry>> {
+        let mut keys = self.membership_keys();
+        keys.push(self.keys.exposed());
         let reply: Option<Vec<String>> = ASSIGN
             .run(
                 &self.client,
-                self.membership_keys(),
+                keys,
                 vec![Value::from(i64::from(fastrand::u32(..i32::MAX as u32)))],
             )
             .await
@@ -516,23 +519,23 @@ impl LoadSet {
         let Some(reply) = reply else {
             return Ok(None);
         };
-        let [id, info, score]: [String; 3] =
+        let [id, info, score, exposed]: [String; 4] =
             reply
                 .try_into()
                 .map_err(|r: Vec<String>| Error::UnexpectedReply {
                     op: "assign",
-                    detail: format!("expected 3 fields, got {}", r.len()),
+                    detail: format!("expected 4 fields, got {}", r.len()),
                 })?;
         let info = parse_info(&id, &info)?;
         // A node the operator exposes outside the cluster is opened at its external URL.
-        let exposed: Option<String> = self
-            .client
-            .hget(self.keys.exposed(), &id)
-            .await
-            .map_err(redis("assign"))?;
+        let url = if exposed.is_empty() {
+            info.url
+        } else {
+            exposed
+        };
         Ok(Some(NodeEntry::new(
             id,
-            exposed.unwrap_or(info.url),
+            url,
             parse_score("assign", &score)?,
             info.capacity,
             true,
@@ -782,9 +785,9 @@ return removed
 "#,
 );
 
-/// KEYS: load set, heartbeats, node table, membership lease. ARGV: a random non-negative integer
-/// (tie-break; Lua's own random source is deterministic in Redis scripts). Returns {id, node-info JSON,
-/// score} or nil.
+/// KEYS: load set, heartbeats, node table, membership lease, exposed URLs. ARGV: a random non-negative
+/// integer (tie-break; Lua's own random source is deterministic in Redis scripts). Returns {id, node-info
+/// JSON, score, external URL or ""} or nil.
 static ASSIGN: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
@@ -812,6 +815,7 @@ if #candidates == 0 then
 end
 local pick = candidates[(tonumber(ARGV[1]) % #candidates) + 1]
 redis.call('ZINCRBY', KEYS[1], 1, pick[1])
+pick[4] = redis.call('HGET', KEYS[5], pick[1]) or ''
 return pick
 "#
 ));
