@@ -24,7 +24,7 @@
 //! [`RedisArgs::describe`] leaves it out.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tracing::Instrument as _;
@@ -79,9 +79,9 @@ pub enum Error {
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(String),
     /// A TLS file could not be read or holds no usable certificate or key.
-    #[error("Redis TLS: {what} {path}")]
+    #[error("Redis TLS: {what} ({path})")]
     Tls {
-        /// What the file should hold.
+        /// What the file should hold (`CA`, `certificate`, `key`, `certificate and key`).
         what: &'static str,
         /// The file.
         path: String,
@@ -469,71 +469,63 @@ impl RedisArgs {
     /// The TLS settings of a `rediss://` connection: the given authorities (else the system's roots) and,
     /// for mutual TLS, the client certificate and key. rustls on ring, TLS 1.2 and 1.3.
     fn tls_config(&self) -> Result<TlsConfig> {
-        use rustls_pki_types::pem::PemObject as _;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let tls_err = |what: &'static str, path: &str| {
-            let path = path.to_owned();
-            move |e: Box<dyn std::error::Error + Send + Sync>| Error::Tls {
+        use switchboard_runtime::tls;
+        let tls_err = |what: &'static str, path: &Path| {
+            let path = path.display().to_string();
+            move |e: tls::Error| Error::Tls {
                 what,
                 path,
-                source: e,
+                source: Box::new(e),
             }
         };
+        // Each piece comes from memory (the operator) or from a file; errors name its origin.
+        let memory = Path::new("(in memory)");
+        let pem =
+            |held: &Option<Vec<u8>>, file: &Option<PathBuf>, what: &'static str| match (held, file)
+            {
+                (Some(pem), _) => Ok(Some((pem.clone(), memory.to_owned()))),
+                (None, Some(path)) => tls::read_pem(what, path)
+                    .map(|pem| Some((pem, path.clone())))
+                    .map_err(tls_err(what, path)),
+                (None, None) => Ok(None),
+            };
         let mut roots = rustls::RootCertStore::empty();
-        let ca = match (&self.redis_tls_ca_pem, &self.redis_tls_ca_file) {
-            (Some(pem), _) => Some((pem.clone(), "(in memory)".to_owned())),
-            (None, Some(path)) => Some((
-                std::fs::read(path)
-                    .map_err(|e| tls_err("CA file", &path.display().to_string())(e.into()))?,
-                path.display().to_string(),
-            )),
-            (None, None) => None,
-        };
-        if let Some((pem, name)) = ca {
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| tls_err("CA file", &name)(e.into()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| tls_err("CA file", &name)(e.into()))?;
-            }
-            if roots.is_empty() {
-                return Err(tls_err("CA file", &name)("no certificate in it".into()));
+        if let Some((ca, path)) = pem(&self.redis_tls_ca_pem, &self.redis_tls_ca_file, "CA")? {
+            for cert in tls::certificates(&ca, &path).map_err(tls_err("CA", &path))? {
+                roots.add(cert).map_err(|e| Error::Tls {
+                    what: "CA",
+                    path: path.display().to_string(),
+                    source: Box::new(e),
+                })?;
             }
         } else {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
+            for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
         }
+        let (held_cert, held_key) = match &self.redis_tls_client_pem {
+            Some((cert, key)) => (Some(cert.clone()), Some(key.clone())),
+            None => (None, None),
+        };
+        let cert = pem(&held_cert, &self.redis_tls_cert_file, "certificate")?;
+        let key = pem(&held_key, &self.redis_tls_key_file, "key")?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::InvalidConfig(format!("TLS: {e}")))?
             .with_root_certificates(roots);
-        let config = match (&self.redis_tls_cert_file, &self.redis_tls_key_file) {
-            _ if self.redis_tls_client_pem.is_some() => {
-                let (cert, key) = self.redis_tls_client_pem.clone().unwrap_or_default();
-                let chain = CertificateDer::pem_slice_iter(&cert)
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| tls_err("client certificate", "(in memory)")(e.into()))?;
-                let key = PrivateKeyDer::from_pem_slice(&key)
-                    .map_err(|e| tls_err("client key", "(in memory)")(e.into()))?;
+        let config = match (cert, key) {
+            (Some((cert, cert_path)), Some((key, key_path))) => {
+                let chain = tls::certificates(&cert, &cert_path)
+                    .map_err(tls_err("certificate", &cert_path))?;
+                let key = tls::private_key(&key, &key_path).map_err(tls_err("key", &key_path))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| tls_err("client certificate and key", "(in memory)")(e.into()))?
-            }
-            (Some(cert), Some(key)) => {
-                let cert_name = cert.display().to_string();
-                let key_name = key.display().to_string();
-                let chain = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| tls_err("certificate file", &cert_name)(e.into()))?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| tls_err("certificate file", &cert_name)(e.into()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| tls_err("key file", &key_name)(e.into()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| tls_err("certificate and key", &cert_name)(e.into()))?
+                    .map_err(|e| Error::Tls {
+                        what: "certificate and key",
+                        path: cert_path.display().to_string(),
+                        source: Box::new(e),
+                    })?
             }
             (None, None) => builder.with_no_client_auth(),
             _ => {

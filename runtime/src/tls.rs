@@ -337,7 +337,8 @@ impl Tls {
     }
 }
 
-fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>> {
+/// The PEM text of `path` (a `what` file: certificate, key, CA), at most 1 MiB.
+pub fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let read = |source| Error::Read {
         what,
@@ -357,28 +358,40 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey> {
-    let pem_error = |path: &Path, e: rustls::pki_types::pem::Error| Error::Pem {
+fn pem_error(path: &Path, e: rustls::pki_types::pem::Error) -> Error {
+    Error::Pem {
         path: path.to_owned(),
         reason: e.to_string(),
-    };
-    let chain = CertificateDer::pem_slice_iter(&read_pem("certificate", cert_file)?)
+    }
+}
+
+/// Every certificate in `pem` (read from `path`, named in errors); at least one.
+pub fn certificates(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_error(cert_file, e))?;
+        .map_err(|e| pem_error(path, e))?;
     if chain.is_empty() {
         return Err(Error::NoCertificate {
-            path: cert_file.to_owned(),
+            path: path.to_owned(),
         });
     }
-    let key = match PrivateKeyDer::from_pem_slice(&read_pem("key", key_file)?) {
-        Ok(key) => key,
-        Err(rustls::pki_types::pem::Error::NoItemsFound) => {
-            return Err(Error::NoKey {
-                path: key_file.to_owned(),
-            });
-        }
-        Err(e) => return Err(pem_error(key_file, e)),
-    };
+    Ok(chain)
+}
+
+/// The private key in `pem` (read from `path`, named in errors).
+pub fn private_key(pem: &[u8], path: &Path) -> Result<PrivateKeyDer<'static>> {
+    match PrivateKeyDer::from_pem_slice(pem) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(Error::NoKey {
+            path: path.to_owned(),
+        }),
+        Err(e) => Err(pem_error(path, e)),
+    }
+}
+
+fn load_pair(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey> {
+    let chain = certificates(&read_pem("certificate", cert_file)?, cert_file)?;
+    let key = private_key(&read_pem("key", key_file)?, key_file)?;
     CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).map_err(
         |source| Error::Pair {
             cert: cert_file.to_owned(),
