@@ -149,19 +149,8 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     let expose = format!(
         r#"{{"spec":{{"registries":{{"service":{{"type":"NodePort"}}}},"nodes":{{"expose":{{"type":"NodePort","host":"{node_ip}"}}}}}}}}"#
     );
-    bed.kubectl(&[
-        "-n",
-        ns,
-        "patch",
-        "chatcluster",
-        "chat",
-        "--type=merge",
-        "-p",
-        &expose,
-    ])
-    .await?;
+    bed.patch_chat(ns, &expose).await?;
     let registry_port = wait_for(
-        bed,
         "the registry's node port",
         Duration::from_secs(60),
         || async {
@@ -349,6 +338,25 @@ fn load(seconds: u64) -> Load {
     }
 }
 
+/// Runs `fault` while a load of about `seconds` runs through `registry`; the outcome, and how long
+/// load and fault took together.
+async fn loaded(
+    registry: &str,
+    credentials: &Credentials,
+    seconds: u64,
+    fault: impl std::future::Future<Output = ()>,
+) -> (Outcome, Duration) {
+    let t = Instant::now();
+    let outcome = fault::run(
+        vec![registry.to_owned()],
+        credentials.clone(),
+        load(seconds),
+        fault,
+    )
+    .await;
+    (outcome, t.elapsed())
+}
+
 /// Each fault under load; `report` gets one table row per scenario, whatever happens.
 async fn under_load(
     bed: &Bed,
@@ -357,8 +365,7 @@ async fn under_load(
     credentials: &Credentials,
     report: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    let registries = vec![registry.to_owned()];
-    let mut check = |name: &str, outcome: Outcome, took: Duration| -> anyhow::Result<()> {
+    let mut check = |name: &str, (outcome, took): (Outcome, Duration)| -> anyhow::Result<()> {
         report.push(format!(
             "{}  ({:.0}s)",
             outcome.table_row(name),
@@ -370,39 +377,22 @@ async fn under_load(
     };
 
     // 1. A chat-node pod is deleted: it drains, its clients go elsewhere through the registry.
-    let t = Instant::now();
     let victim = first_pod(bed, ns, "chat-node").await?;
-    let outcome = fault::run(registries.clone(), credentials.clone(), load(20), async {
-        if let Err(err) = bed
-            .kubectl(&["-n", ns, "delete", "pod", &victim, "--wait=false"])
-            .await
-        {
-            eprintln!("deleting {victim}: {err:#}");
-        }
+    let outcome = loaded(registry, credentials, 20, async {
+        bed.delete_pod_reported(ns, &victim).await;
     })
     .await;
-    check("node-pod-delete", outcome, t.elapsed())?;
+    check("node-pod-delete", outcome)?;
     wait_ready(bed, ns, "after the chat-node pod was replaced").await?;
 
     // 2. The chat-node Deployment rolls to a new image tag.
-    let t = Instant::now();
-    let outcome = fault::run(registries.clone(), credentials.clone(), load(60), async {
+    let outcome = loaded(registry, credentials, 60, async {
         let patch = format!(
             r#"{{"spec":{{"nodes":{{"image":"{}"}}}}}}"#,
             testbed::real::ROLLOUT_NODE_IMAGE
         );
         let rolled = async {
-            bed.kubectl(&[
-                "-n",
-                ns,
-                "patch",
-                "chatcluster",
-                "chat",
-                "--type=merge",
-                "-p",
-                &patch,
-            ])
-            .await?;
+            bed.patch_chat(ns, &patch).await?;
             bed.kubectl(&[
                 "-n",
                 ns,
@@ -418,36 +408,29 @@ async fn under_load(
         }
     })
     .await;
-    check("node-rolling-update", outcome, t.elapsed())?;
+    check("node-rolling-update", outcome)?;
     wait_ready(bed, ns, "after the chat-node rollout").await?;
 
     // 3. The Redis master pod is deleted: the sentinels promote a replica; acknowledged messages
     //    were confirmed by a replica (ackReplicas defaults to 1), so none is lost.
-    let t = Instant::now();
     let master = current_master_pod(bed, ns).await?;
-    let outcome = fault::run(registries.clone(), credentials.clone(), load(40), async {
-        if let Err(err) = bed
-            .kubectl(&["-n", ns, "delete", "pod", &master, "--wait=false"])
-            .await
-        {
-            eprintln!("deleting {master}: {err:#}");
-        }
+    let outcome = loaded(registry, credentials, 40, async {
+        bed.delete_pod_reported(ns, &master).await;
     })
     .await;
-    check("redis-master-delete", outcome, t.elapsed())?;
+    check("redis-master-delete", outcome)?;
     wait_ready(bed, ns, "after the Redis master was replaced").await?;
     let promoted = current_master_pod(bed, ns).await?;
     eprintln!("the Redis master moved from {master} to {promoted}");
 
     // 4. A change that needs every data pod restarted: the operator restarts the replicas, each back
     //    in sync before the next, then fails the master over and restarts it.
-    let t = Instant::now();
-    let outcome = fault::run(registries.clone(), credentials.clone(), load(90), async {
+    let outcome = loaded(registry, credentials, 90, async {
         let patch = r#"{"spec":{"redis":{"managed":{"resources":{"requests":{"cpu":"60m","memory":"64Mi"}}}}}}"#;
         let rolled = async {
-            bed.kubectl(&["-n", ns, "patch", "chatcluster", "chat", "--type=merge", "-p", patch])
+            bed.patch_chat(ns, patch)
                 .await?;
-            wait_for(bed, "every data pod restarted", Duration::from_secs(300), || async {
+            wait_for("every data pod restarted", Duration::from_secs(300), || async {
                 let status = bed
                     .kubectl(&["-n", ns, "get", "statefulset", "chat-redis", "-o",
                         "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.updatedReplicas} {.status.readyReplicas} {.spec.replicas}"])
@@ -462,7 +445,7 @@ async fn under_load(
         }
     })
     .await;
-    check("redis-rolled", outcome, t.elapsed())?;
+    check("redis-rolled", outcome)?;
     wait_ready(bed, ns, "after every Redis pod was replaced").await?;
     let events = bed
         .kubectl(&[
@@ -514,7 +497,6 @@ async fn scale_out_without_operator(
     ])
     .await?;
     let new_pod = wait_for(
-        bed,
         "a third chat-node pod",
         Duration::from_secs(120),
         || async {
@@ -524,7 +506,6 @@ async fn scale_out_without_operator(
     )
     .await?;
     let assigned = wait_for(
-        bed,
         "the registry to assign the new pod",
         Duration::from_secs(180),
         || {
@@ -546,12 +527,9 @@ async fn scale_out_without_operator(
     );
     bed.kubectl(&["-n", ns, "scale", "chatcluster", "chat", "--replicas=2"])
         .await?;
-    wait_for(
-        bed,
-        "two chat-node pods",
-        Duration::from_secs(180),
-        || async { Ok((pod_names(bed, ns, "chat-node").await?.len() == 2).then_some(())) },
-    )
+    wait_for("two chat-node pods", Duration::from_secs(180), || async {
+        Ok((pod_names(bed, ns, "chat-node").await?.len() == 2).then_some(()))
+    })
     .await?;
     wait_ready(bed, ns, "after the scale-in").await
 }
@@ -572,7 +550,6 @@ async fn delete_leaves_nothing(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     let kinds = "deployments,statefulsets,replicasets,pods,services,configmaps,secrets,\
                  poddisruptionbudgets,networkpolicies,persistentvolumeclaims,endpointslices";
     wait_for(
-        bed,
         "every owned object to be gone",
         Duration::from_secs(180),
         || async {
@@ -608,12 +585,7 @@ async fn delete_leaves_nothing(bed: &Bed, ns: &str) -> anyhow::Result<()> {
 }
 
 /// Polls `probe` every 2 s until it yields a value, for at most `limit`.
-async fn wait_for<T, F, Fut>(
-    _bed: &Bed,
-    what: &str,
-    limit: Duration,
-    mut probe: F,
-) -> anyhow::Result<T>
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
@@ -805,6 +777,32 @@ impl Bed {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(stdout)
+    }
+
+    /// Merge-patches the ChatCluster `chat` in `ns`.
+    async fn patch_chat(&self, ns: &str, patch: &str) -> anyhow::Result<String> {
+        self.kubectl(&[
+            "-n",
+            ns,
+            "patch",
+            "chatcluster",
+            "chat",
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+        .await
+    }
+
+    /// Deletes pod `name` without waiting for it to go; a failure is reported, not fatal (the
+    /// scenario's counts show what it did).
+    async fn delete_pod_reported(&self, ns: &str, name: &str) {
+        if let Err(err) = self
+            .kubectl(&["-n", ns, "delete", "pod", name, "--wait=false"])
+            .await
+        {
+            eprintln!("deleting {name}: {err:#}");
+        }
     }
 
     async fn stop(self) -> anyhow::Result<()> {
