@@ -120,6 +120,19 @@ impl Bed {
         c
     }
 
+    /// Every data node, then every sentinel, started; returns the bed and the master they agree on.
+    fn bootstrapped() -> (Self, String) {
+        let mut bed = Self::new();
+        for i in 0..bed.data.len() {
+            bed.start_data(i);
+        }
+        for i in 0..bed.sentinels.len() {
+            bed.start_sentinel(i);
+        }
+        let master = bed.converged("bootstrap");
+        (bed, master)
+    }
+
     fn start_data(&mut self, i: usize) {
         let child = self
             .command(REDIS_SCRIPT, &self.data[i])
@@ -244,16 +257,8 @@ fn index_of(pods: &[Pod], host: &str) -> usize {
 
 #[test]
 fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
-    let mut bed = Bed::new();
-
     // Bootstrap: the first pod becomes master, the others follow it, the sentinels watch it.
-    for i in 0..3 {
-        bed.start_data(i);
-    }
-    for i in 0..3 {
-        bed.start_sentinel(i);
-    }
-    let master = bed.converged("bootstrap");
+    let (mut bed, master) = Bed::bootstrapped();
     assert_eq!(master, bed.data[0].host, "a new system bootstraps on pod 0");
 
     // Without the password a sentinel tells nothing (and so can be re-pointed by nobody).
@@ -305,14 +310,7 @@ fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
 /// sentinels to promote a replica that has the data, then follows it.
 #[test]
 fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
-    let mut bed = Bed::new();
-    for i in 0..3 {
-        bed.start_data(i);
-    }
-    for i in 0..3 {
-        bed.start_sentinel(i);
-    }
-    let master = bed.converged("bootstrap");
+    let (mut bed, master) = Bed::bootstrapped();
     let keys = 200;
     for k in 0..keys {
         let set = cli(
@@ -353,14 +351,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
     use fred::interfaces::{ClientLike, KeysInterface, ListInterface};
     use fred::types::{ClusterHash, CustomCommand, Value};
-    let mut bed = Bed::new();
-    for i in 0..3 {
-        bed.start_data(i);
-    }
-    for i in 0..3 {
-        bed.start_sentinel(i);
-    }
-    let master = bed.converged("bootstrap");
+    let (bed, master) = Bed::bootstrapped();
     let addr = |host: &str| format!("{host}:{}", bed.redis_port);
     let replicas: Vec<String> = bed
         .data
