@@ -560,17 +560,7 @@ impl Topology {
 
     /// Node `i`'s resident set size in KiB (`/proc/PID/status` VmRSS; 0 when it is not running).
     pub fn node_rss_kib(&self, i: usize) -> u64 {
-        let Some(pid) = self.node_pid(i) else {
-            return 0;
-        };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            })
-            .unwrap_or(0)
+        self.node_pid(i).map_or(0, crate::testbed::real::rss_kib)
     }
 
     /// Registry `i`'s HTTP base URL.

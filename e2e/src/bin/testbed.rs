@@ -113,7 +113,7 @@ fn status(layout: &Layout) {
         let mut total_kib = 0;
         println!("{name}\t{}", dir.join("kubeconfig.yaml").display());
         for (component, pid) in testbed::component_pids(&dir) {
-            let rss = rss_kib(pid);
+            let rss = e2e::testbed::real::rss_kib(pid);
             total_kib += rss;
             println!("  {component:<24} pid {pid:<8} rss {:>6} MiB", rss / 1024);
         }
@@ -128,16 +128,4 @@ fn status(layout: &Layout) {
             total_kib / 1024
         );
     }
-}
-
-/// Resident set size of a process in KiB (0 if it is gone).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -33,6 +33,7 @@ pub use images::{
 pub use node::{
     CLUSTER_DOMAIN, HOST_IP, KUBERNETES_SERVICE_IP, NODE_IP, NodeLayout, POD_CIDR, SERVICE_CIDR,
 };
+pub use sys::rss_kib;
 
 use super::binaries::Binaries;
 use super::cluster::{self, Cluster, ClusterSpec, ControlPlaneExtras};
