@@ -178,33 +178,41 @@ pub(super) async fn label_pods(cc: &ChatCluster, ctx: &Context, ns: &str) -> Res
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let hash = resources::passthrough_hash(cc);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for component in [Component::Redis, Component::Sentinel] {
-        let selector = resources::selector_string(cc, component);
-        let list = pods
-            .list_metadata(&ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::kube("list", "Pod", &selector))?;
-        for pod in list.items {
-            let name = pod.name_any();
-            if pod.metadata.deletion_timestamp.is_some()
-                || pod
-                    .annotations()
-                    .get(resources::PASSTHROUGH_HASH_ANNOTATION)
-                    == Some(&hash)
-            {
-                continue;
+    // Data nodes and sentinels in one list.
+    let selector = format!(
+        "{}={},{}={},{} in ({},{})",
+        resources::label::NAME,
+        resources::APP_NAME,
+        resources::label::INSTANCE,
+        cc.name_any(),
+        resources::label::COMPONENT,
+        Component::Redis.as_str(),
+        Component::Sentinel.as_str()
+    );
+    let list = pods
+        .list_metadata(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list", "Pod", &selector))?;
+    for pod in list.items {
+        let name = pod.name_any();
+        if pod.metadata.deletion_timestamp.is_some()
+            || pod
+                .annotations()
+                .get(resources::PASSTHROUGH_HASH_ANNOTATION)
+                == Some(&hash)
+        {
+            continue;
+        }
+        let patch = resources::redis_pod_passthrough(cc, &name);
+        match pods.patch(&name, &params, &Patch::Apply(patch)).await {
+            Ok(_) => debug!(pod = %name, "passthrough labels and annotations applied in place"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            // Values the API server refuses: the same labels on the owned objects already made
+            // the ChatCluster Degraded (InvalidSpec); the pods keep what they had.
+            Err(kube::Error::Api(s)) if s.code == 422 => {
+                debug!(pod = %name, reason = %s.message, "passthrough labels refused");
             }
-            let patch = resources::redis_pod_passthrough(cc, &name);
-            match pods.patch(&name, &params, &Patch::Apply(patch)).await {
-                Ok(_) => debug!(pod = %name, "passthrough labels and annotations applied in place"),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                // Values the API server refuses: the same labels on the owned objects already made
-                // the ChatCluster Degraded (InvalidSpec); the pods keep what they had.
-                Err(kube::Error::Api(s)) if s.code == 422 => {
-                    debug!(pod = %name, reason = %s.message, "passthrough labels refused");
-                }
-                Err(source) => return Err(Error::kube("label", "Pod", name)(source)),
-            }
+            Err(source) => return Err(Error::kube("label", "Pod", name)(source)),
         }
     }
     Ok(())
