@@ -209,6 +209,9 @@ pub struct Args {
     /// Redis connection; absent means standalone (in-process bus and history).
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Metrics: on the main listener, or on `--metrics-listen` alone.
+    #[command(flatten)]
+    pub metrics: switchboard_runtime::metrics::MetricsArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,

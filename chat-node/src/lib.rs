@@ -94,6 +94,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         args.advertise_url = Some(format!("{}://{host}/ws", args.tls.websocket_scheme()));
     }
     let tls = switchboard_runtime::tls::Tls::from_args(&args.tls).context("--tls-cert-file")?;
+    let metrics_listener = args.metrics.bind().await?;
     let scaled = args.redis.is_configured();
     let auth = auth::Authenticator::from_args(&args.auth, scaled, addr)?;
     let origins = registry::origins::AllowedOrigins::new(&args.allowed_origins)?;
@@ -176,6 +177,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
             standalone: !scaled,
             dev_issuer,
             tls,
+            metrics: metrics_listener,
         },
         stop_server.clone(),
     ));

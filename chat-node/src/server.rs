@@ -52,6 +52,8 @@ pub struct Extras {
     pub dev_issuer: Option<registry::dev_token::DevIssuer>,
     /// Serve HTTPS and WSS with this certificate.
     pub tls: Option<Arc<Tls>>,
+    /// Serve `/metrics` on this listener alone (`--metrics-listen`) instead of with the other routes.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves `node` on `listener` until `stop` is cancelled, then stops accepting and waits for open
@@ -65,7 +67,12 @@ pub async fn serve(
     let fd_limit = door::raise_fd_limit();
     let door = Door::new(node.clone(), node.settings.limits.door.clone(), fd_limit);
     tracing::info!(fd_limit, "file-descriptor limit");
-    let mut app = router(node.clone());
+    let mut app = switchboard_runtime::metrics::mount(
+        router(node.clone()),
+        switchboard_runtime::metrics::route(node.clone()),
+        extras.metrics,
+        stop.clone(),
+    );
     if extras.standalone {
         app = app.merge(crate::standalone::router(node));
     }
@@ -102,15 +109,15 @@ fn no_delay(io: &door::Guarded) {
     }
 }
 
-/// Routes every node serves: `/ws`, `/healthz`, `/readyz`, `/metrics`, the room ACL admin API.
+/// Routes every node serves on its listener: `/ws`, `/healthz`, `/readyz`, the room ACL admin API
+/// (`/metrics` is mounted beside them or on its own listener by [`serve`]).
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(node.clone())
-        .merge(crate::admin::router(node.clone()))
-        .merge(switchboard_runtime::metrics::route(node))
+        .merge(crate::admin::router(node))
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {

@@ -505,7 +505,8 @@ impl AuthMode {
 }
 
 /// NetworkPolicies: Redis and Sentinel reachable only from this chat system's own pods and the operator;
-/// chat-node and registry reachable only on their serving ports.
+/// chat-node and registry reachable by clients only on their serving ports, and on their metrics port
+/// only from the namespaces listed in `metricsNamespaces`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkPolicySpec {
@@ -513,14 +514,25 @@ pub struct NetworkPolicySpec {
     /// enforces NetworkPolicy.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Namespaces whose pods may scrape the metrics port (9090) of chat-node and registry pods, by name
+    /// (default `[monitoring]`; an empty list admits no scraper).
+    #[serde(default = "default_metrics_namespaces")]
+    #[schemars(length(max = 20))]
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("spec.networkPolicy.metricsNamespaces must hold namespace names (lower-case DNS labels)"))]
+    pub metrics_namespaces: Vec<String>,
 }
 
 impl Default for NetworkPolicySpec {
     fn default() -> Self {
         Self {
             enabled: default_true(),
+            metrics_namespaces: default_metrics_namespaces(),
         }
     }
+}
+
+fn default_metrics_namespaces() -> Vec<String> {
+    vec!["monitoring".to_owned()]
 }
 
 fn default_true() -> bool {

@@ -114,6 +114,10 @@ pub struct Args {
     #[command(flatten)]
     pub redis: RedisArgs,
 
+    /// Metrics: on the main listener, or on `--metrics-listen` alone.
+    #[command(flatten)]
+    pub metrics: runtime::metrics::MetricsArgs,
+
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -166,6 +170,7 @@ pub async fn serve_on(
         }
     });
 
+    let metrics_listener = args.metrics.bind().await?;
     let app = app(
         client.clone(),
         Keys::new(&args.cluster_id),
@@ -173,6 +178,7 @@ pub async fn serve_on(
         origins,
         dev_issuer,
         api::Reservations::new(args.reservations_per_ip),
+        (metrics_listener, stop_serving.clone()),
     );
     let served = match &tls {
         None => runtime::serve(listener, app, stop_serving).await,
@@ -189,7 +195,8 @@ pub async fn serve_on(
 
 /// The registry's complete HTTP app: [`api::router`] over the load set of `keys` (with metrics),
 /// `/healthz`, `/readyz` (503 once `shutdown` is cancelled or when Redis does not answer), `/metrics` and
-/// [`web::router`] with [`dev_token::router`] (`GET /v1/auth`, and the issuer when given).
+/// [`web::router`] with [`dev_token::router`] (`GET /v1/auth`, and the issuer when given). With a metrics
+/// listener, `/metrics` is served there alone until its token is cancelled ([`metrics::mount`]).
 pub fn app(
     client: Client,
     keys: Keys,
@@ -197,6 +204,7 @@ pub fn app(
     origins: Arc<AllowedOrigins>,
     dev_issuer: Option<DevIssuer>,
     reservations: api::Reservations,
+    (metrics_listener, stop_metrics): (Option<TcpListener>, CancellationToken),
 ) -> Router {
     let mut registry = Registry::default();
     let directory = MeteredDirectory::new(
@@ -204,13 +212,14 @@ pub fn app(
         RegistryMetrics::register(&mut registry),
     );
     let readiness = Readiness { client, shutdown };
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz).with_state(readiness))
         .merge(api::router_with(Arc::new(directory), origins, reservations))
-        .merge(metrics::route(Arc::new(Metrics::new(registry))))
         .merge(web::router())
-        .merge(dev_token::router(dev_issuer))
+        .merge(dev_token::router(dev_issuer));
+    let metrics_route = metrics::route(Arc::new(Metrics::new(registry)));
+    metrics::mount(app, metrics_route, metrics_listener, stop_metrics)
 }
 
 /// The development token issuer, when asked for and allowed (HMAC secret given, loopback address).

@@ -75,6 +75,8 @@ pub const NODE_PORT: i32 = 8080;
 pub const REGISTRY_PORT: i32 = 8081;
 /// Redis data-node port.
 pub const REDIS_PORT: i32 = 6379;
+/// Port of chat-node's and registry's `/metrics` (`--metrics-listen`), named `metrics` in their pods.
+pub const METRICS_PORT: i32 = 9090;
 /// Sentinel port.
 pub const SENTINEL_PORT: i32 = 26379;
 /// Seconds a terminating chat-node keeps running before SIGTERM, so the EndpointSlice change (and with it
@@ -511,20 +513,29 @@ pub fn render(cc: &ChatCluster, ctx: &RenderContext) -> Result<Desired> {
 /// `app.kubernetes.io/name` of the operator's own pods (manifests/20-operator.yaml).
 pub const OPERATOR_APP_NAME: &str = "switchboard-operator";
 
-/// chat-node or registry: reachable by anyone (clients), but only on the serving port. Metrics are
-/// served on that same port, so a NetworkPolicy cannot keep them apart from clients.
+/// chat-node or registry: reachable by anyone (clients), but only on the serving port; the metrics port
+/// (served alone there, `--metrics-listen`) only from the pods of `spec.networkPolicy.metricsNamespaces`.
 fn serving_policy(
     cc: &ChatCluster,
     name: &str,
     component: Component,
     port: i32,
 ) -> Result<NetworkPolicy> {
-    ingress_policy(
-        cc,
-        name,
-        component,
-        json!({ "ports": [{ "protocol": "TCP", "port": port }] }),
-    )
+    let mut rules = vec![json!({ "ports": [{ "protocol": "TCP", "port": port }] })];
+    let scrapers = &cc.spec.network_policy.metrics_namespaces;
+    if !scrapers.is_empty() {
+        rules.push(json!({
+            "from": [{
+                "namespaceSelector": { "matchExpressions": [{
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "In",
+                    "values": scrapers,
+                }] },
+            }],
+            "ports": [{ "protocol": "TCP", "port": METRICS_PORT }],
+        }));
+    }
+    ingress_policy(cc, name, component, rules)
 }
 
 /// Redis or Sentinel: reachable only from this chat system's own pods (chat-node, registry, Redis and
@@ -543,7 +554,7 @@ fn redis_policy(
         cc,
         name,
         component,
-        json!({
+        vec![json!({
             "from": [
                 { "podSelector": { "matchLabels": own } },
                 {
@@ -552,16 +563,16 @@ fn redis_policy(
                 },
             ],
             "ports": [{ "protocol": "TCP", "port": port }],
-        }),
+        })],
     )
 }
 
-/// A NetworkPolicy that admits only `rule` to the pods of `component`.
+/// A NetworkPolicy that admits only what `rules` allow to the pods of `component`.
 fn ingress_policy(
     cc: &ChatCluster,
     name: &str,
     component: Component,
-    rule: Value,
+    rules: Vec<Value>,
 ) -> Result<NetworkPolicy> {
     obj(
         "NetworkPolicy",
@@ -572,7 +583,7 @@ fn ingress_policy(
             "spec": {
                 "podSelector": { "matchLabels": selector_labels(cc, component) },
                 "policyTypes": ["Ingress"],
-                "ingress": [rule],
+                "ingress": rules,
             },
         }),
     )
@@ -906,6 +917,7 @@ fn node_deployment(
         field_env("POD_IP", "status.podIP"),
         field_env("SWITCHBOARD_NODE_ID", "metadata.name"),
         value_env("SWITCHBOARD_LISTEN", format!("0.0.0.0:{NODE_PORT}")),
+        metrics_env(),
         value_env(
             "SWITCHBOARD_ADVERTISE_URL",
             advertise_url(&spec.advertise_url),
@@ -931,7 +943,7 @@ fn node_deployment(
         "name": "chat-node",
         "image": spec.image,
         "imagePullPolicy": pull_policy(spec.image_pull_policy),
-        "ports": [{ "name": "http", "containerPort": NODE_PORT, "protocol": "TCP" }],
+        "ports": container_ports(NODE_PORT),
         "env": env,
         "readinessProbe": http_probe("/readyz", NODE_PORT, 2, 2),
         "livenessProbe": http_probe("/healthz", NODE_PORT, 10, 3),
@@ -981,6 +993,22 @@ fn node_deployment(
     )
 }
 
+/// The ports of a chat-node or registry container: `http` (clients) and `metrics` (scrapers only).
+fn container_ports(serving: i32) -> Value {
+    json!([
+        { "name": "http", "containerPort": serving, "protocol": "TCP" },
+        { "name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP" },
+    ])
+}
+
+/// `/metrics` on its own port, so the NetworkPolicy can admit scrapers there and clients elsewhere.
+fn metrics_env() -> Value {
+    value_env(
+        "SWITCHBOARD_METRICS_LISTEN",
+        format!("0.0.0.0:{METRICS_PORT}"),
+    )
+}
+
 fn node_service(cc: &ChatCluster, names: &Names) -> Result<Service> {
     obj(
         "Service",
@@ -1006,6 +1034,7 @@ fn registry_deployment(
     let spec = &cc.spec.registries;
     let mut env = vec![
         value_env("SWITCHBOARD_LISTEN", format!("0.0.0.0:{REGISTRY_PORT}")),
+        metrics_env(),
         value_env("SWITCHBOARD_CLUSTER_ID", cc.cluster_id()),
     ];
     env.extend(origins_env(cc));
@@ -1014,7 +1043,7 @@ fn registry_deployment(
         "name": "registry",
         "image": spec.image,
         "imagePullPolicy": pull_policy(spec.image_pull_policy),
-        "ports": [{ "name": "http", "containerPort": REGISTRY_PORT, "protocol": "TCP" }],
+        "ports": container_ports(REGISTRY_PORT),
         "env": env,
         "readinessProbe": http_probe("/readyz", REGISTRY_PORT, 2, 2),
         "livenessProbe": http_probe("/healthz", REGISTRY_PORT, 10, 3),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
@@ -1060,12 +1061,42 @@ fn network_policies_let_only_own_pods_and_the_operator_reach_redis_and_clients_o
     }
     for (name, port) in [("demo-node", NODE_PORT), ("demo-registry", REGISTRY_PORT)] {
         let rules = policy(name).ingress.unwrap();
+        assert_eq!(rules.len(), 2, "clients, then scrapers");
         assert!(rules[0].from.is_none(), "clients come from anywhere");
         assert_eq!(
-            rules[0].ports.clone().unwrap()[0].port,
-            Some(IntOrString::Int(port))
+            rules[0].ports.clone().unwrap(),
+            vec![NetworkPolicyPort {
+                port: Some(IntOrString::Int(port)),
+                protocol: Some("TCP".to_owned()),
+                end_port: None,
+            }],
+            "clients reach the serving port only"
+        );
+        let scrapers = rules[1].from.clone().unwrap();
+        assert_eq!(scrapers.len(), 1);
+        assert!(scrapers[0].pod_selector.is_none());
+        let namespaces = scrapers[0].namespace_selector.clone().unwrap();
+        let expr = &namespaces.match_expressions.unwrap()[0];
+        assert_eq!(expr.key, "kubernetes.io/metadata.name");
+        assert_eq!(expr.operator, "In");
+        assert_eq!(expr.values, Some(vec!["monitoring".to_owned()]));
+        assert_eq!(
+            rules[1].ports.clone().unwrap()[0].port,
+            Some(IntOrString::Int(METRICS_PORT))
         );
     }
+    let mut closed = demo();
+    closed.spec.network_policy.metrics_namespaces.clear();
+    let closed = render(&closed, &ctx()).unwrap();
+    let node = closed
+        .network_policies
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("demo-node"));
+    assert_eq!(
+        node.unwrap().spec.clone().unwrap().ingress.unwrap().len(),
+        1,
+        "no metrics namespaces: no scraper admitted"
+    );
     let ext = render(&demo().with_external_url("redis://r:6379"), &ctx()).unwrap();
     assert_eq!(ext.network_policies.len(), 2);
     let mut off = demo();
