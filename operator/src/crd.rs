@@ -354,7 +354,7 @@ pub enum RedisMode {
     // Transition rules: a StatefulSet's volume claim templates are immutable, so these changes could
     // never be applied; refusing them here beats a ChatCluster stuck Degraded.
     validation = Rule::new("(has(self.ephemeral) && self.ephemeral) == (has(oldSelf.ephemeral) && oldSelf.ephemeral)").message("spec.redis.managed.ephemeral cannot be changed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
-    validation = Rule::new("self.storage == oldSelf.storage").message("spec.redis.managed.storage cannot be changed after creation: the data StatefulSet's volume claims are immutable — expand the PersistentVolumeClaims data-<name>-redis-N themselves if their storage class allows it"),
+    validation = Rule::new("quantity(string(self.storage)).compareTo(quantity(string(oldSelf.storage))) >= 0").message("spec.redis.managed.storage can grow but not shrink: a volume cannot be made smaller"),
     validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable")
 )]
 pub struct ManagedRedis {
@@ -377,7 +377,8 @@ pub struct ManagedRedis {
     /// Redis image (must contain redis-server, redis-sentinel, redis-cli and sh).
     #[serde(default = "default_redis_image")]
     pub image: String,
-    /// Persistent volume size per data node (default 1Gi). Fixed at creation.
+    /// Persistent volume size per data node (default 1Gi). Can grow (the operator grows each claim, no
+    /// pod restarts; the storage class must allow volume expansion), never shrink.
     #[serde(default = "default_storage")]
     pub storage: Quantity,
     /// Keep the data in an emptyDir instead of a persistent volume (default false): a data pod that is
@@ -517,7 +518,7 @@ pub struct NetworkPolicySpec {
     /// Namespaces whose pods may scrape the metrics port (9090) of chat-node and registry pods, by name
     /// (default `[monitoring]`; an empty list admits no scraper).
     #[serde(default = "default_metrics_namespaces")]
-    #[schemars(length(max = 20))]
+    #[schemars(length(max = 20), inner(length(max = 63)))]
     #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$'))").message("spec.networkPolicy.metricsNamespaces must hold namespace names (lower-case DNS labels)"))]
     pub metrics_namespaces: Vec<String>,
 }

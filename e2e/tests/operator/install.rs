@@ -154,8 +154,8 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
     let cases = [
         (
             "kept",
-            r#"{"spec":{"redis":{"managed":{"storage":"2Gi"}}}}"#,
-            "spec.redis.managed.storage cannot be changed after creation",
+            r#"{"spec":{"redis":{"managed":{"storage":"512Mi"}}}}"#,
+            "spec.redis.managed.storage can grow but not shrink",
         ),
         (
             "kept",

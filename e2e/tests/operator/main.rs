@@ -21,6 +21,7 @@
 //! scaling        kubectl scale, least-loaded pods go first
 //! external_redis the load set follows readiness, clusters never mix, failover is announced
 //! leader         one operator leads the Lease, a standby takes over
+//! volumes        a grown Redis storage size reaches the claims; a class that cannot expand is Degraded
 //! ```
 
 mod external_redis;
@@ -32,6 +33,7 @@ mod objects;
 mod ownership;
 mod scaling;
 mod status;
+mod volumes;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -33,6 +33,7 @@ mod error;
 mod password;
 mod redis_update;
 mod status;
+mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -202,13 +203,14 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         password_hash: password.as_deref().map(salted),
         auth_hash: hmac_key.as_deref().map(salted),
     };
-    let desired = resources::render(cc, &render_ctx)?;
+    let mut desired = resources::render(cc, &render_ctx)?;
     let uid = cc
         .metadata
         .uid
         .as_deref()
         .ok_or(resources::Error::MissingMetadata("uid"))?;
     deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
+    volumes::grow(cc, ctx, &ns, uid, &mut desired, &mut problems).await?;
     let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
     let mut redis_update = None;
     if cc.spec.redis.mode == RedisMode::External {

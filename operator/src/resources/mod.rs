@@ -1232,7 +1232,7 @@ fn maxmemory(resources: &k8s_openapi::api::core::v1::ResourceRequirements) -> Op
 }
 
 /// Bytes of a memory quantity (`256Mi`, `2G`, `1048576`); `None` for forms it does not know.
-fn quantity_bytes(q: &str) -> Option<u64> {
+pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
     let q = q.trim();
     let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
     let (digits, suffix) = q.split_at(split);
