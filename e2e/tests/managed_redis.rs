@@ -26,6 +26,10 @@ struct Bed {
     sentinels: Vec<Pod>,
     redis_port: u16,
     sentinel_port: u16,
+    /// The password servers started now are given (`REDIS_PASSWORD`), and every one they accept
+    /// (`REDIS_PASSWORDS`), as the operator's auth Secret gives them to the pods.
+    password: String,
+    passwords: String,
     _root: PathBuf,
 }
 
@@ -84,6 +88,8 @@ impl Bed {
                 .collect(),
             redis_port,
             sentinel_port,
+            password: PASSWORD.to_owned(),
+            passwords: PASSWORD.to_owned(),
             _root: root,
         }
     }
@@ -104,7 +110,8 @@ impl Bed {
             .env("REDIS_HOSTS", Self::hosts(&self.data))
             .env("SENTINEL_HOSTS", Self::hosts(&self.sentinels))
             .env("MASTER_NAME", MASTER_NAME)
-            .env("REDIS_PASSWORD", PASSWORD)
+            .env("REDIS_PASSWORD", &self.password)
+            .env("REDIS_PASSWORDS", &self.passwords)
             .env("QUORUM", "2")
             .env("REDIS_PORT", self.redis_port.to_string())
             .env("SENTINEL_PORT", self.sentinel_port.to_string())
@@ -139,7 +146,7 @@ impl Bed {
             .spawn()
             .expect("start redis.sh");
         self.data[i].child = Some(child);
-        self.wait_up(&self.data[i].host.clone(), self.redis_port, true);
+        self.wait_up(&self.data[i].host.clone(), self.redis_port);
     }
 
     fn start_sentinel(&mut self, i: usize) {
@@ -149,12 +156,12 @@ impl Bed {
             .expect("start sentinel.sh");
         self.sentinels[i].child = Some(child);
         // Sentinels require the password (sentinel.sh).
-        self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port, true);
+        self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port);
     }
 
-    fn wait_up(&self, host: &str, port: u16, auth: bool) {
+    fn wait_up(&self, host: &str, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while cli(host, port, auth, &["ping"]).trim() != "PONG" {
+        while cli(host, port, Some(&self.password), &["ping"]).trim() != "PONG" {
             assert!(Instant::now() < deadline, "{host}:{port} did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -195,7 +202,12 @@ impl Bed {
         let mut masters = Vec::new();
         let mut replicas = Vec::new();
         for h in live(&self.data) {
-            let info = cli(&h, self.redis_port, true, &["info", "replication"]);
+            let info = cli(
+                &h,
+                self.redis_port,
+                Some(&self.password),
+                &["info", "replication"],
+            );
             if info.contains("role:master") {
                 masters.push(h);
             } else {
@@ -216,7 +228,7 @@ impl Bed {
             let named = cli(
                 &s,
                 self.sentinel_port,
-                true,
+                Some(&self.password),
                 &["sentinel", "get-master-addr-by-name", MASTER_NAME],
             );
             if named.lines().next() != Some(master.as_str()) {
@@ -238,15 +250,80 @@ impl Drop for Bed {
     }
 }
 
-fn cli(host: &str, port: u16, auth: bool, args: &[&str]) -> String {
+fn cli(host: &str, port: u16, password: Option<&str>, args: &[&str]) -> String {
     let mut c = Command::new("redis-cli");
     c.args(["-h", host, "-p", &port.to_string()]).args(args);
-    if auth {
-        c.env("REDISCLI_AUTH", PASSWORD);
+    if let Some(password) = password {
+        c.env("REDISCLI_AUTH", password);
     }
     c.output()
         .map(|o| String::from_utf8_lossy(&o.stdout).replace('\r', ""))
         .unwrap_or_default()
+}
+
+/// A client appending 1, 2, 3… to a list, each write confirmed by a replica (`WAIT 1`, as chat-nodes do
+/// with `--ack-replicas 1`), until told to finish.
+struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<u64>>,
+}
+
+impl Writer {
+    fn start(client: fred::clients::Client, key: &'static str) -> Self {
+        use fred::interfaces::{ClientLike, ListInterface};
+        use fred::types::{ClusterHash, CustomCommand, Value};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut confirmed = Vec::new();
+            let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+            let mut i = 0u64;
+            // Bounded whatever happens: a test never writes for more than a minute.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                i += 1;
+                let pushed: Result<i64, _> = client.rpush(key, i).await;
+                if pushed.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let replicas: Result<Value, _> = client
+                    .custom(wait.clone(), vec![Value::from(1), Value::from(1000)])
+                    .await;
+                if replicas.ok().and_then(|v| v.as_i64()).unwrap_or(0) >= 1 {
+                    confirmed.push(i);
+                }
+            }
+            let _ = client.quit().await;
+            confirmed
+        });
+        Writer { stop, task }
+    }
+
+    /// Stops writing; the writes a replica confirmed.
+    async fn finish(self) -> Vec<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("writer")
+    }
+}
+
+/// The confirmed writes missing from list `key` on `host`.
+fn missing(bed: &Bed, host: &str, key: &str, confirmed: &[u64]) -> Vec<u64> {
+    let stored: std::collections::HashSet<u64> = cli(
+        host,
+        bed.redis_port,
+        Some(&bed.password),
+        &["lrange", key, "0", "-1"],
+    )
+    .lines()
+    .filter_map(|l| l.trim().parse().ok())
+    .collect();
+    confirmed
+        .iter()
+        .copied()
+        .filter(|i| !stored.contains(i))
+        .collect()
 }
 
 fn index_of(pods: &[Pod], host: &str) -> usize {
@@ -265,7 +342,7 @@ fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
     let refused = cli(
         &bed.sentinels[0].host,
         bed.sentinel_port,
-        false,
+        None,
         &["sentinel", "get-master-addr-by-name", MASTER_NAME],
     );
     assert!(refused.contains("NOAUTH"), "{refused}");
@@ -316,12 +393,17 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
         let set = cli(
             &master,
             bed.redis_port,
-            true,
+            Some(PASSWORD),
             &["set", &format!("k{k}"), "v"],
         );
         assert_eq!(set.trim(), "OK", "SET k{k}");
     }
-    let wait = cli(&master, bed.redis_port, true, &["wait", "2", "5000"]);
+    let wait = cli(
+        &master,
+        bed.redis_port,
+        Some(PASSWORD),
+        &["wait", "2", "5000"],
+    );
     assert_eq!(wait.trim(), "2", "both replicas have the keys");
 
     // The master's process dies and its volume is gone; it starts again at once, well inside the
@@ -334,7 +416,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
     let promoted = bed.converged("empty master back");
     assert_ne!(promoted, master, "a replica with the data was promoted");
     for pod in &bed.data {
-        let size = cli(&pod.host, bed.redis_port, true, &["dbsize"]);
+        let size = cli(&pod.host, bed.redis_port, Some(PASSWORD), &["dbsize"]);
         assert_eq!(
             size.trim(),
             keys.to_string(),
@@ -349,8 +431,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 /// write a replica confirmed (`WAIT 1`, as chat-nodes do with `--ack-replicas 1`) is on the new master.
 #[test]
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
-    use fred::interfaces::{ClientLike, KeysInterface, ListInterface};
-    use fred::types::{ClusterHash, CustomCommand, Value};
+    use fred::interfaces::{ClientLike, KeysInterface};
     let (bed, master) = Bed::bootstrapped();
     let addr = |host: &str| format!("{host}:{}", bed.redis_port);
     let replicas: Vec<String> = bed
@@ -370,30 +451,7 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
             .with_password(PASSWORD)
             .with_sentinel_password(PASSWORD);
         let client = switchboard_redis::connect(&args).await.expect("connect");
-        let writer = {
-            let client = client.clone();
-            tokio::spawn(async move {
-                let mut confirmed = Vec::new();
-                let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-                let until = Instant::now() + Duration::from_secs(12);
-                let mut i = 0u64;
-                while Instant::now() < until {
-                    i += 1;
-                    let pushed: Result<i64, _> = client.rpush("log", i).await;
-                    if pushed.is_err() {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                    let replicas: Result<Value, _> = client
-                        .custom(wait.clone(), vec![Value::from(1), Value::from(1000)])
-                        .await;
-                    if replicas.ok().and_then(|v| v.as_i64()).unwrap_or(0) >= 1 {
-                        confirmed.push(i);
-                    }
-                }
-                confirmed
-            })
-        };
+        let writer = Writer::start(client.clone(), "log");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = switchboard_redis::sentinel::planned_failover(
             &addr(&master),
@@ -405,7 +463,8 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
         )
         .await;
         assert!(started, "a sentinel started the failover");
-        let confirmed = writer.await.expect("writer");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let confirmed = writer.finish().await;
         let _: Result<(), _> = client.del("unused").await;
         let _ = client.quit().await;
         (confirmed, started)
@@ -413,16 +472,7 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
     assert!(promoted_by_sentinels);
     let promoted = bed.converged("after the planned failover");
     assert_ne!(promoted, master, "a replica took over");
-    let stored: std::collections::HashSet<u64> = cli(
-        &promoted,
-        bed.redis_port,
-        true,
-        &["lrange", "log", "0", "-1"],
-    )
-    .lines()
-    .filter_map(|l| l.trim().parse().ok())
-    .collect();
-    let lost: Vec<&u64> = confirmed.iter().filter(|i| !stored.contains(i)).collect();
+    let lost = missing(&bed, &promoted, "log", &confirmed);
     assert!(
         confirmed.len() > 100,
         "the writer kept writing: {} confirmed",
@@ -435,4 +485,162 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
         confirmed.len(),
         &lost[..lost.len().min(10)]
     );
+}
+
+/// A password rotation as the operator drives it (`switchboard_redis::passwords`), under writes: both
+/// passwords accepted, then the servers switch to the new one among themselves, the clients move over,
+/// and only then is the old one refused. No server restarts for it, no client is refused, no confirmed
+/// write is lost; a data node and a sentinel restarted mid-rotation or after it (with the passwords their
+/// pod is given at that step) rejoin, and a failover after it works with the new password alone.
+#[test]
+fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
+    use switchboard_redis::passwords::{self, Passwords, Server};
+    const NEW: &str = "rotated-secret";
+    let (mut bed, master) = Bed::bootstrapped();
+    let data: Vec<String> = bed
+        .data
+        .iter()
+        .map(|p| format!("{}:{}", p.host, bed.redis_port))
+        .collect();
+    let sentinels: Vec<String> = bed
+        .sentinels
+        .iter()
+        .map(|p| format!("{}:{}", p.host, bed.sentinel_port))
+        .collect();
+    let servers: Vec<(String, u16)> = bed
+        .data
+        .iter()
+        .map(|p| (p.host.clone(), bed.redis_port))
+        .chain(
+            bed.sentinels
+                .iter()
+                .map(|p| (p.host.clone(), bed.sentinel_port)),
+        )
+        .collect();
+    let answers = |password: &str| -> Vec<String> {
+        servers
+            .iter()
+            .map(|(h, port)| cli(h, *port, Some(password), &["ping"]).trim().to_owned())
+            .collect()
+    };
+    let step = |current: &str, accepted: &[&str]| {
+        let accepted: Vec<String> = accepted.iter().map(|p| (*p).to_owned()).collect();
+        let data = data.clone();
+        let sentinels = sentinels.clone();
+        let current = current.to_owned();
+        async move {
+            let passwords = Passwords {
+                current: &current,
+                accepted: &accepted,
+            };
+            let timeout = Duration::from_secs(3);
+            for addr in &data {
+                passwords::apply(addr, Server::Data, passwords, timeout)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
+            }
+            for addr in &sentinels {
+                let server = Server::Sentinel {
+                    master_name: MASTER_NAME,
+                };
+                passwords::apply(addr, server, passwords, timeout)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
+            }
+        }
+    };
+    let client_with = |password: &str| {
+        switchboard_redis::RedisArgs::from_sentinels(sentinels.clone(), MASTER_NAME)
+            .with_password(password)
+            .with_sentinel_password(password)
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (old_confirmed, new_confirmed) = runtime.block_on(async {
+        let old = switchboard_redis::connect(&client_with(PASSWORD))
+            .await
+            .expect("connect with the old password");
+        let old_writer = Writer::start(old, "old");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        // 1. Both passwords work everywhere; the servers still use the old one with each other.
+        step(PASSWORD, &[PASSWORD, NEW]).await;
+        assert!(
+            answers(NEW).iter().all(|a| a == "PONG"),
+            "{:?}",
+            answers(NEW)
+        );
+        assert!(answers(PASSWORD).iter().all(|a| a == "PONG"));
+
+        // 2. The servers use the new one with each other; replicas still follow the master.
+        step(NEW, &[PASSWORD, NEW]).await;
+        bed.password = NEW.to_owned();
+        bed.passwords = format!("{PASSWORD} {NEW}");
+        let replica = (0..bed.data.len())
+            .find(|&i| bed.data[i].host != master)
+            .expect("a replica");
+        Bed::kill(&mut bed.data, replica);
+        bed.start_data(replica);
+        assert_eq!(bed.converged("a replica restarted mid-rotation"), master);
+
+        // The clients move over (the operator rolls their pods now).
+        let new = switchboard_redis::connect(&client_with(NEW))
+            .await
+            .expect("connect with the new password");
+        let new_writer = Writer::start(new, "new");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let old_confirmed = old_writer.finish().await;
+
+        // 3. The old password is refused everywhere.
+        step(NEW, &[NEW]).await;
+        bed.passwords = NEW.to_owned();
+        for answer in answers(PASSWORD) {
+            assert!(
+                answer.contains("NOAUTH") || answer.contains("WRONGPASS"),
+                "the old password still works: {answer}"
+            );
+        }
+        // A sentinel restarted now knows only the new password, and the sentinels fail the master
+        // over with it (held writes, as the operator does).
+        Bed::kill(&mut bed.sentinels, 0);
+        bed.start_sentinel(0);
+        assert_eq!(
+            bed.converged("a sentinel restarted after the rotation"),
+            master
+        );
+        let master_addr = format!("{master}:{}", bed.redis_port);
+        let replicas: Vec<String> = data
+            .iter()
+            .filter(|a| **a != master_addr)
+            .cloned()
+            .collect();
+        let started = switchboard_redis::sentinel::planned_failover(
+            &master_addr,
+            &replicas,
+            &sentinels,
+            MASTER_NAME,
+            Some(NEW),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(started, "a failover with the new password");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (old_confirmed, new_writer.finish().await)
+    });
+    let promoted = bed.converged("after the failover");
+    assert_ne!(promoted, master, "a replica took over");
+    for (key, confirmed) in [("old", &old_confirmed), ("new", &new_confirmed)] {
+        assert!(
+            confirmed.len() > 20,
+            "{key}: the writer kept writing: {} confirmed",
+            confirmed.len()
+        );
+        let lost = missing(&bed, &promoted, key, confirmed);
+        assert!(
+            lost.is_empty(),
+            "{key}: {} of {} confirmed writes lost, e.g. {:?}",
+            lost.len(),
+            confirmed.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
 }

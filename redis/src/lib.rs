@@ -23,6 +23,7 @@
 pub mod client;
 pub mod keys;
 pub mod node;
+pub mod passwords;
 pub mod sentinel;
 
 pub use client::{

@@ -129,7 +129,7 @@ pub async fn resume_writes(
 }
 
 /// Runs one exchange on a short-lived connection to the data node at `addr`, bounded by `timeout`.
-async fn ask<T, F, Fut>(
+pub(crate) async fn ask<T, F, Fut>(
     addr: &str,
     password: Option<&str>,
     timeout: Duration,

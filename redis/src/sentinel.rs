@@ -178,7 +178,7 @@ pub async fn planned_failover(
 }
 
 /// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
-async fn ask<F, Fut>(
+pub(crate) async fn ask<F, Fut>(
     addr: &str,
     password: Option<&str>,
     timeout: Duration,

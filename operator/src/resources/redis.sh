@@ -61,6 +61,13 @@ while [ "$master" = "$self" ] && ! has_data && peer="$(peer_with_data)"; do
     if [ -n "$reply" ]; then master="$reply"; break; fi
   done
 done
+# Every password accepted (two while the operator rotates it: REDIS_PASSWORDS, space separated); the
+# current one (REDIS_PASSWORD) is what this server uses with its peers.
+acl="user default on resetpass"
+set -f
+for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl="${acl} >${p}"; done
+set +f
+acl="${acl} ~* &* +@all"
 cat > "$conf_dir/redis.conf" <<CONF
 port ${redis_port}
 bind ${BIND:-* -::*}
@@ -71,7 +78,7 @@ appendonly yes
 # and clients are told (unavailable), instead of Redis dropping message logs or the kernel killing it.
 maxmemory ${MAXMEMORY:-0}
 maxmemory-policy noeviction
-requirepass ${REDIS_PASSWORD}
+${acl}
 masterauth ${REDIS_PASSWORD}
 replica-announce-ip ${self}
 replica-announce-port ${redis_port}

@@ -3,7 +3,7 @@
 # It monitors the master the other sentinels agree on, else the data node that says it is a master, else
 # the first data node (bootstrap). The configuration is rewritten from scratch at every start, so a
 # sentinel never keeps watching an address that is gone; hostnames are announced and resolved.
-# Sentinels require the Redis password (requirepass) and use it with each other (sentinel-pass): without
+# Sentinels require the Redis password (the default user's) and use it with each other (sentinel-pass): without
 # it nobody can re-point the master or learn the Redis password from a sentinel.
 # Ports, the directory, the bind address, the host names and the failure timing can be overridden by
 # environment variables for the real-process tests; on Kubernetes the defaults apply.
@@ -28,11 +28,18 @@ if [ -z "$master" ]; then
 fi
 [ -n "$master" ] || master="$first"
 mkdir -p "$conf_dir"
+# Every password accepted (two while the operator rotates it: REDIS_PASSWORDS, space separated); the
+# current one (REDIS_PASSWORD) is what this server uses with its peers.
+acl="user default on resetpass"
+set -f
+for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl="${acl} >${p}"; done
+set +f
+acl="${acl} ~* &* +@all"
 cat > "$conf_dir/sentinel.conf" <<CONF
 port ${sentinel_port}
 bind ${BIND:-* -::*}
 protected-mode no
-requirepass ${REDIS_PASSWORD}
+${acl}
 sentinel sentinel-pass ${REDIS_PASSWORD}
 sentinel resolve-hostnames yes
 sentinel announce-hostnames yes
