@@ -195,7 +195,19 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_red
     let password = secret.data.clone().expect("data")["password"].0.clone();
     assert_eq!(password.len(), 64);
 
-    // Reconciles never rotate the password; changing it rolls the pods (new template hash).
+    // The pods are given the password in use from the operator's applied Secret.
+    let applied = secrets
+        .get("chat-redis-applied")
+        .await
+        .expect("applied password Secret");
+    assert!(controlled(&applied.metadata));
+    let data = applied.data.clone().expect("data");
+    assert_eq!(data["password"].0, password);
+    assert_eq!(data["passwords"].0, password);
+
+    // Reconciles never rotate the password by themselves. Changing it starts a rotation, which first
+    // makes every Redis server accept both passwords: on the bed no Redis answers, so it waits there,
+    // says so, and changes nothing the pods run with (the real-pods suite completes one).
     let hash = |d: &Deployment| {
         d.spec
             .template
@@ -215,12 +227,24 @@ async fn minimal_chat_cluster_gets_every_owned_object_and_is_not_ready_while_red
         )
         .await
         .expect("change password");
-    let after = eventually("the chat-node template hash changes", TIMEOUT, || async {
-        let h = hash(&deployments.get("chat-node").await.ok()?);
-        (h != before).then_some(h)
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let message = eventually("Reconciling for the password rotation", TIMEOUT, || async {
+        let cc = clusters.get("chat").await.ok()?;
+        let (status, reason, message) = condition(&cc, "Reconciling")?;
+        (status == "True" && reason == "PasswordRotating").then_some(message)
     })
     .await;
-    assert_ne!(before, after);
+    assert!(
+        message.contains("chat-redis-"),
+        "names the server it waits for: {message}"
+    );
+    assert_eq!(
+        hash(&deployments.get("chat-node").await.expect("deployment")),
+        before,
+        "no pod rolls before the servers accept the new password"
+    );
+    let applied = secrets.get("chat-redis-applied").await.expect("Secret");
+    assert_eq!(applied.data.expect("data")["password"].0, password);
     let secret = secrets.get("chat-redis-auth").await.expect("Secret");
     assert_eq!(secret.data.expect("data")["password"].0, b"a-new-password");
 

@@ -59,7 +59,7 @@ fn schema_carries_cel_rules_with_messages() {
         "!has(self.quorum) || self.quorum <= self.sentinels",
         "has(self.url) != has(self.sentinels)",
         "self.mode == 'External' ? has(self.external) : !has(self.external)",
-        "self.storage == oldSelf.storage",
+        "quantity(string(self.storage)).compareTo(quantity(string(oldSelf.storage))) >= 0",
         "(has(self.ephemeral) && self.ephemeral) == (has(oldSelf.ephemeral) && oldSelf.ephemeral)",
     ] {
         assert!(schema.contains(rule), "rule {rule} missing");

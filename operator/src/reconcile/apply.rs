@@ -41,12 +41,14 @@ pub(super) struct Applied {
     pub(super) deployments: HashMap<String, Deployment>,
     /// StatefulSets by name.
     pub(super) stateful_sets: HashMap<String, StatefulSet>,
+    /// Something under way besides the workloads' roll-outs (a password rotation): `Reconciling`.
+    pub(super) waiting: Option<String>,
 }
 
 use crate::resources::is_controlled_by as controlled_by;
 
 /// The `NameConflict` problem for `kind` `name`, which exists with `meta` and is not ours.
-fn name_conflict(kind: &str, ns: &str, name: &str, meta: &ObjectMeta) -> Problem {
+pub(super) fn name_conflict(kind: &str, ns: &str, name: &str, meta: &ObjectMeta) -> Problem {
     let owner = meta
         .owner_references
         .iter()

@@ -32,6 +32,7 @@ mod deletion_cost;
 mod error;
 mod password;
 mod redis_update;
+mod rotation;
 mod status;
 mod volumes;
 
@@ -178,12 +179,28 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     }
 
     let mut problems = Vec::new();
-    let password = match password::resolve(cc, ctx, &ns).await? {
+    let uid = cc
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(resources::Error::MissingMetadata("uid"))?;
+    let wanted = match password::resolve(cc, ctx, &ns).await? {
         Ok(password) => password,
         Err(problem) => {
             problems.push(problem);
             None
         }
+    };
+    // Managed Redis: the password in use follows the one asked for through a rotation.
+    let mut rotation = None;
+    let password = match (&cc.spec.redis.mode, wanted) {
+        (RedisMode::Managed, Some(wanted)) => {
+            let (r, problem) = rotation::before_render(cc, ctx, &ns, uid, &wanted).await?;
+            problems.extend(problem);
+            rotation = r;
+            rotation.as_ref().map(|r| r.current.clone())
+        }
+        (_, wanted) => wanted,
     };
     let hmac_key = match password::resolve_hmac(cc, ctx, &ns).await? {
         Ok(key) => key,
@@ -204,14 +221,17 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         auth_hash: hmac_key.as_deref().map(salted),
     };
     let mut desired = resources::render(cc, &render_ctx)?;
-    let uid = cc
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(resources::Error::MissingMetadata("uid"))?;
     deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
     volumes::grow(cc, ctx, &ns, uid, &mut desired, &mut problems).await?;
-    let applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
+    let mut applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
+    if let Some(rotation) = &rotation {
+        let names = Names::of(cc)?;
+        let clients: Vec<_> = [names.node(), names.registry()]
+            .iter()
+            .filter_map(|n| applied.deployments.get(n))
+            .collect();
+        applied.waiting = rotation::after_apply(cc, ctx, &ns, rotation, &clients).await?;
+    }
     let mut redis_update = None;
     if cc.spec.redis.mode == RedisMode::External {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;

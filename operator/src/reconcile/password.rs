@@ -38,14 +38,14 @@ struct Wanted {
     generated_event: &'static str,
 }
 
-/// The Redis password in use: `Ok(Err(problem))` when the spec points at something missing.
+/// The Redis password asked for (with managed Redis, the one in use follows it through
+/// [`super::rotation`]): `Ok(Err(problem))` when the spec points at something missing.
 pub(super) async fn resolve(
     cc: &ChatCluster,
     ctx: &Context,
     ns: &str,
 ) -> Result<Result<Option<String>, Problem>> {
-    let endpoint = resources::redis_endpoint(cc, &ctx.config.cluster_domain)?;
-    let Some(reference) = endpoint.password else {
+    let Some(reference) = resources::wanted_password_ref(cc, &ctx.config.cluster_domain)? else {
         return Ok(Ok(None));
     };
     let wanted = Wanted {

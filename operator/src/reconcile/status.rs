@@ -195,6 +195,12 @@ pub(super) fn build_status(
             message: format!("waiting for {}", moving.join(", ")),
         });
     }
+    if let Some(message) = &applied.waiting {
+        waiting.push(Waiting {
+            reason: "PasswordRotating",
+            message: message.clone(),
+        });
+    }
     serving_gaps(
         cc.spec.redis.mode,
         observation,
@@ -561,6 +567,7 @@ mod tests {
             stateful_sets: [rolled_set("demo-redis", 3), rolled_set("demo-sentinel", 3)]
                 .into_iter()
                 .collect(),
+            waiting: None,
         }
     }
 
@@ -602,6 +609,16 @@ mod tests {
                 .all(|c| c.observed_generation == Some(1)),
             "every condition carries observedGeneration"
         );
+
+        // A password rotation under way: serving throughout, but not settled until it is complete.
+        let rotating = Applied {
+            waiting: Some("rotating the Redis password: step 1 of 3 done".to_owned()),
+            ..all_rolled()
+        };
+        let c = judged(&build_status(&cc, &rotating, &[], &serving(), now()));
+        assert_eq!(c["Reconciling"], pair("True", "PasswordRotating"));
+        assert_eq!(c["Ready"], pair("False", "PasswordRotating"));
+        assert_eq!(c["Degraded"], pair("False", "AsExpected"));
 
         // Managed Redis that cannot be reached: workloads all ready, still not Ready (the bed's case).
         let unreachable = Observation {
@@ -661,6 +678,7 @@ mod tests {
             .into_iter()
             .collect(),
             stateful_sets: std::collections::HashMap::new(),
+            waiting: None,
         };
         let down = Observation {
             redis_error: Some("connection refused".to_owned()),

@@ -65,6 +65,8 @@ pub mod label {
 pub const CONFIG_HASH_ANNOTATION: &str = "switchboard.dev/config-hash";
 /// Key of the generated password in the managed Redis Secret.
 pub const PASSWORD_KEY: &str = "password";
+/// Key of the space-separated passwords the managed Redis servers accept, in the applied Secret.
+pub const PASSWORDS_KEY: &str = "passwords";
 /// Key of the generated token signing key in the `<name>-jwt` Secret.
 pub const JWT_KEY: &str = "hmac";
 /// Directory the token signing key Secret is mounted at in chat-node pods.
@@ -231,18 +233,33 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
                     .map(|h| format!("{h}:{SENTINEL_PORT}"))
                     .collect(),
                 master_name: managed.master_name.clone(),
-                password: Some(PasswordRef {
-                    secret: names.redis_secret(),
-                    key: PASSWORD_KEY.to_owned(),
-                }),
-                sentinel_password: Some(PasswordRef {
-                    secret: names.redis_secret(),
-                    key: PASSWORD_KEY.to_owned(),
-                }),
+                // The password in use, which lags the one asked for during a rotation.
+                password: Some(applied_password_ref(&names)),
+                sentinel_password: Some(applied_password_ref(&names)),
                 tls: None,
             }
         }
     })
+}
+
+/// The key of the applied Secret clients and servers read the current password from.
+fn applied_password_ref(names: &Names) -> PasswordRef {
+    PasswordRef {
+        secret: names.redis_applied_secret(),
+        key: PASSWORD_KEY.to_owned(),
+    }
+}
+
+/// Where the Redis password the user asks for lives: the managed password Secret (generated, or edited
+/// by the user to rotate it), or the external Secret. `None`: external Redis without a password.
+pub fn wanted_password_ref(cc: &ChatCluster, cluster_domain: &str) -> Result<Option<PasswordRef>> {
+    if cc.spec.redis.mode == RedisMode::Managed {
+        return Ok(Some(PasswordRef {
+            secret: Names::of(cc)?.redis_secret(),
+            key: PASSWORD_KEY.to_owned(),
+        }));
+    }
+    Ok(redis_endpoint(cc, cluster_domain)?.password)
 }
 
 fn external_endpoint(ext: &ExternalRedis) -> RedisEndpoint {
@@ -334,6 +351,26 @@ pub fn selector_string(cc: &ChatCluster, component: Component) -> String {
 pub fn redis_secret(cc: &ChatCluster, password: &str) -> Result<Secret> {
     let name = Names::of(cc)?.redis_secret();
     generated_secret(cc, &name, Component::Redis, PASSWORD_KEY, password)
+}
+
+/// The managed Redis passwords in use: `current` (what clients and servers use) and `accepted` (what the
+/// servers take; `current` is one of them). Only the rotation (`reconcile::rotation`) writes it.
+pub fn applied_passwords_secret(
+    cc: &ChatCluster,
+    current: &str,
+    accepted: &[String],
+) -> Result<Secret> {
+    let name = Names::of(cc)?.redis_applied_secret();
+    obj(
+        "Secret",
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(cc, &name, Component::Redis)?,
+            "type": "Opaque",
+            "stringData": { PASSWORD_KEY: current, PASSWORDS_KEY: accepted.join(" ") },
+        }),
+    )
 }
 
 /// A Secret holding one generated value under `key`, controlled by `cc`.
@@ -1181,9 +1218,10 @@ fn redis_pod_env(
     ctx: &RenderContext,
     component: Component,
 ) -> Vec<Value> {
-    let password = PasswordRef {
-        secret: names.redis_secret(),
-        key: PASSWORD_KEY.to_owned(),
+    let password = applied_password_ref(names);
+    let accepted = PasswordRef {
+        key: PASSWORDS_KEY.to_owned(),
+        ..password.clone()
     };
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
@@ -1194,6 +1232,7 @@ fn redis_pod_env(
         value_env("SENTINEL_HEADLESS", names.sentinel_headless()),
         value_env("MASTER_NAME", &managed.master_name),
         secret_env("REDIS_PASSWORD", &password),
+        secret_env("REDIS_PASSWORDS", &accepted),
     ];
     if component == Component::Redis
         && let Some(bytes) = maxmemory(&managed.resources)
@@ -1252,11 +1291,11 @@ pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
     n.checked_mul(factor)
 }
 
-fn redis_hash(ctx: &RenderContext, script: &str) -> String {
-    fingerprint(&[
-        ctx.password_hash.as_deref().unwrap_or_default().as_bytes(),
-        script.as_bytes(),
-    ])
+/// What restarts a data node or sentinel: its start script. Not the password: a rotation is applied to
+/// the running servers (`switchboard_redis::passwords`), and a server that restarts reads the passwords of
+/// the current step from the applied Secret.
+fn redis_hash(script: &str) -> String {
+    fingerprint(&[script.as_bytes()])
 }
 
 fn redis_stateful_set(
@@ -1324,7 +1363,7 @@ fn redis_stateful_set(
         volumes.push(json!({ "name": "data", "emptyDir": {} }));
     }
     spec["template"] = json!({
-        "metadata": redis_pod_meta(cc, Component::Redis, redis_hash(ctx, REDIS_SCRIPT)),
+        "metadata": redis_pod_meta(cc, Component::Redis, redis_hash(REDIS_SCRIPT)),
         "spec": schedule(cc, Component::Redis, json!({
             "containers": [container],
             "volumes": volumes,
@@ -1382,7 +1421,7 @@ fn sentinel_stateful_set(
                 "selector": { "matchLabels": selector_labels(cc, Component::Sentinel) },
                 "updateStrategy": { "type": "RollingUpdate" },
                 "template": {
-                    "metadata": redis_pod_meta(cc, Component::Sentinel, redis_hash(ctx, SENTINEL_SCRIPT)),
+                    "metadata": redis_pod_meta(cc, Component::Sentinel, redis_hash(SENTINEL_SCRIPT)),
                     "spec": schedule(cc, Component::Sentinel, json!({
                         "containers": [container],
                         "volumes": [

@@ -64,6 +64,12 @@ impl Names {
         format!("{}-redis-auth", self.base)
     }
 
+    /// The Redis passwords in use now (operator-owned; [`crate::resources::applied_passwords_secret`]):
+    /// the one clients and servers use, and every one the servers accept — two during a rotation.
+    pub fn redis_applied_secret(&self) -> String {
+        format!("{}-redis-applied", self.base)
+    }
+
     /// The generated token signing key Secret (`spec.auth` jwt mode without a key of its own).
     pub fn jwt_secret(&self) -> String {
         format!("{}-jwt", self.base)

@@ -335,7 +335,8 @@ fn chat_node_env_follows_the_contract_in_managed_mode() {
         .secret_key_ref
         .as_ref()
         .unwrap();
-    assert_eq!(password.name, "demo-redis-auth");
+    // The password in use (the rotation's applied Secret), not the one asked for.
+    assert_eq!(password.name, "demo-redis-applied");
     assert_eq!(password.key, "password");
     assert!(
         c.env
@@ -527,7 +528,17 @@ fn redis_and_sentinel_use_stable_hostnames_and_the_secret() {
             .unwrap();
         assert_eq!(
             (pw.name.as_str(), pw.key.as_str()),
-            ("demo-redis-auth", "password")
+            ("demo-redis-applied", "password")
+        );
+        let accepted = env(c, "REDIS_PASSWORDS")
+            .value_from
+            .clone()
+            .unwrap()
+            .secret_key_ref
+            .unwrap();
+        assert_eq!(
+            (accepted.name.as_str(), accepted.key.as_str()),
+            ("demo-redis-applied", "passwords")
         );
         assert!(c.readiness_probe.as_ref().unwrap().exec.is_some());
     }
@@ -542,7 +553,12 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     let redis = &data["redis.sh"];
     assert!(redis.contains("sentinel get-master-addr-by-name"));
     assert!(redis.contains("replica-announce-ip ${self}"));
-    assert!(redis.contains("requirepass ${REDIS_PASSWORD}"));
+    assert!(
+        redis.contains(
+            "for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl=\"${acl} >${p}\"; done"
+        )
+    );
+    assert!(redis.contains("\n${acl}\n"), "the ACL line in redis.conf");
     assert!(redis.contains("masterauth ${REDIS_PASSWORD}"));
     assert!(redis.contains("[ -n \"$master\" ] || master=\"$first\""));
     assert!(redis.contains("replicaof ${master} ${redis_port}"));
@@ -552,7 +568,15 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     assert!(sentinel.contains("sentinel announce-hostnames yes"));
     assert!(sentinel.contains("sentinel monitor ${MASTER_NAME} ${master} ${redis_port} ${QUORUM}"));
     assert!(sentinel.contains("sentinel auth-pass ${MASTER_NAME} ${REDIS_PASSWORD}"));
-    assert!(sentinel.contains("requirepass ${REDIS_PASSWORD}"));
+    assert!(
+        sentinel.contains(
+            "for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl=\"${acl} >${p}\"; done"
+        )
+    );
+    assert!(
+        sentinel.contains("\n${acl}\n"),
+        "the ACL line in sentinel.conf"
+    );
     assert!(sentinel.contains("sentinel sentinel-pass ${REDIS_PASSWORD}"));
     for script in [redis, sentinel] {
         assert!(
@@ -563,7 +587,7 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
 }
 
 #[test]
-fn password_change_changes_every_pod_template_hash() {
+fn password_change_rolls_chat_node_and_registry_but_restarts_no_redis_pod() {
     let a = render(&demo(), &ctx()).unwrap();
     let mut other = ctx();
     other.password_hash = Some("def".to_owned());
@@ -577,11 +601,9 @@ fn password_change_changes_every_pod_template_hash() {
             hash(&y.spec.template.metadata)
         );
     }
+    // Data nodes and sentinels take a new password while running (the rotation).
     for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
-        assert_ne!(
-            hash(&x.spec.template.metadata),
-            hash(&y.spec.template.metadata)
-        );
+        assert_eq!(x.spec.template, y.spec.template);
     }
     assert_eq!(fingerprint(&[b"x"]), fingerprint(&[b"x"]));
     assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
@@ -972,7 +994,7 @@ fn managed_sentinels_get_the_password_and_every_pod_runs_restricted() {
             .unwrap();
         assert_eq!(
             (r.name.as_str(), r.key.as_str()),
-            ("demo-redis-auth", "password")
+            ("demo-redis-applied", "password")
         );
     }
     for (component, pod) in pods(&d) {
