@@ -179,7 +179,12 @@ export class SwitchboardClient extends Emitter {
         try {
             if (this.opts.token !== undefined) {
                 const src = this.opts.token;
-                this.token = typeof src === 'string' ? src : await src(this.tokenReason);
+                try {
+                    this.token = typeof src === 'string' ? src : await src(this.tokenReason);
+                }
+                catch (err) {
+                    throw new Error(`no token: ${err.message}`);
+                }
                 this.tokenReason = 'connect';
             }
             if (this.stateValue !== 'connecting')
@@ -204,7 +209,7 @@ export class SwitchboardClient extends Emitter {
         }
         catch (err) {
             if (this.stateValue === 'connecting')
-                this.lost(0, `cannot reach the registry (${err.message})`, 0);
+                this.lost(0, `cannot get a node (${err.message})`, 0);
             return;
         }
         if (this.stateValue !== 'connecting')

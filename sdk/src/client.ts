@@ -381,7 +381,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     try {
       if (this.opts.token !== undefined) {
         const src = this.opts.token;
-        this.token = typeof src === 'string' ? src : await src(this.tokenReason);
+        try {
+          this.token = typeof src === 'string' ? src : await src(this.tokenReason);
+        } catch (err) {
+          throw new Error(`no token: ${(err as Error).message}`);
+        }
         this.tokenReason = 'connect';
       }
       if (this.stateValue !== 'connecting') return;
@@ -400,7 +404,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       if (typeof assign?.url !== 'string') throw new Error('the registry named no node');
       url = this.dialUrl(assign.url);
     } catch (err) {
-      if (this.stateValue === 'connecting') this.lost(0, `cannot reach the registry (${(err as Error).message})`, 0);
+      if (this.stateValue === 'connecting') this.lost(0, `cannot get a node (${(err as Error).message})`, 0);
       return;
     }
     if (this.stateValue !== 'connecting') return;

@@ -1,8 +1,18 @@
 // The SDK's scenarios (scenarios.mjs) in Node with node:test, against the cluster that
 // e2e/tests/sdk.rs starts. Node 20 has no global WebSocket: the client gets the `ws` package's.
 import test from 'node:test';
+import assert from 'node:assert/strict';
 import { WebSocket } from 'ws';
+import { backoffDelay } from '../dist/index.js';
 import { scenarios } from './scenarios.mjs';
+
+test('backoff is full jitter under a doubling ceiling with a cap', () => {
+  assert.equal(backoffDelay(0, { baseMs: 250, maxMs: 10000 }, () => 0), 0);
+  assert.equal(backoffDelay(0, { baseMs: 250, maxMs: 10000 }, () => 1), 250);
+  assert.equal(backoffDelay(3, { baseMs: 250, maxMs: 10000 }, () => 1), 2000);
+  assert.equal(backoffDelay(50, { baseMs: 250, maxMs: 10000 }, () => 1), 10000);
+  assert.equal(backoffDelay(50, { baseMs: 250, maxMs: 10000 }, () => 0.5), 5000);
+});
 
 const env = {
   registry: process.env.SWITCHBOARD_REGISTRY,

@@ -1,0 +1,260 @@
+//! The TypeScript client SDK (`sdk/`, `@switchboard/client`) against real processes: Redis, two
+//! chat-nodes and a registry, started per test by [`Topology`].
+//!
+//! ```text
+//!  sdk/test/scenarios.mjs ──node --test (ws)──────────┐
+//!                         ──headless Chromium─────────┤──▶ registry ──▶ chat-node ×2 ──▶ Redis
+//!                                                     │
+//!  control server (this file): /sdk/* files, /token/USER, /kill/NODE (SIGKILL, for the node-kill scenario)
+//! ```
+//!
+//! The same scenarios run in Node and in the browser: room chat across two nodes, DMs with catch-up,
+//! history paging, typing / read markers / last-seen, and a node SIGKILLed mid-conversation with the
+//! messages counted (sent, acknowledged, delivered, lost = 0, duplicated = 0). A third test checks
+//! that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
+//! the pinned TypeScript compiler makes of `sdk/src/`.
+//!
+//! Needs `node` and the SDK's development dependencies (`npm ci` in `sdk/`; `scripts/test` runs it),
+//! Debian's `chromium` and `chromium-driver` for the browser test, and built `chat-node` and
+//! `registry` binaries. A missing one fails the test with the install line.
+
+// Shared with browser.rs, which uses more of it.
+#[allow(dead_code)]
+#[path = "browser/webdriver.rs"]
+mod webdriver;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use e2e::topology::{Topology, TopologyConfig};
+use serde_json::{Value, json};
+
+/// One run of every scenario, topology start included, must finish within this.
+const TEST_BUDGET: Duration = Duration::from_secs(300);
+const INSTALL_NODE: &str = "apt-get install nodejs npm && (cd sdk && npm ci)   # or ./scripts/test";
+
+fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk")
+}
+
+/// Fails with the install line when `node` or the SDK's development dependencies are missing.
+fn require_node_and_sdk_dependencies() {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "node is missing: the SDK tests need Node.js 18 or later. Install it with:\n    {INSTALL_NODE}"
+    );
+    for dep in ["ws", "typescript"] {
+        let dir = sdk_dir().join("node_modules").join(dep);
+        assert!(
+            dir.is_dir(),
+            "{} is missing: install the SDK's development dependencies with:\n    {INSTALL_NODE}",
+            dir.display()
+        );
+    }
+}
+
+/// The test's own HTTP server: the SDK's files for the browser, tokens, and node kills.
+struct Control {
+    topology: Topology,
+}
+
+async fn token(State(c): State<Arc<Control>>, UrlPath(user): UrlPath<String>) -> impl IntoResponse {
+    match c.topology.token(&user) {
+        Some(token) => (StatusCode::OK, token),
+        None => (StatusCode::NOT_FOUND, "open mode has no tokens".into()),
+    }
+}
+
+async fn kill(State(c): State<Arc<Control>>, UrlPath(node): UrlPath<String>) -> impl IntoResponse {
+    let pid = (0..c.topology.node_count())
+        .find(|&i| c.topology.node_id(i) == node)
+        .and_then(|i| c.topology.node_pid(i));
+    match pid.map(|pid| e2e::topology::signal(pid, "KILL")) {
+        Some(Ok(())) => (StatusCode::OK, format!("killed {node}\n")),
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        None => (StatusCode::NOT_FOUND, format!("no running node {node}\n")),
+    }
+}
+
+/// `sdk/dist/*` and `sdk/test/*` (nothing else, no `..`), so the browser loads the SDK as a module.
+async fn file(UrlPath(path): UrlPath<String>) -> impl IntoResponse {
+    let allowed = (path.starts_with("dist/") || path.starts_with("test/"))
+        && !path.contains("..")
+        && path.matches('/').count() == 1;
+    let content_type = match Path::new(&path).extension().and_then(|e| e.to_str()) {
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("html") => "text/html; charset=utf-8",
+        _ => "",
+    };
+    match std::fs::read_to_string(sdk_dir().join(&path)) {
+        Ok(body) if allowed && !content_type.is_empty() => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body)
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        ),
+    }
+}
+
+/// A two-node cluster whose nodes and registry accept the control server's origin, and the control
+/// server. Returns the registry's URL and the control server's.
+async fn cluster_with_control() -> Result<(String, String, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let control = format!("http://{}", listener.local_addr()?);
+    let mut config =
+        TopologyConfig::scaled(2, 1).with_node_args(["--allowed-origins", control.as_str()]);
+    config
+        .registry_args
+        .extend(["--allowed-origins".to_owned(), control.clone()]);
+    let topology = Topology::start(config).await?;
+    let registry = topology.registry_url(0);
+    let app = Router::new()
+        .route("/token/{user}", get(token))
+        .route("/kill/{node}", post(kill))
+        .route("/sdk/{*path}", get(file))
+        .with_state(Arc::new(Control { topology }));
+    let server = tokio::spawn(async move {
+        // The server ends with the test; a failure to serve shows as the scenarios' fetch errors.
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((registry, control, server))
+}
+
+/// The scenarios' figures (`figures TITLE: {...}` diagnostics), printed for the report.
+fn print_figures(output: &str) {
+    for line in output.lines().filter(|l| l.contains("figures ")) {
+        println!("{}", line.trim_start_matches(['#', ' ', 'ℹ']));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    tokio::time::timeout(TEST_BUDGET, async {
+        let (registry, control, server) = cluster_with_control().await?;
+        let out = tokio::process::Command::new("node")
+            .args(["--test", "--test-reporter=tap", "test/node.test.mjs"])
+            .current_dir(sdk_dir())
+            .env("SWITCHBOARD_REGISTRY", &registry)
+            .env("SWITCHBOARD_CONTROL", &control)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("run node --test")?;
+        server.abort();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        print_figures(&stdout);
+        ensure!(
+            out.status.success(),
+            "the SDK's Node scenarios failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            stdout.contains("# pass 6") && stdout.contains("# fail 0"),
+            "not every scenario ran:\n{stdout}"
+        );
+        Ok(())
+    })
+    .await
+    .context("the SDK's Node scenarios ran out of time")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_scenarios_pass_in_headless_chromium_against_real_nodes() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    webdriver::require_chromium();
+    tokio::time::timeout(TEST_BUDGET, async {
+        let (registry, control, server) = cluster_with_control().await?;
+        let driver = webdriver::ChromeDriver::start().await?;
+        let page = driver.page(1024, 768).await?;
+        page.goto(&format!(
+            "{control}/sdk/test/browser.html?registry={registry}"
+        ))
+        .await?;
+        let results = loop {
+            let v = page
+                .js(
+                    "return window.sdkDone ? window.sdkResults : null;",
+                    json!([]),
+                )
+                .await?;
+            if !v.is_null() {
+                break v;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        page.close().await?;
+        driver.stop().await;
+        server.abort();
+        let results = results.as_array().cloned().unwrap_or_default();
+        for r in &results {
+            println!("figures {}: {}", r["title"], r["figures"]);
+        }
+        let failed: Vec<&Value> = results.iter().filter(|r| r["ok"] != json!(true)).collect();
+        ensure!(
+            failed.is_empty(),
+            "scenarios failed in Chromium: {failed:#?}"
+        );
+        ensure!(
+            results.len() == 5,
+            "{} scenarios ran, expected 5",
+            results.len()
+        );
+        Ok(())
+    })
+    .await
+    .context("the SDK's browser scenarios ran out of time")?
+}
+
+/// The committed `sdk/dist/` (served to the chat page without npm at build time) must be what the
+/// pinned compiler makes of `sdk/src/`: an edit to the sources without a rebuild fails here.
+#[test]
+fn committed_sdk_build_equals_a_fresh_compile_of_its_sources() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    let out_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sdk-dist");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let status = std::process::Command::new("node")
+        .arg("node_modules/typescript/bin/tsc")
+        .args(["-p", ".", "--outDir"])
+        .arg(&out_dir)
+        .current_dir(sdk_dir())
+        .status()
+        .context("run tsc")?;
+    ensure!(status.success(), "tsc failed: {status}");
+    let names = |dir: &Path| -> Result<Vec<String>> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
+        v.sort();
+        Ok(v)
+    };
+    let dist = sdk_dir().join("dist");
+    let fresh = names(&out_dir)?;
+    ensure!(
+        fresh == names(&dist)?,
+        "sdk/dist has other files than a fresh build ({fresh:?}): run `npm run build` in sdk/ and commit"
+    );
+    for name in &fresh {
+        let a = std::fs::read_to_string(out_dir.join(name))?;
+        let b = std::fs::read_to_string(dist.join(name))?;
+        if a != b {
+            bail!(
+                "sdk/dist/{name} differs from a fresh build of sdk/src: run `npm run build` in sdk/ and commit"
+            );
+        }
+    }
+    Ok(())
+}
