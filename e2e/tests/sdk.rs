@@ -144,7 +144,12 @@ async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
     tokio::time::timeout(TEST_BUDGET, async {
         let (registry, control, server) = cluster_with_control().await?;
         let out = tokio::process::Command::new("node")
-            .args(["--test", "--test-reporter=tap", "test/node.test.mjs"])
+            .args([
+                "--test",
+                "--test-force-exit",
+                "--test-reporter=tap",
+                "test/node.test.mjs",
+            ])
             .current_dir(sdk_dir())
             .env("SWITCHBOARD_REGISTRY", &registry)
             .env("SWITCHBOARD_CONTROL", &control)

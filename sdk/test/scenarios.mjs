@@ -35,6 +35,29 @@ async function until(what, probe, ms = WITHIN_MS) {
   }
 }
 
+/** Every client a scenario opened, so a failed or timed-out scenario leaves nothing running. */
+const live = new Set();
+
+/** Closes every client the scenarios opened (their pending sends resolve as failed). */
+export function closeAll() {
+  for (const c of live) c.close();
+  live.clear();
+}
+
+/** Runs `scenario`, failing it after `ms` and closing its clients either way. */
+export async function bounded(scenario, env, ms) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the scenario did not finish within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([scenario(env), timeout]);
+  } finally {
+    clearTimeout(timer);
+    closeAll();
+  }
+}
+
 /** One user's client, with every room message and direct message it emitted recorded. */
 function client(env, user, extra = {}) {
   const c = new SwitchboardClient({
@@ -56,6 +79,7 @@ function client(env, user, extra = {}) {
   c.on('recovered', (r) => seen.recovered.push(r));
   c.on('welcome', (w) => seen.nodes.push(w.node));
   c.seen = seen;
+  live.add(c);
   c.connect();
   return c;
 }
