@@ -5,12 +5,13 @@
 //!  sdk/test/scenarios.mjs ──node --test (ws)──────────┐
 //!                         ──headless Chromium─────────┤──▶ registry ──▶ chat-node ×2 ──▶ Redis
 //!                                                     │
-//!  control server (this file): /sdk/* files, /token/USER, /kill/NODE (SIGKILL, for the node-kill scenario)
+//!  control server (this file): /sdk/* files, /token/USER, /kill/NODE (SIGKILL), /drain/NODE (SIGTERM, restart)
 //! ```
 //!
 //! The same scenarios run in Node and in the browser: room chat across two nodes, DMs with catch-up,
-//! history paging, typing / read markers / last-seen, and a node SIGKILLed mid-conversation with the
-//! messages counted (sent, acknowledged, delivered, lost = 0, duplicated = 0). A third test checks
+//! history paging, typing / read markers / last-seen, and a node drained (SIGTERM: the client follows
+//! the `reconnect` notice) and another SIGKILLed mid-conversation, each with the messages counted
+//! (sent, acknowledged, delivered, lost = 0, duplicated = 0). A third test checks
 //! that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
 //! the pinned TypeScript compiler makes of `sdk/src/`.
 //!
@@ -34,8 +35,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use e2e::client::tokens::Credentials;
 use e2e::topology::{Topology, TopologyConfig};
 use serde_json::{Value, json};
+use switchboard_runtime::report;
+use tokio::sync::Mutex;
 
 /// One run of every scenario, topology start included, must finish within this.
 const TEST_BUDGET: Duration = Duration::from_secs(300);
@@ -62,26 +66,43 @@ fn require_node_and_sdk_dependencies() {
     }
 }
 
-/// The test's own HTTP server: the SDK's files for the browser, tokens, and node kills.
+/// The test's own HTTP server: the SDK's files for the browser, tokens, node kills and drains.
 struct Control {
-    topology: Topology,
+    credentials: Credentials,
+    topology: Mutex<Topology>,
 }
 
 async fn token(State(c): State<Arc<Control>>, UrlPath(user): UrlPath<String>) -> impl IntoResponse {
-    match c.topology.token(&user) {
+    match c.credentials.options(&user).token {
         Some(token) => (StatusCode::OK, token),
         None => (StatusCode::NOT_FOUND, "open mode has no tokens".into()),
     }
 }
 
-async fn kill(State(c): State<Arc<Control>>, UrlPath(node): UrlPath<String>) -> impl IntoResponse {
-    let pid = (0..c.topology.node_count())
-        .find(|&i| c.topology.node_id(i) == node)
-        .and_then(|i| c.topology.node_pid(i));
-    match pid.map(|pid| e2e::topology::signal(pid, "KILL")) {
-        Some(Ok(())) => (StatusCode::OK, format!("killed {node}\n")),
-        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        None => (StatusCode::NOT_FOUND, format!("no running node {node}\n")),
+/// `POST /kill/NODE` SIGKILLs the node; `POST /drain/NODE` stops it with SIGTERM (the node drains and
+/// exits), then starts it again so later scenarios have two nodes.
+async fn disrupt(
+    State(c): State<Arc<Control>>,
+    UrlPath((action, node)): UrlPath<(String, String)>,
+) -> (StatusCode, String) {
+    let mut topology = c.topology.lock().await;
+    let Some(i) = (0..topology.node_count()).find(|&i| topology.node_id(i) == node) else {
+        return (StatusCode::NOT_FOUND, format!("no node {node}\n"));
+    };
+    let done = match action.as_str() {
+        "kill" => topology.kill_node(i).map(|()| "killed".to_owned()),
+        "drain" => match topology.stop_node(i, Duration::from_secs(30)).await {
+            Ok(status) => topology
+                .restart_node(i)
+                .await
+                .map(|()| format!("drained ({status}) and restarted")),
+            Err(e) => Err(e),
+        },
+        _ => return (StatusCode::NOT_FOUND, format!("no action {action}\n")),
+    };
+    match done {
+        Ok(what) => (StatusCode::OK, format!("{node}: {what}\n")),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, report::chain(&e)),
     }
 }
 
@@ -121,9 +142,12 @@ async fn cluster_with_control() -> Result<(String, String, tokio::task::JoinHand
     let registry = topology.registry_url(0);
     let app = Router::new()
         .route("/token/{user}", get(token))
-        .route("/kill/{node}", post(kill))
+        .route("/{action}/{node}", post(disrupt))
         .route("/sdk/{*path}", get(file))
-        .with_state(Arc::new(Control { topology }));
+        .with_state(Arc::new(Control {
+            credentials: topology.credentials().clone(),
+            topology: Mutex::new(topology),
+        }));
     let server = tokio::spawn(async move {
         // The server ends with the test; a failure to serve shows as the scenarios' fetch errors.
         let _ = axum::serve(listener, app).await;
@@ -168,7 +192,7 @@ async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         ensure!(
-            stdout.contains("# pass 6") && stdout.contains("# fail 0"),
+            stdout.contains("# pass 7") && stdout.contains("# fail 0"),
             "not every scenario ran:\n{stdout}"
         );
         Ok(())
@@ -214,8 +238,8 @@ async fn sdk_scenarios_pass_in_headless_chromium_against_real_nodes() -> Result<
             "scenarios failed in Chromium: {failed:#?}"
         );
         ensure!(
-            results.len() == 5,
-            "{} scenarios ran, expected 5",
+            results.len() == 6,
+            "{} scenarios ran, expected 6",
             results.len()
         );
         Ok(())

@@ -2,7 +2,8 @@
 // both in Node (test/node.test.mjs, node:test) and in headless Chromium (test/browser.html), started by
 // e2e/tests/sdk.rs. The environment gives:
 //   registry   the registry's base URL
-//   control    the test's control server: GET /token/USER mints a token, POST /kill/NODE SIGKILLs a node
+//   control    the test's control server: GET /token/USER mints a token, POST /kill/NODE SIGKILLs a
+//              node, POST /drain/NODE stops one with SIGTERM (a graceful drain) and starts it again
 //   WebSocket  the WebSocket constructor (Node: the `ws` package; browsers: their own)
 // Every wait is bounded; a scenario throws with what it saw when something does not happen.
 
@@ -235,16 +236,16 @@ export async function typingReadMarkersLastSeen(env) {
 }
 
 /**
- * A node is SIGKILLed mid-conversation: both users keep sending, the orphaned client moves to the
- * surviving node, recovers with `since` and resends what was not acknowledged. Counted: nothing lost,
- * nothing twice.
+ * Alice (on one node) and Bob (on the other) each send `perUser` messages to `room`; once a third
+ * of them are acknowledged, `disrupt(bob's node)` runs (a kill or a drain). Returns the counts, after
+ * checking that every message was acknowledged and delivered to both exactly once, with no gap.
  */
-export async function nodeKillMidConversation(env) {
-  const room = name('kill');
+async function countedConversation(env, disrupt) {
+  const room = name('count');
   const [alice, bob] = await onTwoNodes(env, name('alice'), name('bob'));
   await alice.join(room);
   await bob.join(room);
-  const deadNode = bob.node;
+  const target = bob.node;
   const perUser = 40;
   const results = [];
   let acked = 0;
@@ -258,18 +259,17 @@ export async function nodeKillMidConversation(env) {
       await new Promise((res) => setTimeout(res, 15));
     }
   };
-  const killer = (async () => {
+  const disruption = (async () => {
     await until('a third of the messages to be acknowledged', () => acked >= (2 * perUser) / 3);
-    const res = await fetch(`${env.control}/kill/${deadNode}`, { method: 'POST' });
-    check(res.ok, `the control server did not kill ${deadNode}: ${res.status}`);
+    await disrupt(target, bob);
   })();
-  await Promise.all([sendAll(alice, 'alice'), sendAll(bob, 'bob'), killer]);
+  await Promise.all([sendAll(alice, 'alice'), sendAll(bob, 'bob'), disruption]);
   const outcomes = await Promise.all(results);
   const failed = outcomes.filter((o) => !o.ok);
   check(failed.length === 0, `sends failed: ${JSON.stringify(failed.slice(0, 3))}`);
   const sent = 2 * perUser;
   const wanted = new Set([...Array(perUser).keys()].flatMap((i) => [`alice-${i}`, `bob-${i}`]));
-  const counts = {};
+  const counts = { sent, acked: outcomes.length, resentDuplicates: outcomes.filter((o) => o.duplicate).length };
   for (const [c, who] of [[alice, 'alice'], [bob, 'bob']]) {
     await until(`${who} to have every message`, () => bodiesBySeq(c, who, room).size >= sent);
     await new Promise((r) => setTimeout(r, 300));
@@ -278,17 +278,43 @@ export async function nodeKillMidConversation(env) {
     const seqs = events.map((e) => e.message.seq).sort((x, y) => x - y);
     const duplicated = bodies.length - new Set(bodies).size + (seqs.length - new Set(seqs).size);
     const lost = [...wanted].filter((b) => !bodies.includes(b)).length;
-    counts[who] = { delivered: new Set(bodies).size, duplicated, lost, recovered: c.seen.recovered.reduce((n, r) => n + r.count, 0) };
+    const recovered = c.seen.recovered.reduce((n, r) => n + r.count, 0);
+    counts[who] = { delivered: new Set(bodies).size, duplicated, lost, recovered };
     check(duplicated === 0, `${who}: ${duplicated} duplicated`);
     check(lost === 0, `${who}: ${lost} lost`);
     check(seqs.join() === Array.from({ length: sent }, (_, i) => i + 1).join(), `${who}: sequences ${seqs}`);
   }
-  check(bob.node !== deadNode && bob.seen.nodes.includes(deadNode), `bob did not move off ${deadNode}: ${bob.seen.nodes}`);
+  check(bob.node !== target && bob.seen.nodes.includes(target), `bob did not move off ${target}: ${bob.seen.nodes}`);
   check(bob.seen.recovered.length >= 1, 'bob never finished a recovery');
-  const resent = outcomes.filter((o) => o.duplicate).length;
-  alice.close();
-  bob.close();
-  return { sent, acked: outcomes.filter((o) => o.ok).length, resentDuplicates: resent, alice: counts.alice, bob: counts.bob, killed: deadNode };
+  return { node: target, ...counts };
+}
+
+async function control(env, action, node) {
+  const res = await fetch(`${env.control}/${action}/${node}`, { method: 'POST' });
+  check(res.ok, `the control server could not ${action} ${node}: ${res.status} ${await res.text()}`);
+}
+
+/** A node drains (SIGTERM) mid-conversation: its clients follow the `reconnect` notice and lose nothing. */
+export async function drainMidConversation(env) {
+  let notices = 0;
+  const counts = await countedConversation(env, async (node, bob) => {
+    bob.on('reconnectNotice', (n) => {
+      check(n.reason === 'draining', `notice ${JSON.stringify(n)}`);
+      notices += 1;
+    });
+    await control(env, 'drain', node);
+  });
+  check(notices === 1, `bob got ${notices} reconnect notices`);
+  return { ...counts, notices };
+}
+
+/**
+ * A node is SIGKILLed mid-conversation: both users keep sending, the orphaned client moves to the
+ * surviving node, recovers with `since` and resends what was not acknowledged. Counted: nothing lost,
+ * nothing twice.
+ */
+export async function nodeKillMidConversation(env) {
+  return countedConversation(env, (node) => control(env, 'kill', node));
 }
 
 /** Every scenario, in the order they run (the node kill last: it leaves one node). */
@@ -297,5 +323,6 @@ export const scenarios = [
   ['direct messages with catch-up', dmsWithCatchUp],
   ['history paging', historyPaging],
   ['typing, read markers and last-seen', typingReadMarkersLastSeen],
+  ['a node drain mid-conversation loses and duplicates nothing', drainMidConversation],
   ['a node kill mid-conversation loses and duplicates nothing', nodeKillMidConversation],
 ];
