@@ -205,6 +205,7 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     private userValue;
     private limitsValue;
     private attempt;
+    private dialEpoch;
     private minDelayMs;
     private tokenReason;
     private token;

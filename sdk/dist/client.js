@@ -60,6 +60,7 @@ export class SwitchboardClient extends Emitter {
         this.previousNode = null;
         this.limitsValue = null;
         this.attempt = 0;
+        this.dialEpoch = 0;
         this.minDelayMs = 0;
         this.tokenReason = 'connect';
         this.token = null;
@@ -174,6 +175,9 @@ export class SwitchboardClient extends Emitter {
     async dial() {
         clearTimeout(this.timers.retry);
         this.setState('connecting');
+        // A newer dial (reconnectNow, close) makes this one stale: it must not open a second socket.
+        const epoch = ++this.dialEpoch;
+        const stale = () => epoch !== this.dialEpoch || this.stateValue !== 'connecting';
         let assign;
         let url;
         try {
@@ -187,13 +191,13 @@ export class SwitchboardClient extends Emitter {
                 }
                 this.tokenReason = 'connect';
             }
-            if (this.stateValue !== 'connecting')
+            if (stale())
                 return;
             const res = await this.fetchFn(new URL('/v1/assign', this.opts.registry).toString(), {
                 cache: 'no-store',
                 headers: { accept: 'application/json' },
             });
-            if (this.stateValue !== 'connecting')
+            if (stale())
                 return;
             if (res.status === 503) {
                 const after = Number.parseFloat(res.headers.get('retry-after') ?? '0');
@@ -208,11 +212,11 @@ export class SwitchboardClient extends Emitter {
             url = this.dialUrl(assign.url);
         }
         catch (err) {
-            if (this.stateValue === 'connecting')
+            if (!stale())
                 this.lost(0, `cannot get a node (${err.message})`, 0);
             return;
         }
-        if (this.stateValue !== 'connecting')
+        if (stale())
             return;
         this.open(url);
     }
@@ -336,6 +340,7 @@ export class SwitchboardClient extends Emitter {
     stop(code, reason) {
         const ws = this.ws;
         this.ws = null;
+        this.dialEpoch += 1;
         clearTimeout(this.timers.retry);
         this.connectionGone();
         try {

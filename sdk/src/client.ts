@@ -258,6 +258,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private userValue: string | null;
   private limitsValue: Limits | null = null;
   private attempt = 0;
+  private dialEpoch = 0;
   private minDelayMs = 0;
   private tokenReason: TokenReason = 'connect';
   private token: string | null = null;
@@ -376,6 +377,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private async dial(): Promise<void> {
     clearTimeout(this.timers.retry);
     this.setState('connecting');
+    // A newer dial (reconnectNow, close) makes this one stale: it must not open a second socket.
+    const epoch = ++this.dialEpoch;
+    const stale = () => epoch !== this.dialEpoch || this.stateValue !== 'connecting';
     let assign: Assignment;
     let url: string;
     try {
@@ -388,12 +392,12 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         }
         this.tokenReason = 'connect';
       }
-      if (this.stateValue !== 'connecting') return;
+      if (stale()) return;
       const res = await this.fetchFn(new URL('/v1/assign', this.opts.registry).toString(), {
         cache: 'no-store',
         headers: { accept: 'application/json' },
       });
-      if (this.stateValue !== 'connecting') return;
+      if (stale()) return;
       if (res.status === 503) {
         const after = Number.parseFloat(res.headers.get('retry-after') ?? '0');
         this.lost(0, 'no chat node is available', Number.isFinite(after) ? after * 1000 : 0);
@@ -404,10 +408,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       if (typeof assign?.url !== 'string') throw new Error('the registry named no node');
       url = this.dialUrl(assign.url);
     } catch (err) {
-      if (this.stateValue === 'connecting') this.lost(0, `cannot get a node (${(err as Error).message})`, 0);
+      if (!stale()) this.lost(0, `cannot get a node (${(err as Error).message})`, 0);
       return;
     }
-    if (this.stateValue !== 'connecting') return;
+    if (stale()) return;
     this.open(url);
   }
 
@@ -517,6 +521,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private stop(code: number, reason: string): void {
     const ws = this.ws;
     this.ws = null;
+    this.dialEpoch += 1;
     clearTimeout(this.timers.retry);
     this.connectionGone();
     try {
