@@ -5,7 +5,7 @@
 //!  sdk/test/scenarios.mjs ──node --test (ws)──────────┐
 //!                         ──headless Chromium─────────┤──▶ registry ──▶ chat-node ×2 ──▶ Redis
 //!                                                     │
-//!  control server (this file): /sdk/* files, /token/USER, /kill/NODE (SIGKILL), /drain/NODE (SIGTERM, restart)
+//!  control server (this file): /sdk/* files, /token/USER[?ttl=S], /kill/NODE (SIGKILL), /drain/NODE (SIGTERM, restart)
 //! ```
 //!
 //! The same scenarios run in Node and in the browser: room chat across two nodes, DMs with catch-up,
@@ -31,11 +31,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use axum::Router;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use e2e::client::tokens::Credentials;
+use e2e::client::tokens::{Credentials, TEST_TOKEN_TTL};
 use e2e::topology::{Topology, TopologyConfig};
 use serde_json::{Value, json};
 use switchboard_runtime::report;
@@ -72,11 +72,22 @@ struct Control {
     topology: Mutex<Topology>,
 }
 
-async fn token(State(c): State<Arc<Control>>, UrlPath(user): UrlPath<String>) -> impl IntoResponse {
-    match c.credentials.options(&user).token {
-        Some(token) => (StatusCode::OK, token),
+/// `GET /token/USER[?ttl=SECONDS]`: a token for `USER` (default lifetime: the test clients' one).
+async fn token(
+    State(c): State<Arc<Control>>,
+    UrlPath(user): UrlPath<String>,
+    Query(q): Query<TokenQuery>,
+) -> (StatusCode, String) {
+    let ttl = q.ttl.map_or(TEST_TOKEN_TTL, Duration::from_secs);
+    match c.credentials.issuer() {
+        Some(issuer) => (StatusCode::OK, issuer.mint(&user, ttl)),
         None => (StatusCode::NOT_FOUND, "open mode has no tokens".into()),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    ttl: Option<u64>,
 }
 
 /// `POST /kill/NODE` SIGKILLs the node; `POST /drain/NODE` stops it with SIGTERM (the node drains and
@@ -192,7 +203,7 @@ async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         ensure!(
-            stdout.contains("# pass 7") && stdout.contains("# fail 0"),
+            stdout.contains("# pass 8") && stdout.contains("# fail 0"),
             "not every scenario ran:\n{stdout}"
         );
         Ok(())
@@ -238,8 +249,8 @@ async fn sdk_scenarios_pass_in_headless_chromium_against_real_nodes() -> Result<
             "scenarios failed in Chromium: {failed:#?}"
         );
         ensure!(
-            results.len() == 6,
-            "{} scenarios ran, expected 6",
+            results.len() == 7,
+            "{} scenarios ran, expected 7",
             results.len()
         );
         Ok(())

@@ -60,14 +60,16 @@ export async function bounded(scenario, env, ms) {
 }
 
 /** One user's client, with every room message and direct message it emitted recorded. */
+async function mint(env, user, query = '') {
+  const res = await fetch(`${env.control}/token/${user}${query}`);
+  if (!res.ok) fail(`the control server minted no token for ${user}: ${res.status}`);
+  return res.text();
+}
+
 function client(env, user, extra = {}) {
   const c = new SwitchboardClient({
     registry: env.registry,
-    token: async () => {
-      const res = await fetch(`${env.control}/token/${user}`);
-      if (!res.ok) fail(`the control server minted no token for ${user}: ${res.status}`);
-      return res.text();
-    },
+    token: () => mint(env, user),
     ...(env.WebSocket ? { WebSocket: env.WebSocket } : {}),
     backoff: { baseMs: 100, maxMs: 2000 },
     ...extra,
@@ -235,6 +237,33 @@ export async function typingReadMarkersLastSeen(env) {
   return { lastSeen: seen.users[hankName].last_seen };
 }
 
+/** The client renews its token before it expires (`refresh`) and keeps its session and rooms. */
+export async function tokenRefresh(env) {
+  const room = name('refresh');
+  const user = name('ivy');
+  const asked = [];
+  // A 120 s token renewed 119.5 s before it expires: the renewal is due at once (after the 1 s floor).
+  const ivy = client(env, user, {
+    token: (reason) => {
+      asked.push(reason);
+      return mint(env, user, reason === 'refresh' ? '?ttl=600' : '?ttl=120');
+    },
+    refreshBeforeMs: 119500,
+  });
+  let refreshed = null;
+  ivy.on('refreshed', (r) => {
+    refreshed = r;
+  });
+  await ivy.join(room);
+  const node = ivy.node;
+  await until('the session to be renewed', () => refreshed);
+  check(refreshed.expiresAt > Date.now() + 300000, `renewed until ${new Date(refreshed.expiresAt).toISOString()}`);
+  check(asked[0] === 'connect' && asked.includes('refresh'), `tokens asked for: ${asked}`);
+  const r = await ivy.send(room, 'still here').result;
+  check(r.ok && ivy.node === node && ivy.seen.nodes.length === 1, 'the session did not survive its renewal');
+  return { renewedForSeconds: Math.round((refreshed.expiresAt - Date.now()) / 1000) };
+}
+
 /**
  * Alice (on one node) and Bob (on the other) each send `perUser` messages to `room`; once a third
  * of them are acknowledged, `disrupt(bob's node)` runs (a kill or a drain). Returns the counts, after
@@ -323,6 +352,7 @@ export const scenarios = [
   ['direct messages with catch-up', dmsWithCatchUp],
   ['history paging', historyPaging],
   ['typing, read markers and last-seen', typingReadMarkersLastSeen],
+  ['the token is renewed before it expires', tokenRefresh],
   ['a node drain mid-conversation loses and duplicates nothing', drainMidConversation],
   ['a node kill mid-conversation loses and duplicates nothing', nodeKillMidConversation],
 ];
