@@ -11,8 +11,8 @@
 //! The same scenarios run in Node and in the browser: room chat across two nodes, DMs with catch-up,
 //! history paging, typing / read markers / last-seen, and a node drained (SIGTERM: the client follows
 //! the `reconnect` notice) and another SIGKILLed mid-conversation, each with the messages counted
-//! (sent, acknowledged, delivered, lost = 0, duplicated = 0). A third test checks
-//! that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
+//! (sent, acknowledged, delivered, lost = 0, duplicated = 0). Another test speaks open identity to
+//! a standalone node (`sdk/test/open.test.mjs`), and one checks that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
 //! the pinned TypeScript compiler makes of `sdk/src/`.
 //!
 //! Needs `node` and the SDK's development dependencies (`npm ci` in `sdk/`; `scripts/test` runs it),
@@ -173,43 +173,61 @@ fn print_figures(output: &str) {
     }
 }
 
+/// Runs `node --test FILE` in `sdk/` with `env`, prints the scenarios' figures and checks that
+/// `passed` tests passed and none failed.
+async fn node_test(file: &str, env: &[(&str, &str)], passed: usize) -> Result<()> {
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-force-exit", "--test-reporter=tap", file])
+        .current_dir(sdk_dir())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("run node --test")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print_figures(&stdout);
+    ensure!(
+        out.status.success(),
+        "{file} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        stdout.contains(&format!("# pass {passed}\n")) && stdout.contains("# fail 0"),
+        "not every test of {file} ran:\n{stdout}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
     require_node_and_sdk_dependencies();
     tokio::time::timeout(TEST_BUDGET, async {
         let (registry, control, server) = cluster_with_control().await?;
-        let out = tokio::process::Command::new("node")
-            .args([
-                "--test",
-                "--test-force-exit",
-                "--test-reporter=tap",
-                "test/node.test.mjs",
-            ])
-            .current_dir(sdk_dir())
-            .env("SWITCHBOARD_REGISTRY", &registry)
-            .env("SWITCHBOARD_CONTROL", &control)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .context("run node --test")?;
+        let env = [
+            ("SWITCHBOARD_REGISTRY", registry.as_str()),
+            ("SWITCHBOARD_CONTROL", control.as_str()),
+        ];
+        let passed = node_test("test/node.test.mjs", &env, 8).await;
         server.abort();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        print_figures(&stdout);
-        ensure!(
-            out.status.success(),
-            "the SDK's Node scenarios failed ({}):\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        ensure!(
-            stdout.contains("# pass 8") && stdout.contains("# fail 0"),
-            "not every scenario ran:\n{stdout}"
-        );
-        Ok(())
+        passed
     })
     .await
     .context("the SDK's Node scenarios ran out of time")?
+}
+
+/// Open identity (a standalone node without Redis, its own registry): the client claims a name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_speaks_open_mode_to_a_standalone_node() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    tokio::time::timeout(TEST_BUDGET, async {
+        let topology = Topology::start(TopologyConfig::standalone()).await?;
+        let node = topology.node_http_url(0);
+        node_test("test/open.test.mjs", &[("SWITCHBOARD_REGISTRY", &node)], 1).await
+    })
+    .await
+    .context("the SDK's open-mode test ran out of time")?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
