@@ -1,5 +1,7 @@
 //! The web chat page and the cluster dashboard in real headless Chromium, against a scaled topology of
-//! real processes (Redis, two chat-nodes with self-registration, one registry).
+//! real processes (Redis, two chat-nodes with self-registration, one registry). The page draws what
+//! the client SDK (`sdk/`, served at `/assets/sdk/`) reports, so this also drives the SDK's
+//! reconnect, recovery and resend logic through the page; `sdk.rs` tests the SDK on its own.
 //!
 //! Two browsers log in through the page's form, land on different nodes, and chat: messages, typing
 //! indicator, read markers, a direct message. Then the node of one of them is SIGKILLed while the

@@ -2,12 +2,14 @@
 //! dashboard at `/dashboard`.
 //!
 //! The pages are plain HTML, CSS and JavaScript kept under `registry/web/` and compiled into the binary
-//! with `include_str!`, so there is no build step and nothing to install next to the binary. They talk
-//! to the same origin only over HTTP (`/v1/assign`, `/v1/nodes`) and then open a WebSocket to whichever
-//! node the registry names:
+//! with `include_str!`, so there is no build step and nothing to install next to the binary. The chat
+//! page is an ES module over the TypeScript client SDK, whose compiled output is committed under
+//! `sdk/dist/` (the SDK's tests check it equals a fresh compile) and served at `/assets/sdk/`, so the
+//! protocol logic exists once. The pages talk to the same origin only over HTTP (`/v1/assign`,
+//! `/v1/nodes`) and then open a WebSocket to whichever node the registry names:
 //!
 //! ```text
-//! browser ──GET /──────────────▶ this router (index.html, /assets/*)
+//! browser ──GET /──────────────▶ this router (index.html, /assets/*, /assets/sdk/*)
 //!         ──GET /v1/assign─────▶ registry API ─▶ {"node","url",...}
 //!         ──WebSocket url──────▶ chat-node (wire protocol, chat-node/PROTOCOL.md)
 //! ```
@@ -47,6 +49,36 @@ const DASHBOARD_JS: Asset = Asset {
     body: include_str!("../web/dashboard.js"),
     content_type: JS,
 };
+/// The compiled SDK modules (`sdk/dist/*.js`), by the name the page and each other import them with.
+const SDK: [(&str, Asset); 5] = [
+    (
+        "index.js",
+        sdk_module(include_str!("../../sdk/dist/index.js")),
+    ),
+    (
+        "client.js",
+        sdk_module(include_str!("../../sdk/dist/client.js")),
+    ),
+    (
+        "backoff.js",
+        sdk_module(include_str!("../../sdk/dist/backoff.js")),
+    ),
+    (
+        "emitter.js",
+        sdk_module(include_str!("../../sdk/dist/emitter.js")),
+    ),
+    (
+        "types.js",
+        sdk_module(include_str!("../../sdk/dist/types.js")),
+    ),
+];
+
+const fn sdk_module(body: &'static str) -> Asset {
+    Asset {
+        body,
+        content_type: JS,
+    }
+}
 const STYLE_CSS: Asset = Asset {
     body: include_str!("../web/style.css"),
     content_type: CSS,
@@ -62,17 +94,20 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The routes of the web pages: `GET /` (chat client), `GET /dashboard` (cluster dashboard) and the
-/// files they load under `/assets/`.
+/// files they load under `/assets/` (the client SDK's modules under `/assets/sdk/`).
 ///
 /// The router has no state, so it can be merged into any `Router<S>` with `Router::merge`.
 pub fn router() -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/", get(|| serve(&INDEX)))
         .route("/dashboard", get(|| serve(&DASHBOARD)))
         .route("/assets/app.js", get(|| serve(&APP_JS)))
         .route("/assets/dashboard.js", get(|| serve(&DASHBOARD_JS)))
         .route("/assets/style.css", get(|| serve(&STYLE_CSS)))
-        .route("/assets/icon.svg", get(|| serve(&ICON_SVG)))
+        .route("/assets/icon.svg", get(|| serve(&ICON_SVG)));
+    SDK.iter().fold(router, |router, (name, asset)| {
+        router.route(&format!("/assets/sdk/{name}"), get(move || serve(asset)))
+    })
 }
 
 async fn serve(asset: &'static Asset) -> impl IntoResponse {
@@ -188,8 +223,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_module_the_chat_page_imports_is_served_as_javascript() {
+        let mut modules = vec![("/assets/app.js".to_owned(), APP_JS.body.to_owned())];
+        let mut checked = 0;
+        while let Some((path, body)) = modules.pop() {
+            for line in body.lines() {
+                let Some((_, rest)) = line.split_once(" from '") else {
+                    continue;
+                };
+                let Some((spec, _)) = rest.split_once('\'') else {
+                    continue;
+                };
+                if !line.starts_with("import ") && !line.starts_with("export ") {
+                    continue;
+                }
+                let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+                let target = match spec.strip_prefix("./") {
+                    Some(rel) => format!("{dir}/{rel}"),
+                    None => spec.to_owned(),
+                };
+                let (status, content_type, imported) = get_page(&target).await;
+                assert_eq!(status, StatusCode::OK, "{path} imports {target}");
+                assert_eq!(content_type, JS, "{target}");
+                checked += 1;
+                modules.push((target, imported));
+            }
+        }
+        assert!(checked >= 4, "only {checked} imports followed");
+    }
+
+    #[tokio::test]
     async fn client_never_puts_text_into_markup() {
-        for script in [APP_JS.body, DASHBOARD_JS.body] {
+        let sdk = SDK.iter().map(|(_, asset)| asset.body);
+        for script in [APP_JS.body, DASHBOARD_JS.body].into_iter().chain(sdk) {
             assert!(!script.contains("innerHTML"));
             assert!(!script.contains("outerHTML"));
             assert!(!script.contains("insertAdjacentHTML"));

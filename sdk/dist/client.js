@@ -1,0 +1,904 @@
+// The Switchboard client: one connection to one node of a cluster at a time, kept alive across node
+// deaths and drains, with every room and direct-message sequence recovered without a gap or a
+// duplicate (chat-node/PROTOCOL.md).
+//
+//   connect() ─▶ GET {registry}/v1/assign ─▶ WebSocket url ─▶ hello (token | user, dm_since)
+//                      ▲                                         │ welcome
+//                      │ backoff (full jitter, capped)           ▼
+//   close / reconnect notice / pong timeout ◀──── join rooms (since = last contiguous seq)
+//                                                 resend unacknowledged sends (same client_id)
+//
+// Room messages are emitted once per sequence number: `lastSeq` is the highest sequence up to which
+// every message was seen, `above` holds the ones seen beyond it (own messages acknowledged before
+// their predecessors arrived). A hole in a live stream is filled from history.
+import { backoffDelay } from './backoff.js';
+import { Emitter } from './emitter.js';
+/** A refusal: an `error` frame's code, `disconnected`, `closed`, or a client-side check. */
+export class SwitchboardError extends Error {
+    constructor(code, message, retryAfterMs) {
+        super(message);
+        this.name = 'SwitchboardError';
+        this.code = code;
+        this.retryAfterMs = retryAfterMs;
+    }
+}
+/** User names (PROTOCOL.md section 2). */
+export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$/;
+/** Room names (PROTOCOL.md section 2). */
+export const ROOM_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
+const OPEN = 1;
+/** The node relays one typing frame per user and room every 2 s; more are dropped. */
+const TYPING_EVERY_MS = 2000;
+/** A recovery that does not reach the re-join's `last_seq` (messages gone meanwhile) ends after this. */
+const RECOVERY_TIMEOUT_MS = 5000;
+/** Close 4029 (flooding) means the client is too fast: wait at least this before reconnecting. */
+const FLOOD_PAUSE_MS = 5000;
+/** Ids remembered for deduplication (a user's inbox keeps at most 1000 direct messages). */
+const IDS_KEPT = 2000;
+const HISTORY_MAX = 200;
+const LAST_SEEN_MAX = 100;
+/** Adds `id` to a set that keeps only the newest `IDS_KEPT` entries (insertion order). */
+function remember(set, id) {
+    set.add(id);
+    if (set.size > IDS_KEPT) {
+        const oldest = set.values().next().value;
+        if (oldest !== undefined)
+            set.delete(oldest);
+    }
+}
+/**
+ * A Switchboard chat client. Create it, subscribe to events with `on`, call `connect()`, then `join`
+ * rooms and `send`. It reconnects by itself (through the registry) until `close()`.
+ */
+export class SwitchboardClient extends Emitter {
+    constructor(options) {
+        super();
+        this.ws = null;
+        this.welcomed = false;
+        this.stateValue = 'idle';
+        this.nodeValue = null;
+        this.previousNode = null;
+        this.limitsValue = null;
+        this.attempt = 0;
+        this.dialEpoch = 0;
+        this.minDelayMs = 0;
+        this.tokenReason = 'connect';
+        this.token = null;
+        this.expiresAt = 0;
+        this.dmIds = new Set();
+        /** Recently acknowledged room `client_id`s (to tell own messages that arrive after their ack). */
+        this.sentIds = new Set();
+        this.rooms = new Map();
+        this.pending = new Map();
+        this.requests = new Map();
+        /** `req` of each `join` in flight → its room (a refusal names only the `req`). */
+        this.joinReqs = new Map();
+        this.reqN = 0;
+        this.clientN = 0;
+        this.tokens = 1;
+        this.tokensAt = 0;
+        this.pausedUntil = 0;
+        this.timers = {
+            retry: undefined,
+            connect: undefined,
+            ping: undefined,
+            pong: undefined,
+            refresh: undefined,
+            pump: undefined,
+        };
+        this.opts = options;
+        const g = globalThis;
+        const WS = options.WebSocket ?? g.WebSocket;
+        if (!WS)
+            throw new SwitchboardError('invalid', 'no WebSocket: pass one as `WebSocket` (in Node: the `ws` package)');
+        const fetchFn = options.fetch ?? (typeof g.fetch === 'function' ? g.fetch.bind(g) : undefined);
+        if (!fetchFn)
+            throw new SwitchboardError('invalid', 'no fetch: pass one as `fetch`');
+        if (options.token === undefined && !(options.user && USER_NAME.test(options.user))) {
+            throw new SwitchboardError('invalid_name', 'give a `token`, or a valid `user` name for an open-mode node');
+        }
+        this.WS = WS;
+        this.fetchFn = fetchFn;
+        this.userValue = options.token === undefined ? (options.user ?? null) : null;
+        this.dmSeqValue = Math.max(0, Math.floor(options.dmSince ?? 0));
+        this.clientTag = options.clientIdPrefix ?? Math.random().toString(36).slice(2, 10);
+    }
+    // ------------------------------------------------------------------ state
+    /** Where the connection is. */
+    get state() {
+        return this.stateValue;
+    }
+    /** The node this client is connected to (from `welcome`), or null. */
+    get node() {
+        return this.nodeValue;
+    }
+    /** The user name (from `welcome` in token mode). */
+    get user() {
+        return this.userValue;
+    }
+    /** The node's limits (from `welcome`). */
+    get limits() {
+        return this.limitsValue;
+    }
+    /** The highest direct-message sequence seen (pass it as `dmSince` to a later client). */
+    get dmSeq() {
+        return this.dmSeqValue;
+    }
+    /** The sequence up to which every message of `room` was seen (0 before the first `joined`). */
+    lastSeq(room) {
+        return this.rooms.get(room)?.lastSeq ?? 0;
+    }
+    /** The oldest sequence the room still keeps, as of the last `joined`. */
+    firstSeq(room) {
+        return this.rooms.get(room)?.firstSeq ?? 0;
+    }
+    /** Whether `room` is joined on the current connection. */
+    isJoined(room) {
+        return this.rooms.get(room)?.joined ?? false;
+    }
+    /** Sends not yet acknowledged, in the order they were written. */
+    get pendingCount() {
+        return this.pending.size;
+    }
+    // ------------------------------------------------------------------ connection
+    /** Starts connecting (through the registry); the client keeps reconnecting until `close()`. */
+    connect() {
+        if (this.stateValue === 'closed')
+            this.stateValue = 'idle';
+        if (this.ws || this.stateValue === 'connecting')
+            return;
+        void this.dial();
+    }
+    /** Reconnects now instead of waiting out the backoff (e.g. a "retry now" button). */
+    reconnectNow() {
+        if (this.stateValue !== 'reconnecting')
+            return;
+        this.attempt = 0;
+        clearTimeout(this.timers.retry);
+        void this.dial();
+    }
+    /** Leaves every room and closes for good: pending sends fail with `closed`. */
+    close() {
+        if (this.stateValue === 'closed')
+            return;
+        for (const [room, r] of this.rooms)
+            if (r.joined)
+                this.sendFrame({ type: 'leave', room });
+        this.stop(1000, 'closed by the client');
+    }
+    setState(state) {
+        if (this.stateValue === state)
+            return;
+        this.stateValue = state;
+        this.emit('state', { state, node: state === 'connected' ? this.nodeValue : null });
+    }
+    async dial() {
+        clearTimeout(this.timers.retry);
+        this.setState('connecting');
+        // A newer dial (reconnectNow, close) makes this one stale: it must not open a second socket.
+        const epoch = ++this.dialEpoch;
+        const stale = () => epoch !== this.dialEpoch || this.stateValue !== 'connecting';
+        let assign;
+        let url;
+        try {
+            if (this.opts.token !== undefined) {
+                const src = this.opts.token;
+                try {
+                    this.token = typeof src === 'string' ? src : await src(this.tokenReason);
+                }
+                catch (err) {
+                    throw new Error(`no token: ${err.message}`);
+                }
+                this.tokenReason = 'connect';
+            }
+            if (stale())
+                return;
+            const res = await this.fetchFn(new URL('/v1/assign', this.opts.registry).toString(), {
+                cache: 'no-store',
+                headers: { accept: 'application/json' },
+            });
+            if (stale())
+                return;
+            if (res.status === 503) {
+                const after = Number.parseFloat(res.headers.get('retry-after') ?? '0');
+                this.lost(0, 'no chat node is available', Number.isFinite(after) ? after * 1000 : 0);
+                return;
+            }
+            if (!res.ok)
+                throw new Error(`the registry answered ${res.status}`);
+            assign = (await res.json());
+            if (typeof assign?.url !== 'string')
+                throw new Error('the registry named no node');
+            url = this.dialUrl(assign.url);
+        }
+        catch (err) {
+            if (!stale())
+                this.lost(0, `cannot get a node (${err.message})`, 0);
+            return;
+        }
+        if (stale())
+            return;
+        this.open(url);
+    }
+    /** A registry may advertise a wildcard listen address: dial the registry's host then. */
+    dialUrl(raw) {
+        const base = new URL(this.opts.registry);
+        const u = new URL(raw, base);
+        if (u.hostname === '0.0.0.0' || u.hostname === '[::]' || u.hostname === '::')
+            u.hostname = base.hostname;
+        if (u.protocol === 'http:')
+            u.protocol = 'ws:';
+        if (u.protocol === 'https:')
+            u.protocol = 'wss:';
+        return u.toString();
+    }
+    open(url) {
+        let ws;
+        try {
+            ws = new this.WS(url);
+        }
+        catch (err) {
+            this.lost(0, `cannot open ${url} (${err.message})`, 0);
+            return;
+        }
+        this.ws = ws;
+        this.welcomed = false;
+        clearTimeout(this.timers.connect);
+        this.timers.connect = setTimeout(() => {
+            if (this.ws === ws && !this.welcomed)
+                this.drop('the node did not answer in time');
+        }, this.opts.connectTimeoutMs ?? 8000);
+        ws.addEventListener('open', () => {
+            if (this.ws !== ws)
+                return;
+            const hello = { type: 'hello' };
+            if (this.token !== null)
+                hello.token = this.token;
+            else
+                hello.user = this.userValue;
+            if (this.dmSeqValue > 0)
+                hello.dm_since = this.dmSeqValue;
+            ws.send(JSON.stringify(hello));
+        });
+        ws.addEventListener('message', (ev) => {
+            if (this.ws !== ws)
+                return;
+            let frame;
+            try {
+                frame = JSON.parse(typeof ev.data === 'string' ? ev.data : String(ev.data));
+            }
+            catch {
+                return;
+            }
+            if (frame && typeof frame.type === 'string')
+                this.onFrame(frame, url);
+        });
+        ws.addEventListener('close', (ev) => {
+            if (this.ws !== ws)
+                return;
+            this.onClosed(ev.code ?? 1006, ev.reason ?? '');
+        });
+        ws.addEventListener('error', () => {
+            // A close event follows; nothing to do here (and Node's `ws` throws on an unhandled error).
+        });
+    }
+    /** Gives up on the current socket at once (its late events are ignored) and reconnects. */
+    drop(why) {
+        const ws = this.ws;
+        this.ws = null;
+        try {
+            ws?.close();
+        }
+        catch {
+            // already closing
+        }
+        this.lost(0, why, 0);
+    }
+    onClosed(code, reason) {
+        this.ws = null;
+        if (code === 4001) {
+            this.stop(code, reason || 'the node refused the identity');
+            return;
+        }
+        if (code === 4011)
+            this.tokenReason = 'expired';
+        let minDelay = this.minDelayMs;
+        this.minDelayMs = 0;
+        if (code === 4029)
+            minDelay = Math.max(minDelay, FLOOD_PAUSE_MS);
+        this.lost(code, reason, minDelay);
+    }
+    /** The connection is gone (or never came): forget per-connection state and schedule a reconnect. */
+    lost(code, reason, minDelayMs) {
+        this.connectionGone();
+        const delay = Math.max(minDelayMs, backoffDelay(this.attempt, this.opts.backoff));
+        this.attempt += 1;
+        this.setState('reconnecting');
+        this.emit('disconnected', { code, reason, node: this.nodeValue, retryInMs: delay, attempt: this.attempt });
+        clearTimeout(this.timers.retry);
+        this.timers.retry = setTimeout(() => void this.dial(), delay);
+    }
+    connectionGone() {
+        for (const name of ['connect', 'ping', 'pong', 'refresh', 'pump'])
+            clearTimeout(this.timers[name]);
+        clearInterval(this.timers.ping);
+        this.welcomed = false;
+        for (const r of this.rooms.values()) {
+            r.joined = false;
+            this.finishRecovery(r);
+        }
+        for (const p of this.pending.values())
+            if (p.state === 'sent')
+                p.state = 'queued';
+        this.joinReqs.clear();
+        const requests = [...this.requests.values()];
+        this.requests.clear();
+        for (const q of requests)
+            q.reject(new SwitchboardError('disconnected', 'the connection was lost before the answer came'));
+    }
+    /** Stops for good. */
+    stop(code, reason) {
+        const ws = this.ws;
+        this.ws = null;
+        this.dialEpoch += 1;
+        clearTimeout(this.timers.retry);
+        this.connectionGone();
+        try {
+            ws?.close(1000, 'bye');
+        }
+        catch {
+            // already closed
+        }
+        const pending = [...this.pending.values()];
+        this.pending.clear();
+        for (const p of pending)
+            p.resolve({ ok: false, clientId: p.clientId, code: 'closed', message: reason });
+        for (const r of this.rooms.values()) {
+            for (const w of r.waiters.splice(0))
+                w.reject(new SwitchboardError('closed', reason));
+        }
+        this.setState('closed');
+        this.emit('closed', { code, reason });
+    }
+    sendFrame(frame) {
+        const ws = this.ws;
+        if (!ws || ws.readyState !== OPEN || !this.welcomed)
+            return false;
+        ws.send(JSON.stringify(frame));
+        return true;
+    }
+    nextReq(prefix) {
+        this.reqN += 1;
+        return `${prefix}-${this.reqN}`;
+    }
+    request(frame, prefix) {
+        const req = this.nextReq(prefix);
+        return new Promise((resolve, reject) => {
+            if (!this.sendFrame({ ...frame, req })) {
+                reject(new SwitchboardError('disconnected', 'not connected'));
+                return;
+            }
+            this.requests.set(req, { resolve, reject });
+        });
+    }
+    // ------------------------------------------------------------------ frames from the node
+    onFrame(f, url) {
+        const req = 'req' in f && f.req !== undefined ? String(f.req) : undefined;
+        switch (f.type) {
+            case 'welcome':
+                return this.onWelcome(f, url);
+            case 'refreshed':
+                this.expiresAt = f.expires_at;
+                this.scheduleRefresh();
+                this.emit('refreshed', { expiresAt: f.expires_at });
+                return;
+            case 'joined':
+                return this.onJoined(f);
+            case 'left':
+                return this.onLeft(f, req);
+            case 'message':
+                return this.onMessage(f);
+            case 'ack':
+                return this.onAck(f);
+            case 'dm':
+                return this.onDm(f);
+            case 'dm_ack':
+                return this.onDmAck(f);
+            case 'presence':
+                return this.emit('presence', f);
+            case 'typing':
+                return this.emit('typing', f);
+            case 'read': {
+                const r = this.rooms.get(f.room);
+                if (r && f.user === this.userValue)
+                    r.myRead = Math.max(r.myRead, f.seq);
+                return this.emit('read', f);
+            }
+            case 'history':
+            case 'last_seen':
+                if (req)
+                    this.answer(req, f);
+                return;
+            case 'pong':
+                clearTimeout(this.timers.pong);
+                return;
+            case 'reconnect':
+                return this.onReconnectNotice(f);
+            case 'error':
+                return this.onError(f, req);
+            default:
+                return;
+        }
+    }
+    answer(req, frame) {
+        const q = this.requests.get(req);
+        if (!q)
+            return;
+        this.requests.delete(req);
+        q.resolve(frame);
+    }
+    onWelcome(f, url) {
+        clearTimeout(this.timers.connect);
+        this.welcomed = true;
+        this.attempt = 0;
+        this.previousNode = this.nodeValue;
+        this.nodeValue = f.node;
+        this.userValue = f.user;
+        this.limitsValue = f.limits;
+        if (typeof f.dm_seq === 'number' && this.dmSeqValue > f.dm_seq) {
+            // The inbox was forgotten and its sequence started again: everything kept comes again.
+            this.dmSeqValue = 0;
+            this.dmIds.clear();
+        }
+        this.expiresAt = f.expires_at ?? 0;
+        this.scheduleRefresh();
+        this.startPing();
+        this.tokens = this.burst();
+        this.tokensAt = Date.now();
+        this.setState('connected');
+        this.emit('welcome', { ...f, previousNode: this.previousNode, url });
+        for (const [room, r] of this.rooms)
+            if (r.wanted)
+                this.sendJoin(room, r);
+        this.pump();
+    }
+    sendJoin(room, r) {
+        const req = this.nextReq('join');
+        this.joinReqs.set(req, room);
+        const frame = { type: 'join', room, req };
+        if (r.haveBase)
+            frame.since = r.lastSeq;
+        this.sendFrame(frame);
+    }
+    onJoined(f) {
+        if (f.req !== undefined)
+            this.joinReqs.delete(String(f.req));
+        const r = this.rooms.get(f.room);
+        if (!r || !r.wanted)
+            return;
+        r.joined = true;
+        r.firstSeq = f.first_seq || 0;
+        const rejoin = r.haveBase;
+        if (!r.haveBase) {
+            r.haveBase = true;
+            r.lastSeq = Math.max(r.lastSeq, f.last_seq || 0);
+        }
+        else {
+            this.startRecovery(f.room, r, f);
+        }
+        for (const w of r.waiters.splice(0))
+            w.resolve(f);
+        this.emit('joined', { room: f.room, joined: f, rejoin });
+        if (r.recovery && r.lastSeq >= r.recovery.target)
+            this.finishRecovery(r);
+        this.pump();
+    }
+    startRecovery(room, r, f) {
+        const target = f.last_seq || 0;
+        let since = r.lastSeq;
+        if (since > target) {
+            // The room expired and started again: recovery starts at its first message.
+            since = 0;
+            r.lastSeq = 0;
+            r.above.clear();
+        }
+        const gone = since + 1 < r.firstSeq;
+        if (gone)
+            this.advanceTo(r, r.firstSeq - 1);
+        r.recovery = { room, since, target, count: 0, gone, node: this.nodeValue, previousNode: this.previousNode, timer: undefined };
+        if (r.lastSeq < target)
+            r.recovery.timer = setTimeout(() => this.finishRecovery(r), RECOVERY_TIMEOUT_MS);
+    }
+    finishRecovery(r) {
+        const rec = r.recovery;
+        if (!rec)
+            return;
+        clearTimeout(rec.timer);
+        r.recovery = null;
+        const { timer: _timer, ...event } = rec;
+        this.emit('recovered', event);
+    }
+    /** Records `seq` as seen; false when it was seen before. */
+    markSeen(r, seq) {
+        if (seq <= r.lastSeq || r.above.has(seq))
+            return false;
+        r.above.add(seq);
+        this.advanceTo(r, r.lastSeq);
+        return true;
+    }
+    /** Moves `lastSeq` to at least `seq`, then over every contiguous sequence seen above it. */
+    advanceTo(r, seq) {
+        if (seq > r.lastSeq) {
+            r.lastSeq = seq;
+            for (const s of r.above)
+                if (s <= seq)
+                    r.above.delete(s);
+        }
+        while (r.above.delete(r.lastSeq + 1))
+            r.lastSeq += 1;
+    }
+    deliver(r, m, recovered) {
+        if (!this.markSeen(r, m.seq))
+            return false;
+        const cid = m.client_id;
+        const own = m.from === this.userValue && cid !== null && (this.pending.has(cid) || this.sentIds.has(cid) || cid.startsWith(`${this.clientTag}-`));
+        const rec = r.recovery;
+        const inRecovery = rec !== null && m.seq > rec.since && m.seq <= rec.target;
+        if (rec && inRecovery)
+            rec.count += 1;
+        this.emit('message', { message: m, recovered: recovered || inRecovery, own });
+        if (rec && r.lastSeq >= rec.target)
+            this.finishRecovery(r);
+        return true;
+    }
+    onMessage(m) {
+        const r = this.rooms.get(m.room);
+        if (!r || !r.haveBase)
+            return;
+        const gapFrom = r.lastSeq;
+        const fresh = this.deliver(r, m, false);
+        if (fresh && !r.recovery && m.seq > gapFrom + 1)
+            void this.fillGap(m.room, r, gapFrom, m.seq);
+    }
+    /** A hole in a live stream (the node dropped something): fetch exactly the missing range. */
+    async fillGap(room, r, after, upTo) {
+        let before = upTo;
+        while (before - 1 > after && r.lastSeq < before - 1) {
+            let page;
+            try {
+                page = await this.request({ type: 'history', room, before, limit: Math.min(HISTORY_MAX, before - 1 - after) }, 'gap');
+            }
+            catch {
+                return; // the reconnect's `since` recovers it instead
+            }
+            for (const m of page.messages)
+                if (m.seq > after)
+                    this.deliver(r, m, true);
+            const oldest = page.messages.length ? page.messages[0].seq : after;
+            if (!page.has_more || oldest <= after + 1 || page.messages.length === 0)
+                break;
+            before = oldest;
+        }
+        // Messages no longer kept cannot be had: move past them.
+        this.advanceTo(r, upTo - 1);
+    }
+    onAck(a) {
+        const p = a.client_id ? this.pending.get(a.client_id) : undefined;
+        if (!p || p.kind !== 'room' || p.room === undefined)
+            return;
+        this.pending.delete(p.clientId);
+        remember(this.sentIds, p.clientId);
+        const r = this.rooms.get(a.room);
+        if (r) {
+            this.deliver(r, { type: 'message', room: a.room, seq: a.seq, id: a.id, from: this.userValue ?? '', ts: a.ts, body: p.body, client_id: p.clientId }, false);
+        }
+        const sent = { kind: 'room', clientId: p.clientId, room: p.room, body: p.body, seq: a.seq, id: a.id, ts: a.ts, duplicate: a.duplicate };
+        this.emit('sent', sent);
+        p.resolve({ ok: true, ...sent });
+    }
+    onDm(d) {
+        if (this.dmIds.has(d.id))
+            return;
+        remember(this.dmIds, d.id);
+        if (Number.isFinite(d.seq) && d.to === this.userValue)
+            this.dmSeqValue = Math.max(this.dmSeqValue, d.seq);
+        this.emit('dm', d);
+    }
+    onDmAck(a) {
+        const p = a.client_id ? this.pending.get(a.client_id) : undefined;
+        if (!p || p.kind !== 'dm' || p.to === undefined)
+            return;
+        this.pending.delete(p.clientId);
+        const sent = { kind: 'dm', clientId: p.clientId, to: p.to, body: p.body, id: a.id, ts: a.ts, duplicate: a.duplicate };
+        this.emit('sent', sent);
+        p.resolve({ ok: true, ...sent });
+    }
+    onLeft(f, req) {
+        const r = this.rooms.get(f.room);
+        if (r) {
+            r.joined = false;
+            r.wanted = false;
+            this.finishRecovery(r);
+            for (const p of [...this.pending.values()]) {
+                if (p.kind === 'room' && p.room === f.room)
+                    this.fail(p, 'not_joined', `left ${f.room}`);
+            }
+            this.rooms.delete(f.room);
+        }
+        if (req)
+            this.answer(req, f);
+        this.emit('left', f);
+    }
+    onReconnectNotice(f) {
+        this.emit('reconnectNotice', f);
+        // The node closes with 1012 soon; leaving now keeps sends from landing on a draining node.
+        const ws = this.ws;
+        this.ws = null;
+        try {
+            ws?.close(1000, 'draining');
+        }
+        catch {
+            // already closing
+        }
+        this.lost(1012, `${this.nodeValue ?? 'the node'} is draining`, Number(f.retry_after_ms) || 0);
+    }
+    onError(f, req) {
+        const p = req !== undefined ? this.pending.get(req) : undefined;
+        if (p)
+            return this.onSendError(p, f);
+        const joining = req !== undefined ? this.joinReqs.get(req) : undefined;
+        if (joining !== undefined)
+            return this.onJoinError(joining, req, f);
+        const q = req !== undefined ? this.requests.get(req) : undefined;
+        if (q) {
+            this.requests.delete(req);
+            q.reject(new SwitchboardError(f.code, f.message, f.retry_after_ms));
+            return;
+        }
+        if (f.code === 'rate_limited') {
+            // A typing, read or ping frame was dropped: hold the outbox for a moment.
+            this.pausedUntil = Math.max(this.pausedUntil, Date.now() + (Number(f.retry_after_ms) || 1000));
+        }
+        this.emit('error', f);
+    }
+    onSendError(p, f) {
+        if (f.code === 'rate_limited') {
+            // Our pacing was not enough (typing and read frames count too): hold the whole outbox.
+            const wait = Number(f.retry_after_ms) || 1000;
+            this.pausedUntil = Math.max(this.pausedUntil, Date.now() + wait);
+            p.state = 'queued';
+            this.emit('sendState', { clientId: p.clientId, kind: p.kind, state: 'paused', retryInMs: wait, code: f.code });
+            this.pump();
+            return;
+        }
+        if ((f.code === 'unavailable' || f.code === 'internal') && p.tries < (this.opts.maxSendRetries ?? 5)) {
+            p.tries += 1;
+            const wait = Math.max(100, backoffDelay(p.tries, this.opts.backoff));
+            p.state = 'queued';
+            p.notBefore = Date.now() + wait;
+            this.emit('sendState', { clientId: p.clientId, kind: p.kind, state: 'retrying', retryInMs: wait, code: f.code });
+            this.pump();
+            return;
+        }
+        this.fail(p, f.code, f.message);
+    }
+    fail(p, code, message) {
+        this.pending.delete(p.clientId);
+        this.emit('sendFailed', { clientId: p.clientId, kind: p.kind, body: p.body, room: p.room, to: p.to, code, message });
+        p.resolve({ ok: false, clientId: p.clientId, code, message });
+    }
+    // ------------------------------------------------------------------ timers
+    startPing() {
+        clearInterval(this.timers.ping);
+        const every = this.opts.pingIntervalMs ?? 20000;
+        this.timers.ping = setInterval(() => {
+            if (!this.sendFrame({ type: 'ping', req: 'ping' }))
+                return;
+            clearTimeout(this.timers.pong);
+            this.timers.pong = setTimeout(() => this.drop('the node stopped answering'), this.opts.pongTimeoutMs ?? 10000);
+        }, every);
+    }
+    scheduleRefresh() {
+        clearTimeout(this.timers.refresh);
+        const src = this.opts.token;
+        if (typeof src !== 'function' || !this.expiresAt)
+            return;
+        const wait = Math.max(1000, this.expiresAt - Date.now() - (this.opts.refreshBeforeMs ?? 60000));
+        this.timers.refresh = setTimeout(async () => {
+            let token = null;
+            try {
+                token = await src('refresh');
+            }
+            catch {
+                // the node closes with 4011 at expiry; the reconnect asks for a token again
+            }
+            if (token && token !== this.token) {
+                this.token = token;
+                this.sendFrame({ type: 'refresh', token, req: 'refresh' });
+            }
+            else
+                this.scheduleRefresh();
+        }, wait);
+    }
+    // ------------------------------------------------------------------ rooms
+    /**
+     * Joins `room` (now, and again after every reconnect, with `since` so nothing is missed). Resolves
+     * with the first `joined`; rejects with the node's refusal (`forbidden`, `invalid_name`,
+     * `too_many_rooms`). `since`: the last sequence already seen, to get every later message as
+     * `message` events.
+     */
+    join(room, options = {}) {
+        if (!ROOM_NAME.test(room))
+            return Promise.reject(new SwitchboardError('invalid_name', `"${room}" is not a valid room name`));
+        let r = this.rooms.get(room);
+        if (!r) {
+            r = { wanted: true, joined: false, haveBase: false, lastSeq: 0, firstSeq: 0, above: new Set(), myRead: 0, lastTyping: 0, recovery: null, waiters: [] };
+            this.rooms.set(room, r);
+        }
+        if (options.since !== undefined && !r.haveBase) {
+            r.haveBase = true;
+            r.lastSeq = Math.max(0, Math.floor(options.since));
+        }
+        const state = r;
+        return new Promise((resolve, reject) => {
+            state.waiters.push({ resolve, reject });
+            if (!state.joined && this.welcomed)
+                this.sendJoin(room, state);
+        });
+    }
+    /** A refused `join` (its `req` names the room): transient refusals are retried, others end the join. */
+    onJoinError(room, req, f) {
+        this.joinReqs.delete(req);
+        const r = this.rooms.get(room);
+        if (!r || !r.wanted)
+            return;
+        if (f.code === 'rate_limited' || f.code === 'unavailable' || f.code === 'internal') {
+            const wait = Number(f.retry_after_ms) || Math.max(100, backoffDelay(1, this.opts.backoff));
+            const ws = this.ws;
+            setTimeout(() => {
+                if (this.ws === ws && this.welcomed && r.wanted && !r.joined)
+                    this.sendJoin(room, r);
+            }, wait);
+            return;
+        }
+        const err = new SwitchboardError(f.code, f.message, f.retry_after_ms);
+        for (const w of r.waiters.splice(0))
+            w.reject(err);
+        this.onLeft({ type: 'left', room }, undefined);
+        this.emit('error', f);
+    }
+    /** Leaves `room`; its unacknowledged sends fail with `not_joined`. */
+    async leave(room) {
+        const r = this.rooms.get(room);
+        if (!r)
+            return;
+        if (r.joined) {
+            try {
+                await this.request({ type: 'leave', room }, 'leave');
+                return;
+            }
+            catch {
+                // disconnected: nothing to leave on the node
+            }
+        }
+        this.onLeft({ type: 'left', room }, undefined);
+    }
+    // ------------------------------------------------------------------ sending
+    /**
+     * Sends `body` to `room` with a `client_id`. It goes out when the room is joined, paced below the
+     * node's rate limit, and is resent with the same `client_id` after every reconnect until acknowledged
+     * (so it is stored once). The result resolves when acknowledged or failed for good.
+     */
+    send(room, body, options = {}) {
+        return this.enqueue({ kind: 'room', room, body }, options.clientId);
+    }
+    /** Sends a direct message to `to`, like `send`. */
+    dm(to, body, options = {}) {
+        return this.enqueue({ kind: 'dm', to, body }, options.clientId);
+    }
+    enqueue(what, given) {
+        this.clientN += 1;
+        const clientId = given ?? `${this.clientTag}-${Date.now().toString(36)}-${this.clientN}`;
+        let resolve;
+        const result = new Promise((res) => {
+            resolve = res;
+        });
+        const max = this.limitsValue?.max_body_chars ?? 4000;
+        const refuse = (code, message) => resolve({ ok: false, clientId, code, message });
+        if (what.body.length === 0)
+            refuse('invalid_body', 'the body is empty');
+        else if ([...what.body].length > max)
+            refuse('too_large', `the body is longer than ${max} characters`);
+        else if (what.kind === 'room' && !this.rooms.get(what.room ?? '')?.wanted)
+            refuse('not_joined', `join ${what.room} first`);
+        else if (what.kind === 'dm' && !USER_NAME.test(what.to ?? ''))
+            refuse('invalid_name', `"${what.to}" is not a valid user name`);
+        else if (clientId.length < 1 || clientId.length > 64)
+            refuse('invalid_body', 'a client_id has 1 to 64 characters');
+        else if (this.stateValue === 'closed')
+            refuse('closed', 'the client is closed');
+        else {
+            this.pending.set(clientId, { ...what, clientId, state: 'queued', tries: 0, notBefore: 0, resolve });
+            this.emit('sendState', { clientId, kind: what.kind, state: 'queued' });
+            this.pump();
+        }
+        return { clientId, result };
+    }
+    burst() {
+        // Half the node's burst: the rest is left for typing, read and ping frames.
+        return Math.max(1, Math.floor((this.limitsValue?.rate_burst ?? 2) / 2));
+    }
+    /** Sends queued messages in the order they were written, paced by a token bucket at the node's rate. */
+    pump() {
+        clearTimeout(this.timers.pump);
+        if (!this.ws || this.ws.readyState !== OPEN || !this.welcomed)
+            return;
+        const now = Date.now();
+        const rate = this.limitsValue?.rate_per_sec ?? 20;
+        this.tokens = Math.min(this.burst(), this.tokens + ((now - this.tokensAt) / 1000) * rate);
+        this.tokensAt = now;
+        if (now < this.pausedUntil) {
+            this.timers.pump = setTimeout(() => this.pump(), this.pausedUntil - now);
+            return;
+        }
+        for (const p of this.pending.values()) {
+            if (p.state !== 'queued')
+                continue;
+            if (p.kind === 'room' && !this.rooms.get(p.room ?? '')?.joined)
+                continue;
+            if (p.notBefore > now) {
+                this.timers.pump = setTimeout(() => this.pump(), p.notBefore - now);
+                return;
+            }
+            if (this.tokens < 1) {
+                this.timers.pump = setTimeout(() => this.pump(), Math.ceil(((1 - this.tokens) / rate) * 1000));
+                return;
+            }
+            this.tokens -= 1;
+            p.state = 'sent';
+            if (p.kind === 'room')
+                this.sendFrame({ type: 'send', room: p.room, body: p.body, client_id: p.clientId, req: p.clientId });
+            else
+                this.sendFrame({ type: 'dm', to: p.to, body: p.body, client_id: p.clientId, req: p.clientId });
+            this.emit('sendState', { clientId: p.clientId, kind: p.kind, state: 'sent' });
+        }
+    }
+    // ------------------------------------------------------------------ the rest of the protocol
+    /** Tells `room` this user is typing; throttled to one frame per 2 s (the node's relay rate). */
+    typing(room) {
+        const r = this.rooms.get(room);
+        const now = Date.now();
+        if (!r?.joined || now - r.lastTyping < TYPING_EVERY_MS)
+            return false;
+        r.lastTyping = now;
+        return this.sendFrame({ type: 'typing', room });
+    }
+    /** Moves this user's read marker in `room` to `seq` (only forward). */
+    markRead(room, seq) {
+        const r = this.rooms.get(room);
+        if (!r?.joined || !(seq > r.myRead))
+            return false;
+        r.myRead = seq;
+        return this.sendFrame({ type: 'read', room, seq });
+    }
+    /** This user's read marker in `room`, as far as this client knows. */
+    readMarker(room) {
+        return this.rooms.get(room)?.myRead ?? 0;
+    }
+    /**
+     * One page of `room`'s history: messages older than `before` (default: the newest), oldest first,
+     * at most `limit` (1–200, default 50). Page on with `before` = the oldest `seq` received.
+     */
+    history(room, options = {}) {
+        const frame = { type: 'history', room, limit: Math.max(1, Math.min(HISTORY_MAX, Math.floor(options.limit ?? 50))) };
+        if (options.before !== undefined)
+            frame.before = options.before;
+        return this.request(frame, 'hist');
+    }
+    /** Online state and last-seen times of up to 100 users (those this user may see; others in `hidden`). */
+    lastSeen(users) {
+        if (users.length > LAST_SEEN_MAX)
+            return Promise.reject(new SwitchboardError('invalid', `at most ${LAST_SEEN_MAX} users per call`));
+        return this.request({ type: 'last_seen', users }, 'seen');
+    }
+}
