@@ -218,7 +218,8 @@ pub struct RedisTlsRef {
 /// Where chat-node and registry find the Redis TLS files (Secret volumes).
 const REDIS_TLS_DIR: &str = "/var/run/switchboard/redis-tls";
 
-/// The Redis endpoint of `cc`: the managed sentinels' stable hostnames, or the external settings.
+/// The Redis endpoint of `cc`: the managed sentinels' headless Service (which resolves to every sentinel
+/// pod), or the external settings.
 pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEndpoint> {
     let names = Names::of(cc)?;
     Ok(match (&cc.spec.redis.mode, &cc.spec.redis.external) {
@@ -227,11 +228,11 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
             let managed = &cc.spec.redis.managed;
             RedisEndpoint {
                 url: None,
-                sentinels: names
-                    .sentinel_hosts(managed.sentinels, cluster_domain)
-                    .into_iter()
-                    .map(|h| format!("{h}:{SENTINEL_PORT}"))
-                    .collect(),
+                // Every sentinel behind one name: a count change restarts no chat-node or registry.
+                sentinels: vec![format!(
+                    "{}:{SENTINEL_PORT}",
+                    names.sentinel_service_host(cluster_domain)
+                )],
                 master_name: managed.master_name.clone(),
                 // The password in use, which lags the one asked for during a rotation.
                 password: Some(applied_password_ref(&names)),

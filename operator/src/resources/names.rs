@@ -95,6 +95,16 @@ impl Names {
         )
     }
 
+    /// The sentinels' headless Service: one name that resolves to every sentinel pod, whatever their
+    /// count (clients try each address), so changing the count changes nothing clients are given.
+    pub fn sentinel_service_host(&self, domain: &str) -> String {
+        format!(
+            "{}.{}.svc.{domain}",
+            self.sentinel_headless(),
+            self.namespace
+        )
+    }
+
     fn hosts(&self, sts: &str, service: &str, count: i32, domain: &str) -> Vec<String> {
         (0..count.max(0))
             .map(|i| format!("{sts}-{i}.{service}.{}.svc.{domain}", self.namespace))

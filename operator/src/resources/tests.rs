@@ -323,10 +323,19 @@ fn chat_node_env_follows_the_contract_in_managed_mode() {
     assert_eq!(env_value(c, "SWITCHBOARD_DRAIN_TIMEOUT"), "30s");
     assert_eq!(
         env_value(c, "SWITCHBOARD_REDIS_SENTINELS"),
-        "demo-sentinel-0.demo-sentinel-headless.chat.svc.cluster.local:26379,\
-         demo-sentinel-1.demo-sentinel-headless.chat.svc.cluster.local:26379,\
-         demo-sentinel-2.demo-sentinel-headless.chat.svc.cluster.local:26379"
+        "demo-sentinel-headless.chat.svc.cluster.local:26379"
     );
+    // A sentinel count change gives chat-node and registry nothing new: no roll.
+    let mut more = demo();
+    more.spec.redis.managed.sentinels = 5;
+    let more = render(&more, &ctx()).unwrap();
+    for name in ["demo-node", "demo-registry"] {
+        assert_eq!(
+            deployment(&d, name).spec.template,
+            deployment(&more, name).spec.template,
+            "{name}"
+        );
+    }
     assert_eq!(env_value(c, "SWITCHBOARD_REDIS_MASTER_NAME"), "mymaster");
     let password = env(c, "SWITCHBOARD_REDIS_PASSWORD")
         .value_from
