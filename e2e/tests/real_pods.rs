@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! install ─▶ Ready ─▶ chat ─▶ chat-node pod deleted ─▶ chat-node rolled to a new tag
-//!   ─▶ Redis master pod deleted ─▶ every Redis pod rolled (operator-driven) ─▶ history intact
+//!   ─▶ Redis master pod deleted ─▶ every Redis pod rolled (operator-driven)
+//!   ─▶ Redis password rotated (no Redis restart) ─▶ sentinels 3 → 5 (no client pod restart)
+//!   ─▶ history intact
 //!   ─▶ scale out while the operator pod is deleted ─▶ scale in ─▶ delete leaves nothing
 //! ```
 //!
@@ -447,20 +449,10 @@ async fn under_load(
     .await;
     check("redis-rolled", outcome)?;
     wait_ready(bed, ns, "after every Redis pod was replaced").await?;
-    let events = bed
-        .kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.kind=ChatCluster",
-            "-o",
-            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-        ])
-        .await?;
-    let steps: Vec<&str> = events
-        .lines()
+    let steps: Vec<String> = bed
+        .events(ns)
+        .await?
+        .into_iter()
         .filter(|l| l.starts_with("RedisUpdate") || l.starts_with("RedisFailover"))
         .collect();
     eprintln!(
@@ -470,6 +462,120 @@ async fn under_load(
     ensure!(
         steps.iter().any(|l| l.starts_with("RedisFailover")),
         "the master was restarted without a failover first: {steps:?}"
+    );
+
+    // 5. The Redis password is rotated: the servers take it while running, the clients roll to it, and
+    //    only then is the old one refused — no Redis or sentinel pod restarts, no message is lost.
+    let servers_before = [
+        pods(bed, ns, "redis").await?,
+        pods(bed, ns, "sentinel").await?,
+    ];
+    let nodes_before = pod_names(bed, ns, "chat-node").await?;
+    let new_password = format!("rotated{:08x}", fastrand::u32(..));
+    let outcome = loaded(registry, credentials, 90, async {
+        let rotated = async {
+            let patch = format!(r#"{{"stringData":{{"password":"{new_password}"}}}}"#);
+            bed.kubectl(&[
+                "-n",
+                ns,
+                "patch",
+                "secret",
+                "chat-redis-auth",
+                "--type=merge",
+                "-p",
+                &patch,
+            ])
+            .await?;
+            wait_for(
+                "the rotation's last step",
+                Duration::from_secs(300),
+                || async {
+                    Ok(bed
+                        .events(ns)
+                        .await?
+                        .iter()
+                        .any(|l| l.starts_with("PasswordRotated"))
+                        .then_some(()))
+                },
+            )
+            .await
+        };
+        if let Err(err) = rotated.await {
+            eprintln!("rotating the password: {err:#}");
+        }
+    })
+    .await;
+    check("password-rotated", outcome)?;
+    wait_ready(bed, ns, "after the password rotation").await?;
+    let steps: Vec<String> = bed
+        .events(ns)
+        .await?
+        .into_iter()
+        .filter(|l| l.starts_with("PasswordRotat"))
+        .collect();
+    eprintln!("operator steps of the rotation:\n  {}", steps.join("\n  "));
+    ensure!(
+        [
+            pods(bed, ns, "redis").await?,
+            pods(bed, ns, "sentinel").await?
+        ] == servers_before,
+        "a Redis or sentinel pod restarted for the rotation"
+    );
+    let applied = bed
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "secret",
+            "chat-redis-applied",
+            "-o",
+            "jsonpath={.data.passwords}",
+        ])
+        .await?;
+    let applied =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, applied.trim())?;
+    ensure!(
+        applied == new_password.as_bytes(),
+        "the servers accept only the new password"
+    );
+    let nodes_after = pod_names(bed, ns, "chat-node").await?;
+    ensure!(
+        nodes_after.iter().all(|n| !nodes_before.contains(n)),
+        "every chat-node pod rolled to the new password: {nodes_before:?} -> {nodes_after:?}"
+    );
+
+    // 6. Two more sentinels: they start, and no chat-node or registry pod restarts (they reach the
+    //    sentinels through one Service name).
+    let clients_before = [
+        pods(bed, ns, "chat-node").await?,
+        pods(bed, ns, "registry").await?,
+    ];
+    let outcome = loaded(registry, credentials, 40, async {
+        let scaled = async {
+            bed.patch_chat(ns, r#"{"spec":{"redis":{"managed":{"sentinels":5}}}}"#).await?;
+            wait_for("five sentinels rolled and ready", Duration::from_secs(240), || async {
+                let status = bed
+                    .kubectl(&["-n", ns, "get", "statefulset", "chat-sentinel", "-o",
+                        "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.updatedReplicas} {.status.readyReplicas}"])
+                    .await?;
+                let f: Vec<&str> = status.split_whitespace().collect();
+                Ok(matches!(f.as_slice(), [g, o, "5", "5"] if g == o).then_some(()))
+            })
+            .await
+        };
+        if let Err(err) = scaled.await {
+            eprintln!("scaling the sentinels: {err:#}");
+        }
+    })
+    .await;
+    check("sentinels-3-to-5", outcome)?;
+    wait_ready(bed, ns, "after the sentinels were scaled").await?;
+    ensure!(
+        [
+            pods(bed, ns, "chat-node").await?,
+            pods(bed, ns, "registry").await?
+        ] == clients_before,
+        "a chat-node or registry pod restarted for the sentinel count"
     );
     Ok(())
 }
@@ -618,21 +724,32 @@ async fn wait_ready(bed: &Bed, ns: &str, when: &str) -> anyhow::Result<()> {
     .map(drop)
 }
 
-async fn pod_names(bed: &Bed, ns: &str, component: &str) -> anyhow::Result<Vec<String>> {
+/// (name, uid) of the running (not terminating) pods of `component`.
+async fn pods(bed: &Bed, ns: &str, component: &str) -> anyhow::Result<Vec<(String, String)>> {
     let out = bed
         .kubectl(&["-n", ns, "get", "pods", "-l",
             &format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}"),
-            "-o", "jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{\"\\n\"}{end}"])
+            "-o", "jsonpath={range .items[*]}{.metadata.name} {.metadata.uid} {.metadata.deletionTimestamp}{\"\\n\"}{end}"])
         .await?;
-    // Terminating pods (a deletion timestamp after the name) are on their way out.
-    Ok(out
+    // Terminating pods (a deletion timestamp after the uid) are on their way out.
+    let mut pods: Vec<(String, String)> = out
         .lines()
         .filter_map(
             |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
-                [name] => Some((*name).to_owned()),
+                [name, uid] => Some(((*name).to_owned(), (*uid).to_owned())),
                 _ => None,
             },
         )
+        .collect();
+    pods.sort();
+    Ok(pods)
+}
+
+async fn pod_names(bed: &Bed, ns: &str, component: &str) -> anyhow::Result<Vec<String>> {
+    Ok(pods(bed, ns, component)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
         .collect())
 }
 
@@ -777,6 +894,23 @@ impl Bed {
             String::from_utf8_lossy(&output.stderr)
         );
         Ok(stdout)
+    }
+
+    /// The ChatCluster's Events, one `Reason: message` line each.
+    async fn events(&self, ns: &str) -> anyhow::Result<Vec<String>> {
+        let out = self
+            .kubectl(&[
+                "-n",
+                ns,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.kind=ChatCluster",
+                "-o",
+                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+            ])
+            .await?;
+        Ok(out.lines().map(str::to_owned).collect())
     }
 
     /// Merge-patches the ChatCluster `chat` in `ns`.
