@@ -228,6 +228,32 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         at_bob.url
     );
     let mut bob = connect_retrying(&at_bob.url, &token("bob")).await?;
+
+    // Metrics are not on the ports clients reach; they are on each pod's `metrics` port (9090), which
+    // the NetworkPolicy opens to the monitoring namespace only (read here through the API server's
+    // pod proxy).
+    let node_http = at_alice
+        .url
+        .replacen("ws://", "http://", 1)
+        .replace("/ws", "/metrics");
+    for url in [format!("{registry}/metrics"), node_http] {
+        let status = reqwest::get(&url).await?.status();
+        ensure!(
+            status == reqwest::StatusCode::NOT_FOUND,
+            "{url} answered {status}"
+        );
+    }
+    for component in ["chat-node", "registry"] {
+        let pod = first_pod(bed, ns, component).await?;
+        let text = bed
+            .kubectl(&[
+                "get",
+                "--raw",
+                &format!("/api/v1/namespaces/{ns}/pods/{pod}:9090/proxy/metrics"),
+            ])
+            .await?;
+        ensure!(text.ends_with("# EOF\n"), "{pod}:9090/metrics: {text}");
+    }
     eprintln!(
         "alice on {} ({}), bob on {} ({})",
         at_alice.node, at_alice.url, at_bob.node, at_bob.url
