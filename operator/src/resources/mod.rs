@@ -13,14 +13,16 @@
 //!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
 //!   registry:         Deployment + Service demo-registry (type and port from the spec)
 //!   PodDisruptionBudgets for every workload; NetworkPolicies (Redis/Sentinel: own pods and the operator
-//!   only; chat-node/registry: their serving port only); owner reference (controller) on everything
+//!   only; chat-node/registry: their serving port, and the metrics port from the metrics namespaces);
+//!   owner reference (controller) on everything
 //! ```
 //!
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
 //! object; selectors use name + instance + component, so they agree with the pod template labels and two
-//! chat systems in one namespace never select each other's pods. A hash of the Redis password (and, for
-//! Redis, of the start scripts; for chat-node, of the token signing key) is a pod-template annotation,
-//! so changing either rolls the pods.
+//! chat systems in one namespace never select each other's pods. A hash of the Redis password in use (for
+//! chat-node also of the token signing key) is a pod-template annotation of chat-node and registry, so a
+//! change rolls them; Redis and sentinel templates carry only a hash of their start script (a password
+//! rotation is applied to the running servers, `reconcile::rotation`).
 //!
 //! Secrets never appear in an environment value or an argument: passwords come through `secretKeyRef`
 //! and the token signing key is a read-only Secret volume whose path chat-node is given
@@ -1004,7 +1006,7 @@ fn node_deployment(
     pod["containers"] = json!([container]);
     let mut pod = schedule(cc, Component::ChatNode, pod);
     add_redis_tls(endpoint, &mut pod);
-    // The pods roll when the Redis password or the token signing key changes.
+    // The pods roll when the Redis password in use or the token signing key changes.
     let hash = match (&ctx.password_hash, &ctx.auth_hash) {
         (Some(p), Some(a)) => Some(fingerprint(&[p.as_bytes(), a.as_bytes()])),
         (p, a) => p.clone().or_else(|| a.clone()),
