@@ -94,6 +94,35 @@ impl Bed {
         }
     }
 
+    /// `host:port` of every data node and of every sentinel.
+    fn addrs(&self) -> (Vec<String>, Vec<String>) {
+        let data = self
+            .data
+            .iter()
+            .map(|p| format!("{}:{}", p.host, self.redis_port));
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|p| format!("{}:{}", p.host, self.sentinel_port));
+        (data.collect(), sentinels.collect())
+    }
+
+    /// The operator's planned failover away from `master` (a host), asking with `password`.
+    async fn planned_failover(&self, master: &str, password: &str) -> bool {
+        let (data, sentinels) = self.addrs();
+        let master = format!("{master}:{}", self.redis_port);
+        let replicas: Vec<String> = data.into_iter().filter(|a| *a != master).collect();
+        switchboard_redis::sentinel::planned_failover(
+            &master,
+            &replicas,
+            &sentinels,
+            MASTER_NAME,
+            Some(password),
+            Duration::from_secs(3),
+        )
+        .await
+    }
+
     fn hosts(pods: &[Pod]) -> String {
         pods.iter()
             .map(|p| p.host.as_str())
@@ -433,18 +462,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
     use fred::interfaces::{ClientLike, KeysInterface};
     let (bed, master) = Bed::bootstrapped();
-    let addr = |host: &str| format!("{host}:{}", bed.redis_port);
-    let replicas: Vec<String> = bed
-        .data
-        .iter()
-        .filter(|p| p.host != master)
-        .map(|p| addr(&p.host))
-        .collect();
-    let sentinels: Vec<String> = bed
-        .sentinels
-        .iter()
-        .map(|p| format!("{}:{}", p.host, bed.sentinel_port))
-        .collect();
+    let (_, sentinels) = bed.addrs();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (confirmed, promoted_by_sentinels) = runtime.block_on(async {
         let args = switchboard_redis::RedisArgs::from_sentinels(sentinels.clone(), MASTER_NAME)
@@ -453,15 +471,7 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
         let client = switchboard_redis::connect(&args).await.expect("connect");
         let writer = Writer::start(client.clone(), "log");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let started = switchboard_redis::sentinel::planned_failover(
-            &addr(&master),
-            &replicas,
-            &sentinels,
-            MASTER_NAME,
-            Some(PASSWORD),
-            Duration::from_secs(3),
-        )
-        .await;
+        let started = bed.planned_failover(&master, PASSWORD).await;
         assert!(started, "a sentinel started the failover");
         tokio::time::sleep(Duration::from_secs(6)).await;
         let confirmed = writer.finish().await;
@@ -497,16 +507,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
     use switchboard_redis::passwords::{self, Passwords, Server};
     const NEW: &str = "rotated-secret";
     let (mut bed, master) = Bed::bootstrapped();
-    let data: Vec<String> = bed
-        .data
-        .iter()
-        .map(|p| format!("{}:{}", p.host, bed.redis_port))
-        .collect();
-    let sentinels: Vec<String> = bed
-        .sentinels
-        .iter()
-        .map(|p| format!("{}:{}", p.host, bed.sentinel_port))
-        .collect();
+    let (data, sentinels) = bed.addrs();
     let servers: Vec<(String, u16)> = bed
         .data
         .iter()
@@ -607,21 +608,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
             bed.converged("a sentinel restarted after the rotation"),
             master
         );
-        let master_addr = format!("{master}:{}", bed.redis_port);
-        let replicas: Vec<String> = data
-            .iter()
-            .filter(|a| **a != master_addr)
-            .cloned()
-            .collect();
-        let started = switchboard_redis::sentinel::planned_failover(
-            &master_addr,
-            &replicas,
-            &sentinels,
-            MASTER_NAME,
-            Some(NEW),
-            Duration::from_secs(3),
-        )
-        .await;
+        let started = bed.planned_failover(&master, NEW).await;
         assert!(started, "a failover with the new password");
         tokio::time::sleep(Duration::from_secs(3)).await;
         (old_confirmed, new_writer.finish().await)

@@ -38,18 +38,13 @@ const DELETE_WAIT: Duration = Duration::from_secs(20);
 
 /// The storage a StatefulSet's `data` claim template asks for.
 fn template_storage(set: &StatefulSet) -> Option<&Quantity> {
-    set.spec
+    let data = set
+        .spec
         .volume_claim_templates
         .as_ref()?
         .iter()
-        .find(|t| t.metadata.name.as_deref() == Some("data"))?
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")
+        .find(|t| t.metadata.name.as_deref() == Some("data"))?;
+    claim_storage(data)
 }
 
 /// The storage a claim asks for.
