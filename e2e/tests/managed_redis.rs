@@ -5,7 +5,7 @@
 //! the password: one asked without it refuses.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ struct Bed {
     /// (`REDIS_PASSWORDS`), as the operator's auth Secret gives them to the pods.
     password: String,
     passwords: String,
+    /// With TLS: the directory holding `tls.crt`, `tls.key` and `ca.crt` (`TLS_DIR`, as the pods get it).
+    tls_dir: Option<PathBuf>,
+    _pki: Option<switchboard_testkit::tls::Pki>,
     _root: PathBuf,
 }
 
@@ -52,6 +55,11 @@ fn require(binary: &str) {
 
 impl Bed {
     fn new() -> Self {
+        Self::with_tls(false)
+    }
+
+    /// A bed whose servers speak TLS only, with a certificate for every loopback host, when `tls`.
+    fn with_tls(tls: bool) -> Self {
         for b in ["redis-server", "redis-sentinel", "redis-cli", "timeout"] {
             require(b);
         }
@@ -75,6 +83,23 @@ impl Bed {
             dir: root.join(format!("{kind}-{i}")),
             child: None,
         };
+        let (tls_dir, pki) = if tls {
+            let pki = switchboard_testkit::tls::Pki::new();
+            let hosts: Vec<&str> = all.iter().map(String::as_str).collect();
+            let issued = pki.issue("servers", &hosts);
+            let dir = root.join("tls");
+            std::fs::create_dir_all(&dir).expect("tls dir");
+            for (from, to) in [
+                ("servers.crt", "tls.crt"),
+                ("servers.key", "tls.key"),
+                ("ca.crt", "ca.crt"),
+            ] {
+                std::fs::copy(issued.join(from), dir.join(to)).expect("certificate files");
+            }
+            (Some(dir), Some(pki))
+        } else {
+            (None, None)
+        };
         Bed {
             data: data
                 .iter()
@@ -90,6 +115,8 @@ impl Bed {
             sentinel_port,
             password: PASSWORD.to_owned(),
             passwords: PASSWORD.to_owned(),
+            tls_dir,
+            _pki: pki,
             _root: root,
         }
     }
@@ -107,17 +134,28 @@ impl Bed {
         (data.collect(), sentinels.collect())
     }
 
+    /// Client settings for the servers through the sentinels with `password` (TLS when the bed speaks it).
+    fn client_args(&self, password: &str) -> switchboard_redis::RedisArgs {
+        let (_, sentinels) = self.addrs();
+        let mut args = switchboard_redis::RedisArgs::from_sentinels(sentinels, MASTER_NAME)
+            .with_password(password)
+            .with_sentinel_password(password);
+        args.redis_tls_ca_file = self.tls_dir.as_ref().map(|d| d.join("ca.crt"));
+        args
+    }
+
     /// The operator's planned failover away from `master` (a host), asking with `password`.
     async fn planned_failover(&self, master: &str, password: &str) -> bool {
         let (data, sentinels) = self.addrs();
         let master = format!("{master}:{}", self.redis_port);
         let replicas: Vec<String> = data.into_iter().filter(|a| *a != master).collect();
+        let access = self.client_args(password).access().expect("access");
         switchboard_redis::sentinel::planned_failover(
             &master,
             &replicas,
             &sentinels,
             MASTER_NAME,
-            Some(password),
+            &access,
             Duration::from_secs(3),
         )
         .await
@@ -149,6 +187,7 @@ impl Bed {
             .env("BIND", &pod.host)
             .env("DOWN_AFTER_MS", "1000")
             .env("FAILOVER_TIMEOUT_MS", "3000")
+            .env("TLS_DIR", self.tls_dir.as_deref().unwrap_or(Path::new("")))
             .stdin(Stdio::null());
         let log = std::fs::File::create(pod.dir.join("log")).expect("log");
         let err = log.try_clone().expect("log");
@@ -158,7 +197,10 @@ impl Bed {
 
     /// Every data node, then every sentinel, started; returns the bed and the master they agree on.
     fn bootstrapped() -> (Self, String) {
-        let mut bed = Self::new();
+        Self::bootstrapped_with(Self::new())
+    }
+
+    fn bootstrapped_with(mut bed: Self) -> (Self, String) {
         for i in 0..bed.data.len() {
             bed.start_data(i);
         }
@@ -190,7 +232,7 @@ impl Bed {
 
     fn wait_up(&self, host: &str, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while cli(host, port, Some(&self.password), &["ping"]).trim() != "PONG" {
+        while self.cli(host, port, Some(&self.password), &["ping"]).trim() != "PONG" {
             assert!(Instant::now() < deadline, "{host}:{port} did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -231,7 +273,7 @@ impl Bed {
         let mut masters = Vec::new();
         let mut replicas = Vec::new();
         for h in live(&self.data) {
-            let info = cli(
+            let info = self.cli(
                 &h,
                 self.redis_port,
                 Some(&self.password),
@@ -254,7 +296,7 @@ impl Bed {
             }
         }
         for s in live(&self.sentinels) {
-            let named = cli(
+            let named = self.cli(
                 &s,
                 self.sentinel_port,
                 Some(&self.password),
@@ -279,15 +321,21 @@ impl Drop for Bed {
     }
 }
 
-fn cli(host: &str, port: u16, password: Option<&str>, args: &[&str]) -> String {
-    let mut c = Command::new("redis-cli");
-    c.args(["-h", host, "-p", &port.to_string()]).args(args);
-    if let Some(password) = password {
-        c.env("REDISCLI_AUTH", password);
+impl Bed {
+    /// `redis-cli` against `host:port` (over TLS when the bed speaks it).
+    fn cli(&self, host: &str, port: u16, password: Option<&str>, args: &[&str]) -> String {
+        let mut c = Command::new("redis-cli");
+        if let Some(dir) = &self.tls_dir {
+            c.arg("--tls").arg("--cacert").arg(dir.join("ca.crt"));
+        }
+        c.args(["-h", host, "-p", &port.to_string()]).args(args);
+        if let Some(password) = password {
+            c.env("REDISCLI_AUTH", password);
+        }
+        c.output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).replace('\r', ""))
+            .unwrap_or_default()
     }
-    c.output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).replace('\r', ""))
-        .unwrap_or_default()
 }
 
 /// A client appending 1, 2, 3… to a list, each write confirmed by a replica (`WAIT 1`, as chat-nodes do
@@ -339,15 +387,16 @@ impl Writer {
 
 /// The confirmed writes missing from list `key` on `host`.
 fn missing(bed: &Bed, host: &str, key: &str, confirmed: &[u64]) -> Vec<u64> {
-    let stored: std::collections::HashSet<u64> = cli(
-        host,
-        bed.redis_port,
-        Some(&bed.password),
-        &["lrange", key, "0", "-1"],
-    )
-    .lines()
-    .filter_map(|l| l.trim().parse().ok())
-    .collect();
+    let stored: std::collections::HashSet<u64> = bed
+        .cli(
+            host,
+            bed.redis_port,
+            Some(&bed.password),
+            &["lrange", key, "0", "-1"],
+        )
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
     confirmed
         .iter()
         .copied()
@@ -368,7 +417,7 @@ fn managed_redis_keeps_one_agreed_master_through_restarts_in_any_order() {
     assert_eq!(master, bed.data[0].host, "a new system bootstraps on pod 0");
 
     // Without the password a sentinel tells nothing (and so can be re-pointed by nobody).
-    let refused = cli(
+    let refused = bed.cli(
         &bed.sentinels[0].host,
         bed.sentinel_port,
         None,
@@ -419,7 +468,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
     let (mut bed, master) = Bed::bootstrapped();
     let keys = 200;
     for k in 0..keys {
-        let set = cli(
+        let set = bed.cli(
             &master,
             bed.redis_port,
             Some(PASSWORD),
@@ -427,7 +476,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
         );
         assert_eq!(set.trim(), "OK", "SET k{k}");
     }
-    let wait = cli(
+    let wait = bed.cli(
         &master,
         bed.redis_port,
         Some(PASSWORD),
@@ -445,7 +494,7 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
     let promoted = bed.converged("empty master back");
     assert_ne!(promoted, master, "a replica with the data was promoted");
     for pod in &bed.data {
-        let size = cli(&pod.host, bed.redis_port, Some(PASSWORD), &["dbsize"]);
+        let size = bed.cli(&pod.host, bed.redis_port, Some(PASSWORD), &["dbsize"]);
         assert_eq!(
             size.trim(),
             keys.to_string(),
@@ -462,13 +511,11 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
     use fred::interfaces::{ClientLike, KeysInterface};
     let (bed, master) = Bed::bootstrapped();
-    let (_, sentinels) = bed.addrs();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (confirmed, promoted_by_sentinels) = runtime.block_on(async {
-        let args = switchboard_redis::RedisArgs::from_sentinels(sentinels.clone(), MASTER_NAME)
-            .with_password(PASSWORD)
-            .with_sentinel_password(PASSWORD);
-        let client = switchboard_redis::connect(&args).await.expect("connect");
+        let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
+            .await
+            .expect("connect");
         let writer = Writer::start(client.clone(), "log");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = bed.planned_failover(&master, PASSWORD).await;
@@ -518,10 +565,14 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
                 .map(|p| (p.host.clone(), bed.sentinel_port)),
         )
         .collect();
-    let answers = |password: &str| -> Vec<String> {
+    let answers = |bed: &Bed, password: &str| -> Vec<String> {
         servers
             .iter()
-            .map(|(h, port)| cli(h, *port, Some(password), &["ping"]).trim().to_owned())
+            .map(|(h, port)| {
+                bed.cli(h, *port, Some(password), &["ping"])
+                    .trim()
+                    .to_owned()
+            })
             .collect()
     };
     let step = |current: &str, accepted: &[&str]| {
@@ -536,7 +587,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
             };
             let timeout = Duration::from_secs(3);
             for addr in &data {
-                passwords::apply(addr, Server::Data, passwords, timeout)
+                passwords::apply(addr, Server::Data, passwords, None, timeout)
                     .await
                     .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
             }
@@ -544,20 +595,15 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
                 let server = Server::Sentinel {
                     master_name: MASTER_NAME,
                 };
-                passwords::apply(addr, server, passwords, timeout)
+                passwords::apply(addr, server, passwords, None, timeout)
                     .await
                     .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
             }
         }
     };
-    let client_with = |password: &str| {
-        switchboard_redis::RedisArgs::from_sentinels(sentinels.clone(), MASTER_NAME)
-            .with_password(password)
-            .with_sentinel_password(password)
-    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (old_confirmed, new_confirmed) = runtime.block_on(async {
-        let old = switchboard_redis::connect(&client_with(PASSWORD))
+        let old = switchboard_redis::connect(&bed.client_args(PASSWORD))
             .await
             .expect("connect with the old password");
         let old_writer = Writer::start(old, "old");
@@ -566,11 +612,11 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
         // 1. Both passwords work everywhere; the servers still use the old one with each other.
         step(PASSWORD, &[PASSWORD, NEW]).await;
         assert!(
-            answers(NEW).iter().all(|a| a == "PONG"),
+            answers(&bed, NEW).iter().all(|a| a == "PONG"),
             "{:?}",
-            answers(NEW)
+            answers(&bed, NEW)
         );
-        assert!(answers(PASSWORD).iter().all(|a| a == "PONG"));
+        assert!(answers(&bed, PASSWORD).iter().all(|a| a == "PONG"));
 
         // 2. The servers use the new one with each other; replicas still follow the master.
         step(NEW, &[PASSWORD, NEW]).await;
@@ -584,7 +630,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
         assert_eq!(bed.converged("a replica restarted mid-rotation"), master);
 
         // The clients move over (the operator rolls their pods now).
-        let new = switchboard_redis::connect(&client_with(NEW))
+        let new = switchboard_redis::connect(&bed.client_args(NEW))
             .await
             .expect("connect with the new password");
         let new_writer = Writer::start(new, "new");
@@ -594,7 +640,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
         // 3. The old password is refused everywhere.
         step(NEW, &[NEW]).await;
         bed.passwords = NEW.to_owned();
-        for answer in answers(PASSWORD) {
+        for answer in answers(&bed, PASSWORD) {
             assert!(
                 answer.contains("NOAUTH") || answer.contains("WRONGPASS"),
                 "the old password still works: {answer}"
@@ -630,4 +676,74 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
             &lost[..lost.len().min(10)]
         );
     }
+}
+
+/// `spec.redis.managed.tls`: with a certificate (`TLS_DIR`) the start scripts bring up data nodes and
+/// sentinels that speak TLS only — to clients, for replication and between sentinels. A client that
+/// trusts the authority reaches the master through the sentinels and writes; the operator's planned
+/// failover and a password-rotation step work over TLS; plaintext is not served.
+#[test]
+fn managed_redis_with_a_certificate_speaks_only_tls_and_fails_over_without_loss() {
+    use switchboard_redis::passwords::{self, Passwords, Server};
+    let (bed, master) = Bed::bootstrapped_with(Bed::with_tls(true));
+    let plain = Command::new("redis-cli")
+        .args(["-h", &master, "-p", &bed.redis_port.to_string(), "ping"])
+        .env("REDISCLI_AUTH", PASSWORD)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert_ne!(plain.trim(), "PONG", "a plaintext client is served");
+    let (data, sentinels) = bed.addrs();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let confirmed = runtime.block_on(async {
+        let args = bed.client_args(PASSWORD);
+        let client = switchboard_redis::connect(&args)
+            .await
+            .expect("a client trusting the authority connects through the sentinels");
+        let writer = Writer::start(client, "tls");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A rotation step over TLS (the same passwords: nothing changes but the way in).
+        let tls = args.access().expect("access").tls;
+        assert!(tls.is_some());
+        let accepted = vec![PASSWORD.to_owned()];
+        let same = Passwords {
+            current: PASSWORD,
+            accepted: &accepted,
+        };
+        for addr in &data {
+            passwords::apply(
+                addr,
+                Server::Data,
+                same,
+                tls.as_ref(),
+                Duration::from_secs(3),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
+        }
+        let sentinel = Server::Sentinel {
+            master_name: MASTER_NAME,
+        };
+        for addr in &sentinels {
+            passwords::apply(addr, sentinel, same, tls.as_ref(), Duration::from_secs(3))
+                .await
+                .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
+        }
+        assert!(
+            bed.planned_failover(&master, PASSWORD).await,
+            "a sentinel started the failover over TLS"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        writer.finish().await
+    });
+    let promoted = bed.converged("after the failover over TLS");
+    assert_ne!(promoted, master, "a replica took over");
+    assert!(confirmed.len() > 20, "{} confirmed", confirmed.len());
+    let lost = missing(&bed, &promoted, "tls", &confirmed);
+    assert!(
+        lost.is_empty(),
+        "{} of {} lost",
+        lost.len(),
+        confirmed.len()
+    );
 }

@@ -355,7 +355,8 @@ pub enum RedisMode {
     // never be applied; refusing them here beats a ChatCluster stuck Degraded.
     validation = Rule::new("(has(self.ephemeral) && self.ephemeral) == (has(oldSelf.ephemeral) && oldSelf.ephemeral)").message("spec.redis.managed.ephemeral cannot be changed after creation: the data StatefulSet's volume claims are immutable — create a new ChatCluster to move between emptyDir and persistent volumes"),
     validation = Rule::new("quantity(string(self.storage)).compareTo(quantity(string(oldSelf.storage))) >= 0").message("spec.redis.managed.storage can grow but not shrink: a volume cannot be made smaller"),
-    validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable")
+    validation = Rule::new("(has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')").message("spec.redis.managed.storageClassName cannot be changed after creation: the data StatefulSet's volume claims are immutable"),
+    validation = Rule::new("has(self.tls) == has(oldSelf.tls)").message("spec.redis.managed.tls cannot be turned on or off after creation: servers and clients would speak different protocols while the pods restart — create a new ChatCluster")
 )]
 pub struct ManagedRedis {
     /// Redis data nodes (one master, the rest replicas).
@@ -395,6 +396,24 @@ pub struct ManagedRedis {
     /// Compute resources of the sentinel container (default: requests 25m CPU, 32Mi memory).
     #[serde(default = "default_sentinel_resources")]
     pub sentinel_resources: ResourceRequirements,
+    /// TLS between every client and the data nodes and sentinels, and among them (default: plain TCP
+    /// inside the chat system, behind its NetworkPolicies). Set at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ManagedRedisTls>,
+}
+
+/// The certificate of the managed data nodes and sentinels.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRedisTls {
+    /// A Secret in the ChatCluster's namespace holding `tls.crt`, `tls.key` and `ca.crt` (what
+    /// cert-manager writes): a certificate for `*.<name>-redis-headless.<namespace>.svc.<domain>`,
+    /// `*.<name>-sentinel-headless.<namespace>.svc.<domain>` and
+    /// `<name>-sentinel-headless.<namespace>.svc.<domain>`, and the authority that signed it, which every
+    /// client trusts. A changed Secret (a renewed certificate) restarts the data nodes and sentinels one
+    /// at a time, the operator's way (replicas first, failover before the master), and rolls the clients.
+    #[x_kube(validation = Rule::new("self != ''").message("spec.redis.managed.tls.secretName must name a Secret"))]
+    pub secret_name: String,
 }
 
 /// Redis run elsewhere.
@@ -403,7 +422,7 @@ pub struct ManagedRedis {
 #[x_kube(
     validation = Rule::new("has(self.url) != has(self.sentinels)").message("spec.redis.external: set exactly one of url or sentinels"),
     validation = Rule::new("!has(self.sentinels) || size(self.sentinels) > 0").message("spec.redis.external.sentinels must list at least one host:port"),
-    validation = Rule::new("!has(self.tls) || (has(self.url) && self.url.startsWith('rediss://'))").message("spec.redis.external.tls needs a rediss:// url (TLS through sentinels is not supported)")
+    validation = Rule::new("!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://')").message("spec.redis.external.tls needs a rediss:// url (or sentinels, which are then reached over TLS too)")
 )]
 pub struct ExternalRedis {
     /// Redis URL (`redis://host:port/db` or `rediss://...`); put the password in `passwordSecretRef`.
@@ -731,6 +750,7 @@ impl Default for ManagedRedis {
             storage_class_name: None,
             resources: default_redis_resources(),
             sentinel_resources: default_sentinel_resources(),
+            tls: None,
         }
     }
 }

@@ -366,12 +366,16 @@ async fn sync_one(cc: &ChatCluster, sctx: &SyncContext) -> Result<Action> {
     let endpoint = resources::redis_endpoint(cc, &sctx.ctx.config.cluster_domain)?;
     let mut observation = sctx.ctx.observations.get(&cc.cluster_id());
     let args = redis_args(cc, sctx, &ns).await;
-    let sentinel_password = args
+    // The sentinels ask for their own password; TLS is the same as the client's.
+    let sentinel_access = args
         .as_ref()
         .ok()
-        .and_then(|a| a.redis_sentinel_password.clone());
-    observation.current_master =
-        current_master(&endpoint, sentinel_password.as_deref(), sctx).await;
+        .map(|a| switchboard_redis::node::Access {
+            password: a.redis_sentinel_password.clone(),
+            tls: a.access().ok().and_then(|access| access.tls),
+        })
+        .unwrap_or_default();
+    observation.current_master = current_master(&endpoint, &sentinel_access, sctx).await;
     let loadset = match args {
         Ok(args) => sctx.loadset(cc, &args).await,
         Err(err) => Err(err),
@@ -532,7 +536,7 @@ async fn secret_value(sctx: &SyncContext, ns: &str, reference: &PasswordRef) -> 
 
 async fn current_master(
     endpoint: &resources::RedisEndpoint,
-    sentinel_password: Option<&str>,
+    access: &switchboard_redis::node::Access,
     sctx: &SyncContext,
 ) -> Option<String> {
     if let Some(url) = &endpoint.url {
@@ -541,7 +545,7 @@ async fn current_master(
     match sentinel::current_master(
         &endpoint.sentinels,
         &endpoint.master_name,
-        sentinel_password,
+        access,
         sctx.config.redis_timeout,
     )
     .await

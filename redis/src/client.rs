@@ -447,11 +447,9 @@ impl RedisArgs {
         let tls_url = url.is_some_and(|u| u.starts_with("rediss://"));
         match (tls_url, tls_files) {
             (true, _) => config.tls = Some(self.tls_config()?),
-            (false, true) if !sentinels.is_empty() => {
-                return Err(Error::InvalidConfig(
-                    "TLS through sentinels is not supported: reach a TLS Redis with a rediss:// --redis-url".to_owned(),
-                ));
-            }
+            // Sentinels have no URL scheme: TLS files mean the sentinels and the data nodes they name
+            // speak TLS (each checked against its host name).
+            (false, true) if !sentinels.is_empty() => config.tls = Some(self.tls_config()?),
             (false, true) => {
                 return Err(Error::InvalidConfig(
                     "TLS files were given but --redis-url is not rediss://".to_owned(),
@@ -466,7 +464,16 @@ impl RedisArgs {
 }
 
 impl RedisArgs {
-    /// The TLS settings of a `rediss://` connection: the given authorities (else the system's roots) and,
+    /// Settings to reach single data nodes or sentinels as this client does (password, TLS).
+    pub fn access(&self) -> Result<crate::node::Access> {
+        let config = self.config()?;
+        Ok(crate::node::Access {
+            password: config.password,
+            tls: config.tls,
+        })
+    }
+
+    /// The TLS settings of a `rediss://` (or TLS sentinel) connection: the given authorities (else the system's roots) and,
     /// for mutual TLS, the client certificate and key. rustls on ring, TLS 1.2 and 1.3.
     fn tls_config(&self) -> Result<TlsConfig> {
         use switchboard_runtime::tls;
@@ -687,24 +694,25 @@ async fn start<C: ClientLike>(client: &C, args: &RedisArgs) -> Result<()> {
 /// rejected sentinel password, or a master name they do not monitor. `None` when the sentinels are fine
 /// (or none answers), so the caller's own classification stands.
 async fn diagnose_sentinels(args: &RedisArgs, target: &str) -> Option<Error> {
+    let config = args.config().ok()?;
     let ServerConfig::Sentinel {
         hosts,
         service_name,
         password,
         ..
-    } = args.config().ok()?.server
+    } = config.server
     else {
         return None;
     };
+    let access = crate::node::Access {
+        password: password.clone(),
+        tls: config.tls,
+    };
     for host in hosts {
         let sentinel = format!("{}:{}", host.host, host.port);
-        let answer = crate::sentinel::master_addr(
-            &sentinel,
-            &service_name,
-            password.as_deref(),
-            CONNECT_TIMEOUT * 2,
-        )
-        .await;
+        let answer =
+            crate::sentinel::master_addr(&sentinel, &service_name, &access, CONNECT_TIMEOUT * 2)
+                .await;
         match answer {
             Ok(None) => {
                 return Some(Error::UnknownMaster {

@@ -17,6 +17,33 @@ use fred::interfaces::ClientLike;
 use fred::types::config::{Config, ServerConfig};
 use fred::types::{Builder, ClusterHash, CustomCommand, InfoKind, Value};
 
+/// How to reach a data node or a sentinel: the password it asks for, and TLS when it speaks it.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// The password (`AUTH`), if it asks for one.
+    pub password: Option<String>,
+    /// Speak TLS with these settings (managed Redis with `spec.redis.managed.tls`, or external TLS).
+    pub tls: Option<fred::types::config::TlsConfig>,
+}
+
+impl Access {
+    /// Plain TCP with `password`.
+    pub fn password(password: Option<&str>) -> Self {
+        Self {
+            password: password.map(str::to_owned),
+            tls: None,
+        }
+    }
+
+    /// The same, with `password` instead.
+    pub fn with_password(&self, password: &str) -> Self {
+        Self {
+            password: Some(password.to_owned()),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
 /// Errors asking a data node.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,10 +103,10 @@ impl Replication {
 /// Asks the data node at `addr` (`host:port`) for its replication state, bounded by `timeout`.
 pub async fn replication(
     addr: &str,
-    password: Option<&str>,
+    access: &Access,
     timeout: Duration,
 ) -> Result<Replication, Error> {
-    let text = ask(addr, password, timeout, |client| async move {
+    let text = ask(addr, access, timeout, |client| async move {
         let replication: String = client.info(Some(InfoKind::Replication)).await?;
         let persistence: String = client.info(Some(InfoKind::Persistence)).await?;
         Ok(format!("{replication}\n{persistence}"))
@@ -93,12 +120,12 @@ pub async fn replication(
 /// (and then lost when it becomes a replica). Reads go on. [`resume_writes`] ends it early.
 pub async fn pause_writes(
     addr: &str,
-    password: Option<&str>,
+    access: &Access,
     hold: Duration,
     timeout: Duration,
 ) -> Result<(), Error> {
     let ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
-    ask(addr, password, timeout, |client| async move {
+    ask(addr, access, timeout, |client| async move {
         client
             .custom::<Value, _>(
                 CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
@@ -111,12 +138,8 @@ pub async fn pause_writes(
 }
 
 /// Ends a [`pause_writes`] (`CLIENT UNPAUSE`).
-pub async fn resume_writes(
-    addr: &str,
-    password: Option<&str>,
-    timeout: Duration,
-) -> Result<(), Error> {
-    ask(addr, password, timeout, |client| async move {
+pub async fn resume_writes(addr: &str, access: &Access, timeout: Duration) -> Result<(), Error> {
+    ask(addr, access, timeout, |client| async move {
         client
             .custom::<Value, _>(
                 CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
@@ -131,7 +154,7 @@ pub async fn resume_writes(
 /// Runs one exchange on a short-lived connection to the data node at `addr`, bounded by `timeout`.
 pub(crate) async fn ask<T, F, Fut>(
     addr: &str,
-    password: Option<&str>,
+    access: &Access,
     timeout: Duration,
     exchange: F,
 ) -> Result<T, Error>
@@ -143,7 +166,8 @@ where
         crate::client::parse_host_port(addr, 6379).map_err(|_| Error::Address(addr.to_owned()))?;
     let config = Config {
         server: ServerConfig::Centralized { server },
-        password: password.map(str::to_owned),
+        password: access.password.clone(),
+        tls: access.tls.clone(),
         ..Config::default()
     };
     let mut builder = Builder::from_config(config);

@@ -73,11 +73,12 @@ pub enum Error {
 }
 
 /// Makes the server at `addr` (`host:port`) accept exactly `passwords.accepted` and use
-/// `passwords.current` with its peers, each exchange bounded by `timeout`.
+/// `passwords.current` with its peers, over TLS with `tls`, each exchange bounded by `timeout`.
 pub async fn apply(
     addr: &str,
     server: Server<'_>,
     passwords: Passwords<'_>,
+    tls: Option<&fred::types::config::TlsConfig>,
     timeout: Duration,
 ) -> Result<(), Error> {
     // The current password first: after step 2 every server should take it.
@@ -90,17 +91,21 @@ pub async fn apply(
             .filter(|p| *p != passwords.current),
     );
     for password in candidates {
+        let access = crate::node::Access {
+            password: Some(password.to_owned()),
+            tls: tls.cloned(),
+        };
         let tried = match server {
-            Server::Data => crate::node::ask(addr, Some(password), timeout, |client| {
-                set_data(client, passwords)
-            })
-            .await
-            .map_err(|e| match e {
-                crate::node::Error::Redis { source, .. } => Some(source),
-                _ => None,
-            }),
+            Server::Data => {
+                crate::node::ask(addr, &access, timeout, |client| set_data(client, passwords))
+                    .await
+                    .map_err(|e| match e {
+                        crate::node::Error::Redis { source, .. } => Some(source),
+                        _ => None,
+                    })
+            }
             Server::Sentinel { master_name } => {
-                crate::sentinel::ask(addr, Some(password), timeout, |client| {
+                crate::sentinel::ask(addr, &access, timeout, |client| {
                     set_sentinel(client, master_name, passwords)
                 })
                 .await

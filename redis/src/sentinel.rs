@@ -82,10 +82,10 @@ impl std::fmt::Display for MasterAddr {
 pub async fn master_addr(
     addr: &str,
     master_name: &str,
-    password: Option<&str>,
+    access: &crate::node::Access,
     timeout: Duration,
 ) -> Result<Option<MasterAddr>> {
-    let value = ask(addr, password, timeout, |client| async move {
+    let value = ask(addr, access, timeout, |client| async move {
         client
             .get_master_addr_by_name::<Value, _>(master_name)
             .await
@@ -101,10 +101,10 @@ pub async fn master_addr(
 pub async fn failover(
     addr: &str,
     master_name: &str,
-    password: Option<&str>,
+    access: &crate::node::Access,
     timeout: Duration,
 ) -> Result<()> {
-    ask(addr, password, timeout, |client| async move {
+    ask(addr, access, timeout, |client| async move {
         client.failover::<Value, _>(master_name).await
     })
     .await
@@ -129,22 +129,22 @@ pub async fn planned_failover(
     replicas: &[String],
     sentinels: &[String],
     master_name: &str,
-    password: Option<&str>,
+    access: &crate::node::Access,
     timeout: Duration,
 ) -> bool {
-    if let Err(err) = crate::node::pause_writes(master, password, FAILOVER_HOLD, timeout).await {
+    if let Err(err) = crate::node::pause_writes(master, access, FAILOVER_HOLD, timeout).await {
         tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not hold writes on the master");
         return false;
     }
     let deadline = tokio::time::Instant::now() + CATCH_UP;
-    let target = crate::node::replication(master, password, timeout)
+    let target = crate::node::replication(master, access, timeout)
         .await
         .map(|r| r.offset)
         .unwrap_or(u64::MAX);
     loop {
         let mut behind = 0;
         for replica in replicas {
-            let offset = crate::node::replication(replica, password, timeout)
+            let offset = crate::node::replication(replica, access, timeout)
                 .await
                 .map(|r| r.offset)
                 .unwrap_or(0);
@@ -164,14 +164,14 @@ pub async fn planned_failover(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for addr in sentinels {
-        match failover(addr, master_name, password, timeout).await {
+        match failover(addr, master_name, access, timeout).await {
             Ok(()) => return true,
             Err(err) => {
                 tracing::debug!(sentinel = %addr, error = %switchboard_runtime::report::chain(&err), "failover not started")
             }
         }
     }
-    if let Err(err) = crate::node::resume_writes(master, password, timeout).await {
+    if let Err(err) = crate::node::resume_writes(master, access, timeout).await {
         tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
     }
     false
@@ -180,7 +180,7 @@ pub async fn planned_failover(
 /// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
 pub(crate) async fn ask<F, Fut>(
     addr: &str,
-    password: Option<&str>,
+    access: &crate::node::Access,
     timeout: Duration,
     question: F,
 ) -> Result<Value>
@@ -195,8 +195,8 @@ where
         host: server.host.to_string(),
         port: server.port,
         username: None,
-        password: password.map(str::to_owned),
-        tls: None,
+        password: access.password.clone(),
+        tls: access.tls.clone(),
     });
     crate::node::one_attempt(&mut builder, timeout);
     let client = builder
@@ -221,12 +221,12 @@ where
 pub async fn current_master(
     sentinels: &[String],
     master_name: &str,
-    password: Option<&str>,
+    access: &crate::node::Access,
     timeout: Duration,
 ) -> Result<Option<MasterAddr>> {
     let mut last = None;
     for addr in sentinels {
-        match master_addr(addr, master_name, password, timeout).await {
+        match master_addr(addr, master_name, access, timeout).await {
             Ok(Some(master)) => return Ok(Some(master)),
             Ok(None) => last = None,
             Err(error) => last = Some(error),

@@ -85,10 +85,20 @@ fn tls_settings_that_cannot_take_effect_are_refused() {
         panic!("TLS files with redis:// must be refused");
     };
     assert!(why.contains("rediss://"), "{why}");
+}
+
+#[test]
+fn tls_files_with_sentinels_mean_tls_to_the_sentinels_and_the_data_nodes() {
+    let pki = Pki::new();
     let mut sentinels = RedisArgs::from_sentinels(["127.0.0.1:26379"], "m");
-    sentinels.redis_tls_ca_file = Some(PathBuf::from("/ca.crt"));
-    let Err(Error::InvalidConfig(why)) = sentinels.config() else {
-        panic!("TLS through sentinels must be refused");
-    };
-    assert!(why.contains("sentinels"), "{why}");
+    sentinels.redis_tls_ca_file = Some(pki.path("ca.crt"));
+    let config = sentinels.config().expect("TLS through sentinels");
+    assert!(
+        config.tls.is_some(),
+        "one TLS setting for sentinels and data nodes"
+    );
+    assert!(sentinels.access().expect("access").tls.is_some());
+    let mut missing = RedisArgs::from_sentinels(["127.0.0.1:26379"], "m");
+    missing.redis_tls_ca_file = Some(PathBuf::from("/nonexistent/ca.crt"));
+    assert!(matches!(missing.config(), Err(Error::Tls { .. })));
 }

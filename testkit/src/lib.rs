@@ -767,7 +767,7 @@ impl Sentinel {
         let master = switchboard_redis::sentinel::master_addr(
             &addr,
             &self.master_name,
-            self.password.as_deref(),
+            &switchboard_redis::node::Access::password(self.password.as_deref()),
             SENTINEL_QUERY_TIMEOUT,
         )
         .await

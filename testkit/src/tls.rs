@@ -8,6 +8,8 @@ use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa
 /// A certificate authority, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
 pub struct Pki {
     dir: PathBuf,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
 }
 
 impl Default for Pki {
@@ -27,20 +29,7 @@ impl Pki {
         // Distinct names: a leaf named like its issuer looks self-signed to OpenSSL.
         ca_params.distinguished_name = named("switchboard test CA");
         let ca = ca_params.self_signed(&ca_key).expect("ca");
-        let issue = |name: &str, sans: Vec<String>| {
-            let key = KeyPair::generate().expect("key");
-            let mut params = CertificateParams::new(sans).expect("params");
-            params.distinguished_name = named(name);
-            let cert = params.signed_by(&key, &ca, &ca_key).expect("sign");
-            std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write");
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
-        };
         std::fs::write(dir.join("ca.crt"), ca.pem()).expect("write");
-        issue(
-            "server",
-            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-        );
-        issue("client", vec!["switchboard-client".to_owned()]);
         // An authority the server's certificate does not chain to.
         let other_key = KeyPair::generate().expect("key");
         let mut other = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -48,7 +37,26 @@ impl Pki {
         other.distinguished_name = named("another CA");
         let other = other.self_signed(&other_key).expect("other ca");
         std::fs::write(dir.join("other-ca.crt"), other.pem()).expect("write");
-        Self { dir }
+        let pki = Self { dir, ca, ca_key };
+        pki.issue("server", &["127.0.0.1", "localhost"]);
+        pki.issue("client", &["switchboard-client"]);
+        pki
+    }
+
+    /// Issues `<name>.crt` and `<name>.key`, a certificate of this authority for `names` (host names or IP
+    /// addresses); returns the directory holding them.
+    pub fn issue(&self, name: &str, names: &[&str]) -> PathBuf {
+        let key = KeyPair::generate().expect("key");
+        let sans = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(sans).expect("params");
+        params.distinguished_name = named(name);
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .expect("sign");
+        let dir = &self.dir;
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).expect("write");
+        dir.clone()
     }
 
     /// The file `name`: `ca.crt`, `server.crt`/`.key` (127.0.0.1, localhost), `client.crt`/`.key`,

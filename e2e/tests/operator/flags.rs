@@ -26,6 +26,7 @@ fn rendered(clusters: &[ChatCluster], container: &str) -> (BTreeSet<String>, Vec
         cluster_domain: "cluster.local".to_owned(),
         password_hash: Some("h".to_owned()),
         auth_hash: Some("k".to_owned()),
+        redis_tls_hash: Some("t".to_owned()),
     };
     let mut names = BTreeSet::new();
     let mut values = Vec::new();

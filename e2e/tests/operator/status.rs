@@ -15,8 +15,9 @@ use serde_json::json;
 use switchboard_testkit::{RedisServer, eventually};
 
 use crate::{
-    TIMEOUT, bed, condition, create_cluster, demo_deployment_asks_for, kubectl_ok, loadset,
-    new_namespace, ready_node_pods, scale_demo, start_operator, wait_condition, wait_event,
+    TIMEOUT, bed, condition, create_cluster, demo_deployment_asks_for, kubectl, kubectl_ok,
+    loadset, new_namespace, ready_node_pods, scale_demo, start_operator, wait_condition,
+    wait_event,
 };
 
 #[tokio::test]
@@ -441,4 +442,81 @@ async fn exposed_nodes_get_a_service_each_and_are_handed_out_at_its_node_port() 
         },
     )
     .await;
+}
+
+/// Managed Redis with `spec.redis.managed.tls`: a missing certificate Secret is `Degraded` (not servers
+/// that cannot start); once it exists the data and sentinel pods mount it, chat-node trusts its
+/// authority, and TLS cannot be switched off on a running chat system.
+#[tokio::test]
+async fn managed_redis_tls_needs_its_certificate_secret_and_is_fixed_at_creation() {
+    let bed = bed().await;
+    let ns = new_namespace(bed, "op-mtls").await;
+    let n = ns.name();
+    let client = bed.client().expect("client");
+    let _operator = start_operator(bed, n).await;
+    let mut cc = ChatCluster::test("demo").with_nodes(1);
+    cc.spec.redis.managed.tls = Some(operator::crd::ManagedRedisTls {
+        secret_name: "redis-cert".to_owned(),
+    });
+    create_cluster(&client, n, cc).await;
+    let api: Api<ChatCluster> = Api::namespaced(client.clone(), n);
+    let message = eventually("Degraded TlsSecretNotFound", TIMEOUT, || async {
+        let cc = api.get("demo").await.ok()?;
+        let (status, reason, message) = condition(&cc, "Degraded")?;
+        (status == "True" && reason == "TlsSecretNotFound").then_some(message)
+    })
+    .await;
+    assert!(message.contains("redis-cert"), "{message}");
+
+    let pki = switchboard_testkit::tls::Pki::new();
+    let dir = pki.issue(
+        "servers",
+        &["*.demo-redis-headless.svc", "demo-sentinel-headless"],
+    );
+    let file = |name: &str| dir.join(name).display().to_string();
+    kubectl_ok(
+        bed,
+        &[
+            "-n",
+            n,
+            "create",
+            "secret",
+            "generic",
+            "redis-cert",
+            &format!("--from-file=tls.crt={}", file("servers.crt")),
+            &format!("--from-file=tls.key={}", file("servers.key")),
+            &format!("--from-file=ca.crt={}", file("ca.crt")),
+        ],
+        None,
+    )
+    .await;
+    wait_condition(&client, n, "demo", "Degraded", "False").await;
+    let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), n);
+    for name in ["demo-redis", "demo-sentinel"] {
+        let set = sets.get(name).await.expect(name);
+        let pod = set.spec.template.spec.expect("pod");
+        assert!(
+            pod.volumes.unwrap_or_default().iter().any(|v| v
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                == Some("redis-cert")),
+            "{name} mounts the certificate"
+        );
+    }
+    let (ok, out) = kubectl(
+        bed,
+        &[
+            "-n",
+            n,
+            "patch",
+            "chatcluster/demo",
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/spec/redis/managed/tls"}]"#,
+        ],
+        None,
+    )
+    .await;
+    assert!(!ok && out.contains("cannot be turned on or off"), "{out}");
 }

@@ -31,6 +31,7 @@ mod controller;
 mod deletion_cost;
 mod error;
 mod password;
+mod redis_tls;
 mod redis_update;
 mod rotation;
 mod status;
@@ -191,11 +192,23 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
             None
         }
     };
+    let server_tls = if cc.spec.redis.mode == RedisMode::Managed {
+        match redis_tls::resolve(cc, ctx, &ns).await? {
+            Ok(tls) => tls,
+            Err(problem) => {
+                problems.push(problem);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let tls = server_tls.as_ref().map(|t| &t.tls);
     // Managed Redis: the password in use follows the one asked for through a rotation.
     let mut rotation = None;
     let password = match (&cc.spec.redis.mode, wanted) {
         (RedisMode::Managed, Some(wanted)) => {
-            let (r, problem) = rotation::before_render(cc, ctx, &ns, uid, &wanted).await?;
+            let (r, problem) = rotation::before_render(cc, ctx, &ns, uid, &wanted, tls).await?;
             problems.extend(problem);
             rotation = r;
             rotation.as_ref().map(|r| r.current.clone())
@@ -219,6 +232,7 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         cluster_domain: ctx.config.cluster_domain.clone(),
         password_hash: password.as_deref().map(salted),
         auth_hash: hmac_key.as_deref().map(salted),
+        redis_tls_hash: server_tls.as_ref().map(|t| t.hash.clone()),
     };
     let mut desired = resources::render(cc, &render_ctx)?;
     deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
@@ -230,14 +244,18 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
             .iter()
             .filter_map(|n| applied.deployments.get(n))
             .collect();
-        applied.waiting = rotation::after_apply(cc, ctx, &ns, rotation, &clients).await?;
+        applied.waiting = rotation::after_apply(cc, ctx, &ns, rotation, &clients, tls).await?;
     }
     let mut redis_update = None;
     if cc.spec.redis.mode == RedisMode::External {
         apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     } else {
         redis_update::label_pods(cc, ctx, &ns).await?;
-        redis_update = redis_update::step(cc, ctx, &ns, uid, password.as_deref()).await?;
+        let access = switchboard_redis::node::Access {
+            password: password.clone(),
+            tls: tls.cloned(),
+        };
+        redis_update = redis_update::step(cc, ctx, &ns, uid, &access).await?;
     }
     crate::expose::reconcile(cc, ctx, &ns)
         .await

@@ -38,7 +38,7 @@ use tracing::{debug, info};
 use super::{Error, Result};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::ChatCluster;
-use crate::resources::{self, Component, Names, REDIS_PORT};
+use crate::resources::{self, Component, Names};
 
 /// Time allowed to ask one data node or sentinel.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -54,7 +54,8 @@ struct DataPod {
     revision: Option<String>,
     ready: bool,
     terminating: bool,
-    ip: Option<String>,
+    /// `ip:port` (or `host:port` with TLS) of its Redis.
+    addr: Option<String>,
 }
 
 /// What to do now.
@@ -143,19 +144,13 @@ fn pod_of_host(host: &str) -> &str {
 }
 
 impl DataPod {
-    /// `ip:port` of its Redis.
+    /// Where the operator reaches its Redis.
     fn addr(&self) -> Option<String> {
-        self.ip.as_ref().map(|ip| {
-            if ip.contains(':') {
-                format!("[{ip}]:{REDIS_PORT}")
-            } else {
-                format!("{ip}:{REDIS_PORT}")
-            }
-        })
+        self.addr.clone()
     }
 }
 
-fn data_pod(pod: &Pod, sts: &str) -> Option<DataPod> {
+fn data_pod(cc: &ChatCluster, domain: &str, pod: &Pod, sts: &str) -> Option<DataPod> {
     let name = pod.name_any();
     let ordinal = name.strip_prefix(sts)?.strip_prefix('-')?.parse().ok()?;
     let status = pod.status.as_ref();
@@ -167,7 +162,13 @@ fn data_pod(pod: &Pod, sts: &str) -> Option<DataPod> {
         revision: pod.labels().get("controller-revision-hash").cloned(),
         ready,
         terminating: pod.metadata.deletion_timestamp.is_some(),
-        ip: status.and_then(|s| s.pod_ip.clone()),
+        addr: resources::server_addr(
+            cc,
+            domain,
+            &name,
+            status.and_then(|s| s.pod_ip.as_deref()),
+            Component::Redis,
+        ),
         name,
     })
 }
@@ -225,7 +226,7 @@ pub(super) async fn step(
     ctx: &Context,
     ns: &str,
     uid: &str,
-    password: Option<&str>,
+    access: &node::Access,
 ) -> Result<Option<Duration>> {
     let names = Names::of(cc)?;
     let sts_name = names.redis_sts();
@@ -249,7 +250,7 @@ pub(super) async fn step(
         .map_err(Error::kube("list", "Pod", &selector))?
         .items
         .iter()
-        .filter_map(|p| data_pod(p, &sts_name))
+        .filter_map(|p| data_pod(cc, &ctx.config.cluster_domain, p, &sts_name))
         .collect();
     pods.sort_by_key(|p| p.ordinal);
     if pods
@@ -261,7 +262,7 @@ pub(super) async fn step(
     let mut states = HashMap::new();
     for p in &pods {
         let state = match p.addr() {
-            Some(addr) if p.ready => match node::replication(&addr, password, ASK_TIMEOUT).await {
+            Some(addr) if p.ready => match node::replication(&addr, access, ASK_TIMEOUT).await {
                 Ok(r) => Some(r),
                 Err(err) => {
                     debug!(pod = %p.name, error = %report::chain(&err), "data pod did not answer");
@@ -275,7 +276,7 @@ pub(super) async fn step(
     let endpoint = resources::redis_endpoint(cc, &ctx.config.cluster_domain)?;
     let master_name = &cc.spec.redis.managed.master_name;
     let sentinel_master =
-        sentinel::current_master(&endpoint.sentinels, master_name, password, ASK_TIMEOUT)
+        sentinel::current_master(&endpoint.sentinels, master_name, access, ASK_TIMEOUT)
             .await
             .ok()
             .flatten()
@@ -323,7 +324,7 @@ pub(super) async fn step(
                 &replicas,
                 &endpoint.sentinels,
                 master_name,
-                password,
+                access,
                 ASK_TIMEOUT,
             )
             .await
@@ -357,7 +358,7 @@ mod tests {
             revision: Some(revision.to_owned()),
             ready: true,
             terminating: false,
-            ip: Some(format!("10.0.0.{ordinal}")),
+            addr: Some(format!("10.0.0.{ordinal}:6379")),
         }
     }
 

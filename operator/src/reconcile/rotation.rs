@@ -20,6 +20,7 @@
 //! next step by the next application. A server that cannot be reached holds the rotation at its step
 //! (`Reconciling`, reason `PasswordRotating`), with clients working throughout.
 
+use fred::types::config::TlsConfig;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
@@ -33,9 +34,7 @@ use super::apply::name_conflict;
 use super::{Error, Problem, Result};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::ChatCluster;
-use crate::resources::{
-    self, Component, Names, PASSWORD_KEY, PASSWORDS_KEY, REDIS_PORT, SENTINEL_PORT,
-};
+use crate::resources::{self, Component, Names, PASSWORD_KEY, PASSWORDS_KEY};
 
 /// Time allowed to set the passwords of one server.
 const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
@@ -110,6 +109,7 @@ pub(super) async fn before_render(
     ns: &str,
     uid: &str,
     wanted: &str,
+    tls: Option<&TlsConfig>,
 ) -> Result<(Option<Rotation>, Option<Problem>)> {
     let names = Names::of(cc)?;
     let name = names.redis_applied_secret();
@@ -167,7 +167,7 @@ pub(super) async fn before_render(
             accepted: applied.accepted.clone(),
         },
     };
-    if let Err(why) = apply_to_servers(cc, ctx, ns, &step).await? {
+    if let Err(why) = apply_to_servers(cc, ctx, ns, &step, tls).await? {
         let waiting = Rotation {
             current: applied.current,
             waiting: Some(format!("rotating the Redis password: {why}")),
@@ -210,6 +210,7 @@ pub(super) async fn after_apply(
     ns: &str,
     rotation: &Rotation,
     deployments: &[&Deployment],
+    tls: Option<&TlsConfig>,
 ) -> Result<Option<String>> {
     if !rotation.finishing {
         return Ok(rotation.waiting.clone());
@@ -225,12 +226,12 @@ pub(super) async fn after_apply(
         current: rotation.current.clone(),
         accepted: vec![rotation.current.clone()],
     };
-    if let Err(why) = apply_to_servers(cc, ctx, ns, &done).await? {
+    if let Err(why) = apply_to_servers(cc, ctx, ns, &done, tls).await? {
         return Ok(Some(format!("rotating the Redis password: {why}")));
     }
     write(cc, ctx, ns, &done).await?;
     // Once more: a server that started between the application and the write read both passwords.
-    if let Err(why) = apply_to_servers(cc, ctx, ns, &done).await? {
+    if let Err(why) = apply_to_servers(cc, ctx, ns, &done, tls).await? {
         return Ok(Some(format!("rotating the Redis password: {why}")));
     }
     ctx.event(
@@ -314,6 +315,7 @@ async fn apply_to_servers(
     ctx: &Context,
     ns: &str,
     applied: &Applied,
+    tls: Option<&TlsConfig>,
 ) -> Result<Result<(), String>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let master_name = cc.spec.redis.managed.master_name.clone();
@@ -321,10 +323,7 @@ async fn apply_to_servers(
         current: &applied.current,
         accepted: &applied.accepted,
     };
-    for (component, port) in [
-        (Component::Redis, REDIS_PORT),
-        (Component::Sentinel, SENTINEL_PORT),
-    ] {
+    for component in [Component::Redis, Component::Sentinel] {
         let selector = resources::selector_string(cc, component);
         let list = pods
             .list(&ListParams::default().labels(&selector))
@@ -341,15 +340,13 @@ async fn apply_to_servers(
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
         {
-            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
+            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+            let domain = &ctx.config.cluster_domain;
+            let Some(addr) = resources::server_addr(cc, domain, &pod.name_any(), ip, component)
+            else {
                 return Ok(Err(format!("pod {} has no address yet", pod.name_any())));
             };
-            let addr = if ip.contains(':') {
-                format!("[{ip}]:{port}")
-            } else {
-                format!("{ip}:{port}")
-            };
-            if let Err(e) = passwords::apply(&addr, server, passwords, ASK_TIMEOUT).await {
+            if let Err(e) = passwords::apply(&addr, server, passwords, tls, ASK_TIMEOUT).await {
                 return Ok(Err(format!(
                     "pod {}: {}",
                     pod.name_any(),

@@ -153,6 +153,8 @@ pub struct RenderContext {
     pub password_hash: Option<String>,
     /// Fingerprint of the token signing key in use ([`fingerprint`]); `None` without an HMAC key.
     pub auth_hash: Option<String>,
+    /// Fingerprint of the managed Redis TLS Secret's content; `None` without managed TLS.
+    pub redis_tls_hash: Option<String>,
 }
 
 impl Default for RenderContext {
@@ -161,6 +163,7 @@ impl Default for RenderContext {
             cluster_domain: "cluster.local".to_owned(),
             password_hash: None,
             auth_hash: None,
+            redis_tls_hash: None,
         }
     }
 }
@@ -217,6 +220,11 @@ pub struct RedisTlsRef {
     pub client_secret: Option<String>,
 }
 
+/// Key of the authority in a `kubernetes.io/tls` Secret as cert-manager writes it.
+pub const TLS_CA_KEY: &str = "ca.crt";
+/// Where managed data nodes and sentinels find their certificate, key and authority (`TLS_DIR`).
+const SERVER_TLS_DIR: &str = "/tls";
+
 /// Where chat-node and registry find the Redis TLS files (Secret volumes).
 const REDIS_TLS_DIR: &str = "/var/run/switchboard/redis-tls";
 
@@ -239,9 +247,41 @@ pub fn redis_endpoint(cc: &ChatCluster, cluster_domain: &str) -> Result<RedisEnd
                 // The password in use, which lags the one asked for during a rotation.
                 password: Some(applied_password_ref(&names)),
                 sentinel_password: Some(applied_password_ref(&names)),
-                tls: None,
+                // Clients trust the authority of the servers' certificate.
+                tls: managed.tls.as_ref().map(|t| RedisTlsRef {
+                    ca: Some(PasswordRef {
+                        secret: t.secret_name.clone(),
+                        key: TLS_CA_KEY.to_owned(),
+                    }),
+                    client_secret: None,
+                }),
             }
         }
+    })
+}
+
+/// How the operator reaches managed data-node or sentinel pod `pod` (address `ip`): `ip:port`, or with
+/// `spec.redis.managed.tls` — whose certificates name hosts, not addresses — its stable hostname.
+pub fn server_addr(
+    cc: &ChatCluster,
+    domain: &str,
+    pod: &str,
+    ip: Option<&str>,
+    component: Component,
+) -> Option<String> {
+    let names = Names::of(cc).ok()?;
+    let (service, port) = match component {
+        Component::Sentinel => (names.sentinel_headless(), SENTINEL_PORT),
+        _ => (names.redis_headless(), REDIS_PORT),
+    };
+    if cc.spec.redis.managed.tls.is_some() {
+        return Some(format!("{}:{port}", names.pod_host(pod, &service, domain)));
+    }
+    let ip = ip?;
+    Some(if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     })
 }
 
@@ -1007,10 +1047,7 @@ fn node_deployment(
     let mut pod = schedule(cc, Component::ChatNode, pod);
     add_redis_tls(endpoint, &mut pod);
     // The pods roll when the Redis password in use or the token signing key changes.
-    let hash = match (&ctx.password_hash, &ctx.auth_hash) {
-        (Some(p), Some(a)) => Some(fingerprint(&[p.as_bytes(), a.as_bytes()])),
-        (p, a) => p.clone().or_else(|| a.clone()),
-    };
+    let hash = combined_hash(&[&ctx.password_hash, &ctx.auth_hash, &ctx.redis_tls_hash]);
     obj(
         "Deployment",
         json!({
@@ -1047,6 +1084,20 @@ fn metrics_env() -> Value {
         "SWITCHBOARD_METRICS_LISTEN",
         format!("0.0.0.0:{METRICS_PORT}"),
     )
+}
+
+/// One fingerprint of the `parts` present (the part itself when only one is), `None` when none is.
+fn combined_hash(parts: &[&Option<String>]) -> Option<String> {
+    let present: Vec<&[u8]> = parts
+        .iter()
+        .filter_map(|p| p.as_deref())
+        .map(str::as_bytes)
+        .collect();
+    match present.as_slice() {
+        [] => None,
+        [one] => Some(String::from_utf8_lossy(one).into_owned()),
+        many => Some(fingerprint(many)),
+    }
 }
 
 fn node_service(cc: &ChatCluster, names: &Names) -> Result<Service> {
@@ -1111,7 +1162,7 @@ fn registry_deployment(
                     "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
                 },
                 "template": {
-                    "metadata": pod_meta(cc, Component::Registry, ctx.password_hash.clone()),
+                    "metadata": pod_meta(cc, Component::Registry, combined_hash(&[&ctx.password_hash, &ctx.redis_tls_hash])),
                     "spec": pod,
                 },
             },
@@ -1297,8 +1348,35 @@ pub(crate) fn quantity_bytes(q: &str) -> Option<u64> {
 /// What restarts a data node or sentinel: its start script. Not the password: a rotation is applied to
 /// the running servers (`switchboard_redis::passwords`), and a server that restarts reads the passwords of
 /// the current step from the applied Secret.
-fn redis_hash(script: &str) -> String {
-    fingerprint(&[script.as_bytes()])
+fn redis_hash(script: &str, ctx: &RenderContext) -> String {
+    fingerprint(&[
+        script.as_bytes(),
+        ctx.redis_tls_hash.as_deref().unwrap_or_default().as_bytes(),
+    ])
+}
+
+/// With `spec.redis.managed.tls`: the certificate Secret mounted at [`SERVER_TLS_DIR`] of a data-node or
+/// sentinel `container`, and `TLS_DIR` telling its start script and probes to speak TLS.
+fn add_server_tls(managed: &ManagedRedis, container: &mut Value, volumes: &mut Vec<Value>) {
+    let Some(tls) = &managed.tls else {
+        return;
+    };
+    volumes.push(
+        json!({ "name": "tls", "secret": { "secretName": tls.secret_name, "defaultMode": 0o440 } }),
+    );
+    if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+        mounts.push(json!({ "name": "tls", "mountPath": SERVER_TLS_DIR, "readOnly": true }));
+    }
+    if let Some(env) = container["env"].as_array_mut() {
+        env.push(value_env("TLS_DIR", SERVER_TLS_DIR));
+    }
+}
+
+/// `redis-cli` asking the local server on `port` (TLS when `TLS_DIR` is set), in a probe.
+fn local_cli(port: i32) -> String {
+    format!(
+        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ${{TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}} -h 127.0.0.1 -p {port}"
+    )
 }
 
 fn redis_stateful_set(
@@ -1307,10 +1385,12 @@ fn redis_stateful_set(
     managed: &ManagedRedis,
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
-    let ping =
-        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG";
+    let ping = format!("{} ping | grep -q PONG", local_cli(REDIS_PORT));
     // Alive while it loads its dataset (LOADING) too: a large dataset must not restart in a loop.
-    let alive = "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 6379 ping 2>&1 | grep -qE 'PONG|LOADING'";
+    let alive = format!(
+        "{} ping 2>&1 | grep -qE 'PONG|LOADING'",
+        local_cli(REDIS_PORT)
+    );
     let mut container = json!({
         "name": "redis",
         "image": managed.image,
@@ -1336,6 +1416,7 @@ fn redis_stateful_set(
         json!({ "name": "tmp", "emptyDir": {} }),
         json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
     ];
+    add_server_tls(managed, &mut container, &mut volumes);
     let mut spec = json!({
         "serviceName": names.redis_headless(),
         "replicas": managed.replicas,
@@ -1366,7 +1447,7 @@ fn redis_stateful_set(
         volumes.push(json!({ "name": "data", "emptyDir": {} }));
     }
     spec["template"] = json!({
-        "metadata": redis_pod_meta(cc, Component::Redis, redis_hash(REDIS_SCRIPT)),
+        "metadata": redis_pod_meta(cc, Component::Redis, redis_hash(REDIS_SCRIPT, ctx)),
         "spec": schedule(cc, Component::Redis, json!({
             "containers": [container],
             "volumes": volumes,
@@ -1392,8 +1473,7 @@ fn sentinel_stateful_set(
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
     // Sentinels require the password too (sentinel.sh): nobody without it can re-point the master.
-    let ping =
-        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli -h 127.0.0.1 -p 26379 ping | grep -q PONG";
+    let ping = format!("{} ping | grep -q PONG", local_cli(SENTINEL_PORT));
     let mut container = json!({
         "name": "sentinel",
         "image": managed.image,
@@ -1411,6 +1491,12 @@ fn sentinel_stateful_set(
         ],
     });
     strip_nulls(&mut container);
+    let mut volumes = vec![
+        json!({ "name": "conf", "emptyDir": {} }),
+        json!({ "name": "tmp", "emptyDir": {} }),
+        json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
+    ];
+    add_server_tls(managed, &mut container, &mut volumes);
     obj(
         "StatefulSet",
         json!({
@@ -1424,14 +1510,10 @@ fn sentinel_stateful_set(
                 "selector": { "matchLabels": selector_labels(cc, Component::Sentinel) },
                 "updateStrategy": { "type": "RollingUpdate" },
                 "template": {
-                    "metadata": redis_pod_meta(cc, Component::Sentinel, redis_hash(SENTINEL_SCRIPT)),
+                    "metadata": redis_pod_meta(cc, Component::Sentinel, redis_hash(SENTINEL_SCRIPT, ctx)),
                     "spec": schedule(cc, Component::Sentinel, json!({
                         "containers": [container],
-                        "volumes": [
-                            { "name": "conf", "emptyDir": {} },
-                            { "name": "tmp", "emptyDir": {} },
-                            { "name": "scripts", "configMap": { "name": names.redis_scripts() } },
-                        ],
+                        "volumes": volumes,
                         "enableServiceLinks": false,
                         "securityContext": pod_security(Some(REDIS_UID)),
                     })),

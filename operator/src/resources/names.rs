@@ -105,6 +105,11 @@ impl Names {
         )
     }
 
+    /// The stable hostname of pod `pod` behind headless Service `service`.
+    pub fn pod_host(&self, pod: &str, service: &str, domain: &str) -> String {
+        format!("{pod}.{service}.{}.svc.{domain}", self.namespace)
+    }
+
     fn hosts(&self, sts: &str, service: &str, count: i32, domain: &str) -> Vec<String> {
         (0..count.max(0))
             .map(|i| format!("{sts}-{i}.{service}.{}.svc.{domain}", self.namespace))

@@ -16,15 +16,19 @@ conf_dir="${CONF_DIR:-/conf}"
 data_dir="${DATA_DIR:-/data}"
 self="${SELF_HOST:-${POD_NAME}.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}}"
 first="${FIRST_HOST:-${REDIS_STS}-0.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}}"
+# With TLS_DIR (spec.redis.managed.tls: tls.crt, tls.key, ca.crt) every port speaks TLS only, to clients
+# and between the servers, and the redis-cli calls below do too.
+cli_tls=""
+if [ -n "${TLS_DIR:-}" ]; then cli_tls="--tls --cacert ${TLS_DIR}/ca.crt"; fi
 master=""
 for s in $SENTINEL_HOSTS; do
-  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
   if [ -n "$reply" ]; then master="$reply"; break; fi
 done
 if [ -z "$master" ]; then
   for h in $REDIS_HOSTS; do
     [ "$h" = "$self" ] && continue
-    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$h" -p "$redis_port" info replication 2>/dev/null | grep -q '^role:master'; then
+    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$h" -p "$redis_port" info replication 2>/dev/null | grep -q '^role:master'; then
       master="$h"; break
     fi
   done
@@ -42,7 +46,7 @@ has_data() {
 peer_with_data() {
   for h in $REDIS_HOSTS; do
     [ "$h" = "$self" ] && continue
-    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$h" -p "$redis_port" info keyspace 2>/dev/null | grep -q '^db[0-9]*:keys=[1-9]'; then
+    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$h" -p "$redis_port" info keyspace 2>/dev/null | grep -q '^db[0-9]*:keys=[1-9]'; then
       echo "$h"; return 0
     fi
   done
@@ -57,7 +61,7 @@ while [ "$master" = "$self" ] && ! has_data && peer="$(peer_with_data)"; do
   [ "$waited" -eq 0 ] && echo "redis: ${self} is named master but has no data while ${peer} has: waiting for the sentinels to promote a replica"
   sleep 2; waited=$((waited + 2))
   for s in $SENTINEL_HOSTS; do
-    reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
+    reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
     if [ -n "$reply" ]; then master="$reply"; break; fi
   done
 done
@@ -68,8 +72,19 @@ set -f
 for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl="${acl} >${p}"; done
 set +f
 acl="${acl} ~* &* +@all"
+if [ -n "${TLS_DIR:-}" ]; then
+  listen="port 0
+tls-port ${redis_port}
+tls-cert-file ${TLS_DIR}/tls.crt
+tls-key-file ${TLS_DIR}/tls.key
+tls-ca-cert-file ${TLS_DIR}/ca.crt
+tls-auth-clients no
+tls-replication yes"
+else
+  listen="port ${redis_port}"
+fi
 cat > "$conf_dir/redis.conf" <<CONF
-port ${redis_port}
+${listen}
 bind ${BIND:-* -::*}
 protected-mode no
 dir ${data_dir}

@@ -17,6 +17,7 @@ fn ctx() -> RenderContext {
         cluster_domain: "cluster.local".to_owned(),
         password_hash: Some("abc".to_owned()),
         auth_hash: Some("key".to_owned()),
+        redis_tls_hash: None,
     }
 }
 
@@ -589,10 +590,113 @@ fn start_scripts_use_hostnames_bootstrap_and_rediscover_the_master() {
     assert!(sentinel.contains("sentinel sentinel-pass ${REDIS_PASSWORD}"));
     for script in [redis, sentinel] {
         assert!(
-            script.contains("REDISCLI_AUTH=\"$REDIS_PASSWORD\" timeout 3 redis-cli -h \"$s\" -p \"$sentinel_port\""),
-            "sentinels are asked with the password"
+            script.contains("REDISCLI_AUTH=\"$REDIS_PASSWORD\" timeout 3 redis-cli $cli_tls -h \"$s\" -p \"$sentinel_port\""),
+            "sentinels are asked with the password (and TLS when set)"
+        );
+        assert!(
+            script.contains("tls-port ${"),
+            "TLS_DIR makes every port TLS only"
+        );
+        assert!(script.contains("tls-replication yes"));
+        assert!(script.contains("<<CONF\n${listen}\n"));
+    }
+}
+
+#[test]
+fn managed_tls_mounts_the_certificate_into_the_servers_and_its_authority_into_the_clients() {
+    let mut cc = demo();
+    cc.spec.redis.managed.tls = Some(crate::crd::ManagedRedisTls {
+        secret_name: "redis-cert".to_owned(),
+    });
+    let mut tls_ctx = ctx();
+    tls_ctx.redis_tls_hash = Some("cert-1".to_owned());
+    let d = render(&cc, &tls_ctx).unwrap();
+    for name in ["demo-redis", "demo-sentinel"] {
+        let pod = sts(&d, name).spec.template.spec.clone().unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap_or_else(|| panic!("{name}: tls volume"));
+        assert_eq!(
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("redis-cert")
+        );
+        let c = &pod.containers[0];
+        assert_eq!(env_value(c, "TLS_DIR"), "/tls");
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "tls" && m.mount_path == "/tls")
+        );
+        let probe = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .exec
+            .as_ref()
+            .unwrap()
+            .command
+            .clone()
+            .unwrap();
+        assert!(
+            probe[2].contains("${TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}"),
+            "{probe:?}"
         );
     }
+    for name in ["demo-node", "demo-registry"] {
+        let c = container(deployment(&d, name));
+        assert_eq!(
+            env_value(c, "SWITCHBOARD_REDIS_TLS_CA_FILE"),
+            "/var/run/switchboard/redis-tls/ca/ca.crt"
+        );
+    }
+    // A renewed certificate restarts the servers (the operator's way) and rolls the clients.
+    let mut renewed = tls_ctx.clone();
+    renewed.redis_tls_hash = Some("cert-2".to_owned());
+    let r = render(&cc, &renewed).unwrap();
+    for (a, b) in d.stateful_sets.iter().zip(&r.stateful_sets) {
+        assert_ne!(a.spec.template.metadata, b.spec.template.metadata);
+    }
+    for (a, b) in d.deployments.iter().zip(&r.deployments) {
+        assert_ne!(a.spec.template.metadata, b.spec.template.metadata);
+    }
+    // The operator reaches TLS servers by host name (certificates name hosts, not addresses).
+    assert_eq!(
+        server_addr(
+            &cc,
+            "cluster.local",
+            "demo-redis-0",
+            Some("10.0.0.1"),
+            Component::Redis
+        )
+        .as_deref(),
+        Some("demo-redis-0.demo-redis-headless.chat.svc.cluster.local:6379")
+    );
+    assert_eq!(
+        server_addr(
+            &demo(),
+            "cluster.local",
+            "demo-sentinel-1",
+            Some("10.0.0.2"),
+            Component::Sentinel
+        )
+        .as_deref(),
+        Some("10.0.0.2:26379")
+    );
+    // Without TLS nothing of it is rendered.
+    let plain = render(&demo(), &ctx()).unwrap();
+    let c = container(deployment(&plain, "demo-node"));
+    assert!(
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|e| e.name != "SWITCHBOARD_REDIS_TLS_CA_FILE")
+    );
 }
 
 #[test]
