@@ -32,6 +32,7 @@ pub mod fixtures;
 pub mod leader;
 pub mod loadset_sync;
 pub mod metrics;
+pub mod monitoring;
 pub mod observation;
 pub mod reconcile;
 pub mod resources;
