@@ -118,7 +118,14 @@ pub async fn ensure_built(layout: &Layout) -> Result<Binaries> {
     let ldflags = ldflags(layout);
     for (name, source) in COMMANDS {
         let one = Instant::now();
-        build_one(&go, &ldflags, &source.package(), &tmp.join(name)).await?;
+        build_one(
+            &go,
+            Layout::go_module(),
+            &ldflags,
+            &source.package(),
+            &tmp.join(name),
+        )
+        .await?;
         tracing::info!(command = name, seconds = one.elapsed().as_secs(), "built");
     }
     match tokio::fs::rename(&tmp, &final_dir).await {
@@ -163,7 +170,15 @@ fn ldflags(layout: &Layout) -> String {
     flags.join(" ")
 }
 
-async fn build_one(go: &Path, ldflags: &str, package: &str, out: &Path) -> Result<()> {
+/// `go build` of `package` from the Go module in `module` into `out`, under `nice`, with the module's
+/// pinned versions only (read-only `go.mod`, the local toolchain).
+pub(crate) async fn build_one(
+    go: &Path,
+    module: &Path,
+    ldflags: &str,
+    package: &str,
+    out: &Path,
+) -> Result<()> {
     let output = Command::new("nice")
         .arg("-n")
         .arg("10")
@@ -171,7 +186,7 @@ async fn build_one(go: &Path, ldflags: &str, package: &str, out: &Path) -> Resul
         .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
         .arg(out)
         .arg(package)
-        .current_dir(Layout::go_module())
+        .current_dir(module)
         // Never switch to a downloaded toolchain; never edit go.mod/go.sum in the repository.
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=readonly -buildvcs=false")
