@@ -1,7 +1,8 @@
 //! Monitoring on the bed: a ChatCluster asking for PodMonitors says so in its `Monitoring` condition while
 //! the Prometheus Operator's CRDs are missing (and stays Ready), gets them once the CRDs are installed,
 //! and loses them when it stops asking; the chart's ServiceMonitor and PrometheusRule, and
-//! `monitoring/prometheus-rules.yaml`, are accepted by the API server with those CRDs.
+//! `monitoring/prometheus-rules.yaml`, are accepted by the API server with those CRDs; the chart ships the
+//! Grafana dashboard as a ConfigMap for Grafana's sidecar.
 //!
 //! One test, in order, because the CRDs are cluster-wide: no other test of this binary installs them.
 
@@ -150,7 +151,7 @@ async fn pod_monitors_follow_the_prometheus_operator_crds_and_the_chart_installs
             n,
             "--reuse-values",
             "--set",
-            "metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true",
+            "metrics.serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
             "--wait",
         ],
     )
@@ -185,6 +186,28 @@ async fn pod_monitors_follow_the_prometheus_operator_crds_and_the_chart_installs
         installed["spec"], shipped[0]["spec"],
         "the chart installs the shipped rules"
     );
+    let dashboard = kubectl_ok(
+        bed,
+        &[
+            "get",
+            "-n",
+            n,
+            "configmap",
+            &format!("{fullname}-dashboard"),
+            "-o",
+            "json",
+        ],
+        None,
+    )
+    .await;
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("json");
+    let shipped = std::fs::read_to_string(format!("{REPO}/monitoring/grafana-dashboard.json"))
+        .expect("dashboard");
+    assert_eq!(
+        dashboard["data"]["switchboard.json"].as_str(),
+        Some(shipped.trim_end())
+    );
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
     let rules = format!("{REPO}/monitoring/prometheus-rules.yaml");
     kubectl_ok(
         bed,
