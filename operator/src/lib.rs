@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Modules: [`crd`] (types and schema), [`fixtures`] (test builders), [`resources`] (pure rendering),
-//! [`reconcile`] (the ChatCluster controller), [`loadset_sync`] (membership), [`leader`] (Lease
-//! election), [`metrics`], [`server`] (the `operator` binary's wiring).
+//! [`reconcile`] (the ChatCluster controller), [`monitoring`] (PodMonitors where the Prometheus Operator
+//! is installed), [`loadset_sync`] (membership), [`leader`] (Lease election), [`metrics`], [`server`] (the
+//! `operator` binary's wiring).
 //!
 //! The two controllers never import each other; what they share lives in its own modules:
 //!

@@ -7,7 +7,8 @@
 //!   │           │         ─▶ condition Monitoring=True  PodMonitorsApplied
 //!   │           └─ no  ─▶ condition Monitoring=False PrometheusOperatorMissing (Ready unaffected;
 //!   │                     checked again on the next reconcile)
-//!   └─ false ─▶ PodMonitors this ChatCluster controls are deleted (when the CRD exists); no condition
+//!   └─ false ─▶ after it was on (the condition is set): PodMonitors this ChatCluster controls are
+//!               deleted (when the CRD exists) and the condition removed; never on: nothing, no API call
 //! ```
 //!
 //! The PodMonitor CRD belongs to the Prometheus Operator and may be installed after the Switchboard
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::context::FIELD_MANAGER;
-use crate::crd::{ChatCluster, PodMonitorSpec};
+use crate::crd::{ChatCluster, PodMonitorSpec, condition};
 use crate::resources::{self, Component, Names, is_controlled_by};
 
 /// The Prometheus Operator's API group.
@@ -139,6 +140,10 @@ pub async fn reconcile(
     uid: &str,
 ) -> Result<Option<Outcome>> {
     let spec = &cc.spec.monitoring.pod_monitor;
+    // Never asked for (no condition was ever written): nothing to render or prune, no discovery call.
+    if !spec.enabled && cc.condition(condition::MONITORING).is_none() {
+        return Ok(None);
+    }
     let served = pod_monitors_served(client).await?;
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &pod_monitor_resource());
     if !spec.enabled {

@@ -151,22 +151,27 @@ async fn the_chart_lints_clean_and_refuses_values_that_cannot_work() {
         ],
     )
     .await;
-    // Values that cannot work are refused with a message saying why (at render time: lint only logs a
-    // template's `fail`).
-    let (ok, out) = helm(bed, &["template", &chart, "--set", "rbac.scope=everywhere"]).await;
-    assert!(
-        !ok && out.contains("rbac.scope must be cluster or namespace"),
-        "{out}"
-    );
-    let (ok, out) = helm(
-        bed,
-        &["template", &chart, "--set", "leaderElection.enabled=false"],
-    )
-    .await;
-    assert!(
-        !ok && out.contains("replicas > 1 needs leaderElection.enabled"),
-        "{out}"
-    );
+    // Values that cannot work are refused with a message saying why: by the values schema (a typo, a
+    // value out of its set), or by the templates (at render time: lint only logs a template's `fail`).
+    for (set, message) in [
+        (
+            "rbac.scope=everywhere",
+            "'/rbac/scope': value must be one of 'cluster', 'namespace'",
+        ),
+        ("imagee.tag=1", "additional properties 'imagee' not allowed"),
+        ("resync=10", "/resync"),
+        (
+            "leaderElection.enabled=false",
+            "replicas > 1 needs leaderElection.enabled",
+        ),
+        (
+            "metrics.service.enabled=false,metrics.serviceMonitor.enabled=true",
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+    ] {
+        let (ok, out) = helm(bed, &["template", &chart, "--set", set]).await;
+        assert!(!ok && out.contains(message), "{set}: {out}");
+    }
 }
 
 #[tokio::test]
