@@ -11,20 +11,9 @@
 
 use std::collections::BTreeSet;
 
-/// PromQL words that are neither series nor functions.
-const KEYWORDS: [&str; 9] = [
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "offset",
-    "atop",
-];
-/// Binary set operators, written as words.
-const SET_OPERATORS: [&str; 3] = ["and", "or", "unless"];
+/// PromQL words that are neither series nor functions (besides those of [`LABEL_LISTS`]): modifiers and
+/// the set operators.
+const KEYWORDS: [&str; 6] = ["bool", "offset", "atop", "and", "or", "unless"];
 /// Keywords followed by a parenthesised label list.
 const LABEL_LISTS: [&str; 6] = [
     "by",
@@ -67,10 +56,7 @@ pub fn metric_names(expr: &str) -> Vec<String> {
                 skip_label_list = false;
                 if LABEL_LISTS.contains(&word.as_str()) {
                     skip_label_list = true;
-                } else if KEYWORDS.contains(&word.as_str())
-                    || SET_OPERATORS.contains(&word.as_str())
-                    || is_call
-                {
+                } else if KEYWORDS.contains(&word.as_str()) || is_call {
                     // a keyword, a set operator, or a function / aggregation name
                 } else {
                     names.push(word);

@@ -179,27 +179,17 @@ pub(crate) async fn build_one(
     package: &str,
     out: &Path,
 ) -> Result<()> {
-    let output = Command::new("nice")
-        .arg("-n")
-        .arg("10")
-        .arg(go)
-        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-        .arg(out)
-        .arg(package)
-        .current_dir(module)
-        // Never switch to a downloaded toolchain; never edit go.mod/go.sum in the repository.
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("running {} build {package}", go.display()),
-            source,
-        })?;
+    let out = out.to_string_lossy();
+    let args = [
+        "build",
+        "-trimpath",
+        "-ldflags",
+        ldflags,
+        "-o",
+        &out,
+        package,
+    ];
+    let output = run_go(go, module, "-mod=readonly -buildvcs=false", &args).await?;
     if output.status.success() {
         return Ok(());
     }
@@ -234,6 +224,34 @@ fn first_go_error(stderr: &str) -> String {
         (None, Some(last), None) => (*last).to_owned(),
         (None, None, _) => "no output".to_owned(),
     }
+}
+
+/// Runs `go <args>` in `dir` under `nice` (the machine's cores are shared with Rust builds) with `GOFLAGS`
+/// `goflags`, never switching to a downloaded toolchain; returns its output.
+pub(crate) async fn run_go(
+    go: &Path,
+    dir: &Path,
+    goflags: &str,
+    args: &[&str],
+) -> Result<std::process::Output> {
+    Command::new("nice")
+        .arg("-n")
+        .arg("10")
+        .arg(go)
+        .args(args)
+        .current_dir(dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", goflags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("running {} {}", go.display(), args.join(" ")),
+            source,
+        })
 }
 
 /// The first executable called `name` on `PATH`.

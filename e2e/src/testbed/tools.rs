@@ -13,12 +13,11 @@
 //! there, so a complete cache is one `stat` and a later run returns at once.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 use tokio::process::Command;
 
-use super::binaries::build_one;
+use super::binaries::{build_one, run_go};
 use super::versions::required_version;
 use super::{Error, Layout, Result, find_on_path};
 
@@ -154,21 +153,8 @@ pub async fn ensure(layout: &Layout) -> Result<Tools> {
 async fn download_module(go: &Path, outside: &Path) -> Result<PathBuf> {
     let (module, version) = PROMETHEUS_OPERATOR;
     let wanted = format!("{module}@{version}");
-    let output = Command::new(go)
-        .args(["mod", "download", "-json", &wanted])
-        .current_dir(outside)
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("running {} mod download {wanted}", go.display()),
-            source,
-        })?;
+    // Outside any module, so no go.mod is read or written.
+    let output = run_go(go, outside, "", &["mod", "download", "-json", &wanted]).await?;
     let info: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(Error::Json)?;
     match (info["Dir"].as_str(), info["Error"].as_str()) {
         (Some(dir), None) if output.status.success() => Ok(PathBuf::from(dir)),
