@@ -110,6 +110,10 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
             "each entry is scheme://host[:port]",
         ),
         ("{auth: {mode: Open}}", "Unsupported value"),
+        (
+            "{monitoring: {podMonitor: {enabled: true, interval: '30 seconds'}}}",
+            "spec.monitoring.podMonitor.interval is a Prometheus duration",
+        ),
     ];
     for (spec, message) in cases {
         let doc = format!(
