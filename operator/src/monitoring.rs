@@ -64,6 +64,16 @@ pub enum Error {
     Render(#[from] resources::Error),
 }
 
+impl Error {
+    /// A short stable label for metrics (as [`crate::reconcile::Error::metric_label`]).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Discovery(_) | Error::Kube { .. } => "kube",
+            Error::Render(_) => "render",
+        }
+    }
+}
+
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -48,7 +48,8 @@ impl Error {
     /// A short stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube { .. } | Error::Secret(_) | Error::Monitoring(_) => "kube",
+            Error::Kube { .. } | Error::Secret(_) => "kube",
+            Error::Monitoring(err) => err.metric_label(),
             Error::Render(_) => "render",
             Error::Random(_) => "random",
             Error::CrdMissing => "crd_missing",
