@@ -92,6 +92,20 @@ pub(crate) async fn helm_ok(bed: &TestBed, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `helm template` of release `release` in `namespace` with `--set` of each of `sets`, by (kind, name).
+async fn render(
+    release: &str,
+    namespace: &str,
+    sets: &[&str],
+) -> BTreeMap<(String, String), Value> {
+    let chart = chart();
+    let mut args = vec!["template", release, &chart, "--namespace", namespace];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    objects(yaml_documents(&helm_ok(bed().await, &args).await))
+}
+
 /// Objects by (kind, name), Helm's own labels removed.
 fn objects(docs: Vec<Value>) -> BTreeMap<(String, String), Value> {
     docs.into_iter()
@@ -176,27 +190,17 @@ async fn the_chart_lints_clean_and_refuses_values_that_cannot_work() {
 
 #[tokio::test]
 async fn every_value_reaches_the_operator_as_a_flag_it_defines() {
-    let bed = bed().await;
-    let rendered = helm_ok(
-        bed,
+    let objects = render(
+        "sb",
+        "ops",
         &[
-            "template",
-            "sb",
-            &chart(),
-            "--namespace",
-            "ops",
-            "--set",
             "image.repository=registry.example/operator,image.tag=1.2.3,replicas=1",
-            "--set",
             "leaderElection.enabled=false,watchNamespace=chat,clusterDomain=corp.local,resync=30s",
-            "--set",
             "resources.limits.memory=512Mi,logFormat=text",
-            "--set",
             "leaderElection.leaseName=ops-lease,leaderElection.leaseDuration=20s",
         ],
     )
     .await;
-    let objects = objects(yaml_documents(&rendered));
     let deployment = &objects[&(
         "Deployment".to_owned(),
         "sb-switchboard-operator".to_owned(),
@@ -252,22 +256,10 @@ async fn every_value_reaches_the_operator_as_a_flag_it_defines() {
 
 #[tokio::test]
 async fn the_chart_with_default_values_renders_exactly_the_cluster_wide_manifests() {
-    let bed = bed().await;
-    let rendered = helm_ok(
-        bed,
-        &[
-            "template",
-            RELEASE,
-            &chart(),
-            "--namespace",
-            "switchboard-system",
-        ],
-    )
-    .await;
+    let chart = render(RELEASE, "switchboard-system", &[]).await;
     let mut manifests = documents("manifests/10-rbac.yaml");
     manifests.extend(documents("manifests/20-operator.yaml"));
     let manifests = objects(manifests);
-    let chart = objects(yaml_documents(&rendered));
     // manifests/00-namespace.yaml is the one object a chart leaves to `helm install --create-namespace`.
     let namespace = documents("manifests/00-namespace.yaml");
     assert_eq!(namespace.len(), 1);
@@ -285,23 +277,8 @@ async fn the_chart_scoped_to_a_namespace_renders_the_namespaced_manifests() {
     )
     .await;
     // manifests/namespaced/kustomization.yaml installs into namespace "chat".
-    let rendered = helm_ok(
-        bed,
-        &[
-            "template",
-            RELEASE,
-            &chart(),
-            "--namespace",
-            "chat",
-            "--set",
-            "rbac.scope=namespace",
-        ],
-    )
-    .await;
-    assert_same_objects(
-        &objects(yaml_documents(&rendered)),
-        &objects(yaml_documents(&kustomized)),
-    );
+    let chart = render(RELEASE, "chat", &["rbac.scope=namespace"]).await;
+    assert_same_objects(&chart, &objects(yaml_documents(&kustomized)));
 }
 
 #[tokio::test]
