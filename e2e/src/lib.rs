@@ -2,5 +2,6 @@
 pub mod client;
 pub mod fault;
 pub mod ha;
+pub mod promql;
 pub mod testbed;
 pub mod topology;

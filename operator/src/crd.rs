@@ -9,10 +9,11 @@
 //! │   ├── redis        mode Managed (data nodes + sentinels run by the operator) | External (url or sentinels)
 //! │   ├── auth         how clients prove who they are: jwt (HMAC Secret or JWKS URL) | open; web origins
 //! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
+//! │   ├── monitoring   Prometheus Operator PodMonitors for chat-node and registry pods
 //! │   └── labels / annotations   passed through to every owned object and pod
 //! └── status   observedGeneration, ready/desired per component, current master, load-set size,
 //!              selector (scale subresource), conditions Ready / Reconciling / Stalled / Progressing /
-//!              Degraded
+//!              Degraded, and Monitoring when spec.monitoring asks for PodMonitors
 //! ```
 //!
 //! Every field has a default, so `spec: {}` is a working chat system. What a type cannot say is checked by
@@ -138,6 +139,9 @@ pub struct ChatClusterSpec {
     /// NetworkPolicies of this chat system.
     #[serde(default)]
     pub network_policy: NetworkPolicySpec,
+    /// Prometheus monitoring: PodMonitors for the chat-node and registry pods.
+    #[serde(default, skip_serializing_if = "MonitoringSpec::is_empty")]
+    pub monitoring: MonitoringSpec,
     /// Labels added to every owned object and pod (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -559,6 +563,40 @@ fn default_true() -> bool {
     true
 }
 
+/// Prometheus monitoring of the chat system (see [`crate::monitoring`]).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Prometheus Operator PodMonitors scraping the `metrics` port of the chat-node and registry pods.
+    #[serde(default)]
+    pub pod_monitor: PodMonitorSpec,
+}
+
+impl MonitoringSpec {
+    /// Whether nothing is asked for.
+    pub fn is_empty(&self) -> bool {
+        self == &MonitoringSpec::default()
+    }
+}
+
+/// PodMonitors (`monitoring.coreos.com/v1`): rendered only where the Prometheus Operator's CRDs are
+/// installed; the `Monitoring` condition says when they are not.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMonitorSpec {
+    /// Render one PodMonitor for the chat-node pods and one for the registry pods.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scrape interval, e.g. `30s` (absent: the Prometheus's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(ms|s|m|h)$')").message("spec.monitoring.podMonitor.interval is a Prometheus duration such as 15s, 1m or 500ms"))]
+    pub interval: Option<String>,
+    /// Labels of the PodMonitors, for a Prometheus's `podMonitorSelector` (e.g. `release: prometheus`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.size() <= 32").message("spec.monitoring.podMonitor.labels takes at most 32 labels"))]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Pod scheduling applied to every pod of the chat system.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -611,7 +649,7 @@ pub struct ChatClusterStatus {
     /// Label selector of the socket-server pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled`, `Progressing` and `Degraded`.
+    /// `Ready`, `Reconciling`, `Stalled`, `Progressing`, `Degraded`, and `Monitoring` when asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -662,6 +700,10 @@ pub mod condition {
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: progress is blocked (a problem a person must fix, or the progress deadline passed).
     pub const STALLED: &str = "Stalled";
+    /// `spec.monitoring.podMonitor`: True once the PodMonitors are applied, False (reason
+    /// `PrometheusOperatorMissing`) where the API server serves no PodMonitor; absent when not asked for.
+    /// Never affects `Ready`.
+    pub const MONITORING: &str = "Monitoring";
 }
 
 impl ChatCluster {

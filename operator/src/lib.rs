@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Modules: [`crd`] (types and schema), [`fixtures`] (test builders), [`resources`] (pure rendering),
-//! [`reconcile`] (the ChatCluster controller), [`loadset_sync`] (membership), [`leader`] (Lease
-//! election), [`metrics`], [`server`] (the `operator` binary's wiring).
+//! [`reconcile`] (the ChatCluster controller), [`monitoring`] (PodMonitors where the Prometheus Operator
+//! is installed), [`loadset_sync`] (membership), [`leader`] (Lease election), [`metrics`], [`server`] (the
+//! `operator` binary's wiring).
 //!
 //! The two controllers never import each other; what they share lives in its own modules:
 //!
@@ -32,6 +33,7 @@ pub mod fixtures;
 pub mod leader;
 pub mod loadset_sync;
 pub mod metrics;
+pub mod monitoring;
 pub mod observation;
 pub mod reconcile;
 pub mod resources;

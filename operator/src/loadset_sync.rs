@@ -446,6 +446,7 @@ async fn record(cc: &ChatCluster, sctx: &SyncContext, observation: Observation) 
     if let (Some(old), Some(new)) = (previous.current_master, new_master)
         && old != new
     {
+        sctx.ctx.metrics.redis_failovers.inc();
         sctx.ctx
             .event(
                 cc,

@@ -7,7 +7,9 @@
 //! - `switchboard_operator_loadset_changes_total{op}`: load-set members added / removed;
 //! - `switchboard_operator_leader`: 1 while this replica holds the Lease;
 //! - `switchboard_operator_redis_connections`: Redis clients the load-set sync holds (one per chat system);
-//! - `switchboard_operator_observed_clusters`: chat systems with a load-set observation.
+//! - `switchboard_operator_observed_clusters`: chat systems with a load-set observation;
+//! - `switchboard_operator_redis_failovers_total`: Redis master changes the load-set sync observed (the
+//!   `MasterChanged` Events, counted).
 //!
 //! The last two fall back to zero when every ChatCluster is deleted: nothing per cluster outlives it.
 
@@ -58,6 +60,8 @@ pub struct Metrics {
     pub redis_connections: Gauge<i64, AtomicI64>,
     /// Chat systems with a load-set observation.
     pub observed_clusters: Gauge<i64, AtomicI64>,
+    /// Redis master changes observed.
+    pub redis_failovers: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +89,12 @@ impl Metrics {
         let leader = Gauge::<i64, AtomicI64>::default();
         let redis_connections = Gauge::<i64, AtomicI64>::default();
         let observed_clusters = Gauge::<i64, AtomicI64>::default();
+        let redis_failovers = Counter::default();
+        registry.register(
+            "redis_failovers",
+            "Redis master changes observed by the load-set sync",
+            redis_failovers.clone(),
+        );
         registry.register(
             "redis_connections",
             "Redis clients the load-set sync holds",
@@ -121,6 +131,7 @@ impl Metrics {
             leader,
             redis_connections,
             observed_clusters,
+            redis_failovers,
         }
     }
 

@@ -88,7 +88,9 @@ pub fn route<E: Exposition>(source: Arc<E>) -> Router {
 pub struct MetricsArgs {
     /// Serve /metrics on this address only (plain HTTP), not on the main listener. Unset: /metrics is on
     /// the main listener.
+    // An id of its own: flattened beside a binary's `--listen`, the field name alone would clash.
     #[arg(
+        id = "metrics_listen",
         long = "metrics-listen",
         env = "SWITCHBOARD_METRICS_LISTEN",
         value_name = "HOST:PORT"
@@ -145,6 +147,18 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn metrics_args_flatten_beside_a_listen_flag() {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[arg(long)]
+            listen: Option<SocketAddr>,
+            #[command(flatten)]
+            metrics: MetricsArgs,
+        }
+        <Args as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[tokio::test]
     async fn metrics_are_served_as_openmetrics_text() {

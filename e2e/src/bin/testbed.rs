@@ -37,6 +37,9 @@ enum Cmd {
         #[arg(long, env = "SWITCHBOARD_TESTBED_REAL")]
         real: bool,
     },
+    /// Build (or reuse) helm and fetch the Prometheus Operator's CRDs (the chart and monitoring tests);
+    /// print helm's path last.
+    Tools,
     /// Build (or reuse) the real node's programs and the project's container images;
     /// print the image archive's path last.
     Images,
@@ -88,6 +91,14 @@ async fn run() -> anyhow::Result<()> {
                     .with_context(|| format!("starting test bed cluster {:?}", spec.name))?
             };
             println!("{}", cluster.kubeconfig.display());
+        }
+        Cmd::Tools => {
+            let tools = testbed::tools::ensure(&layout).await?;
+            eprintln!(
+                "Prometheus Operator CRDs: {}",
+                tools.prometheus_operator_crds().display()
+            );
+            println!("{}", tools.helm().display());
         }
         Cmd::Images => {
             let (_, archive) = testbed::real::images(&layout).await?;

@@ -118,7 +118,14 @@ pub async fn ensure_built(layout: &Layout) -> Result<Binaries> {
     let ldflags = ldflags(layout);
     for (name, source) in COMMANDS {
         let one = Instant::now();
-        build_one(&go, &ldflags, &source.package(), &tmp.join(name)).await?;
+        build_one(
+            &go,
+            Layout::go_module(),
+            &ldflags,
+            &source.package(),
+            &tmp.join(name),
+        )
+        .await?;
         tracing::info!(command = name, seconds = one.elapsed().as_secs(), "built");
     }
     match tokio::fs::rename(&tmp, &final_dir).await {
@@ -163,28 +170,26 @@ fn ldflags(layout: &Layout) -> String {
     flags.join(" ")
 }
 
-async fn build_one(go: &Path, ldflags: &str, package: &str, out: &Path) -> Result<()> {
-    let output = Command::new("nice")
-        .arg("-n")
-        .arg("10")
-        .arg(go)
-        .args(["build", "-trimpath", "-ldflags", ldflags, "-o"])
-        .arg(out)
-        .arg(package)
-        .current_dir(Layout::go_module())
-        // Never switch to a downloaded toolchain; never edit go.mod/go.sum in the repository.
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=readonly -buildvcs=false")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("running {} build {package}", go.display()),
-            source,
-        })?;
+/// `go build` of `package` from the Go module in `module` into `out`, under `nice`, with the module's
+/// pinned versions only (read-only `go.mod`, the local toolchain).
+pub(crate) async fn build_one(
+    go: &Path,
+    module: &Path,
+    ldflags: &str,
+    package: &str,
+    out: &Path,
+) -> Result<()> {
+    let out = out.to_string_lossy();
+    let args = [
+        "build",
+        "-trimpath",
+        "-ldflags",
+        ldflags,
+        "-o",
+        &out,
+        package,
+    ];
+    let output = run_go(go, module, "-mod=readonly -buildvcs=false", &args).await?;
     if output.status.success() {
         return Ok(());
     }
@@ -219,6 +224,34 @@ fn first_go_error(stderr: &str) -> String {
         (None, Some(last), None) => (*last).to_owned(),
         (None, None, _) => "no output".to_owned(),
     }
+}
+
+/// Runs `go <args>` in `dir` under `nice` (the machine's cores are shared with Rust builds) with `GOFLAGS`
+/// `goflags`, never switching to a downloaded toolchain; returns its output.
+pub(crate) async fn run_go(
+    go: &Path,
+    dir: &Path,
+    goflags: &str,
+    args: &[&str],
+) -> Result<std::process::Output> {
+    Command::new("nice")
+        .arg("-n")
+        .arg("10")
+        .arg(go)
+        .args(args)
+        .current_dir(dir)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", goflags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("running {} {}", go.display(), args.join(" ")),
+            source,
+        })
 }
 
 /// The first executable called `name` on `PATH`.

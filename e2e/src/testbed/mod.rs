@@ -12,6 +12,7 @@
 //! ```text
 //! versions ─▶ binaries (go build, cached) ─▶ cluster (kwokctl up/down) ─▶ fixture (tests)
 //!                                                                   sim (kwok-only controls)
+//! tools: helm (go build, cached) and the Prometheus Operator's CRDs (module download, cached)
 //! ```
 //!
 //! Tests use [`TestBed::shared`] and [`TestBed::namespace`]; they run unchanged
@@ -23,6 +24,7 @@ mod cluster;
 mod fixture;
 pub mod real;
 pub mod sim;
+pub mod tools;
 mod versions;
 
 use std::path::PathBuf;

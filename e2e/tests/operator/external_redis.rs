@@ -168,7 +168,7 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
         .await
         .expect("replica synced");
     let sentinel = Sentinel::builder(&master).start().await.expect("sentinel");
-    let _operator = start_operator(bed, n).await;
+    let operator = start_operator(bed, n).await;
     let addr = sentinel.addr();
     create_cluster(
         &client,
@@ -209,6 +209,8 @@ async fn current_master_comes_from_real_sentinels_and_a_failover_is_announced() 
         note.contains(&master_addr) && note.contains(&replica_addr),
         "{note}"
     );
+    // ... and counted for the dashboard and the failover alert.
+    assert_eq!(operator.metrics.redis_failovers.get(), 1);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use operator::crd::ChatCluster;
 
 use crate::{
-    OPERATOR_SA, REPO, bed, create_cluster, install, kubectl, kubectl_ok, new_namespace,
+    OPERATOR_SA, REPO, bed, create_cluster, documents, install, kubectl, kubectl_ok, new_namespace,
     start_operator_as, wait_condition,
 };
 
@@ -110,6 +110,10 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
             "each entry is scheme://host[:port]",
         ),
         ("{auth: {mode: Open}}", "Unsupported value"),
+        (
+            "{monitoring: {podMonitor: {enabled: true, interval: '30 seconds'}}}",
+            "spec.monitoring.podMonitor.interval is a Prometheus duration",
+        ),
     ];
     for (spec, message) in cases {
         let doc = format!(
@@ -202,14 +206,6 @@ async fn storage_changes_a_stateful_set_cannot_apply_are_refused_with_the_rule_m
         None,
     )
     .await;
-}
-
-/// The YAML documents of `path` (under the repository), as JSON values.
-fn documents(path: &str) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(format!("{REPO}/{path}")).expect("manifest");
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
-        .collect()
 }
 
 fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {

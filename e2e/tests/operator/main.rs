@@ -14,6 +14,8 @@
 //! ```text
 //! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
+//! helm           the chart lints, renders manifests/ exactly, installs an operator that makes a cluster Ready
+//! monitoring     PodMonitors once the Prometheus Operator's CRDs exist, the chart's monitors and rules
 //! objects        every owned object of the examples, password Secret, rolling on a password change
 //! identity       spec.auth: generated token key, key as a file only, missing/short key Degraded, rolling
 //! ownership      only objects the ChatCluster controls are applied or pruned; a taken name is a conflict
@@ -26,9 +28,11 @@
 
 mod external_redis;
 mod flags;
+mod helm;
 mod identity;
 mod install;
 mod leader;
+mod monitoring;
 mod objects;
 mod ownership;
 mod scaling;
@@ -395,6 +399,18 @@ async fn wait_event(
             .find(|(_, r, _)| r == reason)
     })
     .await
+}
+
+/// The YAML documents of `text`, as JSON values (empty documents are null).
+fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
+        .collect()
+}
+
+/// The YAML documents of `path` (under the repository), as JSON values.
+fn documents(path: &str) -> Vec<serde_json::Value> {
+    yaml_documents(&std::fs::read_to_string(format!("{REPO}/{path}")).expect("manifest"))
 }
 
 /// A fresh namespace for one test, after installing the CRDs and RBAC (once per process).

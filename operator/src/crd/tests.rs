@@ -9,12 +9,18 @@ use super::*;
 #[test]
 fn checked_in_crd_is_current() {
     let generated = crd_yaml().expect("the CRD serializes");
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/chatcluster.yaml");
-    let checked_in = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(
-        generated == checked_in,
-        "crds/chatcluster.yaml is stale: run `cargo run -p operator --bin crdgen > crds/chatcluster.yaml`"
-    );
+    // The plain install's copy and the Helm chart's (helm installs what its crds/ holds).
+    for file in [
+        "crds/chatcluster.yaml",
+        "charts/switchboard-operator/crds/chatcluster.yaml",
+    ] {
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            generated == checked_in,
+            "{file} is stale: run `cargo run -p operator --bin crdgen > {file}`"
+        );
+    }
 }
 
 #[test]

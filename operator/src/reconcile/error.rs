@@ -30,6 +30,9 @@ pub enum Error {
     /// The objects could not be rendered.
     #[error(transparent)]
     Render(#[from] resources::Error),
+    /// PodMonitors could not be discovered, applied or deleted (`spec.monitoring`).
+    #[error(transparent)]
+    Monitoring(#[from] crate::monitoring::Error),
     /// No random bytes for a new password.
     #[error("reading random bytes for the Redis password")]
     Random(#[source] std::io::Error),
@@ -46,6 +49,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube { .. } | Error::Secret(_) => "kube",
+            Error::Monitoring(err) => err.metric_label(),
             Error::Render(_) => "render",
             Error::Random(_) => "random",
             Error::CrdMissing => "crd_missing",

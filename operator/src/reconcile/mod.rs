@@ -13,6 +13,7 @@
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
 //!        ├─ External mode ─▶ delete leftover managed-Redis objects we control               (apply)
 //!        ├─ spec.nodes.expose ─▶ a Service per chat-node pod (owned by the pod)              (expose)
+//!        ├─ spec.monitoring ─▶ PodMonitors where the Prometheus Operator's CRDs exist  (crate::monitoring)
 //!        ├─ Managed mode ─▶ next step of a data-node update: evict a replica in sync, or    (redis_update)
 //!        │                  fail the master over first; requeue soon while one is under way
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
@@ -263,18 +264,29 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     if !cc.spec.network_policy.enabled {
         apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
     }
+    let monitoring = crate::monitoring::reconcile(cc, &ctx.client, &ns, uid).await?;
 
     let observation = ctx.observations.get(&cc.cluster_id());
-    let status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());
+    let mut status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());
+    status::set_monitoring(
+        &mut status.conditions,
+        cc,
+        monitoring.as_ref(),
+        Timestamp::now(),
+    );
     status::announce(cc, r, &status, &problems).await;
     let unsettled = status.conditions.iter().any(|c| {
         (c.type_ == condition::RECONCILING || c.type_ == condition::DEGRADED) && c.status == "True"
     });
     status::patch_status(&clusters, cc, status).await?;
     debug!(%name, "reconciled");
-    Ok(Action::requeue(match (redis_update, unsettled) {
-        (Some(step), _) => step,
-        (None, true) => UNSETTLED_REQUEUE,
-        (None, false) => ctx.config.requeue,
-    }))
+    // PodMonitors asked for but not applied: look again soon (the CRDs may be installed any time).
+    let monitoring_waits = monitoring.is_some_and(|m| !m.applied);
+    Ok(Action::requeue(
+        match (redis_update, unsettled || monitoring_waits) {
+            (Some(step), _) => step,
+            (None, true) => UNSETTLED_REQUEUE,
+            (None, false) => ctx.config.requeue,
+        },
+    ))
 }

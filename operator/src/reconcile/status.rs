@@ -335,6 +335,28 @@ pub(super) fn set_condition(
     }
 }
 
+/// The `Monitoring` condition from [`crate::monitoring::reconcile`]'s outcome; removed when nothing is
+/// asked for. It never touches `Ready`.
+pub(super) fn set_monitoring(
+    conditions: &mut Vec<Condition>,
+    cc: &ChatCluster,
+    outcome: Option<&crate::monitoring::Outcome>,
+    now: Timestamp,
+) {
+    match outcome {
+        Some(o) => set_condition(
+            conditions,
+            cc,
+            condition::MONITORING,
+            o.applied,
+            o.reason,
+            o.message.clone(),
+            now,
+        ),
+        None => conditions.retain(|c| c.type_ != condition::MONITORING),
+    }
+}
+
 /// `Scaled` events for a changed desired replica count.
 async fn scaled(cc: &ChatCluster, ctx: &Context, old: &ChatClusterStatus, new: &ChatClusterStatus) {
     if old.nodes.desired != new.nodes.desired {
