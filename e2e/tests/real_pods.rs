@@ -537,9 +537,10 @@ async fn under_load(
         .events(ns)
         .await?
         .into_iter()
-        .filter(|l| l.starts_with("PasswordRotat"))
+        .filter(|l| l.starts_with("PasswordRotat") || l.starts_with("PasswordSwitched"))
         .collect();
     eprintln!("operator steps of the rotation:\n  {}", steps.join("\n  "));
+    ensure!(steps.len() == 3, "three steps, each announced: {steps:?}");
     ensure!(
         [
             pods(bed, ns, "redis").await?,

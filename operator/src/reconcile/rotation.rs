@@ -176,11 +176,17 @@ pub(super) async fn before_render(
         return Ok((Some(waiting), None));
     }
     write(cc, ctx, ns, &step).await?;
-    let (n, what) = if step.current == applied.current {
-        (1, "the Redis servers accept the old and the new password")
+    // A reason per step: Events of one reason on one object are folded into one series.
+    let (n, reason, what) = if step.current == applied.current {
+        (
+            1,
+            "PasswordRotationStarted",
+            "the Redis servers accept the old and the new password",
+        )
     } else {
         (
             2,
+            "PasswordSwitched",
             "the Redis servers use the new password with each other; chat-node and registry pods roll to it",
         )
     };
@@ -188,7 +194,7 @@ pub(super) async fn before_render(
     ctx.event(
         cc,
         EventType::Normal,
-        "PasswordRotation",
+        reason,
         format!("step {n} of 3: {what}"),
     )
     .await;
