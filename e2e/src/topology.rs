@@ -24,7 +24,6 @@
 //! tests, `target/release` for release tools), then under `$CARGO_TARGET_DIR`; build them with
 //! `cargo build -p chat-node -p registry` first.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -750,20 +749,13 @@ pub fn check_open_files(needed: usize) -> Result<()> {
     }
 }
 
-/// A free loopback port (bound and released; another process could take it in between, which is
-/// rare enough on a test machine).
+/// A free loopback port outside the kernel's ephemeral range (`switchboard_testkit::free_port`), so
+/// no outgoing connection of a parallel test takes it before the process binds it.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Io {
-        what: "binding a free port".into(),
+    switchboard_testkit::free_port().map_err(|source| Error::Io {
+        what: "finding a free port".into(),
         source,
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            what: "reading a bound port".into(),
-            source,
-        })
+    })
 }
 
 /// Send a signal by name (`TERM`, `STOP`, `CONT`, ...) with the system's `kill`, keeping this crate

@@ -80,10 +80,14 @@ const INSTALL_HINT: &str = "install it with: apt-get install redis-server redis-
 /// master it lost, and would turn a new server that another test started on that port into a replica.
 pub fn free_port() -> io::Result<u16> {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    for _ in 0..100 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    for _ in 0..1000 {
+        // Below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by default): a port
+        // from `bind(0)` is one any outgoing connection of a parallel test may take as its source port
+        // between this check and the server's own bind.
+        let port = fastrand::u16(FREE_PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
         let mut handed_out = HANDED_OUT
             .lock()
             .map_err(|_| io::Error::other("port registry poisoned"))?;
@@ -93,6 +97,10 @@ pub fn free_port() -> io::Result<u16> {
     }
     Err(io::Error::other("no unused free port found"))
 }
+
+/// Where [`free_port`] looks: above the ports most services use, below Kubernetes' NodePort range
+/// (30000–32767, which kube-proxy on the test bed's real node redirects) and the ephemeral range.
+const FREE_PORTS: std::ops::Range<u16> = 20_000..30_000;
 
 /// Secret names of `SLAVEOF` / `REPLICAOF` for every server this process starts (random per process).
 ///
