@@ -398,3 +398,220 @@ async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_it_r
     let listed = client::nodes(&registry).await.expect("/v1/nodes");
     assert!(listed.iter().all(|n| n.id != "node-0"), "{listed:?}");
 }
+
+/// How long a killed node's users may stay listed in a room: their presence entries expire 30 s after
+/// the node's last refresh (every 10 s), and a surviving node looks for expired ones every 10 s.
+const PRESENCE_GONE_WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_killed_nodes_users_leave_their_rooms_with_one_presence_event() {
+    let mut t = cluster(&[]).await;
+    let room = name("room");
+    let (alice_name, bob_name) = (name("alice"), name("bob"));
+    let mut alice = connect(&t, 0, &alice_name).await;
+    let mut bob = connect(&t, 1, &bob_name).await;
+    alice.join(&room, None).await.expect("alice joins");
+    let joined = bob.join(&room, None).await.expect("bob joins");
+    assert_eq!(joined.members_total, 2);
+    t.kill_node(0).expect("SIGKILL alice's node");
+    let is_leave = |f: &serde_json::Value| {
+        f["type"] == "presence" && f["user"] == alice_name.as_str() && f["event"] == "leave"
+    };
+    let left = bob
+        .wait_for(is_leave, PRESENCE_GONE_WITHIN)
+        .await
+        .expect("bob is told that alice left once her presence expired");
+    assert_eq!(left["room"], room.as_str());
+    let mut carol = connect(&t, 1, &name("carol")).await;
+    let joined = carol.join(&room, None).await.expect("carol joins");
+    assert!(
+        !joined.members.contains(&alice_name),
+        "alice is no longer listed: {:?}",
+        joined.members
+    );
+    // The next sweep (10 s later) finds nothing more to announce.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    bob.ping().await.expect("ping");
+    let repeats = bob.buffered().iter().filter(|f| is_leave(f)).count();
+    assert_eq!(
+        repeats,
+        0,
+        "one leave, not one per sweep: {:?}",
+        bob.buffered()
+    );
+}
+
+#[tokio::test]
+async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_doubles_it() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let mut alice = connect(&t, 0, &name("alice")).await;
+    let mut bob = connect(&t, 1, &name("bob")).await;
+    alice.join(&room, None).await.expect("alice joins");
+    bob.join(&room, None).await.expect("bob joins");
+    let redis = t.redis().expect("the cluster runs its own Redis");
+    redis.stop().expect("SIGSTOP Redis");
+    let refused = alice.send(&room, "late", Some("c-1")).await;
+    redis.resume().expect("SIGCONT Redis");
+    let refused = refused.expect_err("Redis did not answer in time");
+    assert_eq!(refused.server_code(), Some("unavailable"), "{refused}");
+    // The page says the message may have been stored: resend with the same client_id until acked.
+    let deadline = Instant::now() + GONE_WITHIN;
+    let ack = loop {
+        match alice.send(&room, "late", Some("c-1")).await {
+            Ok(ack) => break ack,
+            Err(e) if e.server_code() == Some("unavailable") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("resend failed: {}", report::chain(&e)),
+        }
+    };
+    assert_eq!(ack.seq, 1, "one message in all");
+    let got = bob.messages_in(&room, 1, T).await.expect("bob gets it");
+    assert_eq!((got[0].seq, got[0].body.as_str()), (1, "late"));
+    let next = alice.send(&room, "after", None).await.expect("send");
+    assert_eq!(next.seq, 2, "no second copy took a sequence");
+    let got = bob
+        .messages_in(&room, 1, T)
+        .await
+        .expect("bob gets the next");
+    assert_eq!(got[0].seq, 2, "and never the first twice");
+}
+
+/// Watches every command a Redis server runs (`MONITOR`) until dropped.
+struct Monitor {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl Monitor {
+    async fn start(addr: &str) -> Monitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to Redis");
+        stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        let ok = lines.next_line().await.expect("read").unwrap_or_default();
+        assert_eq!(ok, "+OK", "MONITOR starts");
+        Monitor { lines }
+    }
+
+    /// The commands run until now: sends a marker through a second connection and reads up to it.
+    async fn commands(&mut self, addr: &str) -> Vec<String> {
+        use tokio::io::AsyncWriteExt;
+        let marker = name("marker");
+        let mut other = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to Redis");
+        other
+            .write_all(format!("ECHO {marker}\r\n").as_bytes())
+            .await
+            .expect("ECHO");
+        let mut out = Vec::new();
+        loop {
+            let line = tokio::time::timeout(T, self.lines.next_line())
+                .await
+                .expect("the marker arrives")
+                .expect("read")
+                .expect("MONITOR goes on");
+            if line.contains(&marker) {
+                return out;
+            }
+            out.push(line);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_join_costs_one_redis_round_trip_and_a_first_join_on_a_node_two() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let redis = t.redis().expect("the cluster runs its own Redis");
+    // Load the scripts first (a script's first call on a fresh Redis is a load and a call).
+    let mut warm = connect(&t, 0, &name("warm")).await;
+    warm.join(&name("other"), Some(0))
+        .await
+        .expect("warm-up join");
+    let mut monitor = Monitor::start(&redis.addr()).await;
+    const JOINS: usize = 20;
+    let mut clients = Vec::new();
+    for i in 0..JOINS {
+        let mut c = connect(&t, 0, &name(&format!("u{i}"))).await;
+        c.join(&room, Some(0)).await.expect("join with recovery");
+        clients.push(c);
+    }
+    let commands = monitor.commands(&redis.addr()).await;
+    let about_room: Vec<&String> = commands
+        .iter()
+        // Commands a script runs are listed too (`[0 lua]`): a round trip is a command from a client.
+        .filter(|c| c.contains(&format!("<{room}>")) && !c.contains(" lua] "))
+        .collect();
+    // Not part of answering a join: the `presence` event published after `joined` (PUBLISH), and the
+    // maintenance refresh that may run meanwhile (plain ZADD/SADD/PEXPIRE/EXPIRE, and one presence
+    // expiry script call for every room of the node).
+    let per_join: Vec<&&String> = about_room
+        .iter()
+        .filter(|c| {
+            let cmd = c.split('"').nth(1).unwrap_or("").to_ascii_uppercase();
+            !matches!(
+                cmd.as_str(),
+                "ZADD" | "SADD" | "PEXPIRE" | "EXPIRE" | "PUBLISH"
+            )
+        })
+        .collect();
+    let subscribes = per_join
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().contains("\"SUBSCRIBE\""))
+        .count();
+    assert_eq!(subscribes, 1, "the node subscribes once: {per_join:#?}");
+    assert!(
+        (JOINS + 1..=JOINS + 2).contains(&per_join.len()),
+        "{JOINS} joins (one subscribed first) took {} commands: {per_join:#?}",
+        per_join.len()
+    );
+}
+
+#[tokio::test]
+async fn a_count_only_member_hears_the_count_across_nodes_and_pages_the_list() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let mut counter = connect(&t, 0, &name("counter")).await;
+    let joined = counter
+        .request(
+            serde_json::json!({"type": "join", "room": room, "presence": "count"}),
+            T,
+        )
+        .await
+        .expect("join");
+    assert_eq!(joined["members"], serde_json::json!([]));
+    assert_eq!(joined["members_total"], 1);
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let mut c = connect(&t, 1, &name(&format!("u{i}"))).await;
+        c.join(&room, None).await.expect("join");
+        others.push(c);
+    }
+    let count = counter
+        .wait_for(
+            |f| f["type"] == "presence_count" && f["members_total"] == 4,
+            T,
+        )
+        .await
+        .expect("the count reaches 4");
+    assert_eq!(count["room"], room.as_str());
+    let page = counter
+        .request(
+            serde_json::json!({"type": "members", "room": room, "limit": 2}),
+            T,
+        )
+        .await
+        .expect("members");
+    assert_eq!(page["members_total"], 4);
+    assert_eq!(page["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["has_more"], true);
+    assert!(
+        !counter.buffered().iter().any(|f| f["type"] == "presence"),
+        "no presence frame one by one: {:?}",
+        counter.buffered()
+    );
+}
