@@ -182,10 +182,6 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_server.clone(),
     ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
-    tokio::spawn(hub::run_presence_batches(
-        node.hub.clone(),
-        stop_tasks.clone(),
-    ));
     let membership = loadset.map(|ls| {
         tokio::spawn(membership::run(
             node.clone(),
@@ -249,10 +245,8 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
                 hub::Topic::User(u) => users.push(u.to_string()),
             }
         }
-        let room_names = rooms.iter().map(|(r, _)| r.clone()).collect();
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
             tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
-        node.announce_expired_presence(room_names).await;
     }
 }

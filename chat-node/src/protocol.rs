@@ -40,10 +40,9 @@ pub enum ErrorCode {
     AuthFailed,
     /// Not allowed for this user: another user's data, or a private room without a grant.
     Forbidden,
-    /// The store or bus did not answer in time; a message may still have been stored (a resend with
-    /// the same client id finds it).
+    /// The store or bus could not be reached; nothing was stored.
     Unavailable,
-    /// An unexpected server error; as for `Unavailable`, a resend with the same client id is safe.
+    /// An unexpected server error; nothing was stored.
     Internal,
 }
 
@@ -111,21 +110,6 @@ pub mod close {
     pub const FLOODING: u16 = 4029;
 }
 
-/// How a session in a room is told of other members' joins and leaves (`join`'s `presence` field).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PresenceMode {
-    /// One `presence` frame per join or leave, as it happens (the default).
-    #[default]
-    Events,
-    /// One `presence_batch` frame per room and [`crate::hub::PRESENCE_BATCH_EVERY`] at most, listing
-    /// who joined and who left.
-    Batch,
-    /// One `presence_count` frame per room and interval at most, with the member count only; `joined`
-    /// lists no members (page them with `members`).
-    Count,
-}
-
 /// The `req` correlation value a client may attach to any frame.
 pub type Req = Option<Value>;
 
@@ -147,17 +131,6 @@ pub enum ClientFrame {
         room: String,
         /// Last sequence the client saw.
         since: Option<u64>,
-        /// How the session is told of other members' joins and leaves.
-        presence: PresenceMode,
-    },
-    /// A page of a room's member list.
-    Members {
-        /// Room name.
-        room: String,
-        /// Names after this one (exclusive), in sorted order; from the start without it.
-        after: Option<String>,
-        /// Page size.
-        limit: Option<u32>,
     },
     /// Leave a room.
     Leave {
@@ -231,14 +204,6 @@ struct RefreshF {
 struct JoinF {
     room: String,
     since: Option<u64>,
-    #[serde(default)]
-    presence: PresenceMode,
-}
-#[derive(Deserialize)]
-struct MembersF {
-    room: String,
-    after: Option<String>,
-    limit: Option<u32>,
 }
 #[derive(Deserialize)]
 struct RoomF {
@@ -332,12 +297,6 @@ pub fn parse(text: &str) -> Result<(ClientFrame, Req), (Refusal, Req)> {
         "join" => fields::<JoinF>(&ty, value).map(|f| ClientFrame::Join {
             room: f.room,
             since: f.since,
-            presence: f.presence,
-        }),
-        "members" => fields::<MembersF>(&ty, value).map(|f| ClientFrame::Members {
-            room: f.room,
-            after: f.after,
-            limit: f.limit,
         }),
         "leave" => fields::<RoomF>(&ty, value).map(|f| ClientFrame::Leave { room: f.room }),
         "send" => fields::<SendF>(&ty, value).map(|f| ClientFrame::Send {
@@ -377,17 +336,6 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
-}
-
-/// A `presence` frame: `user`'s first connection joined (`"join"`) or last connection left
-/// (`"leave"`) `room`, now.
-pub fn presence(room: &str, user: &str, event: &str) -> Utf8Bytes {
-    encode(&ServerFrame::Presence {
-        room,
-        user,
-        event,
-        ts: now_ms(),
-    })
 }
 
 /// Serializes a server frame once.
@@ -491,29 +439,6 @@ pub enum ServerFrame<'a> {
         room: &'a str,
         user: &'a str,
         seq: u64,
-    },
-    PresenceBatch {
-        room: &'a str,
-        joins: Vec<&'a str>,
-        leaves: Vec<&'a str>,
-        /// More joins and leaves happened than the lists hold: page `members` to see who is there.
-        #[serde(skip_serializing_if = "std::ops::Not::not")]
-        truncated: bool,
-        members_total: u64,
-        ts: u64,
-    },
-    PresenceCount {
-        room: &'a str,
-        members_total: u64,
-        ts: u64,
-    },
-    Members {
-        room: &'a str,
-        members: &'a [String],
-        members_total: usize,
-        has_more: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        req: &'a Req,
     },
     LastSeen {
         users: BTreeMap<String, LastSeenEntry>,
@@ -680,8 +605,7 @@ mod tests {
             f,
             ClientFrame::Join {
                 room: "lobby".into(),
-                since: Some(4),
-                presence: PresenceMode::Events,
+                since: Some(4)
             }
         );
         assert_eq!(req, Some(Value::String("r1".into())));

@@ -15,15 +15,15 @@
 //!
 //! [`Limits::max_reply_bytes`]: crate::limits::Limits::max_reply_bytes
 
-use crate::backend::{Joining, Post, Stored};
+use crate::backend::{Post, Stored};
 use crate::hub::{Drained, SessionHandle, Topic};
 use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
 use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
-    AnnouncedLimits, ClientFrame, ErrorCode, PresenceMode, Refusal, Req, ServerFrame, close,
-    encode, history_frame, message_tail, now_ms, parse, presence,
+    AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
+    history_frame, message_tail, now_ms, parse,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -193,13 +193,6 @@ impl Session {
         loop {
             match self.node.hub.drain_pending(topic, self.handle.id, high) {
                 Drained::Live(h) => return h,
-                Drained::Refill(h) => match self.refill(topic, h).await {
-                    Ok(h) => high = h,
-                    Err(code) => {
-                        self.handle.kick(code);
-                        return h;
-                    }
-                },
                 Drained::Batch(frames, h) => {
                     for f in &frames {
                         if self.send_big(f).await {
@@ -210,19 +203,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Reads again from the store what the hub dropped while the room outpaced a recovery
-    /// ([`Drained::Refill`]): everything after `after` that is still kept (a room that took more than
-    /// its history cap meanwhile has dropped the oldest: the client sees the jump in `seq`). Returns
-    /// the highest sequence sent, or 1013 when the store is unreachable.
-    async fn refill(&self, topic: &Topic, after: u64) -> Result<u64, u16> {
-        self.send_stored_after(topic, after, None, usize::MAX)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %chain(&e), "recovery refill failed; closing with 1013");
-                close::TRY_AGAIN_LATER
-            })
     }
 
     /// One history page: up to `limit` messages before `before`, newest kept first and cut where
@@ -381,7 +361,7 @@ impl Session {
         if body.trim().is_empty() {
             return Err(Refusal::new(
                 ErrorCode::InvalidBody,
-                "`body` must hold a character other than whitespace",
+                "`body` must not be empty",
             ));
         }
         let max = self.node.settings.limits.max_body_chars;
@@ -415,28 +395,7 @@ impl Session {
                 Ok(())
             }
             ClientFrame::Refresh { token } => self.refresh(&token, req).await,
-            ClientFrame::Join {
-                room,
-                since,
-                presence,
-            } => self.join(room, since, presence, req).await,
-            ClientFrame::Members { room, after, limit } => {
-                self.joined(&room)?;
-                let limit = limit.map_or(MAX_MEMBERS_LISTED, |l| l as usize);
-                let limit = limit.clamp(1, MAX_MEMBERS_LISTED);
-                let all = node.backend.members(&room).await.map_err(store_refusal)?;
-                let start = after.map_or(0, |a| all.partition_point(|m| *m <= a));
-                let page = &all[start..(start + limit).min(all.len())];
-                self.send_big(&encode(&ServerFrame::Members {
-                    room: &room,
-                    members: page,
-                    members_total: all.len(),
-                    has_more: start + page.len() < all.len(),
-                    req,
-                }))
-                .await;
-                Ok(())
-            }
+            ClientFrame::Join { room, since } => self.join(room, since, req).await,
             ClientFrame::Leave { room } => {
                 self.joined(&room)?;
                 self.leave(&room).await;
@@ -742,13 +701,7 @@ impl Session {
         self.expires_at
     }
 
-    async fn join(
-        &mut self,
-        room: String,
-        since: Option<u64>,
-        presence_mode: PresenceMode,
-        req: &Req,
-    ) -> Result<(), Refusal> {
+    async fn join(&mut self, room: String, since: Option<u64>, req: &Req) -> Result<(), Refusal> {
         if !valid_room(&room) {
             return Err(invalid_room(&room));
         }
@@ -765,9 +718,6 @@ impl Session {
         let user = self.handle.user.clone();
         let topic = Topic::room(&room);
         node.hub.attach(&topic, &self.handle, true);
-        // From now on, so presence arriving during the join is already taken as asked.
-        node.hub
-            .set_presence_mode(&topic, self.handle.id, presence_mode, None);
         // In by the ACL: a revocation published between the check above and the attach reached no
         // session of ours, so look once more now that one would reach it.
         if !rejoin
@@ -780,23 +730,27 @@ impl Session {
         }
         let result = async {
             node.ensure_subscribed(&topic).await?;
-            let chunk = RECOVERY_CHUNK.min(node.settings.history_cap);
-            // A count-only member does not need the list: the store then only counts.
-            let list = presence_mode != PresenceMode::Count;
-            node.backend
-                .join(&room, &user, &node.settings.id, since, chunk, list)
-                .await
+            let first = node
+                .backend
+                .presence_join(&room, &user, &node.settings.id)
+                .await?;
+            let bounds = node.backend.bounds(&room).await?;
+            let members = node.backend.members(&room).await?;
+            let read = node.backend.read_markers(&room).await?;
+            // A `since` above the newest sequence is from before the room expired and started again.
+            let since = since.map(|s| if s > bounds.last { 0 } else { s });
+            let history = match since {
+                Some(s) => {
+                    node.backend
+                        .history_after(&room, s, RECOVERY_CHUNK.min(node.settings.history_cap))
+                        .await?
+                }
+                None => Vec::new(),
+            };
+            Ok::<_, crate::backend::Error>((first, bounds, members, read, since, history))
         }
         .await;
-        let Joining {
-            first,
-            bounds,
-            mut members,
-            members_total,
-            read,
-            since,
-            history,
-        } = match result {
+        let (first, bounds, mut members, read, since, history) = match result {
             Ok(v) => v,
             Err(e) => {
                 if !rejoin {
@@ -808,10 +762,7 @@ impl Session {
             }
         };
         self.rooms.insert(room.clone());
-        // This user's own `presence` join (published below when `first`) will count them again.
-        let others = members_total.saturating_sub(usize::from(first));
-        node.hub
-            .set_presence_mode(&topic, self.handle.id, presence_mode, Some(others as u64));
+        let members_total = members.len();
         members.truncate(MAX_MEMBERS_LISTED);
         self.send_big(&encode(&ServerFrame::Joined {
             room: &room,
@@ -841,7 +792,12 @@ impl Session {
         };
         self.go_live(&topic, sent).await;
         if first {
-            let f = presence(&room, &user, "join");
+            let f = encode(&ServerFrame::Presence {
+                room: &room,
+                user: &user,
+                event: "join",
+                ts: now_ms(),
+            });
             let _ = node.backend.publish(topic, f).await;
         }
         Ok(())
@@ -865,7 +821,12 @@ impl Session {
             .presence_leave(room, &user, &node.settings.id)
             .await
         {
-            let f = presence(room, &user, "leave");
+            let f = encode(&ServerFrame::Presence {
+                room,
+                user: &user,
+                event: "leave",
+                ts: now_ms(),
+            });
             let _ = node.backend.publish(topic, f).await;
         }
     }
@@ -913,7 +874,6 @@ fn frame_type(f: &ClientFrame) -> &'static str {
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Read { .. } => "read",
         ClientFrame::History { .. } => "history",
-        ClientFrame::Members { .. } => "members",
         ClientFrame::LastSeen { .. } => "last_seen",
         ClientFrame::Ping => "ping",
     }
@@ -940,7 +900,7 @@ fn store_refusal(e: crate::backend::Error) -> Refusal {
     tracing::warn!(error = %chain(&e), "store operation failed");
     Refusal::new(
         e.code(),
-        "the chat store did not answer in time; a message may have been stored: resend it with the same client_id",
+        "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
     )
 }
 

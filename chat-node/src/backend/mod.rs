@@ -100,26 +100,6 @@ pub struct Bounds {
     pub last: u64,
 }
 
-/// What a join finds ([`Backend::join`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Joining {
-    /// The user was present nowhere in the room before (announce a `presence` `join`).
-    pub first: bool,
-    /// The room's kept sequence range.
-    pub bounds: Bounds,
-    /// Users present in the room, sorted (empty when not asked for).
-    pub members: Vec<String>,
-    /// How many users are present.
-    pub members_total: usize,
-    /// Read markers of the room.
-    pub read: BTreeMap<String, u64>,
-    /// Where recovery starts: the asked `since`, or 0 when it is above the newest sequence (the room
-    /// expired and started again since). `None` without `since`.
-    pub since: Option<u64>,
-    /// The first messages after `since`, oldest first (at most the chunk asked for).
-    pub history: Vec<Stored>,
-}
-
 /// What a change of a room's ACL came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AclChange {
@@ -155,27 +135,12 @@ pub trait Backend: Send + Sync + 'static {
     fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)>;
     /// Records that direct messages up to `seq` reached a connection of `user` (never moves back).
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()>;
-    /// Marks `user` present in `room` through `node` and reads what a join answers: whether the user
-    /// was present nowhere before, bounds, the members (with `list`; else only their number), read
-    /// markers and, with `since`, the first `chunk` messages after it. The Redis backend does all of
-    /// it in one round trip.
-    fn join<'a>(
-        &'a self,
-        room: &'a str,
-        user: &'a str,
-        node: &'a str,
-        since: Option<u64>,
-        chunk: usize,
-        list: bool,
-    ) -> BoxFut<'a, Joining>;
+    /// Marks `user` present in `room` through `node`; true if the user was not present anywhere.
+    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Ends `user`'s presence in `room` through `node`; true if the user is now present nowhere.
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Users present in a room, sorted.
     fn members(&self, room: &str) -> BoxFut<'_, Vec<String>>;
-    /// Ends the presence of users whose every entry in one of `rooms` expired (their node died
-    /// without saying goodbye) and returns them as (room, user). Each such user is returned once in
-    /// the whole cluster, so the caller announces the `leave` exactly once.
-    fn expire_presence(&self, rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>>;
     /// Keeps this node's presence entries alive (rooms with their local users; online users).
     fn refresh(
         &self,

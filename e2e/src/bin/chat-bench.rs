@@ -11,9 +11,7 @@
 //! 1. **Fan-out**: `members` connections (alternating over the two nodes) join one room; `senders`
 //!    connections (also alternating) send `messages` in total, each with its send time in the body,
 //!    pipelined `window` deep. Every member counts deliveries and the latency send -> receive, measured
-//!    at the receiving client; latencies are reported for every delivery and for cross-node ones, and
-//!    the servers' CPU time (user + system of every node, `/proc/PID/stat`) per delivery. To compare
-//!    two builds, alternate them in one run: `SWITCHBOARD_BIN_DIR=DIR` picks the binaries.
+//!    at the receiving client; latencies are reported for every delivery and for cross-node ones.
 //! 2. **Idle memory**: `idle` connections to the first node that only identify; the node's RSS delta
 //!    (`/proc/PID/status` VmRSS) divided by the connection count.
 //!
@@ -27,6 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use e2e::client::{ChatClient, frame_type};
+use e2e::topology::{Topology, TopologyConfig};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use switchboard_runtime::duration;
@@ -66,8 +65,7 @@ struct Args {
     /// Use running nodes instead of starting a topology: their WebSocket URLs, comma-separated.
     #[arg(long, env = "BENCH_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
-    /// With --nodes: the process id of the first node, for the memory figure (and the CPU figure,
-    /// of that node only).
+    /// With --nodes: the process id of the first node, for the memory figure.
     #[arg(long, env = "BENCH_NODE_PID")]
     node_pid: Option<u32>,
 }
@@ -90,12 +88,37 @@ async fn run() -> anyhow::Result<()> {
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
 
     let mut _topology = None;
-    let mut node_pids: Vec<u32> = args.node_pid.into_iter().collect();
     let (urls, pid) = if args.nodes.is_empty() {
-        let t = e2e::topology::bench_topology(2).await?;
+        let config = TopologyConfig {
+            log_filter: "warn".into(),
+            // The benchmark measures the message path; tokens are checked once per connect only.
+            auth: e2e::topology::Auth::Open,
+            ..TopologyConfig::scaled(2, 1).with_node_args([
+                "--rate-per-sec",
+                "1000000",
+                "--rate-burst",
+                "1000000",
+                "--capacity",
+                "1000000",
+                // Every benchmark connection comes from 127.0.0.1.
+                "--max-connections-per-ip",
+                "0",
+                "--handshakes-per-ip",
+                "0",
+                "--max-pending-sockets",
+                "100000",
+            ])
+        };
+        let bin = e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
+        let t = Topology::start(config)
+            .await
+            .context("starting Redis + 2 chat-nodes")?;
+        println!(
+            "topology: redis + 2 chat-nodes + 1 registry, binaries from {}",
+            bin.display()
+        );
         let urls = vec![t.node_ws_url(0), t.node_ws_url(1)];
         let pid = t.node_pid(0);
-        node_pids = (0..t.node_count()).filter_map(|i| t.node_pid(i)).collect();
         _topology = Some(t);
         (urls, pid)
     } else {
@@ -110,7 +133,7 @@ async fn run() -> anyhow::Result<()> {
             None => println!("idle memory: skipped (no --node-pid for the first node)"),
         }
     }
-    fan_out(&args, &urls, &node_pids, &run_id, limit).await?;
+    fan_out(&args, &urls, &run_id, limit).await?;
     Ok(())
 }
 
@@ -118,7 +141,6 @@ async fn run() -> anyhow::Result<()> {
 async fn fan_out(
     args: &Args,
     urls: &[String],
-    pids: &[u32],
     run_id: &str,
     limit: Duration,
 ) -> anyhow::Result<()> {
@@ -178,7 +200,6 @@ async fn fan_out(
         }));
     }
 
-    let cpu_before = cpu_ticks(pids)?;
     let started = Instant::now();
     let mut senders = Vec::new();
     for s in 0..args.senders {
@@ -245,17 +266,6 @@ async fn fan_out(
         all.len() as f64 / secs,
         args.messages as f64 / secs
     );
-    let cpu = cpu_ticks(pids)?.saturating_sub(cpu_before);
-    if !pids.is_empty() && !all.is_empty() {
-        let us = cpu as f64 * 1e6 / CLOCK_TICKS_PER_SEC;
-        println!(
-            "  servers' CPU (user + system, {} node process{}): {:.2} s = {:.2} µs per delivery",
-            pids.len(),
-            if pids.len() == 1 { "" } else { "es" },
-            us / 1e6,
-            us / all.len() as f64
-        );
-    }
     report("  latency, every delivery", &mut all);
     report("  latency, across nodes  ", &mut cross);
     if all.len() < wanted {
@@ -266,28 +276,6 @@ async fn fan_out(
         );
     }
     Ok(())
-}
-
-/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on every Linux architecture we run).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-/// User + system CPU time of the processes `pids` so far, in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th
-        // field of the line, stime the 15th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        match (tick(11), tick(12)) {
-            (Some(u), Some(s)) => total += u + s,
-            _ => bail!("unexpected /proc/{pid}/stat: {stat}"),
-        }
-    }
-    Ok(total)
 }
 
 fn report(label: &str, us: &mut [u64]) {

@@ -9,7 +9,7 @@
 //! room:<r>:log               stream   the last history_cap messages, id "<seq>-1", f = frame   ROOM_TTL, as seq
 //! room:<r>:log:visible       string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there   ROOM_TTL
 //! room:<r>:cid:<u>:<cid>     string   "seq|id|ts" of a post, for idempotent resends       DEDUP_TTL
-//! room:<r>:members           set      users present in r (expired ones leave by expire_presence.lua)  2 x PRESENCE_TTL
+//! room:<r>:members           set      users present in r (pruned against pres)            2 x PRESENCE_TTL
 //! room:<r>:pres:<u>          zset     node -> expiry ms: where user u is present in r     2 x PRESENCE_TTL
 //! room:<r>:read              zset     user -> read marker (at most READ_MARKERS_CAP)       ROOM_TTL after the last move
 //! room:<r>:acl               set      users an admin let into private room r (ROOM_ACL_CAP)  never: until revoked
@@ -49,13 +49,12 @@ mod receiver;
 mod replies;
 mod scripts;
 
-use super::{AclChange, Backend, Bounds, BoxFut, Error, Joining, Post, Posted, Result, Stored};
+use super::{AclChange, Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
 use crate::config::{
     CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
 };
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
-use crate::session::MAX_MEMBERS_LISTED;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, PubsubInterface};
 use fred::types::Value;
@@ -66,15 +65,13 @@ use scripts::SCRIPTS;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use tokio::sync::Mutex;
 use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
 /// How often a node renews the expiry of the rooms and users it has sessions of: far inside the
 /// shortest of those lifetimes (7 days), rarely enough to cost nothing.
 pub const TTL_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Rooms whose expired presence one `expire_presence.lua` call looks at.
-const EXPIRE_PRESENCE_ROOMS_PER_CALL: usize = 100;
 
 fn unavailable(e: fred::error::Error) -> Error {
     Error::Unavailable(Box::new(e))
@@ -97,9 +94,8 @@ struct Inner {
     names: Names,
     hub: Arc<Hub>,
     history_cap: usize,
-    /// Last sequence dispatched per topic; the receiver's memory for gap filling. A plain lock, held
-    /// for lookups and updates only (see `receiver.rs`).
-    cursors: std::sync::Mutex<HashMap<Topic, u64>>,
+    /// Last sequence dispatched per topic; the receiver's memory for gap filling.
+    cursors: Mutex<HashMap<Topic, u64>>,
     /// When the expiries of rooms and users with sessions here were last renewed.
     ttl_renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -127,7 +123,7 @@ impl RedisBackend {
             names: Names::new(keys),
             hub,
             history_cap: history_cap.max(1),
-            cursors: std::sync::Mutex::new(HashMap::new()),
+            cursors: Mutex::new(HashMap::new()),
             ttl_renewed: std::sync::Mutex::new(None),
         });
         let rx_inner = inner.clone();
@@ -188,25 +184,6 @@ impl Inner {
     }
 }
 
-/// User names of a script reply, sorted.
-fn sorted_names(a: Vec<Value>) -> Vec<String> {
-    let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
-    users.sort();
-    users
-}
-
-/// Read markers of a script reply: user, seq, user, seq, ...
-fn read_pairs(a: Vec<Value>) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut it = a.into_iter();
-    while let (Some(u), Some(s)) = (it.next(), it.next()) {
-        if let Some(u) = u.into_string() {
-            out.insert(u, to_u64(&s));
-        }
-    }
-    out
-}
-
 impl Backend for RedisBackend {
     fn post(&self, post: Post) -> BoxFut<'_, Posted> {
         Box::pin(self.inner.post("message", post))
@@ -240,14 +217,15 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(unavailable)?;
             // Everything stored before this point is history; everything after arrives live (or is
-            // filled from the stream when a later sequence shows a gap). A room's cursor starts with
-            // the join that follows (`join` reads the bounds anyway), saving a round trip.
-            let Topic::User(u) = &topic else {
-                return Ok(());
+            // filled from the stream when a later sequence shows a gap).
+            let last = match &topic {
+                Topic::Room(r) => self.bounds(r).await?.last,
+                Topic::User(u) => self.dm_state(u).await?.0,
             };
-            let last = self.dm_state(u).await?.0;
             self.inner
-                .cursors()
+                .cursors
+                .lock()
+                .await
                 .entry(topic)
                 .and_modify(|c| *c = (*c).max(last))
                 .or_insert(last);
@@ -262,7 +240,7 @@ impl Backend for RedisBackend {
                 .unsubscribe(self.inner.names.channel(&topic))
                 .await
                 .map_err(unavailable)?;
-            self.inner.cursors().remove(&topic);
+            self.inner.cursors.lock().await.remove(&topic);
             Ok(())
         })
     }
@@ -342,24 +320,10 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn join<'a>(
-        &'a self,
-        room: &'a str,
-        user: &'a str,
-        node: &'a str,
-        since: Option<u64>,
-        chunk: usize,
-        list: bool,
-    ) -> BoxFut<'a, Joining> {
-        let names = &self.inner.names;
-        let log = names.room(room, "log");
+    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
         let keys = vec![
-            names.room(room, &format!("pres:<{user}>")),
-            names.room(room, "members"),
-            names.room(room, "seq"),
-            log.clone(),
-            visible_key(&log),
-            names.room(room, "read"),
+            self.inner.names.room(room, &format!("pres:<{user}>")),
+            self.inner.names.room(room, "members"),
         ];
         let now = now_ms();
         let ttl = PRESENCE_TTL.as_millis() as u64;
@@ -369,46 +333,9 @@ impl Backend for RedisBackend {
             (now + ttl).to_string(),
             user.to_owned(),
             (ttl * 2).to_string(),
-            self.inner.bounded().to_owned(),
-            READ_MARKERS_CAP.to_string(),
-            names.room(room, "pres:<"),
-            ">".to_owned(),
-            since.map(|s| s.to_string()).unwrap_or_default(),
-            chunk.max(1).to_string(),
-            if list { "1" } else { "0" }.to_owned(),
-            MAX_MEMBERS_LISTED.to_string(),
         ];
         Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.join, keys, args).await?)?;
-            let mut it = a.into_iter();
-            let mut next = || {
-                it.next()
-                    .ok_or_else(|| Error::Protocol("join.lua: short reply".into()))
-            };
-            let first = to_u64(&next()?) == 1;
-            let bounds = Bounds {
-                first: to_u64(&next()?),
-                last: to_u64(&next()?),
-            };
-            let since = next()?.as_str().and_then(|s| s.parse().ok());
-            let members = sorted_names(into_array(next()?)?);
-            let read = read_pairs(into_array(next()?)?);
-            let history = stored_pairs(next()?)?;
-            let members_total = to_u64(&next()?) as usize;
-            // A fresh subscription's cursor starts here (see `subscribe`); a live one keeps its own.
-            self.inner
-                .cursors()
-                .entry(Topic::room(room))
-                .or_insert(bounds.last);
-            Ok(Joining {
-                first,
-                bounds,
-                members,
-                members_total,
-                read,
-                since,
-                history,
-            })
+            Ok(to_u64(&self.inner.eval(&SCRIPTS.presence_join, keys, args).await?) == 1)
         })
     }
 
@@ -432,36 +359,9 @@ impl Backend for RedisBackend {
         ];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.members, keys, args).await?)?;
-            Ok(sorted_names(a))
-        })
-    }
-
-    fn expire_presence(&self, rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>> {
-        Box::pin(async move {
-            let names = &self.inner.names;
-            let mut gone = Vec::new();
-            // One round trip per chunk of rooms; each chunk's SMEMBERS and ZCOUNTs run in one script.
-            for chunk in rooms.chunks(EXPIRE_PRESENCE_ROOMS_PER_CALL) {
-                let keys = chunk.iter().map(|r| names.room(r, "members")).collect();
-                let mut args = vec![now_ms().to_string()];
-                args.extend(chunk.iter().map(|r| names.room(r, "pres:<")));
-                args.push(">".to_owned());
-                let a = into_array(
-                    self.inner
-                        .eval(&SCRIPTS.expire_presence, keys, args)
-                        .await?,
-                )?;
-                let mut it = a.into_iter();
-                while let (Some(i), Some(u)) = (it.next(), it.next()) {
-                    let room = usize::try_from(to_u64(&i))
-                        .ok()
-                        .and_then(|i| chunk.get(i.checked_sub(1)?));
-                    if let (Some(room), Some(u)) = (room, u.into_string()) {
-                        gone.push((room.clone(), u));
-                    }
-                }
-            }
-            Ok(gone)
+            let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
+            users.sort();
+            Ok(users)
         })
     }
 
@@ -562,7 +462,14 @@ impl Backend for RedisBackend {
         let args = vec![READ_MARKERS_CAP.to_string()];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, args).await?)?;
-            Ok(read_pairs(a))
+            let mut out = BTreeMap::new();
+            let mut it = a.into_iter();
+            while let (Some(u), Some(s)) = (it.next(), it.next()) {
+                if let Some(u) = u.into_string() {
+                    out.insert(u, to_u64(&s));
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -755,8 +662,8 @@ impl Backend for RedisBackend {
             }
             let names = &self.inner.names;
             let pipe = self.inner.client.pipeline();
-            // The members set may still name someone whose presence just expired (the maintenance
-            // sweep removes them): for visibility that is close enough.
+            // The members set may still name someone whose presence just expired (it is pruned when
+            // read for `joined`): for visibility that is close enough.
             for room in &rooms {
                 let _: () = pipe
                     .smismember(names.room(room, "members"), candidates.clone())

@@ -9,8 +9,7 @@
 //! ```
 //!
 //! Cursors (last sequence dispatched per topic) start at the topic's newest sequence when it is
-//! subscribed (`subscribe` in the module root; a room's with the join that follows, which reads it) and
-//! are dropped with the last local listener.
+//! subscribed (`subscribe` in the module root) and are dropped with the last local listener.
 
 use super::Inner;
 use crate::config::INBOX_CAP;
@@ -26,23 +25,15 @@ use tungstenite::Utf8Bytes;
 const CURSOR_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Inner {
-    /// The cursors, locked for a lookup or an update only: never across a round trip.
-    pub(super) fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, u64>> {
-        self.cursors.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Moves `topic`'s cursor up to `seq` (never down).
-    fn advance(&self, topic: &Topic, seq: u64) {
-        let mut cursors = self.cursors();
-        let c = cursors.entry(topic.clone()).or_insert(seq);
-        *c = (*c).max(seq);
-    }
-
     /// Dispatches one sequenced event, filling a gap from the stream first and dropping duplicates.
-    /// Only this task dispatches sequenced events, so reading the gap without holding the cursors
-    /// keeps the order; other rooms' joins meanwhile are not held up.
-    async fn dispatch_sequenced(&self, topic: Topic, seq: u64, frame: Utf8Bytes) {
-        let last = self.cursors().get(&topic).copied();
+    async fn dispatch_sequenced(
+        &self,
+        cursors: &mut HashMap<Topic, u64>,
+        topic: Topic,
+        seq: u64,
+        frame: Utf8Bytes,
+    ) {
+        let last = cursors.get(&topic).copied();
         match last {
             Some(l) if seq <= l => return,
             Some(l) if seq > l + 1 => {
@@ -63,16 +54,13 @@ impl Inner {
             _ => {}
         }
         self.hub.dispatch(&topic, seq, &frame);
-        self.advance(&topic, seq);
+        cursors.insert(topic, seq);
     }
 
     /// After a reconnect or lag: deliver whatever was published while we were not listening.
-    async fn catch_up(&self) {
-        let topics: Vec<(Topic, u64)> = {
-            let mut cursors = self.cursors();
-            cursors.retain(|t, _| self.hub.has_listeners(t));
-            cursors.iter().map(|(t, s)| (t.clone(), *s)).collect()
-        };
+    async fn catch_up(&self, cursors: &mut HashMap<Topic, u64>) {
+        cursors.retain(|t, _| self.hub.has_listeners(t));
+        let topics: Vec<(Topic, u64)> = cursors.iter().map(|(t, s)| (t.clone(), *s)).collect();
         for (topic, last) in topics {
             match self
                 .range_after(
@@ -86,7 +74,7 @@ impl Inner {
                 Ok(missing) => {
                     for m in missing {
                         self.hub.dispatch(&topic, m.seq, &m.frame);
-                        self.advance(&topic, m.seq);
+                        cursors.insert(topic.clone(), m.seq);
                     }
                 }
                 Err(e) => tracing::warn!(error = %chain(&e), topic = ?topic, "catch-up failed"),
@@ -103,14 +91,15 @@ impl Inner {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = sweep.tick() => {
-                    self.cursors().retain(|t, _| self.hub.has_listeners(t));
+                    self.cursors.lock().await.retain(|t, _| self.hub.has_listeners(t));
                 }
                 r = reconnects.recv() => {
                     if r.is_err() && matches!(r, Err(RecvError::Closed)) {
                         return;
                     }
                     tracing::info!("bus reconnected; catching up from history");
-                    self.catch_up().await;
+                    let mut cursors = self.cursors.lock().await;
+                    self.catch_up(&mut cursors).await;
                 }
                 m = messages.recv() => match m {
                     Ok(msg) => {
@@ -122,12 +111,14 @@ impl Inner {
                         if seq == 0 {
                             self.hub.dispatch(&topic, 0, &frame);
                         } else {
-                            self.dispatch_sequenced(topic, seq, frame).await;
+                            let mut cursors = self.cursors.lock().await;
+                            self.dispatch_sequenced(&mut cursors, topic, seq, frame).await;
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
-                        self.catch_up().await;
+                        let mut cursors = self.cursors.lock().await;
+                        self.catch_up(&mut cursors).await;
                     }
                     Err(RecvError::Closed) => return,
                 }

@@ -15,10 +15,9 @@ pub(super) struct Scripts {
     pub(super) dm_state: Script,
     pub(super) set_read: Script,
     pub(super) raise: Script,
+    pub(super) presence_join: Script,
     pub(super) presence_leave: Script,
     pub(super) members: Script,
-    pub(super) join: Script,
-    pub(super) expire_presence: Script,
     pub(super) last_seen: Script,
     pub(super) read_markers: Script,
 }
@@ -33,10 +32,9 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dm_state: Script::from_lua(include_str!("scripts/dm_state.lua")),
     set_read: Script::from_lua(include_str!("scripts/set_read.lua")),
     raise: Script::from_lua(include_str!("scripts/raise.lua")),
+    presence_join: Script::from_lua(include_str!("scripts/presence_join.lua")),
     presence_leave: Script::from_lua(include_str!("scripts/presence_leave.lua")),
     members: Script::from_lua(include_str!("scripts/members.lua")),
-    join: Script::from_lua(include_str!("scripts/join.lua")),
-    expire_presence: Script::from_lua(include_str!("scripts/expire_presence.lua")),
     last_seen: Script::from_lua(include_str!("scripts/last_seen.lua")),
     read_markers: Script::from_lua(include_str!("scripts/read_markers.lua")),
 });
