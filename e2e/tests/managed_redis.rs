@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const REDIS_SCRIPT: &str = include_str!("../../operator/src/resources/redis.sh");
-const SENTINEL_SCRIPT: &str = include_str!("../../operator/src/resources/sentinel.sh");
+use operator::resources::{REDIS_SCRIPT, SENTINEL_SCRIPT};
 const PASSWORD: &str = "managed-secret";
 const MASTER_NAME: &str = "switchboard";
 const CONVERGE: Duration = Duration::from_secs(40);

@@ -87,8 +87,10 @@ pub const SENTINEL_PORT: i32 = 26379;
 /// the load-set removal) reaches every watcher before the node starts to drain.
 pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 
-const REDIS_SCRIPT: &str = include_str!("redis.sh");
-const SENTINEL_SCRIPT: &str = include_str!("sentinel.sh");
+/// The data-node start script: `common.sh`, then `redis.sh`.
+pub const REDIS_SCRIPT: &str = concat!(include_str!("common.sh"), include_str!("redis.sh"));
+/// The sentinel start script: `common.sh`, then `sentinel.sh`.
+pub const SENTINEL_SCRIPT: &str = concat!(include_str!("common.sh"), include_str!("sentinel.sh"));
 
 /// Components of a chat system (the `app.kubernetes.io/component` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

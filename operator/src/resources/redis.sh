@@ -1,38 +1,18 @@
-#!/bin/sh
-# Start one managed Redis data node.
+# Start one managed Redis data node (after common.sh, which the operator puts in front).
 # The master is, in order: what the sentinels report (they follow failovers), else a data node that says it
 # is a master, else the first pod (the bootstrap of a new chat system). Every address is a stable hostname
 # of the headless Service, never a pod IP, so the configuration survives restarts and IP changes.
 # Ports, directories, the bind address and the host names can be overridden by environment variables so
 # the same script runs as plain processes in the real-process tests; on Kubernetes the defaults apply.
-set -eu
 # The host lists come from the operator's ConfigMap (hosts.env), so changing a count restarts no data
 # node; without the file (the real-process tests) they come from the environment.
 hosts_file="${HOSTS_FILE:-/scripts/hosts.env}"
 if [ -r "$hosts_file" ]; then . "$hosts_file"; fi
-redis_port="${REDIS_PORT:-6379}"
-sentinel_port="${SENTINEL_PORT:-26379}"
-conf_dir="${CONF_DIR:-/conf}"
 data_dir="${DATA_DIR:-/data}"
 self="${SELF_HOST:-${POD_NAME}.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}}"
 first="${FIRST_HOST:-${REDIS_STS}-0.${REDIS_HEADLESS}.${POD_NAMESPACE}.svc.${CLUSTER_DOMAIN}}"
-# With TLS_DIR (spec.redis.managed.tls: tls.crt, tls.key, ca.crt) every port speaks TLS only, to clients
-# and between the servers, and the redis-cli calls below do too.
-cli_tls=""
-if [ -n "${TLS_DIR:-}" ]; then cli_tls="--tls --cacert ${TLS_DIR}/ca.crt"; fi
-master=""
-for s in $SENTINEL_HOSTS; do
-  reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
-  if [ -n "$reply" ]; then master="$reply"; break; fi
-done
-if [ -z "$master" ]; then
-  for h in $REDIS_HOSTS; do
-    [ "$h" = "$self" ] && continue
-    if REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$h" -p "$redis_port" info replication 2>/dev/null | grep -q '^role:master'; then
-      master="$h"; break
-    fi
-  done
-fi
+master="$(master_from_sentinels)"
+[ -n "$master" ] || master="$(master_from_data_nodes "$self")"
 [ -n "$master" ] || master="$first"
 mkdir -p "$conf_dir" "$data_dir"
 
@@ -60,29 +40,10 @@ while [ "$master" = "$self" ] && ! has_data && peer="$(peer_with_data)"; do
   fi
   [ "$waited" -eq 0 ] && echo "redis: ${self} is named master but has no data while ${peer} has: waiting for the sentinels to promote a replica"
   sleep 2; waited=$((waited + 2))
-  for s in $SENTINEL_HOSTS; do
-    reply="$(REDISCLI_AUTH="$REDIS_PASSWORD" timeout 3 redis-cli $cli_tls -h "$s" -p "$sentinel_port" sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | head -n 1 || true)"
-    if [ -n "$reply" ]; then master="$reply"; break; fi
-  done
+  named="$(master_from_sentinels)"
+  if [ -n "$named" ]; then master="$named"; fi
 done
-# Every password accepted (two while the operator rotates it: REDIS_PASSWORDS, space separated); the
-# current one (REDIS_PASSWORD) is what this server uses with its peers.
-acl="user default on resetpass"
-set -f
-for p in ${REDIS_PASSWORDS:-$REDIS_PASSWORD}; do acl="${acl} >${p}"; done
-set +f
-acl="${acl} ~* &* +@all"
-if [ -n "${TLS_DIR:-}" ]; then
-  listen="port 0
-tls-port ${redis_port}
-tls-cert-file ${TLS_DIR}/tls.crt
-tls-key-file ${TLS_DIR}/tls.key
-tls-ca-cert-file ${TLS_DIR}/ca.crt
-tls-auth-clients no
-tls-replication yes"
-else
-  listen="port ${redis_port}"
-fi
+listen_on "$redis_port"
 cat > "$conf_dir/redis.conf" <<CONF
 ${listen}
 bind ${BIND:-* -::*}
