@@ -34,14 +34,6 @@ impl Access {
             tls: None,
         }
     }
-
-    /// The same, with `password` instead.
-    pub fn with_password(&self, password: &str) -> Self {
-        Self {
-            password: Some(password.to_owned()),
-            tls: self.tls.clone(),
-        }
-    }
 }
 
 /// Errors asking a data node.

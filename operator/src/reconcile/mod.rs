@@ -181,6 +181,7 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     }
 
     let mut problems = Vec::new();
+    let names = Names::of(cc)?;
     let uid = cc
         .metadata
         .uid
@@ -240,7 +241,6 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     volumes::grow(cc, ctx, &ns, uid, &mut desired, &mut problems).await?;
     let mut applied = apply::apply_all(&ctx.client, &ns, uid, &desired, &mut problems).await?;
     if let Some(rotation) = &rotation {
-        let names = Names::of(cc)?;
         let clients: Vec<_> = [names.node(), names.registry()]
             .iter()
             .filter_map(|n| applied.deployments.get(n))
@@ -249,20 +249,21 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
     }
     let mut redis_update = None;
     if cc.spec.redis.mode == RedisMode::External {
-        apply::prune_managed_redis(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
+        apply::prune_managed_redis(&ctx.client, &ns, uid, &names).await?;
     } else {
         redis_update::label_pods(cc, ctx, &ns).await?;
         let access = switchboard_redis::node::Access {
             password: password.clone(),
             tls: tls.cloned(),
         };
-        redis_update = redis_update::step(cc, ctx, &ns, uid, &access).await?;
+        let data = applied.stateful_sets.get(&names.redis_sts());
+        redis_update = redis_update::step(cc, ctx, &ns, data, &access).await?;
     }
     crate::expose::reconcile(cc, ctx, &ns)
         .await
         .map_err(Error::kube("expose", "chat-node pods of", &name))?;
     if !cc.spec.network_policy.enabled {
-        apply::prune_network_policies(&ctx.client, &ns, uid, &Names::of(cc)?).await?;
+        apply::prune_network_policies(&ctx.client, &ns, uid, &names).await?;
     }
     let monitoring = crate::monitoring::reconcile(cc, &ctx.client, &ns, uid).await?;
 

@@ -38,7 +38,7 @@ use tracing::{debug, info};
 use super::{Error, Result};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::ChatCluster;
-use crate::resources::{self, Component, Names};
+use crate::resources::{self, Component};
 
 /// Time allowed to ask one data node or sentinel.
 const ASK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -219,26 +219,20 @@ pub(super) async fn label_pods(cc: &ChatCluster, ctx: &Context, ns: &str) -> Res
     Ok(())
 }
 
-/// Takes the next step of a pending data-node update of `cc` (managed Redis, controlled by `uid`).
-/// Returns a requeue delay while an update is under way.
+/// Takes the next step of a pending data-node update of `cc` (managed Redis) whose data StatefulSet,
+/// as this reconcile applied it, is `sts` (`None`: not ours, or refused). Returns a requeue delay while
+/// an update is under way.
 pub(super) async fn step(
     cc: &ChatCluster,
     ctx: &Context,
     ns: &str,
-    uid: &str,
+    sts: Option<&StatefulSet>,
     access: &node::Access,
 ) -> Result<Option<Duration>> {
-    let names = Names::of(cc)?;
-    let sts_name = names.redis_sts();
-    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(sts) = sets
-        .get_opt(&sts_name)
-        .await
-        .map_err(Error::kube("get", "StatefulSet", &sts_name))?
-        .filter(|s| resources::is_controlled_by(&s.metadata, uid))
-    else {
+    let Some(sts) = sts else {
         return Ok(None);
     };
+    let sts_name = sts.name_any();
     let Some(update_revision) = sts.status.as_ref().and_then(|s| s.update_revision.clone()) else {
         return Ok(None);
     };

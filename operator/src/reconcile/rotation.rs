@@ -139,10 +139,11 @@ pub(super) async fn before_render(
         write(cc, ctx, ns, &applied).await?;
         return Ok((Some(settled(applied)), None));
     };
-    if !usable(wanted) && next(&applied, wanted) != Next::Steady {
+    let next = next(&applied, wanted);
+    if !usable(wanted) && next != Next::Steady {
         return Ok((Some(settled(applied)), Some(unusable(&names))));
     }
-    let step = match next(&applied, wanted) {
+    let step = match next {
         Next::Steady => return Ok((Some(settled(applied)), None)),
         Next::Retire => {
             return Ok((
