@@ -23,6 +23,7 @@
 //! sentinel names is asked with the one query every component uses ([`switchboard_redis::sentinel`]).
 //! [`eventually`] is the one polling helper of every test suite.
 
+pub mod s3;
 pub mod tls;
 
 use std::collections::{BTreeSet, VecDeque};
