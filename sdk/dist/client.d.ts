@@ -1,6 +1,7 @@
 import { type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
-import type { DirectMessage, ErrorFrame, HistoryPage, Joined, LastSeen, Left, Limits, Message, Presence, Read, ReconnectNotice, Typing, Welcome } from './types.js';
+import { type HttpRequest, type UploadSource } from './upload.js';
+import type { Attachment, DirectMessage, ErrorFrame, HistoryPage, Joined, LastSeen, Left, Limits, Message, Presence, Read, ReconnectNotice, Typing, Welcome } from './types.js';
 /** The part of the WebSocket API the client uses (the browser's, or the `ws` package's in Node). */
 export interface WebSocketLike {
     readonly readyState: number;
@@ -14,8 +15,9 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 export type FetchLike = (url: string, init?: {
     method?: string;
     headers?: Record<string, string>;
-    body?: string;
+    body?: string | Blob;
     cache?: 'no-store';
+    signal?: AbortSignal;
 }) => Promise<{
     ok: boolean;
     status: number;
@@ -23,6 +25,7 @@ export type FetchLike = (url: string, init?: {
         get(name: string): string | null;
     };
     json(): Promise<any>;
+    text(): Promise<string>;
 }>;
 /** Why a token is asked for: a new connection, a renewal before expiry, or after the node said it expired. */
 export type TokenReason = 'connect' | 'refresh' | 'expired';
@@ -56,6 +59,13 @@ export interface ClientOptions {
     maxSendRetries?: number;
     /** Prefix of generated `client_id`s (default: random per client). */
     clientIdPrefix?: string;
+    /**
+     * How uploads send HTTP requests; default `XMLHttpRequest` where there is one (progress inside a
+     * chunk), else `fetch` (progress per chunk).
+     */
+    httpRequest?: HttpRequest;
+    /** Upload failures in a row (network, 5xx, busy) before a file is given up (default 6). */
+    maxUploadRetries?: number;
 }
 /** Where the connection is. */
 export type ConnectionState = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
@@ -67,7 +77,7 @@ export interface MessageEvent {
     /** Sent by this client (matched by `client_id`). */
     own: boolean;
 }
-/** A send that the node acknowledged. */
+/** A send that the node acknowledged; `attachments` (pending) when it carried files. */
 export type Sent = {
     kind: 'room';
     clientId: string;
@@ -77,6 +87,7 @@ export type Sent = {
     id: string;
     ts: number;
     duplicate: boolean;
+    attachments?: Attachment[];
 } | {
     kind: 'dm';
     clientId: string;
@@ -85,6 +96,7 @@ export type Sent = {
     id: string;
     ts: number;
     duplicate: boolean;
+    attachments?: Attachment[];
 };
 /** The outcome of `send`/`dm`: acknowledged, or failed for good with the node's (or the client's) code. */
 export type SendResult = ({
@@ -95,10 +107,60 @@ export type SendResult = ({
     code: string;
     message: string;
 };
+/** Upload progress of one file of a send. */
+export interface UploadProgress {
+    clientId: string;
+    /** The file's position in `files`. */
+    index: number;
+    /** The attachment id (known once the send is acknowledged). */
+    id: string | null;
+    name: string;
+    /** Bytes sent (inside a chunk where the transport reports it) and the file's size. */
+    sent: number;
+    total: number;
+}
+/** How the upload of one file of a send ended. */
+export interface UploadResult {
+    clientId: string;
+    index: number;
+    id: string | null;
+    name: string;
+    /** `cancelled`: by `cancel()`, `close()`, or because the send itself failed. */
+    state: 'ready' | 'failed' | 'cancelled';
+    /** Why it failed: an HTTP refusal (`wrong_type`, `too_large`, `expired`, ...) or `unavailable`. */
+    code?: string;
+    message?: string;
+    /** The node's state object when it sent one. */
+    attachment?: Attachment;
+}
 /** What `send` and `dm` return: the `client_id` at once, the outcome later (never rejected). */
 export interface SendHandle {
     clientId: string;
     result: Promise<SendResult>;
+    /** With files: resolves when every upload has ended, in the order of `files` (empty without). */
+    uploads: Promise<UploadResult[]>;
+    /** Stops the uploads; a send not yet written to the node is dropped (result `cancelled`). */
+    cancel(): void;
+}
+/** Options of `send` and `dm`. */
+export interface SendOptions {
+    /** The `client_id` (default: generated). */
+    clientId?: string;
+    /** Files to attach (1–10; `File`s in browsers, `Blob`s or `File`s in Node). The body may then be empty. */
+    files?: UploadSource[];
+    /** Called with the progress of each file (also emitted as `uploadProgress`). */
+    onProgress?: (p: UploadProgress) => void;
+}
+/** An attachment's state changed (an `attachment` frame, or an upload's own answer). */
+export interface AttachmentEvent {
+    messageId: string;
+    /** Room messages. */
+    room?: string;
+    seq?: number;
+    /** Direct messages. */
+    from?: string;
+    to?: string;
+    attachment: Attachment;
 }
 /** A queued send changed state (for showing "sending…", "retrying in 2 s"). */
 export interface SendStateEvent {
@@ -162,6 +224,10 @@ export interface ClientEvents {
         message: string;
     };
     dm: DirectMessage;
+    /** An attachment became ready or failed (once per change, whatever repeats it). */
+    attachment: AttachmentEvent;
+    uploadProgress: UploadProgress;
+    uploadDone: UploadResult;
     presence: Presence;
     typing: Typing;
     read: Read;
@@ -189,6 +255,8 @@ export declare class SwitchboardError extends Error {
 export declare const USER_NAME: RegExp;
 /** Room names (PROTOCOL.md section 2). */
 export declare const ROOM_NAME: RegExp;
+/** The name the node will show (path separators, control characters and quotes become `_`). */
+export declare function safeFileName(name: string): string;
 /**
  * A Switchboard chat client. Create it, subscribe to events with `on`, call `connect()`, then `join`
  * rooms and `send`. It reconnects by itself (through the registry) until `close()`.
@@ -219,6 +287,14 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     private readonly requests;
     /** `req` of each `join` in flight → its room (a refusal names only the `req`). */
     private readonly joinReqs;
+    /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
+    private readonly attachmentStates;
+    /** Uploads that have not ended, by `client_id`. */
+    private readonly jobs;
+    /** Acks asked for again (fresh upload URLs), by `client_id`. */
+    private readonly ticketWaiters;
+    private readonly http;
+    private wsUrl;
     private reqN;
     private clientN;
     private readonly clientTag;
@@ -310,17 +386,44 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
      * node's rate limit, and is resent with the same `client_id` after every reconnect until acknowledged
      * (so it is stored once). The result resolves when acknowledged or failed for good.
      */
-    send(room: string, body: string, options?: {
-        clientId?: string;
-    }): SendHandle;
+    send(room: string, body: string, options?: SendOptions): SendHandle;
     /** Sends a direct message to `to`, like `send`. */
-    dm(to: string, body: string, options?: {
-        clientId?: string;
-    }): SendHandle;
+    dm(to: string, body: string, options?: SendOptions): SendHandle;
+    /** The declaration of `files`, or why the node would refuse them (checked against its limits). */
+    private declare;
     private enqueue;
     private burst;
     /** Sends queued messages in the order they were written, paced by a token bucket at the node's rate. */
     private pump;
+    /** The current state of attachment `id`, as far as this client knows (null when never seen). */
+    attachment(id: string): Attachment | null;
+    /**
+     * Resolves `url` (an attachment's `url`, `thumbnail_url` or `upload_url`) against the HTTP base of
+     * the node this client is connected to: the WebSocket URL with ws→http, wss→https, no path.
+     */
+    resolveUrl(url: string): string;
+    /**
+     * Fetches room message `seq` again (a one-message history page) to get fresh attachment URLs, for
+     * when a download or thumbnail URL answered 410 (expired). Resolves with the message, or null when
+     * the room no longer keeps it.
+     */
+    refreshMessage(room: string, seq: number): Promise<Message | null>;
+    /** Records `a`; returns the state to show and whether it is news (a final state is never undone). */
+    private applyAttachment;
+    /** Brings a message's attachments to the newest state known (an update may come before it). */
+    private applyAttachments;
+    private onAttachment;
+    /** The pending attachments of an acknowledged send with files, as the node will show them. */
+    private ownAttachments;
+    /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
+    private startUploads;
+    /** Ends a job's uploads (or, before they started, resolves them as cancelled). */
+    private cancelJob;
+    private cancelSend;
+    /** Sends a job's frame again with its `client_id`: the duplicate ack carries fresh upload URLs. */
+    private freshTickets;
+    /** An ack asked for by `freshTickets`: true when it was one. */
+    private answerTickets;
     /** Tells `room` this user is typing; throttled to one frame per 2 s (the node's relay rate). */
     typing(room: string): boolean;
     /** Moves this user's read marker in `room` to `seq` (only forward). */

@@ -11,8 +11,15 @@
 // Room messages are emitted once per sequence number: `lastSeq` is the highest sequence up to which
 // every message was seen, `above` holds the ones seen beyond it (own messages acknowledged before
 // their predecessors arrived). A hole in a live stream is filled from history.
+//
+// Files (PROTOCOL.md section 10): a send with `files` declares them (name, size, type); its ack
+// brings one upload URL per file, and each file is uploaded in chunks over HTTP (upload.ts) to the
+// node's HTTP base (the WebSocket URL with ws→http, path removed). The current state of every
+// attachment seen is kept by id, so `attachment` updates, history pages and recovered messages are
+// applied idempotently: a final state (ready, failed) is never replaced by an older `pending`.
 import { backoffDelay } from './backoff.js';
 import { Emitter } from './emitter.js';
+import { fetchRequest, uploadAttachment, xhrRequest } from './upload.js';
 /** A refusal: an `error` frame's code, `disconnected`, `closed`, or a client-side check. */
 export class SwitchboardError extends Error {
     constructor(code, message, retryAfterMs) {
@@ -37,6 +44,19 @@ const FLOOD_PAUSE_MS = 5000;
 const IDS_KEPT = 2000;
 const HISTORY_MAX = 200;
 const LAST_SEEN_MAX = 100;
+/** Attachment states remembered (to apply updates and repeats idempotently). */
+const ATTACHMENTS_KEPT = 2000;
+/** PROTOCOL.md section 10: the node's chunk size when its welcome predates attachments. */
+const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+const MAX_FILES = 10;
+const MAX_FILE_NAME = 255;
+/** A MIME type: `type/subtype`. */
+const MIME = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$/;
+/** The name the node will show (path separators, control characters and quotes become `_`). */
+export function safeFileName(name) {
+    const cleaned = [...name].map((ch) => (/[\/\\"'\u0000-\u001f\u007f]/.test(ch) ? '_' : ch));
+    return cleaned.slice(0, MAX_FILE_NAME).join('') || 'file';
+}
 /** Adds `id` to a set that keeps only the newest `IDS_KEPT` entries (insertion order). */
 function remember(set, id) {
     set.add(id);
@@ -73,6 +93,13 @@ export class SwitchboardClient extends Emitter {
         this.requests = new Map();
         /** `req` of each `join` in flight → its room (a refusal names only the `req`). */
         this.joinReqs = new Map();
+        /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
+        this.attachmentStates = new Map();
+        /** Uploads that have not ended, by `client_id`. */
+        this.jobs = new Map();
+        /** Acks asked for again (fresh upload URLs), by `client_id`. */
+        this.ticketWaiters = new Map();
+        this.wsUrl = null;
         this.reqN = 0;
         this.clientN = 0;
         this.tokens = 1;
@@ -99,6 +126,8 @@ export class SwitchboardClient extends Emitter {
         }
         this.WS = WS;
         this.fetchFn = fetchFn;
+        const XHR = g.XMLHttpRequest;
+        this.http = options.httpRequest ?? (XHR && !options.fetch ? xhrRequest(XHR) : fetchRequest(fetchFn));
         this.userValue = options.token === undefined ? (options.user ?? null) : null;
         this.dmSeqValue = Math.max(0, Math.floor(options.dmSince ?? 0));
         this.clientTag = options.clientIdPrefix ?? Math.random().toString(36).slice(2, 10);
@@ -353,6 +382,11 @@ export class SwitchboardClient extends Emitter {
         this.pending.clear();
         for (const p of pending)
             p.resolve({ ok: false, clientId: p.clientId, code: 'closed', message: reason });
+        for (const job of [...this.jobs.values()])
+            this.cancelJob(job);
+        for (const w of [...this.ticketWaiters.values()])
+            w(null);
+        this.ticketWaiters.clear();
         for (const r of this.rooms.values()) {
             for (const w of r.waiters.splice(0))
                 w.reject(new SwitchboardError('closed', reason));
@@ -415,10 +449,17 @@ export class SwitchboardClient extends Emitter {
                 return this.emit('read', f);
             }
             case 'history':
+                for (const m of f.messages ?? [])
+                    this.applyAttachments(m);
+                if (req)
+                    this.answer(req, f);
+                return;
             case 'last_seen':
                 if (req)
                     this.answer(req, f);
                 return;
+            case 'attachment':
+                return this.onAttachment(f);
             case 'pong':
                 clearTimeout(this.timers.pong);
                 return;
@@ -445,6 +486,7 @@ export class SwitchboardClient extends Emitter {
         this.nodeValue = f.node;
         this.userValue = f.user;
         this.limitsValue = f.limits;
+        this.wsUrl = url;
         if (typeof f.dm_seq === 'number' && this.dmSeqValue > f.dm_seq) {
             // The inbox was forgotten and its sequence started again: everything kept comes again.
             this.dmSeqValue = 0;
@@ -540,6 +582,7 @@ export class SwitchboardClient extends Emitter {
     deliver(r, m, recovered) {
         if (!this.markSeen(r, m.seq))
             return false;
+        this.applyAttachments(m);
         const cid = m.client_id;
         const own = m.from === this.userValue && cid !== null && (this.pending.has(cid) || this.sentIds.has(cid) || cid.startsWith(`${this.clientTag}-`));
         const rec = r.recovery;
@@ -583,35 +626,53 @@ export class SwitchboardClient extends Emitter {
         this.advanceTo(r, upTo - 1);
     }
     onAck(a) {
+        if (this.answerTickets(a.client_id, a.attachments))
+            return;
         const p = a.client_id ? this.pending.get(a.client_id) : undefined;
         if (!p || p.kind !== 'room' || p.room === undefined)
             return;
         this.pending.delete(p.clientId);
         remember(this.sentIds, p.clientId);
+        const attachments = this.ownAttachments(p, a.attachments);
         const r = this.rooms.get(a.room);
         if (r) {
-            this.deliver(r, { type: 'message', room: a.room, seq: a.seq, id: a.id, from: this.userValue ?? '', ts: a.ts, body: p.body, client_id: p.clientId }, false);
+            const m = { type: 'message', room: a.room, seq: a.seq, id: a.id, from: this.userValue ?? '', ts: a.ts, body: p.body, client_id: p.clientId };
+            if (attachments)
+                m.attachments = attachments;
+            this.deliver(r, m, false);
         }
         const sent = { kind: 'room', clientId: p.clientId, room: p.room, body: p.body, seq: a.seq, id: a.id, ts: a.ts, duplicate: a.duplicate };
+        if (attachments)
+            sent.attachments = attachments;
         this.emit('sent', sent);
         p.resolve({ ok: true, ...sent });
+        if (p.job)
+            this.startUploads(p.job, a.attachments ?? [], a.duplicate, { messageId: a.id, room: a.room, seq: a.seq });
     }
     onDm(d) {
         if (this.dmIds.has(d.id))
             return;
         remember(this.dmIds, d.id);
+        this.applyAttachments(d);
         if (Number.isFinite(d.seq) && d.to === this.userValue)
             this.dmSeqValue = Math.max(this.dmSeqValue, d.seq);
         this.emit('dm', d);
     }
     onDmAck(a) {
+        if (this.answerTickets(a.client_id, a.attachments))
+            return;
         const p = a.client_id ? this.pending.get(a.client_id) : undefined;
         if (!p || p.kind !== 'dm' || p.to === undefined)
             return;
         this.pending.delete(p.clientId);
+        const attachments = this.ownAttachments(p, a.attachments);
         const sent = { kind: 'dm', clientId: p.clientId, to: p.to, body: p.body, id: a.id, ts: a.ts, duplicate: a.duplicate };
+        if (attachments)
+            sent.attachments = attachments;
         this.emit('sent', sent);
         p.resolve({ ok: true, ...sent });
+        if (p.job)
+            this.startUploads(p.job, a.attachments ?? [], a.duplicate, { messageId: a.id, from: this.userValue ?? undefined, to: p.to });
     }
     onLeft(f, req) {
         const r = this.rooms.get(f.room);
@@ -684,6 +745,8 @@ export class SwitchboardClient extends Emitter {
     }
     fail(p, code, message) {
         this.pending.delete(p.clientId);
+        if (p.job)
+            this.cancelJob(p.job);
         this.emit('sendFailed', { clientId: p.clientId, kind: p.kind, body: p.body, room: p.room, to: p.to, code, message });
         p.resolve({ ok: false, clientId: p.clientId, code, message });
     }
@@ -790,22 +853,61 @@ export class SwitchboardClient extends Emitter {
      * (so it is stored once). The result resolves when acknowledged or failed for good.
      */
     send(room, body, options = {}) {
-        return this.enqueue({ kind: 'room', room, body }, options.clientId);
+        return this.enqueue({ kind: 'room', room, body }, options);
     }
     /** Sends a direct message to `to`, like `send`. */
     dm(to, body, options = {}) {
-        return this.enqueue({ kind: 'dm', to, body }, options.clientId);
+        return this.enqueue({ kind: 'dm', to, body }, options);
     }
-    enqueue(what, given) {
+    /** The declaration of `files`, or why the node would refuse them (checked against its limits). */
+    declare(files) {
+        const l = this.limitsValue;
+        if (l && l.attachments === false)
+            return { code: 'attachments_disabled', message: 'this node stores no files' };
+        const most = Math.min(MAX_FILES, l?.max_attachments ?? MAX_FILES);
+        if (files.length > most)
+            return { code: 'invalid_attachment', message: `at most ${most} files per message` };
+        const declared = [];
+        for (const f of files) {
+            const name = [...(f.name || 'file')].slice(0, MAX_FILE_NAME).join('');
+            const type = f.type || 'application/octet-stream';
+            if (!Number.isSafeInteger(f.size) || f.size < 1)
+                return { code: 'invalid_attachment', message: `${name} is empty` };
+            if (l?.max_attachment_bytes !== undefined && f.size > l.max_attachment_bytes) {
+                return { code: 'too_large', message: `${name} is larger than ${l.max_attachment_bytes} bytes` };
+            }
+            if (!MIME.test(type))
+                return { code: 'invalid_attachment', message: `${name} has no valid type (${type})` };
+            if (l?.attachment_types && !l.attachment_types.includes(type.toLowerCase())) {
+                return { code: 'unsupported_type', message: `${name}: files of type ${type} are not accepted` };
+            }
+            declared.push({ name, size: f.size, type });
+        }
+        return declared;
+    }
+    enqueue(what, options) {
         this.clientN += 1;
-        const clientId = given ?? `${this.clientTag}-${Date.now().toString(36)}-${this.clientN}`;
+        const clientId = options.clientId ?? `${this.clientTag}-${Date.now().toString(36)}-${this.clientN}`;
         let resolve;
         const result = new Promise((res) => {
             resolve = res;
         });
+        let resolveUploads;
+        const uploads = new Promise((res) => {
+            resolveUploads = res;
+        });
+        const files = options.files ?? [];
+        let job;
+        const handle = { clientId, result, uploads, cancel: () => this.cancelSend(clientId, job) };
         const max = this.limitsValue?.max_body_chars ?? 4000;
-        const refuse = (code, message) => resolve({ ok: false, clientId, code, message });
-        if (what.body.length === 0)
+        const refuse = (code, message) => {
+            resolve({ ok: false, clientId, code, message });
+            resolveUploads(files.map((f, index) => ({ clientId, index, id: null, name: f.name || 'file', state: 'cancelled', code, message })));
+        };
+        const declared = files.length ? this.declare(files) : [];
+        if (!Array.isArray(declared))
+            refuse(declared.code, declared.message);
+        else if (what.body.length === 0 && files.length === 0)
             refuse('invalid_body', 'the body is empty');
         else if ([...what.body].length > max)
             refuse('too_large', `the body is longer than ${max} characters`);
@@ -818,11 +920,19 @@ export class SwitchboardClient extends Emitter {
         else if (this.stateValue === 'closed')
             refuse('closed', 'the client is closed');
         else {
-            this.pending.set(clientId, { ...what, clientId, state: 'queued', tries: 0, notBefore: 0, resolve });
+            const frame = what.kind === 'room' ? { type: 'send', room: what.room, body: what.body, client_id: clientId } : { type: 'dm', to: what.to, body: what.body, client_id: clientId };
+            if (declared.length) {
+                frame.attachments = declared;
+                job = { clientId, files, declared, frame, abort: new AbortController(), onProgress: options.onProgress, resolve: resolveUploads, started: false };
+                this.jobs.set(clientId, job);
+            }
+            else
+                resolveUploads([]);
+            this.pending.set(clientId, { ...what, clientId, state: 'queued', tries: 0, notBefore: 0, resolve, job });
             this.emit('sendState', { clientId, kind: what.kind, state: 'queued' });
             this.pump();
         }
-        return { clientId, result };
+        return handle;
     }
     burst() {
         // Half the node's burst: the rest is left for typing, read and ping frames.
@@ -856,12 +966,183 @@ export class SwitchboardClient extends Emitter {
             }
             this.tokens -= 1;
             p.state = 'sent';
-            if (p.kind === 'room')
-                this.sendFrame({ type: 'send', room: p.room, body: p.body, client_id: p.clientId, req: p.clientId });
-            else
-                this.sendFrame({ type: 'dm', to: p.to, body: p.body, client_id: p.clientId, req: p.clientId });
+            const frame = p.kind === 'room' ? { type: 'send', room: p.room, body: p.body, client_id: p.clientId } : { type: 'dm', to: p.to, body: p.body, client_id: p.clientId };
+            if (p.job)
+                frame.attachments = p.job.declared;
+            this.sendFrame({ ...frame, req: p.clientId });
             this.emit('sendState', { clientId: p.clientId, kind: p.kind, state: 'sent' });
         }
+    }
+    // ------------------------------------------------------------------ files
+    /** The current state of attachment `id`, as far as this client knows (null when never seen). */
+    attachment(id) {
+        return this.attachmentStates.get(id) ?? null;
+    }
+    /**
+     * Resolves `url` (an attachment's `url`, `thumbnail_url` or `upload_url`) against the HTTP base of
+     * the node this client is connected to: the WebSocket URL with ws→http, wss→https, no path.
+     */
+    resolveUrl(url) {
+        const ws = new URL(this.wsUrl ?? this.opts.registry);
+        if (ws.protocol === 'ws:')
+            ws.protocol = 'http:';
+        if (ws.protocol === 'wss:')
+            ws.protocol = 'https:';
+        return new URL(url, ws.origin).toString();
+    }
+    /**
+     * Fetches room message `seq` again (a one-message history page) to get fresh attachment URLs, for
+     * when a download or thumbnail URL answered 410 (expired). Resolves with the message, or null when
+     * the room no longer keeps it.
+     */
+    async refreshMessage(room, seq) {
+        const page = await this.history(room, { before: seq + 1, limit: 1 });
+        return page.messages.find((m) => m.seq === seq) ?? null;
+    }
+    /** Records `a`; returns the state to show and whether it is news (a final state is never undone). */
+    applyAttachment(a) {
+        const known = this.attachmentStates.get(a.id);
+        if (known && known.state !== 'pending' && a.state === 'pending')
+            return { state: known, changed: false };
+        const changed = !known || known.state !== a.state;
+        this.attachmentStates.delete(a.id);
+        this.attachmentStates.set(a.id, a);
+        if (this.attachmentStates.size > ATTACHMENTS_KEPT) {
+            const oldest = this.attachmentStates.keys().next().value;
+            if (oldest !== undefined)
+                this.attachmentStates.delete(oldest);
+        }
+        return { state: a, changed };
+    }
+    /** Brings a message's attachments to the newest state known (an update may come before it). */
+    applyAttachments(m) {
+        if (!Array.isArray(m.attachments))
+            return;
+        m.attachments = m.attachments.map((a) => (a && typeof a.id === 'string' ? this.applyAttachment(a).state : a));
+    }
+    onAttachment(f) {
+        if (!f.attachment || typeof f.attachment.id !== 'string')
+            return;
+        const { state, changed } = this.applyAttachment(f.attachment);
+        if (!changed)
+            return;
+        const e = { messageId: f.message_id, attachment: state };
+        if (f.room !== undefined)
+            e.room = f.room;
+        if (f.seq !== undefined)
+            e.seq = f.seq;
+        if (f.from !== undefined)
+            e.from = f.from;
+        if (f.to !== undefined)
+            e.to = f.to;
+        this.emit('attachment', e);
+    }
+    /** The pending attachments of an acknowledged send with files, as the node will show them. */
+    ownAttachments(p, tickets) {
+        if (!p.job)
+            return undefined;
+        return p.job.declared.map((d, i) => {
+            const id = tickets?.[i]?.id ?? `${p.clientId}.${i}`;
+            return this.attachmentStates.get(id) ?? { id, name: safeFileName(d.name), size: d.size, type: d.type, state: 'pending' };
+        });
+    }
+    /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
+    startUploads(job, tickets, duplicate, where) {
+        if (job.started)
+            return;
+        job.started = true;
+        const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;
+        const each = job.files.map(async (file, index) => {
+            const name = job.declared[index].name;
+            const ticket = tickets[index];
+            const base = { clientId: job.clientId, index, id: ticket?.id ?? null, name };
+            if (!ticket || typeof ticket.upload_url !== 'string') {
+                return { ...base, state: 'failed', code: 'no_upload_url', message: 'the node sent no upload URL for this file' };
+            }
+            let uploadUrl = ticket.upload_url;
+            const progress = (sent, total) => {
+                const p = { ...base, sent, total };
+                job.onProgress?.(p);
+                this.emit('uploadProgress', p);
+            };
+            progress(0, file.size);
+            const outcome = await uploadAttachment({
+                source: file,
+                url: () => this.resolveUrl(uploadUrl),
+                chunkBytes,
+                request: this.http,
+                signal: job.abort.signal,
+                onProgress: progress,
+                maxRetries: this.opts.maxUploadRetries,
+                backoff: this.opts.backoff,
+                // A duplicate ack (the send was resent) may follow bytes already stored: ask the node first.
+                startAt: duplicate ? undefined : 0,
+                refreshUrl: async () => {
+                    const fresh = await this.freshTickets(job);
+                    const t = fresh?.find((x) => x.id === ticket.id);
+                    if (!t)
+                        return null;
+                    uploadUrl = t.upload_url;
+                    return this.resolveUrl(uploadUrl);
+                },
+            });
+            const result = { ...base, state: outcome.state };
+            if (outcome.state === 'failed') {
+                result.code = outcome.code;
+                result.message = outcome.message;
+            }
+            if (outcome.state !== 'cancelled' && outcome.attachment && typeof outcome.attachment.id === 'string') {
+                result.attachment = outcome.attachment;
+                const { state, changed } = this.applyAttachment(outcome.attachment);
+                if (changed)
+                    this.emit('attachment', { ...where, attachment: state });
+            }
+            this.emit('uploadDone', result);
+            return result;
+        });
+        void Promise.all(each).then((results) => {
+            this.jobs.delete(job.clientId);
+            job.resolve(results);
+        });
+    }
+    /** Ends a job's uploads (or, before they started, resolves them as cancelled). */
+    cancelJob(job) {
+        job.abort.abort();
+        if (job.started)
+            return;
+        this.jobs.delete(job.clientId);
+        job.resolve(job.declared.map((d, index) => ({ clientId: job.clientId, index, id: null, name: d.name, state: 'cancelled' })));
+    }
+    cancelSend(clientId, job) {
+        const p = this.pending.get(clientId);
+        if (p && p.state === 'queued') {
+            this.pending.delete(clientId);
+            p.resolve({ ok: false, clientId, code: 'cancelled', message: 'cancelled before it was sent' });
+        }
+        if (job)
+            this.cancelJob(job);
+    }
+    /** Sends a job's frame again with its `client_id`: the duplicate ack carries fresh upload URLs. */
+    freshTickets(job) {
+        return new Promise((resolve) => {
+            if (this.ticketWaiters.has(job.clientId) || !this.sendFrame({ ...job.frame }))
+                return resolve(null);
+            const timer = setTimeout(() => done(null), this.opts.connectTimeoutMs ?? 8000);
+            const done = (t) => {
+                clearTimeout(timer);
+                this.ticketWaiters.delete(job.clientId);
+                resolve(t);
+            };
+            this.ticketWaiters.set(job.clientId, done);
+        });
+    }
+    /** An ack asked for by `freshTickets`: true when it was one. */
+    answerTickets(clientId, tickets) {
+        const w = clientId ? this.ticketWaiters.get(clientId) : undefined;
+        if (!w || this.pending.has(clientId))
+            return false;
+        w(tickets ?? null);
+        return true;
     }
     // ------------------------------------------------------------------ the rest of the protocol
     /** Tells `room` this user is typing; throttled to one frame per 2 s (the node's relay rate). */

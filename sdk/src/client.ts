@@ -11,12 +11,22 @@
 // Room messages are emitted once per sequence number: `lastSeq` is the highest sequence up to which
 // every message was seen, `above` holds the ones seen beyond it (own messages acknowledged before
 // their predecessors arrived). A hole in a live stream is filled from history.
+//
+// Files (PROTOCOL.md section 10): a send with `files` declares them (name, size, type); its ack
+// brings one upload URL per file, and each file is uploaded in chunks over HTTP (upload.ts) to the
+// node's HTTP base (the WebSocket URL with ws→http, path removed). The current state of every
+// attachment seen is kept by id, so `attachment` updates, history pages and recovered messages are
+// applied idempotently: a final state (ready, failed) is never replaced by an older `pending`.
 
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import { Emitter } from './emitter.js';
+import { fetchRequest, uploadAttachment, xhrRequest, type HttpRequest, type UploadFetch, type UploadSource, type XhrLike } from './upload.js';
 import type {
   Ack,
   Assignment,
+  Attachment,
+  AttachmentDeclaration,
+  AttachmentUpdate,
   DirectMessage,
   DmAck,
   ErrorFrame,
@@ -31,6 +41,7 @@ import type {
   ReconnectNotice,
   ServerFrame,
   Typing,
+  UploadTicket,
   Welcome,
 } from './types.js';
 
@@ -48,8 +59,8 @@ export type WebSocketConstructor = new (url: string) => WebSocketLike;
 /** The part of `fetch` the client uses. */
 export type FetchLike = (
   url: string,
-  init?: { method?: string; headers?: Record<string, string>; body?: string; cache?: 'no-store' },
-) => Promise<{ ok: boolean; status: number; headers: { get(name: string): string | null }; json(): Promise<any> }>;
+  init?: { method?: string; headers?: Record<string, string>; body?: string | Blob; cache?: 'no-store'; signal?: AbortSignal },
+) => Promise<{ ok: boolean; status: number; headers: { get(name: string): string | null }; json(): Promise<any>; text(): Promise<string> }>;
 
 /** Why a token is asked for: a new connection, a renewal before expiry, or after the node said it expired. */
 export type TokenReason = 'connect' | 'refresh' | 'expired';
@@ -85,6 +96,13 @@ export interface ClientOptions {
   maxSendRetries?: number;
   /** Prefix of generated `client_id`s (default: random per client). */
   clientIdPrefix?: string;
+  /**
+   * How uploads send HTTP requests; default `XMLHttpRequest` where there is one (progress inside a
+   * chunk), else `fetch` (progress per chunk).
+   */
+  httpRequest?: HttpRequest;
+  /** Upload failures in a row (network, 5xx, busy) before a file is given up (default 6). */
+  maxUploadRetries?: number;
 }
 
 /** Where the connection is. */
@@ -99,18 +117,72 @@ export interface MessageEvent {
   own: boolean;
 }
 
-/** A send that the node acknowledged. */
+/** A send that the node acknowledged; `attachments` (pending) when it carried files. */
 export type Sent =
-  | { kind: 'room'; clientId: string; room: string; body: string; seq: number; id: string; ts: number; duplicate: boolean }
-  | { kind: 'dm'; clientId: string; to: string; body: string; id: string; ts: number; duplicate: boolean };
+  | { kind: 'room'; clientId: string; room: string; body: string; seq: number; id: string; ts: number; duplicate: boolean; attachments?: Attachment[] }
+  | { kind: 'dm'; clientId: string; to: string; body: string; id: string; ts: number; duplicate: boolean; attachments?: Attachment[] };
 
 /** The outcome of `send`/`dm`: acknowledged, or failed for good with the node's (or the client's) code. */
 export type SendResult = ({ ok: true } & Sent) | { ok: false; clientId: string; code: string; message: string };
+
+/** Upload progress of one file of a send. */
+export interface UploadProgress {
+  clientId: string;
+  /** The file's position in `files`. */
+  index: number;
+  /** The attachment id (known once the send is acknowledged). */
+  id: string | null;
+  name: string;
+  /** Bytes sent (inside a chunk where the transport reports it) and the file's size. */
+  sent: number;
+  total: number;
+}
+
+/** How the upload of one file of a send ended. */
+export interface UploadResult {
+  clientId: string;
+  index: number;
+  id: string | null;
+  name: string;
+  /** `cancelled`: by `cancel()`, `close()`, or because the send itself failed. */
+  state: 'ready' | 'failed' | 'cancelled';
+  /** Why it failed: an HTTP refusal (`wrong_type`, `too_large`, `expired`, ...) or `unavailable`. */
+  code?: string;
+  message?: string;
+  /** The node's state object when it sent one. */
+  attachment?: Attachment;
+}
 
 /** What `send` and `dm` return: the `client_id` at once, the outcome later (never rejected). */
 export interface SendHandle {
   clientId: string;
   result: Promise<SendResult>;
+  /** With files: resolves when every upload has ended, in the order of `files` (empty without). */
+  uploads: Promise<UploadResult[]>;
+  /** Stops the uploads; a send not yet written to the node is dropped (result `cancelled`). */
+  cancel(): void;
+}
+
+/** Options of `send` and `dm`. */
+export interface SendOptions {
+  /** The `client_id` (default: generated). */
+  clientId?: string;
+  /** Files to attach (1–10; `File`s in browsers, `Blob`s or `File`s in Node). The body may then be empty. */
+  files?: UploadSource[];
+  /** Called with the progress of each file (also emitted as `uploadProgress`). */
+  onProgress?: (p: UploadProgress) => void;
+}
+
+/** An attachment's state changed (an `attachment` frame, or an upload's own answer). */
+export interface AttachmentEvent {
+  messageId: string;
+  /** Room messages. */
+  room?: string;
+  seq?: number;
+  /** Direct messages. */
+  from?: string;
+  to?: string;
+  attachment: Attachment;
 }
 
 /** A queued send changed state (for showing "sending…", "retrying in 2 s"). */
@@ -160,6 +232,10 @@ export interface ClientEvents {
   sendState: SendStateEvent;
   sendFailed: { clientId: string; kind: 'room' | 'dm'; body: string; room?: string; to?: string; code: string; message: string };
   dm: DirectMessage;
+  /** An attachment became ready or failed (once per change, whatever repeats it). */
+  attachment: AttachmentEvent;
+  uploadProgress: UploadProgress;
+  uploadDone: UploadResult;
   presence: Presence;
   typing: Typing;
   read: Read;
@@ -202,6 +278,20 @@ const FLOOD_PAUSE_MS = 5000;
 const IDS_KEPT = 2000;
 const HISTORY_MAX = 200;
 const LAST_SEEN_MAX = 100;
+/** Attachment states remembered (to apply updates and repeats idempotently). */
+const ATTACHMENTS_KEPT = 2000;
+/** PROTOCOL.md section 10: the node's chunk size when its welcome predates attachments. */
+const DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024;
+const MAX_FILES = 10;
+const MAX_FILE_NAME = 255;
+/** A MIME type: `type/subtype`. */
+const MIME = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$/;
+
+/** The name the node will show (path separators, control characters and quotes become `_`). */
+export function safeFileName(name: string): string {
+  const cleaned = [...name].map((ch) => (/[\/\\"'\u0000-\u001f\u007f]/.test(ch) ? '_' : ch));
+  return cleaned.slice(0, MAX_FILE_NAME).join('') || 'file';
+}
 
 /** Adds `id` to a set that keeps only the newest `IDS_KEPT` entries (insertion order). */
 function remember(set: Set<string>, id: string): void {
@@ -235,6 +325,20 @@ interface Pending {
   tries: number;
   notBefore: number;
   resolve: (r: SendResult) => void;
+  job?: UploadJob;
+}
+
+/** The files of one send, from declaration to the end of the last upload. */
+interface UploadJob {
+  clientId: string;
+  files: UploadSource[];
+  declared: AttachmentDeclaration[];
+  /** The send frame, kept to ask for fresh upload URLs (a resend acks with new ones). */
+  frame: Record<string, unknown>;
+  abort: AbortController;
+  onProgress?: (p: UploadProgress) => void;
+  resolve: (r: UploadResult[]) => void;
+  started: boolean;
 }
 
 interface Request {
@@ -272,6 +376,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly requests = new Map<string, Request>();
   /** `req` of each `join` in flight → its room (a refusal names only the `req`). */
   private readonly joinReqs = new Map<string, string>();
+  /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
+  private readonly attachmentStates = new Map<string, Attachment>();
+  /** Uploads that have not ended, by `client_id`. */
+  private readonly jobs = new Map<string, UploadJob>();
+  /** Acks asked for again (fresh upload URLs), by `client_id`. */
+  private readonly ticketWaiters = new Map<string, (tickets: UploadTicket[] | null) => void>();
+  private readonly http: HttpRequest;
+  private wsUrl: string | null = null;
   private reqN = 0;
   private clientN = 0;
   private readonly clientTag: string;
@@ -300,6 +412,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }
     this.WS = WS;
     this.fetchFn = fetchFn;
+    const XHR = g.XMLHttpRequest as (new () => XhrLike) | undefined;
+    this.http = options.httpRequest ?? (XHR && !options.fetch ? xhrRequest(XHR) : fetchRequest(fetchFn as unknown as UploadFetch));
     this.userValue = options.token === undefined ? (options.user ?? null) : null;
     this.dmSeqValue = Math.max(0, Math.floor(options.dmSince ?? 0));
     this.clientTag = options.clientIdPrefix ?? Math.random().toString(36).slice(2, 10);
@@ -532,6 +646,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) p.resolve({ ok: false, clientId: p.clientId, code: 'closed', message: reason });
+    for (const job of [...this.jobs.values()]) this.cancelJob(job);
+    for (const w of [...this.ticketWaiters.values()]) w(null);
+    this.ticketWaiters.clear();
     for (const r of this.rooms.values()) {
       for (const w of r.waiters.splice(0)) w.reject(new SwitchboardError('closed', reason));
     }
@@ -596,9 +713,14 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         return this.emit('read', f);
       }
       case 'history':
+        for (const m of f.messages ?? []) this.applyAttachments(m);
+        if (req) this.answer(req, f);
+        return;
       case 'last_seen':
         if (req) this.answer(req, f);
         return;
+      case 'attachment':
+        return this.onAttachment(f);
       case 'pong':
         clearTimeout(this.timers.pong);
         return;
@@ -626,6 +748,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     this.nodeValue = f.node;
     this.userValue = f.user;
     this.limitsValue = f.limits;
+    this.wsUrl = url;
     if (typeof f.dm_seq === 'number' && this.dmSeqValue > f.dm_seq) {
       // The inbox was forgotten and its sequence started again: everything kept comes again.
       this.dmSeqValue = 0;
@@ -712,6 +835,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private deliver(r: RoomState, m: Message, recovered: boolean): boolean {
     if (!this.markSeen(r, m.seq)) return false;
+    this.applyAttachments(m);
     const cid = m.client_id;
     const own = m.from === this.userValue && cid !== null && (this.pending.has(cid) || this.sentIds.has(cid) || cid.startsWith(`${this.clientTag}-`));
     const rec = r.recovery;
@@ -753,33 +877,44 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   private onAck(a: Ack): void {
+    if (this.answerTickets(a.client_id, a.attachments)) return;
     const p = a.client_id ? this.pending.get(a.client_id) : undefined;
     if (!p || p.kind !== 'room' || p.room === undefined) return;
     this.pending.delete(p.clientId);
     remember(this.sentIds, p.clientId);
+    const attachments = this.ownAttachments(p, a.attachments);
     const r = this.rooms.get(a.room);
     if (r) {
-      this.deliver(r, { type: 'message', room: a.room, seq: a.seq, id: a.id, from: this.userValue ?? '', ts: a.ts, body: p.body, client_id: p.clientId }, false);
+      const m: Message = { type: 'message', room: a.room, seq: a.seq, id: a.id, from: this.userValue ?? '', ts: a.ts, body: p.body, client_id: p.clientId };
+      if (attachments) m.attachments = attachments;
+      this.deliver(r, m, false);
     }
     const sent: Sent = { kind: 'room', clientId: p.clientId, room: p.room, body: p.body, seq: a.seq, id: a.id, ts: a.ts, duplicate: a.duplicate };
+    if (attachments) sent.attachments = attachments;
     this.emit('sent', sent);
     p.resolve({ ok: true, ...sent });
+    if (p.job) this.startUploads(p.job, a.attachments ?? [], a.duplicate, { messageId: a.id, room: a.room, seq: a.seq });
   }
 
   private onDm(d: DirectMessage): void {
     if (this.dmIds.has(d.id)) return;
     remember(this.dmIds, d.id);
+    this.applyAttachments(d);
     if (Number.isFinite(d.seq) && d.to === this.userValue) this.dmSeqValue = Math.max(this.dmSeqValue, d.seq);
     this.emit('dm', d);
   }
 
   private onDmAck(a: DmAck): void {
+    if (this.answerTickets(a.client_id, a.attachments)) return;
     const p = a.client_id ? this.pending.get(a.client_id) : undefined;
     if (!p || p.kind !== 'dm' || p.to === undefined) return;
     this.pending.delete(p.clientId);
+    const attachments = this.ownAttachments(p, a.attachments);
     const sent: Sent = { kind: 'dm', clientId: p.clientId, to: p.to, body: p.body, id: a.id, ts: a.ts, duplicate: a.duplicate };
+    if (attachments) sent.attachments = attachments;
     this.emit('sent', sent);
     p.resolve({ ok: true, ...sent });
+    if (p.job) this.startUploads(p.job, a.attachments ?? [], a.duplicate, { messageId: a.id, from: this.userValue ?? undefined, to: p.to });
   }
 
   private onLeft(f: Left, req: string | undefined): void {
@@ -852,6 +987,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   private fail(p: Pending, code: string, message: string): void {
     this.pending.delete(p.clientId);
+    if (p.job) this.cancelJob(p.job);
     this.emit('sendFailed', { clientId: p.clientId, kind: p.kind, body: p.body, room: p.room, to: p.to, code, message });
     p.resolve({ ok: false, clientId: p.clientId, code, message });
   }
@@ -954,36 +1090,78 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
    * node's rate limit, and is resent with the same `client_id` after every reconnect until acknowledged
    * (so it is stored once). The result resolves when acknowledged or failed for good.
    */
-  send(room: string, body: string, options: { clientId?: string } = {}): SendHandle {
-    return this.enqueue({ kind: 'room', room, body }, options.clientId);
+  send(room: string, body: string, options: SendOptions = {}): SendHandle {
+    return this.enqueue({ kind: 'room', room, body }, options);
   }
 
   /** Sends a direct message to `to`, like `send`. */
-  dm(to: string, body: string, options: { clientId?: string } = {}): SendHandle {
-    return this.enqueue({ kind: 'dm', to, body }, options.clientId);
+  dm(to: string, body: string, options: SendOptions = {}): SendHandle {
+    return this.enqueue({ kind: 'dm', to, body }, options);
   }
 
-  private enqueue(what: { kind: 'room' | 'dm'; room?: string; to?: string; body: string }, given?: string): SendHandle {
+  /** The declaration of `files`, or why the node would refuse them (checked against its limits). */
+  private declare(files: UploadSource[]): AttachmentDeclaration[] | { code: string; message: string } {
+    const l = this.limitsValue;
+    if (l && l.attachments === false) return { code: 'attachments_disabled', message: 'this node stores no files' };
+    const most = Math.min(MAX_FILES, l?.max_attachments ?? MAX_FILES);
+    if (files.length > most) return { code: 'invalid_attachment', message: `at most ${most} files per message` };
+    const declared: AttachmentDeclaration[] = [];
+    for (const f of files) {
+      const name = [...(f.name || 'file')].slice(0, MAX_FILE_NAME).join('');
+      const type = f.type || 'application/octet-stream';
+      if (!Number.isSafeInteger(f.size) || f.size < 1) return { code: 'invalid_attachment', message: `${name} is empty` };
+      if (l?.max_attachment_bytes !== undefined && f.size > l.max_attachment_bytes) {
+        return { code: 'too_large', message: `${name} is larger than ${l.max_attachment_bytes} bytes` };
+      }
+      if (!MIME.test(type)) return { code: 'invalid_attachment', message: `${name} has no valid type (${type})` };
+      if (l?.attachment_types && !l.attachment_types.includes(type.toLowerCase())) {
+        return { code: 'unsupported_type', message: `${name}: files of type ${type} are not accepted` };
+      }
+      declared.push({ name, size: f.size, type });
+    }
+    return declared;
+  }
+
+  private enqueue(what: { kind: 'room' | 'dm'; room?: string; to?: string; body: string }, options: SendOptions): SendHandle {
     this.clientN += 1;
-    const clientId = given ?? `${this.clientTag}-${Date.now().toString(36)}-${this.clientN}`;
+    const clientId = options.clientId ?? `${this.clientTag}-${Date.now().toString(36)}-${this.clientN}`;
     let resolve!: (r: SendResult) => void;
     const result = new Promise<SendResult>((res) => {
       resolve = res;
     });
+    let resolveUploads!: (r: UploadResult[]) => void;
+    const uploads = new Promise<UploadResult[]>((res) => {
+      resolveUploads = res;
+    });
+    const files = options.files ?? [];
+    let job: UploadJob | undefined;
+    const handle: SendHandle = { clientId, result, uploads, cancel: () => this.cancelSend(clientId, job) };
     const max = this.limitsValue?.max_body_chars ?? 4000;
-    const refuse = (code: string, message: string) => resolve({ ok: false, clientId, code, message });
-    if (what.body.length === 0) refuse('invalid_body', 'the body is empty');
+    const refuse = (code: string, message: string) => {
+      resolve({ ok: false, clientId, code, message });
+      resolveUploads(files.map((f, index) => ({ clientId, index, id: null, name: f.name || 'file', state: 'cancelled', code, message })));
+    };
+    const declared = files.length ? this.declare(files) : [];
+    if (!Array.isArray(declared)) refuse(declared.code, declared.message);
+    else if (what.body.length === 0 && files.length === 0) refuse('invalid_body', 'the body is empty');
     else if ([...what.body].length > max) refuse('too_large', `the body is longer than ${max} characters`);
     else if (what.kind === 'room' && !this.rooms.get(what.room ?? '')?.wanted) refuse('not_joined', `join ${what.room} first`);
     else if (what.kind === 'dm' && !USER_NAME.test(what.to ?? '')) refuse('invalid_name', `"${what.to}" is not a valid user name`);
     else if (clientId.length < 1 || clientId.length > 64) refuse('invalid_body', 'a client_id has 1 to 64 characters');
     else if (this.stateValue === 'closed') refuse('closed', 'the client is closed');
     else {
-      this.pending.set(clientId, { ...what, clientId, state: 'queued', tries: 0, notBefore: 0, resolve });
+      const frame: Record<string, unknown> =
+        what.kind === 'room' ? { type: 'send', room: what.room, body: what.body, client_id: clientId } : { type: 'dm', to: what.to, body: what.body, client_id: clientId };
+      if (declared.length) {
+        frame.attachments = declared;
+        job = { clientId, files, declared, frame, abort: new AbortController(), onProgress: options.onProgress, resolve: resolveUploads, started: false };
+        this.jobs.set(clientId, job);
+      } else resolveUploads([]);
+      this.pending.set(clientId, { ...what, clientId, state: 'queued', tries: 0, notBefore: 0, resolve, job });
       this.emit('sendState', { clientId, kind: what.kind, state: 'queued' });
       this.pump();
     }
-    return { clientId, result };
+    return handle;
   }
 
   private burst(): number {
@@ -1016,10 +1194,177 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       }
       this.tokens -= 1;
       p.state = 'sent';
-      if (p.kind === 'room') this.sendFrame({ type: 'send', room: p.room, body: p.body, client_id: p.clientId, req: p.clientId });
-      else this.sendFrame({ type: 'dm', to: p.to, body: p.body, client_id: p.clientId, req: p.clientId });
+      const frame: Record<string, unknown> =
+        p.kind === 'room' ? { type: 'send', room: p.room, body: p.body, client_id: p.clientId } : { type: 'dm', to: p.to, body: p.body, client_id: p.clientId };
+      if (p.job) frame.attachments = p.job.declared;
+      this.sendFrame({ ...frame, req: p.clientId });
       this.emit('sendState', { clientId: p.clientId, kind: p.kind, state: 'sent' });
     }
+  }
+
+  // ------------------------------------------------------------------ files
+
+  /** The current state of attachment `id`, as far as this client knows (null when never seen). */
+  attachment(id: string): Attachment | null {
+    return this.attachmentStates.get(id) ?? null;
+  }
+
+  /**
+   * Resolves `url` (an attachment's `url`, `thumbnail_url` or `upload_url`) against the HTTP base of
+   * the node this client is connected to: the WebSocket URL with ws→http, wss→https, no path.
+   */
+  resolveUrl(url: string): string {
+    const ws = new URL(this.wsUrl ?? this.opts.registry);
+    if (ws.protocol === 'ws:') ws.protocol = 'http:';
+    if (ws.protocol === 'wss:') ws.protocol = 'https:';
+    return new URL(url, ws.origin).toString();
+  }
+
+  /**
+   * Fetches room message `seq` again (a one-message history page) to get fresh attachment URLs, for
+   * when a download or thumbnail URL answered 410 (expired). Resolves with the message, or null when
+   * the room no longer keeps it.
+   */
+  async refreshMessage(room: string, seq: number): Promise<Message | null> {
+    const page = await this.history(room, { before: seq + 1, limit: 1 });
+    return page.messages.find((m) => m.seq === seq) ?? null;
+  }
+
+  /** Records `a`; returns the state to show and whether it is news (a final state is never undone). */
+  private applyAttachment(a: Attachment): { state: Attachment; changed: boolean } {
+    const known = this.attachmentStates.get(a.id);
+    if (known && known.state !== 'pending' && a.state === 'pending') return { state: known, changed: false };
+    const changed = !known || known.state !== a.state;
+    this.attachmentStates.delete(a.id);
+    this.attachmentStates.set(a.id, a);
+    if (this.attachmentStates.size > ATTACHMENTS_KEPT) {
+      const oldest = this.attachmentStates.keys().next().value;
+      if (oldest !== undefined) this.attachmentStates.delete(oldest);
+    }
+    return { state: a, changed };
+  }
+
+  /** Brings a message's attachments to the newest state known (an update may come before it). */
+  private applyAttachments(m: { attachments?: Attachment[] }): void {
+    if (!Array.isArray(m.attachments)) return;
+    m.attachments = m.attachments.map((a) => (a && typeof a.id === 'string' ? this.applyAttachment(a).state : a));
+  }
+
+  private onAttachment(f: AttachmentUpdate): void {
+    if (!f.attachment || typeof f.attachment.id !== 'string') return;
+    const { state, changed } = this.applyAttachment(f.attachment);
+    if (!changed) return;
+    const e: AttachmentEvent = { messageId: f.message_id, attachment: state };
+    if (f.room !== undefined) e.room = f.room;
+    if (f.seq !== undefined) e.seq = f.seq;
+    if (f.from !== undefined) e.from = f.from;
+    if (f.to !== undefined) e.to = f.to;
+    this.emit('attachment', e);
+  }
+
+  /** The pending attachments of an acknowledged send with files, as the node will show them. */
+  private ownAttachments(p: Pending, tickets: UploadTicket[] | undefined): Attachment[] | undefined {
+    if (!p.job) return undefined;
+    return p.job.declared.map((d, i) => {
+      const id = tickets?.[i]?.id ?? `${p.clientId}.${i}`;
+      return this.attachmentStates.get(id) ?? { id, name: safeFileName(d.name), size: d.size, type: d.type, state: 'pending' };
+    });
+  }
+
+  /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
+  private startUploads(job: UploadJob, tickets: UploadTicket[], duplicate: boolean, where: Omit<AttachmentEvent, 'attachment'>): void {
+    if (job.started) return;
+    job.started = true;
+    const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;
+    const each = job.files.map(async (file, index): Promise<UploadResult> => {
+      const name = job.declared[index].name;
+      const ticket = tickets[index];
+      const base = { clientId: job.clientId, index, id: ticket?.id ?? null, name };
+      if (!ticket || typeof ticket.upload_url !== 'string') {
+        return { ...base, state: 'failed', code: 'no_upload_url', message: 'the node sent no upload URL for this file' };
+      }
+      let uploadUrl = ticket.upload_url;
+      const progress = (sent: number, total: number) => {
+        const p: UploadProgress = { ...base, sent, total };
+        job.onProgress?.(p);
+        this.emit('uploadProgress', p);
+      };
+      progress(0, file.size);
+      const outcome = await uploadAttachment({
+        source: file,
+        url: () => this.resolveUrl(uploadUrl),
+        chunkBytes,
+        request: this.http,
+        signal: job.abort.signal,
+        onProgress: progress,
+        maxRetries: this.opts.maxUploadRetries,
+        backoff: this.opts.backoff,
+        // A duplicate ack (the send was resent) may follow bytes already stored: ask the node first.
+        startAt: duplicate ? undefined : 0,
+        refreshUrl: async () => {
+          const fresh = await this.freshTickets(job);
+          const t = fresh?.find((x) => x.id === ticket.id);
+          if (!t) return null;
+          uploadUrl = t.upload_url;
+          return this.resolveUrl(uploadUrl);
+        },
+      });
+      const result: UploadResult = { ...base, state: outcome.state };
+      if (outcome.state === 'failed') {
+        result.code = outcome.code;
+        result.message = outcome.message;
+      }
+      if (outcome.state !== 'cancelled' && outcome.attachment && typeof outcome.attachment.id === 'string') {
+        result.attachment = outcome.attachment;
+        const { state, changed } = this.applyAttachment(outcome.attachment);
+        if (changed) this.emit('attachment', { ...where, attachment: state });
+      }
+      this.emit('uploadDone', result);
+      return result;
+    });
+    void Promise.all(each).then((results) => {
+      this.jobs.delete(job.clientId);
+      job.resolve(results);
+    });
+  }
+
+  /** Ends a job's uploads (or, before they started, resolves them as cancelled). */
+  private cancelJob(job: UploadJob): void {
+    job.abort.abort();
+    if (job.started) return;
+    this.jobs.delete(job.clientId);
+    job.resolve(job.declared.map((d, index) => ({ clientId: job.clientId, index, id: null, name: d.name, state: 'cancelled' })));
+  }
+
+  private cancelSend(clientId: string, job: UploadJob | undefined): void {
+    const p = this.pending.get(clientId);
+    if (p && p.state === 'queued') {
+      this.pending.delete(clientId);
+      p.resolve({ ok: false, clientId, code: 'cancelled', message: 'cancelled before it was sent' });
+    }
+    if (job) this.cancelJob(job);
+  }
+
+  /** Sends a job's frame again with its `client_id`: the duplicate ack carries fresh upload URLs. */
+  private freshTickets(job: UploadJob): Promise<UploadTicket[] | null> {
+    return new Promise((resolve) => {
+      if (this.ticketWaiters.has(job.clientId) || !this.sendFrame({ ...job.frame })) return resolve(null);
+      const timer = setTimeout(() => done(null), this.opts.connectTimeoutMs ?? 8000);
+      const done = (t: UploadTicket[] | null) => {
+        clearTimeout(timer);
+        this.ticketWaiters.delete(job.clientId);
+        resolve(t);
+      };
+      this.ticketWaiters.set(job.clientId, done);
+    });
+  }
+
+  /** An ack asked for by `freshTickets`: true when it was one. */
+  private answerTickets(clientId: string | null, tickets: UploadTicket[] | undefined): boolean {
+    const w = clientId ? this.ticketWaiters.get(clientId) : undefined;
+    if (!w || this.pending.has(clientId as string)) return false;
+    w(tickets ?? null);
+    return true;
   }
 
   // ------------------------------------------------------------------ the rest of the protocol

@@ -1,7 +1,8 @@
 // @switchboard/client: the TypeScript client of Switchboard chat clusters (chat-node/PROTOCOL.md).
 
-export { SwitchboardClient, SwitchboardError, USER_NAME, ROOM_NAME } from './client.js';
+export { SwitchboardClient, SwitchboardError, USER_NAME, ROOM_NAME, safeFileName } from './client.js';
 export type {
+  AttachmentEvent,
   ClientOptions,
   ClientEvents,
   ConnectionState,
@@ -10,15 +11,20 @@ export type {
   MessageEvent,
   RecoveredEvent,
   SendHandle,
+  SendOptions,
   SendResult,
   SendStateEvent,
   Sent,
   TokenReason,
   TokenSource,
+  UploadProgress,
+  UploadResult,
   WebSocketConstructor,
   WebSocketLike,
 } from './client.js';
 export { backoffDelay, DEFAULT_BACKOFF } from './backoff.js';
+export { fetchRequest, uploadAttachment, xhrRequest } from './upload.js';
+export type { HttpAnswer, HttpRequest, HttpRequestInit, UploadFetch, UploadOptions, UploadOutcome, UploadSource, XhrLike } from './upload.js';
 export type { BackoffOptions } from './backoff.js';
 export { Emitter } from './emitter.js';
 export type { Listener } from './emitter.js';
