@@ -19,98 +19,21 @@
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
-use std::path::PathBuf;
+// Shared with browser_attachments.rs, which uses other parts of it.
+#[allow(dead_code)]
+#[path = "browser/chat.rs"]
+mod chat;
+
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+use chat::{SHOW, login, login_apart, screenshot_path, wait_for};
 use e2e::topology::{Topology, TopologyConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 use webdriver::{ChromeDriver, ENTER, Page};
 
 /// The whole scenario, topology start included, must finish within this.
 const TEST_BUDGET: Duration = Duration::from_secs(240);
-/// How long one visible change may take to show on a page.
-const SHOW: Duration = Duration::from_secs(20);
-const ROOM: &str = "lobby";
-
-fn screenshot_path(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SWITCHBOARD_SCREENSHOTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
-    let dir = if dir.is_relative() {
-        // `cargo test` runs in the package directory; a relative path means the workspace root.
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(dir)
-    } else {
-        dir
-    };
-    dir.join(name)
-}
-
-/// Polls `script` in `page` until it returns something truthy and returns that; on timeout the error
-/// quotes the end of what the page shows.
-async fn wait_for(
-    page: &Page,
-    what: &str,
-    script: &str,
-    args: Value,
-    within: Duration,
-) -> Result<Value> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let v = page.js(script, args.clone()).await?;
-        let truthy = match &v {
-            Value::Null => false,
-            Value::Bool(b) => *b,
-            Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
-            Value::String(s) => !s.is_empty(),
-            Value::Array(_) | Value::Object(_) => true,
-        };
-        if truthy {
-            return Ok(v);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let shown = page
-                .js("return document.body.innerText.slice(-2000);", json!([]))
-                .await
-                .unwrap_or_default();
-            bail!(
-                "timed out after {within:?} waiting for {what}; the page shows:\n{}",
-                shown.as_str().unwrap_or("")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Logs `user` in through the form and returns the node the page says it is on.
-async fn login(page: &Page, base: &str, user: &str) -> Result<String> {
-    page.goto(&format!("{base}/")).await?;
-    page.type_into("#login-user", user).await?;
-    page.js(
-        "document.getElementById('login-room').value = '';",
-        json!([]),
-    )
-    .await?;
-    page.type_into("#login-room", ROOM).await?;
-    page.click("#login-form button[type=submit]").await?;
-    connected_node(page, user).await
-}
-
-async fn connected_node(page: &Page, user: &str) -> Result<String> {
-    let node = wait_for(
-        page,
-        &format!("{user} to connect and see itself in the member list"),
-        "const c = document.getElementById('conn');
-         const me = document.querySelector(`#members li[data-user=\"${arguments[0]}\"]`);
-         return c.dataset.state === 'connected' && me ? document.getElementById('node-name').textContent : null;",
-        json!([user]),
-        SHOW,
-    )
-    .await?;
-    Ok(node.as_str().context("node name")?.to_owned())
-}
 
 async fn say(page: &Page, text: &str) -> Result<()> {
     page.type_into("#composer-input", &format!("{text}{ENTER}"))
@@ -168,32 +91,6 @@ async fn assert_exactly_once(page: &Page, who: &str, expected: &[&str]) -> Resul
     Ok(seqs)
 }
 
-async fn load_set(registry: &str) -> Result<Vec<Value>> {
-    let body: Value = reqwest::get(format!("{registry}/v1/nodes"))
-        .await?
-        .json()
-        .await?;
-    Ok(body["nodes"].as_array().cloned().unwrap_or_default())
-}
-
-async fn wait_connections(registry: &str, node: &str, at_least: u64) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + SHOW;
-    loop {
-        let nodes = load_set(registry).await?;
-        if nodes
-            .iter()
-            .any(|n| n["id"] == json!(node) && n["connections"].as_u64().unwrap_or(0) >= at_least)
-        {
-            return Ok(());
-        }
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{node} never reported {at_least} connection(s): {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_on_two_nodes_chat_and_survive_a_node_kill_and_a_drain() -> Result<()> {
     webdriver::require_chromium();
@@ -218,27 +115,10 @@ async fn scenario() -> Result<()> {
     )
     .await?;
 
-    // Two browsers, two nodes: the registry hands out the least-loaded node, so once alice's node
-    // reports her connection bob lands on the other one.
+    // Two browsers, two nodes.
     let alice = driver.page(1280, 800).await?;
     let bob = driver.page(1280, 800).await?;
-    let alice_node = login(&alice, &registry, "alice").await?;
-    wait_connections(&registry, &alice_node, 1).await?;
-    let mut bob_node = login(&bob, &registry, "bob").await?;
-    for _ in 0..5 {
-        if bob_node != alice_node {
-            break;
-        }
-        bob.click("#leave-btn").await?;
-        wait_connections(&registry, &alice_node, 1).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        bob.click("#login-form button[type=submit]").await?;
-        bob_node = connected_node(&bob, "bob").await?;
-    }
-    ensure!(
-        bob_node != alice_node,
-        "alice and bob both landed on {alice_node}"
-    );
+    let (alice_node, bob_node) = login_apart(&registry, ("alice", &alice), ("bob", &bob)).await?;
 
     for (page, who) in [(&alice, "alice"), (&bob, "bob")] {
         wait_for(

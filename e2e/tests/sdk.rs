@@ -12,7 +12,9 @@
 //! history paging, typing / read markers / last-seen, and a node drained (SIGTERM: the client follows
 //! the `reconnect` notice) and another SIGKILLed mid-conversation, each with the messages counted
 //! (sent, acknowledged, delivered, lost = 0, duplicated = 0). Another test speaks open identity to
-//! a standalone node (`sdk/test/open.test.mjs`), and one checks that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
+//! a standalone node (`sdk/test/open.test.mjs`), one sends files to a standalone node
+//! (`sdk/test/attachments.test.mjs`), one runs the upload logic against a stand-in node
+//! (`sdk/test/upload.test.mjs`), and one checks that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
 //! the pinned TypeScript compiler makes of `sdk/src/`.
 //!
 //! Needs `node` and the SDK's development dependencies (`npm ci` in `sdk/`; `scripts/test` runs it),
@@ -228,6 +230,37 @@ async fn sdk_speaks_open_mode_to_a_standalone_node() -> Result<()> {
     })
     .await
     .context("the SDK's open-mode test ran out of time")?
+}
+
+/// Files (`sdk/test/attachments.test.mjs`) against a standalone node, whose default store is a local
+/// directory: chunked upload with progress, download by the other member, a file of the wrong type
+/// failed for both, a direct message with a file, history with the current states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_sends_files_to_a_standalone_node() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    tokio::time::timeout(TEST_BUDGET, async {
+        let topology = Topology::start(TopologyConfig::standalone()).await?;
+        let node = topology.node_http_url(0);
+        node_test(
+            "test/attachments.test.mjs",
+            &[("SWITCHBOARD_REGISTRY", &node)],
+            3,
+        )
+        .await
+    })
+    .await
+    .context("the SDK's attachment tests ran out of time")?
+}
+
+/// The upload logic (`sdk/test/upload.test.mjs`: chunk boundaries, resume from the node's offset
+/// after a dropped connection or a 503, 409 offset_mismatch, 429, 415, bounded retries,
+/// cancellation, updates applied once) against a stand-in node the test itself runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_uploads_resume_and_apply_attachment_states_idempotently() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    tokio::time::timeout(TEST_BUDGET, node_test("test/upload.test.mjs", &[], 9))
+        .await
+        .context("the SDK's upload tests ran out of time")?
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,7 @@ const DASHBOARD_JS: Asset = Asset {
     content_type: JS,
 };
 /// The compiled SDK modules (`sdk/dist/*.js`), by the name the page and each other import them with.
-const SDK: [(&str, Asset); 5] = [
+const SDK: [(&str, Asset); 6] = [
     (
         "index.js",
         sdk_module(include_str!("../../sdk/dist/index.js")),
@@ -71,6 +71,10 @@ const SDK: [(&str, Asset); 5] = [
         "types.js",
         sdk_module(include_str!("../../sdk/dist/types.js")),
     ),
+    (
+        "upload.js",
+        sdk_module(include_str!("../../sdk/dist/upload.js")),
+    ),
 ];
 
 const fn sdk_module(body: &'static str) -> Asset {
@@ -88,10 +92,13 @@ const ICON_SVG: Asset = Asset {
     content_type: SVG,
 };
 
-/// The policy every page is served with: scripts and styles only from this origin, network only to
-/// this origin and to WebSocket endpoints (the registry may name a node on another host or port).
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-                   connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The policy every page is served with: scripts and styles only from this origin. The registry may
+/// name a node on another host or port, and attachments are uploaded to and shown from that node's
+/// HTTP side, so network and images may also reach any http(s)/WebSocket endpoint; `blob:` images
+/// are the previews of files about to be sent. No script, style or frame from anywhere else.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+                   img-src 'self' data: blob: http: https:; connect-src 'self' ws: wss: http: https:; \
+                   base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The routes of the web pages: `GET /` (chat client), `GET /dashboard` (cluster dashboard) and the
 /// files they load under `/assets/` (the client SDK's modules under `/assets/sdk/`).
@@ -201,7 +208,8 @@ mod tests {
             .to_str()
             .expect("ascii");
         assert!(csp.contains("script-src 'self'"));
-        assert!(csp.contains("connect-src 'self' ws: wss:"));
+        assert!(csp.contains("connect-src 'self' ws: wss: http: https:"));
+        assert!(csp.contains("img-src 'self' data: blob: http: https:"));
         assert!(csp.contains("frame-ancestors 'none'"));
         assert_eq!(
             response.headers()[header::X_CONTENT_TYPE_OPTIONS],

@@ -9,7 +9,16 @@
 // token issuer runs it mints a short-lived token for the typed name (`POST /v1/dev-token`), otherwise
 // (open mode) the client sends the name.
 //
-// All user content reaches the DOM through textContent (see `h`); no string is ever parsed as markup.
+// Files (PROTOCOL.md section 10): picked with the attach button or dropped on the conversation, shown
+// in a tray (images as previews) until sent; the client declares them in the send and uploads them
+// from the node's upload URLs. Every message shows its files in their current state: pending (with
+// the sender's upload progress), ready (images as thumbnails that open the full image, other files as
+// cards with a download link) or failed (with the reason). The client applies the node's `attachment`
+// updates and reports them once; an expired URL (410) fetches the message again for fresh ones.
+//
+// All user content reaches the DOM through textContent (see `h`); no string is ever parsed as markup,
+// and URLs from the node are only ever set as `src`/`href` of images and links, resolved against the
+// node's HTTP base.
 import { SwitchboardClient, USER_NAME, ROOM_NAME } from '/assets/sdk/index.js';
 
 const TYPING_SHOW_FOR_MS = 3500;
@@ -33,6 +42,24 @@ const ERROR_TEXT = {
   auth_failed: 'The server refused the renewed token.',
   forbidden: 'You are not allowed to do that.',
   closed: 'The connection was closed.',
+  cancelled: 'The send was cancelled.',
+  attachments_disabled: 'This server does not accept files.',
+  invalid_attachment: 'A file could not be attached (empty, of no known type, or more than 10 files).',
+  unsupported_type: 'That kind of file is not accepted here.',
+  quota_exceeded: 'You have uploaded too much in the last 24 hours; try again later.',
+};
+
+/** Why a file failed (the node's `error` codes, and the upload's own). */
+const ATTACHMENT_ERROR_TEXT = {
+  wrong_type: 'the file is not what its type says',
+  size_mismatch: 'the file size did not match',
+  expired: 'the upload did not finish in time',
+  store_failed: 'the server could not store it',
+  too_large: 'the file is larger than declared',
+  forbidden: 'the upload link was refused',
+  not_found: 'the upload is gone',
+  unavailable: 'the server could not be reached',
+  cancelled: 'the upload was cancelled',
 };
 
 const CLOSE_TEXT = {
@@ -97,6 +124,10 @@ const S = {
   countdownTimer: null,
   visible: new Set(),
   seenShown: new Map(), // seq -> text
+  tray: [], // files picked for the next send: {file, preview}
+  previews: new Map(), // client_id -> [object URL | null] of the files of an own send (shown while pending)
+  progress: new Map(), // attachment id -> {sent, total} of this page's uploads
+  refreshed: new Set(), // attachment ids whose URLs were fetched again after a 410
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -236,6 +267,10 @@ function wire(c) {
   });
   c.on('welcome', (w) => {
     S.user = w.user;
+    const l = w.limits || {};
+    $('file-input').accept = Array.isArray(l.attachment_types) ? l.attachment_types.join(',') : '';
+    $('attach-btn').disabled = l.attachments === false;
+    $('attach-btn').title = l.attachments === false ? ERROR_TEXT.attachments_disabled : 'Attach files (or drop them on the conversation)';
     $('node-pill').title = w.url;
     document.body.dataset.node = w.node;
     updateConvHead();
@@ -251,11 +286,19 @@ function wire(c) {
   c.on('sent', onSent);
   c.on('sendState', onSendState);
   c.on('sendFailed', (f) => {
-    const base = ERROR_TEXT[f.code] || `The server reported an error (${f.code}).`;
+    const withFiles = S.previews.has(f.clientId);
+    let base = ERROR_TEXT[f.code] || `The server reported an error (${f.code}).`;
+    if (withFiles && f.code === 'too_large') {
+      const max = S.client && S.client.limits && S.client.limits.max_attachment_bytes;
+      base = `A file is too large${max ? ` (the limit is ${fmtSize(max)})` : ''}.`;
+    }
     failPending(f.clientId, `${base} ${f.message || ''}`.trim(), f.code);
     toast(`Not sent: ${base}`, f.code);
   });
   c.on('dm', onDm);
+  c.on('attachment', onAttachment);
+  c.on('uploadProgress', onUploadProgress);
+  c.on('uploadDone', onUploadDone);
   c.on('presence', onPresence);
   c.on('typing', onTyping);
   c.on('read', (f) => onRead(f.user, f.seq));
@@ -342,7 +385,7 @@ function onRecovered(r) {
 function messageEl(m) {
   const mine = m.from === S.user;
   const d = new Date(m.ts);
-  return h(
+  const el = h(
     'li',
     { class: `msg${mine ? ' mine' : ''}`, data: { seq: String(m.seq), from: m.from } },
     avatar(m.from),
@@ -355,10 +398,13 @@ function messageEl(m) {
         h('span', { class: 'from', text: mine ? `${m.from} (you)` : m.from }),
         h('time', { datetime: d.toISOString(), title: d.toLocaleString(), text: fmtTime(m.ts) }),
       ),
-      h('div', { class: 'body', text: m.body }),
+      h('div', { class: 'body', text: m.body, hidden: !m.body }),
+      attachmentsEl(m),
       h('div', { class: 'seen', hidden: true }),
     ),
   );
+  markAllFailed(el, m);
+  return el;
 }
 
 /** Puts `el` after the last message with a lower sequence (and after notices that follow it). */
@@ -381,7 +427,12 @@ function placeBySeq(list, el, seq) {
 
 /** Shows a room message once per sequence; returns whether it was new. */
 function upsertRoomMessage(m) {
-  if (S.msgs.has(m.seq)) return false;
+  const known = S.msgs.get(m.seq);
+  if (known) {
+    // A history page (or recovery) may bring newer attachment states or fresh URLs.
+    for (const a of m.attachments || []) updateAttachment(known, a);
+    return false;
+  }
   const list = $('messages');
   const stick = nearBottom();
   const el = messageEl(m);
@@ -440,14 +491,16 @@ function loadOlder() {
 function onSent(s) {
   dropPendingEl(s.clientId);
   if (s.kind === 'dm') {
-    addDm(s.to, { id: s.id, from: S.user, to: s.to, ts: s.ts, body: s.body });
+    const d = { id: s.id, from: S.user, to: s.to, ts: s.ts, body: s.body, client_id: s.clientId };
+    if (s.attachments) d.attachments = s.attachments;
+    addDm(s.to, d);
     scrollToBottom();
   }
 }
 
 function onSendState({ clientId, state, retryInMs, code }) {
   const el = S.pendingEls.get(clientId);
-  const st = el && el.querySelector('.state');
+  const st = el && el.querySelector('.state > span');
   if (!st) return;
   if (state === 'sent') st.textContent = 'Sending…';
   else if (state === 'paused' || state === 'retrying') {
@@ -470,11 +523,13 @@ function failPending(cid, text, code) {
   el.classList.add('failed');
   el.dataset.error = code || 'error';
   const st = el.querySelector('.state');
-  st.textContent = `Not sent: ${text} `;
+  st.replaceChildren(`Not sent: ${text} `);
   st.append(h('button', { type: 'button', class: 'link', text: 'Dismiss', onclick: () => el.remove() }));
 }
 
-function pendingEl(body, cid) {
+function pendingEl(body, cid, handle, files) {
+  // Until the ack names them, a send's files are drawn as pending under made-up ids (client_id#index).
+  const atts = files.map((f, i) => ({ id: `${cid}#${i}`, name: f.name || 'file', size: f.size, type: f.type, state: 'pending' }));
   return h(
     'li',
     { class: 'msg mine pending', data: { clientId: cid, from: S.user } },
@@ -483,33 +538,54 @@ function pendingEl(body, cid) {
       'div',
       { class: 'bubble' },
       h('div', { class: 'meta' }, h('span', { class: 'from', text: `${S.user} (you)` })),
-      h('div', { class: 'body', text: body }),
-      h('div', { class: 'state', text: S.client.state === 'connected' ? 'Sending…' : 'Waiting for a connection…' }),
+      h('div', { class: 'body', text: body, hidden: !body }),
+      atts.length ? attachmentsEl({ attachments: atts, client_id: cid }) : null,
+      h(
+        'div',
+        { class: 'state' },
+        h('span', { text: S.client.state === 'connected' ? 'Sending…' : 'Waiting for a connection…' }),
+        files.length ? ' ' : null,
+        files.length ? h('button', { type: 'button', class: 'link cancel-send', text: 'Cancel', onclick: () => handle.cancel() }) : null,
+      ),
     ),
   );
 }
 
 function submitComposer() {
   const input = $('composer-input');
-  const body = input.value;
-  if (!body.trim()) return;
+  const files = S.tray.map((t) => t.file);
+  const body = input.value.trim() || !files.length ? input.value : '';
+  if (!body.trim() && !files.length) return;
   const max = (S.client.limits && S.client.limits.max_body_chars) || 4000;
   if ([...body].length > max) {
     toast(`${ERROR_TEXT.too_large} The limit is ${max} characters.`, 'too_large');
     return;
   }
+  const options = files.length ? { files } : {};
   let handle;
   let list;
   if (S.active === 'room') {
-    handle = S.client.send(S.room, body);
+    handle = S.client.send(S.room, body, options);
     list = $('messages');
   } else {
     const peer = S.active.slice(3);
-    handle = S.client.dm(peer, body);
+    handle = S.client.dm(peer, body, options);
     list = dmConv(peer).log;
   }
+  if (files.length) {
+    // The local previews stand in for the images until their thumbnails are ready.
+    const previews = S.tray.map((t) => t.preview);
+    S.previews.set(handle.clientId, previews);
+    clearTray(false);
+    handle.uploads.then(() =>
+      setTimeout(() => {
+        S.previews.delete(handle.clientId);
+        for (const url of previews) if (url) URL.revokeObjectURL(url);
+      }, 60000),
+    );
+  }
   // An acknowledgement can only come later (over the network), so the element is in place for it.
-  const el = pendingEl(body, handle.clientId);
+  const el = pendingEl(body, handle.clientId, handle, files);
   S.pendingEls.set(handle.clientId, el);
   list.append(el);
   input.value = '';
@@ -541,6 +617,284 @@ function updateCounter() {
     hint.textContent = 'Enter sends, Shift+Enter adds a line';
     hint.classList.remove('over');
   }
+}
+
+
+// ---------------------------------------------------------------- files
+
+function fmtSize(n) {
+  if (!(n >= 0)) return '';
+  if (n < 1024) return `${n} B`;
+  const units = ['KB', 'MB', 'GB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/** Images a browser shows inline (SVG is served as a download, never inline). */
+function isImage(type) {
+  return /^image\/(png|jpeg|gif|webp)$/i.test(type || '');
+}
+
+/** A short label for a file card: its extension, else the subtype. */
+function fileLabel(name, type) {
+  const ext = /\.([A-Za-z0-9]{1,5})$/.exec(name || '');
+  return (ext ? ext[1] : (type || 'file').split('/').pop()).slice(0, 5);
+}
+
+function attachmentText(a) {
+  return ATTACHMENT_ERROR_TEXT[a.error] || a.reason || a.error || 'the upload failed';
+}
+
+/** "Uploading 40%" for this page's own uploads, else "Waiting for the upload…". */
+function pendingText(id) {
+  const p = S.progress.get(id);
+  if (!p || !p.total) return 'Waiting for the upload…';
+  return `Uploading ${Math.floor((100 * p.sent) / p.total)}%`;
+}
+
+function progressBar(id) {
+  const p = S.progress.get(id);
+  return p ? h('progress', { max: String(p.total), value: String(p.sent), 'aria-label': 'Upload progress' }) : null;
+}
+
+/** Resolves a node URL (relative to the node's HTTP base) for an `src` or `href`. */
+function nodeUrl(url) {
+  try {
+    return S.client.resolveUrl(url);
+  } catch {
+    return null;
+  }
+}
+
+/** One file of a message, drawn for its state; `preview` is the sender's local image while pending. */
+function attachmentEl(a, preview) {
+  const wrap = h('div', { class: 'att', data: { attId: a.id, state: a.state, type: a.type || '' } });
+  const href = a.state === 'ready' && a.url ? nodeUrl(a.url) : null;
+  const thumb = a.state === 'ready' && a.thumbnail_url ? nodeUrl(a.thumbnail_url) : null;
+  if (href && thumb) {
+    // Shown at most 320 px on the long side, with the image's own proportions reserved.
+    const scale = a.width && a.height ? Math.min(1, 320 / Math.max(a.width, a.height)) : 0;
+    const img = h('img', {
+      src: thumb,
+      alt: a.name,
+      width: scale ? Math.round(a.width * scale) : null,
+      height: scale ? Math.round(a.height * scale) : null,
+      loading: 'lazy',
+    });
+    img.addEventListener('error', () => refreshUrls(a.id));
+    wrap.addEventListener('click', (ev) => checkLink(ev, a.id));
+    wrap.append(h('a', { class: 'att-thumb', href, target: '_blank', rel: 'noopener', title: `${a.name} · ${fmtSize(a.size)} — open the full image` }, img));
+    return wrap;
+  }
+  if (a.state === 'pending' && preview) {
+    wrap.append(
+      h('img', { class: 'att-preview', src: preview, alt: a.name }),
+      h('div', { class: 'att-overlay' }, h('span', { class: 'att-status', text: pendingText(a.id) }), progressBar(a.id)),
+    );
+    return wrap;
+  }
+  let sub;
+  if (a.state === 'failed') sub = h('span', { class: 'att-sub att-error', text: `Upload failed: ${attachmentText(a)}` });
+  else if (a.state === 'pending') sub = h('span', { class: 'att-sub' }, `${fmtSize(a.size)} · `, h('span', { class: 'att-status', text: pendingText(a.id) }));
+  else sub = h('span', { class: 'att-sub', text: `${fmtSize(a.size)} · ${a.type}` });
+  wrap.append(
+    h(
+      'div',
+      { class: 'att-card' },
+      h('span', { class: 'file-icon', 'aria-hidden': 'true', text: fileLabel(a.name, a.type) }),
+      h('span', { class: 'att-info' }, h('span', { class: 'att-name', title: a.name, text: a.name }), sub, a.state === 'pending' ? progressBar(a.id) : null),
+      href ? h('a', { class: 'download', href, download: a.name, target: '_blank', rel: 'noopener', text: 'Download' }) : null,
+    ),
+  );
+  if (href) wrap.addEventListener('click', (ev) => ev.target.closest('a') && checkLink(ev, a.id));
+  return wrap;
+}
+
+/** The files of message `m` (null without any). */
+function attachmentsEl(m) {
+  const list = Array.isArray(m.attachments) ? m.attachments : [];
+  if (!list.length) return null;
+  const previews = (m.client_id && S.previews.get(m.client_id)) || [];
+  return h('div', { class: 'atts' }, list.map((a, i) => attachmentEl(a, previews[i] || null)));
+}
+
+/** A message whose files all failed is shown as failed. */
+function markAllFailed(el, m) {
+  const list = Array.isArray(m.attachments) ? m.attachments : [];
+  const failed = list.length > 0 && list.every((a) => a.state === 'failed');
+  el.classList.toggle('att-failed', failed);
+  if (failed) el.dataset.failed = 'attachments';
+  else delete el.dataset.failed;
+}
+
+/** Shows attachment state `a` in a shown message (`entry`: {el, m}); an older `pending` never undoes a final state. */
+function updateAttachment(entry, a) {
+  const list = entry.m.attachments || [];
+  const i = list.findIndex((x) => x.id === a.id);
+  if (i < 0) return;
+  const old = list[i];
+  if (old.state !== 'pending' && a.state === 'pending') return;
+  if (old.state === a.state && old.url === a.url && old.thumbnail_url === a.thumbnail_url) return;
+  list[i] = a;
+  if (a.state !== 'pending') S.progress.delete(a.id);
+  const previews = (entry.m.client_id && S.previews.get(entry.m.client_id)) || [];
+  const shown = entry.el.querySelector(`.att[data-att-id="${CSS.escape(a.id)}"]`);
+  if (shown) shown.replaceWith(attachmentEl(a, previews[i] || null));
+  markAllFailed(entry.el, entry.m);
+}
+
+/** The shown message (room or direct) that has attachment `id`. */
+function entryOf(id) {
+  for (const entry of S.msgs.values()) if ((entry.m.attachments || []).some((a) => a.id === id)) return entry;
+  for (const c of S.dms.values()) {
+    for (const entry of c.msgs.values()) if ((entry.m.attachments || []).some((a) => a.id === id)) return entry;
+  }
+  return null;
+}
+
+function onAttachment(e) {
+  let entry = null;
+  if (e.room !== undefined) entry = e.room === S.room ? S.msgs.get(e.seq) : null;
+  else {
+    const peer = e.from === S.user ? e.to : e.from;
+    const c = S.dms.get(peer);
+    entry = c ? c.msgs.get(e.messageId) : null;
+  }
+  entry = entry || entryOf(e.attachment.id);
+  if (entry) updateAttachment(entry, e.attachment);
+}
+
+function onUploadProgress(p) {
+  const id = p.id || `${p.clientId}#${p.index}`;
+  S.progress.set(id, { sent: p.sent, total: p.total });
+  for (const el of document.querySelectorAll(`.att[data-att-id="${CSS.escape(id)}"][data-state="pending"]`)) {
+    const status = el.querySelector('.att-status');
+    if (status) status.textContent = pendingText(id);
+    let bar = el.querySelector('progress');
+    if (!bar) {
+      bar = progressBar(id);
+      (el.querySelector('.att-info') || el.querySelector('.att-overlay') || el).append(bar);
+    }
+    bar.max = p.total;
+    bar.value = p.sent;
+  }
+}
+
+/** An upload of this page ended; one that failed here (network, cancelled) shows so at once. */
+function onUploadDone(r) {
+  if (!r.id) return;
+  S.progress.delete(r.id);
+  if (r.state === 'ready') return;
+  const entry = entryOf(r.id);
+  if (!entry) return;
+  const a = (entry.m.attachments || []).find((x) => x.id === r.id);
+  if (a && a.state === 'pending') {
+    updateAttachment(entry, r.attachment && r.attachment.state === 'failed' ? r.attachment : { ...a, state: 'failed', error: r.code || r.state, reason: r.message });
+  }
+}
+
+/** A thumbnail that did not load may have an expired URL (410): fetch the message once for fresh ones. */
+async function refreshUrls(id) {
+  if (S.refreshed.has(id) || !S.client) return;
+  S.refreshed.add(id);
+  const entry = entryOf(id);
+  if (!entry || entry.m.seq === undefined || entry.m.room !== S.room) return;
+  try {
+    const m = await S.client.refreshMessage(S.room, entry.m.seq);
+    for (const a of (m && m.attachments) || []) updateAttachment(entry, a);
+  } catch {
+    // disconnected: the image stays broken until the next page load
+  }
+}
+
+/** A download link past its expiry is fetched again before the browser follows it. */
+function checkLink(ev, id) {
+  const entry = entryOf(id);
+  const a = entry && (entry.m.attachments || []).find((x) => x.id === id);
+  const exp = a && a.url ? Number(new URL(a.url, window.location.href).searchParams.get('exp')) : 0;
+  if (!exp || exp > Date.now() + 5000) return;
+  ev.preventDefault();
+  S.refreshed.delete(id);
+  refreshUrls(id);
+  toast('That link had expired; it is renewed — click again.', 'info');
+}
+
+// The tray: files picked for the next send.
+
+function addFiles(list) {
+  const files = [...(list || [])];
+  if (!files.length) return;
+  const most = (S.client && S.client.limits && S.client.limits.max_attachments) || 10;
+  for (const file of files) {
+    if (S.tray.length >= most) {
+      toast(`At most ${most} files per message.`, 'invalid_attachment');
+      break;
+    }
+    S.tray.push({ file, preview: isImage(file.type) ? URL.createObjectURL(file) : null });
+  }
+  renderTray();
+  $('composer-input').focus();
+}
+
+function removeFromTray(i) {
+  const [t] = S.tray.splice(i, 1);
+  if (t && t.preview) URL.revokeObjectURL(t.preview);
+  renderTray();
+}
+
+function renderTray() {
+  const ul = $('attach-tray');
+  ul.replaceChildren(
+    ...S.tray.map((t, i) =>
+      h(
+        'li',
+        { data: { name: t.file.name } },
+        t.preview ? h('img', { src: t.preview, alt: '' }) : h('span', { class: 'file-icon', 'aria-hidden': 'true', text: fileLabel(t.file.name, t.file.type) }),
+        h('span', { class: 'att-info' }, h('span', { class: 'name', title: t.file.name, text: t.file.name }), h('span', { class: 'att-sub', text: fmtSize(t.file.size) })),
+        h('button', { type: 'button', 'aria-label': `Remove ${t.file.name}`, title: 'Remove', text: '×', onclick: () => removeFromTray(i) }),
+      ),
+    ),
+  );
+  ul.hidden = S.tray.length === 0;
+}
+
+function clearTray(revoke) {
+  if (revoke) for (const t of S.tray) if (t.preview) URL.revokeObjectURL(t.preview);
+  S.tray = [];
+  renderTray();
+}
+
+function wireDrop() {
+  const zone = document.querySelector('.conversation');
+  let depth = 0;
+  const hasFiles = (ev) => ev.dataTransfer && [...ev.dataTransfer.types].includes('Files');
+  zone.addEventListener('dragenter', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    depth += 1;
+    $('drop-zone').hidden = false;
+  });
+  zone.addEventListener('dragover', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    ev.dataTransfer.dropEffect = 'copy';
+  });
+  zone.addEventListener('dragleave', () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) $('drop-zone').hidden = true;
+  });
+  zone.addEventListener('drop', (ev) => {
+    if (!hasFiles(ev)) return;
+    ev.preventDefault();
+    depth = 0;
+    $('drop-zone').hidden = true;
+    addFiles(ev.dataTransfer.files);
+  });
 }
 
 // ---------------------------------------------------------------- presence, typing, read markers
@@ -702,7 +1056,7 @@ function dmConv(peer) {
   if (!c) {
     const log = h('ol', { class: 'messages dm-log', role: 'log', 'aria-live': 'polite', 'aria-label': `Direct messages with ${peer}`, data: { peer }, hidden: true });
     $('scroller').append(log);
-    c = { log, ids: new Set(), unread: 0 };
+    c = { log, ids: new Set(), unread: 0, msgs: new Map() };
     S.dms.set(peer, c);
     renderConversations();
   }
@@ -715,24 +1069,27 @@ function addDm(peer, d) {
   c.ids.add(d.id);
   const mine = d.from === S.user;
   const when = new Date(d.ts);
-  c.log.append(
+  const el = h(
+    'li',
+    { class: `msg${mine ? ' mine' : ''}`, data: { dmId: d.id, from: d.from } },
+    avatar(d.from),
     h(
-      'li',
-      { class: `msg${mine ? ' mine' : ''}`, data: { dmId: d.id, from: d.from } },
-      avatar(d.from),
+      'div',
+      { class: 'bubble' },
       h(
         'div',
-        { class: 'bubble' },
-        h(
-          'div',
-          { class: 'meta' },
-          h('span', { class: 'from', text: mine ? `${d.from} (you)` : d.from }),
-          h('time', { datetime: when.toISOString(), title: when.toLocaleString(), text: fmtTime(d.ts) }),
-        ),
-        h('div', { class: 'body', text: d.body }),
+        { class: 'meta' },
+        h('span', { class: 'from', text: mine ? `${d.from} (you)` : d.from }),
+        h('time', { datetime: when.toISOString(), title: when.toLocaleString(), text: fmtTime(d.ts) }),
       ),
+      h('div', { class: 'body', text: d.body, hidden: !d.body }),
+      attachmentsEl(d),
     ),
   );
+  markAllFailed(el, d);
+  c.log.append(el);
+  c.msgs.set(d.id, { el, m: d });
+  if (c.msgs.size > 1000) c.msgs.delete(c.msgs.keys().next().value);
   return true;
 }
 
@@ -908,7 +1265,10 @@ function resetRoomState() {
     recoveryEl: null,
     visible: new Set(),
     seenShown: new Map(),
+    progress: new Map(),
+    refreshed: new Set(),
   });
+  clearTray(true);
   observer.disconnect();
   $('messages').replaceChildren();
   for (const el of document.querySelectorAll('.dm-log')) el.remove();
@@ -995,6 +1355,12 @@ function init() {
   });
   input.addEventListener('input', onComposerInput);
   $('leave-btn').addEventListener('click', leave);
+  $('attach-btn').addEventListener('click', () => $('file-input').click());
+  $('file-input').addEventListener('change', (ev) => {
+    addFiles(ev.target.files);
+    ev.target.value = '';
+  });
+  wireDrop();
   $('older-btn').addEventListener('click', loadOlder);
   $('banner-retry').addEventListener('click', () => S.client && S.client.reconnectNow());
   document.addEventListener('visibilitychange', scheduleRead);
