@@ -684,7 +684,6 @@ function attachmentEl(a, preview) {
       alt: a.name,
       width: scale ? Math.round(a.width * scale) : null,
       height: scale ? Math.round(a.height * scale) : null,
-      loading: 'lazy',
     });
     img.addEventListener('error', () => refreshUrls(a.id));
     wrap.addEventListener('click', (ev) => checkLink(ev, a.id));
@@ -744,8 +743,10 @@ function updateAttachment(entry, a) {
   if (a.state !== 'pending') S.progress.delete(a.id);
   const previews = (entry.m.client_id && S.previews.get(entry.m.client_id)) || [];
   const shown = entry.el.querySelector(`.att[data-att-id="${CSS.escape(a.id)}"]`);
+  const stick = nearBottom();
   if (shown) shown.replaceWith(attachmentEl(a, previews[i] || null));
   markAllFailed(entry.el, entry.m);
+  if (stick) scrollToBottom();
 }
 
 /** The shown message (room or direct) that has attachment `id`. */
