@@ -130,8 +130,7 @@ pub struct TopologyConfig {
     pub redis: bool,
     /// Extra arguments for every chat-node (for example `["--capacity", "2"]`).
     pub node_args: Vec<String>,
-    /// Extra environment variables for every chat-node: settings that must not be on a command line,
-    /// such as the attachment store's credentials (`SWITCHBOARD_ATTACHMENTS_S3_ACCESS_KEY_ID`, ...).
+    /// Extra environment of every chat-node (secrets go here, never into `node_args`).
     pub node_env: Vec<(String, String)>,
     /// Extra arguments for every registry.
     pub registry_args: Vec<String>,
@@ -207,34 +206,26 @@ impl TopologyConfig {
         self
     }
 
-    /// Add chat-node environment variables (builder style).
-    pub fn with_node_env<I, K, V>(mut self, vars: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<String>,
-    {
-        self.node_env
-            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
-        self
-    }
-
-    /// Every chat-node stores attachments in `s3` (a MinIO started by the test): its bucket and
-    /// endpoint as flags, its credentials in the environment (builder style).
-    pub fn with_attachments_in(self, s3: &switchboard_testkit::s3::S3Server) -> Self {
-        self.with_node_args([
+    /// Keep the nodes' attachments in the bucket of a MinIO started by the test (builder style): the
+    /// store flags as arguments, the credentials in the environment.
+    pub fn with_s3(mut self, s3: &switchboard_testkit::s3::S3Server) -> Self {
+        self.node_args.extend([
             "--attachments-store".to_owned(),
             format!("s3://{}", switchboard_testkit::s3::BUCKET),
             "--attachments-s3-endpoint".to_owned(),
             s3.endpoint(),
-        ])
-        .with_node_env([
-            ("SWITCHBOARD_ATTACHMENTS_S3_ACCESS_KEY_ID", s3.access_key()),
+        ]);
+        self.node_env.extend([
             (
-                "SWITCHBOARD_ATTACHMENTS_S3_SECRET_ACCESS_KEY",
-                s3.secret_key(),
+                switchboard_attachments::config::ENV_ACCESS_KEY_ID.to_owned(),
+                s3.access_key().to_owned(),
             ),
-        ])
+            (
+                switchboard_attachments::config::ENV_SECRET_ACCESS_KEY.to_owned(),
+                s3.secret_key().to_owned(),
+            ),
+        ]);
+        self
     }
 }
 
@@ -461,16 +452,14 @@ impl Topology {
             what: format!("opening {}", proc.log.display()),
             source,
         })?;
-        let node_env: &[(String, String)] = if binary == "chat-node" {
-            &self.config.node_env
-        } else {
-            &[]
-        };
-        let child = Command::new(self.bin_dir.join(binary))
+        let mut command = Command::new(self.bin_dir.join(binary));
+        if binary == "chat-node" {
+            command.envs(self.config.node_env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = command
             .args(&proc.args)
             .env("RUST_LOG", &self.config.log_filter)
             .env_remove("SWITCHBOARD_REDIS_URL")
-            .envs(node_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

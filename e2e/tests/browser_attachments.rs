@@ -161,7 +161,7 @@ async fn scaled_scenario() -> Result<()> {
     let s3 = S3Server::start()
         .await
         .context("starting MinIO (scripts/test builds its binary)")?;
-    let topo = Topology::start(TopologyConfig::scaled(2, 1).with_attachments_in(&s3)).await?;
+    let topo = Topology::start(TopologyConfig::scaled(2, 1).with_s3(&s3)).await?;
     let registry = topo.registry_url(0);
     let driver = ChromeDriver::start().await?;
     let alice = driver.page(1280, 800).await?;
