@@ -172,6 +172,10 @@ export async function uploadAttachment(o) {
             return gaveUp('offset_mismatch', message);
         }
         if (answer.status === 409 && code === 'already_complete') {
+            // An earlier attempt stored the last byte but its answer was lost.
+            const a = attachmentOf(s);
+            if (a?.state === 'ready')
+                return { state: 'ready', attachment: a };
             known = false;
             offset = total;
             if (await failed(0))

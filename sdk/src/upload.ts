@@ -242,6 +242,9 @@ export async function uploadAttachment(o: UploadOptions): Promise<UploadOutcome>
       return gaveUp('offset_mismatch', message);
     }
     if (answer.status === 409 && code === 'already_complete') {
+      // An earlier attempt stored the last byte but its answer was lost.
+      const a = attachmentOf(s);
+      if (a?.state === 'ready') return { state: 'ready', attachment: a };
       known = false;
       offset = total;
       if (await failed(0)) continue;
