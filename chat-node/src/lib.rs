@@ -24,6 +24,7 @@
 //! that use axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
 pub mod admin;
+pub mod attach;
 pub mod auth;
 pub mod backend;
 pub mod config;
@@ -79,6 +80,8 @@ pub struct Running {
     stop_server: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     membership: Option<tokio::task::JoinHandle<()>>,
+    /// The attachment directory this node made for itself (standalone default), removed at the end.
+    scratch: Option<std::path::PathBuf>,
 }
 
 /// Starts a node on `listener` and returns at once; used by [`run`] and by tests.
@@ -165,6 +168,22 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     };
     let reported = loadset.is_none();
     let node = Node::with_drain(settings, hub, backend, metrics, pacing, reported);
+    let scratch = match args
+        .attachments
+        .resolve(!scaled)
+        .map_err(anyhow::Error::msg)
+        .context("attachments")?
+    {
+        Some(config) => {
+            let scratch = config.scratch.clone();
+            let attachments = attach::Attachments::start(&node, config, stop_tasks.clone())
+                .await
+                .context("attachments: reading the cluster's URL-signing secret from the store")?;
+            let _ = node.attachments.set(attachments);
+            scratch
+        }
+        None => None,
+    };
 
     let stop_server = CancellationToken::new();
     if let Some(tls) = &tls {
@@ -199,6 +218,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_server,
         server,
         membership,
+        scratch,
     })
 }
 
@@ -222,6 +242,11 @@ impl Running {
         self.stop_server.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         self.stop_tasks.cancel();
+        if let Some(dir) = &self.scratch
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the attachment directory");
+        }
         tracing::info!(left = self.node.connections(), "stopped");
     }
 }

@@ -47,6 +47,8 @@ pub struct Node {
     pub draining: CancellationToken,
     /// Who is told to reconnect when, once the drain has begun.
     pub drain: Drain,
+    /// Attachments, when the node has a store for them (set once at start-up).
+    pub attachments: std::sync::OnceLock<Arc<crate::attach::Attachments>>,
     /// Whether the registries know this node (its first heartbeat landed, or it has no load set).
     reported: AtomicBool,
     connections: AtomicU64,
@@ -104,6 +106,7 @@ impl Node {
             metrics,
             draining: CancellationToken::new(),
             drain: Drain::new(pacing),
+            attachments: std::sync::OnceLock::new(),
             reported: AtomicBool::new(reported),
             connections: AtomicU64::new(0),
             next_session: AtomicU64::new(1),

@@ -696,6 +696,136 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn records_get(&self, keys: Vec<String>) -> BoxFut<'_, Vec<Option<String>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.inner.names.record(k)).collect();
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.inner.client.mget(keys).await.map_err(unavailable)
+        })
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        ttl: std::time::Duration,
+        only_new: bool,
+    ) -> BoxFut<'_, bool> {
+        let key = self.inner.names.record(key);
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            use fred::types::{Expiration, SetOptions};
+            let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+            let reply: Value = self
+                .inner
+                .client
+                .set(
+                    &key,
+                    value,
+                    Some(Expiration::PX(ms)),
+                    only_new.then_some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(!reply.is_null())
+        })
+    }
+
+    fn record_delete(&self, key: &str, only_if: Option<String>) -> BoxFut<'_, ()> {
+        let key = self.inner.names.record(key);
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            match only_if {
+                Some(value) => {
+                    self.inner
+                        .eval(&SCRIPTS.record_delete_if, vec![key], vec![value])
+                        .await?;
+                }
+                None => {
+                    let _: Value = self.inner.client.del(&key).await.map_err(unavailable)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn due_put(&self, list: &str, member: &str, at: u64) -> BoxFut<'_, ()> {
+        let key = self.inner.names.due(list);
+        let member = member.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SortedSetsInterface;
+            let _: Value = self
+                .inner
+                .client
+                .zadd(&key, None, None, false, false, (at as f64, member.as_str()))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn due_remove(&self, list: &str, member: &str) -> BoxFut<'_, ()> {
+        let key = self.inner.names.due(list);
+        let member = member.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SortedSetsInterface;
+            let _: Value = self
+                .inner
+                .client
+                .zrem(&key, member)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn due_take(&self, list: &str, now: u64, limit: usize) -> BoxFut<'_, Vec<String>> {
+        let key = self.inner.names.due(list);
+        Box::pin(async move {
+            let v = self
+                .inner
+                .eval(
+                    &SCRIPTS.due_take,
+                    vec![key],
+                    vec![now.to_string(), limit.max(1).to_string()],
+                )
+                .await?;
+            Ok(into_array(v)?
+                .into_iter()
+                .filter_map(|m| m.into_string())
+                .collect())
+        })
+    }
+
+    fn counter_add(
+        &self,
+        key: &str,
+        delta: i64,
+        cap: u64,
+        window: std::time::Duration,
+    ) -> BoxFut<'_, bool> {
+        let key = self.inner.names.counter(key);
+        Box::pin(async move {
+            let v = self
+                .inner
+                .eval(
+                    &SCRIPTS.counter_add,
+                    vec![key],
+                    vec![
+                        delta.to_string(),
+                        cap.to_string(),
+                        window.as_millis().max(1).to_string(),
+                    ],
+                )
+                .await?;
+            Ok(to_u64(&v) == 1)
+        })
+    }
+
     fn healthy(&self) -> bool {
         self.inner.client.is_connected() && self.inner.subscriber.is_connected()
     }

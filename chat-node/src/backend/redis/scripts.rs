@@ -20,6 +20,9 @@ pub(super) struct Scripts {
     pub(super) members: Script,
     pub(super) last_seen: Script,
     pub(super) read_markers: Script,
+    pub(super) record_delete_if: Script,
+    pub(super) due_take: Script,
+    pub(super) counter_add: Script,
 }
 
 /// The scripts, with their SHA computed once.
@@ -37,4 +40,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     members: Script::from_lua(include_str!("scripts/members.lua")),
     last_seen: Script::from_lua(include_str!("scripts/last_seen.lua")),
     read_markers: Script::from_lua(include_str!("scripts/read_markers.lua")),
+    record_delete_if: Script::from_lua(include_str!("scripts/record_delete_if.lua")),
+    due_take: Script::from_lua(include_str!("scripts/due_take.lua")),
+    counter_add: Script::from_lua(include_str!("scripts/counter_add.lua")),
 });
