@@ -12,8 +12,9 @@
 //! Alice puts a PNG made by the test into the page's file input (as a user picking a file would),
 //! sees its preview in the tray and sends it with a caption; bob, on the other node, sees the
 //! thumbnail load and downloads the file from his page, byte for byte. Then alice sends a file named
-//! `.png` whose bytes are text: both pages show it as failed, with the reason. The standalone check
-//! sends a text file and downloads it back.
+//! `.png` whose bytes are text: both pages show it as failed, with the reason. A file of a type the
+//! node does not take is refused with a clear message, and a direct message carries a file that the
+//! other user downloads. The standalone check sends a text file and downloads it back.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, the MinIO binary (`scripts/test` builds it), and
 //! built `chat-node` and `registry` binaries; a missing one fails the test with how to get it.
@@ -257,6 +258,49 @@ async fn scaled_scenario() -> Result<()> {
     alice
         .screenshot(&screenshot_path("chat-attachment-failed.png"))
         .await?;
+
+    // A file the node does not take (no known type) is refused before anything is stored, and the
+    // page says so.
+    let odd = dir.join("tool.bin");
+    std::fs::write(&odd, [0_u8, 1, 2, 3, 4, 5, 6, 7])?;
+    pick_file(&alice, &odd).await?;
+    alice.click("#send-btn").await?;
+    wait_for(
+        &alice,
+        "alice's page to refuse the file with a clear reason",
+        "const li = document.querySelector('#messages li.msg.failed[data-error=\"unsupported_type\"]');
+         const toast = [...document.querySelectorAll('.toast')].some(t => t.textContent.includes('not accepted here'));
+         return li && toast && li.textContent.includes('not accepted here');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+
+    // A direct message with a file: bob gets the card, and the download link works.
+    alice.click("#members li[data-user=\"bob\"] button").await?;
+    let note = dir.join("note.txt");
+    std::fs::write(&note, "just between us\n")?;
+    pick_file(&alice, &note).await?;
+    alice
+        .type_into("#composer-input", &format!("for your eyes only{ENTER}"))
+        .await?;
+    let href = wait_for(
+        &bob,
+        "bob to get alice's direct message with the file ready",
+        "const log = document.querySelector('.dm-log[data-peer=\"alice\"]');
+         const a = log && log.querySelector('.att[data-state=\"ready\"] a.download');
+         return a && a.textContent === 'Download' ? a.href : null;",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    let href = href.as_str().context("download link")?.to_owned();
+    let (status, _, body) = fetch_from_page(&bob, &href).await?;
+    ensure!(
+        status == 200 && body == b"just between us\n",
+        "bob's download of the direct message's file: {status}, {} bytes",
+        body.len()
+    );
 
     for page in [alice, bob] {
         page.close().await?;

@@ -285,16 +285,7 @@ function wire(c) {
   c.on('message', onMessage);
   c.on('sent', onSent);
   c.on('sendState', onSendState);
-  c.on('sendFailed', (f) => {
-    const withFiles = S.previews.has(f.clientId);
-    let base = ERROR_TEXT[f.code] || `The server reported an error (${f.code}).`;
-    if (withFiles && f.code === 'too_large') {
-      const max = S.client && S.client.limits && S.client.limits.max_attachment_bytes;
-      base = `A file is too large${max ? ` (the limit is ${fmtSize(max)})` : ''}.`;
-    }
-    failPending(f.clientId, `${base} ${f.message || ''}`.trim(), f.code);
-    toast(`Not sent: ${base}`, f.code);
-  });
+  c.on('sendFailed', showSendFailure);
   c.on('dm', onDm);
   c.on('attachment', onAttachment);
   c.on('uploadProgress', onUploadProgress);
@@ -498,6 +489,18 @@ function onSent(s) {
   }
 }
 
+/** A send failed for good (refused by the node, or by the client's own checks before it went out). */
+function showSendFailure(f) {
+  const withFiles = S.previews.has(f.clientId);
+  let base = ERROR_TEXT[f.code] || `The server reported an error (${f.code}).`;
+  if (withFiles && f.code === 'too_large') {
+    const max = S.client && S.client.limits && S.client.limits.max_attachment_bytes;
+    base = `A file is too large${max ? ` (the limit is ${fmtSize(max)})` : ''}.`;
+  }
+  failPending(f.clientId, `${base} ${f.message || ''}`.trim(), f.code);
+  if (f.code !== 'cancelled') toast(`Not sent: ${base}`, f.code);
+}
+
 function onSendState({ clientId, state, retryInMs, code }) {
   const el = S.pendingEls.get(clientId);
   const st = el && el.querySelector('.state > span');
@@ -588,6 +591,11 @@ function submitComposer() {
   const el = pendingEl(body, handle.clientId, handle, files);
   S.pendingEls.set(handle.clientId, el);
   list.append(el);
+  // A send the client refuses itself (a file too large, of a type the node does not take) resolves
+  // without a `sendFailed` event.
+  handle.result.then((r) => {
+    if (!r.ok && S.pendingEls.get(r.clientId) === el) showSendFailure(r);
+  });
   input.value = '';
   autosize();
   updateCounter();
