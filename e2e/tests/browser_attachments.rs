@@ -331,6 +331,48 @@ async fn a_standalone_node_stores_files_in_its_local_directory() -> Result<()> {
         std::fs::write(&notes, &text)?;
         pick_file(&page, &notes).await?;
         page.click("#send-btn").await?;
+        // A bigger file over a slowed-down upload link: the page shows the upload's progress, and
+        // the upload can be cancelled.
+        let big = dir.join("big.txt");
+        std::fs::write(&big, "x".repeat(3 << 20))?;
+        page.cdp("Network.enable", json!({})).await?;
+        page.cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 1 << 20 }),
+        )
+        .await?;
+        pick_file(&page, &big).await?;
+        page.click("#send-btn").await?;
+        let percent = wait_for(
+            &page,
+            "the page to show big.txt uploading part way",
+            "const a = [...document.querySelectorAll('#messages .att[data-state=\"pending\"]')]
+               .find(e => e.querySelector('.att-name').textContent === 'big.txt');
+             const m = a && /Uploading (\\d+)%/.exec(a.textContent);
+             const bar = a && a.querySelector('progress');
+             return m && Number(m[1]) > 0 && Number(m[1]) < 100 && bar && bar.value > 0 ? Number(m[1]) : null;",
+            json!([]),
+            SHOW,
+        )
+        .await?;
+        page.screenshot(&screenshot_path("chat-attachment-uploading.png"))
+            .await?;
+        // Cancelling stops the upload; the page shows the file as failed, cancelled.
+        page.click(".att .cancel-upload").await?;
+        let cancelled = settled(&page, "carol", "big.txt").await?;
+        ensure!(
+            cancelled["state"] == json!("failed")
+                && cancelled["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("cancelled")),
+            "big.txt (seen at {percent}%) after Cancel shows {cancelled}"
+        );
+        page.cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
+        .await?;
+
         let shown = settled(&page, "carol", "notes.txt").await?;
         ensure!(
             shown["state"] == json!("ready"),

@@ -128,6 +128,8 @@ const S = {
   previews: new Map(), // client_id -> [object URL | null] of the files of an own send (shown while pending)
   progress: new Map(), // attachment id -> {sent, total} of this page's uploads
   refreshed: new Set(), // attachment ids whose URLs were fetched again after a 410
+  handles: new Map(), // client_id -> send handle, while its files upload (to cancel them)
+  uploadOf: new Map(), // attachment id -> client_id of this page's upload
 };
 
 // ---------------------------------------------------------------- small helpers
@@ -579,7 +581,9 @@ function submitComposer() {
     // The local previews stand in for the images until their thumbnails are ready.
     const previews = S.tray.map((t) => t.preview);
     S.previews.set(handle.clientId, previews);
+    S.handles.set(handle.clientId, handle);
     clearTray(false);
+    handle.uploads.then(() => S.handles.delete(handle.clientId));
     handle.uploads.then(() =>
       setTimeout(() => {
         S.previews.delete(handle.clientId);
@@ -670,6 +674,13 @@ function progressBar(id) {
   return p ? h('progress', { max: String(p.total), value: String(p.sent), 'aria-label': 'Upload progress' }) : null;
 }
 
+/** "Cancel" on a file this page is uploading: stops every upload of its message. */
+function cancelButton(id) {
+  const handle = S.handles.get(S.uploadOf.get(id));
+  if (!handle) return null;
+  return h('button', { type: 'button', class: 'link cancel-upload', text: 'Cancel upload', onclick: () => handle.cancel() });
+}
+
 /** Resolves a node URL (relative to the node's HTTP base) for an `src` or `href`. */
 function nodeUrl(url) {
   try {
@@ -701,7 +712,7 @@ function attachmentEl(a, preview) {
   if (a.state === 'pending' && preview) {
     wrap.append(
       h('img', { class: 'att-preview', src: preview, alt: a.name }),
-      h('div', { class: 'att-overlay' }, h('span', { class: 'att-status', text: pendingText(a.id) }), progressBar(a.id)),
+      h('div', { class: 'att-overlay' }, h('span', { class: 'att-status', text: pendingText(a.id) }), progressBar(a.id), cancelButton(a.id)),
     );
     return wrap;
   }
@@ -714,7 +725,14 @@ function attachmentEl(a, preview) {
       'div',
       { class: 'att-card' },
       h('span', { class: 'file-icon', 'aria-hidden': 'true', text: fileLabel(a.name, a.type) }),
-      h('span', { class: 'att-info' }, h('span', { class: 'att-name', title: a.name, text: a.name }), sub, a.state === 'pending' ? progressBar(a.id) : null),
+      h(
+        'span',
+        { class: 'att-info' },
+        h('span', { class: 'att-name', title: a.name, text: a.name }),
+        sub,
+        a.state === 'pending' ? progressBar(a.id) : null,
+        a.state === 'pending' ? cancelButton(a.id) : null,
+      ),
       href ? h('a', { class: 'download', href, download: a.name, target: '_blank', rel: 'noopener', text: 'Download' }) : null,
     ),
   );
@@ -781,13 +799,19 @@ function onAttachment(e) {
 function onUploadProgress(p) {
   const id = p.id || `${p.clientId}#${p.index}`;
   S.progress.set(id, { sent: p.sent, total: p.total });
+  if (p.id) S.uploadOf.set(p.id, p.clientId);
   for (const el of document.querySelectorAll(`.att[data-att-id="${CSS.escape(id)}"][data-state="pending"]`)) {
+    const box = el.querySelector('.att-info') || el.querySelector('.att-overlay') || el;
+    if (p.id && !el.querySelector('.cancel-upload')) {
+      const cancel = cancelButton(p.id);
+      if (cancel) box.append(cancel);
+    }
     const status = el.querySelector('.att-status');
     if (status) status.textContent = pendingText(id);
     let bar = el.querySelector('progress');
     if (!bar) {
       bar = progressBar(id);
-      (el.querySelector('.att-info') || el.querySelector('.att-overlay') || el).append(bar);
+      box.insertBefore(bar, el.querySelector('.cancel-upload'));
     }
     bar.max = p.total;
     bar.value = p.sent;
@@ -798,6 +822,8 @@ function onUploadProgress(p) {
 function onUploadDone(r) {
   if (!r.id) return;
   S.progress.delete(r.id);
+  S.uploadOf.delete(r.id);
+  for (const b of document.querySelectorAll(`.att[data-att-id="${CSS.escape(r.id)}"] .cancel-upload`)) b.remove();
   if (r.state === 'ready') return;
   const entry = entryOf(r.id);
   if (!entry) return;
@@ -1276,6 +1302,8 @@ function resetRoomState() {
     seenShown: new Map(),
     progress: new Map(),
     refreshed: new Set(),
+    handles: new Map(),
+    uploadOf: new Map(),
   });
   clearTray(true);
   observer.disconnect();
