@@ -271,8 +271,10 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
                 hub::Topic::User(u) => users.push(u.to_string()),
             }
         }
+        let room_names = rooms.iter().map(|(r, _)| r.clone()).collect();
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
             tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
+        node.announce_expired_presence(room_names).await;
     }
 }
