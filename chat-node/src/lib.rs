@@ -15,8 +15,9 @@
 //!
 //! `auth` decides who a connection is (tokens or open identity), `session` what it may read and write
 //! (private rooms by token grant or room ACL, last-seen of users it shares something with), `admin`
-//! serves the room ACL API to token holders with `"admin": true`, and `refusals` counts and logs what
-//! is refused.
+//! serves the room ACL API to token holders with `"admin": true`, `refusals` counts and logs what
+//! is refused, and `attach` carries files in messages (records, updates, uploads and downloads over
+//! HTTP; the store, types and thumbnails are the `switchboard-attachments` crate).
 //!
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
@@ -270,8 +271,10 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
                 hub::Topic::User(u) => users.push(u.to_string()),
             }
         }
+        let room_names = rooms.iter().map(|(r, _)| r.clone()).collect();
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
             tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
+        node.announce_expired_presence(room_names).await;
     }
 }

@@ -7,6 +7,7 @@ use crate::drain::{Drain, Pacing};
 use crate::hub::{Hub, Topic};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::protocol::presence;
 use registry::origins::AllowedOrigins;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -164,6 +165,25 @@ impl Node {
             subs.insert(topic.clone());
         }
         Ok(())
+    }
+
+    /// Tells `rooms` (the rooms with sessions here) of members whose presence expired because their
+    /// node died without saying goodbye: one `presence` `leave` per such user, sent by whichever node
+    /// ended that presence ([`Backend::expire_presence`]).
+    pub async fn announce_expired_presence(&self, rooms: Vec<String>) {
+        let gone = match self.backend.expire_presence(rooms).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "presence expiry check failed");
+                return;
+            }
+        };
+        for (room, user) in gone {
+            let frame = presence(&room, &user, "leave");
+            if let Err(e) = self.backend.publish(Topic::room(&room), frame).await {
+                tracing::warn!(error = %chain(&e), "could not announce an expired presence");
+            }
+        }
     }
 
     /// Drops bus subscriptions of topics no local session listens to any more.

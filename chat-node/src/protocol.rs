@@ -40,9 +40,10 @@ pub enum ErrorCode {
     AuthFailed,
     /// Not allowed for this user: another user's data, or a private room without a grant.
     Forbidden,
-    /// The store or bus could not be reached; nothing was stored.
+    /// The store or bus did not answer in time; a message may still have been stored (a resend with
+    /// the same client id finds it).
     Unavailable,
-    /// An unexpected server error; nothing was stored.
+    /// An unexpected server error; as for `Unavailable`, a resend with the same client id is safe.
     Internal,
     /// An attachment entry is malformed (name, size, type, count).
     InvalidAttachment,
@@ -378,6 +379,17 @@ fn truncate(s: &str, max: usize) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// A `presence` frame: `user`'s first connection joined (`"join"`) or last connection left
+/// (`"leave"`) `room`, now.
+pub fn presence(room: &str, user: &str, event: &str) -> Utf8Bytes {
+    encode(&ServerFrame::Presence {
+        room,
+        user,
+        event,
+        ts: now_ms(),
+    })
 }
 
 /// Serializes a server frame once.

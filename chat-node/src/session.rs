@@ -24,7 +24,7 @@ use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
     AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
-    history_frame, message_tail, now_ms, parse, tail_with_raw,
+    history_frame, message_tail, now_ms, parse, presence, tail_with_raw,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -460,7 +460,7 @@ impl Session {
         if body.trim().is_empty() && !(has_attachments && body.is_empty()) {
             return Err(Refusal::new(
                 ErrorCode::InvalidBody,
-                "`body` must not be empty",
+                "`body` must hold a character other than whitespace",
             ));
         }
         let max = self.node.settings.limits.max_body_chars;
@@ -887,12 +887,7 @@ impl Session {
         };
         self.go_live(&topic, sent).await;
         if first {
-            let f = encode(&ServerFrame::Presence {
-                room: &room,
-                user: &user,
-                event: "join",
-                ts: now_ms(),
-            });
+            let f = presence(&room, &user, "join");
             let _ = node.backend.publish(topic, f).await;
         }
         Ok(())
@@ -916,12 +911,7 @@ impl Session {
             .presence_leave(room, &user, &node.settings.id)
             .await
         {
-            let f = encode(&ServerFrame::Presence {
-                room,
-                user: &user,
-                event: "leave",
-                ts: now_ms(),
-            });
+            let f = presence(room, &user, "leave");
             let _ = node.backend.publish(topic, f).await;
         }
     }
@@ -995,7 +985,7 @@ fn store_refusal(e: crate::backend::Error) -> Refusal {
     tracing::warn!(error = %chain(&e), "store operation failed");
     Refusal::new(
         e.code(),
-        "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
+        "the chat store did not answer in time; a message may have been stored: resend it with the same client_id",
     )
 }
 

@@ -563,6 +563,11 @@ impl Backend for MemoryBackend {
         ready(v)
     }
 
+    fn expire_presence(&self, _rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>> {
+        // One process: presence ends with the session that held it, never by expiry.
+        ready(Vec::new())
+    }
+
     fn refresh(
         &self,
         _node: &str,

@@ -142,6 +142,10 @@ pub trait Backend: Send + Sync + 'static {
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Users present in a room, sorted.
     fn members(&self, room: &str) -> BoxFut<'_, Vec<String>>;
+    /// Ends the presence of users whose every entry in one of `rooms` expired (their node died
+    /// without saying goodbye) and returns them as (room, user). Each such user is returned once in
+    /// the whole cluster, so the caller announces the `leave` exactly once.
+    fn expire_presence(&self, rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>>;
     /// Keeps this node's presence entries alive (rooms with their local users; online users).
     fn refresh(
         &self,
