@@ -255,7 +255,10 @@ export declare class SwitchboardError extends Error {
 export declare const USER_NAME: RegExp;
 /** Room names (PROTOCOL.md section 2). */
 export declare const ROOM_NAME: RegExp;
-/** The name the node will show (path separators, control characters and quotes become `_`). */
+/**
+ * The name the node will show (chat-node/PROTOCOL.md section 10): the last path segment, control
+ * characters, quotes, backquotes and `<>` made `_`, at most 255 characters, no leading dots.
+ */
 export declare function safeFileName(name: string): string;
 /**
  * A Switchboard chat client. Create it, subscribe to events with `on`, call `connect()`, then `join`

@@ -52,10 +52,20 @@ const MAX_FILES = 10;
 const MAX_FILE_NAME = 255;
 /** A MIME type: `type/subtype`. */
 const MIME = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$/;
-/** The name the node will show (path separators, control characters and quotes become `_`). */
+/**
+ * The name the node will show (chat-node/PROTOCOL.md section 10): the last path segment, control
+ * characters, quotes, backquotes and `<>` made `_`, at most 255 characters, no leading dots.
+ */
 export function safeFileName(name) {
-    const cleaned = [...name].map((ch) => (/[\/\\"'\u0000-\u001f\u007f]/.test(ch) ? '_' : ch));
-    return cleaned.slice(0, MAX_FILE_NAME).join('') || 'file';
+    const base = name.split(/[\\/]/).pop() ?? name;
+    const cleaned = [...base]
+        .map((ch) => (/[\u0000-\u001f\u007f-\u009f"'`<>]/.test(ch) ? '_' : ch))
+        .slice(0, MAX_FILE_NAME)
+        .join('')
+        .trim()
+        .replace(/^\.+/, '')
+        .trim();
+    return cleaned || 'file';
 }
 /** Adds `id` to a set that keeps only the newest `IDS_KEPT` entries (insertion order). */
 function remember(set, id) {

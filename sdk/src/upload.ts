@@ -7,7 +7,9 @@
 //
 // Every chunk but the last is exactly `chunkBytes` long (the node stores each as one part of a
 // multipart upload). Failures in a row are bounded; a chunk that moves the offset resets the count.
-// Refusals that no retry can fix (403, 404, 410, 413, 400, 415) end the upload as failed.
+// Retried: network errors, 5xx, 408 timeout, 429 busy (after Retry-After), 409 upload_in_progress and
+// 400 incomplete (from the node's offset). Refusals that no retry can fix (403, 404, 410 expired or
+// failed, 413, other 400s, 415) end the upload as failed.
 
 import { backoffDelay, type BackoffOptions } from './backoff.js';
 import type { Attachment } from './types.js';
@@ -240,6 +242,13 @@ export async function uploadAttachment(o: UploadOptions): Promise<UploadOutcome>
       report(offset);
       if (await failed(0)) continue;
       return gaveUp('offset_mismatch', message);
+    }
+    if ((answer.status === 400 && code === 'incomplete') || (answer.status === 409 && code === 'upload_in_progress')) {
+      // The body broke off before its end (the node kept what it says), or an earlier request of ours
+      // is still being read: wait, then continue from the node's offset.
+      known = false;
+      if (await failed()) continue;
+      return gaveUp(code, message);
     }
     if (answer.status === 409 && code === 'already_complete') {
       // An earlier attempt stored the last byte but its answer was lost.

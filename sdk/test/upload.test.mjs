@@ -21,7 +21,8 @@ function pattern(n) {
 
 /**
  * The stand-in node. `uploads` maps an id to {size, data: Buffer[], state}. `faults` is a queue of
- * what to do to the next PUT requests: 'drop' (close the socket mid-body), 503, 429, 415.
+ * what to do to the next PUT requests: 'drop' (close the socket mid-body), or answer 503, 429, 415,
+ * 409 (upload_in_progress) or 400 (incomplete).
  */
 async function standIn() {
   const uploads = new Map();
@@ -62,7 +63,8 @@ async function standIn() {
       return;
     }
     if (typeof fault === 'number') {
-      return json(fault, { error: { 503: 'unavailable', 429: 'busy', 415: 'wrong_type' }[fault], message: `told to answer ${fault}` }, fault === 429 ? { 'retry-after': '0' } : {});
+      const error = { 503: 'unavailable', 429: 'busy', 415: 'wrong_type', 409: 'upload_in_progress', 400: 'incomplete' }[fault];
+      return json(fault, { error, message: `told to answer ${fault}`, offset: offset() }, fault === 429 ? { 'retry-after': '0' } : {});
     }
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -205,6 +207,18 @@ test('busy (429 with Retry-After) is waited out; a wrong type (415) ends the upl
   assert.equal(node.log.filter((l) => l.startsWith('PUT bytes 0-9/10')).length, 3, 'a 415 must not be retried');
 });
 
+test('another request still uploading (409 upload_in_progress) and a cut-off body (400 incomplete) are waited out', async (t) => {
+  const node = await standIn();
+  t.after(() => node.close());
+  const data = pattern(2 * CHUNK);
+  const url = node.add('m-9.0', data.length);
+  node.faults.push(409, 400);
+  const out = await uploadAttachment({ source: new Blob([data]), url: () => url, chunkBytes: CHUNK, request, backoff: fast, startAt: 0 });
+  assert.equal(out.state, 'ready', JSON.stringify(out));
+  assert.deepEqual(node.log, ['PUT bytes 0-999/2000', 'HEAD 0', 'PUT bytes 0-999/2000', 'HEAD 0', 'PUT bytes 0-999/2000', 'PUT bytes 1000-1999/2000']);
+  assert.ok(node.bytes('m-9.0').equals(Buffer.from(data)));
+});
+
 test('retries are bounded: a node that keeps failing ends the upload as unavailable', async (t) => {
   const node = await standIn();
   t.after(() => node.close());
@@ -286,7 +300,7 @@ test('a send with files declares them, uploads each from its ack URL and applies
   assert.equal(sent.ok, true);
   assert.deepEqual(sends[0].attachments, [{ name: 'cat/../.png', size: png.length, type: 'image/png' }]);
   assert.equal(sends[0].body, '');
-  assert.deepEqual(sent.attachments.map((a) => [a.id, a.name, a.state]), [['lobby-1-a.0', 'cat_.._.png', 'pending']]);
+  assert.deepEqual(sent.attachments.map((a) => [a.id, a.name, a.state]), [['lobby-1-a.0', 'png', 'pending']]);
   const [done] = await h.uploads;
   assert.equal(done.state, 'ready');
   assert.ok(node.bytes('lobby-1-a.0').equals(Buffer.from(png)));
