@@ -165,11 +165,17 @@ export async function uploadAttachment(o: UploadOptions): Promise<UploadOutcome>
   let url = o.url();
   const report = (sent: number) => o.onProgress?.(Math.min(total, Math.max(0, sent)), total);
 
-  /** Counts a failure; false once there were too many in a row. */
+  /**
+   * Counts a failure; false once there were too many in a row. The wait is at least half the backoff
+   * ceiling ("equal jitter"): the retries must outlast a node's death and the client's move to another
+   * node (about 13 s before the 7th failure with the default backoff), which full jitter does not
+   * promise.
+   */
   const failed = async (waitMs?: number): Promise<boolean> => {
     failures += 1;
     if (failures > maxRetries) return false;
-    await sleep(waitMs ?? Math.max(100, backoffDelay(failures, o.backoff)), o.signal);
+    const ceiling = backoffDelay(failures, o.backoff, () => 1);
+    await sleep(waitMs ?? Math.max(100, ceiling / 2 + backoffDelay(failures, o.backoff) / 2), o.signal);
     return true;
   };
   const gaveUp = (code: string, message: string): UploadOutcome => ({ state: 'failed', code, message });
