@@ -252,14 +252,15 @@ async fn sdk_sends_files_to_a_standalone_node() -> Result<()> {
     .context("the SDK's attachment tests ran out of time")?
 }
 
-/// The upload logic (`sdk/test/upload.test.mjs`: chunk boundaries, resume from the node's offset
-/// after a dropped connection or a 503, 409 offset_mismatch, 429, 415, bounded retries,
-/// cancellation, 409 upload_in_progress and 400 incomplete waited out, updates applied once) against a
-/// stand-in node the test itself runs.
+/// The upload logic (`sdk/test/upload.test.mjs`: chunk boundaries; resume from the node's offset
+/// after a dropped connection, a 503, 409 offset_mismatch / upload_in_progress, 400 incomplete;
+/// 429 waited out, 415 not retried, bounded retries, cancellation; attachment updates applied once,
+/// and files last seen pending looked up again after a reconnect) against a stand-in node the test
+/// itself runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_uploads_resume_and_apply_attachment_states_idempotently() -> Result<()> {
     require_node_and_sdk_dependencies();
-    tokio::time::timeout(TEST_BUDGET, node_test("test/upload.test.mjs", &[], 10))
+    tokio::time::timeout(TEST_BUDGET, node_test("test/upload.test.mjs", &[], 11))
         .await
         .context("the SDK's upload tests ran out of time")?
 }

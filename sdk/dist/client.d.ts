@@ -292,6 +292,9 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     private readonly joinReqs;
     /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
     private readonly attachmentStates;
+    /** Room attachments last known as pending (looked up again after a reconnect: updates sent while
+     * this client was away are not replayed). */
+    private readonly pendingRoomAttachments;
     /** Uploads that have not ended, by `client_id`. */
     private readonly jobs;
     /** Acks asked for again (fresh upload URLs), by `client_id`. */
@@ -413,8 +416,13 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     refreshMessage(room: string, seq: number): Promise<Message | null>;
     /** Records `a`; returns the state to show and whether it is news (a final state is never undone). */
     private applyAttachment;
-    /** Brings a message's attachments to the newest state known (an update may come before it). */
+    /**
+     * Brings a message's attachments to the newest state known (an update may come before it). From a
+     * history page (`emit`), a newer state of an attachment already known is reported as an update.
+     */
     private applyAttachments;
+    /** After a re-join: asks history for the messages whose files were pending (updates sent meanwhile are not replayed). */
+    private refreshPendingAttachments;
     private onAttachment;
     /** The pending attachments of an acknowledged send with files, as the node will show them. */
     private ownAttachments;

@@ -105,6 +105,9 @@ export class SwitchboardClient extends Emitter {
         this.joinReqs = new Map();
         /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
         this.attachmentStates = new Map();
+        /** Room attachments last known as pending (looked up again after a reconnect: updates sent while
+         * this client was away are not replayed). */
+        this.pendingRoomAttachments = new Map();
         /** Uploads that have not ended, by `client_id`. */
         this.jobs = new Map();
         /** Acks asked for again (fresh upload URLs), by `client_id`. */
@@ -460,7 +463,7 @@ export class SwitchboardClient extends Emitter {
             }
             case 'history':
                 for (const m of f.messages ?? [])
-                    this.applyAttachments(m);
+                    this.applyAttachments(m, true);
                 if (req)
                     this.answer(req, f);
                 return;
@@ -541,6 +544,8 @@ export class SwitchboardClient extends Emitter {
         for (const w of r.waiters.splice(0))
             w.resolve(f);
         this.emit('joined', { room: f.room, joined: f, rejoin });
+        if (rejoin)
+            void this.refreshPendingAttachments(f.room);
         if (r.recovery && r.lastSeq >= r.recovery.target)
             this.finishRecovery(r);
         this.pump();
@@ -1013,8 +1018,10 @@ export class SwitchboardClient extends Emitter {
     applyAttachment(a) {
         const known = this.attachmentStates.get(a.id);
         if (known && known.state !== 'pending' && a.state === 'pending')
-            return { state: known, changed: false };
+            return { state: known, changed: false, known: true };
         const changed = !known || known.state !== a.state;
+        if (a.state !== 'pending')
+            this.pendingRoomAttachments.delete(a.id);
         this.attachmentStates.delete(a.id);
         this.attachmentStates.set(a.id, a);
         if (this.attachmentStates.size > ATTACHMENTS_KEPT) {
@@ -1022,13 +1029,47 @@ export class SwitchboardClient extends Emitter {
             if (oldest !== undefined)
                 this.attachmentStates.delete(oldest);
         }
-        return { state: a, changed };
+        return { state: a, changed, known: known !== undefined };
     }
-    /** Brings a message's attachments to the newest state known (an update may come before it). */
-    applyAttachments(m) {
+    /**
+     * Brings a message's attachments to the newest state known (an update may come before it). From a
+     * history page (`emit`), a newer state of an attachment already known is reported as an update.
+     */
+    applyAttachments(m, emit = false) {
         if (!Array.isArray(m.attachments))
             return;
-        m.attachments = m.attachments.map((a) => (a && typeof a.id === 'string' ? this.applyAttachment(a).state : a));
+        m.attachments = m.attachments.map((a) => {
+            if (!a || typeof a.id !== 'string')
+                return a;
+            const { state, changed, known } = this.applyAttachment(a);
+            if (state.state === 'pending' && typeof m.room === 'string' && typeof m.seq === 'number') {
+                this.pendingRoomAttachments.set(a.id, { room: m.room, seq: m.seq });
+                if (this.pendingRoomAttachments.size > ATTACHMENTS_KEPT) {
+                    const oldest = this.pendingRoomAttachments.keys().next().value;
+                    if (oldest !== undefined)
+                        this.pendingRoomAttachments.delete(oldest);
+                }
+            }
+            if (emit && known && changed && typeof m.id === 'string') {
+                this.emit('attachment', { messageId: m.id, room: m.room, seq: m.seq, attachment: state });
+            }
+            return state;
+        });
+    }
+    /** After a re-join: asks history for the messages whose files were pending (updates sent meanwhile are not replayed). */
+    async refreshPendingAttachments(room) {
+        const seqs = [...this.pendingRoomAttachments.values()].filter((p) => p.room === room).map((p) => p.seq);
+        if (!seqs.length)
+            return;
+        const top = Math.max(...seqs);
+        const low = Math.max(Math.min(...seqs), top - HISTORY_MAX + 1);
+        try {
+            // The `history` frame handler applies the page and reports what changed.
+            await this.request({ type: 'history', room, before: top + 1, limit: top - low + 1 }, 'hist');
+        }
+        catch {
+            // disconnected again: the next re-join asks again
+        }
     }
     onAttachment(f) {
         if (!f.attachment || typeof f.attachment.id !== 'string')

@@ -388,6 +388,9 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private readonly joinReqs = new Map<string, string>();
   /** The current state of every attachment seen, by id (the newest `ATTACHMENTS_KEPT`). */
   private readonly attachmentStates = new Map<string, Attachment>();
+  /** Room attachments last known as pending (looked up again after a reconnect: updates sent while
+   * this client was away are not replayed). */
+  private readonly pendingRoomAttachments = new Map<string, { room: string; seq: number }>();
   /** Uploads that have not ended, by `client_id`. */
   private readonly jobs = new Map<string, UploadJob>();
   /** Acks asked for again (fresh upload URLs), by `client_id`. */
@@ -723,7 +726,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         return this.emit('read', f);
       }
       case 'history':
-        for (const m of f.messages ?? []) this.applyAttachments(m);
+        for (const m of f.messages ?? []) this.applyAttachments(m, true);
         if (req) this.answer(req, f);
         return;
       case 'last_seen':
@@ -798,6 +801,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     }
     for (const w of r.waiters.splice(0)) w.resolve(f);
     this.emit('joined', { room: f.room, joined: f, rejoin });
+    if (rejoin) void this.refreshPendingAttachments(f.room);
     if (r.recovery && r.lastSeq >= r.recovery.target) this.finishRecovery(r);
     this.pump();
   }
@@ -1241,23 +1245,55 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   }
 
   /** Records `a`; returns the state to show and whether it is news (a final state is never undone). */
-  private applyAttachment(a: Attachment): { state: Attachment; changed: boolean } {
+  private applyAttachment(a: Attachment): { state: Attachment; changed: boolean; known: boolean } {
     const known = this.attachmentStates.get(a.id);
-    if (known && known.state !== 'pending' && a.state === 'pending') return { state: known, changed: false };
+    if (known && known.state !== 'pending' && a.state === 'pending') return { state: known, changed: false, known: true };
     const changed = !known || known.state !== a.state;
+    if (a.state !== 'pending') this.pendingRoomAttachments.delete(a.id);
     this.attachmentStates.delete(a.id);
     this.attachmentStates.set(a.id, a);
     if (this.attachmentStates.size > ATTACHMENTS_KEPT) {
       const oldest = this.attachmentStates.keys().next().value;
       if (oldest !== undefined) this.attachmentStates.delete(oldest);
     }
-    return { state: a, changed };
+    return { state: a, changed, known: known !== undefined };
   }
 
-  /** Brings a message's attachments to the newest state known (an update may come before it). */
-  private applyAttachments(m: { attachments?: Attachment[] }): void {
+  /**
+   * Brings a message's attachments to the newest state known (an update may come before it). From a
+   * history page (`emit`), a newer state of an attachment already known is reported as an update.
+   */
+  private applyAttachments(m: { attachments?: Attachment[]; room?: string; seq?: number; id?: string }, emit = false): void {
     if (!Array.isArray(m.attachments)) return;
-    m.attachments = m.attachments.map((a) => (a && typeof a.id === 'string' ? this.applyAttachment(a).state : a));
+    m.attachments = m.attachments.map((a) => {
+      if (!a || typeof a.id !== 'string') return a;
+      const { state, changed, known } = this.applyAttachment(a);
+      if (state.state === 'pending' && typeof m.room === 'string' && typeof m.seq === 'number') {
+        this.pendingRoomAttachments.set(a.id, { room: m.room, seq: m.seq });
+        if (this.pendingRoomAttachments.size > ATTACHMENTS_KEPT) {
+          const oldest = this.pendingRoomAttachments.keys().next().value;
+          if (oldest !== undefined) this.pendingRoomAttachments.delete(oldest);
+        }
+      }
+      if (emit && known && changed && typeof m.id === 'string') {
+        this.emit('attachment', { messageId: m.id, room: m.room, seq: m.seq, attachment: state });
+      }
+      return state;
+    });
+  }
+
+  /** After a re-join: asks history for the messages whose files were pending (updates sent meanwhile are not replayed). */
+  private async refreshPendingAttachments(room: string): Promise<void> {
+    const seqs = [...this.pendingRoomAttachments.values()].filter((p) => p.room === room).map((p) => p.seq);
+    if (!seqs.length) return;
+    const top = Math.max(...seqs);
+    const low = Math.max(Math.min(...seqs), top - HISTORY_MAX + 1);
+    try {
+      // The `history` frame handler applies the page and reports what changed.
+      await this.request<HistoryPage>({ type: 'history', room, before: top + 1, limit: top - low + 1 }, 'hist');
+    } catch {
+      // disconnected again: the next re-join asks again
+    }
   }
 
   private onAttachment(f: AttachmentUpdate): void {

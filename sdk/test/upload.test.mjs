@@ -318,3 +318,50 @@ test('a send with files declares them, uploads each from its ack URL and applies
   assert.equal(c.attachment('lobby-1-a.0').state, 'ready');
   assert.equal(c.resolveUrl('/v1/x?y=1'), `${node.base}/v1/x?y=1`);
 });
+
+test('after a reconnect, files last seen pending are looked up again in history', async (t) => {
+  const node = await standIn();
+  const pending = { id: 'lobby-1-b.0', name: 'dog.png', size: 10, type: 'image/png', state: 'pending' };
+  const message = { type: 'message', room: 'lobby', seq: 1, id: 'lobby-1-b', from: 'bob', ts: 1, body: '', client_id: 'b-1' };
+  const asked = [];
+  let sockets = 0;
+  node.wss.on('connection', (ws) => {
+    sockets += 1;
+    // The first connection hears the message with its file pending, then drops.
+    if (sockets === 1) {
+      ws.on('message', (raw) => {
+        if (JSON.parse(String(raw)).type === 'join') {
+          setTimeout(() => {
+            ws.send(JSON.stringify({ ...message, attachments: [pending] }));
+            setTimeout(() => ws.terminate(), 50);
+          }, 50);
+        }
+      });
+    }
+  });
+  const c = await clientOf(node, (f, ws) => {
+    if (f.type === 'history') {
+      asked.push([f.before, f.limit]);
+      const ready = { ...pending, state: 'ready', url: '/v1/attachments/lobby-1-b.0/dog.png?exp=1&sig=ok' };
+      ws.send(JSON.stringify({ type: 'history', room: 'lobby', has_more: false, req: f.req, messages: [{ ...message, attachments: [ready] }] }));
+    }
+  });
+  t.after(async () => {
+    c.close();
+    await node.close();
+  });
+  const events = [];
+  c.on('attachment', (e) => events.push(e));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no update after the reconnect; history asked: ${JSON.stringify(asked)}`)), 10000);
+    c.on('attachment', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  assert.deepEqual(asked, [[2, 1]], 'one history page covering the pending message');
+  assert.equal(events.length, 1);
+  assert.equal(events[0].seq, 1);
+  assert.equal(events[0].attachment.state, 'ready');
+  assert.equal(c.attachment('lobby-1-b.0').state, 'ready');
+});
