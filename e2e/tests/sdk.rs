@@ -13,7 +13,8 @@
 //! the `reconnect` notice) and another SIGKILLed mid-conversation, each with the messages counted
 //! (sent, acknowledged, delivered, lost = 0, duplicated = 0). Another test speaks open identity to
 //! a standalone node (`sdk/test/open.test.mjs`), one sends files to a standalone node
-//! (`sdk/test/attachments.test.mjs`), one runs the upload logic against a stand-in node
+//! (`sdk/test/attachments.test.mjs`), one kills the node of an upload between two chunks
+//! (`sdk/test/upload-failover.test.mjs`, files in MinIO), one runs the upload logic against a stand-in node
 //! (`sdk/test/upload.test.mjs`), and one checks that the committed build (`sdk/dist/`, which the registry serves to the chat page) is exactly what
 //! the pinned TypeScript compiler makes of `sdk/src/`.
 //!
@@ -41,6 +42,7 @@ use e2e::client::tokens::{Credentials, TEST_TOKEN_TTL};
 use e2e::topology::{Topology, TopologyConfig};
 use serde_json::{Value, json};
 use switchboard_runtime::report;
+use switchboard_testkit::s3::S3Server;
 use tokio::sync::Mutex;
 
 /// One run of every scenario, topology start included, must finish within this.
@@ -141,13 +143,19 @@ async fn file(UrlPath(path): UrlPath<String>) -> impl IntoResponse {
     }
 }
 
-/// A two-node cluster whose nodes and registry accept the control server's origin, and the control
-/// server. Returns the registry's URL and the control server's.
-async fn cluster_with_control() -> Result<(String, String, tokio::task::JoinHandle<()>)> {
+/// A two-node cluster whose nodes and registry accept the control server's origin (its nodes keep
+/// files in `s3` when given), and the control server. Returns the registry's URL and the control
+/// server's.
+async fn cluster_with_control(
+    s3: Option<&S3Server>,
+) -> Result<(String, String, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let control = format!("http://{}", listener.local_addr()?);
     let mut config =
         TopologyConfig::scaled(2, 1).with_node_args(["--allowed-origins", control.as_str()]);
+    if let Some(s3) = s3 {
+        config = config.with_s3(s3);
+    }
     config
         .registry_args
         .extend(["--allowed-origins".to_owned(), control.clone()]);
@@ -206,7 +214,7 @@ async fn node_test(file: &str, env: &[(&str, &str)], passed: usize) -> Result<()
 async fn sdk_scenarios_pass_in_node_against_real_nodes() -> Result<()> {
     require_node_and_sdk_dependencies();
     tokio::time::timeout(TEST_BUDGET, async {
-        let (registry, control, server) = cluster_with_control().await?;
+        let (registry, control, server) = cluster_with_control(None).await?;
         let env = [
             ("SWITCHBOARD_REGISTRY", registry.as_str()),
             ("SWITCHBOARD_CONTROL", control.as_str()),
@@ -252,6 +260,28 @@ async fn sdk_sends_files_to_a_standalone_node() -> Result<()> {
     .context("the SDK's attachment tests ran out of time")?
 }
 
+/// An upload outlives its node (`sdk/test/upload-failover.test.mjs`): files in MinIO, the sender's
+/// node SIGKILLed between two chunks, the upload finished through the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_upload_goes_on_through_another_node_when_its_node_dies() -> Result<()> {
+    require_node_and_sdk_dependencies();
+    tokio::time::timeout(TEST_BUDGET, async {
+        let s3 = S3Server::start()
+            .await
+            .context("starting MinIO (scripts/test builds its binary)")?;
+        let (registry, control, server) = cluster_with_control(Some(&s3)).await?;
+        let env = [
+            ("SWITCHBOARD_REGISTRY", registry.as_str()),
+            ("SWITCHBOARD_CONTROL", control.as_str()),
+        ];
+        let passed = node_test("test/upload-failover.test.mjs", &env, 1).await;
+        server.abort();
+        passed
+    })
+    .await
+    .context("the SDK's upload failover test ran out of time")?
+}
+
 /// The upload logic (`sdk/test/upload.test.mjs`: chunk boundaries; resume from the node's offset
 /// after a dropped connection, a 503, 409 offset_mismatch / upload_in_progress, 400 incomplete;
 /// 429 waited out, 415 not retried, bounded retries, cancellation; attachment updates applied once,
@@ -270,7 +300,7 @@ async fn sdk_scenarios_pass_in_headless_chromium_against_real_nodes() -> Result<
     require_node_and_sdk_dependencies();
     webdriver::require_chromium();
     tokio::time::timeout(TEST_BUDGET, async {
-        let (registry, control, server) = cluster_with_control().await?;
+        let (registry, control, server) = cluster_with_control(None).await?;
         let driver = webdriver::ChromeDriver::start().await?;
         let page = driver.page(1024, 768).await?;
         page.goto(&format!(
