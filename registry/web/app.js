@@ -9,7 +9,7 @@
 // token issuer runs it mints a short-lived token for the typed name (`POST /v1/dev-token`), otherwise
 // (open mode) the client sends the name.
 //
-// Files (PROTOCOL.md section 10): picked with the attach button or dropped on the conversation, shown
+// Files (PROTOCOL.md section 10): picked with the attach button, dropped on the conversation or pasted, shown
 // in a tray (images as previews) until sent; the client declares them in the send and uploads them
 // from the node's upload URLs. Every message shows its files in their current state: pending (with
 // the sender's upload progress), ready (images as thumbnails that open the full image, other files as
@@ -1391,6 +1391,13 @@ function init() {
     }
   });
   input.addEventListener('input', onComposerInput);
+  input.addEventListener('paste', (ev) => {
+    // A pasted image (a screenshot) goes to the tray like a picked file.
+    const files = ev.clipboardData ? [...ev.clipboardData.files] : [];
+    if (!files.length) return;
+    ev.preventDefault();
+    addFiles(files);
+  });
   $('leave-btn').addEventListener('click', leave);
   $('attach-btn').addEventListener('click', () => $('file-input').click());
   $('file-input').addEventListener('change', (ev) => {
