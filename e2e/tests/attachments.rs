@@ -37,6 +37,23 @@ async fn join(c: &mut ChatClient, room: &str) {
     c.join(room, None).await.expect("join");
 }
 
+/// alice on node 0 and bob on node 1, both in `lobby`.
+async fn two_members(topo: &Topology) -> (ChatClient, ChatClient) {
+    let mut alice = connect(topo, 0, "alice").await;
+    let mut bob = connect(topo, 1, "bob").await;
+    join(&mut alice, "lobby").await;
+    join(&mut bob, "lobby").await;
+    (alice, bob)
+}
+
+/// Sends one file to `lobby`; returns its upload URL and id.
+async fn send_one(c: &mut ChatClient, name: &str, size: usize, ty: &str) -> (String, String) {
+    let ack = send_files(c, "lobby", "", &[(name, size, ty)]).await;
+    let url = upload_urls(&ack).remove(0);
+    let id = ack["attachments"][0]["id"].as_str().expect("id").to_owned();
+    (url, id)
+}
+
 /// A real PNG of `w`×`h`.
 fn png(w: u32, h: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 128]));
@@ -141,10 +158,7 @@ fn message_ids(c: &mut ChatClient) -> Vec<(u64, Value)> {
 async fn a_large_upload_keeps_its_place_and_every_member_on_every_node_gets_one_update() {
     let (_s3, topo) = cluster(&[]).await;
     let (a_http, b_http) = (topo.node_http_url(0), topo.node_http_url(1));
-    let mut alice = connect(&topo, 0, "alice").await;
-    let mut bob = connect(&topo, 1, "bob").await;
-    join(&mut alice, "lobby").await;
-    join(&mut bob, "lobby").await;
+    let (mut alice, mut bob) = two_members(&topo).await;
 
     let big = zip(20 * 1024 * 1024 + 12345);
     let picture = png(640, 400);
@@ -340,20 +354,9 @@ async fn a_large_upload_keeps_its_place_and_every_member_on_every_node_gets_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_what_it_claims_fails_for_every_member_once() {
     let (_s3, topo) = cluster(&[]).await;
-    let mut alice = connect(&topo, 0, "alice").await;
-    let mut bob = connect(&topo, 1, "bob").await;
-    join(&mut alice, "lobby").await;
-    join(&mut bob, "lobby").await;
+    let (mut alice, mut bob) = two_members(&topo).await;
     let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n".repeat(50);
-    let ack = send_files(
-        &mut alice,
-        "lobby",
-        "",
-        &[("cat.png", pdf.len(), "image/png")],
-    )
-    .await;
-    let url = upload_urls(&ack).remove(0);
-    let id = ack["attachments"][0]["id"].as_str().expect("id").to_owned();
+    let (url, id) = send_one(&mut alice, "cat.png", pdf.len(), "image/png").await;
     let a = put(&topo.node_http_url(1), &url, pdf.clone(), None).await;
     assert_eq!(
         (a.status, a.json["error"].as_str()),
@@ -646,20 +649,9 @@ async fn recovery_after_a_node_kill_returns_attachments_in_their_current_state()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_never_completed_is_failed_and_its_parts_deleted() {
     let (s3, topo) = cluster(&["--upload-timeout", "2s"]).await;
-    let mut alice = connect(&topo, 0, "alice").await;
-    let mut bob = connect(&topo, 1, "bob").await;
-    join(&mut alice, "lobby").await;
-    join(&mut bob, "lobby").await;
+    let (mut alice, mut bob) = two_members(&topo).await;
     let file = zip(CHUNK_BYTES as usize + 500);
-    let ack = send_files(
-        &mut alice,
-        "lobby",
-        "",
-        &[("half.zip", file.len(), "application/zip")],
-    )
-    .await;
-    let url = upload_urls(&ack).remove(0);
-    let id = ack["attachments"][0]["id"].as_str().expect("id").to_owned();
+    let (url, id) = send_one(&mut alice, "half.zip", file.len(), "application/zip").await;
     let a = put(
         &topo.node_http_url(0),
         &url,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -283,28 +283,12 @@ async fn cors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|o| origins.is_configured(o))
-        .and_then(|o| HeaderValue::from_str(o).ok());
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(header::VARY, HeaderValue::from_static("origin"));
-    let Some(origin) = origin else {
-        return response;
+    let policy = crate::origins::CorsPolicy {
+        methods: "GET, OPTIONS",
+        allow_headers: None,
+        expose_headers: None,
     };
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("600"),
-    );
-    response
+    crate::origins::answer_cors(&origins, policy, request, next).await
 }
 
 fn unavailable(code: &str, message: &str) -> Response {

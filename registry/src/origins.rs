@@ -73,6 +73,63 @@ impl AllowedOrigins {
     }
 }
 
+/// What a CORS answer allows, besides the origin it names.
+#[derive(Clone, Copy, Debug)]
+pub struct CorsPolicy {
+    /// `Access-Control-Allow-Methods` of preflight answers.
+    pub methods: &'static str,
+    /// `Access-Control-Allow-Headers` of preflight answers, if any.
+    pub allow_headers: Option<&'static str>,
+    /// `Access-Control-Expose-Headers`, if any.
+    pub expose_headers: Option<&'static str>,
+}
+
+/// Middleware body shared by every CORS-answering route: runs the request, then names its `Origin` in
+/// `Access-Control-Allow-Origin` when it is one of `origins` (with `Vary: Origin` always; any other
+/// origin gets no CORS headers, so the browser refuses the answer to it).
+pub async fn answer_cors(
+    origins: &AllowedOrigins,
+    policy: CorsPolicy,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .filter(|o| origins.is_configured(o))
+        .and_then(|o| HeaderValue::from_str(o).ok());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    let Some(origin) = origin else {
+        return response;
+    };
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(policy.methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    if let Some(allow) = policy.allow_headers {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(allow),
+        );
+    }
+    if let Some(expose) = policy.expose_headers {
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(expose),
+        );
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use crate::protocol::now_ms;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{Bytes, BytesMut};
@@ -128,6 +128,18 @@ fn attachments(node: &Node) -> Result<&Arc<Attachments>, Failure> {
     })
 }
 
+/// The node's attachments, once the URL's id and signature hold for `purpose`.
+fn signed<'a>(
+    node: &'a Node,
+    purpose: Purpose,
+    id: &str,
+    query: &HashMap<String, String>,
+) -> Result<&'a Arc<Attachments>, Failure> {
+    let att = attachments(node)?;
+    authorize(att, purpose, id, query)?;
+    Ok(att)
+}
+
 /// Checks the id and the signed query of a URL for `purpose`.
 fn authorize(
     att: &Attachments,
@@ -180,8 +192,7 @@ async fn upload_status(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let answer = async {
-        let att = attachments(&node)?;
-        authorize(att, Purpose::Upload, &id, &query)?;
+        let att = signed(&node, Purpose::Upload, &id, &query)?;
         let r = record(&node, att, &id).await?;
         let mut response = axum::Json(progress(&r)).into_response();
         let h = response.headers_mut();
@@ -225,8 +236,7 @@ async fn upload(
     body: Body,
 ) -> Response {
     let answer = async {
-        let att = attachments(&node)?.clone();
-        authorize(&att, Purpose::Upload, &id, &query)?;
+        let att = signed(&node, Purpose::Upload, &id, &query)?.clone();
         let _permit = att.upload_permit().ok_or_else(|| {
             failure(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -532,8 +542,7 @@ async fn download(
     headers: HeaderMap,
 ) -> Response {
     let answer = async {
-        let att = attachments(&node)?;
-        authorize(att, Purpose::Download, &id, &query)?;
+        let att = signed(&node, Purpose::Download, &id, &query)?;
         let r = ready(&node, att, &id).await?;
         let found = r
             .found
@@ -586,8 +595,7 @@ async fn thumbnail(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let answer = async {
-        let att = attachments(&node)?;
-        authorize(att, Purpose::Thumbnail, &id, &query)?;
+        let att = signed(&node, Purpose::Thumbnail, &id, &query)?;
         let r = ready(&node, att, &id).await?;
         if !r.thumb {
             return Err(failure(
@@ -666,41 +674,12 @@ async fn cors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let origin = request
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|o| o.to_str().ok())
-        .filter(|o| node.settings.origins.is_configured(o))
-        .and_then(|o| HeaderValue::from_str(o).ok());
-    let preflight = request.method() == Method::OPTIONS;
-    let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    h.insert(header::VARY, HeaderValue::from_static("origin"));
-    let Some(origin) = origin else {
-        return response;
+    let policy = registry::origins::CorsPolicy {
+        methods: "GET, HEAD, PUT, OPTIONS",
+        allow_headers: Some("content-range, content-type, range"),
+        expose_headers: Some("upload-offset, upload-length, content-range, content-disposition"),
     };
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(
-            "upload-offset, upload-length, content-range, content-disposition",
-        ),
-    );
-    if preflight {
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-range, content-type, range"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
-    }
-    response
+    registry::origins::answer_cors(&node.settings.origins, policy, request, next).await
 }
 
 #[cfg(test)]
