@@ -14,7 +14,8 @@
 //! thumbnail load and downloads the file from his page, byte for byte. Then alice sends a file named
 //! `.png` whose bytes are text: both pages show it as failed, with the reason. A file of a type the
 //! node does not take is refused with a clear message, and a direct message carries a file that the
-//! other user downloads. The standalone check sends a text file and downloads it back.
+//! other user downloads. The standalone check sends a text file and downloads it back, drops one on
+//! the conversation, and watches a slowed upload's progress until it is cancelled.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`, the MinIO binary (`scripts/test` builds it), and
 //! built `chat-node` and `registry` binaries; a missing one fails the test with how to get it.
@@ -331,6 +332,32 @@ async fn a_standalone_node_stores_files_in_its_local_directory() -> Result<()> {
         std::fs::write(&notes, &text)?;
         pick_file(&page, &notes).await?;
         page.click("#send-btn").await?;
+        // Dropping a file on the conversation puts it in the tray (a drop as the browser delivers
+        // it: dragenter shows the drop zone, drop carries the file in its DataTransfer).
+        let dropped = page
+            .js(
+                "const zone = document.querySelector('.conversation');
+                 const dt = new DataTransfer();
+                 dt.items.add(new File(['dropped text\\n'], 'dropped.txt', { type: 'text/plain' }));
+                 zone.dispatchEvent(new DragEvent('dragenter', { dataTransfer: dt, bubbles: true, cancelable: true }));
+                 const shown = !document.getElementById('drop-zone').hidden;
+                 zone.dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+                 return { shown, hidden: document.getElementById('drop-zone').hidden,
+                          tray: [...document.querySelectorAll('#attach-tray li')].map(l => l.dataset.name) };",
+                json!([]),
+            )
+            .await?;
+        ensure!(
+            dropped == json!({ "shown": true, "hidden": true, "tray": ["dropped.txt"] }),
+            "dropping a file: {dropped}"
+        );
+        page.click("#send-btn").await?;
+        let shown = settled(&page, "carol", "dropped.txt").await?;
+        ensure!(
+            shown["state"] == json!("ready"),
+            "the dropped file shows as {shown}"
+        );
+
         // A bigger file over a slowed-down upload link: the page shows the upload's progress, and
         // the upload can be cancelled.
         let big = dir.join("big.txt");
