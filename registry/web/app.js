@@ -60,6 +60,11 @@ const ATTACHMENT_ERROR_TEXT = {
   not_found: 'the upload is gone',
   unavailable: 'the server could not be reached',
   cancelled: 'the upload was cancelled',
+  failed: 'the server had already given it up',
+  busy: 'the server was too busy to take it',
+  timeout: 'the upload stalled',
+  offset_mismatch: 'the upload got out of step with the server',
+  no_upload_url: 'the server sent no upload link',
 };
 
 const CLOSE_TEXT = {
