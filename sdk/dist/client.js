@@ -1099,7 +1099,8 @@ export class SwitchboardClient extends Emitter {
     }
     /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
     startUploads(job, tickets, duplicate, where) {
-        if (job.started)
+        // Cancelled before the ack came: the message is stored, its files are never sent (they expire).
+        if (job.started || job.abort.signal.aborted)
             return;
         job.started = true;
         const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;

@@ -1319,7 +1319,8 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
   private startUploads(job: UploadJob, tickets: UploadTicket[], duplicate: boolean, where: Omit<AttachmentEvent, 'attachment'>): void {
-    if (job.started) return;
+    // Cancelled before the ack came: the message is stored, its files are never sent (they expire).
+    if (job.started || job.abort.signal.aborted) return;
     job.started = true;
     const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;
     const each = job.files.map(async (file, index): Promise<UploadResult> => {
