@@ -749,7 +749,9 @@ function attachmentEl(a, preview) {
 function attachmentsEl(m) {
   const list = Array.isArray(m.attachments) ? m.attachments : [];
   if (!list.length) return null;
-  const previews = (m.client_id && S.previews.get(m.client_id)) || [];
+  // Local previews only for this user's own sends (client ids are not unique across users).
+  const own = m.from === undefined || m.from === S.user;
+  const previews = (own && m.client_id && S.previews.get(m.client_id)) || [];
   return h('div', { class: 'atts' }, list.map((a, i) => attachmentEl(a, previews[i] || null)));
 }
 
@@ -772,7 +774,8 @@ function updateAttachment(entry, a) {
   if (old.state === a.state && old.url === a.url && old.thumbnail_url === a.thumbnail_url) return;
   list[i] = a;
   if (a.state !== 'pending') S.progress.delete(a.id);
-  const previews = (entry.m.client_id && S.previews.get(entry.m.client_id)) || [];
+  const own = entry.m.from === S.user;
+  const previews = (own && entry.m.client_id && S.previews.get(entry.m.client_id)) || [];
   const shown = entry.el.querySelector(`.att[data-att-id="${CSS.escape(a.id)}"]`);
   const stick = nearBottom();
   if (shown) shown.replaceWith(attachmentEl(a, previews[i] || null));
