@@ -343,17 +343,41 @@ pub(super) fn set_monitoring(
     outcome: Option<&crate::monitoring::Outcome>,
     now: Timestamp,
 ) {
-    match outcome {
-        Some(o) => set_condition(
-            conditions,
-            cc,
-            condition::MONITORING,
-            o.applied,
-            o.reason,
-            o.message.clone(),
-            now,
-        ),
-        None => conditions.retain(|c| c.type_ != condition::MONITORING),
+    let verdict = outcome.map(|o| (o.applied, o.reason, o.message.clone()));
+    set_or_remove(conditions, cc, condition::MONITORING, verdict, now);
+}
+
+/// The `AttachmentStoreReady` condition from the probe of the attachment store; removed without
+/// `spec.attachments`. It never touches `Ready`: chat goes on without the store.
+pub(super) fn set_attachments(
+    conditions: &mut Vec<Condition>,
+    cc: &ChatCluster,
+    outcome: Option<&super::attachments::Outcome>,
+    now: Timestamp,
+) {
+    let verdict = outcome.map(|o| (o.ready, o.reason, o.message.clone()));
+    set_or_remove(
+        conditions,
+        cc,
+        condition::ATTACHMENT_STORE_READY,
+        verdict,
+        now,
+    );
+}
+
+/// Sets condition `type_` to `verdict` (status, reason, message), or removes it when there is none.
+fn set_or_remove(
+    conditions: &mut Vec<Condition>,
+    cc: &ChatCluster,
+    type_: &str,
+    verdict: Option<(bool, &str, String)>,
+    now: Timestamp,
+) {
+    match verdict {
+        Some((on, reason, message)) => {
+            set_condition(conditions, cc, type_, on, reason, message, now)
+        }
+        None => conditions.retain(|c| c.type_ != type_),
     }
 }
 
