@@ -14,6 +14,7 @@
 //! ```text
 //! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
+//! attachments    the AttachmentStoreReady condition against a real MinIO, the S3 key via secretKeyRef
 //! helm           the chart lints, renders manifests/ exactly, installs an operator that makes a cluster Ready
 //! monitoring     PodMonitors once the Prometheus Operator's CRDs exist, the chart's monitors and rules
 //! objects        every owned object of the examples, password Secret, rolling on a password change
@@ -26,6 +27,7 @@
 //! volumes        a grown Redis storage size reaches the claims; a class that cannot expand is Degraded
 //! ```
 
+mod attachments;
 mod external_redis;
 mod flags;
 mod helm;

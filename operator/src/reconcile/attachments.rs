@@ -180,8 +180,12 @@ async fn probe(spec: AttachmentsSpec, key: Key, secret: String) -> Outcome {
             spec.s3.region.as_deref().unwrap_or("us-east-1")
         ),
     };
-    if let Err(Failure::Store(err)) = &answer {
-        info!(store = %where_, bucket = %config.bucket, error = %redact(&err.to_string(), &key), "attachment store probe failed");
+    if let Err(failure) = &answer {
+        let error = match failure {
+            Failure::TimedOut => format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
+            Failure::Store(err) => redact(&err.to_string(), &key),
+        };
+        info!(store = %where_, bucket = %config.bucket, %error, "attachment store probe failed");
     }
     judge(&config, &where_, &secret, &key, answer)
 }
@@ -270,6 +274,9 @@ fn judge(
                 " (connection refused)".to_owned()
             } else if lower.contains("dns error") || lower.contains("failed to lookup") {
                 " (its host name does not resolve)".to_owned()
+            } else if lower.contains("error sending request") {
+                // What the S3 client says of a refused connection and an unknown host alike.
+                " (no connection could be made)".to_owned()
             } else {
                 " (see the operator's log for its answer)".to_owned()
             };
@@ -414,6 +421,15 @@ mod tests {
                 )),
                 "StoreUnreachable",
                 "(connection refused)",
+            ),
+            (
+                Failure::Store(store::Error::Unavailable(
+                    "Generic S3 error: Error performing list request: ... after 2 retries, \
+                     max_retries: 2, retry_timeout: 10s  - HTTP error: error sending request"
+                        .to_owned(),
+                )),
+                "StoreUnreachable",
+                "(no connection could be made)",
             ),
             (
                 Failure::Store(store::Error::Unavailable(

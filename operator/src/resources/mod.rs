@@ -46,6 +46,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use names::Names;
+/// The environment variables chat-node reads the S3 key from (never flags: a command line is public).
+pub use switchboard_attachments::config::{ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY};
 
 use crate::crd::{AuthMode, ChatCluster, ExternalRedis, ManagedRedis, RedisMode};
 
@@ -548,12 +550,9 @@ fn node_attachments_env(cc: &ChatCluster, ctx: &RenderContext) -> Vec<Value> {
         secret: s3.credentials_secret.clone(),
         key: key.to_owned(),
     };
+    env.push(secret_env(ENV_ACCESS_KEY_ID, &key(S3_ACCESS_KEY_ID_KEY)));
     env.push(secret_env(
-        switchboard_attachments::config::ENV_ACCESS_KEY_ID,
-        &key(S3_ACCESS_KEY_ID_KEY),
-    ));
-    env.push(secret_env(
-        switchboard_attachments::config::ENV_SECRET_ACCESS_KEY,
+        ENV_SECRET_ACCESS_KEY,
         &key(S3_SECRET_ACCESS_KEY_KEY),
     ));
     let limits = [

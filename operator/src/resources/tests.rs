@@ -1555,3 +1555,34 @@ fn a_new_s3_key_rolls_the_chat_nodes_and_nothing_else() {
         config_hash(deployment(&a, "demo-node"))
     );
 }
+
+#[test]
+fn attachment_env_names_are_the_ones_the_attachments_flags_and_credentials_read() {
+    use clap::Args;
+    let command = switchboard_attachments::AttachmentArgs::augment_args(clap::Command::new("node"));
+    let mut read: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    read.extend([
+        ENV_ACCESS_KEY_ID.to_owned(),
+        ENV_SECRET_ACCESS_KEY.to_owned(),
+    ]);
+    let d = render(&with_every_attachment_setting(), &ctx_with_s3_key("s3")).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    let rendered: Vec<&str> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .filter(|n| n.contains("ATTACHMENT"))
+        .collect();
+    assert_eq!(rendered.len(), 7, "{rendered:?}");
+    for name in rendered {
+        assert!(
+            read.iter().any(|r| r == name),
+            "{name} is read by no attachments flag: {read:?}"
+        );
+    }
+}
