@@ -85,21 +85,22 @@ fn every_variant() -> Vec<ChatCluster> {
 }
 
 fn check(binary: &str, command: &clap::Command, container: &str) {
-    let mut flags = flag_envs(command);
-    // The S3 key is read from the environment by the attachment flags' resolution, when they are there.
-    if flags.contains(operator::resources::ENV_ATTACHMENTS_STORE) {
-        flags.extend(
-            [
-                operator::resources::ENV_ACCESS_KEY_ID,
-                operator::resources::ENV_SECRET_ACCESS_KEY,
-            ]
-            .map(str::to_owned),
-        );
-    }
+    let flags = flag_envs(command);
+    // The S3 key is read from the environment by the resolution of the attachment flags.
+    let key_envs = [
+        operator::resources::ENV_ACCESS_KEY_ID,
+        operator::resources::ENV_SECRET_ACCESS_KEY,
+    ];
     let (names, values) = rendered(&every_variant(), container);
     assert!(!names.is_empty(), "{container} has no env");
     for name in &names {
-        if name.starts_with("SWITCHBOARD_") {
+        if key_envs.contains(&name.as_str()) {
+            assert!(
+                flags.contains(operator::resources::ENV_ATTACHMENTS_STORE),
+                "the operator sets {name} on {container}, which {binary} reads only with its attachment flags \
+                 (switchboard_attachments::AttachmentArgs), but {binary} has none"
+            );
+        } else if name.starts_with("SWITCHBOARD_") {
             assert!(
                 flags.contains(name),
                 "the operator sets {name} on {container}, but {binary} has no flag reading it; its flags read {flags:?}"
