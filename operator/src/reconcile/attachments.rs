@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use switchboard_attachments::store::{self, S3Config, Store};
 use tokio_util::task::AbortOnDropHandle;
-use tracing::info;
+use tracing::{Instrument, Span, info};
 
 use super::{Error, Result};
 use crate::context::Context;
@@ -128,7 +128,8 @@ pub(super) async fn start(cc: &ChatCluster, ctx: &Context, ns: &str) -> Result<O
         key.secret_access_key.as_bytes(),
     ]);
     let secret_name = format!("{ns}/{name}");
-    let task = tokio::spawn(probe(spec.clone(), key, secret_name));
+    // In the reconcile's span, so its log lines name the ChatCluster.
+    let task = tokio::spawn(probe(spec.clone(), key, secret_name).instrument(Span::current()));
     Ok(Some(Check {
         hash: Some(hash),
         verdict: Verdict::Probing(AbortOnDropHandle::new(task)),
