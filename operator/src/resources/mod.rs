@@ -21,9 +21,9 @@
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
 //! object; selectors use name + instance + component, so they agree with the pod template labels and two
 //! chat systems in one namespace never select each other's pods. A hash of the Redis password in use (for
-//! chat-node also of the token signing key and the attachment store's key) is a pod-template annotation of chat-node and registry, so a
-//! change rolls them; Redis and sentinel templates carry only a hash of their start script (a password
-//! rotation is applied to the running servers, `reconcile::rotation`).
+//! chat-node also of the token signing key and the attachment store's key) is a pod-template annotation
+//! of chat-node and registry, so a change rolls them; Redis and sentinel templates carry only a hash of
+//! their start script (a password rotation is applied to the running servers, `reconcile::rotation`).
 //!
 //! Secrets never appear in an environment value or an argument: passwords and the S3 key come through
 //! `secretKeyRef` and the token signing key is a read-only Secret volume whose path chat-node is given
@@ -537,15 +537,6 @@ fn node_attachments_env(cc: &ChatCluster, ctx: &RenderContext) -> Vec<Value> {
         ENV_ATTACHMENTS_STORE,
         format!("s3://{}", s3.bucket),
     )];
-    let optional = [
-        ("SWITCHBOARD_ATTACHMENTS_S3_ENDPOINT", s3.endpoint.clone()),
-        ("SWITCHBOARD_ATTACHMENTS_S3_REGION", s3.region.clone()),
-    ];
-    env.extend(
-        optional
-            .into_iter()
-            .filter_map(|(name, value)| value.map(|v| value_env(name, v))),
-    );
     let key = |key: &str| PasswordRef {
         secret: s3.credentials_secret.clone(),
         key: key.to_owned(),
@@ -555,20 +546,24 @@ fn node_attachments_env(cc: &ChatCluster, ctx: &RenderContext) -> Vec<Value> {
         ENV_SECRET_ACCESS_KEY,
         &key(S3_SECRET_ACCESS_KEY_KEY),
     ));
-    let limits = [
+    // The rest only when given: chat-node's own defaults stand otherwise.
+    let number = |n: Option<i64>| n.map(|n| n.to_string());
+    let optional = [
+        ("SWITCHBOARD_ATTACHMENTS_S3_ENDPOINT", s3.endpoint.clone()),
+        ("SWITCHBOARD_ATTACHMENTS_S3_REGION", s3.region.clone()),
         (
             "SWITCHBOARD_MAX_ATTACHMENT_BYTES",
-            attachments.max_file_bytes,
+            number(attachments.max_file_bytes),
         ),
         (
             "SWITCHBOARD_ATTACHMENT_QUOTA_BYTES",
-            attachments.quota_bytes_per_day,
+            number(attachments.quota_bytes_per_day),
         ),
     ];
     env.extend(
-        limits
+        optional
             .into_iter()
-            .filter_map(|(name, value)| value.map(|v| value_env(name, v.to_string()))),
+            .filter_map(|(name, value)| value.map(|v| value_env(name, v))),
     );
     env
 }
