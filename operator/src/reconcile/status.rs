@@ -744,6 +744,25 @@ mod tests {
     }
 
     #[test]
+    fn the_store_condition_is_set_from_the_probe_removed_without_attachments_and_leaves_ready_alone()
+     {
+        let cc = ChatCluster::test("demo").with_attachments("chat-files", "chat-s3");
+        let mut status = build_status(&cc, &all_rolled(), &[], &serving(), now());
+        let down = crate::reconcile::attachments::Outcome {
+            ready: false,
+            reason: "StoreUnreachable",
+            message: "no answer".to_owned(),
+        };
+        set_attachments(&mut status.conditions, &cc, Some(&down), now());
+        let c = judged(&status);
+        assert_eq!(c["AttachmentStoreReady"], pair("False", "StoreUnreachable"));
+        assert_eq!(c["Ready"], pair("True", "Serving"));
+        assert_eq!(c["Degraded"], pair("False", "AsExpected"));
+        set_attachments(&mut status.conditions, &cc, None, now());
+        assert!(!judged(&status).contains_key("AttachmentStoreReady"));
+    }
+
+    #[test]
     fn reconciling_past_the_progress_deadline_is_stalled() {
         let mut cc = ChatCluster::test("demo");
         let unreachable = Observation {
