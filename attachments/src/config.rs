@@ -56,9 +56,9 @@ pub struct AttachmentArgs {
     #[arg(long, env = "SWITCHBOARD_ATTACHMENT_TYPES", value_parser = Types::parse)]
     pub attachment_types: Option<Types>,
     /// An attachment not uploaded completely within this time of its message is failed (`expired`)
-    /// and its parts deleted (1m to 7d).
+    /// and its parts deleted (1s to 7d).
     #[arg(long, env = "SWITCHBOARD_UPLOAD_TIMEOUT", default_value = "1h",
-          value_parser = within(Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600)))]
+          value_parser = within(Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600)))]
     pub upload_timeout: Duration,
     /// How long a download URL handed to a member works (1m to 7d).
     #[arg(long, env = "SWITCHBOARD_ATTACHMENT_URL_TTL", default_value = "1h",

@@ -212,6 +212,9 @@ pub struct Args {
     /// Metrics: on the main listener, or on `--metrics-listen` alone.
     #[command(flatten)]
     pub metrics: switchboard_runtime::metrics::MetricsArgs,
+    /// Attachments: where files are kept and their limits.
+    #[command(flatten)]
+    pub attachments: switchboard_attachments::AttachmentArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,

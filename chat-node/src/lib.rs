@@ -15,8 +15,9 @@
 //!
 //! `auth` decides who a connection is (tokens or open identity), `session` what it may read and write
 //! (private rooms by token grant or room ACL, last-seen of users it shares something with), `admin`
-//! serves the room ACL API to token holders with `"admin": true`, and `refusals` counts and logs what
-//! is refused.
+//! serves the room ACL API to token holders with `"admin": true`, `refusals` counts and logs what
+//! is refused, and `attach` carries files in messages (records, updates, uploads and downloads over
+//! HTTP; the store, types and thumbnails are the `switchboard-attachments` crate).
 //!
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
@@ -24,6 +25,7 @@
 //! that use axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
 pub mod admin;
+pub mod attach;
 pub mod auth;
 pub mod backend;
 pub mod config;
@@ -79,6 +81,8 @@ pub struct Running {
     stop_server: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     membership: Option<tokio::task::JoinHandle<()>>,
+    /// The attachment directory this node made for itself (standalone default), removed at the end.
+    scratch: Option<std::path::PathBuf>,
 }
 
 /// Starts a node on `listener` and returns at once; used by [`run`] and by tests.
@@ -165,6 +169,22 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     };
     let reported = loadset.is_none();
     let node = Node::with_drain(settings, hub, backend, metrics, pacing, reported);
+    let scratch = match args
+        .attachments
+        .resolve(!scaled)
+        .map_err(anyhow::Error::msg)
+        .context("attachments")?
+    {
+        Some(config) => {
+            let scratch = config.scratch.clone();
+            let attachments = attach::Attachments::start(&node, config, stop_tasks.clone())
+                .await
+                .context("attachments: reading the cluster's URL-signing secret from the store")?;
+            let _ = node.attachments.set(attachments);
+            scratch
+        }
+        None => None,
+    };
 
     let stop_server = CancellationToken::new();
     if let Some(tls) = &tls {
@@ -199,6 +219,7 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_server,
         server,
         membership,
+        scratch,
     })
 }
 
@@ -222,6 +243,11 @@ impl Running {
         self.stop_server.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.server).await;
         self.stop_tasks.cancel();
+        if let Some(dir) = &self.scratch
+            && let Err(e) = std::fs::remove_dir_all(dir)
+        {
+            tracing::warn!(error = %e, dir = %dir.display(), "could not remove the attachment directory");
+        }
         tracing::info!(left = self.node.connections(), "stopped");
     }
 }
@@ -245,8 +271,10 @@ async fn maintenance(node: Arc<Node>, stop: CancellationToken) {
                 hub::Topic::User(u) => users.push(u.to_string()),
             }
         }
+        let room_names = rooms.iter().map(|(r, _)| r.clone()).collect();
         if let Err(e) = node.backend.refresh(&node.settings.id, rooms, users).await {
             tracing::warn!(error = %chain(&e), "presence refresh failed");
         }
+        node.announce_expired_presence(room_names).await;
     }
 }

@@ -46,6 +46,14 @@ pub struct Metrics {
     pub bus_up: Gauge,
     /// Refused connections and frames, by reason, with their rate-limited log.
     pub refusals: crate::refusals::Refusals,
+    /// 1 while the attachment store answers (0 when it does not, or attachments are off).
+    pub attachment_store_up: Gauge,
+    /// Attachment bytes stored through this node.
+    pub upload_bytes: Counter,
+    /// Attachments this node completed.
+    pub attachments_ready: Counter,
+    /// Attachments this node failed (wrong type, never completed, store failure).
+    pub attachments_failed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -112,8 +120,36 @@ impl Metrics {
             "Refused connections and frames, by reason (auth, origin, limits, slow consumer, oversize)",
             refusals.counter.clone(),
         );
+        let attachment_store_up = Gauge::default();
+        let upload_bytes = Counter::default();
+        let attachments_ready = Counter::default();
+        let attachments_failed = Counter::default();
+        registry.register(
+            "attachment_store_up",
+            "1 while the attachment store answers",
+            attachment_store_up.clone(),
+        );
+        registry.register(
+            "upload_bytes",
+            "Attachment bytes stored through this node",
+            upload_bytes.clone(),
+        );
+        registry.register(
+            "attachments_ready",
+            "Attachments completed by this node",
+            attachments_ready.clone(),
+        );
+        registry.register(
+            "attachments_failed",
+            "Attachments failed by this node (wrong type, never completed, store failure)",
+            attachments_failed.clone(),
+        );
         Self {
             registry,
+            attachment_store_up,
+            upload_bytes,
+            attachments_ready,
+            attachments_failed,
             connections,
             sessions,
             frames_in,

@@ -7,6 +7,7 @@ use crate::drain::{Drain, Pacing};
 use crate::hub::{Hub, Topic};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
+use crate::protocol::presence;
 use registry::origins::AllowedOrigins;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Node {
     pub draining: CancellationToken,
     /// Who is told to reconnect when, once the drain has begun.
     pub drain: Drain,
+    /// Attachments, when the node has a store for them (set once at start-up).
+    pub attachments: std::sync::OnceLock<Arc<crate::attach::Attachments>>,
     /// Whether the registries know this node (its first heartbeat landed, or it has no load set).
     reported: AtomicBool,
     connections: AtomicU64,
@@ -104,6 +107,7 @@ impl Node {
             metrics,
             draining: CancellationToken::new(),
             drain: Drain::new(pacing),
+            attachments: std::sync::OnceLock::new(),
             reported: AtomicBool::new(reported),
             connections: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
@@ -161,6 +165,25 @@ impl Node {
             subs.insert(topic.clone());
         }
         Ok(())
+    }
+
+    /// Tells `rooms` (the rooms with sessions here) of members whose presence expired because their
+    /// node died without saying goodbye: one `presence` `leave` per such user, sent by whichever node
+    /// ended that presence ([`Backend::expire_presence`]).
+    pub async fn announce_expired_presence(&self, rooms: Vec<String>) {
+        let gone = match self.backend.expire_presence(rooms).await {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "presence expiry check failed");
+                return;
+            }
+        };
+        for (room, user) in gone {
+            let frame = presence(&room, &user, "leave");
+            if let Err(e) = self.backend.publish(Topic::room(&room), frame).await {
+                tracing::warn!(error = %chain(&e), "could not announce an expired presence");
+            }
+        }
     }
 
     /// Drops bus subscriptions of topics no local session listens to any more.

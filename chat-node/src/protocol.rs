@@ -40,10 +40,19 @@ pub enum ErrorCode {
     AuthFailed,
     /// Not allowed for this user: another user's data, or a private room without a grant.
     Forbidden,
-    /// The store or bus could not be reached; nothing was stored.
+    /// The store or bus did not answer in time; a message may still have been stored (a resend with
+    /// the same client id finds it).
     Unavailable,
-    /// An unexpected server error; nothing was stored.
+    /// An unexpected server error; as for `Unavailable`, a resend with the same client id is safe.
     Internal,
+    /// An attachment entry is malformed (name, size, type, count).
+    InvalidAttachment,
+    /// An attachment's declared type is not accepted by the node.
+    UnsupportedType,
+    /// The user's attachments of the last 24 hours would pass the quota.
+    QuotaExceeded,
+    /// The node keeps no attachments.
+    AttachmentsDisabled,
 }
 
 impl ErrorCode {
@@ -63,6 +72,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidAttachment => "invalid_attachment",
+            ErrorCode::UnsupportedType => "unsupported_type",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::AttachmentsDisabled => "attachments_disabled",
         }
     }
 }
@@ -141,19 +154,23 @@ pub enum ClientFrame {
     Send {
         /// Room name.
         room: String,
-        /// Message text.
+        /// Message text (may be empty when the message carries attachments).
         body: String,
         /// Idempotency key.
         client_id: Option<String>,
+        /// Files the message carries (their bytes are uploaded over HTTP afterwards).
+        attachments: Vec<crate::attach::Declared>,
     },
     /// Send a direct message.
     Dm {
         /// Recipient user name.
         to: String,
-        /// Message text.
+        /// Message text (may be empty when the message carries attachments).
         body: String,
         /// Idempotency key.
         client_id: Option<String>,
+        /// Files the message carries.
+        attachments: Vec<crate::attach::Declared>,
     },
     /// Typing indicator.
     Typing {
@@ -212,14 +229,34 @@ struct RoomF {
 #[derive(Deserialize)]
 struct SendF {
     room: String,
-    body: String,
+    body: Option<String>,
     client_id: Option<String>,
+    #[serde(default)]
+    attachments: Vec<crate::attach::Declared>,
 }
 #[derive(Deserialize)]
 struct DmF {
     to: String,
-    body: String,
+    body: Option<String>,
     client_id: Option<String>,
+    #[serde(default)]
+    attachments: Vec<crate::attach::Declared>,
+}
+
+/// `body` is required unless the message carries attachments.
+fn body_of(
+    ty: &str,
+    body: Option<String>,
+    attachments: &[crate::attach::Declared],
+) -> Result<String, Refusal> {
+    match body {
+        Some(b) => Ok(b),
+        None if !attachments.is_empty() => Ok(String::new()),
+        None => Err(Refusal::new(
+            ErrorCode::BadFrame,
+            format!("bad `{ty}` frame: missing field `body`"),
+        )),
+    }
 }
 #[derive(Deserialize)]
 struct ReadF {
@@ -299,15 +336,21 @@ pub fn parse(text: &str) -> Result<(ClientFrame, Req), (Refusal, Req)> {
             since: f.since,
         }),
         "leave" => fields::<RoomF>(&ty, value).map(|f| ClientFrame::Leave { room: f.room }),
-        "send" => fields::<SendF>(&ty, value).map(|f| ClientFrame::Send {
-            room: f.room,
-            body: f.body,
-            client_id: f.client_id,
+        "send" => fields::<SendF>(&ty, value).and_then(|f| {
+            Ok(ClientFrame::Send {
+                body: body_of(&ty, f.body, &f.attachments)?,
+                room: f.room,
+                client_id: f.client_id,
+                attachments: f.attachments,
+            })
         }),
-        "dm" => fields::<DmF>(&ty, value).map(|f| ClientFrame::Dm {
-            to: f.to,
-            body: f.body,
-            client_id: f.client_id,
+        "dm" => fields::<DmF>(&ty, value).and_then(|f| {
+            Ok(ClientFrame::Dm {
+                body: body_of(&ty, f.body, &f.attachments)?,
+                to: f.to,
+                client_id: f.client_id,
+                attachments: f.attachments,
+            })
         }),
         "typing" => fields::<RoomF>(&ty, value).map(|f| ClientFrame::Typing { room: f.room }),
         "read" => fields::<ReadF>(&ty, value).map(|f| ClientFrame::Read {
@@ -338,6 +381,17 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// A `presence` frame: `user`'s first connection joined (`"join"`) or last connection left
+/// (`"leave"`) `room`, now.
+pub fn presence(room: &str, user: &str, event: &str) -> Utf8Bytes {
+    encode(&ServerFrame::Presence {
+        room,
+        user,
+        event,
+        ts: now_ms(),
+    })
+}
+
 /// Serializes a server frame once.
 pub fn encode<T: Serialize>(frame: &T) -> Utf8Bytes {
     // Serializing our own plain structs cannot fail; fall back to an internal error frame anyway.
@@ -366,6 +420,18 @@ pub struct AnnouncedLimits {
     pub max_rooms: usize,
     /// Idle timeout in milliseconds.
     pub idle_timeout_ms: u64,
+    /// Whether the node keeps attachments.
+    pub attachments: bool,
+    /// Largest attachment (0 when attachments are off).
+    pub max_attachment_bytes: u64,
+    /// Attachments per message.
+    pub max_attachments: usize,
+    /// Attachment bytes per user per 24 hours.
+    pub attachment_quota_bytes: u64,
+    /// Length of every upload chunk but the last.
+    pub upload_chunk_bytes: u64,
+    /// Accepted attachment types.
+    pub attachment_types: Vec<String>,
 }
 
 /// Frames the node sends that are not spliced by the store.
@@ -413,6 +479,9 @@ pub enum ServerFrame<'a> {
         ts: u64,
         client_id: Option<&'a str>,
         duplicate: bool,
+        /// Upload tickets (`id`, `upload_url`) of the message's attachments.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attachments: Option<Vec<Value>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: &'a Req,
     },
@@ -422,6 +491,9 @@ pub enum ServerFrame<'a> {
         ts: u64,
         client_id: Option<&'a str>,
         duplicate: bool,
+        /// Upload tickets (`id`, `upload_url`) of the message's attachments.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attachments: Option<Vec<Value>>,
         #[serde(skip_serializing_if = "Option::is_none")]
         req: &'a Req,
     },
@@ -528,6 +600,17 @@ pub fn message_tail(fields: &[(&str, Option<&str>)]) -> String {
     }
     out.push('}');
     out
+}
+
+/// A tail of [`message_tail`] with one more field whose value is JSON already (`raw`).
+pub fn tail_with_raw(mut tail: String, key: &str, raw: &str) -> String {
+    tail.pop();
+    tail.push_str(",\"");
+    tail.push_str(key);
+    tail.push_str("\":");
+    tail.push_str(raw);
+    tail.push('}');
+    tail
 }
 
 /// The frame of a stored message cut around the two numbers the store assigns atomically with the

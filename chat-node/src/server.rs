@@ -117,7 +117,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(node.clone())
-        .merge(crate::admin::router(node))
+        .merge(crate::admin::router(node.clone()))
+        .merge(crate::attach::http::router(node))
 }
 
 async fn readyz(State(node): State<Arc<Node>>) -> Response {

@@ -15,7 +15,8 @@
 //!
 //! [`Limits::max_reply_bytes`]: crate::limits::Limits::max_reply_bytes
 
-use crate::backend::{Post, Stored};
+use crate::attach::{Attachments, Declared, Target};
+use crate::backend::{Post, Posted, Stored};
 use crate::hub::{Drained, SessionHandle, Topic};
 use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
@@ -23,7 +24,7 @@ use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
     AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
-    history_frame, message_tail, now_ms, parse,
+    history_frame, message_tail, now_ms, parse, presence, tail_with_raw,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -109,6 +110,16 @@ impl Session {
             history_page_max: l.history_page_max,
             max_rooms: l.max_rooms,
             idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+            attachments: node.attachments.get().is_some(),
+            max_attachment_bytes: node.attachments.get().map_or(0, |a| a.config.max_bytes),
+            max_attachments: switchboard_attachments::MAX_ATTACHMENTS,
+            attachment_quota_bytes: node.attachments.get().map_or(0, |a| a.config.quota_bytes),
+            upload_chunk_bytes: switchboard_attachments::CHUNK_BYTES,
+            attachment_types: node
+                .attachments
+                .get()
+                .map(|a| a.config.types.list().to_vec())
+                .unwrap_or_default(),
         };
         self.handle.deliver(&encode(&ServerFrame::Welcome {
             user: &user,
@@ -173,6 +184,8 @@ impl Session {
                     Topic::User(u) => backend.dms_after(u, after, want).await?,
                 },
             };
+            let got = chunk.len();
+            let chunk = self.with_attachment_states(chunk).await;
             for s in &chunk {
                 if !self.send_big(&s.frame).await {
                     return Ok(after);
@@ -180,11 +193,92 @@ impl Session {
                 self.node.hub.stats.deliveries.inc();
                 after = after.max(s.seq);
             }
-            sent += chunk.len();
-            if chunk.len() < want {
+            sent += got;
+            if got < want {
                 return Ok(after);
             }
         }
+    }
+
+    /// Stored frames with their attachments' current state (unchanged without attachments).
+    async fn with_attachment_states(&self, frames: Vec<Stored>) -> Vec<Stored> {
+        match self.node.attachments.get() {
+            Some(att) => att.current(&self.node, frames).await,
+            None => frames,
+        }
+    }
+
+    /// Checks the attachments of a message; empty when it has none.
+    fn declare(&self, attachments: Vec<Declared>) -> Result<Vec<Declared>, Refusal> {
+        if attachments.is_empty() {
+            return Ok(attachments);
+        }
+        let Some(att) = self.node.attachments.get() else {
+            return Err(Refusal::new(
+                ErrorCode::AttachmentsDisabled,
+                "this node keeps no attachments (it runs without an attachment store)",
+            ));
+        };
+        att.declare(attachments)
+    }
+
+    /// Stores a room message or a direct message, with its attachments: quota, post, records.
+    /// Returns what was posted and the sender's upload tickets.
+    async fn post_message(
+        &self,
+        target: Target,
+        tail: String,
+        client_id: Option<String>,
+        declared: Vec<Declared>,
+    ) -> Result<(Posted, Option<Vec<serde_json::Value>>), Refusal> {
+        let node = &self.node;
+        let user = self.handle.user.to_string();
+        let id = new_id();
+        let att = node.attachments.get().filter(|_| !declared.is_empty());
+        let reserved: u64 = declared.iter().map(|d| d.size).sum();
+        let tail = match att {
+            Some(_) => tail_with_raw(
+                tail,
+                "attachments",
+                &Attachments::frame_field(&id, &declared),
+            ),
+            None => tail,
+        };
+        if let Some(att) = att {
+            att.reserve(node, &user, reserved).await?;
+        }
+        let post = Post {
+            target: match &target {
+                Target::Room(r) | Target::Dm(r) => r.clone(),
+            },
+            from: user.clone(),
+            client_id,
+            id,
+            tail,
+        };
+        let posted = match target {
+            Target::Room(_) => node.backend.post(post).await,
+            Target::Dm(_) => node.backend.send_dm(post).await,
+        };
+        let posted = match posted {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(att) = att {
+                    att.give_back(node, &user, reserved).await;
+                }
+                return Err(store_refusal(e));
+            }
+        };
+        let Some(att) = att else {
+            return Ok((posted, None));
+        };
+        if posted.duplicate {
+            att.give_back(node, &user, reserved).await;
+        }
+        let tickets = att
+            .after_post(node, &target, &user, &posted.id, posted.seq, &declared)
+            .await?;
+        Ok((posted, Some(tickets)))
     }
 
     /// Ends the recovery of `topic`: hands over what was buffered meanwhile (waiting for room in the
@@ -357,11 +451,16 @@ impl Session {
         }
     }
 
-    fn check_body(&self, body: &str, client_id: Option<&str>) -> Result<(), Refusal> {
-        if body.trim().is_empty() {
+    fn check_body(
+        &self,
+        body: &str,
+        client_id: Option<&str>,
+        has_attachments: bool,
+    ) -> Result<(), Refusal> {
+        if body.trim().is_empty() && !(has_attachments && body.is_empty()) {
             return Err(Refusal::new(
                 ErrorCode::InvalidBody,
-                "`body` must not be empty",
+                "`body` must hold a character other than whitespace",
             ));
         }
         let max = self.node.settings.limits.max_body_chars;
@@ -406,9 +505,11 @@ impl Session {
                 room,
                 body,
                 client_id,
+                attachments,
             } => {
                 self.joined(&room)?;
-                self.check_body(&body, client_id.as_deref())?;
+                self.check_body(&body, client_id.as_deref(), !attachments.is_empty())?;
+                let declared = self.declare(attachments)?;
                 let tail = message_tail(&[
                     ("room", Some(&room)),
                     ("from", Some(&user)),
@@ -416,17 +517,14 @@ impl Session {
                     ("client_id", client_id.as_deref()),
                 ]);
                 let started = std::time::Instant::now();
-                let posted = node
-                    .backend
-                    .post(Post {
-                        target: room.clone(),
-                        from: user.to_string(),
-                        client_id: client_id.clone(),
-                        id: new_id(),
+                let (posted, tickets) = self
+                    .post_message(
+                        Target::Room(room.clone()),
                         tail,
-                    })
-                    .await
-                    .map_err(store_refusal)?;
+                        client_id.clone(),
+                        declared,
+                    )
+                    .await?;
                 node.metrics
                     .publish_latency
                     .observe(started.elapsed().as_secs_f64());
@@ -440,6 +538,7 @@ impl Session {
                     ts: posted.ts,
                     client_id: client_id.as_deref(),
                     duplicate: posted.duplicate,
+                    attachments: tickets,
                     req,
                 });
                 Ok(())
@@ -448,6 +547,7 @@ impl Session {
                 to,
                 body,
                 client_id,
+                attachments,
             } => {
                 if !valid_user(&to) {
                     return Err(Refusal::new(
@@ -455,24 +555,17 @@ impl Session {
                         format!("'{}' is not a valid user name", clip(&to)),
                     ));
                 }
-                self.check_body(&body, client_id.as_deref())?;
+                self.check_body(&body, client_id.as_deref(), !attachments.is_empty())?;
+                let declared = self.declare(attachments)?;
                 let tail = message_tail(&[
                     ("from", Some(&user)),
                     ("to", Some(&to)),
                     ("body", Some(&body)),
                     ("client_id", client_id.as_deref()),
                 ]);
-                let posted = node
-                    .backend
-                    .send_dm(Post {
-                        target: to.clone(),
-                        from: user.to_string(),
-                        client_id: client_id.clone(),
-                        id: new_id(),
-                        tail,
-                    })
-                    .await
-                    .map_err(store_refusal)?;
+                let (posted, tickets) = self
+                    .post_message(Target::Dm(to.clone()), tail, client_id.clone(), declared)
+                    .await?;
                 // Best effort: the message is stored; a lost contact only hides a last-seen time.
                 if let Err(e) = node.backend.note_contact(&user, &to).await {
                     tracing::debug!(error = %chain(&e), "recording a direct-message contact failed");
@@ -483,6 +576,7 @@ impl Session {
                     ts: posted.ts,
                     client_id: client_id.as_deref(),
                     duplicate: posted.duplicate,
+                    attachments: tickets,
                     req,
                 });
                 Ok(())
@@ -533,6 +627,7 @@ impl Session {
                     .history_page(&room, before.unwrap_or(u64::MAX), limit)
                     .await
                     .map_err(store_refusal)?;
+                let page = self.with_attachment_states(page).await;
                 self.send_big(&history_frame(
                     &room,
                     page.iter().map(|s| s.frame.as_str()),
@@ -792,12 +887,7 @@ impl Session {
         };
         self.go_live(&topic, sent).await;
         if first {
-            let f = encode(&ServerFrame::Presence {
-                room: &room,
-                user: &user,
-                event: "join",
-                ts: now_ms(),
-            });
+            let f = presence(&room, &user, "join");
             let _ = node.backend.publish(topic, f).await;
         }
         Ok(())
@@ -821,12 +911,7 @@ impl Session {
             .presence_leave(room, &user, &node.settings.id)
             .await
         {
-            let f = encode(&ServerFrame::Presence {
-                room,
-                user: &user,
-                event: "leave",
-                ts: now_ms(),
-            });
+            let f = presence(room, &user, "leave");
             let _ = node.backend.publish(topic, f).await;
         }
     }
@@ -900,7 +985,7 @@ fn store_refusal(e: crate::backend::Error) -> Refusal {
     tracing::warn!(error = %chain(&e), "store operation failed");
     Refusal::new(
         e.code(),
-        "the chat store is unavailable right now; nothing was stored, retry with the same client_id",
+        "the chat store did not answer in time; a message may have been stored: resend it with the same client_id",
     )
 }
 

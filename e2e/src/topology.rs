@@ -130,6 +130,8 @@ pub struct TopologyConfig {
     pub redis: bool,
     /// Extra arguments for every chat-node (for example `["--capacity", "2"]`).
     pub node_args: Vec<String>,
+    /// Extra environment of every chat-node (secrets go here, never into `node_args`).
+    pub node_env: Vec<(String, String)>,
     /// Extra arguments for every registry.
     pub registry_args: Vec<String>,
     /// Cluster id (key prefix in Redis).
@@ -151,6 +153,7 @@ impl Default for TopologyConfig {
             registries: 1,
             redis: true,
             node_args: Vec::new(),
+            node_env: Vec::new(),
             registry_args: Vec::new(),
             cluster_id: format!("e2e-{}", fastrand::u32(..)),
             log_filter: "info".into(),
@@ -200,6 +203,28 @@ impl TopologyConfig {
         S: Into<String>,
     {
         self.node_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Keep the nodes' attachments in the bucket of a MinIO started by the test (builder style): the
+    /// store flags as arguments, the credentials in the environment.
+    pub fn with_s3(mut self, s3: &switchboard_testkit::s3::S3Server) -> Self {
+        self.node_args.extend([
+            "--attachments-store".to_owned(),
+            format!("s3://{}", switchboard_testkit::s3::BUCKET),
+            "--attachments-s3-endpoint".to_owned(),
+            s3.endpoint(),
+        ]);
+        self.node_env.extend([
+            (
+                switchboard_attachments::config::ENV_ACCESS_KEY_ID.to_owned(),
+                s3.access_key().to_owned(),
+            ),
+            (
+                switchboard_attachments::config::ENV_SECRET_ACCESS_KEY.to_owned(),
+                s3.secret_key().to_owned(),
+            ),
+        ]);
         self
     }
 }
@@ -427,7 +452,11 @@ impl Topology {
             what: format!("opening {}", proc.log.display()),
             source,
         })?;
-        let child = Command::new(self.bin_dir.join(binary))
+        let mut command = Command::new(self.bin_dir.join(binary));
+        if binary == "chat-node" {
+            command.envs(self.config.node_env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = command
             .args(&proc.args)
             .env("RUST_LOG", &self.config.log_filter)
             .env_remove("SWITCHBOARD_REDIS_URL")

@@ -398,3 +398,82 @@ async fn operator_membership_with_the_operator_up_skips_a_killed_node_until_it_r
     let listed = client::nodes(&registry).await.expect("/v1/nodes");
     assert!(listed.iter().all(|n| n.id != "node-0"), "{listed:?}");
 }
+
+/// How long a killed node's users may stay listed in a room: their presence entries expire 30 s after
+/// the node's last refresh (every 10 s), and a surviving node looks for expired ones every 10 s.
+const PRESENCE_GONE_WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_killed_nodes_users_leave_their_rooms_with_one_presence_event() {
+    let mut t = cluster(&[]).await;
+    let room = name("room");
+    let (alice_name, bob_name) = (name("alice"), name("bob"));
+    let mut alice = connect(&t, 0, &alice_name).await;
+    let mut bob = connect(&t, 1, &bob_name).await;
+    alice.join(&room, None).await.expect("alice joins");
+    let joined = bob.join(&room, None).await.expect("bob joins");
+    assert_eq!(joined.members_total, 2);
+    t.kill_node(0).expect("SIGKILL alice's node");
+    let is_leave = |f: &serde_json::Value| {
+        f["type"] == "presence" && f["user"] == alice_name.as_str() && f["event"] == "leave"
+    };
+    let left = bob
+        .wait_for(is_leave, PRESENCE_GONE_WITHIN)
+        .await
+        .expect("bob is told that alice left once her presence expired");
+    assert_eq!(left["room"], room.as_str());
+    let mut carol = connect(&t, 1, &name("carol")).await;
+    let joined = carol.join(&room, None).await.expect("carol joins");
+    assert!(
+        !joined.members.contains(&alice_name),
+        "alice is no longer listed: {:?}",
+        joined.members
+    );
+    // The next sweep (10 s later) finds nothing more to announce.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    bob.ping().await.expect("ping");
+    let repeats = bob.buffered().iter().filter(|f| is_leave(f)).count();
+    assert_eq!(
+        repeats,
+        0,
+        "one leave, not one per sweep: {:?}",
+        bob.buffered()
+    );
+}
+
+#[tokio::test]
+async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_doubles_it() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let mut alice = connect(&t, 0, &name("alice")).await;
+    let mut bob = connect(&t, 1, &name("bob")).await;
+    alice.join(&room, None).await.expect("alice joins");
+    bob.join(&room, None).await.expect("bob joins");
+    let redis = t.redis().expect("the cluster runs its own Redis");
+    redis.stop().expect("SIGSTOP Redis");
+    let refused = alice.send(&room, "late", Some("c-1")).await;
+    redis.resume().expect("SIGCONT Redis");
+    let refused = refused.expect_err("Redis did not answer in time");
+    assert_eq!(refused.server_code(), Some("unavailable"), "{refused}");
+    // The page says the message may have been stored: resend with the same client_id until acked.
+    let deadline = Instant::now() + GONE_WITHIN;
+    let ack = loop {
+        match alice.send(&room, "late", Some("c-1")).await {
+            Ok(ack) => break ack,
+            Err(e) if e.server_code() == Some("unavailable") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("resend failed: {}", report::chain(&e)),
+        }
+    };
+    assert_eq!(ack.seq, 1, "one message in all");
+    let got = bob.messages_in(&room, 1, T).await.expect("bob gets it");
+    assert_eq!((got[0].seq, got[0].body.as_str()), (1, "late"));
+    let next = alice.send(&room, "after", None).await.expect("send");
+    assert_eq!(next.seq, 2, "no second copy took a sequence");
+    let got = bob
+        .messages_in(&room, 1, T)
+        .await
+        .expect("bob gets the next");
+    assert_eq!(got[0].seq, 2, "and never the first twice");
+}

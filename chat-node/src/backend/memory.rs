@@ -345,6 +345,7 @@ impl State {
 /// The standalone store and bus.
 pub struct MemoryBackend {
     state: Mutex<State>,
+    records: Mutex<Records>,
     hub: Arc<Hub>,
     history_cap: usize,
     inbox_cap: usize,
@@ -355,6 +356,7 @@ impl MemoryBackend {
     pub fn new(hub: Arc<Hub>, history_cap: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            records: Mutex::new(Records::default()),
             hub,
             history_cap: history_cap.max(1),
             inbox_cap: crate::config::INBOX_CAP,
@@ -370,6 +372,48 @@ impl MemoryBackend {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn records(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Records of node features a standalone node keeps at most (attachments: ten per message at most,
+/// so this is tens of thousands of messages with files); beyond it expired ones go, then new ones are
+/// refused (the store reports itself unavailable for them, nothing is evicted silently).
+pub const STANDALONE_RECORDS: usize = 200_000;
+
+/// Records, due lists and counters of [`Backend::records_get`] and its siblings.
+#[derive(Default)]
+struct Records {
+    values: HashMap<String, (String, Instant)>,
+    due: HashMap<String, BTreeMap<String, u64>>,
+    counters: HashMap<String, (u64, Instant)>,
+}
+
+impl Records {
+    fn live(&self, key: &str) -> Option<&String> {
+        self.values
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v)
+    }
+
+    fn room_for_one(&mut self) -> bool {
+        if self.values.len() < STANDALONE_RECORDS {
+            return true;
+        }
+        let now = Instant::now();
+        self.values.retain(|_, (_, until)| *until > now);
+        self.counters.retain(|_, (_, until)| *until > now);
+        self.values.len() < STANDALONE_RECORDS
+    }
+}
+
+fn records_full() -> super::Error {
+    super::Error::Unavailable(Box::new(std::io::Error::other(format!(
+        "a standalone node keeps at most {STANDALONE_RECORDS} attachment records"
+    ))))
 }
 
 fn ready<'a, T: Send + 'a>(v: T) -> BoxFut<'a, T> {
@@ -517,6 +561,11 @@ impl Backend for MemoryBackend {
             .map(|u| u.keys().cloned().collect())
             .unwrap_or_default();
         ready(v)
+    }
+
+    fn expire_presence(&self, _rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>> {
+        // One process: presence ends with the session that held it, never by expiry.
+        ready(Vec::new())
     }
 
     fn refresh(
@@ -679,6 +728,93 @@ impl Backend for MemoryBackend {
             })
             .collect();
         ready(found)
+    }
+
+    fn records_get(&self, keys: Vec<String>) -> BoxFut<'_, Vec<Option<String>>> {
+        let r = self.records();
+        ready(keys.iter().map(|k| r.live(k).cloned()).collect())
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+        only_new: bool,
+    ) -> BoxFut<'_, bool> {
+        let mut r = self.records();
+        if only_new && r.live(key).is_some() {
+            return ready(false);
+        }
+        if !r.values.contains_key(key) && !r.room_for_one() {
+            return Box::pin(std::future::ready(Err(records_full())));
+        }
+        r.values
+            .insert(key.to_owned(), (value, Instant::now() + ttl));
+        ready(true)
+    }
+
+    fn record_delete(&self, key: &str, only_if: Option<String>) -> BoxFut<'_, ()> {
+        let mut r = self.records();
+        if only_if.is_none_or(|v| r.live(key) == Some(&v)) {
+            r.values.remove(key);
+        }
+        ready(())
+    }
+
+    fn due_put(&self, list: &str, member: &str, at: u64) -> BoxFut<'_, ()> {
+        let mut r = self.records();
+        if !r.room_for_one() {
+            return Box::pin(std::future::ready(Err(records_full())));
+        }
+        r.due
+            .entry(list.to_owned())
+            .or_default()
+            .insert(member.to_owned(), at);
+        ready(())
+    }
+
+    fn due_remove(&self, list: &str, member: &str) -> BoxFut<'_, ()> {
+        if let Some(l) = self.records().due.get_mut(list) {
+            l.remove(member);
+        }
+        ready(())
+    }
+
+    fn due_take(&self, list: &str, now: u64, limit: usize) -> BoxFut<'_, Vec<String>> {
+        let mut r = self.records();
+        let Some(l) = r.due.get_mut(list) else {
+            return ready(Vec::new());
+        };
+        let taken: Vec<String> = l
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .take(limit)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in &taken {
+            l.remove(m);
+        }
+        ready(taken)
+    }
+
+    fn counter_add(&self, key: &str, delta: i64, cap: u64, window: Duration) -> BoxFut<'_, bool> {
+        let mut r = self.records();
+        let now = Instant::now();
+        let (value, until) = match r.counters.get(key) {
+            Some((v, until)) if *until > now => (*v, *until),
+            _ => (0, now + window),
+        };
+        let next = if delta >= 0 {
+            value.saturating_add(delta.unsigned_abs())
+        } else {
+            value.saturating_sub(delta.unsigned_abs())
+        };
+        if delta > 0 && next > cap {
+            return ready(false);
+        }
+        r.counters.insert(key.to_owned(), (next, until));
+        ready(true)
     }
 
     fn healthy(&self) -> bool {

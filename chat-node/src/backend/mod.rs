@@ -16,6 +16,7 @@ use crate::protocol::{ErrorCode, LastSeenEntry};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 use tungstenite::Utf8Bytes;
 
 /// What went wrong talking to the store.
@@ -141,6 +142,10 @@ pub trait Backend: Send + Sync + 'static {
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Users present in a room, sorted.
     fn members(&self, room: &str) -> BoxFut<'_, Vec<String>>;
+    /// Ends the presence of users whose every entry in one of `rooms` expired (their node died
+    /// without saying goodbye) and returns them as (room, user). Each such user is returned once in
+    /// the whole cluster, so the caller announces the `leave` exactly once.
+    fn expire_presence(&self, rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>>;
     /// Keeps this node's presence entries alive (rooms with their local users; online users).
     fn refresh(
         &self,
@@ -178,6 +183,28 @@ pub trait Backend: Send + Sync + 'static {
         rooms: Vec<String>,
         candidates: Vec<String>,
     ) -> BoxFut<'_, BTreeSet<String>>;
+    /// Small keyed records of node features (attachments): the values under `keys`, in order.
+    fn records_get(&self, keys: Vec<String>) -> BoxFut<'_, Vec<Option<String>>>;
+    /// Stores a record for `ttl`; with `only_new` only when the key is free. True when stored.
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        ttl: Duration,
+        only_new: bool,
+    ) -> BoxFut<'_, bool>;
+    /// Deletes a record — when `only_if` is given, only while it still holds that value (a lock's
+    /// token).
+    fn record_delete(&self, key: &str, only_if: Option<String>) -> BoxFut<'_, ()>;
+    /// Lists `member` in the due list `list` for time `at` (ms; moves it when listed).
+    fn due_put(&self, list: &str, member: &str, at: u64) -> BoxFut<'_, ()>;
+    /// Takes `member` off a due list.
+    fn due_remove(&self, list: &str, member: &str) -> BoxFut<'_, ()>;
+    /// Takes up to `limit` members due by `now` (ms) off a due list: each goes to one caller only.
+    fn due_take(&self, list: &str, now: u64, limit: usize) -> BoxFut<'_, Vec<String>>;
+    /// Adds `delta` to a counter that lives `window` from its first add, unless the sum would pass
+    /// `cap` (then nothing changes: false). A negative `delta` never takes it below 0.
+    fn counter_add(&self, key: &str, delta: i64, cap: u64, window: Duration) -> BoxFut<'_, bool>;
     /// True while the bus can deliver (readiness).
     fn healthy(&self) -> bool;
 }

@@ -405,6 +405,36 @@ async fn bad_input_gets_precise_errors_and_the_session_carries_on() {
     assert_eq!(a.of_type("ack").len(), 1);
 }
 
+#[tokio::test]
+async fn a_body_of_only_whitespace_is_refused_and_any_other_is_delivered_as_sent() {
+    let n = TestNode::new();
+    let mut a = n.connect("alice").await;
+    a.send(serde_json::json!({"type":"join","room":"r"})).await;
+    a.drain();
+    for blank in ["", " ", "\t\n\r", "\u{a0}\u{3000}"] {
+        a.send(serde_json::json!({"type":"send","room":"r","body":blank,"req":1}))
+            .await;
+        a.send(serde_json::json!({"type":"dm","to":"bob","body":blank,"req":2}))
+            .await;
+        let errs: Vec<Value> = a.of_type("error");
+        assert_eq!(errs.len(), 2, "for {blank:?}: {errs:?}");
+        for e in errs {
+            assert_eq!(e["code"], "invalid_body", "for {blank:?}");
+            assert!(
+                e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("whitespace")),
+                "the message says why: {e}"
+            );
+        }
+    }
+    a.send(serde_json::json!({"type":"send","room":"r","body":" x "}))
+        .await;
+    let got = a.of_type("message");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["body"], " x ", "stored and delivered as sent");
+}
+
 #[tokio::test(start_paused = true)]
 async fn rate_limit_refuses_with_retry_after_then_flooding_closes() {
     let limits = Limits {

@@ -31,6 +31,21 @@ impl Names {
         self.keys.key(&format!("user:<{user}>:{what}"))
     }
 
+    /// `rec:KEY`: a record of [`crate::backend::Backend::record_put`].
+    pub(super) fn record(&self, key: &str) -> String {
+        self.keys.key(&format!("rec:{key}"))
+    }
+
+    /// `due:LIST`: a due list (sorted set: member -> due time in ms).
+    pub(super) fn due(&self, list: &str) -> String {
+        self.keys.key(&format!("due:{list}"))
+    }
+
+    /// `cnt:KEY`: a windowed counter.
+    pub(super) fn counter(&self, key: &str) -> String {
+        self.keys.key(&format!("cnt:{key}"))
+    }
+
     /// The pub/sub channel of a topic.
     pub(super) fn channel(&self, topic: &Topic) -> String {
         match topic {

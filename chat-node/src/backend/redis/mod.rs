@@ -9,7 +9,7 @@
 //! room:<r>:log               stream   the last history_cap messages, id "<seq>-1", f = frame   ROOM_TTL, as seq
 //! room:<r>:log:visible       string   with --ack-replicas: highest sequence confirmed by replicas; reads stop there   ROOM_TTL
 //! room:<r>:cid:<u>:<cid>     string   "seq|id|ts" of a post, for idempotent resends       DEDUP_TTL
-//! room:<r>:members           set      users present in r (pruned against pres)            2 x PRESENCE_TTL
+//! room:<r>:members           set      users present in r (expired ones leave by expire_presence.lua)  2 x PRESENCE_TTL
 //! room:<r>:pres:<u>          zset     node -> expiry ms: where user u is present in r     2 x PRESENCE_TTL
 //! room:<r>:read              zset     user -> read marker (at most READ_MARKERS_CAP)       ROOM_TTL after the last move
 //! room:<r>:acl               set      users an admin let into private room r (ROOM_ACL_CAP)  never: until revoked
@@ -72,6 +72,9 @@ use tungstenite::Utf8Bytes;
 /// How often a node renews the expiry of the rooms and users it has sessions of: far inside the
 /// shortest of those lifetimes (7 days), rarely enough to cost nothing.
 pub const TTL_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Rooms whose expired presence one `expire_presence.lua` call looks at.
+const EXPIRE_PRESENCE_ROOMS_PER_CALL: usize = 100;
 
 fn unavailable(e: fred::error::Error) -> Error {
     Error::Unavailable(Box::new(e))
@@ -362,6 +365,35 @@ impl Backend for RedisBackend {
             let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
             users.sort();
             Ok(users)
+        })
+    }
+
+    fn expire_presence(&self, rooms: Vec<String>) -> BoxFut<'_, Vec<(String, String)>> {
+        Box::pin(async move {
+            let names = &self.inner.names;
+            let mut gone = Vec::new();
+            // One round trip per chunk of rooms; each chunk's SMEMBERS and ZCOUNTs run in one script.
+            for chunk in rooms.chunks(EXPIRE_PRESENCE_ROOMS_PER_CALL) {
+                let keys = chunk.iter().map(|r| names.room(r, "members")).collect();
+                let mut args = vec![now_ms().to_string()];
+                args.extend(chunk.iter().map(|r| names.room(r, "pres:<")));
+                args.push(">".to_owned());
+                let a = into_array(
+                    self.inner
+                        .eval(&SCRIPTS.expire_presence, keys, args)
+                        .await?,
+                )?;
+                let mut it = a.into_iter();
+                while let (Some(i), Some(u)) = (it.next(), it.next()) {
+                    let room = usize::try_from(to_u64(&i))
+                        .ok()
+                        .and_then(|i| chunk.get(i.checked_sub(1)?));
+                    if let (Some(room), Some(u)) = (room, u.into_string()) {
+                        gone.push((room.clone(), u));
+                    }
+                }
+            }
+            Ok(gone)
         })
     }
 
@@ -662,8 +694,8 @@ impl Backend for RedisBackend {
             }
             let names = &self.inner.names;
             let pipe = self.inner.client.pipeline();
-            // The members set may still name someone whose presence just expired (it is pruned when
-            // read for `joined`): for visibility that is close enough.
+            // The members set may still name someone whose presence just expired (the maintenance
+            // sweep removes them): for visibility that is close enough.
             for room in &rooms {
                 let _: () = pipe
                     .smismember(names.room(room, "members"), candidates.clone())
@@ -693,6 +725,136 @@ impl Backend for RedisBackend {
                 }
             }
             Ok(found)
+        })
+    }
+
+    fn records_get(&self, keys: Vec<String>) -> BoxFut<'_, Vec<Option<String>>> {
+        let keys: Vec<String> = keys.iter().map(|k| self.inner.names.record(k)).collect();
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            self.inner.client.mget(keys).await.map_err(unavailable)
+        })
+    }
+
+    fn record_put(
+        &self,
+        key: &str,
+        value: String,
+        ttl: std::time::Duration,
+        only_new: bool,
+    ) -> BoxFut<'_, bool> {
+        let key = self.inner.names.record(key);
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            use fred::types::{Expiration, SetOptions};
+            let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+            let reply: Value = self
+                .inner
+                .client
+                .set(
+                    &key,
+                    value,
+                    Some(Expiration::PX(ms)),
+                    only_new.then_some(SetOptions::NX),
+                    false,
+                )
+                .await
+                .map_err(unavailable)?;
+            Ok(!reply.is_null())
+        })
+    }
+
+    fn record_delete(&self, key: &str, only_if: Option<String>) -> BoxFut<'_, ()> {
+        let key = self.inner.names.record(key);
+        Box::pin(async move {
+            use fred::interfaces::KeysInterface;
+            match only_if {
+                Some(value) => {
+                    self.inner
+                        .eval(&SCRIPTS.record_delete_if, vec![key], vec![value])
+                        .await?;
+                }
+                None => {
+                    let _: Value = self.inner.client.del(&key).await.map_err(unavailable)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn due_put(&self, list: &str, member: &str, at: u64) -> BoxFut<'_, ()> {
+        let key = self.inner.names.due(list);
+        let member = member.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SortedSetsInterface;
+            let _: Value = self
+                .inner
+                .client
+                .zadd(&key, None, None, false, false, (at as f64, member.as_str()))
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn due_remove(&self, list: &str, member: &str) -> BoxFut<'_, ()> {
+        let key = self.inner.names.due(list);
+        let member = member.to_owned();
+        Box::pin(async move {
+            use fred::interfaces::SortedSetsInterface;
+            let _: Value = self
+                .inner
+                .client
+                .zrem(&key, member)
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn due_take(&self, list: &str, now: u64, limit: usize) -> BoxFut<'_, Vec<String>> {
+        let key = self.inner.names.due(list);
+        Box::pin(async move {
+            let v = self
+                .inner
+                .eval(
+                    &SCRIPTS.due_take,
+                    vec![key],
+                    vec![now.to_string(), limit.max(1).to_string()],
+                )
+                .await?;
+            Ok(into_array(v)?
+                .into_iter()
+                .filter_map(|m| m.into_string())
+                .collect())
+        })
+    }
+
+    fn counter_add(
+        &self,
+        key: &str,
+        delta: i64,
+        cap: u64,
+        window: std::time::Duration,
+    ) -> BoxFut<'_, bool> {
+        let key = self.inner.names.counter(key);
+        Box::pin(async move {
+            let v = self
+                .inner
+                .eval(
+                    &SCRIPTS.counter_add,
+                    vec![key],
+                    vec![
+                        delta.to_string(),
+                        cap.to_string(),
+                        window.as_millis().max(1).to_string(),
+                    ],
+                )
+                .await?;
+            Ok(to_u64(&v) == 1)
         })
     }
 

@@ -18,8 +18,12 @@ pub(super) struct Scripts {
     pub(super) presence_join: Script,
     pub(super) presence_leave: Script,
     pub(super) members: Script,
+    pub(super) expire_presence: Script,
     pub(super) last_seen: Script,
     pub(super) read_markers: Script,
+    pub(super) record_delete_if: Script,
+    pub(super) due_take: Script,
+    pub(super) counter_add: Script,
 }
 
 /// The scripts, with their SHA computed once.
@@ -35,6 +39,10 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     presence_join: Script::from_lua(include_str!("scripts/presence_join.lua")),
     presence_leave: Script::from_lua(include_str!("scripts/presence_leave.lua")),
     members: Script::from_lua(include_str!("scripts/members.lua")),
+    expire_presence: Script::from_lua(include_str!("scripts/expire_presence.lua")),
     last_seen: Script::from_lua(include_str!("scripts/last_seen.lua")),
     read_markers: Script::from_lua(include_str!("scripts/read_markers.lua")),
+    record_delete_if: Script::from_lua(include_str!("scripts/record_delete_if.lua")),
+    due_take: Script::from_lua(include_str!("scripts/due_take.lua")),
+    counter_add: Script::from_lua(include_str!("scripts/counter_add.lua")),
 });
