@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{EnvVar, Secret};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -48,20 +47,7 @@ async fn store_becomes(
 
 /// The chat-node Deployment's pod-template hash and its container's env.
 async fn node_template(client: &Client, ns: &str, name: &str) -> (String, Vec<EnvVar>) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = deployments
-        .get(&format!("{name}-node"))
-        .await
-        .expect("the chat-node Deployment");
-    let hash = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(operator::resources::CONFIG_HASH_ANNOTATION))
-        .cloned()
-        .unwrap_or_default();
+    let (hash, d) = crate::node_template(client, ns, name).await;
     let env = d
         .spec
         .template

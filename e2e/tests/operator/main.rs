@@ -250,6 +250,25 @@ async fn wait_condition(
     .await
 }
 
+/// The chat-node Deployment of ChatCluster `name` (once it exists) and its pod-template hash.
+async fn node_template(client: &Client, ns: &str, name: &str) -> (String, Deployment) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = eventually(&format!("{name}-node"), TIMEOUT, || async {
+        deployments.get(&format!("{name}-node")).await.ok()
+    })
+    .await;
+    let hash = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(operator::resources::CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    (hash, d)
+}
+
 /// A pod that is Ready and not terminating.
 fn is_ready(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()

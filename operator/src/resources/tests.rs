@@ -43,6 +43,7 @@ fn with_every_attachment_setting() -> ChatCluster {
     cc
 }
 
+/// The configuration hash of `d`'s pod template (every chat-node and registry template has one).
 fn config_hash(d: &Deployment) -> String {
     d.spec
         .template
@@ -51,7 +52,7 @@ fn config_hash(d: &Deployment) -> String {
         .and_then(|m| m.annotations.as_ref())
         .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
         .cloned()
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("{:?} has a configuration hash", d.metadata.name))
 }
 
 /// Names of the `SWITCHBOARD_ATTACHMENT*` / `SWITCHBOARD_*ATTACHMENT*` variables of `c`.
@@ -1419,24 +1420,13 @@ fn a_key_change_rolls_the_chat_nodes_and_nothing_else() {
     let mut other = ctx();
     other.auth_hash = Some("new-key".to_owned());
     let b = render(&demo(), &other).unwrap();
-    let hash = |d: &Deployment| {
-        d.spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
     assert_ne!(
-        hash(deployment(&a, "demo-node")),
-        hash(deployment(&b, "demo-node"))
+        config_hash(deployment(&a, "demo-node")),
+        config_hash(deployment(&b, "demo-node"))
     );
     assert_eq!(
-        hash(deployment(&a, "demo-registry")),
-        hash(deployment(&b, "demo-registry"))
+        config_hash(deployment(&a, "demo-registry")),
+        config_hash(deployment(&b, "demo-registry"))
     );
     for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
         assert_eq!(x.spec.template.metadata, y.spec.template.metadata);
