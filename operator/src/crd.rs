@@ -10,10 +10,12 @@
 //! │   ├── auth         how clients prove who they are: jwt (HMAC Secret or JWKS URL) | open; web origins
 //! │   ├── scheduling   nodeSelector, tolerations, affinity, priorityClassName (every pod)
 //! │   ├── monitoring   Prometheus Operator PodMonitors for chat-node and registry pods
+//! │   ├── attachments  files in messages: the S3 bucket, its credentials Secret, size and quota limits
 //! │   └── labels / annotations   passed through to every owned object and pod
 //! └── status   observedGeneration, ready/desired per component, current master, load-set size,
 //!              selector (scale subresource), conditions Ready / Reconciling / Stalled / Progressing /
-//!              Degraded, and Monitoring when spec.monitoring asks for PodMonitors
+//!              Degraded, Monitoring when spec.monitoring asks for PodMonitors, and
+//!              AttachmentStoreReady when spec.attachments names a bucket
 //! ```
 //!
 //! Every field has a default, so `spec: {}` is a working chat system. What a type cannot say is checked by
@@ -142,6 +144,10 @@ pub struct ChatClusterSpec {
     /// Prometheus monitoring: PodMonitors for the chat-node and registry pods.
     #[serde(default, skip_serializing_if = "MonitoringSpec::is_empty")]
     pub monitoring: MonitoringSpec,
+    /// Files in messages: the S3 bucket chat-nodes keep them in. Absent: attachments are off (a message
+    /// carrying one is refused with `attachments_disabled`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachments: Option<AttachmentsSpec>,
     /// Labels added to every owned object and pod (the operator's own labels win on conflict).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -597,6 +603,58 @@ pub struct PodMonitorSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Largest `maxFileBytes` chat-node accepts (its `--max-attachment-bytes` range): 64 GiB.
+pub const MAX_FILE_BYTES_LIMIT: i64 = 64 << 30;
+
+/// Files in messages (`chat-node/PROTOCOL.md` section 10): where chat-nodes keep them and how much a
+/// user may send. Rendered as chat-node's `SWITCHBOARD_ATTACHMENTS_*`, `SWITCHBOARD_MAX_ATTACHMENT_BYTES`
+/// and `SWITCHBOARD_ATTACHMENT_QUOTA_BYTES`; the operator probes the bucket every reconcile and reports
+/// the answer as the `AttachmentStoreReady` condition (which never affects `Ready`: chat goes on
+/// without the store).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachmentsSpec {
+    /// The S3 bucket (AWS S3 or any S3-compatible server such as MinIO).
+    pub s3: S3Store,
+    /// Largest file in bytes (chat-node's default when absent: 100 MiB; at most 64 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_FILE_BYTES_LIMIT))]
+    pub max_file_bytes: Option<i64>,
+    /// Bytes of files one user may send in 24 hours (chat-node's default when absent: 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub quota_bytes_per_day: Option<i64>,
+}
+
+/// An S3 bucket and the Secret holding the key chat-nodes (and the operator's probe) use.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Store {
+    /// Bucket name (3 to 63 lower-case letters, digits, dots and hyphens). It must exist: the operator
+    /// does not create it.
+    #[schemars(length(min = 3, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$')").message("spec.attachments.s3.bucket must be an S3 bucket name: 3 to 63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit"))]
+    pub bucket: String,
+    /// Endpoint of an S3-compatible server, e.g. `http://minio.storage:9000` (requests are path-style);
+    /// absent: AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')").message("spec.attachments.s3.endpoint must be an http:// or https:// URL such as http://minio.storage:9000"))]
+    pub endpoint: Option<String>,
+    /// Region of the bucket (chat-node's default when absent: `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_.-]+$')").message("spec.attachments.s3.region may contain only letters, digits, '_', '.' and '-' (e.g. us-east-1)"))]
+    pub region: Option<String>,
+    /// A Secret in the ChatCluster's namespace with the keys `accessKeyId` and `secretAccessKey`. They
+    /// reach chat-node through `secretKeyRef` (never a value in the pod spec); a change rolls the
+    /// chat-node pods. While the Secret or a key is missing the chat-nodes run with attachments off and
+    /// `AttachmentStoreReady` is False (`CredentialsMissing`).
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.attachments.s3.credentialsSecret must name a Secret (a lower-case DNS name)"))]
+    pub credentials_secret: String,
+}
+
 /// Pod scheduling applied to every pod of the chat system.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -649,7 +707,8 @@ pub struct ChatClusterStatus {
     /// Label selector of the socket-server pods (for the scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// `Ready`, `Reconciling`, `Stalled`, `Progressing`, `Degraded`, and `Monitoring` when asked for.
+    /// `Ready`, `Reconciling`, `Stalled`, `Progressing`, `Degraded`; `Monitoring` and
+    /// `AttachmentStoreReady` when asked for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -704,6 +763,11 @@ pub mod condition {
     /// `PrometheusOperatorMissing`) where the API server serves no PodMonitor; absent when not asked for.
     /// Never affects `Ready`.
     pub const MONITORING: &str = "Monitoring";
+    /// `spec.attachments`: True (reason `Reachable`) when the bucket answers the operator's probe with
+    /// the credentials Secret's key; False with reason `CredentialsMissing`, `StoreUnreachable`,
+    /// `AccessDenied` or `BucketMissing` otherwise; absent without `spec.attachments`. Never affects
+    /// `Ready`: chat goes on without the store.
+    pub const ATTACHMENT_STORE_READY: &str = "AttachmentStoreReady";
 }
 
 impl ChatCluster {

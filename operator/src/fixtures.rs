@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::SecretKeySelector;
 use kube::api::ObjectMeta;
 
-use crate::crd::{ChatCluster, ChatClusterSpec, ExternalRedis, RedisMode};
+use crate::crd::{
+    AttachmentsSpec, ChatCluster, ChatClusterSpec, ExternalRedis, RedisMode, S3Store,
+};
 
 impl ChatCluster {
     /// A `ChatCluster` named `name` in namespace `default` with the defaults of `spec: {}`, a uid and
@@ -148,6 +150,31 @@ impl ChatCluster {
     #[must_use]
     pub fn with_allowed_origins(mut self, origins: &[&str]) -> Self {
         self.spec.auth.allowed_origins = origins.iter().map(|&o| o.to_owned()).collect();
+        self
+    }
+
+    /// Attachments in S3 bucket `bucket` (AWS, no region) with the key in Secret `credentials_secret`.
+    #[must_use]
+    pub fn with_attachments(mut self, bucket: &str, credentials_secret: &str) -> Self {
+        self.spec.attachments = Some(AttachmentsSpec {
+            s3: S3Store {
+                bucket: bucket.to_owned(),
+                endpoint: None,
+                region: None,
+                credentials_secret: credentials_secret.to_owned(),
+            },
+            max_file_bytes: None,
+            quota_bytes_per_day: None,
+        });
+        self
+    }
+
+    /// The S3-compatible endpoint of the attachments bucket (`with_attachments` first).
+    #[must_use]
+    pub fn with_attachments_endpoint(mut self, endpoint: &str) -> Self {
+        if let Some(attachments) = self.spec.attachments.as_mut() {
+            attachments.s3.endpoint = Some(endpoint.to_owned());
+        }
         self
     }
 }

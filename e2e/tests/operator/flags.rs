@@ -1,7 +1,9 @@
 //! The environment the operator writes for chat-node and registry is what those binaries read: every
 //! `SWITCHBOARD_*` variable of a rendered container is the `env` of a flag the binary defines (checked
 //! against their own clap definitions, so renaming a flag without the operator fails here), and every
-//! other variable is a helper the kubelet expands into one of them.
+//! other variable is a helper the kubelet expands into one of them. The S3 key of the attachment store is
+//! the one exception: chat-node reads it from its environment without a flag (a command line is
+//! public), so it is accepted where chat-node has the attachment flags that read it.
 
 use std::collections::BTreeSet;
 
@@ -27,6 +29,7 @@ fn rendered(clusters: &[ChatCluster], container: &str) -> (BTreeSet<String>, Vec
         password_hash: Some("h".to_owned()),
         auth_hash: Some("k".to_owned()),
         redis_tls_hash: Some("t".to_owned()),
+        attachments_hash: Some("a".to_owned()),
     };
     let mut names = BTreeSet::new();
     let mut values = Vec::new();
@@ -50,7 +53,7 @@ fn rendered(clusters: &[ChatCluster], container: &str) -> (BTreeSet<String>, Vec
 
 /// Every Redis variant (managed: sentinels + password; external URL with a password; external
 /// sentinels), an advertised URL using every template field, and every identity variant (generated
-/// HMAC key, JWKS with issuer, audience and origins, open).
+/// HMAC key, JWKS with issuer, audience and origins, open), and attachments with every setting.
 fn every_variant() -> Vec<ChatCluster> {
     let mut named = ChatCluster::test("demo");
     named.spec.nodes.advertise_url =
@@ -60,6 +63,14 @@ fn every_variant() -> Vec<ChatCluster> {
         .with_allowed_origins(&["https://chat.example"]);
     jwks.spec.auth.issuer = Some("https://id.example/".to_owned());
     jwks.spec.auth.audience = Some("chat".to_owned());
+    let mut attachments = ChatCluster::test("demo")
+        .with_attachments("chat-files", "chat-s3")
+        .with_attachments_endpoint("http://minio.storage:9000");
+    if let Some(a) = attachments.spec.attachments.as_mut() {
+        a.s3.region = Some("eu-central-1".to_owned());
+        a.max_file_bytes = Some(1 << 20);
+        a.quota_bytes_per_day = Some(1 << 30);
+    }
     vec![
         ChatCluster::test("demo"),
         named,
@@ -69,15 +80,27 @@ fn every_variant() -> Vec<ChatCluster> {
         ChatCluster::test("demo").with_external_sentinels(&["s:26379"], "m"),
         jwks,
         ChatCluster::test("demo").with_open_identity(),
+        attachments,
     ]
 }
 
 fn check(binary: &str, command: &clap::Command, container: &str) {
     let flags = flag_envs(command);
+    // The S3 key is read from the environment by the resolution of the attachment flags.
+    let key_envs = [
+        operator::resources::ENV_ACCESS_KEY_ID,
+        operator::resources::ENV_SECRET_ACCESS_KEY,
+    ];
     let (names, values) = rendered(&every_variant(), container);
     assert!(!names.is_empty(), "{container} has no env");
     for name in &names {
-        if name.starts_with("SWITCHBOARD_") {
+        if key_envs.contains(&name.as_str()) {
+            assert!(
+                flags.contains(operator::resources::ENV_ATTACHMENTS_STORE),
+                "the operator sets {name} on {container}, which {binary} reads only with its attachment flags \
+                 (switchboard_attachments::AttachmentArgs), but {binary} has none"
+            );
+        } else if name.starts_with("SWITCHBOARD_") {
             assert!(
                 flags.contains(name),
                 "the operator sets {name} on {container}, but {binary} has no flag reading it; its flags read {flags:?}"

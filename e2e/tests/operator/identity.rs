@@ -6,35 +6,15 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use operator::crd::ChatCluster;
 use serde_json::json;
 use switchboard_testkit::{RedisServer, eventually};
 
 use crate::{
-    TIMEOUT, bed, condition, create_cluster, kubectl_ok, new_namespace, start_operator,
-    wait_condition, wait_event,
+    TIMEOUT, bed, condition, create_cluster, kubectl_ok, new_namespace, node_template,
+    start_operator, wait_condition, wait_event,
 };
-
-/// The chat-node Deployment's pod-template hash, its env and its volumes' Secret names.
-async fn node_template(client: &Client, ns: &str, name: &str) -> (String, Deployment) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = eventually(&format!("{name}-node"), TIMEOUT, || async {
-        deployments.get(&format!("{name}-node")).await.ok()
-    })
-    .await;
-    let hash = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-        .and_then(|a| a.get(operator::resources::CONFIG_HASH_ANNOTATION))
-        .cloned()
-        .unwrap_or_default();
-    (hash, d)
-}
 
 /// Fails unless no container of `d` has `secret` in an env value or an argument.
 fn secret_absent_from_env_and_args(d: &Deployment, secret: &str) {

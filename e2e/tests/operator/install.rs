@@ -114,6 +114,42 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
             "{monitoring: {podMonitor: {enabled: true, interval: '30 seconds'}}}",
             "spec.monitoring.podMonitor.interval is a Prometheus duration",
         ),
+        (
+            "{attachments: {maxFileBytes: 1}}",
+            "spec.attachments.s3: Required value",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files}}}",
+            "spec.attachments.s3.credentialsSecret: Required value",
+        ),
+        (
+            "{attachments: {s3: {bucket: '', credentialsSecret: chat-s3}}}",
+            "spec.attachments.s3.bucket in body should be at least 3 chars long",
+        ),
+        (
+            "{attachments: {s3: {bucket: Chat_Files, credentialsSecret: chat-s3}}}",
+            "spec.attachments.s3.bucket must be an S3 bucket name",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files, endpoint: 'minio:9000', credentialsSecret: chat-s3}}}",
+            "spec.attachments.s3.endpoint must be an http:// or https:// URL",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files, credentialsSecret: 'Chat S3'}}}",
+            "spec.attachments.s3.credentialsSecret must name a Secret",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files, credentialsSecret: chat-s3}, maxFileBytes: 0}}",
+            "spec.attachments.maxFileBytes in body should be greater than or equal to 1",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files, credentialsSecret: chat-s3}, maxFileBytes: 68719476737}}",
+            "spec.attachments.maxFileBytes in body should be less than or equal to 68719476736",
+        ),
+        (
+            "{attachments: {s3: {bucket: chat-files, credentialsSecret: chat-s3}, quotaBytesPerDay: 0}}",
+            "spec.attachments.quotaBytesPerDay in body should be greater than or equal to 1",
+        ),
     ];
     for (spec, message) in cases {
         let doc = format!(
@@ -126,6 +162,15 @@ async fn bad_specs_are_refused_by_the_api_server_with_the_rule_message() {
             "{spec}: expected {message:?} in {out}"
         );
     }
+    // What the attachments design writes is accepted as it stands.
+    let good = "apiVersion: switchboard.dev/v1alpha1\nkind: ChatCluster\nmetadata: {name: good}\nspec: {attachments: {s3: {bucket: chat-files, endpoint: 'http://minio.storage:9000', region: us-east-1, credentialsSecret: chat-s3}, maxFileBytes: 104857600, quotaBytesPerDay: 1073741824}}\n";
+    let (ok, out) = kubectl(
+        bed,
+        &["apply", "--dry-run=server", "-n", n, "-f", "-"],
+        Some(good),
+    )
+    .await;
+    assert!(ok, "the attachments example was refused: {out}");
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 //! ```text
 //! flags          the env names rendered for chat-node and registry are flags those binaries define
 //! install        CRDs + manifests apply, the schema refuses bad specs, RBAC has no wildcards
+//! attachments    the AttachmentStoreReady condition against a real MinIO, the S3 key via secretKeyRef
 //! helm           the chart lints, renders manifests/ exactly, installs an operator that makes a cluster Ready
 //! monitoring     PodMonitors once the Prometheus Operator's CRDs exist, the chart's monitors and rules
 //! objects        every owned object of the examples, password Secret, rolling on a password change
@@ -26,6 +27,7 @@
 //! volumes        a grown Redis storage size reaches the claims; a class that cannot expand is Degraded
 //! ```
 
+mod attachments;
 mod external_redis;
 mod flags;
 mod helm;
@@ -246,6 +248,25 @@ async fn wait_condition(
         (condition(&cc, type_)?.0 == status).then_some(cc)
     })
     .await
+}
+
+/// The chat-node Deployment of ChatCluster `name` (once it exists) and its pod-template hash.
+async fn node_template(client: &Client, ns: &str, name: &str) -> (String, Deployment) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = eventually(&format!("{name}-node"), TIMEOUT, || async {
+        deployments.get(&format!("{name}-node")).await.ok()
+    })
+    .await;
+    let hash = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(operator::resources::CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    (hash, d)
 }
 
 /// A pod that is Ready and not terminating.

@@ -269,6 +269,19 @@ async fn production_example_is_accepted_and_rendered() {
     })
     .await;
     assert_eq!(d.spec.replicas, Some(6));
+    // Its attachments Secret does not exist here: the chat-nodes run with attachments off.
+    let store = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers[0].env.as_ref())
+        .and_then(|env| {
+            env.iter()
+                .find(|e| e.name == "SWITCHBOARD_ATTACHMENTS_STORE")
+        })
+        .and_then(|e| e.value.clone());
+    assert_eq!(store.as_deref(), Some("off"));
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), n);
     let redis = eventually("chat-prod-redis", TIMEOUT, || async {
         sets.get("chat-prod-redis").await.ok()

@@ -117,3 +117,64 @@ fn fixtures_build_what_they_say() {
         Some("redis".to_owned())
     );
 }
+
+#[test]
+fn attachments_parse_as_the_spec_writes_them_and_are_absent_by_default() {
+    let cc: ChatCluster = serde_json::from_value(json!({
+        "apiVersion": "switchboard.dev/v1alpha1",
+        "kind": "ChatCluster",
+        "metadata": {"name": "demo", "namespace": "chat"},
+        "spec": {"attachments": {
+            "s3": {
+                "bucket": "chat-files",
+                "endpoint": "http://minio.storage:9000",
+                "region": "us-east-1",
+                "credentialsSecret": "chat-s3",
+            },
+            "maxFileBytes": 104_857_600,
+            "quotaBytesPerDay": 1_073_741_824_i64,
+        }}
+    }))
+    .expect("the spec's example parses");
+    let a = cc.spec.attachments.expect("attachments");
+    assert_eq!(a.s3.bucket, "chat-files");
+    assert_eq!(a.s3.endpoint.as_deref(), Some("http://minio.storage:9000"));
+    assert_eq!(a.s3.credentials_secret, "chat-s3");
+    assert_eq!(a.max_file_bytes, Some(104_857_600));
+    assert_eq!(a.quota_bytes_per_day, Some(1_073_741_824));
+    assert!(ChatCluster::test("demo").spec.attachments.is_none());
+    // Absent stays absent when written back (no `attachments: null` in an apply).
+    let written = serde_json::to_value(&ChatCluster::test("demo").spec).expect("json");
+    assert!(written.get("attachments").is_none(), "{written}");
+}
+
+#[test]
+fn the_attachments_schema_requires_the_bucket_and_secret_and_bounds_every_value() {
+    let crd = serde_json::to_value(ChatCluster::crd()).expect("json");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let attachments = &spec["properties"]["attachments"];
+    assert_eq!(attachments["required"], json!(["s3"]));
+    let s3 = &attachments["properties"]["s3"];
+    assert_eq!(s3["required"], json!(["bucket", "credentialsSecret"]));
+    let props = &attachments["properties"];
+    assert_eq!(props["maxFileBytes"]["minimum"], json!(1.0));
+    assert_eq!(
+        props["maxFileBytes"]["maximum"],
+        json!(MAX_FILE_BYTES_LIMIT as f64)
+    );
+    assert_eq!(props["quotaBytesPerDay"]["minimum"], json!(1.0));
+    let bucket = &s3["properties"]["bucket"];
+    assert_eq!(
+        (&bucket["minLength"], &bucket["maxLength"]),
+        (&json!(3), &json!(63))
+    );
+    let schema = crd.to_string();
+    for message in [
+        "spec.attachments.s3.bucket must be an S3 bucket name",
+        "spec.attachments.s3.endpoint must be an http:// or https:// URL",
+        "spec.attachments.s3.credentialsSecret must name a Secret",
+        "spec.attachments.s3.region may contain only",
+    ] {
+        assert!(schema.contains(message), "{message} missing");
+    }
+}

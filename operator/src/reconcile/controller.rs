@@ -4,7 +4,7 @@
 //! ```text
 //! ChatCluster (any semantic change) ─────────────────────────────┐
 //! owned Deployment / StatefulSet / Service / ConfigMap / PDB / NetworkPolicy ┼─▶ reconcile(ChatCluster)
-//! Secret (metadata only) ─▶ ChatClusters whose password/key it holds ┤
+//! Secret (metadata only) ─▶ ChatClusters whose password/key/S3 key it holds ┤
 //! load-set observation changed (crate::observation) ─────────────┘
 //! ```
 
@@ -123,7 +123,8 @@ async fn release_deleted(r: &Reconciler, store: Store<ChatCluster>, shutdown: Ca
     }
 }
 
-/// The ChatClusters in the Secret's namespace whose Redis password or token signing key it holds.
+/// The ChatClusters in the Secret's namespace whose Redis password, token signing key or attachment
+/// store key it holds.
 fn clusters_using_secret(
     store: &Store<ChatCluster>,
     secret: &PartialObjectMeta<Secret>,
@@ -145,6 +146,11 @@ fn clusters_using_secret(
                     .ok()
                     .flatten()
                     .is_some_and(|k| k.secret == name)
+                || cc
+                    .spec
+                    .attachments
+                    .as_ref()
+                    .is_some_and(|a| a.s3.credentials_secret == name)
         })
         .map(|cc| ObjectRef::from_obj(cc.as_ref()))
         .collect()

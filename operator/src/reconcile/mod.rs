@@ -8,6 +8,8 @@
 //!        ├─ paused (annotation switchboard.dev/paused=true)? ─▶ only the status says so
 //!        ├─ password: managed Secret created once (never rotated) | external Secret read   (password)
 //!        ├─ token key: generated Secret created once | the user's Secret read and checked  (password)
+//!        ├─ spec.attachments: S3 key read (its hash rolls chat-nodes), bucket probe    (attachments)
+//!        │                    started — it runs alongside everything below, at most 5 s
 //!        ├─ scale-down pending? ─▶ pod-deletion-cost = connections on chat-node pods   (deletion_cost)
 //!        ├─ render ─▶ SSA every object we control or that is absent (force, manager           (apply)
 //!        │            "switchboard-operator"); a name someone else holds ─▶ NameConflict
@@ -17,6 +19,7 @@
 //!        ├─ Managed mode ─▶ next step of a data-node update: evict a replica in sync, or    (redis_update)
 //!        │                  fail the master over first; requeue soon while one is under way
 //!        └─ status (SSA on /status) + Events (Created, Scaled, Degraded, Recovered)         (status)
+//!           with AttachmentStoreReady from the probe (never Ready: chat goes on without the store)
 //! ```
 //!
 //! A problem only the operator can judge (a missing Secret, an object the API server refuses because of
@@ -28,6 +31,7 @@
 //! [`crate::loadset_sync`] and depends on nothing of it.
 
 mod apply;
+mod attachments;
 mod controller;
 mod deletion_cost;
 mod error;
@@ -224,6 +228,8 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
             None
         }
     };
+    // Started before the objects are applied so the probe's wait (at most 5 s) overlaps with theirs.
+    let store = attachments::start(cc, ctx, &ns).await?;
     let salted = |secret: &str| {
         resources::fingerprint(&[
             cc.metadata.uid.as_deref().unwrap_or_default().as_bytes(),
@@ -235,6 +241,7 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         password_hash: password.as_deref().map(salted),
         auth_hash: hmac_key.as_deref().map(salted),
         redis_tls_hash: server_tls.as_ref().map(|t| t.hash.clone()),
+        attachments_hash: store.as_ref().and_then(|s| s.hash.clone()),
     };
     let mut desired = resources::render(cc, &render_ctx)?;
     deletion_cost::before_scale_down(cc, ctx, &ns, uid).await?;
@@ -266,6 +273,10 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         apply::prune_network_policies(&ctx.client, &ns, uid, &names).await?;
     }
     let monitoring = crate::monitoring::reconcile(cc, &ctx.client, &ns, uid).await?;
+    let store = match store {
+        Some(check) => Some(check.outcome().await),
+        None => None,
+    };
 
     let observation = ctx.observations.get(&cc.cluster_id());
     let mut status = status::build_status(cc, &applied, &problems, &observation, Timestamp::now());
@@ -275,16 +286,19 @@ async fn reconcile_one(cc: &ChatCluster, r: &Reconciler) -> Result<Action> {
         monitoring.as_ref(),
         Timestamp::now(),
     );
+    status::set_attachments(&mut status.conditions, cc, store.as_ref(), Timestamp::now());
     status::announce(cc, r, &status, &problems).await;
     let unsettled = status.conditions.iter().any(|c| {
         (c.type_ == condition::RECONCILING || c.type_ == condition::DEGRADED) && c.status == "True"
     });
     status::patch_status(&clusters, cc, status).await?;
     debug!(%name, "reconciled");
-    // PodMonitors asked for but not applied: look again soon (the CRDs may be installed any time).
+    // PodMonitors asked for but not applied: look again soon (the CRDs may be installed any time);
+    // likewise an attachment store that did not answer (nothing else would reconcile when it comes back).
     let monitoring_waits = monitoring.is_some_and(|m| !m.applied);
+    let store_waits = store.is_some_and(|s| !s.ready);
     Ok(Action::requeue(
-        match (redis_update, unsettled || monitoring_waits) {
+        match (redis_update, unsettled || monitoring_waits || store_waits) {
             (Some(step), _) => step,
             (None, true) => UNSETTLED_REQUEUE,
             (None, false) => ctx.config.requeue,

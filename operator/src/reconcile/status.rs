@@ -343,17 +343,41 @@ pub(super) fn set_monitoring(
     outcome: Option<&crate::monitoring::Outcome>,
     now: Timestamp,
 ) {
-    match outcome {
-        Some(o) => set_condition(
-            conditions,
-            cc,
-            condition::MONITORING,
-            o.applied,
-            o.reason,
-            o.message.clone(),
-            now,
-        ),
-        None => conditions.retain(|c| c.type_ != condition::MONITORING),
+    let verdict = outcome.map(|o| (o.applied, o.reason, o.message.clone()));
+    set_or_remove(conditions, cc, condition::MONITORING, verdict, now);
+}
+
+/// The `AttachmentStoreReady` condition from the probe of the attachment store; removed without
+/// `spec.attachments`. It never touches `Ready`: chat goes on without the store.
+pub(super) fn set_attachments(
+    conditions: &mut Vec<Condition>,
+    cc: &ChatCluster,
+    outcome: Option<&super::attachments::Outcome>,
+    now: Timestamp,
+) {
+    let verdict = outcome.map(|o| (o.ready, o.reason, o.message.clone()));
+    set_or_remove(
+        conditions,
+        cc,
+        condition::ATTACHMENT_STORE_READY,
+        verdict,
+        now,
+    );
+}
+
+/// Sets condition `type_` to `verdict` (status, reason, message), or removes it when there is none.
+fn set_or_remove(
+    conditions: &mut Vec<Condition>,
+    cc: &ChatCluster,
+    type_: &str,
+    verdict: Option<(bool, &str, String)>,
+    now: Timestamp,
+) {
+    match verdict {
+        Some((on, reason, message)) => {
+            set_condition(conditions, cc, type_, on, reason, message, now)
+        }
+        None => conditions.retain(|c| c.type_ != type_),
     }
 }
 
@@ -717,6 +741,25 @@ mod tests {
         let c = judged(&build_status(&cc, &applied, &[conflict], &serving(), now()));
         assert_eq!(c["Ready"], pair("False", "NameConflict"));
         assert_eq!(c["Stalled"], pair("True", "NameConflict"));
+    }
+
+    #[test]
+    fn the_store_condition_is_set_from_the_probe_removed_without_attachments_and_leaves_ready_alone()
+     {
+        let cc = ChatCluster::test("demo").with_attachments("chat-files", "chat-s3");
+        let mut status = build_status(&cc, &all_rolled(), &[], &serving(), now());
+        let down = crate::reconcile::attachments::Outcome {
+            ready: false,
+            reason: "StoreUnreachable",
+            message: "no answer".to_owned(),
+        };
+        set_attachments(&mut status.conditions, &cc, Some(&down), now());
+        let c = judged(&status);
+        assert_eq!(c["AttachmentStoreReady"], pair("False", "StoreUnreachable"));
+        assert_eq!(c["Ready"], pair("True", "Serving"));
+        assert_eq!(c["Degraded"], pair("False", "AsExpected"));
+        set_attachments(&mut status.conditions, &cc, None, now());
+        assert!(!judged(&status).contains_key("AttachmentStoreReady"));
     }
 
     #[test]

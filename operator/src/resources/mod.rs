@@ -10,7 +10,8 @@
 //!                     Service demo-sentinel-headless, StatefulSet demo-sentinel (sentinels)
 //!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
 //!   identity:         Secret demo-jwt ── jwt_secret(), rendered only when absent (spec.auth jwt, no key)
-//!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set)
+//!   chat-node:        Deployment + Service demo-node (its EndpointSlices feed the load set); with
+//!                     spec.attachments its S3 bucket, key (secretKeyRef) and limits, else attachments off
 //!   registry:         Deployment + Service demo-registry (type and port from the spec)
 //!   PodDisruptionBudgets for every workload; NetworkPolicies (Redis/Sentinel: own pods and the operator
 //!   only; chat-node/registry: their serving port, and the metrics port from the metrics namespaces);
@@ -20,12 +21,12 @@
 //! Labels: `app.kubernetes.io/{name=switchboard, instance=<cluster>, component, managed-by}` on every
 //! object; selectors use name + instance + component, so they agree with the pod template labels and two
 //! chat systems in one namespace never select each other's pods. A hash of the Redis password in use (for
-//! chat-node also of the token signing key) is a pod-template annotation of chat-node and registry, so a
-//! change rolls them; Redis and sentinel templates carry only a hash of their start script (a password
-//! rotation is applied to the running servers, `reconcile::rotation`).
+//! chat-node also of the token signing key and the attachment store's key) is a pod-template annotation
+//! of chat-node and registry, so a change rolls them; Redis and sentinel templates carry only a hash of
+//! their start script (a password rotation is applied to the running servers, `reconcile::rotation`).
 //!
-//! Secrets never appear in an environment value or an argument: passwords come through `secretKeyRef`
-//! and the token signing key is a read-only Secret volume whose path chat-node is given
+//! Secrets never appear in an environment value or an argument: passwords and the S3 key come through
+//! `secretKeyRef` and the token signing key is a read-only Secret volume whose path chat-node is given
 //! (`SWITCHBOARD_JWT_HMAC_SECRET_FILE`).
 
 mod names;
@@ -45,6 +46,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 pub use names::Names;
+/// The environment variables chat-node reads the S3 key from (never flags: a command line is public).
+pub use switchboard_attachments::config::{ENV_ACCESS_KEY_ID, ENV_SECRET_ACCESS_KEY};
 
 use crate::crd::{AuthMode, ChatCluster, ExternalRedis, ManagedRedis, RedisMode};
 
@@ -71,6 +74,13 @@ pub const PASSWORD_KEY: &str = "password";
 pub const PASSWORDS_KEY: &str = "passwords";
 /// Key of the generated token signing key in the `<name>-jwt` Secret.
 pub const JWT_KEY: &str = "hmac";
+/// Key of the S3 access key id in the attachments credentials Secret (the file name chat-node reads
+/// from a mounted Secret directory too).
+pub const S3_ACCESS_KEY_ID_KEY: &str = switchboard_attachments::config::ACCESS_KEY_FILE;
+/// Key of the S3 secret access key in the attachments credentials Secret.
+pub const S3_SECRET_ACCESS_KEY_KEY: &str = switchboard_attachments::config::SECRET_KEY_FILE;
+/// chat-node's attachment store: `s3://BUCKET` or `off` (the `env` of its `--attachments-store`).
+pub const ENV_ATTACHMENTS_STORE: &str = "SWITCHBOARD_ATTACHMENTS_STORE";
 /// Directory the token signing key Secret is mounted at in chat-node pods.
 pub const JWT_MOUNT_DIR: &str = "/var/run/switchboard/jwt";
 /// Port chat-node listens on (WebSocket, health, metrics).
@@ -157,6 +167,9 @@ pub struct RenderContext {
     pub auth_hash: Option<String>,
     /// Fingerprint of the managed Redis TLS Secret's content; `None` without managed TLS.
     pub redis_tls_hash: Option<String>,
+    /// Fingerprint of the attachment store's key ([`fingerprint`]); `None` without `spec.attachments`
+    /// or while its credentials Secret lacks a key — chat-nodes then run with attachments off.
+    pub attachments_hash: Option<String>,
 }
 
 impl Default for RenderContext {
@@ -166,6 +179,7 @@ impl Default for RenderContext {
             password_hash: None,
             auth_hash: None,
             redis_tls_hash: None,
+            attachments_hash: None,
         }
     }
 }
@@ -504,6 +518,54 @@ fn node_auth(cc: &ChatCluster) -> Result<(Vec<Value>, Option<Value>)> {
         })
     });
     Ok((env, volume))
+}
+
+/// chat-node's attachment env: the bucket, its endpoint and region, the key through `secretKeyRef` and
+/// the limits. Without `spec.attachments`, or while its key is unavailable, `off`: a missing Secret
+/// would keep every new chat-node pod from starting, and chat must go on without files.
+fn node_attachments_env(cc: &ChatCluster, ctx: &RenderContext) -> Vec<Value> {
+    let Some(attachments) = cc
+        .spec
+        .attachments
+        .as_ref()
+        .filter(|_| ctx.attachments_hash.is_some())
+    else {
+        return vec![value_env(ENV_ATTACHMENTS_STORE, "off")];
+    };
+    let s3 = &attachments.s3;
+    let mut env = vec![value_env(
+        ENV_ATTACHMENTS_STORE,
+        format!("s3://{}", s3.bucket),
+    )];
+    let key = |key: &str| PasswordRef {
+        secret: s3.credentials_secret.clone(),
+        key: key.to_owned(),
+    };
+    env.push(secret_env(ENV_ACCESS_KEY_ID, &key(S3_ACCESS_KEY_ID_KEY)));
+    env.push(secret_env(
+        ENV_SECRET_ACCESS_KEY,
+        &key(S3_SECRET_ACCESS_KEY_KEY),
+    ));
+    // The rest only when given: chat-node's own defaults stand otherwise.
+    let number = |n: Option<i64>| n.map(|n| n.to_string());
+    let optional = [
+        ("SWITCHBOARD_ATTACHMENTS_S3_ENDPOINT", s3.endpoint.clone()),
+        ("SWITCHBOARD_ATTACHMENTS_S3_REGION", s3.region.clone()),
+        (
+            "SWITCHBOARD_MAX_ATTACHMENT_BYTES",
+            number(attachments.max_file_bytes),
+        ),
+        (
+            "SWITCHBOARD_ATTACHMENT_QUOTA_BYTES",
+            number(attachments.quota_bytes_per_day),
+        ),
+    ];
+    env.extend(
+        optional
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| value_env(name, v))),
+    );
+    env
 }
 
 /// `SWITCHBOARD_ALLOWED_ORIGINS` of chat-node and registry, when origins are configured.
@@ -1020,6 +1082,7 @@ fn node_deployment(
         "SWITCHBOARD_DRAIN_TIMEOUT",
         format!("{}s", spec.drain_timeout_seconds),
     ));
+    env.extend(node_attachments_env(cc, ctx));
     let grace = node_termination_grace_seconds(cc);
     let mut container = json!({
         "name": "chat-node",
@@ -1048,8 +1111,13 @@ fn node_deployment(
     pod["containers"] = json!([container]);
     let mut pod = schedule(cc, Component::ChatNode, pod);
     add_redis_tls(endpoint, &mut pod);
-    // The pods roll when the Redis password in use or the token signing key changes.
-    let hash = combined_hash(&[&ctx.password_hash, &ctx.auth_hash, &ctx.redis_tls_hash]);
+    // The pods roll when the Redis password in use, the token signing key or the S3 key changes.
+    let hash = combined_hash(&[
+        &ctx.password_hash,
+        &ctx.auth_hash,
+        &ctx.redis_tls_hash,
+        &ctx.attachments_hash,
+    ]);
     obj(
         "Deployment",
         json!({

@@ -18,7 +18,51 @@ fn ctx() -> RenderContext {
         password_hash: Some("abc".to_owned()),
         auth_hash: Some("key".to_owned()),
         redis_tls_hash: None,
+        attachments_hash: None,
     }
+}
+
+/// [`ctx`] with the attachment store's key available.
+fn ctx_with_s3_key(hash: &str) -> RenderContext {
+    RenderContext {
+        attachments_hash: Some(hash.to_owned()),
+        ..ctx()
+    }
+}
+
+/// `demo` with every attachments setting.
+fn with_every_attachment_setting() -> ChatCluster {
+    let mut cc = demo()
+        .with_attachments("chat-files", "chat-s3")
+        .with_attachments_endpoint("http://minio.storage:9000");
+    if let Some(a) = cc.spec.attachments.as_mut() {
+        a.s3.region = Some("eu-central-1".to_owned());
+        a.max_file_bytes = Some(10 << 20);
+        a.quota_bytes_per_day = Some(1 << 30);
+    }
+    cc
+}
+
+/// The configuration hash of `d`'s pod template (every chat-node and registry template has one).
+fn config_hash(d: &Deployment) -> String {
+    d.spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_else(|| panic!("{:?} has a configuration hash", d.metadata.name))
+}
+
+/// Names of the `SWITCHBOARD_ATTACHMENT*` / `SWITCHBOARD_*ATTACHMENT*` variables of `c`.
+fn attachment_env(c: &Container) -> Vec<&str> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .filter(|n| n.contains("ATTACHMENT"))
+        .collect()
 }
 
 fn demo() -> ChatCluster {
@@ -1291,14 +1335,17 @@ fn no_secret_is_ever_an_environment_value_or_an_argument() {
         demo().with_hmac_secret("my-key", "signing"),
         demo().with_jwks_url("https://id.example.com/jwks.json"),
         demo().with_open_identity(),
+        with_every_attachment_setting(),
     ];
     for cc in clusters {
-        let d = render(&cc, &ctx()).unwrap();
+        let d = render(&cc, &ctx_with_s3_key("s3")).unwrap();
         for deployment in &d.deployments {
             let c = container(deployment);
             assert!(c.args.is_none() && c.command.is_none(), "{:?}", c.args);
             for e in c.env.iter().flatten() {
-                let secretish = ["PASSWORD", "SECRET"].iter().any(|w| e.name.contains(w));
+                let secretish = ["PASSWORD", "SECRET", "ACCESS_KEY"]
+                    .iter()
+                    .any(|w| e.name.contains(w));
                 if secretish && e.name != "SWITCHBOARD_JWT_HMAC_SECRET_FILE" {
                     assert!(e.value.is_none(), "{} carries a value", e.name);
                 }
@@ -1373,26 +1420,159 @@ fn a_key_change_rolls_the_chat_nodes_and_nothing_else() {
     let mut other = ctx();
     other.auth_hash = Some("new-key".to_owned());
     let b = render(&demo(), &other).unwrap();
-    let hash = |d: &Deployment| {
-        d.spec
-            .template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
-    };
     assert_ne!(
-        hash(deployment(&a, "demo-node")),
-        hash(deployment(&b, "demo-node"))
+        config_hash(deployment(&a, "demo-node")),
+        config_hash(deployment(&b, "demo-node"))
     );
     assert_eq!(
-        hash(deployment(&a, "demo-registry")),
-        hash(deployment(&b, "demo-registry"))
+        config_hash(deployment(&a, "demo-registry")),
+        config_hash(deployment(&b, "demo-registry"))
     );
     for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
         assert_eq!(x.spec.template.metadata, y.spec.template.metadata);
+    }
+}
+
+#[test]
+fn without_attachments_chat_nodes_run_with_the_store_off_and_the_registry_knows_nothing_of_it() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let node = container(deployment(&d, "demo-node"));
+    assert_eq!(env_value(node, ENV_ATTACHMENTS_STORE), "off");
+    assert_eq!(attachment_env(node), [ENV_ATTACHMENTS_STORE]);
+    let registry = container(deployment(&d, "demo-registry"));
+    assert!(attachment_env(registry).is_empty());
+}
+
+#[test]
+fn attachments_render_the_bucket_endpoint_region_limits_and_the_key_through_secret_key_refs() {
+    let d = render(&with_every_attachment_setting(), &ctx_with_s3_key("s3")).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    assert_eq!(env_value(c, ENV_ATTACHMENTS_STORE), "s3://chat-files");
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_ATTACHMENTS_S3_ENDPOINT"),
+        "http://minio.storage:9000"
+    );
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_ATTACHMENTS_S3_REGION"),
+        "eu-central-1"
+    );
+    assert_eq!(env_value(c, "SWITCHBOARD_MAX_ATTACHMENT_BYTES"), "10485760");
+    assert_eq!(
+        env_value(c, "SWITCHBOARD_ATTACHMENT_QUOTA_BYTES"),
+        "1073741824"
+    );
+    for (name, key) in [
+        (
+            switchboard_attachments::config::ENV_ACCESS_KEY_ID,
+            "accessKeyId",
+        ),
+        (
+            switchboard_attachments::config::ENV_SECRET_ACCESS_KEY,
+            "secretAccessKey",
+        ),
+    ] {
+        let e = env(c, name);
+        assert!(e.value.is_none(), "{name} carries a value");
+        let r = e
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .unwrap_or_else(|| panic!("{name} comes from a secretKeyRef"));
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("chat-s3", key));
+        assert_ne!(r.optional, Some(true), "{name}: the key is required");
+    }
+    // Nothing of it reaches the registry, which never touches files.
+    let registry = container(deployment(&d, "demo-registry"));
+    assert!(attachment_env(registry).is_empty());
+}
+
+#[test]
+fn unset_attachment_settings_are_left_to_chat_node_defaults() {
+    let cc = demo().with_attachments("chat-files", "chat-s3");
+    let d = render(&cc, &ctx_with_s3_key("s3")).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    assert_eq!(env_value(c, ENV_ATTACHMENTS_STORE), "s3://chat-files");
+    for unset in [
+        "SWITCHBOARD_ATTACHMENTS_S3_ENDPOINT",
+        "SWITCHBOARD_ATTACHMENTS_S3_REGION",
+        "SWITCHBOARD_MAX_ATTACHMENT_BYTES",
+        "SWITCHBOARD_ATTACHMENT_QUOTA_BYTES",
+    ] {
+        assert!(!has_env(c, unset), "{unset} is set");
+    }
+    assert!(has_env(
+        c,
+        switchboard_attachments::config::ENV_ACCESS_KEY_ID
+    ));
+}
+
+#[test]
+fn while_the_s3_key_is_unavailable_chat_nodes_run_with_attachments_off_and_reference_no_secret() {
+    // The reconciler leaves the hash out when the credentials Secret or one of its keys is missing: a
+    // secretKeyRef to it would keep every new chat-node pod from starting.
+    let d = render(&with_every_attachment_setting(), &ctx()).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    assert_eq!(env_value(c, ENV_ATTACHMENTS_STORE), "off");
+    assert_eq!(attachment_env(c), [ENV_ATTACHMENTS_STORE]);
+    assert!(c.env.iter().flatten().all(|e| {
+        e.value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+            .is_none_or(|r| r.name != "chat-s3")
+    }));
+}
+
+#[test]
+fn a_new_s3_key_rolls_the_chat_nodes_and_nothing_else() {
+    let cc = with_every_attachment_setting();
+    let a = render(&cc, &ctx_with_s3_key("key-1")).unwrap();
+    let b = render(&cc, &ctx_with_s3_key("key-2")).unwrap();
+    assert_ne!(
+        config_hash(deployment(&a, "demo-node")),
+        config_hash(deployment(&b, "demo-node"))
+    );
+    assert_eq!(
+        config_hash(deployment(&a, "demo-registry")),
+        config_hash(deployment(&b, "demo-registry"))
+    );
+    for (x, y) in a.stateful_sets.iter().zip(&b.stateful_sets) {
+        assert_eq!(x.spec.template.metadata, y.spec.template.metadata);
+    }
+    // The key becoming available rolls them too (from attachments off to the bucket).
+    let off = render(&cc, &ctx()).unwrap();
+    assert_ne!(
+        config_hash(deployment(&off, "demo-node")),
+        config_hash(deployment(&a, "demo-node"))
+    );
+}
+
+#[test]
+fn attachment_env_names_are_the_ones_the_attachments_flags_and_credentials_read() {
+    use clap::Args;
+    let command = switchboard_attachments::AttachmentArgs::augment_args(clap::Command::new("node"));
+    let mut read: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect();
+    read.extend([
+        ENV_ACCESS_KEY_ID.to_owned(),
+        ENV_SECRET_ACCESS_KEY.to_owned(),
+    ]);
+    let d = render(&with_every_attachment_setting(), &ctx_with_s3_key("s3")).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    let rendered: Vec<&str> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .filter(|n| n.contains("ATTACHMENT"))
+        .collect();
+    assert_eq!(rendered.len(), 7, "{rendered:?}");
+    for name in rendered {
+        assert!(
+            read.iter().any(|r| r == name),
+            "{name} is read by no attachments flag: {read:?}"
+        );
     }
 }
