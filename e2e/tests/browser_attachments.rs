@@ -10,8 +10,8 @@
 //! ```
 //!
 //! Alice puts a PNG made by the test into the page's file input (as a user picking a file would),
-//! sees its preview in the tray and sends it with a caption; bob, on the other node, sees the
-//! thumbnail load and downloads the file from his page, byte for byte. Then alice sends a file named
+//! sees its preview in the tray and sends it with a caption over a slowed link; bob, on the other
+//! node, sees it pending, then the thumbnail load and downloads the file from his page, byte for byte. Then alice sends a file named
 //! `.png` whose bytes are text: both pages show it as failed, with the reason. A file of a type the
 //! node does not take is refused with a clear message, and a direct message carries a file that the
 //! other user downloads. The standalone check sends a text file and downloads it back, drops one on
@@ -178,8 +178,32 @@ async fn scaled_scenario() -> Result<()> {
         "the tray shows no preview of the picked image"
     );
     let caption = format!("a gradient from {alice_node}");
+    // Alice's upload link is slowed down, so bob's page shows the file pending first.
+    alice.cdp("Network.enable", json!({})).await?;
+    alice
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 16 << 10 }),
+        )
+        .await?;
     alice
         .type_into("#composer-input", &format!("{caption}{ENTER}"))
+        .await?;
+    wait_for(
+        &bob,
+        "bob's page to show the image pending while alice uploads it",
+        "const a = [...document.querySelectorAll('#messages li.msg[data-seq] .att[data-state=\"pending\"]')]
+           .find(e => (e.querySelector('.att-name') || {}).textContent === 'gradient.png');
+         return a && a.textContent.includes('Waiting for the upload');",
+        json!([]),
+        SHOW,
+    )
+    .await?;
+    alice
+        .cdp(
+            "Network.emulateNetworkConditions",
+            json!({ "offline": false, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1 }),
+        )
         .await?;
 
     let seen = settled(&bob, "bob", "gradient.png").await?;
