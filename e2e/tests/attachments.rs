@@ -380,6 +380,26 @@ async fn a_file_that_is_not_what_it_claims_fails_for_every_member_once() {
     }
     let a = put(&topo.node_http_url(0), &url, pdf, None).await;
     assert_eq!((a.status, a.json["error"].as_str()), (410, Some("failed")));
+
+    // The sender gives up another one: every member is told, once.
+    let (url, id) = send_one(&mut alice, "movie.mp4", 5_000_000, "video/mp4").await;
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}{url}", topo.node_http_url(0)))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status().as_u16(), 200);
+    for c in [&mut alice, &mut bob] {
+        let updates = updates_for(c, &id).await;
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        assert_eq!(updates[0]["attachment"]["error"], "cancelled");
+    }
+    let again = reqwest::Client::new()
+        .delete(format!("{}{url}", topo.node_http_url(1)))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(again.status().as_u16(), 200, "cancelling twice is fine");
     // history shows it failed; nothing was kept to download
     let history = bob
         .request(json!({"type": "history", "room": "lobby"}), WAIT)

@@ -428,6 +428,8 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     private ownAttachments;
     /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
     private startUploads;
+    /** Tells the node an upload is given up (`DELETE`): the members see the file failed, cancelled. Best effort. */
+    private giveUp;
     /** Ends a job's uploads (or, before they started, resolves them as cancelled). */
     private cancelJob;
     private cancelSend;

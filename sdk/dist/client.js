@@ -1099,9 +1099,16 @@ export class SwitchboardClient extends Emitter {
     }
     /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
     startUploads(job, tickets, duplicate, where) {
-        // Cancelled before the ack came: the message is stored, its files are never sent (they expire).
-        if (job.started || job.abort.signal.aborted)
+        if (job.started)
             return;
+        // Cancelled before the ack came: the message is stored; its files are given up at once, so the
+        // other members see them failed (cancelled) instead of pending until they expire.
+        if (job.abort.signal.aborted) {
+            for (const t of tickets)
+                if (t && typeof t.upload_url === 'string')
+                    this.giveUp(t.upload_url);
+            return;
+        }
         job.started = true;
         const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;
         const each = job.files.map(async (file, index) => {
@@ -1138,6 +1145,8 @@ export class SwitchboardClient extends Emitter {
                     return this.resolveUrl(uploadUrl);
                 },
             });
+            if (outcome.state === 'cancelled')
+                this.giveUp(uploadUrl);
             const result = { ...base, state: outcome.state };
             if (outcome.state === 'failed') {
                 result.code = outcome.code;
@@ -1156,6 +1165,10 @@ export class SwitchboardClient extends Emitter {
             this.jobs.delete(job.clientId);
             job.resolve(results);
         });
+    }
+    /** Tells the node an upload is given up (`DELETE`): the members see the file failed, cancelled. Best effort. */
+    giveUp(uploadUrl) {
+        void this.http({ method: 'DELETE', url: this.resolveUrl(uploadUrl), headers: {}, signal: new AbortController().signal }).catch(() => undefined);
     }
     /** Ends a job's uploads (or, before they started, resolves them as cancelled). */
     cancelJob(job) {

@@ -9,7 +9,7 @@ export interface UploadSource {
 }
 /** One HTTP request of an upload. `onProgress` reports body bytes sent so far (where the transport can). */
 export interface HttpRequestInit {
-    method: 'PUT' | 'HEAD' | 'GET';
+    method: 'PUT' | 'HEAD' | 'GET' | 'DELETE';
     url: string;
     headers: Record<string, string>;
     body?: Blob;

@@ -1319,8 +1319,13 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   /** Uploads every file of an acknowledged send, all at once; resolves the job when all have ended. */
   private startUploads(job: UploadJob, tickets: UploadTicket[], duplicate: boolean, where: Omit<AttachmentEvent, 'attachment'>): void {
-    // Cancelled before the ack came: the message is stored, its files are never sent (they expire).
-    if (job.started || job.abort.signal.aborted) return;
+    if (job.started) return;
+    // Cancelled before the ack came: the message is stored; its files are given up at once, so the
+    // other members see them failed (cancelled) instead of pending until they expire.
+    if (job.abort.signal.aborted) {
+      for (const t of tickets) if (t && typeof t.upload_url === 'string') this.giveUp(t.upload_url);
+      return;
+    }
     job.started = true;
     const chunkBytes = this.limitsValue?.upload_chunk_bytes || DEFAULT_CHUNK_BYTES;
     const each = job.files.map(async (file, index): Promise<UploadResult> => {
@@ -1356,6 +1361,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
           return this.resolveUrl(uploadUrl);
         },
       });
+      if (outcome.state === 'cancelled') this.giveUp(uploadUrl);
       const result: UploadResult = { ...base, state: outcome.state };
       if (outcome.state === 'failed') {
         result.code = outcome.code;
@@ -1373,6 +1379,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       this.jobs.delete(job.clientId);
       job.resolve(results);
     });
+  }
+
+  /** Tells the node an upload is given up (`DELETE`): the members see the file failed, cancelled. Best effort. */
+  private giveUp(uploadUrl: string): void {
+    void this.http({ method: 'DELETE', url: this.resolveUrl(uploadUrl), headers: {}, signal: new AbortController().signal }).catch(() => undefined);
   }
 
   /** Ends a job's uploads (or, before they started, resolves them as cancelled). */

@@ -4,6 +4,7 @@
 //! PUT  /v1/uploads/{id}?exp&sig    a chunk (Content-Range) or the whole file ─▶ parts in the store
 //! HEAD /v1/uploads/{id}?exp&sig    Upload-Offset: bytes stored so far (resume from there)
 //! GET  /v1/uploads/{id}?exp&sig    {"id","offset","size","state"}
+//! DELETE /v1/uploads/{id}?exp&sig  the sender gives up: the file fails (`cancelled`) for every member
 //! GET  /v1/attachments/{id}/{name}?exp&sig    the file, streamed (one Range supported)
 //! GET  /v1/thumbnails/{id}?exp&sig            the JPEG thumbnail
 //! ```
@@ -48,6 +49,7 @@ pub fn router(node: Arc<Node>) -> Router {
             get(upload_status)
                 .head(upload_status)
                 .put(upload)
+                .delete(cancel)
                 .options(preflight),
         )
         .route(
@@ -200,6 +202,68 @@ async fn upload_status(
         h.insert("upload-length", HeaderValue::from(r.size));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok::<_, Failure>(response)
+    };
+    answer.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How long a cancel waits for an upload request of the same file to let go (the sender aborts it
+/// first; the node notices when the body breaks off).
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
+
+/// The sender gives an upload up: its parts are deleted, its quota comes back and every member is told
+/// it failed (`cancelled`). A finished file stays (`409 already_complete`); cancelling twice is fine.
+async fn cancel(
+    AxumState(node): AxumState<Arc<Node>>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let answer = async {
+        let att = signed(&node, Purpose::Upload, &id, &query)?.clone();
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        let token = loop {
+            match att.lock(&node, &id, LOCK_TTL).await {
+                Ok(Some(token)) => break token,
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(None) => {
+                    return Err(failure(
+                        StatusCode::CONFLICT,
+                        "upload_in_progress",
+                        "a request is still uploading this attachment; abort it first",
+                    ));
+                }
+                Err(_) => return Err(backend_failure()),
+            }
+        };
+        let result = async {
+            let r = record(&node, &att, &id).await?;
+            match r.state {
+                State::Ready => Err(Failure {
+                    extra: Some(("attachment", att.view(&r))),
+                    ..failure(
+                        StatusCode::CONFLICT,
+                        "already_complete",
+                        "this attachment is complete",
+                    )
+                }),
+                State::Failed => Ok(axum::Json(progress(&r)).into_response()),
+                State::Pending => {
+                    let r = att
+                        .fail(
+                            &node,
+                            r,
+                            "cancelled",
+                            "the sender cancelled the upload".to_owned(),
+                        )
+                        .await;
+                    Ok(axum::Json(progress(&r)).into_response())
+                }
+            }
+        }
+        .await;
+        att.unlock(&node, &id, token).await;
+        result
     };
     answer.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -675,7 +739,7 @@ async fn cors(
     next: axum::middleware::Next,
 ) -> Response {
     let policy = registry::origins::CorsPolicy {
-        methods: "GET, HEAD, PUT, OPTIONS",
+        methods: "GET, HEAD, PUT, DELETE, OPTIONS",
         allow_headers: Some("content-range, content-type, range"),
         expose_headers: Some("upload-offset, upload-length, content-range, content-disposition"),
     };
