@@ -39,9 +39,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Bytes of socket read/write buffering per connection. The library default (128 KiB each) is sized
-/// for one fast socket; 100k mostly idle chat connections need it small.
+/// Bytes of socket write buffering per connection. The library default (128 KiB) is sized for one
+/// fast socket; 100k mostly idle chat connections need it small.
 const SOCKET_BUFFER: usize = 4 * 1024;
+
+/// Bytes the read buffer of a connection starts with. Client frames are small (a `send` is a few
+/// hundred bytes) and an idle connection holds this for its whole life, so it starts at 512: a larger
+/// frame grows the buffer to that frame's size (up to `--max-frame-bytes`) as it arrives.
+const READ_BUFFER: usize = 512;
 
 /// What some nodes serve besides [`router`], and whether over TLS.
 #[derive(Debug, Default)]
@@ -195,7 +200,7 @@ async fn ws_upgrade(
         door.upgrading(peer);
     }
     let limits = &node.settings.limits;
-    ws.read_buffer_size(SOCKET_BUFFER)
+    ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(SOCKET_BUFFER)
         // The largest frame the node writes (a reply is cut at `max_reply_bytes`, a message is at
         // most `max_message_frame_bytes`) always fits behind what is still buffered; a frame that did
