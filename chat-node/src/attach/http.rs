@@ -40,6 +40,8 @@ const BODY_IDLE: Duration = Duration::from_secs(30);
 /// How long one upload request may hold an attachment's lock (a chunk of 8 MiB, or a whole file sent
 /// in one request, at a slow rate); the lock expires by itself after a crash.
 const LOCK_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long one upload request may run: well inside its lock, so two requests never write one file.
+const REQUEST_LIMIT: Duration = Duration::from_secs(12 * 60);
 
 /// The routes (merged into the node's router).
 pub fn router(node: Arc<Node>) -> Router {
@@ -403,7 +405,22 @@ async fn receive(
     let mut stream = body.into_data_stream();
     let mut part = BytesMut::new();
     let mut received: u64 = start;
+    // A request may not outlive its lock: past this, whole parts are kept and the client resumes.
+    let must_end = tokio::time::Instant::now() + REQUEST_LIMIT;
     loop {
+        if tokio::time::Instant::now() > must_end {
+            return Err(Failure {
+                extra: Some(("offset", r.offset.into())),
+                ..failure(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "one request may take {} minutes; resume from the stored offset",
+                        REQUEST_LIMIT.as_secs() / 60
+                    ),
+                )
+            });
+        }
         let next = tokio::time::timeout(BODY_IDLE, stream.next()).await;
         let data: Option<Bytes> = match next {
             Err(_) => {
