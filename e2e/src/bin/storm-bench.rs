@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use e2e::bench::{Backoff, LIFTED_NODE_LIMITS, cpu_seconds, machine_line};
-use e2e::client::{ChatClient, Error as ClientError, RoomMessage, assign, frame_type};
+use e2e::client::{Assignment, ChatClient, Error as ClientError, RoomMessage, frame_type};
 use e2e::topology::{Auth, Topology, TopologyConfig};
 use switchboard_runtime::duration;
 use switchboard_runtime::report;
@@ -89,6 +89,12 @@ struct Stat {
     reconnects: AtomicU64,
     /// Microseconds since the run's epoch when it last completed a (re)join and caught up; 0: never.
     recovered_us: AtomicU64,
+    /// Microseconds since the epoch of its last first connect attempt after a drop, its last
+    /// `welcome` and its last `joined` (where the recovery time goes).
+    dropped_us: AtomicU64,
+    assigned_us: AtomicU64,
+    welcomed_us: AtomicU64,
+    joined_us: AtomicU64,
     /// Refusals met while reconnecting: registry 503, 429, 1013 / other closes, refused TCP connects.
     refused_503: AtomicU64,
     refused_429: AtomicU64,
@@ -191,6 +197,13 @@ async fn run() -> anyhow::Result<()> {
             })
         })
         .collect();
+    // One HTTP client for every `/v1/assign` (as a browser keeps one): building one per request costs
+    // more client CPU than the request itself and would be measured as recovery time.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .context("building the HTTP client")?;
     let started = Instant::now();
     let gate = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
     let mut tasks = Vec::with_capacity(args.clients);
@@ -198,6 +211,7 @@ async fn run() -> anyhow::Result<()> {
         let user = format!("c{i}-{run_id}");
         let room = room_name(&run_id, i % args.rooms);
         tasks.push(tokio::spawn(client(
+            http.clone(),
             registry.clone(),
             user,
             room,
@@ -280,6 +294,29 @@ async fn run() -> anyhow::Result<()> {
             victims.len()
         ),
     }
+    let phase = |f: fn(&Stat) -> &AtomicU64| {
+        let mut v: Vec<f64> = victims
+            .iter()
+            .map(|&i| f(&stats[i]).load(Ordering::Relaxed))
+            .filter(|&us| us > killed_us)
+            .map(|us| (us - killed_us) as f64 / 1e6)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        format!("p50 {:.2} s, max {:.2} s", at(0.5), at(1.0))
+    };
+    println!(
+        "  after the kill: drop seen {}; last assign {}; welcome {}; joined {}; caught up {}",
+        phase(|s| &s.dropped_us),
+        phase(|s| &s.assigned_us),
+        phase(|s| &s.welcomed_us),
+        phase(|s| &s.joined_us),
+        phase(|s| &s.recovered_us)
+    );
     let spread = per_node(&stats);
     let survivors: Vec<usize> = vec![
         spread.get(&1).copied().unwrap_or(0),
@@ -402,6 +439,7 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::
 /// One client for the whole run: assign, connect, join (with `since` after the first time), read and
 /// check sequence numbers; on a drop, back off and start again.
 async fn client(
+    http: reqwest::Client,
     registry: String,
     user: String,
     room: String,
@@ -419,7 +457,7 @@ async fn client(
         } else {
             None
         };
-        let connected = connect(&registry, &user, &stat).await;
+        let connected = connect(&http, &registry, &user, &stat, epoch).await;
         let mut c = match connected {
             Ok(c) => c,
             Err(()) => {
@@ -428,6 +466,8 @@ async fn client(
                 continue;
             }
         };
+        stat.welcomed_us
+            .store(micros(epoch, Instant::now()), Ordering::Relaxed);
         let node = c.node().map_or(OFF, node_index);
         let last = stat.last_seq.load(Ordering::Relaxed);
         let since = (!first).then_some(last);
@@ -441,6 +481,8 @@ async fn client(
             }
         };
         drop(permit);
+        stat.joined_us
+            .store(micros(epoch, Instant::now()), Ordering::Relaxed);
         // Messages numbered up to here are before this client's account starts (first join only).
         let base = if first { joined.last_seq } else { 0 };
         if first {
@@ -495,22 +537,52 @@ async fn client(
         }
         // The connection dropped (the node died): wait a jittered moment before asking again.
         stat.node.store(OFF, Ordering::Relaxed);
+        stat.dropped_us
+            .store(micros(epoch, Instant::now()), Ordering::Relaxed);
         tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
 /// `/v1/assign`, then open the named node; counts the refusal kind on failure.
-async fn connect(registry: &str, user: &str, stat: &Stat) -> Result<ChatClient, ()> {
-    let assignment = match assign(registry).await {
+async fn connect(
+    http: &reqwest::Client,
+    registry: &str,
+    user: &str,
+    stat: &Stat,
+    epoch: Instant,
+) -> Result<ChatClient, ()> {
+    let assignment = match assign(http, registry).await {
         Ok(a) => a,
         Err(e) => {
             count_refusal(stat, &e);
             return Err(());
         }
     };
+    stat.assigned_us
+        .store(micros(epoch, Instant::now()), Ordering::Relaxed);
     ChatClient::connect(&assignment.url, user)
         .await
         .map_err(|e| count_refusal(stat, &e))
+}
+
+/// `GET {registry}/v1/assign`; any status but 200 is [`ClientError::Unavailable`] (503, 429).
+async fn assign(http: &reqwest::Client, registry: &str) -> Result<Assignment, ClientError> {
+    let url = format!("{registry}/v1/assign");
+    let http_error = |source| ClientError::Http {
+        url: url.clone(),
+        source,
+    };
+    let response = http.get(&url).send().await.map_err(http_error)?;
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(ClientError::Unavailable {
+            url,
+            status,
+            retry_after: None,
+            body: String::new(),
+        });
+    }
+    response.json().await.map_err(http_error)
 }
 
 fn count_refusal(stat: &Stat, e: &ClientError) {
