@@ -104,6 +104,16 @@ struct Stat {
     ready: AtomicBool,
 }
 
+/// What every client task shares.
+struct Shared {
+    http: reqwest::Client,
+    registry: String,
+    stop: Arc<AtomicBool>,
+    /// Bounds the concurrent first connects (the ramp before the kill).
+    gate: Arc<tokio::sync::Semaphore>,
+    epoch: Instant,
+}
+
 const OFF: usize = usize::MAX;
 
 #[tokio::main]
@@ -205,20 +215,22 @@ async fn run() -> anyhow::Result<()> {
         .build()
         .context("building the HTTP client")?;
     let started = Instant::now();
-    let gate = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
+    let shared = Arc::new(Shared {
+        http,
+        registry: registry.clone(),
+        stop: stop.clone(),
+        gate: Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1))),
+        epoch,
+    });
     let mut tasks = Vec::with_capacity(args.clients);
     for (i, stat) in stats.iter().enumerate() {
         let user = format!("c{i}-{run_id}");
         let room = room_name(&run_id, i % args.rooms);
         tasks.push(tokio::spawn(client(
-            http.clone(),
-            registry.clone(),
+            shared.clone(),
             user,
             room,
             stat.clone(),
-            stop.clone(),
-            gate.clone(),
-            epoch,
         )));
     }
     wait_until(limit, || {
@@ -438,16 +450,15 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::
 
 /// One client for the whole run: assign, connect, join (with `since` after the first time), read and
 /// check sequence numbers; on a drop, back off and start again.
-async fn client(
-    http: reqwest::Client,
-    registry: String,
-    user: String,
-    room: String,
-    stat: Arc<Stat>,
-    stop: Arc<AtomicBool>,
-    gate: Arc<tokio::sync::Semaphore>,
-    epoch: Instant,
-) {
+async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
+    let Shared {
+        http,
+        registry,
+        stop,
+        gate,
+        epoch,
+    } = &*ctx;
+    let epoch = *epoch;
     let mut first = true;
     let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) {
@@ -457,7 +468,7 @@ async fn client(
         } else {
             None
         };
-        let connected = connect(&http, &registry, &user, &stat, epoch).await;
+        let connected = connect(http, registry, &user, &stat, epoch).await;
         let mut c = match connected {
             Ok(c) => c,
             Err(()) => {
