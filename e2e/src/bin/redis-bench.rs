@@ -23,6 +23,7 @@
 //! target/release/redis-bench --node-counts 2,4,8 --messages 20000
 //! ```
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -121,10 +122,15 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
     let topology = Topology::start(config)
         .await
         .context("starting Redis + nodes")?;
-    let redis_pid = topology
-        .redis()
-        .and_then(|r| r.pid())
-        .context("the topology's redis-server has no process id")?;
+    let server = topology.redis().context("the topology started no Redis")?;
+    let redis = Redis {
+        pid: server
+            .pid()
+            .context("the topology's redis-server has no process id")?,
+        addr: server.addr(),
+        password: server.password().map(str::to_owned),
+    };
+    let redis_pid = redis.pid;
     let rooms: Vec<String> = (0..args.rooms)
         .map(|r| format!("rb-{run_id}-{r}"))
         .collect();
@@ -186,10 +192,15 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         (cpu(redis_pid)? - before) / 2.0
     };
+    println!(
+        "{n:>5} {:>12} Redis CPU at rest (heartbeats, presence): {:.1} % of a core",
+        "idle",
+        idle_rate * 100.0
+    );
 
     // Phase 1: room messages.
     let deliveries_wanted = (args.messages * n * args.members) as u64;
-    let (secs, redis) = timed(redis_pid, || {
+    let cost = timed(&redis, || {
         drive(
             &mut senders,
             args,
@@ -200,7 +211,7 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
         )
     })
     .await?;
-    print_row(n, "room msg", args.messages, secs, redis, idle_rate);
+    print_row(n, "room msg", args.messages, &cost, idle_rate);
     let deadline = Instant::now() + args.timeout;
     while delivered.load(Ordering::Relaxed) < deliveries_wanted && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -212,7 +223,7 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
 
     // Phase 2: direct messages, each to a member on another node than the sender's.
     let names = member_names.clone();
-    let (secs, redis) = timed(redis_pid, || {
+    let cost = timed(&redis, || {
         drive(
             &mut senders,
             args,
@@ -233,7 +244,7 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
         )
     })
     .await?;
-    print_row(n, "direct msg", args.dms, secs, redis, idle_rate);
+    print_row(n, "direct msg", args.dms, &cost, idle_rate);
 
     // Phase 3: joins of fresh rooms, one connection per 80 joins (a session holds at most 100 rooms).
     let per_conn = 80;
@@ -248,7 +259,7 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
         );
     }
     let joins = args.joins;
-    let (secs, redis) = timed(redis_pid, || async {
+    let cost = timed(&redis, || async {
         let mut tasks = Vec::new();
         for (j, mut c) in joiners.into_iter().enumerate() {
             let count = per_conn.min(joins - j * per_conn);
@@ -266,7 +277,7 @@ async fn measure(args: &Args, n: usize) -> anyhow::Result<()> {
         Ok(())
     })
     .await?;
-    print_row(n, "join", joins, secs, redis, idle_rate);
+    print_row(n, "join", joins, &cost, idle_rate);
 
     stop.store(true, Ordering::Relaxed);
     for r in readers {
@@ -280,20 +291,91 @@ fn cpu(pid: u32) -> anyhow::Result<f64> {
     cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat of redis-server"))
 }
 
-/// Run `work`, returning its wall seconds and the Redis CPU seconds it took.
-async fn timed<F, Fut>(redis_pid: u32, work: F) -> anyhow::Result<(f64, f64)>
+/// The Redis under test: its process (CPU time) and address (`INFO commandstats`).
+struct Redis {
+    pid: u32,
+    addr: String,
+    password: Option<String>,
+}
+
+/// Calls and microseconds per Redis command (`INFO commandstats`, Redis's own accounting: command
+/// execution only, without reading requests and writing replies).
+type CommandStats = BTreeMap<String, (u64, u64)>;
+
+impl Redis {
+    /// `INFO commandstats` through `redis-cli` (the password, if any, in `REDISCLI_AUTH`, never on the
+    /// command line).
+    fn commandstats(&self) -> anyhow::Result<CommandStats> {
+        let (host, port) = self.addr.rsplit_once(':').context("redis address")?;
+        let mut cli = std::process::Command::new("redis-cli");
+        cli.args(["-h", host, "-p", port, "INFO", "commandstats"]);
+        if let Some(password) = &self.password {
+            cli.env("REDISCLI_AUTH", password);
+        }
+        let out = cli
+            .output()
+            .context("running redis-cli (install it with `apt-get install redis-tools`)")?;
+        if !out.status.success() {
+            bail!("redis-cli INFO commandstats: {}", out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut stats = BTreeMap::new();
+        for line in text.lines() {
+            let Some((name, fields)) = line
+                .trim()
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(key))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            stats.insert(name.to_owned(), (field("calls="), field("usec=")));
+        }
+        Ok(stats)
+    }
+}
+
+/// What a phase cost: wall seconds, Redis process CPU seconds, and the commands it ran.
+struct Cost {
+    secs: f64,
+    redis_cpu: f64,
+    commands: CommandStats,
+}
+
+/// Run `work`, returning what it cost Redis.
+async fn timed<F, Fut>(redis: &Redis, work: F) -> anyhow::Result<Cost>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let before = cpu(redis_pid)?;
+    let stats_before = redis.commandstats()?;
+    let before = cpu(redis.pid)?;
     let started = Instant::now();
     work().await?;
     let secs = started.elapsed().as_secs_f64();
-    Ok((secs, cpu(redis_pid)? - before))
+    let redis_cpu = cpu(redis.pid)? - before;
+    let mut commands = redis.commandstats()?;
+    for (name, (calls, usec)) in &mut commands {
+        let (c0, u0) = stats_before.get(name).copied().unwrap_or((0, 0));
+        *calls = calls.saturating_sub(c0);
+        *usec = usec.saturating_sub(u0);
+    }
+    commands.retain(|_, (calls, _)| *calls > 0);
+    Ok(Cost {
+        secs,
+        redis_cpu,
+        commands,
+    })
 }
 
-fn print_row(n: usize, phase: &str, ops: usize, secs: f64, redis: f64, idle_rate: f64) {
+fn print_row(n: usize, phase: &str, ops: usize, cost: &Cost, idle_rate: f64) {
+    let (secs, redis) = (cost.secs, cost.redis_cpu);
     let work = (redis - idle_rate * secs).max(0.0);
     println!(
         "{:>5} {:>12} {:>9} {:>10.0} {:>10.2} {:>12.1} {:>10.0}%",
@@ -304,6 +386,28 @@ fn print_row(n: usize, phase: &str, ops: usize, secs: f64, redis: f64, idle_rate
         redis,
         work * 1e6 / ops.max(1) as f64,
         redis / secs.max(1e-9) * 100.0
+    );
+    let ops = ops.max(1) as f64;
+    let mut commands: Vec<(&String, &(u64, u64))> = cost.commands.iter().collect();
+    commands.sort_by_key(|(_, (_, usec))| std::cmp::Reverse(*usec));
+    let listed: Vec<String> = commands
+        .iter()
+        .filter(|(_, (calls, _))| *calls as f64 / ops >= 0.01)
+        .map(|(name, (calls, usec))| {
+            format!(
+                "{name} {:.2}x {:.1}µs",
+                *calls as f64 / ops,
+                *usec as f64 / ops
+            )
+        })
+        .collect();
+    let executed: u64 = cost.commands.values().map(|(_, usec)| usec).sum();
+    println!(
+        "{:>18} per op: {} (commands {:.1} µs of {:.1} µs CPU)",
+        "",
+        listed.join(", "),
+        executed as f64 / ops,
+        work * 1e6 / ops
     );
 }
 
