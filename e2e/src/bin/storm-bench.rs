@@ -389,6 +389,27 @@ async fn run() -> anyhow::Result<()> {
     let short: u64 = (0..stats.len())
         .map(|i| finals[i % args.rooms].saturating_sub(stats[i].last_seq.load(Ordering::Relaxed)))
         .sum();
+    let behind: Vec<String> = (0..stats.len())
+        .filter(|&i| !caught_up(i))
+        .take(5)
+        .map(|i| {
+            let s = &stats[i];
+            format!(
+                "client {i} (room {}, node {}, reconnects {}): at {} of {}",
+                i % args.rooms,
+                match s.node.load(Ordering::Relaxed) {
+                    OFF => "none".to_owned(),
+                    n => n.to_string(),
+                },
+                s.reconnects.load(Ordering::Relaxed),
+                s.last_seq.load(Ordering::Relaxed),
+                finals[i % args.rooms]
+            )
+        })
+        .collect();
+    for b in &behind {
+        println!("  behind: {b}");
+    }
     let lost = sum(|s| &s.lost) + short;
     let dups = sum(|s| &s.dups);
     let acked_total: u64 = finals.iter().sum();
