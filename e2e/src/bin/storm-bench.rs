@@ -260,6 +260,15 @@ async fn run() -> anyhow::Result<()> {
     let victims: Vec<usize> = (0..stats.len())
         .filter(|&i| stats[i].node.load(Ordering::Relaxed) == 0)
         .collect();
+    let redis_pid = topology.redis().and_then(|r| r.pid());
+    // Redis and this client process, to see what bounded the storm.
+    let others = || {
+        [
+            redis_pid.and_then(cpu_seconds),
+            cpu_seconds(std::process::id()),
+        ]
+    };
+    let others_before = others();
     let cpu_before: Vec<Option<f64>> = (1..3)
         .map(|i| topology.node_pid(i).and_then(cpu_seconds))
         .collect();
@@ -278,6 +287,7 @@ async fn run() -> anyhow::Result<()> {
     let cpu_after: Vec<Option<f64>> = (1..3)
         .map(|i| topology.node_pid(i).and_then(cpu_seconds))
         .collect();
+    let others_after = others();
     let mut times: Vec<f64> = victims
         .iter()
         .filter(|i| recovered(i))
@@ -374,6 +384,18 @@ async fn run() -> anyhow::Result<()> {
         }
     }
 
+    for (name, (b, a)) in ["redis-server", "this client process"]
+        .iter()
+        .zip(others_before.iter().zip(&others_after))
+    {
+        if let (Some(b), Some(a)) = (b, a) {
+            println!(
+                "  {name} CPU during the storm: {:.2} s over {storm_secs:.2} s",
+                a - b
+            );
+        }
+    }
+
     // Drain: stop the senders, then every client must reach its room's last acknowledged sequence.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
@@ -409,6 +431,25 @@ async fn run() -> anyhow::Result<()> {
         .collect();
     for b in &behind {
         println!("  behind: {b}");
+    }
+    let behind_where: BTreeMap<(usize, usize, u64), usize> = (0..stats.len())
+        .filter(|&i| !caught_up(i))
+        .fold(BTreeMap::new(), |mut m, i| {
+            let s = &stats[i];
+            let key = (
+                i % args.rooms,
+                s.node.load(Ordering::Relaxed),
+                finals[i % args.rooms].saturating_sub(s.last_seq.load(Ordering::Relaxed)),
+            );
+            *m.entry(key).or_insert(0) += 1;
+            m
+        });
+    if !behind_where.is_empty() {
+        println!(
+            "  behind, by (room, node, messages short) -> clients: {behind_where:?}; members per room on each \
+             node: about {}",
+            args.clients / args.rooms / 2
+        );
     }
     let lost = sum(|s| &s.lost) + short;
     let dups = sum(|s| &s.dups);
