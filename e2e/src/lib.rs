@@ -1,4 +1,5 @@
 //! End-to-end support for Switchboard: test client, local topologies, test bed, load tools.
+pub mod bench;
 pub mod client;
 pub mod fault;
 pub mod ha;
