@@ -45,25 +45,9 @@ pub enum Error {
     Unavailable(String),
 }
 
-/// An error and every cause under it, `: `-joined (the S3 error code and a refused connection are
-/// causes, not the top message).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let more = cause.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
-        let text = chain(&e);
+        let text = switchboard_runtime::report::chain(&e);
         match e {
             object_store::Error::NotFound { .. } if text.contains("NoSuchBucket") => {
                 Error::BucketMissing(text)

@@ -28,9 +28,9 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_attachments::names::{sanitize, url_segment};
-use switchboard_attachments::sign::{Purpose, Signer, random_secret};
+use switchboard_attachments::sign::{Purpose, Signer, hex, random_secret};
 use switchboard_attachments::sniff::is_mime;
-use switchboard_attachments::{AttachmentConfig, CHUNK_BYTES, MAX_ATTACHMENTS};
+use switchboard_attachments::{AttachmentConfig, MAX_ATTACHMENTS};
 use switchboard_runtime::report::chain;
 use tokio::sync::Semaphore;
 use tungstenite::Utf8Bytes;
@@ -614,7 +614,7 @@ impl Attachments {
                 && let Some(Some(r)) = records.pop()
                 && r.state == State::Pending
             {
-                let timeout = runtime_duration(self.config.upload_timeout);
+                let timeout = switchboard_runtime::duration::display(self.config.upload_timeout);
                 self.fail(
                     node,
                     r,
@@ -758,13 +758,9 @@ fn url_expiry(now: u64, ttl: Duration) -> u64 {
     exp.div_ceil(URL_EXPIRY_STEP_MS) * URL_EXPIRY_STEP_MS
 }
 
-fn runtime_duration(d: Duration) -> String {
-    switchboard_runtime::duration::display(d)
-}
-
 /// The cluster's URL-signing secret: made once by whichever node asks first, then read by all.
 async fn shared_secret(backend: &dyn Backend) -> crate::backend::Result<Vec<u8>> {
-    let mine: String = random_secret().iter().map(|b| format!("{b:02x}")).collect();
+    let mine = hex(&random_secret());
     // Ten years: the secret is not data of any user; losing it only ends the URLs handed out.
     let ttl = Duration::from_secs(10 * 365 * 24 * 3600);
     backend
@@ -777,11 +773,6 @@ async fn shared_secret(backend: &dyn Backend) -> crate::backend::Result<Vec<u8>>
         .flatten()
         .unwrap_or(mine);
     Ok(stored.into_bytes())
-}
-
-/// Bytes of every upload chunk but the last.
-pub const fn chunk_bytes() -> u64 {
-    CHUNK_BYTES
 }
 
 #[cfg(test)]

@@ -405,7 +405,7 @@ pub fn encode<T: Serialize>(frame: &T) -> Utf8Bytes {
 
 /// Limits announced in `welcome`.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct AnnouncedLimits {
+pub struct AnnouncedLimits<'a> {
     /// Largest WebSocket message accepted.
     pub max_frame_bytes: usize,
     /// Longest message body.
@@ -431,7 +431,7 @@ pub struct AnnouncedLimits {
     /// Length of every upload chunk but the last.
     pub upload_chunk_bytes: u64,
     /// Accepted attachment types.
-    pub attachment_types: Vec<String>,
+    pub attachment_types: &'a [String],
 }
 
 /// Frames the node sends that are not spliced by the store.
@@ -445,7 +445,7 @@ pub enum ServerFrame<'a> {
         session: &'a str,
         server_time: u64,
         dm_seq: u64,
-        limits: &'a AnnouncedLimits,
+        limits: &'a AnnouncedLimits<'a>,
         /// `open` or `jwt`.
         auth: &'a str,
         /// When the session's token expires (ms since the epoch); absent in open mode.

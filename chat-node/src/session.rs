@@ -118,8 +118,7 @@ impl Session {
             attachment_types: node
                 .attachments
                 .get()
-                .map(|a| a.config.types.list().to_vec())
-                .unwrap_or_default(),
+                .map_or(&[], |a| a.config.types.list()),
         };
         self.handle.deliver(&encode(&ServerFrame::Welcome {
             user: &user,

@@ -132,7 +132,7 @@ fn attachments(node: &Node) -> Result<&Arc<Attachments>, Failure> {
     })
 }
 
-/// The node's attachments, once the URL's id and signature hold for `purpose`.
+/// The node's attachments, once the URL's id and signed query (`exp`, `sig`) hold for `purpose`.
 fn signed<'a>(
     node: &'a Node,
     purpose: Purpose,
@@ -140,17 +140,6 @@ fn signed<'a>(
     query: &HashMap<String, String>,
 ) -> Result<&'a Arc<Attachments>, Failure> {
     let att = attachments(node)?;
-    authorize(att, purpose, id, query)?;
-    Ok(att)
-}
-
-/// Checks the id and the signed query of a URL for `purpose`.
-fn authorize(
-    att: &Attachments,
-    purpose: Purpose,
-    id: &str,
-    query: &HashMap<String, String>,
-) -> Result<(), Failure> {
     if !valid_id(id) {
         return Err(failure(
             StatusCode::NOT_FOUND,
@@ -172,7 +161,8 @@ fn authorize(
         .map_err(|e| match e {
             Invalid::Forged => failure(StatusCode::FORBIDDEN, "forbidden", e.to_string()),
             Invalid::Expired => failure(StatusCode::GONE, "expired", e.to_string()),
-        })
+        })?;
+    Ok(att)
 }
 
 async fn record(node: &Node, att: &Attachments, id: &str) -> Result<Record, Failure> {
@@ -486,10 +476,8 @@ async fn receive(
         }
         store_part(node, att, &mut r, &upload, part.freeze()).await?;
     }
+    // Every path here stored a part, and each part's record is saved with it.
     if r.offset < r.size {
-        att.save(node, &r, false)
-            .await
-            .map_err(|_| backend_failure())?;
         return Ok(axum::Json(progress(&r)).into_response());
     }
     finish(node, att, r).await
@@ -585,9 +573,8 @@ fn range(headers: &HeaderMap, size: u64) -> Result<Option<(u64, u64)>, Failure> 
     let Some(v) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Ok(None);
     };
-    let unsatisfiable = || Failure {
-        extra: None,
-        ..failure(
+    let unsatisfiable = || {
+        failure(
             StatusCode::RANGE_NOT_SATISFIABLE,
             "bad_range",
             format!("one range within 0-{} is served", size.saturating_sub(1)),

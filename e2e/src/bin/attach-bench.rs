@@ -138,7 +138,7 @@ impl Sampler {
         let task = tokio::spawn(async move {
             let mut peak = 0;
             loop {
-                let last = pid.map_or(0, rss_kib);
+                let last = pid.map_or(0, e2e::testbed::real::rss_kib);
                 peak = peak.max(last);
                 tokio::select! {
                     _ = &mut stopped => return (peak, last),
@@ -153,18 +153,6 @@ impl Sampler {
         let _ = self.stop.send(());
         self.task.await.unwrap_or((0, 0))
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// One PUT of bytes `start..end` of a `total`-byte ZIP-looking file, written as it is generated.

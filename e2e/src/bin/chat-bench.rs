@@ -93,21 +93,7 @@ async fn run() -> anyhow::Result<()> {
             log_filter: "warn".into(),
             // The benchmark measures the message path; tokens are checked once per connect only.
             auth: e2e::topology::Auth::Open,
-            ..TopologyConfig::scaled(2, 1).with_node_args([
-                "--rate-per-sec",
-                "1000000",
-                "--rate-burst",
-                "1000000",
-                "--capacity",
-                "1000000",
-                // Every benchmark connection comes from 127.0.0.1.
-                "--max-connections-per-ip",
-                "0",
-                "--handshakes-per-ip",
-                "0",
-                "--max-pending-sockets",
-                "100000",
-            ])
+            ..TopologyConfig::scaled(2, 1).with_node_args(e2e::bench::LIFTED_NODE_LIMITS)
         };
         let bin = e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
         let t = Topology::start(config)
