@@ -138,7 +138,8 @@ pub struct Args {
     /// Burst of frames above the sustained rate.
     #[arg(long, env = "SWITCHBOARD_RATE_BURST", default_value_t = 40)]
     pub rate_burst: u32,
-    /// Frames queued towards one client before it is disconnected as a slow consumer (4008).
+    /// Live frames queued towards one client before it is disconnected as a slow consumer (4008);
+    /// replies to the client's own requests have as much room again, apart.
     #[arg(long, env = "SWITCHBOARD_OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
     /// Bytes queued towards one client before it is disconnected as a slow consumer (4008); raised

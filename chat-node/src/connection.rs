@@ -157,7 +157,8 @@ where
     };
 
     let limits = node.settings.limits.clone();
-    let (tx, rx) = mpsc::channel(limits.outbound_queue);
+    // Two lanes (live events, replies) of `outbound_queue` frames each: see `SessionHandle`.
+    let (tx, rx) = mpsc::channel(2 * limits.outbound_queue);
     let kill = CancellationToken::new();
     let handle = Arc::new(
         SessionHandle::new(
@@ -406,17 +407,17 @@ where
     let mut next = Some(first);
     let mut closing = None;
     while let Some(out) = next.take() {
-        match out {
-            Out::Frame(bytes) => {
-                let n = bytes.len();
-                sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
-                handle.written(n);
-            }
+        let (bytes, reply) = match out {
+            Out::Frame(bytes) => (bytes, false),
+            Out::Reply(bytes) => (bytes, true),
             Out::Close(code, reason) => {
                 closing = Some((code, reason));
                 break;
             }
-        }
+        };
+        let n = bytes.len();
+        sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
+        handle.written(n, reply);
         next = rx.try_recv().ok();
     }
     sink.flush().await.map_err(|e| e.to_string())?;

@@ -55,13 +55,76 @@ pub type SessionId = u64;
 /// What the writer task of a connection sends.
 #[derive(Debug)]
 pub enum Out {
-    /// A serialized frame.
+    /// A serialized frame of the fan-out (live events).
     Frame(Utf8Bytes),
+    /// A serialized reply to the client's own request (`joined`, history, recovery).
+    Reply(Utf8Bytes),
     /// Close the connection with this code and reason after sending what is queued.
     Close(u16, &'static str),
 }
 
+/// One lane of a connection's outbound queue: the frames and bytes queued in it and not yet handed to
+/// the socket.
+#[derive(Debug)]
+struct Lane {
+    frames: ByteBudget,
+    bytes: ByteBudget,
+}
+
+impl Lane {
+    fn new(frames: usize, bytes: usize) -> Self {
+        Self {
+            frames: ByteBudget::new(frames),
+            bytes: ByteBudget::new(bytes),
+        }
+    }
+
+    fn try_reserve(&self, n: usize) -> bool {
+        if !self.frames.try_reserve(1) {
+            return false;
+        }
+        if !self.bytes.try_reserve(n) {
+            self.frames.release(1);
+            return false;
+        }
+        true
+    }
+
+    /// Waits for room for one frame of `n` bytes; the reservation is given back if the wait is
+    /// abandoned.
+    async fn reserve(&self, n: usize) {
+        self.bytes.reserve(n).await;
+        let undo = scopeguard(|| self.bytes.release(n));
+        self.frames.reserve(1).await;
+        std::mem::forget(undo);
+    }
+
+    fn release(&self, n: usize) {
+        self.frames.release(1);
+        self.bytes.release(n);
+    }
+}
+
+/// Runs `f` when dropped (an abandoned wait gives back what it reserved), unless forgotten.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
 /// The handle other parts of the node use to reach one connection.
+///
+/// The outbound queue has two lanes of equal size, so replies never take the room live events need:
+/// the **live** lane (fan-out: a full lane is a slow consumer, closed with 4008) and the **reply** lane
+/// (`joined`, history pages, recovery: a full lane makes the reply wait, up to
+/// [`crate::limits::Limits::reply_wait`]). The channel behind `tx` holds both: each lane gets half its
+/// capacity in frames, and the byte budget in bytes.
 #[derive(Debug)]
 pub struct SessionHandle {
     /// Session id, unique on this node.
@@ -73,8 +136,10 @@ pub struct SessionHandle {
     kill_code: AtomicU16,
     /// Highest direct-message sequence handed to this session.
     dm_delivered: AtomicU64,
-    /// Bytes of frames queued and not yet handed to the socket.
-    budget: ByteBudget,
+    /// Fan-out frames queued and not yet handed to the socket.
+    live: Lane,
+    /// Replies queued and not yet handed to the socket.
+    replies: Lane,
     /// Rooms whose ACL no longer lists this user, not yet handled by the session.
     revoked: Mutex<Vec<Arc<str>>>,
     /// Wakes the session when `revoked` gains a room.
@@ -82,13 +147,15 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle writing into `tx`; `kill` is cancelled when the session must close at once.
+    /// A handle writing into `tx` (half its capacity per lane); `kill` is cancelled when the session
+    /// must close at once.
     pub fn new(
         id: SessionId,
         user: Arc<str>,
         tx: mpsc::Sender<Out>,
         kill: CancellationToken,
     ) -> Self {
+        let lane_frames = (tx.max_capacity() / 2).max(1);
         Self {
             id,
             user,
@@ -96,15 +163,18 @@ impl SessionHandle {
             kill,
             kill_code: AtomicU16::new(0),
             dm_delivered: AtomicU64::new(0),
-            budget: ByteBudget::new(usize::MAX / 2),
+            live: Lane::new(lane_frames, usize::MAX / 2),
+            replies: Lane::new(lane_frames, usize::MAX / 2),
             revoked: Mutex::new(Vec::new()),
             revocation: tokio::sync::Notify::new(),
         }
     }
 
-    /// The same handle with its outbound queue bounded to `max` bytes.
+    /// The same handle with each lane of its outbound queue bounded to `max` bytes.
     pub fn with_outbound_bytes(mut self, max: usize) -> Self {
-        self.budget = ByteBudget::new(max);
+        let frames = self.live.frames.max();
+        self.live = Lane::new(frames, max);
+        self.replies = Lane::new(frames, max);
         self
     }
 
@@ -114,14 +184,14 @@ impl SessionHandle {
         if self.is_kicked() {
             return false;
         }
-        if !self.budget.try_reserve(bytes.len()) {
+        if !self.live.try_reserve(bytes.len()) {
             self.kick(close::SLOW_CONSUMER);
             return false;
         }
         match self.tx.try_send(Out::Frame(bytes.clone())) {
             Ok(()) => true,
             Err(e) => {
-                self.budget.release(bytes.len());
+                self.live.release(bytes.len());
                 if let mpsc::error::TrySendError::Full(_) = e {
                     self.kick(close::SLOW_CONSUMER);
                 }
@@ -130,15 +200,16 @@ impl SessionHandle {
         }
     }
 
-    /// Queues a reply to the client's own request, waiting up to `within` for room in the queue: a
-    /// client that reads slowly slows its own requests down, and one that does not read at all is
-    /// closed as a slow consumer. False if the session is gone or was found too slow.
+    /// Queues a reply to the client's own request in the reply lane, waiting up to `within` for room
+    /// there: a client that reads slowly slows its own requests down (never its live events), and one
+    /// that does not read at all is closed as a slow consumer. False if the session is gone or was
+    /// found too slow.
     pub async fn deliver_wait(&self, bytes: &Utf8Bytes, within: Duration) -> bool {
         let n = bytes.len();
         let queued = async {
-            self.budget.reserve(n).await;
-            if self.tx.send(Out::Frame(bytes.clone())).await.is_err() {
-                self.budget.release(n);
+            self.replies.reserve(n).await;
+            if self.tx.send(Out::Reply(bytes.clone())).await.is_err() {
+                self.replies.release(n);
                 return false;
             }
             true
@@ -153,14 +224,19 @@ impl SessionHandle {
         }
     }
 
-    /// The writer handed a frame of `n` bytes to the socket: its bytes leave the budget.
-    pub fn written(&self, n: usize) {
-        self.budget.release(n);
+    /// The writer handed a frame of `n` bytes to the socket ([`Out::Reply`] if `reply`, else
+    /// [`Out::Frame`]): it leaves its lane.
+    pub fn written(&self, n: usize, reply: bool) {
+        if reply {
+            self.replies.release(n);
+        } else {
+            self.live.release(n);
+        }
     }
 
-    /// Bytes this session may have queued.
+    /// Bytes this session may have queued in one lane.
     pub fn outbound_bytes(&self) -> usize {
-        self.budget.max()
+        self.live.bytes.max()
     }
 
     /// Closes the session at once with `code`, bypassing its (possibly full) queue.
@@ -244,8 +320,12 @@ struct Listener {
     handle: Arc<SessionHandle>,
     /// `Some` while the session recovers history: events wait here.
     pending: Option<Vec<(u64, Utf8Bytes)>>,
-    /// Bytes in `pending`; more than the session's outbound budget makes it a slow consumer.
+    /// Bytes in `pending`, at most the session's outbound budget: past it, the sequenced events are
+    /// dropped from `pending` and `refill` is set.
     pending_bytes: usize,
+    /// Sequenced events were dropped from `pending`: the session reads them from the store again
+    /// ([`Drained::Refill`]) before it takes the buffer.
+    refill: bool,
     /// Highest sequence handed to this session on this topic. Sequenced events at or below it are
     /// dropped, so whatever the backend does (a republished duplicate, a history read that ran ahead of
     /// the live stream), each session sees every sequence at most once and in increasing order.
@@ -275,6 +355,9 @@ pub enum Drained {
     /// Buffered events to hand over (in order) before asking again, and the highest sequence among
     /// them and what was sent before.
     Batch(Vec<Utf8Bytes>, u64),
+    /// The room outpaced the recovery and buffered events were dropped: read the stored messages
+    /// after this sequence from the store, then ask again.
+    Refill(u64),
 }
 
 /// The node-local routing table.
@@ -315,6 +398,7 @@ impl Hub {
                 handle: handle.clone(),
                 pending: pending.then(Vec::new),
                 pending_bytes: 0,
+                refill: false,
                 high: 0,
             },
         );
@@ -353,6 +437,9 @@ impl Hub {
         let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
             return Drained::Live(sent_up_to);
         };
+        if std::mem::take(&mut l.refill) {
+            return Drained::Refill(sent_up_to);
+        }
         let buffered = match l.pending.as_mut() {
             Some(p) if !p.is_empty() => std::mem::take(p),
             _ => {
@@ -421,8 +508,19 @@ impl Hub {
         let mut delivered = 0;
         for l in listeners.values_mut() {
             if let Some(p) = l.pending.as_mut() {
-                if l.pending_bytes + bytes.len() > l.handle.outbound_bytes() {
-                    // Recovering while the room outpaces it by a whole budget: as slow as a full queue.
+                let budget = l.handle.outbound_bytes();
+                if l.pending_bytes + bytes.len() > budget {
+                    // Recovering while the room outpaces it by a whole budget: the sequenced events
+                    // are in the store, so drop them here and have the session read them again.
+                    p.retain(|(s, _)| *s == 0);
+                    l.pending_bytes = p.iter().map(|(_, b)| b.len()).sum();
+                    l.refill = true;
+                }
+                if seq > 0 && l.refill {
+                    continue;
+                }
+                if l.pending_bytes + bytes.len() > budget {
+                    // Unsequenced events alone (presence, typing, read) fill a whole budget.
                     l.handle.kick(close::SLOW_CONSUMER);
                     p.clear();
                     l.pending_bytes = 0;
@@ -622,13 +720,13 @@ mod tests {
         let f = Utf8Bytes::from("y".repeat(60));
         assert!(h.deliver(&f));
         assert!(matches!(rx.try_recv(), Ok(Out::Frame(_))));
-        h.written(60);
+        h.written(60, false);
         assert!(h.deliver(&f), "the first frame was written");
         assert_eq!(h.kicked_with(), None);
     }
 
     #[test]
-    fn recovery_buffer_over_the_budget_is_a_slow_consumer() {
+    fn a_recovery_outpaced_by_its_room_reads_the_store_again_instead_of_closing() {
         let hub = Hub::new();
         let t = Topic::room("r");
         let (tx, _rx) = mpsc::channel(1024);
@@ -638,11 +736,57 @@ mod tests {
         );
         hub.attach(&t, &h, true);
         let f = Utf8Bytes::from("z".repeat(200));
+        let typing = Utf8Bytes::from("t".repeat(50));
         hub.dispatch(&t, 1, &f);
+        hub.dispatch(&t, 0, &typing);
         hub.dispatch(&t, 2, &f);
-        assert_eq!(h.kicked_with(), None);
         hub.dispatch(&t, 3, &f);
+        hub.dispatch(&t, 4, &f);
+        assert_eq!(h.kicked_with(), None, "the messages are in the store");
+        assert_eq!(hub.drain_pending(&t, 1, 0), Drained::Refill(0));
+        // After the refill (the session read 1..=4 from the store) only what came since is buffered,
+        // and the unsequenced event that was buffered is kept.
+        hub.dispatch(&t, 5, &f);
+        let Drained::Batch(batch, high) = hub.drain_pending(&t, 1, 4) else {
+            panic!("the typing notice and 5 are buffered");
+        };
+        assert_eq!(batch, [typing.clone(), f.clone()]);
+        assert_eq!(high, 5);
+        assert_eq!(hub.drain_pending(&t, 1, high), Drained::Live(5));
+        // Unsequenced events alone over the budget cannot be read again: a slow consumer.
+        let (tx, _rx2) = mpsc::channel(1024);
+        let g = Arc::new(
+            SessionHandle::new(2, "v".into(), tx, CancellationToken::new())
+                .with_outbound_bytes(500),
+        );
+        hub.attach(&t, &g, true);
+        for _ in 0..3 {
+            hub.dispatch(&t, 0, &f);
+        }
+        assert_eq!(g.kicked_with(), Some(crate::protocol::close::SLOW_CONSUMER));
+    }
+
+    #[tokio::test]
+    async fn a_full_reply_lane_never_makes_live_events_a_slow_consumer() {
+        let (tx, mut rx) = mpsc::channel(2 * 4);
+        let h = SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+            .with_outbound_bytes(1000);
+        let reply = Utf8Bytes::from("r".repeat(250));
+        for _ in 0..4 {
+            assert!(h.deliver_wait(&reply, Duration::from_secs(1)).await);
+        }
+        let live = Utf8Bytes::from("l".repeat(250));
+        for _ in 0..4 {
+            assert!(h.deliver(&live), "live events have their own lane");
+        }
+        assert_eq!(h.kicked_with(), None);
+        assert!(!h.deliver(&live), "until their own lane is full");
         assert_eq!(h.kicked_with(), Some(crate::protocol::close::SLOW_CONSUMER));
+        let mut kinds = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            kinds.push(matches!(out, Out::Reply(_)));
+        }
+        assert_eq!(kinds, [true, true, true, true, false, false, false, false]);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! [`Limits::max_reply_bytes`]: crate::limits::Limits::max_reply_bytes
 
 use crate::attach::{Attachments, Declared, Target};
-use crate::backend::{Post, Posted, Stored};
+use crate::backend::{Joining, Post, Posted, Stored};
 use crate::hub::{Drained, SessionHandle, Topic};
 use crate::identity::Identity;
 use crate::limits::{FloodGuard, TokenBucket, TypingGate};
@@ -286,6 +286,13 @@ impl Session {
         loop {
             match self.node.hub.drain_pending(topic, self.handle.id, high) {
                 Drained::Live(h) => return h,
+                Drained::Refill(h) => match self.refill(topic, h).await {
+                    Ok(h) => high = h,
+                    Err(code) => {
+                        self.handle.kick(code);
+                        return h;
+                    }
+                },
                 Drained::Batch(frames, h) => {
                     for f in &frames {
                         if self.send_big(f).await {
@@ -296,6 +303,19 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Reads again from the store what the hub dropped while the room outpaced a recovery
+    /// ([`Drained::Refill`]): everything after `after` that is still kept (a room that took more than
+    /// its history cap meanwhile has dropped the oldest: the client sees the jump in `seq`). Returns
+    /// the highest sequence sent, or 1013 when the store is unreachable.
+    async fn refill(&self, topic: &Topic, after: u64) -> Result<u64, u16> {
+        self.send_stored_after(topic, after, None, usize::MAX)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %chain(&e), "recovery refill failed; closing with 1013");
+                close::TRY_AGAIN_LATER
+            })
     }
 
     /// One history page: up to `limit` messages before `before`, newest kept first and cut where
@@ -824,27 +844,20 @@ impl Session {
         }
         let result = async {
             node.ensure_subscribed(&topic).await?;
-            let first = node
-                .backend
-                .presence_join(&room, &user, &node.settings.id)
-                .await?;
-            let bounds = node.backend.bounds(&room).await?;
-            let members = node.backend.members(&room).await?;
-            let read = node.backend.read_markers(&room).await?;
-            // A `since` above the newest sequence is from before the room expired and started again.
-            let since = since.map(|s| if s > bounds.last { 0 } else { s });
-            let history = match since {
-                Some(s) => {
-                    node.backend
-                        .history_after(&room, s, RECOVERY_CHUNK.min(node.settings.history_cap))
-                        .await?
-                }
-                None => Vec::new(),
-            };
-            Ok::<_, crate::backend::Error>((first, bounds, members, read, since, history))
+            let chunk = RECOVERY_CHUNK.min(node.settings.history_cap);
+            node.backend
+                .join(&room, &user, &node.settings.id, since, chunk)
+                .await
         }
         .await;
-        let (first, bounds, mut members, read, since, history) = match result {
+        let Joining {
+            first,
+            bounds,
+            mut members,
+            read,
+            since,
+            history,
+        } = match result {
             Ok(v) => v,
             Err(e) => {
                 if !rejoin {

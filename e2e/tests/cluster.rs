@@ -477,3 +477,96 @@ async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_double
         .expect("bob gets the next");
     assert_eq!(got[0].seq, 2, "and never the first twice");
 }
+
+/// Watches every command a Redis server runs (`MONITOR`) until dropped.
+struct Monitor {
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::net::TcpStream>>,
+}
+
+impl Monitor {
+    async fn start(addr: &str) -> Monitor {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to Redis");
+        stream.write_all(b"MONITOR\r\n").await.expect("MONITOR");
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        let ok = lines.next_line().await.expect("read").unwrap_or_default();
+        assert_eq!(ok, "+OK", "MONITOR starts");
+        Monitor { lines }
+    }
+
+    /// The commands run until now: sends a marker through a second connection and reads up to it.
+    async fn commands(&mut self, addr: &str) -> Vec<String> {
+        use tokio::io::AsyncWriteExt;
+        let marker = name("marker");
+        let mut other = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect to Redis");
+        other
+            .write_all(format!("ECHO {marker}\r\n").as_bytes())
+            .await
+            .expect("ECHO");
+        let mut out = Vec::new();
+        loop {
+            let line = tokio::time::timeout(T, self.lines.next_line())
+                .await
+                .expect("the marker arrives")
+                .expect("read")
+                .expect("MONITOR goes on");
+            if line.contains(&marker) {
+                return out;
+            }
+            out.push(line);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_join_costs_one_redis_round_trip_and_a_first_join_on_a_node_two() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let redis = t.redis().expect("the cluster runs its own Redis");
+    // Load the scripts first (a script's first call on a fresh Redis is a load and a call).
+    let mut warm = connect(&t, 0, &name("warm")).await;
+    warm.join(&name("other"), Some(0))
+        .await
+        .expect("warm-up join");
+    let mut monitor = Monitor::start(&redis.addr()).await;
+    const JOINS: usize = 20;
+    let mut clients = Vec::new();
+    for i in 0..JOINS {
+        let mut c = connect(&t, 0, &name(&format!("u{i}"))).await;
+        c.join(&room, Some(0)).await.expect("join with recovery");
+        clients.push(c);
+    }
+    let commands = monitor.commands(&redis.addr()).await;
+    let about_room: Vec<&String> = commands
+        .iter()
+        // Commands a script runs are listed too (`[0 lua]`): a round trip is a command from a client.
+        .filter(|c| c.contains(&format!("<{room}>")) && !c.contains(" lua] "))
+        .collect();
+    // Not part of answering a join: the `presence` event published after `joined` (PUBLISH), and the
+    // maintenance refresh that may run meanwhile (plain ZADD/SADD/PEXPIRE/EXPIRE, and one presence
+    // expiry script call for every room of the node).
+    let per_join: Vec<&&String> = about_room
+        .iter()
+        .filter(|c| {
+            let cmd = c.split('"').nth(1).unwrap_or("").to_ascii_uppercase();
+            !matches!(
+                cmd.as_str(),
+                "ZADD" | "SADD" | "PEXPIRE" | "EXPIRE" | "PUBLISH"
+            )
+        })
+        .collect();
+    let subscribes = per_join
+        .iter()
+        .filter(|c| c.to_ascii_uppercase().contains("\"SUBSCRIBE\""))
+        .count();
+    assert_eq!(subscribes, 1, "the node subscribes once: {per_join:#?}");
+    assert!(
+        (JOINS + 1..=JOINS + 2).contains(&per_join.len()),
+        "{JOINS} joins (one subscribed first) took {} commands: {per_join:#?}",
+        per_join.len()
+    );
+}

@@ -101,6 +101,24 @@ pub struct Bounds {
     pub last: u64,
 }
 
+/// What a join finds ([`Backend::join`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Joining {
+    /// The user was present nowhere in the room before (announce a `presence` `join`).
+    pub first: bool,
+    /// The room's kept sequence range.
+    pub bounds: Bounds,
+    /// Users present in the room, sorted.
+    pub members: Vec<String>,
+    /// Read markers of the room.
+    pub read: BTreeMap<String, u64>,
+    /// Where recovery starts: the asked `since`, or 0 when it is above the newest sequence (the room
+    /// expired and started again since). `None` without `since`.
+    pub since: Option<u64>,
+    /// The first messages after `since`, oldest first (at most the chunk asked for).
+    pub history: Vec<Stored>,
+}
+
 /// What a change of a room's ACL came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AclChange {
@@ -138,6 +156,37 @@ pub trait Backend: Send + Sync + 'static {
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()>;
     /// Marks `user` present in `room` through `node`; true if the user was not present anywhere.
     fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
+    /// Marks `user` present in `room` through `node` ([`Backend::presence_join`]) and reads what a
+    /// join answers: bounds, members, read markers and, with `since`, the first `chunk` messages
+    /// after it. The Redis backend does all of it in one round trip.
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        user: &'a str,
+        node: &'a str,
+        since: Option<u64>,
+        chunk: usize,
+    ) -> BoxFut<'a, Joining> {
+        Box::pin(async move {
+            let first = self.presence_join(room, user, node).await?;
+            let bounds = self.bounds(room).await?;
+            let members = self.members(room).await?;
+            let read = self.read_markers(room).await?;
+            let since = since.map(|s| if s > bounds.last { 0 } else { s });
+            let history = match since {
+                Some(s) => self.history_after(room, s, chunk).await?,
+                None => Vec::new(),
+            };
+            Ok(Joining {
+                first,
+                bounds,
+                members,
+                read,
+                since,
+                history,
+            })
+        })
+    }
     /// Ends `user`'s presence in `room` through `node`; true if the user is now present nowhere.
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Users present in a room, sorted.

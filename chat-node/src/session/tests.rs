@@ -46,13 +46,16 @@ impl TestNode {
     }
 
     async fn connect_granted(&self, user: &str, dm_since: Option<u64>, rooms: &[&str]) -> Client {
-        let (tx, rx) = mpsc::channel(self.node.settings.limits.outbound_queue);
-        let handle = Arc::new(SessionHandle::new(
-            self.node.next_session_id(),
-            user.into(),
-            tx,
-            CancellationToken::new(),
-        ));
+        let (tx, rx) = mpsc::channel(2 * self.node.settings.limits.outbound_queue);
+        let handle = Arc::new(
+            SessionHandle::new(
+                self.node.next_session_id(),
+                user.into(),
+                tx,
+                CancellationToken::new(),
+            )
+            .with_outbound_bytes(self.node.settings.limits.outbound_bytes),
+        );
         let identity = Identity {
             user: user.into(),
             dm_since,
@@ -88,16 +91,27 @@ impl Client {
         }
     }
 
+    /// The next queued frame, taken as the writer takes it (it leaves its lane).
+    fn take(&mut self) -> Option<Utf8Bytes> {
+        let (b, reply) = match self.rx.try_recv().ok()? {
+            Out::Frame(b) => (b, false),
+            Out::Reply(b) => (b, true),
+            Out::Close(..) => return None,
+        };
+        self.handle.written(b.len(), reply);
+        Some(b)
+    }
+
     fn next(&mut self) -> Value {
-        match self.rx.try_recv() {
-            Ok(Out::Frame(b)) => serde_json::from_str(b.as_str()).expect("server frames are JSON"),
-            other => panic!("expected a frame, got {other:?}"),
+        match self.take() {
+            Some(b) => serde_json::from_str(b.as_str()).expect("server frames are JSON"),
+            None => panic!("expected a frame"),
         }
     }
 
     fn drain(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
-        while let Ok(Out::Frame(b)) = self.rx.try_recv() {
+        while let Some(b) = self.take() {
             out.push(serde_json::from_str(b.as_str()).expect("json"));
         }
         out
@@ -594,7 +608,7 @@ async fn a_history_page_stops_at_the_reply_byte_limit_and_pages_on() {
             ask["before"] = json!(b);
         }
         a.send(ask).await;
-        let Ok(Out::Frame(raw)) = a.rx.try_recv() else {
+        let Some(raw) = a.take() else {
             panic!("a history reply");
         };
         assert!(raw.len() <= reply_max, "{} > {reply_max}", raw.len());
@@ -704,5 +718,106 @@ async fn a_since_above_the_newest_sequence_recovers_from_the_start() {
         b.of_type("message").len(),
         1,
         "live messages are not taken for duplicates"
+    );
+}
+
+#[tokio::test]
+async fn a_long_recovery_of_a_full_history_with_a_busy_room_alongside_is_never_a_slow_consumer() {
+    let limits = Limits {
+        rate_per_sec: 10_000,
+        rate_burst: 10_000,
+        ..Limits::default()
+    };
+    let cap = 1000;
+    let n = TestNode::with_limits(limits, cap);
+    let body = "b".repeat(4000);
+    let mut bob = n.connect("bob").await;
+    for room in ["big", "busy"] {
+        bob.send(json!({"type":"join","room":room})).await;
+    }
+    for _ in 0..cap {
+        bob.send(json!({"type":"send","room":"big","body":body}))
+            .await;
+        bob.drain();
+    }
+    let mut alice = n.connect("alice").await;
+    alice.send(json!({"type":"join","room":"busy"})).await;
+    alice.drain();
+    // Alice reads as a client does: a frame at a time, handing it to the writer's accounting.
+    let (_, idle) = mpsc::channel(1);
+    let mut rx = std::mem::replace(&mut alice.rx, idle);
+    let handle = alice.handle.clone();
+    let done = CancellationToken::new();
+    let stop = done.clone();
+    let reader = tokio::spawn(async move {
+        let mut got: Vec<(String, u64)> = Vec::new();
+        loop {
+            let out = tokio::select! {
+                out = rx.recv() => out,
+                () = stop.cancelled() => rx.try_recv().ok(),
+            };
+            let Some(out) = out else { break };
+            let (b, reply) = match out {
+                Out::Frame(b) => (b, false),
+                Out::Reply(b) => (b, true),
+                Out::Close(..) => break,
+            };
+            handle.written(b.len(), reply);
+            let f: Value = serde_json::from_str(b.as_str()).expect("json");
+            if f["type"] == "message" {
+                got.push((
+                    f["room"].as_str().unwrap_or("").to_owned(),
+                    f["seq"].as_u64().unwrap_or(0),
+                ));
+            }
+            tokio::task::yield_now().await;
+        }
+        got
+    });
+    // Bob keeps both rooms busy while alice recovers the whole history of one.
+    let busy = tokio::spawn(async move {
+        for _ in 0..300 {
+            for room in ["busy", "big"] {
+                let body = if room == "big" {
+                    "x".repeat(4000)
+                } else {
+                    "x".into()
+                };
+                bob.send(json!({"type":"send","room":room,"body":body}))
+                    .await;
+            }
+            bob.drain();
+            tokio::task::yield_now().await;
+        }
+        bob
+    });
+    alice
+        .send(json!({"type":"join","room":"big","since":0}))
+        .await;
+    let _bob = busy.await.expect("bob's task");
+    assert_eq!(alice.handle.kicked_with(), None, "never a slow consumer");
+    done.cancel();
+    let got = reader.await.expect("reader");
+    let seqs = |room: &str| -> Vec<u64> {
+        got.iter()
+            .filter(|(r, _)| r == room)
+            .map(|(_, s)| *s)
+            .collect()
+    };
+    assert_eq!(
+        seqs("busy"),
+        (1..=300).collect::<Vec<_>>(),
+        "every live event, in order"
+    );
+    let big = seqs("big");
+    assert!(
+        big.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicate"
+    );
+    let kept: Vec<u64> = big.iter().copied().filter(|s| *s > 300).collect();
+    assert_eq!(
+        kept,
+        (301..=cap as u64 + 300).collect::<Vec<_>>(),
+        "everything the store kept, up to the last message"
     );
 }

@@ -49,7 +49,7 @@ mod receiver;
 mod replies;
 mod scripts;
 
-use super::{AclChange, Backend, Bounds, BoxFut, Error, Post, Posted, Result, Stored};
+use super::{AclChange, Backend, Bounds, BoxFut, Error, Joining, Post, Posted, Result, Stored};
 use crate::config::{
     CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
 };
@@ -187,6 +187,25 @@ impl Inner {
     }
 }
 
+/// User names of a script reply, sorted.
+fn sorted_names(a: Vec<Value>) -> Vec<String> {
+    let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
+    users.sort();
+    users
+}
+
+/// Read markers of a script reply: user, seq, user, seq, ...
+fn read_pairs(a: Vec<Value>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut it = a.into_iter();
+    while let (Some(u), Some(s)) = (it.next(), it.next()) {
+        if let Some(u) = u.into_string() {
+            out.insert(u, to_u64(&s));
+        }
+    }
+    out
+}
+
 impl Backend for RedisBackend {
     fn post(&self, post: Post) -> BoxFut<'_, Posted> {
         Box::pin(self.inner.post("message", post))
@@ -220,11 +239,12 @@ impl Backend for RedisBackend {
                 .await
                 .map_err(unavailable)?;
             // Everything stored before this point is history; everything after arrives live (or is
-            // filled from the stream when a later sequence shows a gap).
-            let last = match &topic {
-                Topic::Room(r) => self.bounds(r).await?.last,
-                Topic::User(u) => self.dm_state(u).await?.0,
+            // filled from the stream when a later sequence shows a gap). A room's cursor starts with
+            // the join that follows (`join` reads the bounds anyway), saving a round trip.
+            let Topic::User(u) = &topic else {
+                return Ok(());
             };
+            let last = self.dm_state(u).await?.0;
             self.inner
                 .cursors
                 .lock()
@@ -342,6 +362,73 @@ impl Backend for RedisBackend {
         })
     }
 
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        user: &'a str,
+        node: &'a str,
+        since: Option<u64>,
+        chunk: usize,
+    ) -> BoxFut<'a, Joining> {
+        let names = &self.inner.names;
+        let log = names.room(room, "log");
+        let keys = vec![
+            names.room(room, &format!("pres:<{user}>")),
+            names.room(room, "members"),
+            names.room(room, "seq"),
+            log.clone(),
+            visible_key(&log),
+            names.room(room, "read"),
+        ];
+        let now = now_ms();
+        let ttl = PRESENCE_TTL.as_millis() as u64;
+        let args = vec![
+            node.to_owned(),
+            now.to_string(),
+            (now + ttl).to_string(),
+            user.to_owned(),
+            (ttl * 2).to_string(),
+            self.inner.bounded().to_owned(),
+            READ_MARKERS_CAP.to_string(),
+            names.room(room, "pres:<"),
+            ">".to_owned(),
+            since.map(|s| s.to_string()).unwrap_or_default(),
+            chunk.max(1).to_string(),
+        ];
+        Box::pin(async move {
+            let a = into_array(self.inner.eval(&SCRIPTS.join, keys, args).await?)?;
+            let mut it = a.into_iter();
+            let mut next = || {
+                it.next()
+                    .ok_or_else(|| Error::Protocol("join.lua: short reply".into()))
+            };
+            let first = to_u64(&next()?) == 1;
+            let bounds = Bounds {
+                first: to_u64(&next()?),
+                last: to_u64(&next()?),
+            };
+            let since = next()?.as_str().and_then(|s| s.parse().ok());
+            let members = sorted_names(into_array(next()?)?);
+            let read = read_pairs(into_array(next()?)?);
+            let history = stored_pairs(next()?)?;
+            // A fresh subscription's cursor starts here (see `subscribe`); a live one keeps its own.
+            self.inner
+                .cursors
+                .lock()
+                .await
+                .entry(Topic::room(room))
+                .or_insert(bounds.last);
+            Ok(Joining {
+                first,
+                bounds,
+                members,
+                read,
+                since,
+                history,
+            })
+        })
+    }
+
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
         let keys = vec![
             self.inner.names.room(room, &format!("pres:<{user}>")),
@@ -362,9 +449,7 @@ impl Backend for RedisBackend {
         ];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.members, keys, args).await?)?;
-            let mut users: Vec<String> = a.into_iter().filter_map(|v| v.into_string()).collect();
-            users.sort();
-            Ok(users)
+            Ok(sorted_names(a))
         })
     }
 
@@ -494,14 +579,7 @@ impl Backend for RedisBackend {
         let args = vec![READ_MARKERS_CAP.to_string()];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, args).await?)?;
-            let mut out = BTreeMap::new();
-            let mut it = a.into_iter();
-            while let (Some(u), Some(s)) = (it.next(), it.next()) {
-                if let Some(u) = u.into_string() {
-                    out.insert(u, to_u64(&s));
-                }
-            }
-            Ok(out)
+            Ok(read_pairs(a))
         })
     }
 

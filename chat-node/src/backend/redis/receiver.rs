@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Cursors (last sequence dispatched per topic) start at the topic's newest sequence when it is
-//! subscribed (`subscribe` in the module root) and are dropped with the last local listener.
+//! subscribed (`subscribe` in the module root; a room's with the join that follows, which reads it) and
+//! are dropped with the last local listener.
 
 use super::Inner;
 use crate::config::INBOX_CAP;

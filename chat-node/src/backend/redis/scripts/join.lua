@@ -1,0 +1,51 @@
+-- A join in one round trip: marks user ARGV[4] present in the room through node ARGV[1] (as
+-- presence_join.lua), then reads what `joined` and the start of a recovery need (as bounds.lua,
+-- members.lua, read_markers.lua and range_after.lua).
+-- KEYS: [1] the user's presence zset in the room, [2] the room's member set, [3] sequence counter,
+--       [4] log stream, [5] the log's visible mark, [6] read markers
+-- ARGV: [1] node, [2] now ms, [3] presence expiry ms, [4] user, [5] TTL of presence and member set ms,
+--       [6] '1' when reads stop at the visible mark, [7] read markers returned at most,
+--       [8] .. user .. [9]: a member's presence key, [10] recover after this sequence ('' for none),
+--       [11] messages of the first recovery chunk
+-- Returns {first (1 if the user was present nowhere before), oldest kept seq, newest seq,
+--          recovery start ('' for none), {members...}, {user, seq, ...}, {id, frame, ...}}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local had = redis.call('ZCARD', KEYS[1])
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+
+local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local visible = last
+if ARGV[6] == '1' then
+  visible = tonumber(redis.call('GET', KEYS[5]) or '0')
+  last = math.min(last, visible)
+end
+local first = 0
+local head = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', 1)
+if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
+
+local alive = '(' .. ARGV[2]
+local members = {}
+for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('ZCOUNT', ARGV[8] .. u .. ARGV[9], alive, '+inf') > 0 then
+    members[#members + 1] = u
+  end
+end
+
+local read = redis.call('ZRANGE', KEYS[6], 0, tonumber(ARGV[7]) - 1, 'REV', 'WITHSCORES')
+
+local since = ARGV[10]
+local history = {}
+if since ~= '' then
+  -- A `since` above the newest sequence is from before the room expired and started again.
+  if tonumber(since) > last then since = '0' end
+  if ARGV[6] ~= '1' or visible > tonumber(since) then
+    local top = '+'
+    if ARGV[6] == '1' then top = visible .. '-1' end
+    local r = redis.call('XRANGE', KEYS[4], '(' .. since .. '-1', top, 'COUNT', ARGV[11])
+    for _, e in ipairs(r) do history[#history + 1] = e[1]; history[#history + 1] = e[2][2] end
+  end
+end
+return {had == 0 and 1 or 0, first, last, since, members, read, history}
