@@ -19,7 +19,7 @@
 //! the room by its token.
 
 use crate::limits::ByteBudget;
-use crate::protocol::close;
+use crate::protocol::{PresenceMode, ServerFrame, close, encode, now_ms};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -318,6 +318,8 @@ fn revoked_user(bytes: &Utf8Bytes) -> Option<String> {
 
 struct Listener {
     handle: Arc<SessionHandle>,
+    /// How this session hears of joins and leaves.
+    presence: PresenceMode,
     /// `Some` while the session recovers history: events wait here.
     pending: Option<Vec<(u64, Utf8Bytes)>>,
     /// Bytes in `pending`, at most the session's outbound budget: past it, the sequenced events are
@@ -335,6 +337,47 @@ struct Listener {
 #[derive(Default)]
 struct Inner {
     topics: HashMap<Topic, HashMap<SessionId, Listener>>,
+    /// Joins and leaves not yet told to the sessions that take them coalesced, per room with such
+    /// sessions.
+    coalesced: HashMap<Topic, Coalesced>,
+}
+
+/// How often, at most, a session in [`PresenceMode::Batch`] or [`PresenceMode::Count`] hears of a
+/// room's joins and leaves.
+pub const PRESENCE_BATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// Names one `presence_batch` frame lists at most (joins and leaves together); beyond, it says
+/// `truncated` and the client pages `members`.
+pub const PRESENCE_BATCH_NAMES: usize = 1000;
+
+/// A room's joins and leaves since the last [`Hub::flush_presence`].
+#[derive(Debug, Default)]
+struct Coalesced {
+    /// The room's member count as this node last learned it (a join's count, moved by each event).
+    total: u64,
+    /// Each user's last event since the last flush: true for a join.
+    changes: std::collections::BTreeMap<Arc<str>, bool>,
+    /// More users than [`PRESENCE_BATCH_NAMES`] changed.
+    truncated: bool,
+    /// Something changed since the last flush.
+    dirty: bool,
+}
+
+/// Start of a `presence` event on the bus.
+const PRESENCE_PREFIX: &str = r#"{"type":"presence","#;
+
+/// The user and whether it is a join, if `bytes` is a `presence` event.
+fn presence_event(bytes: &Utf8Bytes) -> Option<(Arc<str>, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Presence<'a> {
+        user: &'a str,
+        event: &'a str,
+    }
+    if !bytes.as_str().starts_with(PRESENCE_PREFIX) {
+        return None;
+    }
+    let p: Presence<'_> = serde_json::from_str(bytes.as_str()).ok()?;
+    Some((Arc::from(p.user), p.event == "join"))
 }
 
 /// Counters the hub keeps for metrics (registered by [`crate::metrics::Metrics`]).
@@ -396,6 +439,7 @@ impl Hub {
             handle.id,
             Listener {
                 handle: handle.clone(),
+                presence: PresenceMode::Events,
                 pending: pending.then(Vec::new),
                 pending_bytes: 0,
                 refill: false,
@@ -505,8 +549,16 @@ impl Hub {
             }
             return 0;
         }
+        let presence = if seq == 0 {
+            presence_event(bytes)
+        } else {
+            None
+        };
         let mut delivered = 0;
         for l in listeners.values_mut() {
+            if presence.is_some() && l.presence != PresenceMode::Events {
+                continue;
+            }
             if let Some(p) = l.pending.as_mut() {
                 let budget = l.handle.outbound_bytes();
                 if l.pending_bytes + bytes.len() > budget {
@@ -538,8 +590,99 @@ impl Hub {
                 }
             }
         }
+        if let (Some((user, join)), Some(c)) = (presence, inner.coalesced.get_mut(topic)) {
+            c.total = if join {
+                c.total + 1
+            } else {
+                c.total.saturating_sub(1)
+            };
+            if c.changes.len() < PRESENCE_BATCH_NAMES || c.changes.contains_key(&user) {
+                c.changes.insert(user, join);
+            } else {
+                c.truncated = true;
+            }
+            c.dirty = true;
+        }
         self.stats.deliveries.inc_by(delivered as u64);
         delivered
+    }
+
+    /// Sets how session `id` hears of joins and leaves in `topic`; `members_total` is the room's
+    /// member count its join found (the freshest count this node has).
+    pub fn set_presence_mode(
+        &self,
+        topic: &Topic,
+        id: SessionId,
+        mode: PresenceMode,
+        members_total: u64,
+    ) {
+        let mut inner = self.lock();
+        let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
+            return;
+        };
+        l.presence = mode;
+        if mode != PresenceMode::Events {
+            inner.coalesced.entry(topic.clone()).or_default().total = members_total;
+        }
+    }
+
+    /// Tells every session in [`PresenceMode::Batch`] or [`PresenceMode::Count`] what changed in its
+    /// rooms since the last call: one frame per room and session at most. Called every
+    /// [`PRESENCE_BATCH_EVERY`] ([`run_presence_batches`]).
+    pub fn flush_presence(&self) {
+        let mut inner = self.lock();
+        let Inner { topics, coalesced } = &mut *inner;
+        coalesced.retain(|topic, c| {
+            let Some(listeners) = topics.get_mut(topic) else {
+                return false;
+            };
+            if !std::mem::take(&mut c.dirty) {
+                return true;
+            }
+            let Topic::Room(room) = topic else {
+                return false;
+            };
+            let changes = std::mem::take(&mut c.changes);
+            let truncated = std::mem::take(&mut c.truncated);
+            let ts = now_ms();
+            let mut batch = None;
+            let mut count = None;
+            for l in listeners.values_mut() {
+                let frame = match l.presence {
+                    PresenceMode::Events => continue,
+                    PresenceMode::Batch => batch.get_or_insert_with(|| {
+                        let (joins, leaves): (Vec<_>, Vec<_>) =
+                            changes.iter().partition(|(_, join)| **join);
+                        encode(&ServerFrame::PresenceBatch {
+                            room,
+                            joins: joins.iter().map(|(u, _)| &***u).collect(),
+                            leaves: leaves.iter().map(|(u, _)| &***u).collect(),
+                            truncated,
+                            members_total: c.total,
+                            ts,
+                        })
+                    }),
+                    PresenceMode::Count => count.get_or_insert_with(|| {
+                        encode(&ServerFrame::PresenceCount {
+                            room,
+                            members_total: c.total,
+                            ts,
+                        })
+                    }),
+                };
+                if let Some(p) = l.pending.as_mut() {
+                    if l.pending_bytes + frame.len() > l.handle.outbound_bytes() {
+                        l.handle.kick(close::SLOW_CONSUMER);
+                    } else {
+                        l.pending_bytes += frame.len();
+                        p.push((0, frame.clone()));
+                    }
+                } else if l.handle.deliver(frame) {
+                    self.stats.deliveries.inc();
+                }
+            }
+            true
+        });
     }
 
     /// Every topic with at least one local listener, and the users listening to it (for presence
@@ -567,6 +710,18 @@ impl Hub {
             .filter(|t| matches!(t, Topic::Room(_)))
             .count();
         (rooms, inner.topics.len() - rooms)
+    }
+}
+
+/// Flushes coalesced presence every [`PRESENCE_BATCH_EVERY`] until `stop` fires.
+pub async fn run_presence_batches(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PRESENCE_BATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => hub.flush_presence(),
+        }
     }
 }
 

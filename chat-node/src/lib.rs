@@ -202,6 +202,10 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
         stop_server.clone(),
     ));
     tokio::spawn(maintenance(node.clone(), stop_tasks.clone()));
+    tokio::spawn(hub::run_presence_batches(
+        node.hub.clone(),
+        stop_tasks.clone(),
+    ));
     let membership = loadset.map(|ls| {
         tokio::spawn(membership::run(
             node.clone(),

@@ -123,6 +123,21 @@ pub mod close {
     pub const FLOODING: u16 = 4029;
 }
 
+/// How a session in a room is told of other members' joins and leaves (`join`'s `presence` field).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceMode {
+    /// One `presence` frame per join or leave, as it happens (the default).
+    #[default]
+    Events,
+    /// One `presence_batch` frame per room and [`crate::hub::PRESENCE_BATCH_EVERY`] at most, listing
+    /// who joined and who left.
+    Batch,
+    /// One `presence_count` frame per room and interval at most, with the member count only; `joined`
+    /// lists no members (page them with `members`).
+    Count,
+}
+
 /// The `req` correlation value a client may attach to any frame.
 pub type Req = Option<Value>;
 
@@ -144,6 +159,17 @@ pub enum ClientFrame {
         room: String,
         /// Last sequence the client saw.
         since: Option<u64>,
+        /// How the session is told of other members' joins and leaves.
+        presence: PresenceMode,
+    },
+    /// A page of a room's member list.
+    Members {
+        /// Room name.
+        room: String,
+        /// Names after this one (exclusive), in sorted order; from the start without it.
+        after: Option<String>,
+        /// Page size.
+        limit: Option<u32>,
     },
     /// Leave a room.
     Leave {
@@ -221,6 +247,14 @@ struct RefreshF {
 struct JoinF {
     room: String,
     since: Option<u64>,
+    #[serde(default)]
+    presence: PresenceMode,
+}
+#[derive(Deserialize)]
+struct MembersF {
+    room: String,
+    after: Option<String>,
+    limit: Option<u32>,
 }
 #[derive(Deserialize)]
 struct RoomF {
@@ -334,6 +368,12 @@ pub fn parse(text: &str) -> Result<(ClientFrame, Req), (Refusal, Req)> {
         "join" => fields::<JoinF>(&ty, value).map(|f| ClientFrame::Join {
             room: f.room,
             since: f.since,
+            presence: f.presence,
+        }),
+        "members" => fields::<MembersF>(&ty, value).map(|f| ClientFrame::Members {
+            room: f.room,
+            after: f.after,
+            limit: f.limit,
         }),
         "leave" => fields::<RoomF>(&ty, value).map(|f| ClientFrame::Leave { room: f.room }),
         "send" => fields::<SendF>(&ty, value).and_then(|f| {
@@ -512,6 +552,29 @@ pub enum ServerFrame<'a> {
         user: &'a str,
         seq: u64,
     },
+    PresenceBatch {
+        room: &'a str,
+        joins: Vec<&'a str>,
+        leaves: Vec<&'a str>,
+        /// More joins and leaves happened than the lists hold: page `members` to see who is there.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+        members_total: u64,
+        ts: u64,
+    },
+    PresenceCount {
+        room: &'a str,
+        members_total: u64,
+        ts: u64,
+    },
+    Members {
+        room: &'a str,
+        members: &'a [String],
+        members_total: usize,
+        has_more: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        req: &'a Req,
+    },
     LastSeen {
         users: BTreeMap<String, LastSeenEntry>,
         /// Asked-for users this session may not see (no shared room, no direct message).
@@ -688,7 +751,8 @@ mod tests {
             f,
             ClientFrame::Join {
                 room: "lobby".into(),
-                since: Some(4)
+                since: Some(4),
+                presence: PresenceMode::Events,
             }
         );
         assert_eq!(req, Some(Value::String("r1".into())));

@@ -23,8 +23,8 @@ use crate::limits::{FloodGuard, TokenBucket, TypingGate};
 use crate::names::{is_private_room, valid_client_id, valid_room, valid_user};
 use crate::node::Node;
 use crate::protocol::{
-    AnnouncedLimits, ClientFrame, ErrorCode, Refusal, Req, ServerFrame, close, encode,
-    history_frame, message_tail, now_ms, parse, presence, tail_with_raw,
+    AnnouncedLimits, ClientFrame, ErrorCode, PresenceMode, Refusal, Req, ServerFrame, close,
+    encode, history_frame, message_tail, now_ms, parse, presence, tail_with_raw,
 };
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -513,7 +513,28 @@ impl Session {
                 Ok(())
             }
             ClientFrame::Refresh { token } => self.refresh(&token, req).await,
-            ClientFrame::Join { room, since } => self.join(room, since, req).await,
+            ClientFrame::Join {
+                room,
+                since,
+                presence,
+            } => self.join(room, since, presence, req).await,
+            ClientFrame::Members { room, after, limit } => {
+                self.joined(&room)?;
+                let limit = limit.map_or(MAX_MEMBERS_LISTED, |l| l as usize);
+                let limit = limit.clamp(1, MAX_MEMBERS_LISTED);
+                let all = node.backend.members(&room).await.map_err(store_refusal)?;
+                let start = after.map_or(0, |a| all.partition_point(|m| *m <= a));
+                let page = &all[start..(start + limit).min(all.len())];
+                self.send_big(&encode(&ServerFrame::Members {
+                    room: &room,
+                    members: page,
+                    members_total: all.len(),
+                    has_more: start + page.len() < all.len(),
+                    req,
+                }))
+                .await;
+                Ok(())
+            }
             ClientFrame::Leave { room } => {
                 self.joined(&room)?;
                 self.leave(&room).await;
@@ -815,7 +836,13 @@ impl Session {
         self.expires_at
     }
 
-    async fn join(&mut self, room: String, since: Option<u64>, req: &Req) -> Result<(), Refusal> {
+    async fn join(
+        &mut self,
+        room: String,
+        since: Option<u64>,
+        presence_mode: PresenceMode,
+        req: &Req,
+    ) -> Result<(), Refusal> {
         if !valid_room(&room) {
             return Err(invalid_room(&room));
         }
@@ -845,8 +872,10 @@ impl Session {
         let result = async {
             node.ensure_subscribed(&topic).await?;
             let chunk = RECOVERY_CHUNK.min(node.settings.history_cap);
+            // A count-only member does not need the list: the store then only counts.
+            let list = presence_mode != PresenceMode::Count;
             node.backend
-                .join(&room, &user, &node.settings.id, since, chunk)
+                .join(&room, &user, &node.settings.id, since, chunk, list)
                 .await
         }
         .await;
@@ -854,6 +883,7 @@ impl Session {
             first,
             bounds,
             mut members,
+            members_total,
             read,
             since,
             history,
@@ -869,7 +899,10 @@ impl Session {
             }
         };
         self.rooms.insert(room.clone());
-        let members_total = members.len();
+        // This user's own `presence` join (published below when `first`) will count them again.
+        let others = members_total.saturating_sub(usize::from(first));
+        node.hub
+            .set_presence_mode(&topic, self.handle.id, presence_mode, others as u64);
         members.truncate(MAX_MEMBERS_LISTED);
         self.send_big(&encode(&ServerFrame::Joined {
             room: &room,
@@ -971,6 +1004,7 @@ fn frame_type(f: &ClientFrame) -> &'static str {
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Read { .. } => "read",
         ClientFrame::History { .. } => "history",
+        ClientFrame::Members { .. } => "members",
         ClientFrame::LastSeen { .. } => "last_seen",
         ClientFrame::Ping => "ping",
     }

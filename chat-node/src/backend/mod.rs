@@ -108,8 +108,10 @@ pub struct Joining {
     pub first: bool,
     /// The room's kept sequence range.
     pub bounds: Bounds,
-    /// Users present in the room, sorted.
+    /// Users present in the room, sorted (empty when not asked for).
     pub members: Vec<String>,
+    /// How many users are present.
+    pub members_total: usize,
     /// Read markers of the room.
     pub read: BTreeMap<String, u64>,
     /// Where recovery starts: the asked `since`, or 0 when it is above the newest sequence (the room
@@ -157,8 +159,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Marks `user` present in `room` through `node`; true if the user was not present anywhere.
     fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Marks `user` present in `room` through `node` ([`Backend::presence_join`]) and reads what a
-    /// join answers: bounds, members, read markers and, with `since`, the first `chunk` messages
-    /// after it. The Redis backend does all of it in one round trip.
+    /// join answers: bounds, the members (with `list`; else only their number), read markers and,
+    /// with `since`, the first `chunk` messages after it. The Redis backend does all of it in one
+    /// round trip.
     fn join<'a>(
         &'a self,
         room: &'a str,
@@ -166,11 +169,16 @@ pub trait Backend: Send + Sync + 'static {
         node: &'a str,
         since: Option<u64>,
         chunk: usize,
+        list: bool,
     ) -> BoxFut<'a, Joining> {
         Box::pin(async move {
             let first = self.presence_join(room, user, node).await?;
             let bounds = self.bounds(room).await?;
-            let members = self.members(room).await?;
+            let mut members = self.members(room).await?;
+            let members_total = members.len();
+            if !list {
+                members.clear();
+            }
             let read = self.read_markers(room).await?;
             let since = since.map(|s| if s > bounds.last { 0 } else { s });
             let history = match since {
@@ -181,6 +189,7 @@ pub trait Backend: Send + Sync + 'static {
                 first,
                 bounds,
                 members,
+                members_total,
                 read,
                 since,
                 history,

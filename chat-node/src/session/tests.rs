@@ -821,3 +821,98 @@ async fn a_long_recovery_of_a_full_history_with_a_busy_room_alongside_is_never_a
         "everything the store kept, up to the last message"
     );
 }
+
+#[tokio::test]
+async fn batch_and_count_members_hear_of_joins_and_leaves_once_per_interval() {
+    let n = TestNode::new();
+    let mut batch = n.connect("batch").await;
+    let mut count = n.connect("count").await;
+    let mut events = n.connect("events").await;
+    batch
+        .send(json!({"type":"join","room":"r","presence":"batch"}))
+        .await;
+    count
+        .send(json!({"type":"join","room":"r","presence":"count"}))
+        .await;
+    events.send(json!({"type":"join","room":"r"})).await;
+    let joined = count.of_type("joined");
+    assert_eq!(joined[0]["members"], json!([]), "count-only lists no one");
+    assert_eq!(joined[0]["members_total"], 2);
+    n.node.hub.flush_presence();
+    for c in [&mut batch, &mut count, &mut events] {
+        c.drain();
+    }
+    let mut others = Vec::new();
+    for i in 0..5 {
+        let mut c = n.connect(&format!("u{i}")).await;
+        c.send(json!({"type":"join","room":"r"})).await;
+        others.push(c);
+    }
+    assert!(batch.of_type("presence").is_empty(), "nothing one by one");
+    assert!(count.of_type("presence").is_empty());
+    assert_eq!(
+        events.of_type("presence").len(),
+        5,
+        "the default is unchanged"
+    );
+    n.node.hub.flush_presence();
+    let b = batch.drain();
+    assert_eq!(b.len(), 1, "one frame for five joins: {b:?}");
+    assert_eq!(b[0]["type"], "presence_batch");
+    assert_eq!(b[0]["joins"], json!(["u0", "u1", "u2", "u3", "u4"]));
+    assert_eq!(b[0]["leaves"], json!([]));
+    assert_eq!(b[0]["members_total"], 8);
+    let c = count.drain();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0]["type"], "presence_count");
+    assert_eq!(c[0]["members_total"], 8);
+    n.node.hub.flush_presence();
+    assert!(batch.drain().is_empty(), "nothing changed, nothing sent");
+    // u0 leaves and comes back, u1 leaves: each user's last event counts.
+    others[0].send(json!({"type":"leave","room":"r"})).await;
+    others[0].send(json!({"type":"join","room":"r"})).await;
+    others[1].send(json!({"type":"leave","room":"r"})).await;
+    n.node.hub.flush_presence();
+    let b = batch.drain();
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0]["joins"], json!(["u0"]));
+    assert_eq!(b[0]["leaves"], json!(["u1"]));
+    assert_eq!(b[0]["members_total"], 7);
+}
+
+#[tokio::test]
+async fn a_member_list_is_paged_in_name_order() {
+    let n = TestNode::new();
+    let mut clients = Vec::new();
+    for u in ["dave", "alice", "carol", "bob", "erin"] {
+        let mut c = n.connect(u).await;
+        c.send(json!({"type":"join","room":"r","presence":"count"}))
+            .await;
+        c.drain();
+        clients.push(c);
+    }
+    let a = &mut clients[1];
+    a.send(json!({"type":"members","room":"r","limit":2,"req":1}))
+        .await;
+    let p = a.of_type("members");
+    assert_eq!(p[0]["members"], json!(["alice", "bob"]));
+    assert_eq!(
+        (p[0]["members_total"].clone(), p[0]["has_more"].clone()),
+        (json!(5), json!(true))
+    );
+    assert_eq!(p[0]["req"], 1);
+    a.send(json!({"type":"members","room":"r","after":"bob","limit":2}))
+        .await;
+    let p = a.of_type("members");
+    assert_eq!(p[0]["members"], json!(["carol", "dave"]));
+    a.send(json!({"type":"members","room":"r","after":"dave"}))
+        .await;
+    let p = a.of_type("members");
+    assert_eq!(p[0]["members"], json!(["erin"]));
+    assert_eq!(p[0]["has_more"], false);
+    a.send(json!({"type":"members","room":"elsewhere"})).await;
+    assert_eq!(a.of_type("error")[0]["code"], "not_joined");
+    a.send(json!({"type":"join","room":"s","presence":"loud"}))
+        .await;
+    assert_eq!(a.of_type("error")[0]["code"], "bad_frame");
+}

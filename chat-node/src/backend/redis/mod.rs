@@ -369,6 +369,7 @@ impl Backend for RedisBackend {
         node: &'a str,
         since: Option<u64>,
         chunk: usize,
+        list: bool,
     ) -> BoxFut<'a, Joining> {
         let names = &self.inner.names;
         let log = names.room(room, "log");
@@ -394,6 +395,7 @@ impl Backend for RedisBackend {
             ">".to_owned(),
             since.map(|s| s.to_string()).unwrap_or_default(),
             chunk.max(1).to_string(),
+            if list { "1" } else { "0" }.to_owned(),
         ];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.join, keys, args).await?)?;
@@ -411,6 +413,7 @@ impl Backend for RedisBackend {
             let members = sorted_names(into_array(next()?)?);
             let read = read_pairs(into_array(next()?)?);
             let history = stored_pairs(next()?)?;
+            let members_total = to_u64(&next()?) as usize;
             // A fresh subscription's cursor starts here (see `subscribe`); a live one keeps its own.
             self.inner
                 .cursors
@@ -422,6 +425,7 @@ impl Backend for RedisBackend {
                 first,
                 bounds,
                 members,
+                members_total,
                 read,
                 since,
                 history,

@@ -6,9 +6,11 @@
 -- ARGV: [1] node, [2] now ms, [3] presence expiry ms, [4] user, [5] TTL of presence and member set ms,
 --       [6] '1' when reads stop at the visible mark, [7] read markers returned at most,
 --       [8] .. user .. [9]: a member's presence key, [10] recover after this sequence ('' for none),
---       [11] messages of the first recovery chunk
+--       [11] messages of the first recovery chunk, [12] '1' to list the members ('0': count only, in
+--       constant time: users whose presence expired count until the presence sweep removes them)
 -- Returns {first (1 if the user was present nowhere before), oldest kept seq, newest seq,
---          recovery start ('' for none), {members...}, {user, seq, ...}, {id, frame, ...}}
+--          recovery start ('' for none), {members...}, {user, seq, ...}, {id, frame, ...},
+--          number of members}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
 local had = redis.call('ZCARD', KEYS[1])
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
@@ -28,10 +30,16 @@ if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 
 local alive = '(' .. ARGV[2]
 local members = {}
-for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('ZCOUNT', ARGV[8] .. u .. ARGV[9], alive, '+inf') > 0 then
-    members[#members + 1] = u
+local total
+if ARGV[12] == '1' then
+  for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if redis.call('ZCOUNT', ARGV[8] .. u .. ARGV[9], alive, '+inf') > 0 then
+      members[#members + 1] = u
+    end
   end
+  total = #members
+else
+  total = redis.call('SCARD', KEYS[2])
 end
 
 local read = redis.call('ZRANGE', KEYS[6], 0, tonumber(ARGV[7]) - 1, 'REV', 'WITHSCORES')
@@ -48,4 +56,4 @@ if since ~= '' then
     for _, e in ipairs(r) do history[#history + 1] = e[1]; history[#history + 1] = e[2][2] end
   end
 end
-return {had == 0 and 1 or 0, first, last, since, members, read, history}
+return {had == 0 and 1 or 0, first, last, since, members, read, history, total}
