@@ -608,13 +608,13 @@ impl Hub {
     }
 
     /// Sets how session `id` hears of joins and leaves in `topic`; `members_total` is the room's
-    /// member count its join found (the freshest count this node has).
+    /// member count its join found, when it has one (the freshest count this node has).
     pub fn set_presence_mode(
         &self,
         topic: &Topic,
         id: SessionId,
         mode: PresenceMode,
-        members_total: u64,
+        members_total: Option<u64>,
     ) {
         let mut inner = self.lock();
         let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
@@ -622,7 +622,10 @@ impl Hub {
         };
         l.presence = mode;
         if mode != PresenceMode::Events {
-            inner.coalesced.entry(topic.clone()).or_default().total = members_total;
+            let c = inner.coalesced.entry(topic.clone()).or_default();
+            if let Some(total) = members_total {
+                c.total = total;
+            }
         }
     }
 

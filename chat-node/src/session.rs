@@ -859,6 +859,9 @@ impl Session {
         let user = self.handle.user.clone();
         let topic = Topic::room(&room);
         node.hub.attach(&topic, &self.handle, true);
+        // From now on, so presence arriving during the join is already taken as asked.
+        node.hub
+            .set_presence_mode(&topic, self.handle.id, presence_mode, None);
         // In by the ACL: a revocation published between the check above and the attach reached no
         // session of ours, so look once more now that one would reach it.
         if !rejoin
@@ -902,7 +905,7 @@ impl Session {
         // This user's own `presence` join (published below when `first`) will count them again.
         let others = members_total.saturating_sub(usize::from(first));
         node.hub
-            .set_presence_mode(&topic, self.handle.id, presence_mode, others as u64);
+            .set_presence_mode(&topic, self.handle.id, presence_mode, Some(others as u64));
         members.truncate(MAX_MEMBERS_LISTED);
         self.send_big(&encode(&ServerFrame::Joined {
             room: &room,

@@ -968,3 +968,24 @@ pub fn bin_dir(names: &[&str]) -> Result<PathBuf> {
             .join(", "),
     })
 }
+
+/// A scaled topology for benchmarks on loopback: Redis, `nodes` chat-nodes and a registry, quiet logs,
+/// open identity (tokens are checked once per connect only) and every per-client limit lifted (all
+/// benchmark connections come from 127.0.0.1). Release binaries when the benchmark runs as one.
+pub async fn bench_topology(nodes: usize) -> anyhow::Result<Topology> {
+    use anyhow::Context as _;
+    let config = TopologyConfig {
+        log_filter: "warn".into(),
+        auth: Auth::Open,
+        ..TopologyConfig::scaled(nodes, 1).with_node_args(crate::bench::LIFTED_NODE_LIMITS)
+    };
+    let bin = bin_dir_or_build(&["chat-node", "registry"])?;
+    let t = Topology::start(config)
+        .await
+        .with_context(|| format!("starting Redis + {nodes} chat-nodes"))?;
+    println!(
+        "topology: redis + {nodes} chat-nodes + 1 registry, binaries from {}",
+        bin.display()
+    );
+    Ok(t)
+}

@@ -25,7 +25,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use e2e::client::{ChatClient, frame_type};
-use e2e::topology::{Topology, TopologyConfig};
 use futures_util::StreamExt as _;
 use serde_json::json;
 use switchboard_runtime::duration;
@@ -89,20 +88,7 @@ async fn run() -> anyhow::Result<()> {
 
     let mut _topology = None;
     let (urls, pid) = if args.nodes.is_empty() {
-        let config = TopologyConfig {
-            log_filter: "warn".into(),
-            // The benchmark measures the message path; tokens are checked once per connect only.
-            auth: e2e::topology::Auth::Open,
-            ..TopologyConfig::scaled(2, 1).with_node_args(e2e::bench::LIFTED_NODE_LIMITS)
-        };
-        let bin = e2e::topology::bin_dir_or_build(&["chat-node", "registry"])?;
-        let t = Topology::start(config)
-            .await
-            .context("starting Redis + 2 chat-nodes")?;
-        println!(
-            "topology: redis + 2 chat-nodes + 1 registry, binaries from {}",
-            bin.display()
-        );
+        let t = e2e::topology::bench_topology(2).await?;
         let urls = vec![t.node_ws_url(0), t.node_ws_url(1)];
         let pid = t.node_pid(0);
         _topology = Some(t);
