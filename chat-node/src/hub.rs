@@ -403,12 +403,27 @@ pub enum Drained {
     Refill(u64),
 }
 
-/// The node-local routing table.
-#[derive(Default)]
+/// How many independently locked parts the routing table has: a dispatch to one topic and a join or
+/// leave of another rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// The node-local routing table, in [`SHARDS`] parts by topic, each behind its own lock (held only
+/// for map updates and `try_send`s, never across an await).
 pub struct Hub {
-    inner: Mutex<Inner>,
+    shards: Box<[Mutex<Inner>]>,
+    hasher: std::collections::hash_map::RandomState,
     /// Delivery counters.
     pub stats: HubStats,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            stats: HubStats::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -423,16 +438,17 @@ impl Hub {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the maps half-updated in a way that matters more
-        // than stopping fan-out for the whole node would, so recover the guard.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// The part of the table that holds `topic`.
+    fn lock(&self, topic: &Topic) -> MutexGuard<'_, Inner> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(topic) % SHARDS as u64) as usize;
+        lock_shard(&self.shards[i])
     }
 
     /// Adds a session to a topic. With `pending`, events are buffered until [`Hub::activate`].
     /// Returns true if the session is the topic's first local listener.
     pub fn attach(&self, topic: &Topic, handle: &Arc<SessionHandle>, pending: bool) -> bool {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let listeners = inner.topics.entry(topic.clone()).or_default();
         let first = listeners.is_empty();
         listeners.insert(
@@ -452,7 +468,7 @@ impl Hub {
     /// Ends recovery: queues the buffered events with a sequence above `sent_up_to` (and every
     /// unsequenced event), then delivers live. Returns the highest sequence delivered.
     pub fn activate(&self, topic: &Topic, id: SessionId, sent_up_to: u64) -> u64 {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let mut high = sent_up_to;
         if let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) {
             l.pending_bytes = 0;
@@ -477,7 +493,7 @@ impl Hub {
     /// left — makes the session live on the topic. The session hands each batch over and calls again
     /// with the returned high mark; events arriving meanwhile wait in the buffer, so order holds.
     pub fn drain_pending(&self, topic: &Topic, id: SessionId, sent_up_to: u64) -> Drained {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
             return Drained::Live(sent_up_to);
         };
@@ -510,7 +526,7 @@ impl Hub {
 
     /// Removes a session from a topic. Returns true if no local listener is left.
     pub fn detach(&self, topic: &Topic, id: SessionId) -> bool {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let Some(listeners) = inner.topics.get_mut(topic) else {
             return true;
         };
@@ -525,12 +541,12 @@ impl Hub {
 
     /// True if some local session listens to `topic`.
     pub fn has_listeners(&self, topic: &Topic) -> bool {
-        self.lock().topics.contains_key(topic)
+        self.lock(topic).topics.contains_key(topic)
     }
 
     /// Whether `user` has any session listening to `topic` other than `except`.
     pub fn user_listens_elsewhere(&self, topic: &Topic, user: &str, except: SessionId) -> bool {
-        self.lock().topics.get(topic).is_some_and(|t| {
+        self.lock(topic).topics.get(topic).is_some_and(|t| {
             t.values()
                 .any(|l| l.handle.id != except && &*l.handle.user == user)
         })
@@ -539,7 +555,7 @@ impl Hub {
     /// Hands one bus event to every local listener of `topic`, in call order. Returns how many
     /// sessions got it.
     pub fn dispatch(&self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> usize {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let Some(listeners) = inner.topics.get_mut(topic) else {
             return 0;
         };
@@ -616,7 +632,7 @@ impl Hub {
         mode: PresenceMode,
         members_total: Option<u64>,
     ) {
-        let mut inner = self.lock();
+        let mut inner = self.lock(topic);
         let Some(l) = inner.topics.get_mut(topic).and_then(|t| t.get_mut(&id)) else {
             return;
         };
@@ -633,8 +649,13 @@ impl Hub {
     /// rooms since the last call: one frame per room and session at most. Called every
     /// [`PRESENCE_BATCH_EVERY`] ([`run_presence_batches`]).
     pub fn flush_presence(&self) {
-        let mut inner = self.lock();
-        let Inner { topics, coalesced } = &mut *inner;
+        for shard in &self.shards {
+            self.flush_shard(&mut lock_shard(shard));
+        }
+    }
+
+    fn flush_shard(&self, inner: &mut Inner) {
+        let Inner { topics, coalesced } = inner;
         coalesced.retain(|topic, c| {
             let Some(listeners) = topics.get_mut(topic) else {
                 return false;
@@ -691,29 +712,38 @@ impl Hub {
     /// Every topic with at least one local listener, and the users listening to it (for presence
     /// refresh).
     pub fn snapshot(&self) -> Vec<(Topic, Vec<Arc<str>>)> {
-        let inner = self.lock();
-        inner
-            .topics
-            .iter()
-            .map(|(t, ls)| {
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            out.extend(lock_shard(shard).topics.iter().map(|(t, ls)| {
                 let mut users: Vec<Arc<str>> = ls.values().map(|l| l.handle.user.clone()).collect();
                 users.sort();
                 users.dedup();
                 (t.clone(), users)
-            })
-            .collect()
+            }));
+        }
+        out
     }
 
     /// Number of topics with local listeners, by kind: (rooms, users).
     pub fn topic_counts(&self) -> (usize, usize) {
-        let inner = self.lock();
-        let rooms = inner
-            .topics
-            .keys()
-            .filter(|t| matches!(t, Topic::Room(_)))
-            .count();
-        (rooms, inner.topics.len() - rooms)
+        let (mut rooms, mut all) = (0, 0);
+        for shard in &self.shards {
+            let inner = lock_shard(shard);
+            rooms += inner
+                .topics
+                .keys()
+                .filter(|t| matches!(t, Topic::Room(_)))
+                .count();
+            all += inner.topics.len();
+        }
+        (rooms, all - rooms)
     }
+}
+
+fn lock_shard(shard: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    // A panic while holding this lock cannot leave the maps half-updated in a way that matters more
+    // than stopping fan-out for a part of the node would, so recover the guard.
+    shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Flushes coalesced presence every [`PRESENCE_BATCH_EVERY`] until `stop` fires.

@@ -9,7 +9,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::protocol::presence;
 use registry::origins::AllowedOrigins;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switchboard_runtime::report::chain;
@@ -54,7 +54,10 @@ pub struct Node {
     reported: AtomicBool,
     connections: AtomicU64,
     next_session: AtomicU64,
-    subscriptions: tokio::sync::Mutex<HashSet<Topic>>,
+    /// Bus subscriptions by topic: each behind its own async lock (held across the SUBSCRIBE or
+    /// UNSUBSCRIBE round trip, so a subscribe and a sweep of one topic never interleave); the map itself
+    /// is locked only to look a topic up, never across a round trip.
+    subscriptions: std::sync::Mutex<HashMap<Topic, Arc<tokio::sync::Mutex<bool>>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -111,7 +114,7 @@ impl Node {
             reported: AtomicBool::new(reported),
             connections: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
-            subscriptions: tokio::sync::Mutex::new(HashSet::new()),
+            subscriptions: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -159,12 +162,23 @@ impl Node {
     /// Makes sure the bus delivers `topic` to this node. Call after attaching a listener, so a
     /// concurrent sweep cannot drop the subscription the listener relies on.
     pub async fn ensure_subscribed(&self, topic: &Topic) -> Result<()> {
-        let mut subs = self.subscriptions.lock().await;
-        if !subs.contains(topic) {
+        let entry = self
+            .subscription_map()
+            .entry(topic.clone())
+            .or_default()
+            .clone();
+        let mut subscribed = entry.lock().await;
+        if !*subscribed {
             self.backend.subscribe(topic.clone()).await?;
-            subs.insert(topic.clone());
+            *subscribed = true;
         }
         Ok(())
+    }
+
+    fn subscription_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<tokio::sync::Mutex<bool>>>> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Tells `rooms` (the rooms with sessions here) of members whose presence expired because their
@@ -188,18 +202,30 @@ impl Node {
 
     /// Drops bus subscriptions of topics no local session listens to any more.
     pub async fn sweep_subscriptions(&self) {
-        let mut subs = self.subscriptions.lock().await;
-        let idle: Vec<Topic> = subs
+        let idle: Vec<(Topic, Arc<tokio::sync::Mutex<bool>>)> = self
+            .subscription_map()
             .iter()
-            .filter(|t| !self.hub.has_listeners(t))
-            .cloned()
+            .filter(|(t, _)| !self.hub.has_listeners(t))
+            .map(|(t, e)| (t.clone(), e.clone()))
             .collect();
-        for t in idle {
-            match self.backend.unsubscribe(t.clone()).await {
-                Ok(()) => {
-                    subs.remove(&t);
+        for (t, entry) in idle {
+            let mut subscribed = entry.lock().await;
+            // A listener may have come (and subscribed) since the list was made.
+            if self.hub.has_listeners(&t) {
+                continue;
+            }
+            if *subscribed {
+                if let Err(e) = self.backend.unsubscribe(t.clone()).await {
+                    tracing::warn!(error = %chain(&e), "unsubscribe failed; will retry");
+                    continue;
                 }
-                Err(e) => tracing::warn!(error = %chain(&e), "unsubscribe failed; will retry"),
+                *subscribed = false;
+            }
+            let mut map = self.subscription_map();
+            // Only this entry, and only while nobody waits on it.
+            if map.get(&t).is_some_and(|e| Arc::ptr_eq(e, &entry)) && Arc::strong_count(&entry) == 2
+            {
+                map.remove(&t);
             }
         }
     }

@@ -11,7 +11,9 @@
 //! 1. **Fan-out**: `members` connections (alternating over the two nodes) join one room; `senders`
 //!    connections (also alternating) send `messages` in total, each with its send time in the body,
 //!    pipelined `window` deep. Every member counts deliveries and the latency send -> receive, measured
-//!    at the receiving client; latencies are reported for every delivery and for cross-node ones.
+//!    at the receiving client; latencies are reported for every delivery and for cross-node ones, and
+//!    the servers' CPU time (user + system of every node, `/proc/PID/stat`) per delivery. To compare
+//!    two builds, alternate them in one run: `SWITCHBOARD_BIN_DIR=DIR` picks the binaries.
 //! 2. **Idle memory**: `idle` connections to the first node that only identify; the node's RSS delta
 //!    (`/proc/PID/status` VmRSS) divided by the connection count.
 //!
@@ -64,7 +66,8 @@ struct Args {
     /// Use running nodes instead of starting a topology: their WebSocket URLs, comma-separated.
     #[arg(long, env = "BENCH_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
-    /// With --nodes: the process id of the first node, for the memory figure.
+    /// With --nodes: the process id of the first node, for the memory figure (and the CPU figure,
+    /// of that node only).
     #[arg(long, env = "BENCH_NODE_PID")]
     node_pid: Option<u32>,
 }
@@ -87,10 +90,12 @@ async fn run() -> anyhow::Result<()> {
     let run_id = format!("{:06x}", fastrand::u32(..0xff_ffff));
 
     let mut _topology = None;
+    let mut node_pids: Vec<u32> = args.node_pid.into_iter().collect();
     let (urls, pid) = if args.nodes.is_empty() {
         let t = e2e::topology::bench_topology(2).await?;
         let urls = vec![t.node_ws_url(0), t.node_ws_url(1)];
         let pid = t.node_pid(0);
+        node_pids = (0..t.node_count()).filter_map(|i| t.node_pid(i)).collect();
         _topology = Some(t);
         (urls, pid)
     } else {
@@ -105,7 +110,7 @@ async fn run() -> anyhow::Result<()> {
             None => println!("idle memory: skipped (no --node-pid for the first node)"),
         }
     }
-    fan_out(&args, &urls, &run_id, limit).await?;
+    fan_out(&args, &urls, &node_pids, &run_id, limit).await?;
     Ok(())
 }
 
@@ -113,6 +118,7 @@ async fn run() -> anyhow::Result<()> {
 async fn fan_out(
     args: &Args,
     urls: &[String],
+    pids: &[u32],
     run_id: &str,
     limit: Duration,
 ) -> anyhow::Result<()> {
@@ -172,6 +178,7 @@ async fn fan_out(
         }));
     }
 
+    let cpu_before = cpu_ticks(pids)?;
     let started = Instant::now();
     let mut senders = Vec::new();
     for s in 0..args.senders {
@@ -238,6 +245,17 @@ async fn fan_out(
         all.len() as f64 / secs,
         args.messages as f64 / secs
     );
+    let cpu = cpu_ticks(pids)?.saturating_sub(cpu_before);
+    if !pids.is_empty() && !all.is_empty() {
+        let us = cpu as f64 * 1e6 / CLOCK_TICKS_PER_SEC;
+        println!(
+            "  servers' CPU (user + system, {} node process{}): {:.2} s = {:.2} µs per delivery",
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" },
+            us / 1e6,
+            us / all.len() as f64
+        );
+    }
     report("  latency, every delivery", &mut all);
     report("  latency, across nodes  ", &mut cross);
     if all.len() < wanted {
@@ -248,6 +266,28 @@ async fn fan_out(
         );
     }
     Ok(())
+}
+
+/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on every Linux architecture we run).
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// User + system CPU time of the processes `pids` so far, in clock ticks.
+fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th
+        // field of the line, stime the 15th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        match (tick(11), tick(12)) {
+            (Some(u), Some(s)) => total += u + s,
+            _ => bail!("unexpected /proc/{pid}/stat: {stat}"),
+        }
+    }
+    Ok(total)
 }
 
 fn report(label: &str, us: &mut [u64]) {

@@ -65,7 +65,6 @@ use scripts::SCRIPTS;
 use std::collections::BTreeSet;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use tokio::sync::Mutex;
 use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
@@ -97,8 +96,9 @@ struct Inner {
     names: Names,
     hub: Arc<Hub>,
     history_cap: usize,
-    /// Last sequence dispatched per topic; the receiver's memory for gap filling.
-    cursors: Mutex<HashMap<Topic, u64>>,
+    /// Last sequence dispatched per topic; the receiver's memory for gap filling. A plain lock, held
+    /// for lookups and updates only (see `receiver.rs`).
+    cursors: std::sync::Mutex<HashMap<Topic, u64>>,
     /// When the expiries of rooms and users with sessions here were last renewed.
     ttl_renewed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -126,7 +126,7 @@ impl RedisBackend {
             names: Names::new(keys),
             hub,
             history_cap: history_cap.max(1),
-            cursors: Mutex::new(HashMap::new()),
+            cursors: std::sync::Mutex::new(HashMap::new()),
             ttl_renewed: std::sync::Mutex::new(None),
         });
         let rx_inner = inner.clone();
@@ -246,9 +246,7 @@ impl Backend for RedisBackend {
             };
             let last = self.dm_state(u).await?.0;
             self.inner
-                .cursors
-                .lock()
-                .await
+                .cursors()
                 .entry(topic)
                 .and_modify(|c| *c = (*c).max(last))
                 .or_insert(last);
@@ -263,7 +261,7 @@ impl Backend for RedisBackend {
                 .unsubscribe(self.inner.names.channel(&topic))
                 .await
                 .map_err(unavailable)?;
-            self.inner.cursors.lock().await.remove(&topic);
+            self.inner.cursors().remove(&topic);
             Ok(())
         })
     }
@@ -416,9 +414,7 @@ impl Backend for RedisBackend {
             let members_total = to_u64(&next()?) as usize;
             // A fresh subscription's cursor starts here (see `subscribe`); a live one keeps its own.
             self.inner
-                .cursors
-                .lock()
-                .await
+                .cursors()
                 .entry(Topic::room(room))
                 .or_insert(bounds.last);
             Ok(Joining {

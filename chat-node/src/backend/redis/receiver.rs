@@ -26,15 +26,23 @@ use tungstenite::Utf8Bytes;
 const CURSOR_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Inner {
+    /// The cursors, locked for a lookup or an update only: never across a round trip.
+    pub(super) fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, u64>> {
+        self.cursors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves `topic`'s cursor up to `seq` (never down).
+    fn advance(&self, topic: &Topic, seq: u64) {
+        let mut cursors = self.cursors();
+        let c = cursors.entry(topic.clone()).or_insert(seq);
+        *c = (*c).max(seq);
+    }
+
     /// Dispatches one sequenced event, filling a gap from the stream first and dropping duplicates.
-    async fn dispatch_sequenced(
-        &self,
-        cursors: &mut HashMap<Topic, u64>,
-        topic: Topic,
-        seq: u64,
-        frame: Utf8Bytes,
-    ) {
-        let last = cursors.get(&topic).copied();
+    /// Only this task dispatches sequenced events, so reading the gap without holding the cursors
+    /// keeps the order; other rooms' joins meanwhile are not held up.
+    async fn dispatch_sequenced(&self, topic: Topic, seq: u64, frame: Utf8Bytes) {
+        let last = self.cursors().get(&topic).copied();
         match last {
             Some(l) if seq <= l => return,
             Some(l) if seq > l + 1 => {
@@ -55,13 +63,16 @@ impl Inner {
             _ => {}
         }
         self.hub.dispatch(&topic, seq, &frame);
-        cursors.insert(topic, seq);
+        self.advance(&topic, seq);
     }
 
     /// After a reconnect or lag: deliver whatever was published while we were not listening.
-    async fn catch_up(&self, cursors: &mut HashMap<Topic, u64>) {
-        cursors.retain(|t, _| self.hub.has_listeners(t));
-        let topics: Vec<(Topic, u64)> = cursors.iter().map(|(t, s)| (t.clone(), *s)).collect();
+    async fn catch_up(&self) {
+        let topics: Vec<(Topic, u64)> = {
+            let mut cursors = self.cursors();
+            cursors.retain(|t, _| self.hub.has_listeners(t));
+            cursors.iter().map(|(t, s)| (t.clone(), *s)).collect()
+        };
         for (topic, last) in topics {
             match self
                 .range_after(
@@ -75,7 +86,7 @@ impl Inner {
                 Ok(missing) => {
                     for m in missing {
                         self.hub.dispatch(&topic, m.seq, &m.frame);
-                        cursors.insert(topic.clone(), m.seq);
+                        self.advance(&topic, m.seq);
                     }
                 }
                 Err(e) => tracing::warn!(error = %chain(&e), topic = ?topic, "catch-up failed"),
@@ -92,15 +103,14 @@ impl Inner {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = sweep.tick() => {
-                    self.cursors.lock().await.retain(|t, _| self.hub.has_listeners(t));
+                    self.cursors().retain(|t, _| self.hub.has_listeners(t));
                 }
                 r = reconnects.recv() => {
                     if r.is_err() && matches!(r, Err(RecvError::Closed)) {
                         return;
                     }
                     tracing::info!("bus reconnected; catching up from history");
-                    let mut cursors = self.cursors.lock().await;
-                    self.catch_up(&mut cursors).await;
+                    self.catch_up().await;
                 }
                 m = messages.recv() => match m {
                     Ok(msg) => {
@@ -112,14 +122,12 @@ impl Inner {
                         if seq == 0 {
                             self.hub.dispatch(&topic, 0, &frame);
                         } else {
-                            let mut cursors = self.cursors.lock().await;
-                            self.dispatch_sequenced(&mut cursors, topic, seq, frame).await;
+                            self.dispatch_sequenced(topic, seq, frame).await;
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
-                        let mut cursors = self.cursors.lock().await;
-                        self.catch_up(&mut cursors).await;
+                        self.catch_up().await;
                     }
                     Err(RecvError::Closed) => return,
                 }
