@@ -30,7 +30,7 @@
 //! [`ROOM_ACL_CAP`]: crate::config::ROOM_ACL_CAP
 //! [`STANDALONE_ACL_ROOMS`]: crate::config::STANDALONE_ACL_ROOMS
 
-use super::{AclChange, Backend, Bounds, BoxFut, Post, Posted, Stored};
+use super::{AclChange, Backend, Bounds, BoxFut, Joining, Post, Posted, Stored};
 use crate::config::{
     CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
     STANDALONE_ACL_ROOMS, STANDALONE_INBOXES, STANDALONE_ROOMS, STANDALONE_STORE_BYTES,
@@ -522,17 +522,49 @@ impl Backend for MemoryBackend {
         ready(())
     }
 
-    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
-        let mut st = self.lock();
-        let nodes = st
-            .presence
-            .entry(room.to_owned())
-            .or_default()
-            .entry(user.to_owned())
-            .or_default();
-        let first = nodes.is_empty();
-        nodes.insert(node.to_owned());
-        ready(first)
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        user: &'a str,
+        node: &'a str,
+        since: Option<u64>,
+        chunk: usize,
+        list: bool,
+    ) -> BoxFut<'a, Joining> {
+        let first = {
+            let mut st = self.lock();
+            let nodes = st
+                .presence
+                .entry(room.to_owned())
+                .or_default()
+                .entry(user.to_owned())
+                .or_default();
+            let first = nodes.is_empty();
+            nodes.insert(node.to_owned());
+            first
+        };
+        Box::pin(async move {
+            let bounds = self.bounds(room).await?;
+            let mut members = self.members(room).await?;
+            let members_total = members.len();
+            if !list {
+                members.clear();
+            }
+            let since = since.map(|s| if s > bounds.last { 0 } else { s });
+            let history = match since {
+                Some(s) => self.history_after(room, s, chunk).await?,
+                None => Vec::new(),
+            };
+            Ok(Joining {
+                first,
+                bounds,
+                members,
+                members_total,
+                read: self.read_markers(room).await?,
+                since,
+                history,
+            })
+        })
     }
 
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {

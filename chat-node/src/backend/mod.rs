@@ -156,12 +156,10 @@ pub trait Backend: Send + Sync + 'static {
     fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)>;
     /// Records that direct messages up to `seq` reached a connection of `user` (never moves back).
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()>;
-    /// Marks `user` present in `room` through `node`; true if the user was not present anywhere.
-    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
-    /// Marks `user` present in `room` through `node` ([`Backend::presence_join`]) and reads what a
-    /// join answers: bounds, the members (with `list`; else only their number), read markers and,
-    /// with `since`, the first `chunk` messages after it. The Redis backend does all of it in one
-    /// round trip.
+    /// Marks `user` present in `room` through `node` and reads what a join answers: whether the user
+    /// was present nowhere before, bounds, the members (with `list`; else only their number), read
+    /// markers and, with `since`, the first `chunk` messages after it. The Redis backend does all of
+    /// it in one round trip.
     fn join<'a>(
         &'a self,
         room: &'a str,
@@ -170,32 +168,7 @@ pub trait Backend: Send + Sync + 'static {
         since: Option<u64>,
         chunk: usize,
         list: bool,
-    ) -> BoxFut<'a, Joining> {
-        Box::pin(async move {
-            let first = self.presence_join(room, user, node).await?;
-            let bounds = self.bounds(room).await?;
-            let mut members = self.members(room).await?;
-            let members_total = members.len();
-            if !list {
-                members.clear();
-            }
-            let read = self.read_markers(room).await?;
-            let since = since.map(|s| if s > bounds.last { 0 } else { s });
-            let history = match since {
-                Some(s) => self.history_after(room, s, chunk).await?,
-                None => Vec::new(),
-            };
-            Ok(Joining {
-                first,
-                bounds,
-                members,
-                members_total,
-                read,
-                since,
-                history,
-            })
-        })
-    }
+    ) -> BoxFut<'a, Joining>;
     /// Ends `user`'s presence in `room` through `node`; true if the user is now present nowhere.
     fn presence_leave(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool>;
     /// Users present in a room, sorted.

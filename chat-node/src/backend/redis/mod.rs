@@ -341,25 +341,6 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn presence_join(&self, room: &str, user: &str, node: &str) -> BoxFut<'_, bool> {
-        let keys = vec![
-            self.inner.names.room(room, &format!("pres:<{user}>")),
-            self.inner.names.room(room, "members"),
-        ];
-        let now = now_ms();
-        let ttl = PRESENCE_TTL.as_millis() as u64;
-        let args = vec![
-            node.to_owned(),
-            now.to_string(),
-            (now + ttl).to_string(),
-            user.to_owned(),
-            (ttl * 2).to_string(),
-        ];
-        Box::pin(async move {
-            Ok(to_u64(&self.inner.eval(&SCRIPTS.presence_join, keys, args).await?) == 1)
-        })
-    }
-
     fn join<'a>(
         &'a self,
         room: &'a str,
