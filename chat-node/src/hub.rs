@@ -6,6 +6,10 @@
 //!           join with recovery: attach(pending) … history … activate ──┘ (buffer merged, no gap/dup)
 //! ```
 //!
+//! The table is split into shards by topic, each with its own lock, held only to update the maps or
+//! to `try_send` into queues (never across an await): fan-out to one room does not wait for joins and
+//! leaves of others.
+//!
 //! A topic is a room or a user (direct messages). Every event arrives in bus order and is handed to
 //! each listening session's bounded queue without waiting; a full queue marks that session a slow
 //! consumer, which is closed with 4008 while everyone else carries on. Queues are bounded in frames
