@@ -570,3 +570,48 @@ async fn a_join_costs_one_redis_round_trip_and_a_first_join_on_a_node_two() {
         per_join.len()
     );
 }
+
+#[tokio::test]
+async fn a_count_only_member_hears_the_count_across_nodes_and_pages_the_list() {
+    let t = cluster(&[]).await;
+    let room = name("room");
+    let mut counter = connect(&t, 0, &name("counter")).await;
+    let joined = counter
+        .request(
+            serde_json::json!({"type": "join", "room": room, "presence": "count"}),
+            T,
+        )
+        .await
+        .expect("join");
+    assert_eq!(joined["members"], serde_json::json!([]));
+    assert_eq!(joined["members_total"], 1);
+    let mut others = Vec::new();
+    for i in 0..3 {
+        let mut c = connect(&t, 1, &name(&format!("u{i}"))).await;
+        c.join(&room, None).await.expect("join");
+        others.push(c);
+    }
+    let count = counter
+        .wait_for(
+            |f| f["type"] == "presence_count" && f["members_total"] == 4,
+            T,
+        )
+        .await
+        .expect("the count reaches 4");
+    assert_eq!(count["room"], room.as_str());
+    let page = counter
+        .request(
+            serde_json::json!({"type": "members", "room": room, "limit": 2}),
+            T,
+        )
+        .await
+        .expect("members");
+    assert_eq!(page["members_total"], 4);
+    assert_eq!(page["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["has_more"], true);
+    assert!(
+        !counter.buffered().iter().any(|f| f["type"] == "presence"),
+        "no presence frame one by one: {:?}",
+        counter.buffered()
+    );
+}

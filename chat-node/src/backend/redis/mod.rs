@@ -55,6 +55,7 @@ use crate::config::{
 };
 use crate::hub::{Hub, Topic};
 use crate::protocol::{LastSeenEntry, now_ms};
+use crate::session::MAX_MEMBERS_LISTED;
 use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientLike, PubsubInterface};
 use fred::types::Value;
@@ -375,6 +376,7 @@ impl Backend for RedisBackend {
             since.map(|s| s.to_string()).unwrap_or_default(),
             chunk.max(1).to_string(),
             if list { "1" } else { "0" }.to_owned(),
+            MAX_MEMBERS_LISTED.to_string(),
         ];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.join, keys, args).await?)?;

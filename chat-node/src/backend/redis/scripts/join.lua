@@ -7,7 +7,8 @@
 --       [6] '1' when reads stop at the visible mark, [7] read markers returned at most,
 --       [8] .. user .. [9]: a member's presence key, [10] recover after this sequence ('' for none),
 --       [11] messages of the first recovery chunk, [12] '1' to list the members ('0': count only, in
---       constant time: users whose presence expired count until the presence sweep removes them)
+--       constant time: users whose presence expired count until the presence sweep removes them),
+--       [13] most members listed (in a bigger room, that many present ones and the count as for '0')
 -- Returns {first (1 if the user was present nowhere before), oldest kept seq, newest seq,
 --          recovery start ('' for none), {members...}, {user, seq, ...}, {id, frame, ...},
 --          number of members}
@@ -30,16 +31,29 @@ if #head > 0 then first = tonumber(string.match(head[1][1], '^(%d+)')) end
 
 local alive = '(' .. ARGV[2]
 local members = {}
-local total
-if ARGV[12] == '1' then
+local total = redis.call('SCARD', KEYS[2])
+local function present(u)
+  return redis.call('ZCOUNT', ARGV[8] .. u .. ARGV[9], alive, '+inf') > 0
+end
+if ARGV[12] == '1' and total <= tonumber(ARGV[13]) then
+  -- A room of at most ARGV[13] users: every present one, exactly.
   for _, u in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if redis.call('ZCOUNT', ARGV[8] .. u .. ARGV[9], alive, '+inf') > 0 then
-      members[#members + 1] = u
-    end
+    if present(u) then members[#members + 1] = u end
   end
   total = #members
-else
-  total = redis.call('SCARD', KEYS[2])
+elseif ARGV[12] == '1' then
+  -- A bigger room: ARGV[13] present users (a scan of a bounded part of the set, so a join costs the
+  -- same in a room of any size), and the count as in count-only mode.
+  local cursor = '0'
+  local looked = 0
+  repeat
+    local r = redis.call('SSCAN', KEYS[2], cursor, 'COUNT', 256)
+    cursor = r[1]
+    for _, u in ipairs(r[2]) do
+      looked = looked + 1
+      if #members < tonumber(ARGV[13]) and present(u) then members[#members + 1] = u end
+    end
+  until cursor == '0' or #members >= tonumber(ARGV[13]) or looked >= 4 * tonumber(ARGV[13])
 end
 
 local read = redis.call('ZRANGE', KEYS[6], 0, tonumber(ARGV[7]) - 1, 'REV', 'WITHSCORES')
