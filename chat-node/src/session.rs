@@ -100,7 +100,8 @@ impl Session {
         let topic = Topic::User(user.clone());
         node.hub.attach(&topic, &self.handle, true);
         let subscribed = node.ensure_subscribed(&topic).await;
-        let (dm_seq, cursor) = node.backend.dm_state(&user).await.unwrap_or((0, 0));
+        let state = node.backend.dm_state(&user).await.unwrap_or_default();
+        let (dm_seq, cursor) = (state.last, state.cursor);
         let l = &node.settings.limits;
         let announced = AnnouncedLimits {
             max_frame_bytes: l.max_frame_bytes,
@@ -136,9 +137,11 @@ impl Session {
                 Refusal::new(e.code(), "direct messages are unavailable right now"),
             );
         }
-        // A cursor above the newest sequence means the inbox expired and its sequence started again.
+        // A cursor above the sequence counter means the inbox expired and its sequence started
+        // again. One above the visible mark only is a store behind on confirmations (a failover's
+        // new master): nothing new to send yet, and a full replay would repeat what the client has.
         let after = dm_since.unwrap_or(cursor);
-        let after = if after > dm_seq { 0 } else { after };
+        let after = if after > state.counter { 0 } else { after };
         let cursor = cursor.min(dm_seq);
         let sent = self
             .send_stored_after(&topic, after, None, crate::config::INBOX_CAP)

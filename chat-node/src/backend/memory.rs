@@ -30,7 +30,7 @@
 //! [`ROOM_ACL_CAP`]: crate::config::ROOM_ACL_CAP
 //! [`STANDALONE_ACL_ROOMS`]: crate::config::STANDALONE_ACL_ROOMS
 
-use super::{AclChange, Backend, Bounds, BoxFut, Joining, Post, Posted, Stored};
+use super::{AclChange, Backend, Bounds, BoxFut, DmState, Joining, Post, Posted, Stored};
 use crate::config::{
     CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
     STANDALONE_ACL_ROOMS, STANDALONE_INBOXES, STANDALONE_ROOMS, STANDALONE_STORE_BYTES,
@@ -505,11 +505,15 @@ impl Backend for MemoryBackend {
         ready(v)
     }
 
-    fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)> {
+    fn dm_state(&self, user: &str) -> BoxFut<'_, DmState> {
         let st = self.lock();
         let last = st.inboxes.get(user).map_or(0, |l| l.last);
         let cursor = st.dm_cursor.get(user).map_or(0, |c| c.value);
-        ready((last, cursor))
+        ready(DmState {
+            last,
+            counter: last,
+            cursor,
+        })
     }
 
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()> {
@@ -980,7 +984,10 @@ mod tests {
             .expect("post triggers the sweep");
         assert_eq!(store.bounds("old").await.expect("bounds").last, 0);
         assert_eq!(store.bounds("kept").await.expect("bounds").last, 1);
-        assert_eq!(store.dm_state("bob").await.expect("dm state"), (0, 0));
+        assert_eq!(
+            store.dm_state("bob").await.expect("dm state"),
+            DmState::default()
+        );
         let seen = store.last_seen(vec!["carol".into()]).await.expect("seen");
         assert_eq!(seen["carol"].last_seen, None);
     }

@@ -132,6 +132,19 @@ pub enum AclChange {
     Full,
 }
 
+/// Where a user's inbox stands ([`Backend::dm_state`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DmState {
+    /// Newest sequence a client may see (with replicas: the newest the replicas confirmed).
+    pub last: u64,
+    /// Newest sequence handed out. Above `last` only while stored messages wait for their
+    /// confirmation, or after a failover whose new master had not yet heard of the confirmation; a
+    /// client's cursor above it is from before the inbox expired and its sequence started again.
+    pub counter: u64,
+    /// Sequence delivered to a connection of the user up to.
+    pub cursor: u64,
+}
+
 /// The store and bus contract.
 pub trait Backend: Send + Sync + 'static {
     /// Stores a room message (deduplicated by sender + client id), assigns its sequence and publishes it.
@@ -152,8 +165,8 @@ pub trait Backend: Send + Sync + 'static {
     fn history_before(&self, room: &str, before: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
     /// Direct messages of `user` with sequence above `after`, oldest first.
     fn dms_after(&self, user: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
-    /// (newest direct-message sequence, sequence delivered up to) of a user.
-    fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)>;
+    /// Where a user's inbox stands: its sequences and the delivery cursor.
+    fn dm_state(&self, user: &str) -> BoxFut<'_, DmState>;
     /// Records that direct messages up to `seq` reached a connection of `user` (never moves back).
     fn dm_delivered(&self, user: &str, seq: u64) -> BoxFut<'_, ()>;
     /// Marks `user` present in `room` through `node` and reads what a join answers: whether the user

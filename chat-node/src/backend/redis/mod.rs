@@ -49,7 +49,9 @@ mod receiver;
 mod replies;
 mod scripts;
 
-use super::{AclChange, Backend, Bounds, BoxFut, Error, Joining, Post, Posted, Result, Stored};
+use super::{
+    AclChange, Backend, Bounds, BoxFut, DmState, Error, Joining, Post, Posted, Result, Stored,
+};
 use crate::config::{
     CONTACTS_CAP, INBOX_TTL, LAST_SEEN_TTL, PRESENCE_TTL, READ_MARKERS_CAP, ROOM_ACL_CAP, ROOM_TTL,
 };
@@ -245,7 +247,7 @@ impl Backend for RedisBackend {
             let Topic::User(u) = &topic else {
                 return Ok(());
             };
-            let last = self.dm_state(u).await?.0;
+            let last = self.dm_state(u).await?.last;
             self.inner
                 .cursors()
                 .entry(topic)
@@ -320,7 +322,7 @@ impl Backend for RedisBackend {
         Box::pin(self.inner.range_after(log, after, limit, true))
     }
 
-    fn dm_state(&self, user: &str) -> BoxFut<'_, (u64, u64)> {
+    fn dm_state(&self, user: &str) -> BoxFut<'_, DmState> {
         let keys = vec![
             self.inner.names.user(user, "dmseq"),
             self.inner.names.user(user, "dmcursor"),
@@ -329,7 +331,12 @@ impl Backend for RedisBackend {
         let args = vec![self.inner.bounded().to_owned()];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.dm_state, keys, args).await?)?;
-            Ok((a.first().map_or(0, to_u64), a.get(1).map_or(0, to_u64)))
+            let at = |i: usize| a.get(i).map_or(0, to_u64);
+            Ok(DmState {
+                last: at(0),
+                cursor: at(1),
+                counter: at(2),
+            })
         })
     }
 

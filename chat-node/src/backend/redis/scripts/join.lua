@@ -19,7 +19,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+local counter = tonumber(redis.call('GET', KEYS[3]) or '0')
+local last = counter
 local visible = last
 if ARGV[6] == '1' then
   visible = tonumber(redis.call('GET', KEYS[5]) or '0')
@@ -61,8 +62,10 @@ local read = redis.call('ZRANGE', KEYS[6], 0, tonumber(ARGV[7]) - 1, 'REV', 'WIT
 local since = ARGV[10]
 local history = {}
 if since ~= '' then
-  -- A `since` above the newest sequence is from before the room expired and started again.
-  if tonumber(since) > last then since = '0' end
+  -- A `since` above the sequence counter is from before the room expired and started again. One
+  -- above the visible mark only is a store behind on confirmations (a failover's new master, whose
+  -- mark had not caught up yet): nothing to recover yet, and starting over would repeat everything.
+  if tonumber(since) > counter then since = '0' end
   if ARGV[6] ~= '1' or visible > tonumber(since) then
     local top = '+'
     if ARGV[6] == '1' then top = visible .. '-1' end
