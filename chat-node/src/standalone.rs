@@ -2,7 +2,7 @@
 //! serves the web page.
 
 use crate::node::Node;
-use registry::api::{Directory, DirectoryError};
+use registry::api::{Avoid, Directory, DirectoryError};
 use std::sync::Arc;
 use switchboard_loadset::NodeEntry;
 
@@ -25,7 +25,8 @@ impl Local {
 }
 
 impl Directory for Local {
-    async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+    /// The one node, avoided or not: there is no other.
+    async fn assign(&self, _: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
         Ok(Some(self.entry()).filter(|e| e.accepting))
     }
 

@@ -179,6 +179,8 @@ impl Member {
         let mut lost_at: Option<Instant> = None;
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0usize;
+        // The node this member lost or could not open last: the registry is asked to avoid it.
+        let mut lost_node: Option<String> = None;
         loop {
             if self.shared.stop.load(Ordering::Acquire) {
                 return self.report;
@@ -186,8 +188,12 @@ impl Member {
             let registry =
                 &self.shared.registries[(self.index + attempt) % self.shared.registries.len()];
             attempt += 1;
+            let mut tried = None;
             let connected = async {
-                let a = client::assign(registry).await?;
+                // A careful client asks the registry not to send it back to the node it lost.
+                let avoid: Vec<&str> = lost_node.iter().map(String::as_str).collect();
+                let a = client::assign_avoiding(registry, &avoid).await?;
+                tried = Some(a.node.clone());
                 let options = self.shared.credentials.options(&self.user);
                 let mut c = ChatClient::connect_with(&a.url, options).await?;
                 let since = self.ever_joined.then_some(self.last_seq);
@@ -203,6 +209,7 @@ impl Member {
             let mut c = match connected {
                 Ok(c) => c,
                 Err(_) => {
+                    lost_node = tried.or(lost_node);
                     let jitter = fastrand::u64(0..=backoff.as_millis() as u64 / 2);
                     tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -226,7 +233,10 @@ impl Member {
                     self.report.finished = true;
                     return self.report;
                 }
-                Gone::Node => lost_at = Some(Instant::now()),
+                Gone::Node => {
+                    lost_at = Some(Instant::now());
+                    lost_node = tried;
+                }
             }
         }
     }

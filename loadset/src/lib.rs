@@ -506,14 +506,20 @@ impl LoadSet {
     /// trip. `None` when no node has room. The returned entry shows the
     /// score before the increment.
     pub async fn assign(&self) -> Result<Option<NodeEntry>> {
+        self.assign_avoiding(&[]).await
+    }
+
+    /// As [`LoadSet::assign`], but the nodes in `avoid` (ones the client could not reach) are picked
+    /// only when no other node has room: a client whose node just died is not sent back to it while
+    /// the dead node's heartbeat has yet to expire.
+    pub async fn assign_avoiding(&self, avoid: &[String]) -> Result<Option<NodeEntry>> {
         let mut keys = self.membership_keys();
         keys.push(self.keys.exposed());
+        let mut args = Vec::with_capacity(1 + avoid.len());
+        args.push(Value::from(i64::from(fastrand::u32(..i32::MAX as u32))));
+        args.extend(avoid.iter().map(|id| Value::from(id.as_str())));
         let reply: Option<Vec<String>> = ASSIGN
-            .run(
-                &self.client,
-                keys,
-                vec![Value::from(i64::from(fastrand::u32(..i32::MAX as u32)))],
-            )
+            .run(&self.client, keys, args)
             .await
             .map_err(redis("assign"))?;
         let Some(reply) = reply else {
@@ -786,29 +792,39 @@ return removed
 );
 
 /// KEYS: load set, heartbeats, node table, membership lease, exposed URLs. ARGV: a random non-negative
-/// integer (tie-break; Lua's own random source is deterministic in Redis scripts). Returns {id, node-info
-/// JSON, score, external URL or ""} or nil.
+/// integer (tie-break; Lua's own random source is deterministic in Redis scripts), then node ids to
+/// avoid unless no other node has room. Returns {id, node-info JSON, score, external URL or ""} or nil.
 static ASSIGN: Script = Script::new(concat!(
     lua_prelude!(),
     r#"
 local now = now_ms()
 prune(now)
 local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local best = nil
-local candidates = {}
-for i = 1, #members, 2 do
-  local score = tonumber(members[i + 1])
-  if best ~= nil and score > best then
-    break
-  end
-  local raw = live(members[i], now) and redis.call('HGET', KEYS[3], members[i])
-  if raw then
-    local ok, info = pcall(cjson.decode, raw)
-    if ok and type(info) == 'table' and tonumber(info.capacity) and score < tonumber(info.capacity) then
-      best = score
-      candidates[#candidates + 1] = {members[i], raw, members[i + 1]}
+local avoid = {}
+for i = 2, #ARGV do avoid[ARGV[i]] = true end
+local function least_loaded(skip)
+  local best = nil
+  local candidates = {}
+  for i = 1, #members, 2 do
+    local score = tonumber(members[i + 1])
+    if best ~= nil and score > best then
+      break
+    end
+    local raw = not (skip and avoid[members[i]]) and live(members[i], now)
+      and redis.call('HGET', KEYS[3], members[i])
+    if raw then
+      local ok, info = pcall(cjson.decode, raw)
+      if ok and type(info) == 'table' and tonumber(info.capacity) and score < tonumber(info.capacity) then
+        best = score
+        candidates[#candidates + 1] = {members[i], raw, members[i + 1]}
+      end
     end
   end
+  return candidates
+end
+local candidates = least_loaded(true)
+if #candidates == 0 and #ARGV > 1 then
+  candidates = least_loaded(false)
 end
 if #candidates == 0 then
   return false

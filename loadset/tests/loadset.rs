@@ -112,6 +112,34 @@ async fn assign_picks_the_least_loaded_node() {
 }
 
 #[tokio::test]
+async fn an_avoided_node_is_assigned_only_when_no_other_has_room() {
+    let fx = Fixture::start().await;
+    let set = fx.load_set("avoid");
+    self_node(&set, "dead", 0, 100).await;
+    self_node(&set, "busy", 40, 100).await;
+    self_node(&set, "full", 100, 100).await;
+    let avoid = |ids: &[&str]| ids.iter().map(|&i| i.to_owned()).collect::<Vec<_>>();
+    for _ in 0..5 {
+        let entry = set
+            .assign_avoiding(&avoid(&["dead"]))
+            .await
+            .expect("assign");
+        assert_eq!(entry.expect("a node").id, "busy");
+    }
+    let entry = set
+        .assign_avoiding(&avoid(&["dead", "busy"]))
+        .await
+        .expect("assign");
+    assert_eq!(
+        entry.expect("a node").id,
+        "dead",
+        "every node with room avoided: the least loaded of them"
+    );
+    let entry = set.assign().await.expect("assign");
+    assert_eq!(entry.expect("a node").id, "dead", "nothing avoided");
+}
+
+#[tokio::test]
 async fn a_burst_of_assignments_spreads_over_equal_nodes() {
     let fx = Fixture::start().await;
     let set = fx.load_set("spread");

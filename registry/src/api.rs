@@ -2,9 +2,10 @@
 //! in-process directory in standalone chat-node, a fake in tests).
 //!
 //! ```text
-//! GET /v1/assign ──▶ Directory::assign ──▶ 200 {"node","url","connections","capacity"}   Cache-Control: no-store
+//! GET /v1/assign[?avoid=id,id] ──▶ Directory::assign ──▶ 200 {"node","url","connections","capacity"}   Cache-Control: no-store
 //!                                      ├─▶ 503 {"error":"no_node_available",...}         Retry-After: 1
-//!                                      └─▶ 503 {"error":"unavailable",...}               Retry-After: 1
+//!                                      ├─▶ 503 {"error":"unavailable",...}               Retry-After: 1
+//!                                      └─▶ 400 {"error":"bad_request",...}               (a bad avoid list)
 //! GET /v1/nodes  ──▶ Directory::nodes  ──▶ 200 {"nodes":[NodeEntry...]}  |  503 {"error":"unavailable",...}
 //! ```
 //!
@@ -14,6 +15,11 @@
 //! each caller address (an IPv4 address or an IPv6 /64) gets at most `--reservations-per-ip` reserving
 //! assignments per second; beyond that it is still answered — with the least loaded node that has room,
 //! read without reserving anything. A reservation lives only until the node's next report.
+//!
+//! **Avoid.** A client that could not open the node it was given asks again with `?avoid=<node id>` (up
+//! to [`MAX_AVOIDED`] ids, comma-separated). Those nodes are picked only when no other node has room, so
+//! the clients of a node that just died go straight to the others instead of back to it until its
+//! heartbeat expires. It only steers that one answer: nobody can take a node out for anyone else.
 //!
 //! Cross-origin use is limited to `--allowed-origins`: a request whose `Origin` is configured gets
 //! `Access-Control-Allow-Origin` naming that origin (and `Vary: Origin`); any other origin gets no CORS
@@ -64,25 +70,83 @@ impl DirectoryError {
     }
 }
 
+/// Most node ids one `?avoid=` may name.
+pub const MAX_AVOIDED: usize = 8;
+
+/// Nodes a client could not reach: picked only when no other node has room (module docs, "Avoid").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Avoid(Vec<String>);
+
+impl Avoid {
+    /// No node avoided.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Reads `?avoid=`: comma-separated node ids, at most [`MAX_AVOIDED`], each a valid node id.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let ids: Vec<String> = list
+            .split(',')
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if ids.len() > MAX_AVOIDED {
+            return Err(format!("avoid names at most {MAX_AVOIDED} nodes"));
+        }
+        if let Some(bad) = ids
+            .iter()
+            .find(|id| id.len() > loadset::MAX_NODE_ID_LEN || id.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "avoid: {:?} is not a node id",
+                bad.chars().take(40).collect::<String>()
+            ));
+        }
+        Ok(Self(ids))
+    }
+
+    /// The avoided node ids.
+    pub fn ids(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Whether `id` is avoided.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.iter().any(|a| a == id)
+    }
+
+    /// The least loaded accepting entry of `nodes` (ties at random), outside this list when any has
+    /// room.
+    pub fn least_loaded(&self, nodes: Vec<NodeEntry>) -> Option<NodeEntry> {
+        let mut open: Vec<NodeEntry> = nodes.into_iter().filter(|n| n.accepting).collect();
+        fastrand::shuffle(&mut open);
+        let pick = |skip: bool| {
+            open.iter()
+                .filter(|n| !(skip && self.contains(&n.id)))
+                .min_by_key(|n| n.connections)
+                .cloned()
+        };
+        pick(true).or_else(|| pick(false))
+    }
+}
+
 /// Something that knows the live nodes and can pick one for a new client.
 pub trait Directory: Send + Sync + 'static {
-    /// Picks the node for a new client and counts the assignment against it; `None` if no node has room.
-    fn assign(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send;
+    /// Picks the node for a new client, outside `avoid` when another has room, and counts the
+    /// assignment against it; `None` if no node has room.
+    fn assign(
+        &self,
+        avoid: &Avoid,
+    ) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send;
     /// All nodes with their load, sorted by id.
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeEntry>, DirectoryError>> + Send;
     /// Picks the node for a new client without counting it: the least loaded node that accepts (ties
-    /// at random); `None` if none does.
-    fn peek(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
-        async {
-            let mut open: Vec<NodeEntry> = self
-                .nodes()
-                .await?
-                .into_iter()
-                .filter(|n| n.accepting)
-                .collect();
-            fastrand::shuffle(&mut open);
-            Ok(open.into_iter().min_by_key(|n| n.connections))
-        }
+    /// at random), outside `avoid` when another has room; `None` if none does.
+    fn peek(
+        &self,
+        avoid: &Avoid,
+    ) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
+        async { Ok(avoid.least_loaded(self.nodes().await?)) }
     }
 }
 
@@ -151,8 +215,8 @@ struct Api<D> {
 }
 
 impl Directory for LoadSet {
-    async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
-        Ok(LoadSet::assign(self).await?)
+    async fn assign(&self, avoid: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
+        Ok(LoadSet::assign_avoiding(self, avoid.ids()).await?)
     }
 
     async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
@@ -161,8 +225,11 @@ impl Directory for LoadSet {
 }
 
 impl<D: Directory> Directory for Arc<D> {
-    fn assign(&self) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
-        (**self).assign()
+    fn assign(
+        &self,
+        avoid: &Avoid,
+    ) -> impl Future<Output = Result<Option<NodeEntry>, DirectoryError>> + Send {
+        (**self).assign(avoid)
     }
 
     fn nodes(&self) -> impl Future<Output = Result<Vec<NodeEntry>, DirectoryError>> + Send {
@@ -228,10 +295,24 @@ async fn assign<D: Directory>(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    let avoid = match avoid_of(request.uri()) {
+        Ok(avoid) => avoid,
+        Err(why) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(ApiError {
+                    error: "bad_request".to_owned(),
+                    message: why,
+                }),
+            )
+                .into_response();
+        }
+    };
     let picked = if api.reservations.allow(caller) {
-        dir.assign().await
+        dir.assign(&avoid).await
     } else {
-        dir.peek().await
+        dir.peek(&avoid).await
     };
     match picked {
         Ok(Some(entry)) => {
@@ -289,6 +370,22 @@ async fn cors(
         expose_headers: None,
     };
     crate::origins::answer_cors(&origins, policy, request, next).await
+}
+
+/// The query of `GET /v1/assign`.
+#[derive(serde::Deserialize)]
+struct AssignQuery {
+    avoid: Option<String>,
+}
+
+/// The `avoid` parameter of an assign request (none without one).
+fn avoid_of(uri: &axum::http::Uri) -> Result<Avoid, String> {
+    let query = axum::extract::Query::<AssignQuery>::try_from_uri(uri)
+        .map_err(|e| format!("bad query: {}", e.body_text()))?;
+    match &query.avoid {
+        Some(list) => Avoid::parse(list),
+        None => Ok(Avoid::none()),
+    }
 }
 
 fn unavailable(code: &str, message: &str) -> Response {
@@ -356,20 +453,25 @@ mod tests {
     struct Down;
 
     impl Directory for FakeDirectory {
-        async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+        async fn assign(&self, avoid: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
             if self.broken {
                 return Err(DirectoryError::backend(Down));
             }
             let mut nodes = self.nodes.lock().expect("lock");
-            let pick = nodes
-                .iter_mut()
-                .filter(|n| n.connections < n.capacity)
-                .min_by_key(|n| n.connections);
-            Ok(pick.map(|n| {
-                let chosen = n.clone();
-                n.connections += 1;
-                chosen
-            }))
+            let open = nodes
+                .iter()
+                .map(|n| NodeEntry {
+                    accepting: n.connections < n.capacity,
+                    ..n.clone()
+                })
+                .collect();
+            let Some(pick) = avoid.least_loaded(open) else {
+                return Ok(None);
+            };
+            let chosen = nodes.iter_mut().find(|n| n.id == pick.id).expect("listed");
+            let before = chosen.clone();
+            chosen.connections += 1;
+            Ok(Some(before))
         }
 
         async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
@@ -395,6 +497,52 @@ mod tests {
             .expect("body");
         let json = serde_json::from_slice(&bytes).expect("json body");
         (status, headers, json)
+    }
+
+    #[tokio::test]
+    async fn an_avoided_node_is_picked_only_when_no_other_has_room() {
+        let nodes = [("dead", 0, 10), ("b", 4, 10), ("c", 6, 10)];
+        let (status, _, body) = get(FakeDirectory::with(&nodes), "/v1/assign?avoid=dead").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["node"], "b", "the least loaded of the others: {body}");
+        let (_, _, body) = get(FakeDirectory::with(&nodes), "/v1/assign?avoid=dead,b").await;
+        assert_eq!(body["node"], "c", "{body}");
+        let (status, _, body) = get(FakeDirectory::with(&nodes), "/v1/assign?avoid=dead,b,c").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body["node"], "dead",
+            "all avoided: the least loaded after all: {body}"
+        );
+        let full = [("dead", 0, 10), ("b", 10, 10)];
+        let (_, _, body) = get(FakeDirectory::with(&full), "/v1/assign?avoid=dead").await;
+        assert_eq!(body["node"], "dead", "the only node with room: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_avoid_list_is_refused_with_the_reason() {
+        let nodes = [("a", 0, 10)];
+        let nine = (0..9)
+            .map(|i| format!("n{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (query, says) in [
+            (format!("avoid={nine}"), "at most 8"),
+            ("avoid=a%01b".to_owned(), "not a node id"),
+            (format!("avoid={}", "x".repeat(300)), "not a node id"),
+            ("avoid=a&avoid=b".to_owned(), "bad query"),
+        ] {
+            let (status, _, body) =
+                get(FakeDirectory::with(&nodes), &format!("/v1/assign?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+            assert_eq!(body["error"], "bad_request");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{query}: {message}");
+        }
+        let (status, _, body) = get(FakeDirectory::with(&nodes), "/v1/assign?avoid=").await;
+        assert_eq!(
+            (status, &body["node"]),
+            (StatusCode::OK, &serde_json::json!("a"))
+        );
     }
 
     #[tokio::test]

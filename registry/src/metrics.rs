@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{Directory, DirectoryError};
+use crate::api::{Avoid, Directory, DirectoryError};
 use switchboard_loadset::NodeEntry;
 
 /// Outcome label of an assignment.
@@ -75,9 +75,9 @@ impl<D: Directory> MeteredDirectory<D> {
 }
 
 impl<D: Directory> Directory for MeteredDirectory<D> {
-    async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+    async fn assign(&self, avoid: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
         let started = Instant::now();
-        let result = self.inner.assign().await;
+        let result = self.inner.assign(avoid).await;
         let outcome = match &result {
             Ok(Some(_)) => "assigned",
             Ok(None) => "no_node",
@@ -91,9 +91,9 @@ impl<D: Directory> Directory for MeteredDirectory<D> {
         self.inner.nodes().await
     }
 
-    async fn peek(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+    async fn peek(&self, avoid: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
         let started = Instant::now();
-        let result = self.inner.peek().await;
+        let result = self.inner.peek(avoid).await;
         let outcome = match &result {
             Ok(Some(_)) => "assigned_unreserved",
             Ok(None) => "no_node",
@@ -111,7 +111,7 @@ mod tests {
     struct Full;
 
     impl Directory for Full {
-        async fn assign(&self) -> Result<Option<NodeEntry>, DirectoryError> {
+        async fn assign(&self, _: &Avoid) -> Result<Option<NodeEntry>, DirectoryError> {
             Ok(None)
         }
         async fn nodes(&self) -> Result<Vec<NodeEntry>, DirectoryError> {
@@ -123,7 +123,7 @@ mod tests {
     async fn assignments_are_counted_by_outcome_and_timed() {
         let mut registry = Registry::default();
         let metered = MeteredDirectory::new(Full, RegistryMetrics::register(&mut registry));
-        assert_eq!(metered.assign().await.expect("assign"), None);
+        assert_eq!(metered.assign(&Avoid::none()).await.expect("assign"), None);
 
         let text = switchboard_runtime::metrics::encode(&registry);
         assert!(

@@ -8,9 +8,12 @@
 //! ```text
 //!   clients ──/v1/assign──▶ registry ──▶ node-0 | node-1 | node-2      senders ──▶ node-1, node-2
 //!                                          ✕ SIGKILL
-//!   node-0's clients: drop ─▶ backoff 250 ms ±50 % ─▶ /v1/assign ─▶ connect ─▶ join {since}
+//!   node-0's clients: drop ─▶ backoff 250 ms ±50 % ─▶ /v1/assign?avoid=node-0 ─▶ connect ─▶ join {since}
 //!                     (503/429 from the registry, refused connects, 1013: back off, doubling to 10 s)
 //! ```
+//!
+//! A client asks the registry to avoid the node it lost (or could not open); `--no-avoid` measures
+//! clients that do not, which the registry sends back to the dead node until its heartbeat expires.
 //!
 //! - spread: clients per surviving node afterwards, and max / even (target ≤ 1.2);
 //! - recovery: time from the kill until every client of node-0 has re-joined with `since` and
@@ -65,6 +68,10 @@ struct Args {
     /// The node's heartbeat TTL (how long a dead node can still be assigned).
     #[arg(long, default_value = "3s")]
     heartbeat_ttl: String,
+    /// Clients do not tell the registry which node they lost (`/v1/assign?avoid=`), as clients
+    /// before it could not: the registry then offers the dead node until its heartbeat expires.
+    #[arg(long)]
+    no_avoid: bool,
     /// Upper bound for each phase, 1s to 1h.
     #[arg(
         long,
@@ -112,6 +119,8 @@ struct Shared {
     /// Bounds the concurrent first connects (the ramp before the kill).
     gate: Arc<tokio::sync::Semaphore>,
     epoch: Instant,
+    /// Whether clients ask the registry to avoid the node they lost.
+    avoid: bool,
 }
 
 const OFF: usize = usize::MAX;
@@ -153,9 +162,14 @@ async fn run() -> anyhow::Result<()> {
         .await
         .context("starting Redis + 3 chat-nodes + registry")?;
     println!(
-        "topology: redis + 3 chat-nodes + 1 registry, binaries from {}, heartbeat ttl {}",
+        "topology: redis + 3 chat-nodes + 1 registry, binaries from {}, heartbeat ttl {}, clients {}",
         bin.display(),
-        args.heartbeat_ttl
+        args.heartbeat_ttl,
+        if args.no_avoid {
+            "never avoid a lost node (--no-avoid)"
+        } else {
+            "ask the registry to avoid the node they lost"
+        }
     );
     let registry = topology.registry_url(0);
     let epoch = Instant::now();
@@ -221,6 +235,7 @@ async fn run() -> anyhow::Result<()> {
         stop: stop.clone(),
         gate: Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1))),
         epoch,
+        avoid: !args.no_avoid,
     });
     let mut tasks = Vec::with_capacity(args.clients);
     for (i, stat) in stats.iter().enumerate() {
@@ -519,9 +534,13 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
         stop,
         gate,
         epoch,
+        avoid,
     } = &*ctx;
     let epoch = *epoch;
     let mut first = true;
+    // The node this client last lost or could not open: the registry offers it only if no other
+    // node has room.
+    let mut lost: Option<String> = None;
     let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) {
         // Only the first connects are gated (a bounded ramp); reconnects are the storm itself.
@@ -530,10 +549,13 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
         } else {
             None
         };
-        let connected = connect(http, registry, &user, &stat, epoch).await;
-        let mut c = match connected {
+        let connected = connect(http, registry, &user, &stat, epoch, lost.as_deref()).await;
+        let (mut c, node_id) = match connected {
             Ok(c) => c,
-            Err(()) => {
+            Err(failed) => {
+                if *avoid && failed.is_some() {
+                    lost = failed;
+                }
                 drop(permit);
                 tokio::time::sleep(backoff.next_wait()).await;
                 continue;
@@ -548,12 +570,16 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
             Ok(j) => j,
             Err(e) => {
                 count_refusal(&stat, &e);
+                if *avoid {
+                    lost = Some(node_id);
+                }
                 drop(permit);
                 tokio::time::sleep(backoff.next_wait()).await;
                 continue;
             }
         };
         drop(permit);
+        lost = None;
         stat.joined_us
             .store(micros(epoch, Instant::now()), Ordering::Relaxed);
         // Messages numbered up to here are before this client's account starts (first join only).
@@ -609,6 +635,9 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
             check(&stat);
         }
         // The connection dropped (the node died): wait a jittered moment before asking again.
+        if *avoid {
+            lost = Some(node_id);
+        }
         stat.node.store(OFF, Ordering::Relaxed);
         stat.dropped_us
             .store(micros(epoch, Instant::now()), Ordering::Relaxed);
@@ -616,31 +645,46 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
     }
 }
 
-/// `/v1/assign`, then open the named node; counts the refusal kind on failure.
+/// `/v1/assign` (avoiding the node named), then open the named node: the client and the node's id.
+/// On failure, counts the refusal kind and gives the id of the node that could not be opened, if
+/// one was named.
 async fn connect(
     http: &reqwest::Client,
     registry: &str,
     user: &str,
     stat: &Stat,
     epoch: Instant,
-) -> Result<ChatClient, ()> {
-    let assignment = match assign(http, registry).await {
+    avoid: Option<&str>,
+) -> Result<(ChatClient, String), Option<String>> {
+    let assignment = match assign(http, registry, avoid).await {
         Ok(a) => a,
         Err(e) => {
             count_refusal(stat, &e);
-            return Err(());
+            return Err(None);
         }
     };
     stat.assigned_us
         .store(micros(epoch, Instant::now()), Ordering::Relaxed);
-    ChatClient::connect(&assignment.url, user)
-        .await
-        .map_err(|e| count_refusal(stat, &e))
+    match ChatClient::connect(&assignment.url, user).await {
+        Ok(c) => Ok((c, assignment.node)),
+        Err(e) => {
+            count_refusal(stat, &e);
+            Err(Some(assignment.node))
+        }
+    }
 }
 
-/// `GET {registry}/v1/assign`; any status but 200 is [`ClientError::Unavailable`] (503, 429).
-async fn assign(http: &reqwest::Client, registry: &str) -> Result<Assignment, ClientError> {
-    let url = format!("{registry}/v1/assign");
+/// `GET {registry}/v1/assign[?avoid=node]`; any status but 200 is [`ClientError::Unavailable`]
+/// (503, 429).
+async fn assign(
+    http: &reqwest::Client,
+    registry: &str,
+    avoid: Option<&str>,
+) -> Result<Assignment, ClientError> {
+    let url = match avoid {
+        Some(node) => format!("{registry}/v1/assign?avoid={node}"),
+        None => format!("{registry}/v1/assign"),
+    };
     let http_error = |source| ClientError::Http {
         url: url.clone(),
         source,

@@ -4,6 +4,8 @@
 //! ```text
 //!   assign(base) ──GET {base}/v1/assign──▶ 200 Assignment { node, url }
 //!                                        ─▶ 503 + Retry-After ──▶ Error::Unavailable
+//!   assign_avoiding(base, lost) ──GET {base}/v1/assign?avoid=lost──▶ (a node other than `lost`
+//!                                                                     while another has room)
 //! ```
 
 use std::time::Duration;
@@ -55,6 +57,21 @@ fn yes() -> bool {
 /// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
 pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
     get_json(registry_base_url, "/v1/assign").await
+}
+
+/// As [`assign`], asking the registry not to name the nodes in `avoid` (ones this client just lost or
+/// could not open) while another node has room.
+pub async fn assign_avoiding(registry_base_url: &str, avoid: &[&str]) -> Result<Assignment> {
+    if avoid.is_empty() {
+        return assign(registry_base_url).await;
+    }
+    let mut query = reqwest::Url::parse("http://query.invalid/v1/assign")
+        .map_err(|e| Error::BadUrl(format!("building the assign URL: {e}")))?;
+    query
+        .query_pairs_mut()
+        .append_pair("avoid", &avoid.join(","));
+    let path = format!("/v1/assign?{}", query.query().unwrap_or_default());
+    get_json(registry_base_url, &path).await
 }
 
 /// List the load set: `GET {base}/v1/nodes`.
