@@ -272,6 +272,10 @@ export declare class SwitchboardClient extends Emitter<ClientEvents> {
     private welcomed;
     private stateValue;
     private nodeValue;
+    /** The node the current (or last) socket was opened to, as the registry named it. */
+    private dialedNode;
+    /** The node lost or not opened last: the next assignment asks the registry to avoid it. */
+    private avoidNode;
     private previousNode;
     private userValue;
     private limitsValue;

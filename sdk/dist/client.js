@@ -87,6 +87,10 @@ export class SwitchboardClient extends Emitter {
         this.welcomed = false;
         this.stateValue = 'idle';
         this.nodeValue = null;
+        /** The node the current (or last) socket was opened to, as the registry named it. */
+        this.dialedNode = null;
+        /** The node lost or not opened last: the next assignment asks the registry to avoid it. */
+        this.avoidNode = null;
         this.previousNode = null;
         this.limitsValue = null;
         this.attempt = 0;
@@ -235,7 +239,12 @@ export class SwitchboardClient extends Emitter {
             }
             if (stale())
                 return;
-            const res = await this.fetchFn(new URL('/v1/assign', this.opts.registry).toString(), {
+            const assignUrl = new URL('/v1/assign', this.opts.registry);
+            // Not back to the node just lost while another has room (PROTOCOL.md section 1).
+            if (this.avoidNode !== null)
+                assignUrl.searchParams.set('avoid', this.avoidNode);
+            this.dialedNode = null;
+            const res = await this.fetchFn(assignUrl.toString(), {
                 cache: 'no-store',
                 headers: { accept: 'application/json' },
             });
@@ -252,6 +261,7 @@ export class SwitchboardClient extends Emitter {
             if (typeof assign?.url !== 'string')
                 throw new Error('the registry named no node');
             url = this.dialUrl(assign.url);
+            this.dialedNode = typeof assign.node === 'string' ? assign.node : null;
         }
         catch (err) {
             if (!stale())
@@ -352,6 +362,8 @@ export class SwitchboardClient extends Emitter {
     }
     /** The connection is gone (or never came): forget per-connection state and schedule a reconnect. */
     lost(code, reason, minDelayMs) {
+        if (this.dialedNode !== null)
+            this.avoidNode = this.dialedNode;
         this.connectionGone();
         const delay = Math.max(minDelayMs, backoffDelay(this.attempt, this.opts.backoff));
         this.attempt += 1;
@@ -495,6 +507,7 @@ export class SwitchboardClient extends Emitter {
         clearTimeout(this.timers.connect);
         this.welcomed = true;
         this.attempt = 0;
+        this.avoidNode = null;
         this.previousNode = this.nodeValue;
         this.nodeValue = f.node;
         this.userValue = f.user;

@@ -368,6 +368,10 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
   private welcomed = false;
   private stateValue: ConnectionState = 'idle';
   private nodeValue: string | null = null;
+  /** The node the current (or last) socket was opened to, as the registry named it. */
+  private dialedNode: string | null = null;
+  /** The node lost or not opened last: the next assignment asks the registry to avoid it. */
+  private avoidNode: string | null = null;
   private previousNode: string | null = null;
   private userValue: string | null;
   private limitsValue: Limits | null = null;
@@ -520,7 +524,11 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
         this.tokenReason = 'connect';
       }
       if (stale()) return;
-      const res = await this.fetchFn(new URL('/v1/assign', this.opts.registry).toString(), {
+      const assignUrl = new URL('/v1/assign', this.opts.registry);
+      // Not back to the node just lost while another has room (PROTOCOL.md section 1).
+      if (this.avoidNode !== null) assignUrl.searchParams.set('avoid', this.avoidNode);
+      this.dialedNode = null;
+      const res = await this.fetchFn(assignUrl.toString(), {
         cache: 'no-store',
         headers: { accept: 'application/json' },
       });
@@ -534,6 +542,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
       assign = (await res.json()) as Assignment;
       if (typeof assign?.url !== 'string') throw new Error('the registry named no node');
       url = this.dialUrl(assign.url);
+      this.dialedNode = typeof assign.node === 'string' ? assign.node : null;
     } catch (err) {
       if (!stale()) this.lost(0, `cannot get a node (${(err as Error).message})`, 0);
       return;
@@ -620,6 +629,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
 
   /** The connection is gone (or never came): forget per-connection state and schedule a reconnect. */
   private lost(code: number, reason: string, minDelayMs: number): void {
+    if (this.dialedNode !== null) this.avoidNode = this.dialedNode;
     this.connectionGone();
     const delay = Math.max(minDelayMs, backoffDelay(this.attempt, this.opts.backoff));
     this.attempt += 1;
@@ -757,6 +767,7 @@ export class SwitchboardClient extends Emitter<ClientEvents> {
     clearTimeout(this.timers.connect);
     this.welcomed = true;
     this.attempt = 0;
+    this.avoidNode = null;
     this.previousNode = this.nodeValue;
     this.nodeValue = f.node;
     this.userValue = f.user;

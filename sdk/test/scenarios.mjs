@@ -67,14 +67,19 @@ async function mint(env, user, query = '') {
 }
 
 function client(env, user, extra = {}) {
+  const seen = { messages: [], dms: [], typing: [], reads: [], recovered: [], nodes: [], assigns: [] };
   const c = new SwitchboardClient({
     registry: env.registry,
     token: () => mint(env, user),
     ...(env.WebSocket ? { WebSocket: env.WebSocket } : {}),
     backoff: { baseMs: 100, maxMs: 2000 },
+    // The real fetch, with every assignment URL written down.
+    fetch: (url, init) => {
+      if (String(url).includes('/v1/assign')) seen.assigns.push(new URL(String(url)));
+      return fetch(url, init);
+    },
     ...extra,
   });
-  const seen = { messages: [], dms: [], typing: [], reads: [], recovered: [], nodes: [] };
   c.on('message', (e) => seen.messages.push(e));
   c.on('dm', (d) => seen.dms.push(d));
   c.on('typing', (t) => seen.typing.push(t));
@@ -314,6 +319,8 @@ async function countedConversation(env, disrupt) {
     check(seqs.join() === Array.from({ length: sent }, (_, i) => i + 1).join(), `${who}: sequences ${seqs}`);
   }
   check(bob.node !== target && bob.seen.nodes.includes(target), `bob did not move off ${target}: ${bob.seen.nodes}`);
+  const avoided = bob.seen.assigns.map((u) => u.searchParams.get('avoid'));
+  check(avoided[0] === null && avoided.slice(1).includes(target), `bob's assignments did not avoid ${target}: ${avoided}`);
   check(bob.seen.recovered.length >= 1, 'bob never finished a recovery');
   return { node: target, ...counts };
 }
