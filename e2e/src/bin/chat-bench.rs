@@ -13,7 +13,9 @@
 //!    pipelined `window` deep. Every member counts deliveries and the latency send -> receive, measured
 //!    at the receiving client; latencies are reported for every delivery and for cross-node ones, and
 //!    the servers' CPU time (user + system of every node, `/proc/PID/stat`) per delivery. To compare
-//!    two builds, alternate them in one run: `SWITCHBOARD_BIN_DIR=DIR` picks the binaries.
+//!    two builds, alternate them in one run: `SWITCHBOARD_BIN_DIR=DIR` picks the binaries. With
+//!    `--rate`, sends are paced to that many messages per second in all (latency under a given load;
+//!    the line "messages/s in" says whether the servers kept up).
 //! 2. **Idle memory**: `idle` connections to the first node that only identify; the node's RSS delta
 //!    (`/proc/PID/status` VmRSS) divided by the connection count.
 //!
@@ -49,6 +51,10 @@ struct Args {
     /// Unacknowledged sends in flight per sender.
     #[arg(long, env = "BENCH_WINDOW", default_value_t = 8)]
     window: usize,
+    /// Messages per second over all senders (paced evenly; still at most `window` in flight per
+    /// sender); 0 sends as fast as the window allows. For latency under a given load.
+    #[arg(long, env = "BENCH_RATE", default_value_t = 0)]
+    rate: u32,
     /// Body size in bytes (at least the timestamp).
     #[arg(long, env = "BENCH_BODY_BYTES", default_value_t = 64)]
     body_bytes: usize,
@@ -187,13 +193,21 @@ async fn fan_out(
         let room = room.clone();
         let count = args.messages / args.senders + usize::from(s < args.messages % args.senders);
         let (window, pad) = (args.window.max(1), args.body_bytes);
+        // With a rate, sender s sends its n-th message at n × senders / rate after the start.
+        let every = (args.rate > 0)
+            .then(|| Duration::from_secs_f64(args.senders as f64 / f64::from(args.rate)));
         let user = format!("s{s}-{run_id}");
         senders.push(tokio::spawn(async move {
             let mut c = ChatClient::connect(&url, &user).await?;
             c.join(&room, None).await?;
             let (mut sent, mut acked) = (0usize, 0usize);
+            let paced_from = Instant::now();
+            let due = |n: usize| every.map(|e| paced_from + e.mul_f64(n as f64));
             while acked < count {
                 while sent < count && sent - acked < window {
+                    if due(sent).is_some_and(|at| Instant::now() < at) {
+                        break;
+                    }
                     let mut body = format!("{node} {} ", now_us());
                     while body.len() < pad {
                         body.push('x');
@@ -202,8 +216,24 @@ async fn fan_out(
                         .await?;
                     sent += 1;
                 }
-                let left = deadline.saturating_duration_since(Instant::now());
-                let frame = c.next_frame_within(left).await?;
+                let now = Instant::now();
+                if now >= deadline {
+                    anyhow::bail!(
+                        "sender {user}: {acked} of {count} acknowledged within {limit:?}"
+                    );
+                }
+                let mut wait = deadline - now;
+                if sent < count && sent - acked < window {
+                    // Paced and the window has room: wait for an ack only until the next send.
+                    if let Some(at) = due(sent) {
+                        wait = wait.min(at.saturating_duration_since(now));
+                    }
+                }
+                let frame = match c.next_frame_within(wait).await {
+                    Ok(f) => f,
+                    Err(e2e::client::Error::Timeout { .. }) if every.is_some() => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 match frame_type(&frame) {
                     Some("ack") => acked += 1,
                     Some("error") => anyhow::bail!("sender {user}: {frame}"),
@@ -229,11 +259,16 @@ async fn fan_out(
     let secs = (last - started).as_secs_f64().max(1e-9);
     let wanted = args.members * args.messages;
     println!(
-        "fan-out: 1 room, {} members over {} nodes, {} senders (window {}), {} messages of {} bytes",
+        "fan-out: 1 room, {} members over {} nodes, {} senders (window {}{}), {} messages of {} bytes",
         args.members,
         urls.len(),
         args.senders,
         args.window,
+        if args.rate > 0 {
+            format!(", paced to {} messages/s", args.rate)
+        } else {
+            String::new()
+        },
         args.messages,
         args.body_bytes
     );
