@@ -631,42 +631,23 @@ async fn in_token_mode_a_query_user_or_a_bare_name_is_refused_with_4001() {
     );
 }
 
+/// What a connection future may take, in bytes: it is most of what an idle connection costs
+/// (`docs/scale.md`, "Memory per connection"). It was 3.5 KiB while a frame's handling, the session's
+/// start and end and the identity phase were held in it.
+const CONNECTION_FUTURE_BUDGET: usize = 2048;
+
 #[tokio::test]
-async fn probe_sizes() {
+async fn the_connection_future_holds_no_large_state_while_idle() {
     let node = node(Limits::default(), 10);
-    let socket = Socket::default();
     let (_send, received) = mpsc::unbounded_channel::<Received>();
     let stream = Box::pin(futures_util::stream::unfold(
         received,
         |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
     ));
-    let f = run(node.clone(), socket.clone(), stream, as_user("a"));
-    eprintln!("run future: {}", std::mem::size_of_val(&f));
-    let (tx, rx) = mpsc::channel::<Out>(4);
-    let kill = CancellationToken::new();
-    let handle = Arc::new(SessionHandle::new(1, Arc::from("a"), tx, kill.clone()));
-    let w = writer::<Message, _>(socket.clone(), rx, handle.clone(), kill.clone());
-    eprintln!("writer future: {}", std::mem::size_of_val(&w));
-    eprintln!("Out: {}  SessionHandle: {}  Session: {}", std::mem::size_of::<Out>(), std::mem::size_of::<SessionHandle>(), std::mem::size_of::<Session>());
-    let identity = crate::identity::Identity { user: "a".into(), rooms: vec![], expires_at: None, dm_since: None };
-    let st = Session::start(node.clone(), handle.clone(), &identity, None);
-    eprintln!("Session::start: {}", std::mem::size_of_val(&st));
-    let mut s = st.await;
-    {
-        let t = s.on_text("{}");
-        eprintln!("on_text: {}", std::mem::size_of_val(&t));
-    }
-    {
-        let t = s.apply_revocations();
-        eprintln!("apply_revocations: {}", std::mem::size_of_val(&t));
-    }
-    let e = s.end();
-    eprintln!("end: {}", std::mem::size_of_val(&e));
-    let h = crate::identity::identify_hello(&node.settings.auth, "{}");
-    eprintln!("identify_hello: {}", std::mem::size_of_val(&h));
-    eprintln!("Sleep {} Limits {} Handshake {} Identity {} turn {} Notified {} WaitForCancel {}", std::mem::size_of::<tokio::time::Sleep>(), std::mem::size_of::<Limits>(), std::mem::size_of::<Handshake>(), std::mem::size_of::<crate::identity::Identity>(), std::mem::size_of_val(&node.drain.turn()), std::mem::size_of_val(&handle.revoked()), std::mem::size_of_val(&kill.cancelled()));
-    let mut st2 = futures_util::stream::pending::<Received>();
-    let sess = &mut Box::pin(Session::start(node.clone(), handle.clone(), &identity, None)).await;
-    let rl = read_loop(&node, sess, &mut st2, &handle, &kill, Duration::from_secs(1));
-    eprintln!("read_loop {}", std::mem::size_of_val(&rl));
+    let connection = run(node, Socket::default(), stream, as_user("alice"));
+    let size = std::mem::size_of_val(&connection);
+    assert!(
+        size <= CONNECTION_FUTURE_BUDGET,
+        "the connection future takes {size} bytes, over {CONNECTION_FUTURE_BUDGET}"
+    );
 }

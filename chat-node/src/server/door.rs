@@ -470,6 +470,13 @@ impl Guarded {
     pub fn tcp(&self) -> &TcpStream {
         &self.tcp
     }
+
+    /// True while the socket holds its header clock (a timer and the waker of the task that last
+    /// read it).
+    #[cfg(test)]
+    fn holds_header_clock(&self) -> bool {
+        self.sleep.is_some()
+    }
 }
 
 impl Drop for Guarded {
