@@ -150,10 +150,14 @@ where
     );
     let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
 
-    let mut session = {
-        let identity = identity;
-        Box::pin(Session::start(node.clone(), handle.clone(), &identity, peer)).await
-    };
+    let mut session = Box::pin(Session::start(
+        node.clone(),
+        handle.clone(),
+        &identity,
+        peer,
+    ))
+    .await;
+    drop(identity);
     tracing::debug!(session = session.name(), "session started");
     let drained = read_loop(&node, &mut session, &mut stream, &handle, &kill, idle).await;
     Box::pin(session.end()).await;
@@ -373,10 +377,8 @@ async fn writer<M, S>(
     S: Sink<M> + Unpin,
     S::Error: std::fmt::Display,
 {
-    // A sleep moved on by the interval after each ping, held in this future: an `Interval` would
-    // allocate its sleep on the heap, one more block per connection.
-    let ping = tokio::time::sleep(crate::config::PING_INTERVAL);
-    tokio::pin!(ping);
+    let mut ping = tokio::time::interval(crate::config::PING_INTERVAL);
+    ping.tick().await;
     let closing = loop {
         tokio::select! {
             biased;
@@ -384,9 +386,7 @@ async fn writer<M, S>(
                 let code = handle.kicked_with().unwrap_or(close::NORMAL);
                 break Some((code, close_reason(code)));
             }
-            () = &mut ping => {
-                let next = ping.deadline() + crate::config::PING_INTERVAL;
-                ping.as_mut().reset(next);
+            _ = ping.tick() => {
                 let sent = tokio::select! {
                     biased;
                     // Killed while the ping waits on a client that stopped reading.

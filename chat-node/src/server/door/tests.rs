@@ -162,17 +162,29 @@ async fn an_upgraded_socket_lets_go_of_its_header_clock_at_its_next_read() {
     let mut doors = DoorListener::new(listener, d.clone());
     let mut client = TcpStream::connect(at).await.expect("connect");
     let (mut socket, peer) = doors.accept().await;
-    assert!(socket.holds_header_clock(), "a new socket runs on the header clock");
+    assert!(
+        socket.holds_header_clock(),
+        "a new socket runs on the header clock"
+    );
 
     client.write_all(b"GET").await.expect("client writes");
     let mut buf = [0u8; 16];
-    let n = socket.read(&mut buf).await.expect("read before the upgrade");
+    let n = socket
+        .read(&mut buf)
+        .await
+        .expect("read before the upgrade");
     assert_eq!(&buf[..n], b"GET");
-    assert!(socket.holds_header_clock(), "not upgraded yet: the clock stays");
+    assert!(
+        socket.holds_header_clock(),
+        "not upgraded yet: the clock stays"
+    );
 
     d.upgrading(peer);
     client.write_all(b"frame").await.expect("client writes");
     let n = socket.read(&mut buf).await.expect("read after the upgrade");
     assert_eq!(&buf[..n], b"frame");
-    assert!(!socket.holds_header_clock(), "upgraded: the clock is dropped");
+    assert!(
+        !socket.holds_header_clock(),
+        "upgraded: the clock is dropped"
+    );
 }
