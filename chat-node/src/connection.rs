@@ -21,7 +21,7 @@
 //! ([`crate::refusals`]).
 
 use crate::hub::{Out, SessionHandle};
-use crate::identity::{self, Handshake, Rejected, Step};
+use crate::identity::{self, Handshake, Identity, Rejected, Step};
 use crate::node::Node;
 use crate::protocol::{ServerFrame, close, encode};
 use crate::session::{Control, Session};
@@ -104,6 +104,11 @@ where
 /// Runs one upgraded connection until it closes: admission (1013 when full or draining), identity
 /// (`?user=` or a first `hello` within [`crate::config::HELLO_TIMEOUT`]), then the session with its
 /// reader here and its writer in a task of its own.
+///
+/// Memory: this future is most of what an idle connection costs, so what only admission, identity,
+/// a frame being handled or the end needs is not kept in it while the connection waits — identity
+/// runs in a future of its own that is gone once it returns, and the large futures of the session
+/// (start, a frame, revocations, end) are boxed for the time they run.
 pub async fn run<M, S, R, E>(node: Arc<Node>, mut sink: S, mut stream: R, handshake: Handshake)
 where
     M: WsMessage,
@@ -113,52 +118,27 @@ where
     E: std::error::Error + 'static,
 {
     let peer = handshake.peer;
-    let refusals = &node.metrics.refusals;
     let Some(_admission) = node.admit() else {
         let (reason, metric) = if node.draining.is_cancelled() {
             ("node draining, ask the registry again", "draining")
         } else {
             ("node full, ask the registry again", "capacity")
         };
-        refusals.record(metric, peer, None, reason);
+        node.metrics.refusals.record(metric, peer, None, reason);
         return send_close(&mut sink, close::TRY_AGAIN_LATER, reason).await;
     };
-    let identity = match identity::identify(&node.settings.auth, &handshake) {
-        Ok(Step::Done(id)) => Ok(id),
-        Ok(Step::NeedHello) => {
-            match tokio::time::timeout(crate::config::HELLO_TIMEOUT, stream.next()).await {
-                Err(_) => {
-                    refusals.record("hello_timeout", peer, None, "no hello within 10 s");
-                    return send_close(&mut sink, close::HELLO_TIMEOUT, "no hello within 10 s")
-                        .await;
-                }
-                Ok(Some(Ok(m))) => match m.incoming() {
-                    Incoming::Text(hello) => {
-                        identity::identify_hello(&node.settings.auth, hello).await
-                    }
-                    _ => Err(Rejected {
-                        code: close::INVALID_IDENTITY,
-                        reason: "the first frame must be hello",
-                        metric: "identity",
-                    }),
-                },
-                // The client went away (or sent garbage at the WebSocket level) before hello.
-                Ok(_) => return,
-            }
-        }
-        Err(r) => Err(r),
-    };
-    let identity = match identity {
-        Ok(id) => id,
-        Err(r) => {
-            refusals.record(r.metric, peer, handshake.user.as_deref(), r.reason);
-            return send_close(&mut sink, r.code, r.reason).await;
-        }
+    let Some(identity) = identify(&node, &mut sink, &mut stream, handshake).await else {
+        return;
     };
 
-    let limits = node.settings.limits.clone();
+    let limits = &node.settings.limits;
+    let (outbound_queue, outbound_bytes, idle) = (
+        limits.outbound_queue,
+        limits.outbound_bytes,
+        limits.idle_timeout,
+    );
     // Two lanes (live events, replies) of `outbound_queue` frames each: see `SessionHandle`.
-    let (tx, rx) = mpsc::channel(2 * limits.outbound_queue);
+    let (tx, rx) = mpsc::channel(2 * outbound_queue);
     let kill = CancellationToken::new();
     let handle = Arc::new(
         SessionHandle::new(
@@ -167,27 +147,28 @@ where
             tx.clone(),
             kill.clone(),
         )
-        .with_outbound_bytes(limits.outbound_bytes),
+        .with_outbound_bytes(outbound_bytes),
     );
     let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
 
-    let mut session = Session::start(node.clone(), handle.clone(), &identity, peer).await;
-    tracing::debug!(session = session.name(), "session started");
-    let drained = read_loop(
-        &node,
-        &mut session,
-        &mut stream,
-        &handle,
-        &kill,
-        limits.idle_timeout,
-    )
+    let mut session = Box::pin(Session::start(
+        node.clone(),
+        handle.clone(),
+        &identity,
+        peer,
+    ))
     .await;
-    session.end().await;
+    drop(identity);
+    tracing::debug!(session = session.name(), "session started");
+    let drained = read_loop(&node, &mut session, &mut stream, &handle, &kill, idle).await;
+    Box::pin(session.end()).await;
     if handle.kicked_with() == Some(close::SLOW_CONSUMER) {
         node.hub.stats.slow_consumers.inc();
     }
     if let Some((metric, what)) = handle.kicked_with().and_then(refusal_of) {
-        refusals.record(metric, peer, Some(&identity.user), what);
+        node.metrics
+            .refusals
+            .record(metric, peer, Some(&handle.user), what);
     }
     // The writer ends on an explicit close: the handle (shared with the hub until `end`) holds a
     // sender too, so the queue never closes by itself.
@@ -214,6 +195,56 @@ where
     }
 }
 
+/// Identifies the client (`?user=`, a token, or a first `hello` within
+/// [`crate::config::HELLO_TIMEOUT`]); `None` when it was refused (after its close frame) or went away.
+async fn identify<M, S, R, E>(
+    node: &Node,
+    sink: &mut S,
+    stream: &mut R,
+    handshake: Handshake,
+) -> Option<Identity>
+where
+    M: WsMessage,
+    S: Sink<M> + Unpin,
+    R: Stream<Item = Result<M, E>> + Unpin,
+{
+    let peer = handshake.peer;
+    let refusals = &node.metrics.refusals;
+    let identity = match identity::identify(&node.settings.auth, &handshake) {
+        Ok(Step::Done(id)) => Ok(id),
+        Ok(Step::NeedHello) => {
+            match tokio::time::timeout(crate::config::HELLO_TIMEOUT, stream.next()).await {
+                Err(_) => {
+                    refusals.record("hello_timeout", peer, None, "no hello within 10 s");
+                    send_close(sink, close::HELLO_TIMEOUT, "no hello within 10 s").await;
+                    return None;
+                }
+                Ok(Some(Ok(m))) => match m.incoming() {
+                    Incoming::Text(hello) => {
+                        Box::pin(identity::identify_hello(&node.settings.auth, hello)).await
+                    }
+                    _ => Err(Rejected {
+                        code: close::INVALID_IDENTITY,
+                        reason: "the first frame must be hello",
+                        metric: "identity",
+                    }),
+                },
+                // The client went away (or sent garbage at the WebSocket level) before hello.
+                Ok(_) => return None,
+            }
+        }
+        Err(r) => Err(r),
+    };
+    match identity {
+        Ok(id) => Some(id),
+        Err(r) => {
+            refusals.record(r.metric, peer, handshake.user.as_deref(), r.reason);
+            send_close(sink, r.code, r.reason).await;
+            None
+        }
+    }
+}
+
 /// Reads until the connection ends. Returns true if it ended because the node drains.
 async fn read_loop<M, R, E>(
     node: &Arc<Node>,
@@ -232,33 +263,42 @@ where
     // Created once: it holds this connection's place in the paced drain (`crate::drain`).
     let drain_turn = node.drain.turn();
     tokio::pin!(drain_turn);
-    let drain_deadline = tokio::time::sleep(Duration::MAX / 4);
-    tokio::pin!(drain_deadline);
+    // One timer for both deadlines, the token's expiry and the end of the drain notice's grace: an
+    // idle connection holds one timer entry fewer.
     let mut expires_at = session.expires_at();
-    let expiry = tokio::time::sleep_until(deadline_of(expires_at));
-    tokio::pin!(expiry);
+    let mut expiry = deadline_of(expires_at);
+    let mut drain_deadline = None;
+    let deadline = tokio::time::sleep_until(expiry);
+    tokio::pin!(deadline);
     loop {
         let current = session.expires_at();
         if current != expires_at {
             expires_at = current;
-            expiry.as_mut().reset(deadline_of(expires_at));
+            expiry = deadline_of(expires_at);
+        }
+        let next = drain_deadline.map_or(expiry, |d: tokio::time::Instant| d.min(expiry));
+        if deadline.deadline() != next {
+            deadline.as_mut().reset(next);
         }
         tokio::select! {
             biased;
             () = kill.cancelled() => return false,
-            () = &mut expiry => {
-                handle.kick(close::TOKEN_EXPIRED);
-                return false;
+            () = &mut deadline => {
+                // The expiry wins a tie, as it did with a timer of its own polled first.
+                if tokio::time::Instant::now() >= expiry {
+                    handle.kick(close::TOKEN_EXPIRED);
+                    return false;
+                }
+                return true;
             }
             notice = &mut drain_turn, if !drain_notified => {
                 drain_notified = true;
                 let retry_after_ms = notice.retry_after.as_millis() as u64;
                 handle.deliver(&encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms }));
                 // Give the client time to leave by itself; close it well inside the drain timeout.
-                drain_deadline.as_mut().reset(tokio::time::Instant::now() + notice.leave_within());
+                drain_deadline = Some(tokio::time::Instant::now() + notice.leave_within());
             }
-            () = &mut drain_deadline => return true,
-            () = handle.revoked() => session.apply_revocations().await,
+            () = handle.revoked() => Box::pin(session.apply_revocations()).await,
             next = tokio::time::timeout(idle, stream.next()) => match next {
                 Err(_) => {
                     handle.kick(close::IDLE);
@@ -275,7 +315,7 @@ where
                 Ok(Some(Ok(message))) => match message.incoming() {
                     Incoming::Close => return false,
                     Incoming::Text(t) => {
-                        if let Control::Close(code) = session.on_text(t).await {
+                        if let Control::Close(code) = Box::pin(session.on_text(t)).await {
                             handle.kick(code);
                             return false;
                         }

@@ -630,3 +630,24 @@ async fn in_token_mode_a_query_user_or_a_bare_name_is_refused_with_4001() {
         )]
     );
 }
+
+/// What a connection future may take, in bytes: it is most of what an idle connection costs
+/// (`docs/scale.md`, "Memory per connection"). It was 3.5 KiB while a frame's handling, the session's
+/// start and end and the identity phase were held in it.
+const CONNECTION_FUTURE_BUDGET: usize = 2048;
+
+#[tokio::test]
+async fn the_connection_future_holds_no_large_state_while_idle() {
+    let node = node(Limits::default(), 10);
+    let (_send, received) = mpsc::unbounded_channel::<Received>();
+    let stream = Box::pin(futures_util::stream::unfold(
+        received,
+        |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+    ));
+    let connection = run(node, Socket::default(), stream, as_user("alice"));
+    let size = std::mem::size_of_val(&connection);
+    assert!(
+        size <= CONNECTION_FUTURE_BUDGET,
+        "the connection future takes {size} bytes, over {CONNECTION_FUTURE_BUDGET}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Admission at the door, without sockets: per-address and global bounds and the descriptor budget.
+//! Admission at the door, without sockets: per-address and global bounds and the descriptor budget;
+//! and, over a loopback socket, the header clock of an accepted socket.
 
 use super::*;
 use crate::backend::memory::MemoryBackend;
@@ -149,5 +150,41 @@ async fn the_descriptor_budget_keeps_a_reserve_for_plain_http() {
     assert_eq!(
         d.admit(addr("10.9.9.9:1")).map(drop),
         Err(Refused::Descriptors)
+    );
+}
+
+#[tokio::test]
+async fn an_upgraded_socket_lets_go_of_its_header_clock_at_its_next_read() {
+    use axum::serve::Listener as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let at = listener.local_addr().expect("address");
+    let d = door(unlimited());
+    let mut doors = DoorListener::new(listener, d.clone());
+    let mut client = TcpStream::connect(at).await.expect("connect");
+    let (mut socket, peer) = doors.accept().await;
+    assert!(
+        socket.holds_header_clock(),
+        "a new socket runs on the header clock"
+    );
+
+    client.write_all(b"GET").await.expect("client writes");
+    let mut buf = [0u8; 16];
+    let n = socket
+        .read(&mut buf)
+        .await
+        .expect("read before the upgrade");
+    assert_eq!(&buf[..n], b"GET");
+    assert!(
+        socket.holds_header_clock(),
+        "not upgraded yet: the clock stays"
+    );
+
+    d.upgrading(peer);
+    client.write_all(b"frame").await.expect("client writes");
+    let n = socket.read(&mut buf).await.expect("read after the upgrade");
+    assert_eq!(&buf[..n], b"frame");
+    assert!(
+        !socket.holds_header_clock(),
+        "upgraded: the clock is dropped"
     );
 }
