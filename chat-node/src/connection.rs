@@ -29,7 +29,6 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_runtime::report::chain;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tungstenite::Utf8Bytes;
@@ -138,18 +137,17 @@ where
         limits.idle_timeout,
     );
     // Two lanes (live events, replies) of `outbound_queue` frames each: see `SessionHandle`.
-    let (tx, rx) = mpsc::channel(2 * outbound_queue);
     let kill = CancellationToken::new();
     let handle = Arc::new(
         SessionHandle::new(
             node.next_session_id(),
             Arc::from(identity.user.as_str()),
-            tx.clone(),
+            outbound_queue,
             kill.clone(),
         )
         .with_outbound_bytes(outbound_bytes),
     );
-    let writer = tokio::spawn(writer(sink, rx, handle.clone(), kill.clone()).in_current_span());
+    let writer = tokio::spawn(writer(sink, handle.clone(), kill.clone()).in_current_span());
 
     let mut session = Box::pin(Session::start(
         node.clone(),
@@ -170,20 +168,12 @@ where
             .refusals
             .record(metric, peer, Some(&handle.user), what);
     }
-    // The writer ends on an explicit close: the handle (shared with the hub until `end`) holds a
-    // sender too, so the queue never closes by itself.
-    let goodbye = if drained {
-        Out::Close(close::RESTART, "node shutting down, ask the registry again")
+    // The writer ends on an explicit close, queued behind whatever is still on its way.
+    if drained {
+        handle.close_after_queued(close::RESTART, "node shutting down, ask the registry again");
     } else {
-        Out::Close(close::NORMAL, "")
-    };
-    if tokio::time::timeout(CLOSE_SEND_TIMEOUT, tx.send(goodbye))
-        .await
-        .is_err()
-    {
-        kill.cancel();
+        handle.close_after_queued(close::NORMAL, "");
     }
-    drop(tx);
     let mut writer = writer;
     if tokio::time::timeout(WRITER_FINISH_TIMEOUT, &mut writer)
         .await
@@ -368,12 +358,8 @@ fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The writer task: queued frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the
 /// close frame — the kick code when the session was kicked, else the one queued with [`Out::Close`].
-async fn writer<M, S>(
-    mut sink: S,
-    mut rx: mpsc::Receiver<Out>,
-    handle: Arc<SessionHandle>,
-    kill: CancellationToken,
-) where
+async fn writer<M, S>(mut sink: S, handle: Arc<SessionHandle>, kill: CancellationToken)
+where
     M: WsMessage,
     S: Sink<M> + Unpin,
     S::Error: std::fmt::Display,
@@ -398,26 +384,23 @@ async fn writer<M, S>(
                     break None;
                 }
             }
-            out = rx.recv() => match out {
-                None => break Some((close::NORMAL, "")),
-                Some(first) => {
-                    // A client that stopped reading blocks the write; a kick must still end it.
-                    let written = tokio::select! {
-                        biased;
-                        () = kill.cancelled() => None,
-                        w = write_batch(&mut sink, first, &mut rx, &handle) => Some(w),
-                    };
-                    match written {
-                        None => {
-                            let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                            break Some((code, close_reason(code)));
-                        }
-                        Some(Ok(None)) => {}
-                        Some(Ok(Some(close))) => break Some(close),
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "write failed; connection dropped");
-                            break None;
-                        }
+            first = handle.next_out() => {
+                // A client that stopped reading blocks the write; a kick must still end it.
+                let written = tokio::select! {
+                    biased;
+                    () = kill.cancelled() => None,
+                    w = write_batch(&mut sink, first, &handle) => Some(w),
+                };
+                match written {
+                    None => {
+                        let code = handle.kicked_with().unwrap_or(close::NORMAL);
+                        break Some((code, close_reason(code)));
+                    }
+                    Some(Ok(None)) => {}
+                    Some(Ok(Some(close))) => break Some(close),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "write failed; connection dropped");
+                        break None;
                     }
                 }
             }
@@ -436,7 +419,6 @@ async fn writer<M, S>(
 async fn write_batch<M, S>(
     sink: &mut S,
     first: Out,
-    rx: &mut mpsc::Receiver<Out>,
     handle: &SessionHandle,
 ) -> Result<Option<(u16, &'static str)>, String>
 where
@@ -458,7 +440,7 @@ where
         let n = bytes.len();
         sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
         handle.written(n, reply);
-        next = rx.try_recv().ok();
+        next = handle.try_next_out();
     }
     sink.flush().await.map_err(|e| e.to_string())?;
     Ok(closing)

@@ -1,13 +1,13 @@
 //! Local fan-out: which sessions on this node listen to which topic, and handing them frames.
 //!
 //! ```text
-//!   bus (one ordered stream per node) ──dispatch(topic, seq, bytes)──▶ Hub ──try_send──▶ session queues
+//!   bus (one ordered stream per node) ──dispatch(topic, seq, bytes)──▶ Hub ──deliver──▶ session queues
 //!                                                                      │
 //!           join with recovery: attach(pending) … history … activate ──┘ (buffer merged, no gap/dup)
 //! ```
 //!
 //! The table is split into shards by topic, each with its own lock, held only to update the maps or
-//! to `try_send` into queues (never across an await): fan-out to one room does not wait for joins and
+//! to queue into sessions' outboxes (never across an await): fan-out to one room does not wait for joins and
 //! leaves of others.
 //!
 //! A topic is a room or a user (direct messages). Every event arrives in bus order and is handed to
@@ -23,13 +23,13 @@
 //! the room by its token.
 
 use crate::limits::ByteBudget;
+use crate::outbox::Outbox;
 use crate::protocol::{PresenceMode, ServerFrame, close, encode, now_ms};
 use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
@@ -127,15 +127,15 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 /// The outbound queue has two lanes of equal size, so replies never take the room live events need:
 /// the **live** lane (fan-out: a full lane is a slow consumer, closed with 4008) and the **reply** lane
 /// (`joined`, history pages, recovery: a full lane makes the reply wait, up to
-/// [`crate::limits::Limits::reply_wait`]). The channel behind `tx` holds both: each lane gets half its
-/// capacity in frames, and the byte budget in bytes.
+/// [`crate::limits::Limits::reply_wait`]). Both lanes feed one [`Outbox`], in the order things were
+/// queued; each lane is bounded in frames and in bytes.
 #[derive(Debug)]
 pub struct SessionHandle {
     /// Session id, unique on this node.
     pub id: SessionId,
     /// The identified user.
     pub user: Arc<str>,
-    tx: mpsc::Sender<Out>,
+    outbox: Outbox,
     kill: CancellationToken,
     kill_code: AtomicU16,
     /// Highest direct-message sequence handed to this session.
@@ -151,19 +151,14 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// A handle writing into `tx` (half its capacity per lane); `kill` is cancelled when the session
-    /// must close at once.
-    pub fn new(
-        id: SessionId,
-        user: Arc<str>,
-        tx: mpsc::Sender<Out>,
-        kill: CancellationToken,
-    ) -> Self {
-        let lane_frames = (tx.max_capacity() / 2).max(1);
+    /// A handle whose lanes hold at most `lane_frames` frames each (unbounded in bytes until
+    /// [`SessionHandle::with_outbound_bytes`]); `kill` is cancelled when the session must close at once.
+    pub fn new(id: SessionId, user: Arc<str>, lane_frames: usize, kill: CancellationToken) -> Self {
+        let lane_frames = lane_frames.max(1);
         Self {
             id,
             user,
-            tx,
+            outbox: Outbox::new(),
             kill,
             kill_code: AtomicU16::new(0),
             dm_delivered: AtomicU64::new(0),
@@ -192,16 +187,8 @@ impl SessionHandle {
             self.kick(close::SLOW_CONSUMER);
             return false;
         }
-        match self.tx.try_send(Out::Frame(bytes.clone())) {
-            Ok(()) => true,
-            Err(e) => {
-                self.live.release(bytes.len());
-                if let mpsc::error::TrySendError::Full(_) = e {
-                    self.kick(close::SLOW_CONSUMER);
-                }
-                false
-            }
-        }
+        self.outbox.push(Out::Frame(bytes.clone()));
+        true
     }
 
     /// Queues a reply to the client's own request in the reply lane, waiting up to `within` for room
@@ -212,10 +199,7 @@ impl SessionHandle {
         let n = bytes.len();
         let queued = async {
             self.replies.reserve(n).await;
-            if self.tx.send(Out::Reply(bytes.clone())).await.is_err() {
-                self.replies.release(n);
-                return false;
-            }
+            self.outbox.push(Out::Reply(bytes.clone()));
             true
         };
         tokio::select! {
@@ -226,6 +210,22 @@ impl SessionHandle {
                 false
             }),
         }
+    }
+
+    /// Queues the close frame behind everything queued so far (outside the lanes' bounds: it is the
+    /// last thing queued).
+    pub fn close_after_queued(&self, code: u16, reason: &'static str) {
+        self.outbox.push(Out::Close(code, reason));
+    }
+
+    /// The next thing for the writer to send, waiting for one.
+    pub async fn next_out(&self) -> Out {
+        self.outbox.next().await
+    }
+
+    /// The next thing for the writer to send, if one is queued.
+    pub fn try_next_out(&self) -> Option<Out> {
+        self.outbox.try_next()
     }
 
     /// The writer handed a frame of `n` bytes to the socket ([`Out::Reply`] if `reply`, else
@@ -766,22 +766,21 @@ pub async fn run_presence_batches(hub: Arc<Hub>, stop: CancellationToken) {
 mod tests {
     use super::*;
 
-    fn session(id: u64, user: &str, cap: usize) -> (Arc<SessionHandle>, mpsc::Receiver<Out>) {
-        let (tx, rx) = mpsc::channel(cap);
-        (
-            Arc::new(SessionHandle::new(
-                id,
-                user.into(),
-                tx,
-                CancellationToken::new(),
-            )),
-            rx,
-        )
+    /// A session whose queue holds `cap` frames in all (half per lane), and a second handle to read
+    /// what reached its queue.
+    fn session(id: u64, user: &str, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) {
+        let h = Arc::new(SessionHandle::new(
+            id,
+            user.into(),
+            cap / 2,
+            CancellationToken::new(),
+        ));
+        (h.clone(), h)
     }
 
-    fn frames(rx: &mut mpsc::Receiver<Out>) -> Vec<String> {
+    fn frames(queue: &mut Arc<SessionHandle>) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(Out::Frame(b)) = rx.try_recv() {
+        while let Some(Out::Frame(b)) = queue.try_next_out() {
             out.push(b.as_str().to_owned());
         }
         out
@@ -886,9 +885,8 @@ mod tests {
     fn a_queue_full_in_bytes_is_a_slow_consumer_even_with_frames_to_spare() {
         let hub = Hub::new();
         let t = Topic::room("r");
-        let (tx, _rx) = mpsc::channel(1024);
         let slow = Arc::new(
-            SessionHandle::new(1, "slow".into(), tx, CancellationToken::new())
+            SessionHandle::new(1, "slow".into(), 512, CancellationToken::new())
                 .with_outbound_bytes(1000),
         );
         hub.attach(&t, &slow, false);
@@ -906,12 +904,11 @@ mod tests {
 
     #[test]
     fn written_bytes_make_room_again() {
-        let (tx, mut rx) = mpsc::channel(1024);
-        let h = SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+        let h = SessionHandle::new(1, "u".into(), 512, CancellationToken::new())
             .with_outbound_bytes(100);
         let f = Utf8Bytes::from("y".repeat(60));
         assert!(h.deliver(&f));
-        assert!(matches!(rx.try_recv(), Ok(Out::Frame(_))));
+        assert!(matches!(h.try_next_out(), Some(Out::Frame(_))));
         h.written(60, false);
         assert!(h.deliver(&f), "the first frame was written");
         assert_eq!(h.kicked_with(), None);
@@ -921,9 +918,8 @@ mod tests {
     fn a_recovery_outpaced_by_its_room_reads_the_store_again_instead_of_closing() {
         let hub = Hub::new();
         let t = Topic::room("r");
-        let (tx, _rx) = mpsc::channel(1024);
         let h = Arc::new(
-            SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+            SessionHandle::new(1, "u".into(), 512, CancellationToken::new())
                 .with_outbound_bytes(500),
         );
         hub.attach(&t, &h, true);
@@ -946,9 +942,8 @@ mod tests {
         assert_eq!(high, 5);
         assert_eq!(hub.drain_pending(&t, 1, high), Drained::Live(5));
         // Unsequenced events alone over the budget cannot be read again: a slow consumer.
-        let (tx, _rx2) = mpsc::channel(1024);
         let g = Arc::new(
-            SessionHandle::new(2, "v".into(), tx, CancellationToken::new())
+            SessionHandle::new(2, "v".into(), 512, CancellationToken::new())
                 .with_outbound_bytes(500),
         );
         hub.attach(&t, &g, true);
@@ -960,8 +955,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_reply_lane_never_makes_live_events_a_slow_consumer() {
-        let (tx, mut rx) = mpsc::channel(2 * 4);
-        let h = SessionHandle::new(1, "u".into(), tx, CancellationToken::new())
+        let h = SessionHandle::new(1, "u".into(), 4, CancellationToken::new())
             .with_outbound_bytes(1000);
         let reply = Utf8Bytes::from("r".repeat(250));
         for _ in 0..4 {
@@ -975,7 +969,7 @@ mod tests {
         assert!(!h.deliver(&live), "until their own lane is full");
         assert_eq!(h.kicked_with(), Some(crate::protocol::close::SLOW_CONSUMER));
         let mut kinds = Vec::new();
-        while let Ok(out) = rx.try_recv() {
+        while let Some(out) = h.try_next_out() {
             kinds.push(matches!(out, Out::Reply(_)));
         }
         assert_eq!(kinds, [true, true, true, true, false, false, false, false]);

@@ -38,6 +38,7 @@ pub mod membership;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod outbox;
 pub mod protocol;
 pub mod refusals;
 pub mod server;

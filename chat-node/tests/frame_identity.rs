@@ -19,7 +19,6 @@ use chat_node::hub::{Hub, Out, SessionHandle, Topic};
 use chat_node::protocol::{message_tail, splice_message};
 use serde_json::Value;
 use switchboard_testkit::RedisServer;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Longest a published frame may take to come back through the bus.
@@ -94,18 +93,16 @@ impl Fixture {
     }
 
     /// A session queue that receives what the bus delivers on `topic`.
-    async fn listen(&self, topic: Topic) -> mpsc::Receiver<Out> {
-        let (tx, rx) = mpsc::channel(1024);
+    async fn listen(&self, topic: Topic) -> Arc<SessionHandle> {
         let handle = Arc::new(SessionHandle::new(
             1,
             Arc::from("observer"),
-            tx,
+            512,
             CancellationToken::new(),
         ));
         self.hub.attach(&topic, &handle, false);
         self.backend.subscribe(topic).await.expect("subscribe");
-        // The handle stays attached through the hub; the receiver is all the test needs.
-        rx
+        handle
     }
 }
 
@@ -115,9 +112,9 @@ impl Drop for Fixture {
     }
 }
 
-async fn next_frame(rx: &mut mpsc::Receiver<Out>) -> String {
-    match tokio::time::timeout(DELIVERY_TIMEOUT, rx.recv()).await {
-        Ok(Some(Out::Frame(frame))) => frame.as_str().to_owned(),
+async fn next_frame(queue: &mut Arc<SessionHandle>) -> String {
+    match tokio::time::timeout(DELIVERY_TIMEOUT, queue.next_out()).await {
+        Ok(Out::Frame(frame)) => frame.as_str().to_owned(),
         other => panic!("expected a published frame, got {other:?}"),
     }
 }

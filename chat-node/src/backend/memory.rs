@@ -898,11 +898,10 @@ mod tests {
     async fn the_store_keeps_its_byte_budget_by_forgetting_the_least_recently_used() {
         let hub = Arc::new(Hub::new());
         let store = MemoryBackend::new(hub.clone(), 100).with_store_bytes(20_000);
-        let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let member = Arc::new(crate::hub::SessionHandle::new(
             1,
             "m".into(),
-            tx,
+            4,
             tokio_util::sync::CancellationToken::new(),
         ));
         hub.attach(&Topic::room("busy"), &member, false);
@@ -969,11 +968,10 @@ mod tests {
         store.post(post("kept", "x")).await.expect("post");
         store.send_dm(post("bob", "x")).await.expect("dm");
         store.user_offline("carol", "n", 1).await.expect("offline");
-        let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let member = Arc::new(crate::hub::SessionHandle::new(
             1,
             "m".into(),
-            tx,
+            4,
             tokio_util::sync::CancellationToken::new(),
         ));
         hub.attach(&Topic::room("kept"), &member, false);

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use tokio::sync::mpsc;
 use tungstenite::Message;
 use tungstenite::error::CapacityError;
 
@@ -231,20 +232,18 @@ fn close_event(code: u16) -> Event {
 
 #[tokio::test(start_paused = true)]
 async fn the_writer_feeds_everything_already_queued_and_flushes_once() {
-    let (tx, rx) = mpsc::channel(16);
-    for i in 0..5 {
-        tx.try_send(Out::Frame(Utf8Bytes::from(format!("m{i}"))))
-            .expect("queue");
-    }
-    tx.try_send(Out::Close(close::NORMAL, "")).expect("queue");
     let handle = Arc::new(SessionHandle::new(
         1,
         Arc::from("alice"),
-        tx,
+        8,
         CancellationToken::new(),
     ));
+    for i in 0..5 {
+        assert!(handle.deliver(&Utf8Bytes::from(format!("m{i}"))));
+    }
+    handle.close_after_queued(close::NORMAL, "");
     let socket = Socket::default();
-    writer(socket.clone(), rx, handle, CancellationToken::new()).await;
+    writer(socket.clone(), handle, CancellationToken::new()).await;
     let text = |s: &str| Event::Text(s.to_owned());
     assert_eq!(
         socket.events(),
@@ -263,13 +262,12 @@ async fn the_writer_feeds_everything_already_queued_and_flushes_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_kick_closes_with_its_code_ahead_of_what_is_still_queued() {
-    let (tx, rx) = mpsc::channel(16);
     let kill = CancellationToken::new();
-    let handle = Arc::new(SessionHandle::new(1, Arc::from("alice"), tx, kill.clone()));
+    let handle = Arc::new(SessionHandle::new(1, Arc::from("alice"), 8, kill.clone()));
     assert!(handle.deliver(&Utf8Bytes::from_static("queued")));
     handle.kick(close::FLOODING);
     let socket = Socket::default();
-    writer(socket.clone(), rx, handle, kill).await;
+    writer(socket.clone(), handle, kill).await;
     assert_eq!(socket.written(), [close_event(close::FLOODING)]);
 }
 

@@ -7,7 +7,6 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::NodeSettings;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 struct TestNode {
@@ -46,12 +45,11 @@ impl TestNode {
     }
 
     async fn connect_granted(&self, user: &str, dm_since: Option<u64>, rooms: &[&str]) -> Client {
-        let (tx, rx) = mpsc::channel(2 * self.node.settings.limits.outbound_queue);
         let handle = Arc::new(
             SessionHandle::new(
                 self.node.next_session_id(),
                 user.into(),
-                tx,
+                self.node.settings.limits.outbound_queue,
                 CancellationToken::new(),
             )
             .with_outbound_bytes(self.node.settings.limits.outbound_bytes),
@@ -65,7 +63,6 @@ impl TestNode {
         let session = Session::start(self.node.clone(), handle.clone(), &identity, None).await;
         let mut c = Client {
             session: Some(session),
-            rx,
             handle,
         };
         let welcome = c.next();
@@ -79,7 +76,6 @@ impl TestNode {
 
 struct Client {
     session: Option<Session>,
-    rx: mpsc::Receiver<Out>,
     handle: Arc<SessionHandle>,
 }
 
@@ -93,7 +89,7 @@ impl Client {
 
     /// The next queued frame, taken as the writer takes it (it leaves its lane).
     fn take(&mut self) -> Option<Utf8Bytes> {
-        let (b, reply) = match self.rx.try_recv().ok()? {
+        let (b, reply) = match self.handle.try_next_out()? {
             Out::Frame(b) => (b, false),
             Out::Reply(b) => (b, true),
             Out::Close(..) => return None,
@@ -744,8 +740,6 @@ async fn a_long_recovery_of_a_full_history_with_a_busy_room_alongside_is_never_a
     alice.send(json!({"type":"join","room":"busy"})).await;
     alice.drain();
     // Alice reads as a client does: a frame at a time, handing it to the writer's accounting.
-    let (_, idle) = mpsc::channel(1);
-    let mut rx = std::mem::replace(&mut alice.rx, idle);
     let handle = alice.handle.clone();
     let done = CancellationToken::new();
     let stop = done.clone();
@@ -753,8 +747,8 @@ async fn a_long_recovery_of_a_full_history_with_a_busy_room_alongside_is_never_a
         let mut got: Vec<(String, u64)> = Vec::new();
         loop {
             let out = tokio::select! {
-                out = rx.recv() => out,
-                () = stop.cancelled() => rx.try_recv().ok(),
+                out = handle.next_out() => Some(out),
+                () = stop.cancelled() => handle.try_next_out(),
             };
             let Some(out) = out else { break };
             let (b, reply) = match out {

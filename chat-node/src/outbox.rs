@@ -1,0 +1,137 @@
+//! A connection's outbound queue: what the writer task sends next, in order.
+//!
+//! ```text
+//!   hub dispatch, replies ──push──▶ [ Out, Out, … ] ──next / try_next──▶ writer task ──▶ socket
+//!                                        │ empty: no slots held
+//! ```
+//!
+//! The bounds are not here: the session handle's lanes count the frames and bytes queued per lane
+//! (`crate::hub::SessionHandle`) and refuse or wait before anything is pushed. This keeps only the order
+//! and the wake-up, and holds no memory while empty — an idle connection pays for a lock and a
+//! wake-up, not for a block of slots (a bounded channel allocates its first block of 32 at creation).
+
+use crate::hub::Out;
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Slots an empty queue may keep for the next frames; an emptied queue with more gives them back.
+const KEEP_SLOTS: usize = 4;
+
+/// The queue between a session and its writer.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    queue: Mutex<VecDeque<Out>>,
+    ready: Notify,
+}
+
+impl Outbox {
+    /// An empty queue (no allocation).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Out>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `out` and wakes the writer.
+    pub fn push(&self, out: Out) {
+        self.lock().push_back(out);
+        self.ready.notify_one();
+    }
+
+    /// The next item if one is queued.
+    pub fn try_next(&self) -> Option<Out> {
+        let mut queue = self.lock();
+        let out = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+            *queue = VecDeque::new();
+        }
+        out
+    }
+
+    /// The next item, waiting for one.
+    pub async fn next(&self) -> Out {
+        loop {
+            if let Some(out) = self.try_next() {
+                return out;
+            }
+            // A push between the check and this wait left a permit: the wait ends at once.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Slots held by the queue now (for tests of the idle footprint).
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tungstenite::Utf8Bytes;
+
+    fn frame(i: usize) -> Out {
+        Out::Frame(Utf8Bytes::from(format!("f{i}")))
+    }
+
+    fn text(out: Out) -> String {
+        match out {
+            Out::Frame(b) | Out::Reply(b) => b.to_string(),
+            Out::Close(code, _) => format!("close {code}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn items_come_out_in_order_and_a_waiting_writer_is_woken() {
+        let outbox = Arc::new(Outbox::new());
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                for _ in 0..3 {
+                    got.push(text(outbox.next().await));
+                }
+                got
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        outbox.push(frame(1));
+        outbox.push(Out::Reply(Utf8Bytes::from_static("r")));
+        outbox.push(Out::Close(1000, ""));
+        let got = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer is woken")
+            .expect("writer task");
+        assert_eq!(got, ["f1", "r", "close 1000"]);
+    }
+
+    #[test]
+    fn an_emptied_queue_gives_its_slots_back() {
+        let outbox = Outbox::new();
+        assert_eq!(outbox.capacity(), 0, "a new queue holds nothing");
+        for i in 0..100 {
+            outbox.push(frame(i));
+        }
+        assert!(outbox.capacity() >= 100);
+        let drained: Vec<String> = std::iter::from_fn(|| outbox.try_next()).map(text).collect();
+        assert_eq!(drained.len(), 100);
+        assert_eq!(drained.first().map(String::as_str), Some("f0"));
+        assert_eq!(
+            outbox.capacity(),
+            0,
+            "emptied after a burst: slots given back"
+        );
+        outbox.push(frame(0));
+        assert!(outbox.try_next().is_some());
+        assert!(
+            outbox.capacity() <= KEEP_SLOTS,
+            "a few slots kept for the next frame"
+        );
+    }
+}
