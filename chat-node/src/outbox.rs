@@ -15,9 +15,6 @@ use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
-/// Slots an empty queue may keep for the next frames; an emptied queue with more gives them back.
-const KEEP_SLOTS: usize = 4;
-
 /// The queue between a session and its writer.
 #[derive(Debug, Default)]
 pub struct Outbox {
@@ -45,7 +42,8 @@ impl Outbox {
     pub fn try_next(&self) -> Option<Out> {
         let mut queue = self.lock();
         let out = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > KEEP_SLOTS {
+        if queue.is_empty() && queue.capacity() > 0 {
+            // Idle from here on, as far as anyone knows: the next frame allocates again.
             *queue = VecDeque::new();
         }
         out
@@ -129,9 +127,6 @@ mod tests {
         );
         outbox.push(frame(0));
         assert!(outbox.try_next().is_some());
-        assert!(
-            outbox.capacity() <= KEEP_SLOTS,
-            "a few slots kept for the next frame"
-        );
+        assert_eq!(outbox.capacity(), 0, "and after a single frame");
     }
 }
