@@ -378,8 +378,6 @@ impl Backend for RedisBackend {
             (ttl * 2).to_string(),
             self.inner.bounded().to_owned(),
             READ_MARKERS_CAP.to_string(),
-            names.room(room, "pres:<"),
-            ">".to_owned(),
             since.map(|s| s.to_string()).unwrap_or_default(),
             chunk.max(1).to_string(),
             if list { "1" } else { "0" }.to_owned(),
@@ -432,13 +430,12 @@ impl Backend for RedisBackend {
 
     fn members(&self, room: &str) -> BoxFut<'_, Vec<String>> {
         let keys = vec![self.inner.names.room(room, "members")];
-        let args = vec![
-            self.inner.names.room(room, "pres:<"),
-            ">".to_owned(),
-            now_ms().to_string(),
-        ];
         Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.members, keys, args).await?)?;
+            let a = into_array(
+                self.inner
+                    .eval(&SCRIPTS.members, keys, Vec::<String>::new())
+                    .await?,
+            )?;
             Ok(sorted_names(a))
         })
     }
