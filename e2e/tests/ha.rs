@@ -5,6 +5,7 @@ use e2e::ha::RedisHa;
 use e2e::topology::{Topology, TopologyConfig, bin_dir};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use switchboard_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_with_a_wrong_password_refuses_to_start_without_logging_it() {
@@ -100,23 +101,26 @@ async fn ha_topology_logs_never_contain_the_password() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent() {
-    use switchboard_testkit::RedisServer;
+/// A Redis master with one replica, and one node (and a registry) that acks after the replica holds a
+/// message; `node_args` are added to the node's.
+async fn replicated(node_args: &[&str]) -> (RedisServer, RedisServer, Topology) {
     let master = RedisServer::start().await.expect("master");
     let replica = RedisServer::builder()
         .replica_of(&master)
         .start()
         .await
         .expect("replica");
-    let mut config = TopologyConfig::scaled(1, 1).with_node_args([
-        "--ack-replicas",
-        "1",
-        "--ack-timeout",
-        "300ms",
-    ]);
+    let mut args = vec!["--ack-replicas", "1"];
+    args.extend_from_slice(node_args);
+    let mut config = TopologyConfig::scaled(1, 1).with_node_args(args);
     config.external_redis = Some(vec!["--redis-url".into(), master.url()]);
     let topology = Topology::start(config).await.expect("topology");
+    (master, replica, topology)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent() {
+    let (_master, replica, topology) = replicated(&["--ack-timeout", "300ms"]).await;
     let mut alice = topology.connect(0, "alice").await.expect("alice");
     alice.join("wait-room", None).await.expect("join");
     let first = alice
@@ -173,16 +177,7 @@ async fn a_message_no_replica_confirmed_is_neither_acked_nor_shown_until_resent(
 /// room or inbox had expired and started over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visible_mark_behind_after_a_failover_replays_nothing() {
-    use switchboard_testkit::RedisServer;
-    let master = RedisServer::start().await.expect("master");
-    let _replica = RedisServer::builder()
-        .replica_of(&master)
-        .start()
-        .await
-        .expect("replica");
-    let mut config = TopologyConfig::scaled(1, 1).with_node_args(["--ack-replicas", "1"]);
-    config.external_redis = Some(vec!["--redis-url".into(), master.url()]);
-    let topology = Topology::start(config).await.expect("topology");
+    let (master, _replica, topology) = replicated(&[]).await;
     let mut alice = topology.connect(0, "alice").await.expect("alice");
     alice.join("mark-room", None).await.expect("join");
     for i in 1..=3 {
