@@ -352,6 +352,26 @@ pub struct MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// The room's kept sequence range.
+    fn bounds(&self, room: &str) -> Bounds {
+        self.lock()
+            .rooms
+            .get(room)
+            .map_or(Bounds::default(), |l| Bounds {
+                first: l.entries.front().map_or(0, |s| s.seq),
+                last: l.last,
+            })
+    }
+
+    /// Every read marker of a room.
+    fn read_markers(&self, room: &str) -> BTreeMap<String, u64> {
+        self.lock()
+            .rooms
+            .get(room)
+            .map(|l| l.read.clone())
+            .unwrap_or_default()
+    }
+
     /// A store delivering into `hub`, keeping `history_cap` messages per room.
     pub fn new(hub: Arc<Hub>, history_cap: usize) -> Self {
         Self {
@@ -457,15 +477,6 @@ impl Backend for MemoryBackend {
         ready(())
     }
 
-    fn bounds(&self, room: &str) -> BoxFut<'_, Bounds> {
-        let st = self.lock();
-        let b = st.rooms.get(room).map_or(Bounds::default(), |l| Bounds {
-            first: l.entries.front().map_or(0, |s| s.seq),
-            last: l.last,
-        });
-        ready(b)
-    }
-
     fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
         let v = self
             .lock()
@@ -548,7 +559,7 @@ impl Backend for MemoryBackend {
             first
         };
         Box::pin(async move {
-            let bounds = self.bounds(room).await?;
+            let bounds = self.bounds(room);
             let mut members = self.members(room).await?;
             let members_total = members.len();
             if !list {
@@ -564,7 +575,7 @@ impl Backend for MemoryBackend {
                 bounds,
                 members,
                 members_total,
-                read: self.read_markers(room).await?,
+                read: self.read_markers(room),
                 since,
                 history,
             })
@@ -620,16 +631,6 @@ impl Backend for MemoryBackend {
             .get_mut(room)
             .and_then(|log| log.set_read(user, seq));
         ready(moved)
-    }
-
-    fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>> {
-        let v = self
-            .lock()
-            .rooms
-            .get(room)
-            .map(|l| l.read.clone())
-            .unwrap_or_default();
-        ready(v)
     }
 
     fn user_online(&self, user: &str, node: &str) -> BoxFut<'_, ()> {
@@ -922,21 +923,9 @@ mod tests {
                 "within the budget after every write"
             );
         }
-        assert_eq!(
-            store.bounds("busy").await.expect("bounds").last,
-            1,
-            "in use: kept"
-        );
-        assert_eq!(
-            store.bounds("r0").await.expect("bounds").last,
-            0,
-            "oldest: forgotten"
-        );
-        assert_eq!(
-            store.bounds("r199").await.expect("bounds").last,
-            1,
-            "newest: kept"
-        );
+        assert_eq!(store.bounds("busy").last, 1, "in use: kept");
+        assert_eq!(store.bounds("r0").last, 0, "oldest: forgotten");
+        assert_eq!(store.bounds("r199").last, 1, "newest: kept");
         let st = store.lock();
         let counted: usize = st
             .rooms
@@ -980,8 +969,8 @@ mod tests {
             .post(post("new", "x"))
             .await
             .expect("post triggers the sweep");
-        assert_eq!(store.bounds("old").await.expect("bounds").last, 0);
-        assert_eq!(store.bounds("kept").await.expect("bounds").last, 1);
+        assert_eq!(store.bounds("old").last, 0);
+        assert_eq!(store.bounds("kept").last, 1);
         assert_eq!(
             store.dm_state("bob").await.expect("dm state"),
             DmState::default()

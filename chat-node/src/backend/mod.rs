@@ -114,8 +114,8 @@ pub struct Joining {
     pub members_total: usize,
     /// Read markers of the room.
     pub read: BTreeMap<String, u64>,
-    /// Where recovery starts: the asked `since`, or 0 when it is above the newest sequence (the room
-    /// expired and started again since). `None` without `since`.
+    /// Where recovery starts: the asked `since`, or 0 when it is above every sequence the room handed
+    /// out (the room expired and started again since). `None` without `since`.
     pub since: Option<u64>,
     /// The first messages after `since`, oldest first (at most the chunk asked for).
     pub history: Vec<Stored>,
@@ -157,8 +157,6 @@ pub trait Backend: Send + Sync + 'static {
     fn subscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
     /// Stops receiving a topic's events.
     fn unsubscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
-    /// The room's kept sequence range.
-    fn bounds(&self, room: &str) -> BoxFut<'_, Bounds>;
     /// Up to `limit` messages with sequence above `after`, oldest first.
     fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>>;
     /// Up to `limit` messages with sequence below `before`, oldest first.
@@ -200,8 +198,6 @@ pub trait Backend: Send + Sync + 'static {
     /// Moves a read marker forward, never past the room's newest sequence; the stored sequence if it
     /// moved. A room keeps at most [`crate::config::READ_MARKERS_CAP`] markers (the least advanced go).
     fn set_read(&self, room: &str, user: &str, seq: u64) -> BoxFut<'_, Option<u64>>;
-    /// Every read marker of a room (at most [`crate::config::READ_MARKERS_CAP`]).
-    fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>>;
     /// The user has a connection on `node`.
     fn user_online(&self, user: &str, node: &str) -> BoxFut<'_, ()>;
     /// The user's last connection on `node` closed at `ts`.

@@ -269,23 +269,6 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn bounds(&self, room: &str) -> BoxFut<'_, Bounds> {
-        let log = self.inner.names.room(room, "log");
-        let keys = vec![
-            self.inner.names.room(room, "seq"),
-            log.clone(),
-            visible_key(&log),
-        ];
-        let args = vec![self.inner.bounded().to_owned()];
-        Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.bounds, keys, args).await?)?;
-            Ok(Bounds {
-                first: a.first().map_or(0, to_u64),
-                last: a.get(1).map_or(0, to_u64),
-            })
-        })
-    }
-
     fn history_after(&self, room: &str, after: u64, limit: usize) -> BoxFut<'_, Vec<Stored>> {
         let log = self.inner.names.room(room, "log");
         Box::pin(self.inner.range_after(log, after, limit, true))
@@ -558,15 +541,6 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let stored = to_u64(&self.inner.eval(&SCRIPTS.set_read, keys, args).await?);
             Ok((stored > 0).then_some(stored))
-        })
-    }
-
-    fn read_markers(&self, room: &str) -> BoxFut<'_, BTreeMap<String, u64>> {
-        let keys = vec![self.inner.names.room(room, "read")];
-        let args = vec![READ_MARKERS_CAP.to_string()];
-        Box::pin(async move {
-            let a = into_array(self.inner.eval(&SCRIPTS.read_markers, keys, args).await?)?;
-            Ok(read_pairs(a))
         })
     }
 

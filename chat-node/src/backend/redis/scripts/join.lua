@@ -1,6 +1,6 @@
 -- A join in one round trip: marks user ARGV[4] present in the room through node ARGV[1] until ARGV[3]
 -- (after dropping the user's entries that expired before ARGV[2]), then reads what `joined` and the
--- start of a recovery need (as bounds.lua, members.lua, read_markers.lua and range_after.lua).
+-- start of a recovery need (the members as members.lua lists them, the first chunk as range_after.lua).
 -- KEYS: [1] the user's presence zset in the room, [2] the room's member set, [3] sequence counter,
 --       [4] log stream, [5] the log's visible mark, [6] read markers
 -- ARGV: [1] node, [2] now ms, [3] presence expiry ms, [4] user, [5] TTL of presence and member set ms,
