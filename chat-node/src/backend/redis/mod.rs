@@ -248,11 +248,7 @@ impl Backend for RedisBackend {
                 return Ok(());
             };
             let last = self.dm_state(u).await?.last;
-            self.inner
-                .cursors()
-                .entry(topic)
-                .and_modify(|c| *c = (*c).max(last))
-                .or_insert(last);
+            self.inner.advance(&topic, last);
             Ok(())
         })
     }

@@ -32,7 +32,7 @@ impl Inner {
     }
 
     /// Moves `topic`'s cursor up to `seq` (never down).
-    fn advance(&self, topic: &Topic, seq: u64) {
+    pub(super) fn advance(&self, topic: &Topic, seq: u64) {
         let mut cursors = self.cursors();
         let c = cursors.entry(topic.clone()).or_insert(seq);
         *c = (*c).max(seq);
