@@ -338,6 +338,47 @@ struct Listener {
     high: u64,
 }
 
+impl Listener {
+    /// Hands one event to this session: buffered while it recovers, else queued unless it already
+    /// has the sequence. True when it went into the session's queue.
+    fn offer(&mut self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> bool {
+        let Some(p) = self.pending.as_mut() else {
+            if seq > 0 && seq <= self.high {
+                return false;
+            }
+            if !self.handle.deliver(bytes) {
+                return false;
+            }
+            self.high = self.high.max(seq);
+            if seq > 0 && matches!(topic, Topic::User(_)) {
+                self.handle.note_dm(seq);
+            }
+            return true;
+        };
+        let budget = self.handle.outbound_bytes();
+        if self.pending_bytes + bytes.len() > budget {
+            // Recovering while the room outpaces it by a whole budget: the sequenced events are in
+            // the store, so drop them here and have the session read them again.
+            p.retain(|(s, _)| *s == 0);
+            self.pending_bytes = p.iter().map(|(_, b)| b.len()).sum();
+            self.refill = true;
+        }
+        if seq > 0 && self.refill {
+            return false;
+        }
+        if self.pending_bytes + bytes.len() > budget {
+            // Unsequenced events alone (presence, typing, read) fill a whole budget.
+            self.handle.kick(close::SLOW_CONSUMER);
+            p.clear();
+            self.pending_bytes = 0;
+        } else if !self.handle.is_kicked() {
+            self.pending_bytes += bytes.len();
+            p.push((seq, bytes.clone()));
+        }
+        false
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     topics: HashMap<Topic, HashMap<SessionId, Listener>>,
@@ -412,7 +453,7 @@ pub enum Drained {
 const SHARDS: usize = 64;
 
 /// The node-local routing table, in [`SHARDS`] parts by topic, each behind its own lock (held only
-/// for map updates and `try_send`s, never across an await).
+/// for map updates and for queueing into sessions' outboxes, never across an await).
 pub struct Hub {
     shards: Box<[Mutex<Inner>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -560,7 +601,8 @@ impl Hub {
     /// sessions got it.
     pub fn dispatch(&self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> usize {
         let mut inner = self.lock(topic);
-        let Some(listeners) = inner.topics.get_mut(topic) else {
+        let Inner { topics, coalesced } = &mut *inner;
+        let Some(listeners) = topics.get_mut(topic) else {
             return 0;
         };
         if let (Topic::Room(room), Some(user)) = (topic, revoked_user(bytes)) {
@@ -569,48 +611,23 @@ impl Hub {
             }
             return 0;
         }
-        let presence = if seq == 0 {
-            presence_event(bytes)
-        } else {
-            None
+        // Only a room with sessions taking presence coalesced needs to know a presence event as one
+        // (every such session has its room in `coalesced`).
+        let coalesced = coalesced.get_mut(topic);
+        let presence = match coalesced {
+            Some(_) if seq == 0 => presence_event(bytes),
+            _ => None,
         };
         let mut delivered = 0;
         for l in listeners.values_mut() {
             if presence.is_some() && l.presence != PresenceMode::Events {
                 continue;
             }
-            if let Some(p) = l.pending.as_mut() {
-                let budget = l.handle.outbound_bytes();
-                if l.pending_bytes + bytes.len() > budget {
-                    // Recovering while the room outpaces it by a whole budget: the sequenced events
-                    // are in the store, so drop them here and have the session read them again.
-                    p.retain(|(s, _)| *s == 0);
-                    l.pending_bytes = p.iter().map(|(_, b)| b.len()).sum();
-                    l.refill = true;
-                }
-                if seq > 0 && l.refill {
-                    continue;
-                }
-                if l.pending_bytes + bytes.len() > budget {
-                    // Unsequenced events alone (presence, typing, read) fill a whole budget.
-                    l.handle.kick(close::SLOW_CONSUMER);
-                    p.clear();
-                    l.pending_bytes = 0;
-                } else if !l.handle.is_kicked() {
-                    l.pending_bytes += bytes.len();
-                    p.push((seq, bytes.clone()));
-                }
-            } else if seq > 0 && seq <= l.high {
-                continue;
-            } else if l.handle.deliver(bytes) {
-                l.high = l.high.max(seq);
+            if l.offer(topic, seq, bytes) {
                 delivered += 1;
-                if seq > 0 && matches!(topic, Topic::User(_)) {
-                    l.handle.note_dm(seq);
-                }
             }
         }
-        if let (Some((user, join)), Some(c)) = (presence, inner.coalesced.get_mut(topic)) {
+        if let (Some((user, join)), Some(c)) = (presence, coalesced) {
             c.total = if join {
                 c.total + 1
             } else {
@@ -698,14 +715,7 @@ impl Hub {
                         })
                     }),
                 };
-                if let Some(p) = l.pending.as_mut() {
-                    if l.pending_bytes + frame.len() > l.handle.outbound_bytes() {
-                        l.handle.kick(close::SLOW_CONSUMER);
-                    } else {
-                        l.pending_bytes += frame.len();
-                        p.push((0, frame.clone()));
-                    }
-                } else if l.handle.deliver(frame) {
+                if l.offer(topic, 0, frame) {
                     self.stats.deliveries.inc();
                 }
             }
