@@ -184,7 +184,7 @@ async fn fan_out(
         }));
     }
 
-    let cpu_before = cpu_ticks(pids)?;
+    let cpu_before = cpu_of(pids)?;
     let started = Instant::now();
     let mut senders = Vec::new();
     for s in 0..args.senders {
@@ -280,9 +280,9 @@ async fn fan_out(
         all.len() as f64 / secs,
         args.messages as f64 / secs
     );
-    let cpu = cpu_ticks(pids)?.saturating_sub(cpu_before);
+    let cpu = cpu_of(pids)? - cpu_before;
     if !pids.is_empty() && !all.is_empty() {
-        let us = cpu as f64 * 1e6 / CLOCK_TICKS_PER_SEC;
+        let us = cpu * 1e6;
         println!(
             "  servers' CPU (user + system, {} node process{}): {:.2} s = {:.2} µs per delivery",
             pids.len(),
@@ -303,26 +303,13 @@ async fn fan_out(
     Ok(())
 }
 
-/// `USER_HZ`: the unit of the CPU times in `/proc/PID/stat` (100 on every Linux architecture we run).
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
-
-/// User + system CPU time of the processes `pids` so far, in clock ticks.
-fn cpu_ticks(pids: &[u32]) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading /proc/{pid}/stat"))?;
-        // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th
-        // field of the line, stime the 15th.
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        match (tick(11), tick(12)) {
-            (Some(u), Some(s)) => total += u + s,
-            _ => bail!("unexpected /proc/{pid}/stat: {stat}"),
-        }
-    }
-    Ok(total)
+/// User + system CPU time of the processes `pids` so far, in seconds.
+fn cpu_of(pids: &[u32]) -> anyhow::Result<f64> {
+    pids.iter()
+        .map(|&pid| {
+            e2e::bench::cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
+        })
+        .sum()
 }
 
 fn report(label: &str, us: &mut [u64]) {

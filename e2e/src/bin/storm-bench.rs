@@ -40,7 +40,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use e2e::bench::{Backoff, LIFTED_NODE_LIMITS, cpu_seconds, machine_line};
-use e2e::client::{Assignment, ChatClient, Error as ClientError, RoomMessage, frame_type};
+use e2e::client::{ChatClient, Error as ClientError, RoomMessage, frame_type};
 use e2e::topology::{Auth, Topology, TopologyConfig};
 use switchboard_runtime::duration;
 use switchboard_runtime::report;
@@ -656,7 +656,7 @@ async fn connect(
     epoch: Instant,
     avoid: Option<&str>,
 ) -> Result<(ChatClient, String), Option<String>> {
-    let assignment = match assign(http, registry, avoid).await {
+    let assignment = match e2e::client::assign_via(http, registry, avoid.as_slice()).await {
         Ok(a) => a,
         Err(e) => {
             count_refusal(stat, &e);
@@ -672,34 +672,6 @@ async fn connect(
             Err(Some(assignment.node))
         }
     }
-}
-
-/// `GET {registry}/v1/assign[?avoid=node]`; any status but 200 is [`ClientError::Unavailable`]
-/// (503, 429).
-async fn assign(
-    http: &reqwest::Client,
-    registry: &str,
-    avoid: Option<&str>,
-) -> Result<Assignment, ClientError> {
-    let url = match avoid {
-        Some(node) => format!("{registry}/v1/assign?avoid={node}"),
-        None => format!("{registry}/v1/assign"),
-    };
-    let http_error = |source| ClientError::Http {
-        url: url.clone(),
-        source,
-    };
-    let response = http.get(&url).send().await.map_err(http_error)?;
-    let status = response.status().as_u16();
-    if status != 200 {
-        return Err(ClientError::Unavailable {
-            url,
-            status,
-            retry_after: None,
-            body: String::new(),
-        });
-    }
-    response.json().await.map_err(http_error)
 }
 
 fn count_refusal(stat: &Stat, e: &ClientError) {

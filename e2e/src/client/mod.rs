@@ -39,7 +39,7 @@ pub use frames::{
     Ack, DirectMessage, DmAck, Frame, HistoryPage, Joined, LastSeen, RoomMessage, consecutive,
     frame_type,
 };
-pub use registry::{Assignment, NodeInfo, assign, assign_avoiding, nodes};
+pub use registry::{Assignment, NodeInfo, assign, assign_avoiding, assign_via, nodes};
 pub use tokens::{Credentials, TokenIssuer};
 
 /// How long the helpers without an explicit deadline wait.

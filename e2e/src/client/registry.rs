@@ -56,22 +56,29 @@ fn yes() -> bool {
 
 /// Ask a registry (or a standalone node) which node to open: `GET {base}/v1/assign`.
 pub async fn assign(registry_base_url: &str) -> Result<Assignment> {
-    get_json(registry_base_url, "/v1/assign").await
+    assign_via(&http_client(), registry_base_url, &[]).await
 }
 
 /// As [`assign`], asking the registry not to name the nodes in `avoid` (ones this client just lost or
 /// could not open) while another node has room.
 pub async fn assign_avoiding(registry_base_url: &str, avoid: &[&str]) -> Result<Assignment> {
-    if avoid.is_empty() {
-        return assign(registry_base_url).await;
-    }
-    let mut query = reqwest::Url::parse("http://query.invalid/v1/assign")
-        .map_err(|e| Error::BadUrl(format!("building the assign URL: {e}")))?;
-    query
-        .query_pairs_mut()
-        .append_pair("avoid", &avoid.join(","));
-    let path = format!("/v1/assign?{}", query.query().unwrap_or_default());
-    get_json(registry_base_url, &path).await
+    assign_via(&http_client(), registry_base_url, avoid).await
+}
+
+/// [`assign_avoiding`] over `http`, a client kept across calls (as a browser keeps one: a load test
+/// that built one per request would measure that instead of the registry).
+pub async fn assign_via(
+    http: &reqwest::Client,
+    registry_base_url: &str,
+    avoid: &[&str],
+) -> Result<Assignment> {
+    let list = avoid.join(",");
+    let query: &[(&str, &str)] = if avoid.is_empty() {
+        &[]
+    } else {
+        &[("avoid", &list)]
+    };
+    get_json(http, registry_base_url, "/v1/assign", query).await
 }
 
 /// List the load set: `GET {base}/v1/nodes`.
@@ -80,16 +87,22 @@ pub async fn nodes(registry_base_url: &str) -> Result<Vec<NodeInfo>> {
     struct Nodes {
         nodes: Vec<NodeInfo>,
     }
-    let nodes: Nodes = get_json(registry_base_url, "/v1/nodes").await?;
+    let nodes: Nodes = get_json(&http_client(), registry_base_url, "/v1/nodes", &[]).await?;
     Ok(nodes.nodes)
 }
 
-/// `GET {base}{path}` as JSON; any status but 200 is [`Error::Unavailable`] with the body and the
-/// `Retry-After` the registry gave.
-async fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> Result<T> {
+/// `GET {base}{path}?{query}` as JSON; any status but 200 is [`Error::Unavailable`] with the body and
+/// the `Retry-After` the registry gave.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<T> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let response = http_client()
+    let response = http
         .get(&url)
+        .query(query)
         .send()
         .await
         .map_err(|source| Error::Http {
