@@ -9,6 +9,10 @@
 //! (`crate::hub::SessionHandle`) and refuse or wait before anything is pushed. This keeps only the order
 //! and the wake-up, and holds no memory while empty — an idle connection pays for a lock and a
 //! wake-up, not for a block of slots (a bounded channel allocates its first block of 32 at creation).
+//!
+//! The fan-out queues without waking ([`Outbox::push_quiet`]) and wakes each writer once after a whole
+//! batch of bus events ([`crate::hub::Wakes`]): a writer then finds several frames and sends them in one
+//! write, instead of being woken, and writing, once per frame.
 
 use crate::hub::Out;
 use std::collections::VecDeque;
@@ -35,6 +39,21 @@ impl Outbox {
     /// Appends `out` and wakes the writer.
     pub fn push(&self, out: Out) {
         self.lock().push_back(out);
+        self.ready.notify_one();
+    }
+
+    /// Appends `out` without waking the writer. True when the queue was empty, so the writer may be
+    /// waiting and must be woken ([`Outbox::wake`]) once the caller has queued what it has; false
+    /// when a wake is already owed for what is ahead of it (or the writer is still taking it).
+    pub fn push_quiet(&self, out: Out) -> bool {
+        let mut queue = self.lock();
+        let was_empty = queue.is_empty();
+        queue.push_back(out);
+        was_empty
+    }
+
+    /// Wakes the writer for what [`Outbox::push_quiet`] queued.
+    pub fn wake(&self) {
         self.ready.notify_one();
     }
 
@@ -82,6 +101,7 @@ mod tests {
         match out {
             Out::Frame(b) | Out::Reply(b) => b.to_string(),
             Out::Close(code, _) => format!("close {code}"),
+            Out::Pong(_) => "pong".into(),
         }
     }
 
@@ -107,6 +127,36 @@ mod tests {
             .expect("the writer is woken")
             .expect("writer task");
         assert_eq!(got, ["f1", "r", "close 1000"]);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_push_asks_for_one_wake_per_empty_queue() {
+        let outbox = Arc::new(Outbox::new());
+        assert!(
+            outbox.push_quiet(frame(1)),
+            "the first push finds the queue empty"
+        );
+        assert!(!outbox.push_quiet(frame(2)), "a wake is already owed");
+        let writer = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let mut got = vec![text(outbox.next().await)];
+                got.extend(std::iter::from_fn(|| outbox.try_next()).map(text));
+                got.push(text(outbox.next().await));
+                got
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(
+            outbox.push_quiet(frame(3)),
+            "the writer took everything: the next push owes a wake"
+        );
+        outbox.wake();
+        let got = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer is woken")
+            .expect("writer task");
+        assert_eq!(got, ["f1", "f2", "f3"]);
     }
 
     #[test]

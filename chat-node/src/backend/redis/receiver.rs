@@ -14,13 +14,17 @@
 
 use super::Inner;
 use crate::config::INBOX_CAP;
-use crate::hub::Topic;
+use crate::hub::{Topic, Wakes};
 use fred::interfaces::EventInterface;
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_runtime::report::chain;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tungstenite::Utf8Bytes;
+
+/// Bus events handed to the hub before the writers they concern are woken: a batch is what the
+/// subscriber has already received, up to this many.
+const BATCH: usize = 256;
 
 /// How often cursors of topics nobody listens to any more are dropped.
 const CURSOR_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
@@ -41,18 +45,26 @@ impl Inner {
     /// Dispatches one sequenced event, filling a gap from the stream first and dropping duplicates.
     /// Only this task dispatches sequenced events, so reading the gap without holding the cursors
     /// keeps the order; other rooms' joins meanwhile are not held up.
-    async fn dispatch_sequenced(&self, topic: Topic, seq: u64, frame: Utf8Bytes) {
+    async fn dispatch_sequenced(
+        &self,
+        topic: Topic,
+        seq: u64,
+        frame: Utf8Bytes,
+        wakes: &mut Wakes,
+    ) {
         let last = self.cursors().get(&topic).copied();
         match last {
             Some(l) if seq <= l => return,
             Some(l) if seq > l + 1 => {
+                // What is queued already goes out while the gap is read.
+                wakes.wake();
                 match self
                     .range_after(self.names.log_of(&topic), l, (seq - l - 1) as usize, true)
                     .await
                 {
                     Ok(missing) => {
                         for m in missing.into_iter().filter(|m| m.seq > l && m.seq < seq) {
-                            self.hub.dispatch(&topic, m.seq, &m.frame);
+                            self.hub.dispatch_to(&topic, m.seq, &m.frame, wakes);
                         }
                     }
                     Err(e) => {
@@ -62,8 +74,33 @@ impl Inner {
             }
             _ => {}
         }
-        self.hub.dispatch(&topic, seq, &frame);
+        self.hub.dispatch_to(&topic, seq, &frame, wakes);
         self.advance(&topic, seq);
+    }
+
+    /// Hands one message of the subscriber to the hub (the writers it concerns wait in `wakes`).
+    async fn on_message(&self, msg: fred::types::Message, wakes: &mut Wakes) {
+        let Some(topic) = self.names.topic_of(&msg.channel) else {
+            return;
+        };
+        let Some(bytes) = msg.value.into_bytes() else {
+            return;
+        };
+        let Some(space) = bytes.iter().position(|b| *b == b' ') else {
+            return;
+        };
+        let seq: u64 = std::str::from_utf8(&bytes[..space])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let Ok(frame) = Utf8Bytes::try_from(bytes.slice(space + 1..)) else {
+            return;
+        };
+        if seq == 0 {
+            self.hub.dispatch_to(&topic, 0, &frame, wakes);
+        } else {
+            self.dispatch_sequenced(topic, seq, frame, wakes).await;
+        }
     }
 
     /// After a reconnect or lag: deliver whatever was published while we were not listening.
@@ -114,15 +151,21 @@ impl Inner {
                 }
                 m = messages.recv() => match m {
                     Ok(msg) => {
-                        let Some(topic) = self.names.topic_of(&msg.channel) else { continue };
-                        let Some(bytes) = msg.value.into_bytes() else { continue };
-                        let Some(space) = bytes.iter().position(|b| *b == b' ') else { continue };
-                        let seq: u64 = std::str::from_utf8(&bytes[..space]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                        let Ok(frame) = Utf8Bytes::try_from(bytes.slice(space + 1..)) else { continue };
-                        if seq == 0 {
-                            self.hub.dispatch(&topic, 0, &frame);
-                        } else {
-                            self.dispatch_sequenced(topic, seq, frame).await;
+                        // This message and whatever else has arrived, then one wake per writer.
+                        let mut wakes = Wakes::default();
+                        self.on_message(msg, &mut wakes).await;
+                        for _ in 1..BATCH {
+                            match messages.try_recv() {
+                                Ok(msg) => self.on_message(msg, &mut wakes).await,
+                                Err(TryRecvError::Empty) => break,
+                                Err(TryRecvError::Lagged(n)) => {
+                                    wakes.wake();
+                                    tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
+                                    self.catch_up().await;
+                                    break;
+                                }
+                                Err(TryRecvError::Closed) => return,
+                            }
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
