@@ -59,6 +59,13 @@ pub trait WsMessage: Send + 'static {
     fn text(frame: Utf8Bytes) -> Self;
     /// A ping with an empty payload.
     fn ping() -> Self;
+    /// A pong answering a ping that carried `payload`.
+    fn pong(payload: bytes::Bytes) -> Self;
+    /// The payload of a received ping that the connection must answer; `None` for anything else, and
+    /// for a ping the WebSocket library answers by itself.
+    fn pong_payload(&self) -> Option<bytes::Bytes> {
+        None
+    }
     /// A close frame with `code` and `reason`.
     fn close(code: u16, reason: &'static str) -> Self;
     /// What a received message is.
@@ -72,6 +79,10 @@ impl WsMessage for tungstenite::Message {
 
     fn ping() -> Self {
         Self::Ping(Default::default())
+    }
+
+    fn pong(payload: bytes::Bytes) -> Self {
+        Self::Pong(payload)
     }
 
     fn close(code: u16, reason: &'static str) -> Self {
@@ -197,6 +208,7 @@ where
     M: WsMessage,
     S: Sink<M> + Unpin,
     R: Stream<Item = Result<M, E>> + Unpin,
+    E: std::error::Error + 'static,
 {
     let peer = handshake.peer;
     let refusals = &node.metrics.refusals;
@@ -219,8 +231,16 @@ where
                         metric: "identity",
                     }),
                 },
-                // The client went away (or sent garbage at the WebSocket level) before hello.
-                Ok(_) => return None,
+                Ok(Some(Err(e))) => {
+                    // A WebSocket-level violation before hello gets its close code; a socket
+                    // that failed, nothing.
+                    if let Some(code) = close_code_of(&e) {
+                        send_close(sink, code, close_reason(code)).await;
+                    }
+                    return None;
+                }
+                // The client went away before hello.
+                Ok(None) => return None,
             }
         }
         Err(r) => Err(r),
@@ -296,8 +316,8 @@ where
                 }
                 Ok(None) => return false,
                 Ok(Some(Err(e))) => {
-                    if is_too_big(&e) {
-                        handle.kick(close::TOO_BIG);
+                    if let Some(code) = close_code_of(&e) {
+                        handle.kick(code);
                     }
                     tracing::debug!(error = %chain(&e), "read failed");
                     return false;
@@ -316,7 +336,11 @@ where
                             return false;
                         }
                     }
-                    Incoming::Control => {}
+                    Incoming::Control => {
+                        if let Some(payload) = message.pong_payload() {
+                            handle.pong(payload);
+                        }
+                    }
                 },
             }
         }
@@ -343,17 +367,26 @@ fn refusal_of(code: u16) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// True if a read failed because the message was larger than the limit (somewhere in the chain of
-/// the framework's error sits tungstenite's capacity error).
-fn is_too_big(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The close code a failed read calls for: 1009 when the message was larger than the limit, 1002
+/// for a violation of the WebSocket protocol, 1007 for a text message that is not UTF-8 (the node's
+/// own framing, [`crate::ws`], or tungstenite's capacity error somewhere in the chain); `None` when
+/// the socket just failed.
+fn close_code_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let mut source = Some(e);
     while let Some(s) = source {
+        match s.downcast_ref::<crate::ws::WsError>() {
+            Some(crate::ws::WsError::TooBig) => return Some(close::TOO_BIG),
+            Some(crate::ws::WsError::Protocol(_)) => return Some(close::PROTOCOL_ERROR),
+            Some(crate::ws::WsError::InvalidUtf8) => return Some(close::INVALID_DATA),
+            Some(crate::ws::WsError::Io(_)) => return None,
+            None => {}
+        }
         if let Some(tungstenite::Error::Capacity(_)) = s.downcast_ref::<tungstenite::Error>() {
-            return true;
+            return Some(close::TOO_BIG);
         }
         source = s.source();
     }
-    false
+    None
 }
 
 /// The writer task: queued frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the
@@ -436,6 +469,14 @@ where
                 closing = Some((code, reason));
                 break;
             }
+            Out::Pong(payload) => {
+                handle.pong_sent();
+                sink.feed(M::pong(payload))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                next = handle.try_next_out();
+                continue;
+            }
         };
         let n = bytes.len();
         sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
@@ -454,6 +495,8 @@ fn close_reason(code: u16) -> &'static str {
         close::FLOODING => "flooding: too many frames refused by the rate limit",
         close::IDLE => "idle timeout",
         close::TOO_BIG => "frame larger than max_frame_bytes",
+        close::PROTOCOL_ERROR => "WebSocket protocol violation",
+        close::INVALID_DATA => "text frame is not UTF-8",
         close::RESTART => "node shutting down, ask the registry again",
         close::TOKEN_EXPIRED => "token expired; reconnect with a fresh token",
         close::TRY_AGAIN_LATER => "the chat store is unavailable; reconnect and re-join with since",

@@ -65,6 +65,8 @@ pub enum Out {
     Reply(Utf8Bytes),
     /// Close the connection with this code and reason after sending what is queued.
     Close(u16, &'static str),
+    /// Answer a client's ping (at most one is queued at a time: [`SessionHandle::pong`]).
+    Pong(bytes::Bytes),
 }
 
 /// One lane of a connection's outbound queue: the frames and bytes queued in it and not yet handed to
@@ -144,6 +146,8 @@ pub struct SessionHandle {
     live: Lane,
     /// Replies queued and not yet handed to the socket.
     replies: Lane,
+    /// A pong is queued and not yet written: further pings meanwhile get no answer of their own.
+    pong_queued: std::sync::atomic::AtomicBool,
     /// Rooms whose ACL no longer lists this user, not yet handled by the session.
     revoked: Mutex<Vec<Arc<str>>>,
     /// Wakes the session when `revoked` gains a room.
@@ -161,6 +165,7 @@ impl SessionHandle {
             outbox: Outbox::new(),
             kill,
             kill_code: AtomicU16::new(0),
+            pong_queued: Default::default(),
             dm_delivered: AtomicU64::new(0),
             live: Lane::new(lane_frames, usize::MAX / 2),
             replies: Lane::new(lane_frames, usize::MAX / 2),
@@ -180,14 +185,33 @@ impl SessionHandle {
     /// Queues a frame without waiting. False if the session is gone or was just found too slow (its
     /// queue is full in frames or in bytes).
     pub fn deliver(&self, bytes: &Utf8Bytes) -> bool {
-        if self.is_kicked() {
-            return false;
-        }
-        if !self.live.try_reserve(bytes.len()) {
-            self.kick(close::SLOW_CONSUMER);
+        if !self.reserve_live(bytes.len()) {
             return false;
         }
         self.outbox.push(Out::Frame(bytes.clone()));
+        true
+    }
+
+    /// [`SessionHandle::deliver`] that leaves waking the writer to `wakes`.
+    fn deliver_quiet(this: &Arc<Self>, bytes: &Utf8Bytes, wakes: &mut Wakes) -> bool {
+        if !this.reserve_live(bytes.len()) {
+            return false;
+        }
+        if this.outbox.push_quiet(Out::Frame(bytes.clone())) {
+            wakes.0.push(this.clone());
+        }
+        true
+    }
+
+    /// Room in the live lane for a frame of `n` bytes; a full lane kicks the session (4008).
+    fn reserve_live(&self, n: usize) -> bool {
+        if self.is_kicked() {
+            return false;
+        }
+        if !self.live.try_reserve(n) {
+            self.kick(close::SLOW_CONSUMER);
+            return false;
+        }
         true
     }
 
@@ -216,6 +240,19 @@ impl SessionHandle {
     /// last thing queued).
     pub fn close_after_queued(&self, code: u16, reason: &'static str) {
         self.outbox.push(Out::Close(code, reason));
+    }
+
+    /// Queues the answer to a client's ping, unless one is already waiting (a flood of pings costs one
+    /// queued pong; the RFC lets an endpoint answer only the latest).
+    pub fn pong(&self, payload: bytes::Bytes) {
+        if !self.pong_queued.swap(true, Ordering::AcqRel) {
+            self.outbox.push(Out::Pong(payload));
+        }
+    }
+
+    /// The writer took the queued pong.
+    pub fn pong_sent(&self) {
+        self.pong_queued.store(false, Ordering::Release);
     }
 
     /// The next thing for the writer to send, waiting for one.
@@ -296,6 +333,38 @@ impl SessionHandle {
     }
 }
 
+/// Writers owed a wake for frames queued by the fan-out. The bus receiver fills one over a batch of
+/// events and wakes them all at the end ([`Hub::dispatch_to`]), so that a writer finds everything the
+/// batch queued for its connection and writes it at once; woken after every event, it would race the
+/// fan-out and write a frame at a time. Dropping it wakes whatever is left.
+#[derive(Default)]
+pub struct Wakes(Vec<Arc<SessionHandle>>);
+
+impl Wakes {
+    /// Wakes every writer owed a wake.
+    pub fn wake(&mut self) {
+        for h in self.0.drain(..) {
+            h.outbox.wake();
+        }
+    }
+
+    /// Writers owed a wake.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when no writer is owed a wake.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake();
+    }
+}
+
 /// Start of the bus event that revokes a user's ACL entry of a room: `{"type":"access_revoked",
 /// "room":R,"user":U}`. No client frame starts so (clients never publish raw frames).
 const ACCESS_REVOKED_PREFIX: &str = r#"{"type":"access_revoked","#;
@@ -341,12 +410,12 @@ struct Listener {
 impl Listener {
     /// Hands one event to this session: buffered while it recovers, else queued unless it already
     /// has the sequence. True when it went into the session's queue.
-    fn offer(&mut self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> bool {
+    fn offer(&mut self, topic: &Topic, seq: u64, bytes: &Utf8Bytes, wakes: &mut Wakes) -> bool {
         let Some(p) = self.pending.as_mut() else {
             if seq > 0 && seq <= self.high {
                 return false;
             }
-            if !self.handle.deliver(bytes) {
+            if !SessionHandle::deliver_quiet(&self.handle, bytes, wakes) {
                 return false;
             }
             self.high = self.high.max(seq);
@@ -597,9 +666,23 @@ impl Hub {
         })
     }
 
-    /// Hands one bus event to every local listener of `topic`, in call order. Returns how many
-    /// sessions got it.
+    /// Hands one bus event to every local listener of `topic`, in call order, and wakes their
+    /// writers. Returns how many sessions got it.
     pub fn dispatch(&self, topic: &Topic, seq: u64, bytes: &Utf8Bytes) -> usize {
+        let mut wakes = Wakes::default();
+        // The writers are woken when `wakes` drops, after the shard's lock.
+        self.dispatch_to(topic, seq, bytes, &mut wakes)
+    }
+
+    /// [`Hub::dispatch`] that leaves the writers' wakes in `wakes`, for a caller handing over a batch
+    /// of events (it must wake them, or drop `wakes`, before it waits for anything).
+    pub fn dispatch_to(
+        &self,
+        topic: &Topic,
+        seq: u64,
+        bytes: &Utf8Bytes,
+        wakes: &mut Wakes,
+    ) -> usize {
         let mut inner = self.lock(topic);
         let Inner { topics, coalesced } = &mut *inner;
         let Some(listeners) = topics.get_mut(topic) else {
@@ -623,7 +706,7 @@ impl Hub {
             if presence.is_some() && l.presence != PresenceMode::Events {
                 continue;
             }
-            if l.offer(topic, seq, bytes) {
+            if l.offer(topic, seq, bytes, wakes) {
                 delivered += 1;
             }
         }
@@ -670,12 +753,13 @@ impl Hub {
     /// rooms since the last call: one frame per room and session at most. Called every
     /// [`PRESENCE_BATCH_EVERY`] ([`run_presence_batches`]).
     pub fn flush_presence(&self) {
+        let mut wakes = Wakes::default();
         for shard in &self.shards {
-            self.flush_shard(&mut lock_shard(shard));
+            self.flush_shard(&mut lock_shard(shard), &mut wakes);
         }
     }
 
-    fn flush_shard(&self, inner: &mut Inner) {
+    fn flush_shard(&self, inner: &mut Inner, wakes: &mut Wakes) {
         let Inner { topics, coalesced } = inner;
         coalesced.retain(|topic, c| {
             let Some(listeners) = topics.get_mut(topic) else {
@@ -715,7 +799,7 @@ impl Hub {
                         })
                     }),
                 };
-                if l.offer(topic, 0, frame) {
+                if l.offer(topic, 0, frame, wakes) {
                     self.stats.deliveries.inc();
                 }
             }

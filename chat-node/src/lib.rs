@@ -44,6 +44,7 @@ pub mod refusals;
 pub mod server;
 pub mod session;
 mod standalone;
+pub mod ws;
 
 pub use config::Args;
 

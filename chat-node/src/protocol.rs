@@ -103,6 +103,10 @@ impl Refusal {
 pub mod close {
     /// Normal close.
     pub const NORMAL: u16 = 1000;
+    /// A violation of the WebSocket protocol (an unmasked or malformed frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// A frame larger than the limit.
     pub const TOO_BIG: u16 = 1009;
     /// The node is shutting down.

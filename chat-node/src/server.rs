@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket edge, the only part of the node that knows the web framework (axum): routes
 //! (`/ws`, `/healthz`, `/readyz`, `/metrics`, and in standalone mode the registry API and web page),
-//! the WebSocket upgrade with its buffer sizes, and serving until shutdown.
+//! the WebSocket handshake, and serving until shutdown.
 //!
 //! ```text
 //!  TCP ──▶ door (per-address and global bounds, header clock; see `door`) ──▶ [TLS] ──▶ serve ──▶ router
@@ -13,23 +13,25 @@
 //! With `--tls-cert-file` the door's sockets are TLS sockets (`switchboard_runtime::tls`): the
 //! handshake runs behind the door, so it counts against the same bounds and header clock.
 //!
-//! axum's message type plugs into the connection through [`WsMessage`].
+//! The upgraded socket is framed by the node itself ([`crate::ws`]: no buffer held while a connection
+//! is idle); its message type plugs into the connection through [`WsMessage`].
 
 pub mod door;
 
 use crate::connection::{self, Incoming, WsMessage};
 use crate::identity::Handshake;
 use crate::node::Node;
+use crate::ws::{Message, WsReader, WsWriter};
 use axum::Extension;
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use door::{Door, DoorListener};
-use futures_util::StreamExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,15 +40,7 @@ use switchboard_runtime::tls::{Tls, TlsListener};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Bytes of socket write buffering per connection. The library default (128 KiB) is sized for one
-/// fast socket; 100k mostly idle chat connections need it small.
-const SOCKET_BUFFER: usize = 4 * 1024;
-
-/// Bytes the read buffer of a connection starts with. Client frames are small (a `send` is a few
-/// hundred bytes) and an idle connection holds this for its whole life, so it starts at 512: a larger
-/// frame grows the buffer to that frame's size (up to `--max-frame-bytes`) as it arrives.
-const READ_BUFFER: usize = 512;
+use tungstenite::Utf8Bytes;
 
 /// What some nodes serve besides [`router`], and whether over TLS.
 #[derive(Debug, Default)]
@@ -163,10 +157,10 @@ async fn ws_upgrade(
     State(node): State<Arc<Node>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     door: Option<Extension<Arc<Door>>>,
-    headers: HeaderMap,
     Query(q): Query<WsQuery>,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
+    let headers = request.headers();
     let origin = headers
         .get(header::ORIGIN)
         .map(|o| o.to_str().unwrap_or("?"));
@@ -184,6 +178,13 @@ async fn ws_upgrade(
         )
             .into_response();
     }
+    let accept = match websocket_accept(headers) {
+        Ok(accept) => accept,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return HandshakeRefused::NotAnUpgrade.into_response();
+    };
     if let Some(Extension(door)) = door {
         if !door.upgrades_allowed() {
             let why = "the node is out of file descriptors for new connections";
@@ -199,57 +200,179 @@ async fn ws_upgrade(
         }
         door.upgrading(peer);
     }
-    let limits = &node.settings.limits;
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
-        // The largest frame the node writes (a reply is cut at `max_reply_bytes`, a message is at
-        // most `max_message_frame_bytes`) always fits behind what is still buffered; a frame that did
-        // not would fail the write and drop the connection without a close frame.
-        .max_write_buffer_size(
-            2 * SOCKET_BUFFER + limits.max_reply_bytes.max(limits.max_message_frame_bytes()),
-        )
-        .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            let span = tracing::info_span!("conn", user = q.user.as_deref().unwrap_or("?"));
-            let (sink, stream) = socket.split();
+    let max = node.settings.limits.max_frame_bytes;
+    let span = tracing::info_span!("conn", user = q.user.as_deref().unwrap_or("?"));
+    tokio::spawn(
+        async move {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
             let handshake = Handshake {
                 user: q.user,
                 dm_since: q.dm_since,
                 peer: Some(peer),
             };
-            connection::run(node, sink, stream, handshake).instrument(span)
-        })
+            connection::run(
+                node,
+                WsWriter::new(write),
+                WsReader::new(read, max),
+                handshake,
+            )
+            .await;
+        }
+        .instrument(span),
+    );
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept),
+        ],
+    )
+        .into_response()
 }
 
-/// axum's messages at the connection: the frame's bytes are handed over without a copy (axum checks
-/// once more that they are UTF-8, which they are by construction).
-impl WsMessage for Message {
-    fn text(frame: tungstenite::Utf8Bytes) -> Self {
-        match Utf8Bytes::try_from(bytes::Bytes::from(frame)) {
-            Ok(text) => Message::Text(text),
-            // Unreachable: the bytes came from a `Utf8Bytes`.
-            Err(_) => Message::Text(Utf8Bytes::from_static("")),
+/// The `Sec-WebSocket-Accept` answering a valid WebSocket handshake (RFC 6455 section 4.2.1), or why
+/// one is refused.
+fn websocket_accept(headers: &HeaderMap) -> Result<HeaderValue, HandshakeRefused> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(HandshakeRefused::NotAnUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(HandshakeRefused::Version);
+    }
+    headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|key| {
+            HeaderValue::from_str(&tungstenite::handshake::derive_accept_key(key.as_bytes())).ok()
+        })
+        .ok_or(HandshakeRefused::Key)
+}
+
+/// Why a WebSocket handshake is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeRefused {
+    /// No `Connection: upgrade` with `Upgrade: websocket` (426).
+    NotAnUpgrade,
+    /// A `Sec-WebSocket-Version` other than 13 (400).
+    Version,
+    /// No `Sec-WebSocket-Key` (400).
+    Key,
+}
+
+impl IntoResponse for HandshakeRefused {
+    fn into_response(self) -> Response {
+        match self {
+            HandshakeRefused::NotAnUpgrade => (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                "this is a WebSocket endpoint: send Connection: upgrade and Upgrade: websocket\n",
+            )
+                .into_response(),
+            HandshakeRefused::Version => (
+                StatusCode::BAD_REQUEST,
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                "unsupported Sec-WebSocket-Version: only 13\n",
+            )
+                .into_response(),
+            HandshakeRefused::Key => {
+                (StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n").into_response()
+            }
         }
+    }
+}
+
+/// The node's own framing at the connection ([`crate::ws`]): pings are answered by the connection.
+impl WsMessage for Message {
+    fn text(frame: Utf8Bytes) -> Self {
+        Message::Text(frame)
     }
 
     fn ping() -> Self {
         Message::Ping(Default::default())
     }
 
+    fn pong(payload: bytes::Bytes) -> Self {
+        Message::Pong(payload)
+    }
+
+    fn pong_payload(&self) -> Option<bytes::Bytes> {
+        match self {
+            Message::Ping(p) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     fn close(code: u16, reason: &'static str) -> Self {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        }))
+        Message::Close(Some((code, reason)))
     }
 
     fn incoming(&self) -> Incoming<'_> {
         match self {
             Message::Text(t) => Incoming::Text(t.as_str()),
-            Message::Binary(_) => Incoming::Binary,
+            Message::Binary => Incoming::Binary,
             Message::Ping(_) | Message::Pong(_) => Incoming::Control,
             Message::Close(_) => Incoming::Close,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_handshake_is_checked_and_answered_as_rfc_6455_says() {
+        let good = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        assert_eq!(
+            websocket_accept(&headers(&good)),
+            Ok(HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="))
+        );
+        assert_eq!(
+            websocket_accept(&headers(&good[1..])),
+            Err(HandshakeRefused::NotAnUpgrade)
+        );
+        let mut old = good;
+        old[2].1 = "8";
+        assert_eq!(
+            websocket_accept(&headers(&old)),
+            Err(HandshakeRefused::Version)
+        );
+        assert_eq!(
+            websocket_accept(&headers(&good[..3])),
+            Err(HandshakeRefused::Key)
+        );
     }
 }

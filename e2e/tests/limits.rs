@@ -32,6 +32,7 @@ macro_rules! both_modes {
 
 both_modes!(
     oversize_frame_closes_1009,
+    websocket_violations_close_1002_and_1007,
     long_body_is_too_large,
     flood_is_rate_limited,
     invalid_names_are_refused,

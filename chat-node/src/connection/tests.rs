@@ -553,7 +553,7 @@ async fn binary_messages_are_refused_and_a_flood_of_refusals_closes_with_4029() 
 }
 
 #[test]
-fn a_capacity_error_anywhere_in_the_chain_is_too_big() {
+fn a_framing_error_anywhere_in_the_chain_gives_its_close_code() {
     #[derive(Debug, thiserror::Error)]
     #[error("framework error")]
     struct Wrapper(#[source] tungstenite::Error);
@@ -564,9 +564,26 @@ fn a_capacity_error_anywhere_in_the_chain_is_too_big() {
             max_size: 1,
         })
     };
-    assert!(is_too_big(&too_long()));
-    assert!(is_too_big(&Wrapper(too_long())));
-    assert!(!is_too_big(&Wrapper(tungstenite::Error::ConnectionClosed)));
+    assert_eq!(close_code_of(&too_long()), Some(close::TOO_BIG));
+    assert_eq!(close_code_of(&Wrapper(too_long())), Some(close::TOO_BIG));
+    assert_eq!(
+        close_code_of(&Wrapper(tungstenite::Error::ConnectionClosed)),
+        None
+    );
+    use crate::ws::WsError;
+    assert_eq!(close_code_of(&WsError::TooBig), Some(close::TOO_BIG));
+    assert_eq!(
+        close_code_of(&WsError::Protocol("unmasked")),
+        Some(close::PROTOCOL_ERROR)
+    );
+    assert_eq!(
+        close_code_of(&WsError::InvalidUtf8),
+        Some(close::INVALID_DATA)
+    );
+    assert_eq!(
+        close_code_of(&WsError::Io(std::io::ErrorKind::ConnectionReset.into())),
+        None
+    );
 }
 
 const SECRET: &[u8] = b"connection-tests-secret-32-bytes";

@@ -11,6 +11,134 @@ use switchboard_runtime::report;
 
 use super::{T, connect, name};
 
+/// A raw WebSocket client of node `a`: the upgrade (with `?user=` in open mode, a `hello` with a
+/// token after it in token mode), then the socket.
+async fn raw_socket(t: &Topology, a: usize, user: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = t.node_ws_url(a);
+    let host = addr
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .to_owned();
+    let mut s = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connect");
+    let token = t.token(user);
+    let query = if token.is_some() {
+        String::new()
+    } else {
+        format!("?user={user}")
+    };
+    let request = format!(
+        "GET /ws{query} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.expect("request");
+    // The answer, byte by byte up to its blank line (the frames after it stay in the socket).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = tokio::time::timeout(T, s.read_u8())
+            .await
+            .expect("answer in time")
+            .expect("answer");
+        head.push(b);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // RFC 6455 section 1.3's example key and its accept value.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    if let Some(token) = token {
+        let hello = json!({"type": "hello", "token": token}).to_string();
+        s.write_all(&masked(0x81, hello.as_bytes()))
+            .await
+            .expect("hello");
+    }
+    s
+}
+
+/// Reads frames until a close frame: its code, and the payload of every pong before it.
+async fn read_until_close(s: &mut tokio::net::TcpStream) -> (u16, Vec<Vec<u8>>) {
+    use tokio::io::AsyncReadExt;
+    let mut pongs = Vec::new();
+    loop {
+        let mut head = [0u8; 2];
+        tokio::time::timeout(T, s.read_exact(&mut head))
+            .await
+            .expect("a frame in time")
+            .expect("a frame");
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] & 0x7f {
+            126 => usize::from(s.read_u16().await.expect("length")),
+            127 => s.read_u64().await.expect("length") as usize,
+            n => usize::from(n),
+        };
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).await.expect("payload");
+        match head[0] & 0x0f {
+            0x8 => return (u16::from_be_bytes([payload[0], payload[1]]), pongs),
+            0xA => pongs.push(payload),
+            _ => {}
+        }
+    }
+}
+
+/// A client frame masked with a fixed key.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![first];
+    match u16::try_from(payload.len()) {
+        Ok(n) if n < 126 => f.push(0x80 | n as u8),
+        Ok(n) => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&n.to_be_bytes());
+        }
+        Err(_) => panic!("test frames are short"),
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    f
+}
+
+/// WebSocket protocol violations close only that connection, with their code (1002 for an unmasked
+/// frame, 1007 for text that is not UTF-8); a ping is answered with its payload.
+pub async fn websocket_violations_close_1002_and_1007(t: &Topology, a: usize) {
+    use tokio::io::AsyncWriteExt;
+    let mut other = connect(t, a, &name("other")).await;
+
+    let plain = reqwest::get(format!("{}/ws?user=plain", t.node_http_url(a)))
+        .await
+        .expect("plain GET");
+    assert_eq!(
+        plain.status(),
+        426,
+        "a GET without the upgrade is told to upgrade"
+    );
+
+    let mut s = raw_socket(t, a, &name("pinger")).await;
+    s.write_all(&masked(0x89, b"are you there"))
+        .await
+        .expect("ping");
+    s.write_all(&masked(0x88, &1000u16.to_be_bytes()))
+        .await
+        .expect("close");
+    let (code, pongs) = read_until_close(&mut s).await;
+    assert_eq!(code, 1000);
+    assert_eq!(pongs, [b"are you there".to_vec()]);
+
+    let mut s = raw_socket(t, a, &name("unmasked")).await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.expect("frame");
+    assert_eq!(read_until_close(&mut s).await.0, 1002);
+
+    let mut s = raw_socket(t, a, &name("latin1")).await;
+    s.write_all(&masked(0x81, b"caf\xe9")).await.expect("frame");
+    assert_eq!(read_until_close(&mut s).await.0, 1007);
+
+    other.ping().await.expect("others carry on");
+}
+
 /// A frame above `max_frame_bytes` closes that connection with 1009; others carry on.
 pub async fn oversize_frame_closes_1009(t: &Topology, a: usize) {
     let mut other = connect(t, a, &name("other")).await;

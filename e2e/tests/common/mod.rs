@@ -42,7 +42,7 @@ pub use limits::{
     a_client_that_never_reads_is_cut_loose, bad_frames_get_error_codes, flood_is_rate_limited,
     idle_connection_closes_4003, invalid_names_are_refused, long_body_is_too_large, metric,
     missing_hello_closes_4002, oversize_frame_closes_1009, poisoned_room_stays_usable,
-    slow_consumer_is_dropped_others_carry_on,
+    slow_consumer_is_dropped_others_carry_on, websocket_violations_close_1002_and_1007,
 };
 pub use presence::{
     last_seen_reports_online_and_offline, presence_join_and_leave,
