@@ -42,6 +42,9 @@ const BODY_IDLE: Duration = Duration::from_secs(30);
 const LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long one upload request may run: well inside its lock, so two requests never write one file.
 const REQUEST_LIMIT: Duration = Duration::from_secs(12 * 60);
+/// A refused upload's body is read and dropped, up to this many bytes and for this long, before the
+/// refusal is answered: a client still sending it then reads the answer instead of a broken pipe.
+const REFUSED_BODY_DRAIN: (u64, Duration) = (CHUNK_BYTES + 1024 * 1024, Duration::from_secs(5));
 
 /// The routes (merged into the node's router).
 pub fn router(node: Arc<Node>) -> Router {
@@ -291,6 +294,7 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let mut body = Some(body);
     let answer = async {
         let att = signed(&node, Purpose::Upload, &id, &query)?.clone();
         let _permit = att.upload_permit().ok_or_else(|| {
@@ -311,11 +315,33 @@ async fn upload(
                     "another request is uploading this attachment",
                 )
             })?;
+        let body = body.take().unwrap_or_default();
         let result = receive(&node, &att, &id, &headers, body).await;
         att.unlock(&node, &id, token).await;
         result
     };
-    answer.await.unwrap_or_else(IntoResponse::into_response)
+    let response = answer.await.unwrap_or_else(IntoResponse::into_response);
+    if let Some(body) = body {
+        // Refused before the body was looked at.
+        drain(body).await;
+    }
+    response
+}
+
+/// Reads and drops what is left of a request body, within [`REFUSED_BODY_DRAIN`].
+async fn drain(body: Body) {
+    let (most, within) = REFUSED_BODY_DRAIN;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(within, async {
+        let mut read = 0;
+        while read <= most {
+            match stream.next().await {
+                Some(Ok(data)) => read += data.len() as u64,
+                _ => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// One upload request, under the attachment's lock.
