@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_runtime::report::chain;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 use tungstenite::Utf8Bytes;
 
 /// Longest a close frame may take to send to a client that stopped reading.
@@ -158,19 +157,32 @@ where
         )
         .with_outbound_bytes(outbound_bytes),
     );
-    let writer = tokio::spawn(writer(sink, handle.clone(), kill.clone()).in_current_span());
-
-    let mut session = Box::pin(Session::start(
-        node.clone(),
-        handle.clone(),
-        &identity,
-        peer,
-    ))
-    .await;
+    let mut w = Writer::new(sink);
+    let mut session = w
+        .drive(
+            Box::pin(Session::start(
+                node.clone(),
+                handle.clone(),
+                &identity,
+                peer,
+            )),
+            &handle,
+            &kill,
+        )
+        .await;
     drop(identity);
     tracing::debug!(session = session.name(), "session started");
-    let drained = read_loop(&node, &mut session, &mut stream, &handle, &kill, idle).await;
-    Box::pin(session.end()).await;
+    let drained = read_loop(
+        &node,
+        &mut session,
+        &mut stream,
+        &mut w,
+        &handle,
+        &kill,
+        idle,
+    )
+    .await;
+    w.drive(Box::pin(session.end()), &handle, &kill).await;
     if handle.kicked_with() == Some(close::SLOW_CONSUMER) {
         node.hub.stats.slow_consumers.inc();
     }
@@ -185,14 +197,13 @@ where
     } else {
         handle.close_after_queued(close::NORMAL, "");
     }
-    let mut writer = writer;
-    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, &mut writer)
+    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, w.pump(&handle, &kill))
         .await
         .is_err()
     {
         // The client stopped reading: cut it (the writer sends the close frame for a moment only).
         kill.cancel();
-        let _ = writer.await;
+        w.pump(&handle, &kill).await;
     }
 }
 
@@ -255,17 +266,21 @@ where
     }
 }
 
-/// Reads until the connection ends. Returns true if it ended because the node drains.
-async fn read_loop<M, R, E>(
+/// Reads until the connection ends, writing meanwhile. Returns true if it ended because the node
+/// drains.
+async fn read_loop<M, S, R, E>(
     node: &Arc<Node>,
     session: &mut Session,
     stream: &mut R,
+    w: &mut Writer<S>,
     handle: &Arc<SessionHandle>,
     kill: &CancellationToken,
     idle: Duration,
 ) -> bool
 where
     M: WsMessage,
+    S: Sink<M> + Unpin,
+    S::Error: std::fmt::Display,
     R: Stream<Item = Result<M, E>> + Unpin,
     E: std::error::Error + 'static,
 {
@@ -308,7 +323,9 @@ where
                 // Give the client time to leave by itself; close it well inside the drain timeout.
                 drain_deadline = Some(tokio::time::Instant::now() + notice.leave_within());
             }
-            () = handle.revoked() => Box::pin(session.apply_revocations()).await,
+            () = handle.revoked() => w.drive(Box::pin(session.apply_revocations()), handle, kill).await,
+            // Returns only once the writer is done: the socket failed (and `kill` is cancelled).
+            () = w.pump(handle, kill), if !w.done => return false,
             next = tokio::time::timeout(idle, stream.next()) => match next {
                 Err(_) => {
                     handle.kick(close::IDLE);
@@ -325,7 +342,7 @@ where
                 Ok(Some(Ok(message))) => match message.incoming() {
                     Incoming::Close => return false,
                     Incoming::Text(t) => {
-                        if let Control::Close(code) = Box::pin(session.on_text(t)).await {
+                        if let Control::Close(code) = w.drive(Box::pin(session.on_text(t)), handle, kill).await {
                             handle.kick(code);
                             return false;
                         }
@@ -389,69 +406,154 @@ fn close_code_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     None
 }
 
-/// The writer task: queued frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the
-/// close frame — the kick code when the session was kicked, else the one queued with [`Out::Close`].
-async fn writer<M, S>(mut sink: S, handle: Arc<SessionHandle>, kill: CancellationToken)
-where
-    M: WsMessage,
-    S: Sink<M> + Unpin,
-    S::Error: std::fmt::Display,
-{
-    let mut ping = tokio::time::interval(crate::config::PING_INTERVAL);
-    ping.tick().await;
-    let closing = loop {
-        tokio::select! {
-            biased;
-            () = kill.cancelled() => {
-                let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                break Some((code, close_reason(code)));
+/// The writing side of a connection, run by the connection's own task beside the reading: queued
+/// frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the close frame — the kick
+/// code when the session was kicked, else the one queued with [`Out::Close`].
+///
+/// It is driven by [`Writer::pump`], which the connection polls while it waits for the client and
+/// while it handles a frame ([`Writer::drive`]): a reply waiting for room in the queue is made room
+/// for by the same task. One task per connection, not two: an idle connection holds one task.
+struct Writer<S> {
+    sink: S,
+    ping: tokio::time::Interval,
+    /// The close frame to send: the writing is over but for it.
+    closing: Option<(u16, &'static str)>,
+    /// The close frame is in the sink (flushing it may be what is left).
+    close_queued: bool,
+    /// The close frame was sent (or given up on) or the socket failed: nothing more is written.
+    done: bool,
+}
+
+impl<S> Writer<S> {
+    fn new(sink: S) -> Self {
+        let every = crate::config::PING_INTERVAL;
+        Self {
+            sink,
+            ping: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
+            closing: None,
+            close_queued: false,
+            done: false,
+        }
+    }
+
+    /// Runs `fut` to its end while writing what it (and the fan-out) queues meanwhile.
+    async fn drive<M, F>(
+        &mut self,
+        fut: F,
+        handle: &SessionHandle,
+        kill: &CancellationToken,
+    ) -> F::Output
+    where
+        M: WsMessage,
+        S: Sink<M> + Unpin,
+        S::Error: std::fmt::Display,
+        F: std::future::Future + Unpin,
+    {
+        let mut fut = fut;
+        if !self.done {
+            tokio::select! {
+                biased;
+                out = &mut fut => return out,
+                () = self.pump(handle, kill) => {}
             }
-            _ = ping.tick() => {
-                let sent = tokio::select! {
-                    biased;
-                    // Killed while the ping waits on a client that stopped reading.
-                    () = kill.cancelled() => continue,
-                    sent = sink.send(M::ping()) => sent,
-                };
-                if sent.is_err() {
-                    break None;
+        }
+        fut.await
+    }
+
+    /// Writes until the writer is done: the close frame sent (queued, or the kick's once `kill` is
+    /// cancelled) or the socket failed (then `kill` is cancelled, so the reading stops too). Dropping
+    /// it at any point loses nothing: frames leave the queue only as they go into the sink.
+    async fn pump<M>(&mut self, handle: &SessionHandle, kill: &CancellationToken)
+    where
+        M: WsMessage,
+        S: Sink<M> + Unpin,
+        S::Error: std::fmt::Display,
+    {
+        if self.done {
+            return;
+        }
+        if self.closing.is_none() {
+            self.closing = self.write_until_closing(handle, kill).await;
+        }
+        if let Some((code, reason)) = self.closing {
+            // Resumed where it stopped if an earlier pump was dropped while sending it.
+            let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, async {
+                if !self.close_queued {
+                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.sink).poll_ready(cx))
+                        .await?;
+                    std::pin::Pin::new(&mut self.sink).start_send(M::close(code, reason))?;
+                    self.close_queued = true;
                 }
-            }
-            first = handle.next_out() => {
-                // A client that stopped reading blocks the write; a kick must still end it.
-                let written = tokio::select! {
-                    biased;
-                    () = kill.cancelled() => None,
-                    w = write_batch(&mut sink, first, &handle) => Some(w),
-                };
-                match written {
-                    None => {
-                        let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                        break Some((code, close_reason(code)));
-                    }
-                    Some(Ok(None)) => {}
-                    Some(Ok(Some(close))) => break Some(close),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "write failed; connection dropped");
+                self.sink.flush().await
+            })
+            .await;
+        }
+        self.done = true;
+        // Make the reading stop too if the writing ended first (socket error).
+        kill.cancel();
+    }
+
+    /// Writes queued frames and pings until a close is due (queued, or the kick's once `kill` is
+    /// cancelled): its code and reason; `None` when the socket failed.
+    async fn write_until_closing<M>(
+        &mut self,
+        handle: &SessionHandle,
+        kill: &CancellationToken,
+    ) -> Option<(u16, &'static str)>
+    where
+        M: WsMessage,
+        S: Sink<M> + Unpin,
+        S::Error: std::fmt::Display,
+    {
+        loop {
+            tokio::select! {
+                biased;
+                () = kill.cancelled() => {
+                    let code = handle.kicked_with().unwrap_or(close::NORMAL);
+                    break Some((code, close_reason(code)));
+                }
+                _ = self.ping.tick() => {
+                    let sent = tokio::select! {
+                        biased;
+                        // Killed while the ping waits on a client that stopped reading.
+                        () = kill.cancelled() => continue,
+                        sent = self.sink.send(M::ping()) => sent,
+                    };
+                    if sent.is_err() {
                         break None;
+                    }
+                }
+                () = handle.out_ready() => {
+                    // A client that stopped reading blocks the write; a kick must still end it.
+                    let written = tokio::select! {
+                        biased;
+                        () = kill.cancelled() => None,
+                        w = write_batch(&mut self.sink, handle) => Some(w),
+                    };
+                    match written {
+                        None => {
+                            let code = handle.kicked_with().unwrap_or(close::NORMAL);
+                            break Some((code, close_reason(code)));
+                        }
+                        Some(Ok(None)) => {}
+                        Some(Ok(Some(close))) => break Some(close),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "write failed; connection dropped");
+                            break None;
+                        }
                     }
                 }
             }
         }
-    };
-    if let Some((code, reason)) = closing {
-        send_close(&mut sink, code, reason).await;
     }
-    // Make the reader stop too if the writer ended first (socket error).
-    kill.cancel();
 }
 
-/// Feeds `first` and everything already queued behind it, then flushes once; each frame's bytes
-/// leave the session's budget once the socket has it. Returns the close request met on the way, if
-/// any; `Err` (the socket's error, as text) when the socket failed.
+/// Hands everything queued to the sink, then flushes once; each frame's bytes leave the session's
+/// budget once the sink has it. A frame is taken from the queue only when the sink is ready to take
+/// it at once, so the future can be dropped at any await without losing one. Returns the close
+/// request met on the way, if any; `Err` (the socket's error, as text) when the socket failed.
 async fn write_batch<M, S>(
     sink: &mut S,
-    first: Out,
     handle: &SessionHandle,
 ) -> Result<Option<(u16, &'static str)>, String>
 where
@@ -459,29 +561,35 @@ where
     S: Sink<M> + Unpin,
     S::Error: std::fmt::Display,
 {
-    let mut next = Some(first);
     let mut closing = None;
-    while let Some(out) = next.take() {
-        let (bytes, reply) = match out {
-            Out::Frame(bytes) => (bytes, false),
-            Out::Reply(bytes) => (bytes, true),
+    loop {
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *sink).poll_ready(cx))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(out) = handle.try_next_out() else {
+            break;
+        };
+        let message = match out {
+            Out::Frame(bytes) => {
+                handle.written(bytes.len(), false);
+                M::text(bytes)
+            }
+            Out::Reply(bytes) => {
+                handle.written(bytes.len(), true);
+                M::text(bytes)
+            }
+            Out::Pong(payload) => {
+                handle.pong_sent();
+                M::pong(payload)
+            }
             Out::Close(code, reason) => {
                 closing = Some((code, reason));
                 break;
             }
-            Out::Pong(payload) => {
-                handle.pong_sent();
-                sink.feed(M::pong(payload))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                next = handle.try_next_out();
-                continue;
-            }
         };
-        let n = bytes.len();
-        sink.feed(M::text(bytes)).await.map_err(|e| e.to_string())?;
-        handle.written(n, reply);
-        next = handle.try_next_out();
+        std::pin::Pin::new(&mut *sink)
+            .start_send(message)
+            .map_err(|e| e.to_string())?;
     }
     sink.flush().await.map_err(|e| e.to_string())?;
     Ok(closing)

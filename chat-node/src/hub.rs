@@ -260,6 +260,11 @@ impl SessionHandle {
         self.outbox.next().await
     }
 
+    /// Waits until something is queued for the writer (without taking it).
+    pub async fn out_ready(&self) {
+        self.outbox.ready().await
+    }
+
     /// The next thing for the writer to send, if one is queued.
     pub fn try_next_out(&self) -> Option<Out> {
         self.outbox.try_next()

@@ -79,6 +79,16 @@ impl Outbox {
         }
     }
 
+    /// Waits until something is queued, without taking it: the writer then takes items with
+    /// [`Outbox::try_next`] only when it can hand them to the socket at once, so that dropping it
+    /// mid-write loses nothing.
+    pub async fn ready(&self) {
+        while self.lock().is_empty() {
+            // A push between the check and this wait left a permit: the wait ends at once.
+            self.ready.notified().await;
+        }
+    }
+
     /// Slots held by the queue now (for tests of the idle footprint).
     #[cfg(test)]
     pub fn capacity(&self) -> usize {

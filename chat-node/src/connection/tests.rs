@@ -243,7 +243,9 @@ async fn the_writer_feeds_everything_already_queued_and_flushes_once() {
     }
     handle.close_after_queued(close::NORMAL, "");
     let socket = Socket::default();
-    writer(socket.clone(), handle, CancellationToken::new()).await;
+    Writer::new(socket.clone())
+        .pump(&handle, &CancellationToken::new())
+        .await;
     let text = |s: &str| Event::Text(s.to_owned());
     assert_eq!(
         socket.events(),
@@ -267,8 +269,29 @@ async fn a_kick_closes_with_its_code_ahead_of_what_is_still_queued() {
     assert!(handle.deliver(&Utf8Bytes::from_static("queued")));
     handle.kick(close::FLOODING);
     let socket = Socket::default();
-    writer(socket.clone(), handle, kill).await;
+    Writer::new(socket.clone()).pump(&handle, &kill).await;
     assert_eq!(socket.written(), [close_event(close::FLOODING)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_frame_cut_short_by_other_work_is_still_sent_when_the_writing_resumes() {
+    let kill = CancellationToken::new();
+    let handle = Arc::new(SessionHandle::new(1, Arc::from("alice"), 8, kill.clone()));
+    handle.kick(close::SLOW_CONSUMER);
+    let socket = Socket::default();
+    socket.block(true);
+    let mut w = Writer::new(socket.clone());
+    // The session's end finishes while the close frame waits on a socket the client does not read.
+    w.drive(
+        Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+        &handle,
+        &kill,
+    )
+    .await;
+    assert_eq!(socket.written(), []);
+    socket.block(false);
+    w.pump(&handle, &kill).await;
+    assert_eq!(socket.written(), [close_event(close::SLOW_CONSUMER)]);
 }
 
 #[tokio::test(start_paused = true)]
