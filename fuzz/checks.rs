@@ -147,3 +147,40 @@ fn sign(header: &[u8], claims: &[u8], secret: &[u8]) -> String {
     let tag = ring::hmac::sign(&key, signing_input.as_bytes());
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
 }
+
+/// Longest message the `ws` target's reader accepts.
+const WS_MAX: usize = 1024;
+
+/// Bytes a client sends on an upgraded socket → `chat_node::ws::WsReader`: any input comes to
+/// messages and at most one error, then the end, never a panic or a hang; a text message is UTF-8 (by
+/// its type) and within the limit, a control frame's payload at most 125 bytes, and no message is made
+/// out of nothing (each takes at least a two-byte header of the input).
+pub fn ws(data: &[u8]) -> Verdict {
+    use chat_node::ws::{Message, WsReader};
+    use futures_util::StreamExt as _;
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return Verdict::Skipped;
+    };
+    runtime.block_on(async {
+        let mut reader = WsReader::new(data, WS_MAX);
+        let (mut messages, mut errors) = (0, 0);
+        while let Some(next) = reader.next().await {
+            match next {
+                Ok(Message::Text(t)) => assert!(t.len() <= WS_MAX, "text over the limit"),
+                Ok(Message::Ping(p) | Message::Pong(p)) => {
+                    assert!(p.len() <= 125, "control payload over 125 bytes")
+                }
+                Ok(_) => {}
+                Err(_) => errors += 1,
+            }
+            messages += 1;
+            assert!(2 * messages <= data.len() + 2, "more messages than the input holds");
+        }
+        assert!(errors <= 1, "the stream goes on after an error");
+        if errors == 0 && messages > 0 {
+            Verdict::Accepted
+        } else {
+            Verdict::Refused
+        }
+    })
+}

@@ -1,23 +1,27 @@
-//! One WebSocket connection from admission to close: identity, the reader that feeds the session, and
-//! the writer that drains its queue — generic over the socket, so it runs on the web framework's socket
-//! at the edge (`server`) and on in-memory sinks and streams in tests.
+//! One WebSocket connection from admission to close: identity, the reading that feeds the session, and
+//! the writing that drains its queue — generic over the socket, so it runs on the node's own framing at
+//! the edge (`server`, [`crate::ws`]) and on in-memory sinks and streams in tests.
 //!
 //! ```text
-//!  stream ──▶ reader (this task) ──▶ Session::on_text ──▶ backend / replies
-//!                                                   │
-//!  sink   ◀── writer task ◀── bounded queue ◀── hub dispatch, replies
+//!  stream ──▶ reading ──▶ Session::on_text ──▶ backend / replies
+//!                      (one task)          │
+//!  sink   ◀── writing ◀── bounded queue ◀── hub dispatch, replies, pongs, the keepalive ping
 //! ```
 //!
-//! One bounded queue and one writer per connection; the writer feeds everything already queued and
-//! flushes once. The queue is bounded in frames and in bytes: fan-out into a full queue closes that
-//! connection (4008) and nobody else waits for it; a reply to the client's own request waits a
-//! little for room (its reader stops meanwhile), then closes it the same way. The writer gives up
+//! One task per connection: it waits for the client, the queue, the keepalive and one timer for every
+//! deadline at once, and keeps writing while it handles a frame ([`Writer::drive`]) — a reply that waits
+//! for room in the queue is made room for by the same task. The writing hands everything already
+//! queued to the socket and flushes once; a write the client is slow to take never stops the reading.
+//!
+//! The queue is bounded in frames and in bytes: fan-out into a full queue closes that connection
+//! (4008) and nobody else waits for it; a reply to the client's own request waits a little for room
+//! (the reading stops meanwhile), then closes it the same way. The writing gives up
 //! on a socket the client stopped reading as soon as the session is closed: it sends the close frame
-//! for at most a second (`CLOSE_SEND_TIMEOUT`), so a client that reads nothing at all loses the TCP connection
-//! without ever seeing its close frame, and holds no memory or task on the node. Every way a
-//! connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1009 too big,
-//! 1012 drain, 1013 full or draining, 4001 identity, 4002 no hello, 4003 idle, 4008 slow consumer,
-//! 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
+//! for at most a second (`CLOSE_SEND_TIMEOUT`), so a client that reads nothing at all loses the TCP
+//! connection without ever seeing its close frame, and holds no memory or task on the node. Every way
+//! a connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1002 protocol
+//! violation, 1007 not UTF-8, 1009 too big, 1012 drain, 1013 full or draining, 4001 identity, 4002 no
+//! hello, 4003 idle, 4008 slow consumer, 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
 //! ([`crate::refusals`]).
 
 use crate::hub::{Out, SessionHandle};
@@ -112,7 +116,7 @@ where
 
 /// Runs one upgraded connection until it closes: admission (1013 when full or draining), identity
 /// (`?user=` or a first `hello` within [`crate::config::HELLO_TIMEOUT`]), then the session with its
-/// reader here and its writer in a task of its own.
+/// reading and writing in this one task.
 ///
 /// Memory: this future is most of what an idle connection costs, so what only admission, identity,
 /// a frame being handled or the end needs is not kept in it while the connection waits — identity
@@ -197,13 +201,13 @@ where
     } else {
         handle.close_after_queued(close::NORMAL, "");
     }
-    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, w.pump(&handle, &kill))
+    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, Box::pin(w.pump(&handle, &kill)))
         .await
         .is_err()
     {
         // The client stopped reading: cut it (the writer sends the close frame for a moment only).
         kill.cancel();
-        w.pump(&handle, &kill).await;
+        Box::pin(w.pump(&handle, &kill)).await;
     }
 }
 
@@ -288,12 +292,14 @@ where
     // Created once: it holds this connection's place in the paced drain (`crate::drain`).
     let drain_turn = node.drain.turn();
     tokio::pin!(drain_turn);
-    // One timer for both deadlines, the token's expiry and the end of the drain notice's grace: an
-    // idle connection holds one timer entry fewer.
+    // One timer for every deadline — the token's expiry, the end of the drain notice's grace, and
+    // the idle timeout (moved on by every frame the client sends, not by what is written to it): an
+    // idle connection holds one timer entry.
     let mut expires_at = session.expires_at();
     let mut expiry = deadline_of(expires_at);
     let mut drain_deadline = None;
-    let deadline = tokio::time::sleep_until(expiry);
+    let mut idle_at = tokio::time::Instant::now() + idle;
+    let deadline = tokio::time::sleep_until(expiry.min(idle_at));
     tokio::pin!(deadline);
     loop {
         let current = session.expires_at();
@@ -301,7 +307,9 @@ where
             expires_at = current;
             expiry = deadline_of(expires_at);
         }
-        let next = drain_deadline.map_or(expiry, |d: tokio::time::Instant| d.min(expiry));
+        let next = drain_deadline
+            .map_or(expiry, |d: tokio::time::Instant| d.min(expiry))
+            .min(idle_at);
         if deadline.deadline() != next {
             deadline.as_mut().reset(next);
         }
@@ -309,12 +317,17 @@ where
             biased;
             () = kill.cancelled() => return false,
             () = &mut deadline => {
-                // The expiry wins a tie, as it did with a timer of its own polled first.
-                if tokio::time::Instant::now() >= expiry {
+                // The expiry wins a tie, then the drain, then the idle timeout.
+                let now = tokio::time::Instant::now();
+                if now >= expiry {
                     handle.kick(close::TOKEN_EXPIRED);
                     return false;
                 }
-                return true;
+                if drain_deadline.is_some_and(|d| now >= d) {
+                    return true;
+                }
+                handle.kick(close::IDLE);
+                return false;
             }
             notice = &mut drain_turn, if !drain_notified => {
                 drain_notified = true;
@@ -324,41 +337,47 @@ where
                 drain_deadline = Some(tokio::time::Instant::now() + notice.leave_within());
             }
             () = handle.revoked() => w.drive(Box::pin(session.apply_revocations()), handle, kill).await,
-            // Returns only once the writer is done: the socket failed (and `kill` is cancelled).
-            () = w.pump(handle, kill), if !w.done => return false,
-            next = tokio::time::timeout(idle, stream.next()) => match next {
-                Err(_) => {
-                    handle.kick(close::IDLE);
+            // The writing, while the connection waits for the client: the keepalive goes through the
+            // queue, and a write the client is slow to take does not stop the reading.
+            _ = w.ping.tick(), if w.writing() => handle.queue_ping(),
+            wrote = write_next(&mut w.sink, &mut w.unflushed, handle), if w.writing() => {
+                w.note(wrote);
+                if !w.writing() {
                     return false;
                 }
-                Ok(None) => return false,
-                Ok(Some(Err(e))) => {
+            }
+            next = stream.next() => match next {
+                None => return false,
+                Some(Err(e)) => {
                     if let Some(code) = close_code_of(&e) {
                         handle.kick(code);
                     }
                     tracing::debug!(error = %chain(&e), "read failed");
                     return false;
                 }
-                Ok(Some(Ok(message))) => match message.incoming() {
-                    Incoming::Close => return false,
-                    Incoming::Text(t) => {
-                        if let Control::Close(code) = w.drive(Box::pin(session.on_text(t)), handle, kill).await {
-                            handle.kick(code);
-                            return false;
+                Some(Ok(message)) => {
+                    idle_at = tokio::time::Instant::now() + idle;
+                    match message.incoming() {
+                        Incoming::Close => return false,
+                        Incoming::Text(t) => {
+                            if let Control::Close(code) = w.drive(Box::pin(session.on_text(t)), handle, kill).await {
+                                handle.kick(code);
+                                return false;
+                            }
+                        }
+                        Incoming::Binary => {
+                            if let Control::Close(code) = session.on_binary() {
+                                handle.kick(code);
+                                return false;
+                            }
+                        }
+                        Incoming::Control => {
+                            if let Some(payload) = message.pong_payload() {
+                                handle.pong(payload);
+                            }
                         }
                     }
-                    Incoming::Binary => {
-                        if let Control::Close(code) = session.on_binary() {
-                            handle.kick(code);
-                            return false;
-                        }
-                    }
-                    Incoming::Control => {
-                        if let Some(payload) = message.pong_payload() {
-                            handle.pong(payload);
-                        }
-                    }
-                },
+                }
             }
         }
     }
@@ -416,12 +435,22 @@ fn close_code_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
 struct Writer<S> {
     sink: S,
     ping: tokio::time::Interval,
-    /// The close frame to send: the writing is over but for it.
-    closing: Option<(u16, &'static str)>,
+    /// Frames went into the sink and were not flushed yet (a write cut short).
+    unflushed: bool,
+    /// `None` while writing; then the close frame to send, or `Some(None)` when the socket failed.
+    end: Option<Option<(u16, &'static str)>>,
     /// The close frame is in the sink (flushing it may be what is left).
     close_queued: bool,
     /// The close frame was sent (or given up on) or the socket failed: nothing more is written.
     done: bool,
+}
+
+/// What one step of writing came to.
+enum Wrote {
+    /// Written; more may come.
+    More,
+    /// The writing is over: this close frame is due, or (`None`) the socket failed.
+    End(Option<(u16, &'static str)>),
 }
 
 impl<S> Writer<S> {
@@ -430,9 +459,22 @@ impl<S> Writer<S> {
         Self {
             sink,
             ping: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
-            closing: None,
+            unflushed: false,
+            end: None,
             close_queued: false,
             done: false,
+        }
+    }
+
+    /// True while queued frames and pings are written (no close due yet).
+    fn writing(&self) -> bool {
+        self.end.is_none()
+    }
+
+    /// Records the end of the writing, if `wrote` is one.
+    fn note(&mut self, wrote: Wrote) {
+        if let Wrote::End(end) = wrote {
+            self.end = Some(end);
         }
     }
 
@@ -454,7 +496,8 @@ impl<S> Writer<S> {
             tokio::select! {
                 biased;
                 out = &mut fut => return out,
-                () = self.pump(handle, kill) => {}
+                // Boxed: it lives only while a frame is handled, not in an idle connection.
+                () = Box::pin(self.pump(handle, kill)) => {}
             }
         }
         fut.await
@@ -462,7 +505,8 @@ impl<S> Writer<S> {
 
     /// Writes until the writer is done: the close frame sent (queued, or the kick's once `kill` is
     /// cancelled) or the socket failed (then `kill` is cancelled, so the reading stops too). Dropping
-    /// it at any point loses nothing: frames leave the queue only as they go into the sink.
+    /// it at any point loses nothing: frames leave the queue only as they go into the sink, and a
+    /// close frame being sent is resumed by the next call.
     async fn pump<M>(&mut self, handle: &SessionHandle, kill: &CancellationToken)
     where
         M: WsMessage,
@@ -472,11 +516,20 @@ impl<S> Writer<S> {
         if self.done {
             return;
         }
-        if self.closing.is_none() {
-            self.closing = self.write_until_closing(handle, kill).await;
+        while self.writing() {
+            let wrote = tokio::select! {
+                biased;
+                // Also ends a write blocked on a client that stopped reading.
+                () = kill.cancelled() => Wrote::End(Some(kick_close(handle))),
+                _ = self.ping.tick() => {
+                    handle.queue_ping();
+                    Wrote::More
+                }
+                wrote = write_next(&mut self.sink, &mut self.unflushed, handle) => wrote,
+            };
+            self.note(wrote);
         }
-        if let Some((code, reason)) = self.closing {
-            // Resumed where it stopped if an earlier pump was dropped while sending it.
+        if let Some(Some((code, reason))) = self.end {
             let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, async {
                 if !self.close_queued {
                     std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.sink).poll_ready(cx))
@@ -492,58 +545,42 @@ impl<S> Writer<S> {
         // Make the reading stop too if the writing ended first (socket error).
         kill.cancel();
     }
+}
 
-    /// Writes queued frames and pings until a close is due (queued, or the kick's once `kill` is
-    /// cancelled): its code and reason; `None` when the socket failed.
-    async fn write_until_closing<M>(
-        &mut self,
-        handle: &SessionHandle,
-        kill: &CancellationToken,
-    ) -> Option<(u16, &'static str)>
-    where
-        M: WsMessage,
-        S: Sink<M> + Unpin,
-        S::Error: std::fmt::Display,
-    {
-        loop {
-            tokio::select! {
-                biased;
-                () = kill.cancelled() => {
-                    let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                    break Some((code, close_reason(code)));
-                }
-                _ = self.ping.tick() => {
-                    let sent = tokio::select! {
-                        biased;
-                        // Killed while the ping waits on a client that stopped reading.
-                        () = kill.cancelled() => continue,
-                        sent = self.sink.send(M::ping()) => sent,
-                    };
-                    if sent.is_err() {
-                        break None;
-                    }
-                }
-                () = handle.out_ready() => {
-                    // A client that stopped reading blocks the write; a kick must still end it.
-                    let written = tokio::select! {
-                        biased;
-                        () = kill.cancelled() => None,
-                        w = write_batch(&mut self.sink, handle) => Some(w),
-                    };
-                    match written {
-                        None => {
-                            let code = handle.kicked_with().unwrap_or(close::NORMAL);
-                            break Some((code, close_reason(code)));
-                        }
-                        Some(Ok(None)) => {}
-                        Some(Ok(Some(close))) => break Some(close),
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "write failed; connection dropped");
-                            break None;
-                        }
-                    }
-                }
-            }
+/// The close frame of a killed session: its kick code, or a normal close.
+fn kick_close(handle: &SessionHandle) -> (u16, &'static str) {
+    let code = handle.kicked_with().unwrap_or(close::NORMAL);
+    (code, close_reason(code))
+}
+
+/// One step of writing: finishes a write cut short, else waits for something queued and writes
+/// everything queued in one batch. Safe to drop at any await (see [`write_batch`]); `unflushed`
+/// says whether the sink holds frames not yet flushed.
+async fn write_next<M, S>(sink: &mut S, unflushed: &mut bool, handle: &SessionHandle) -> Wrote
+where
+    M: WsMessage,
+    S: Sink<M> + Unpin,
+    S::Error: std::fmt::Display,
+{
+    let written = if *unflushed {
+        sink.flush().await.map_err(|e| e.to_string()).map(|()| None)
+    } else {
+        handle.out_ready().await;
+        *unflushed = true;
+        write_batch(sink, handle).await
+    };
+    match written {
+        Ok(None) => {
+            *unflushed = false;
+            Wrote::More
+        }
+        Ok(Some(close)) => {
+            *unflushed = false;
+            Wrote::End(Some(close))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "write failed; connection dropped");
+            Wrote::End(None)
         }
     }
 }
@@ -581,6 +618,10 @@ where
             Out::Pong(payload) => {
                 handle.pong_sent();
                 M::pong(payload)
+            }
+            Out::Ping => {
+                handle.ping_sent();
+                M::ping()
             }
             Out::Close(code, reason) => {
                 closing = Some((code, reason));

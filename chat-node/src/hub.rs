@@ -67,6 +67,8 @@ pub enum Out {
     Close(u16, &'static str),
     /// Answer a client's ping (at most one is queued at a time: [`SessionHandle::pong`]).
     Pong(bytes::Bytes),
+    /// The keepalive ping (at most one is queued at a time: [`SessionHandle::queue_ping`]).
+    Ping,
 }
 
 /// One lane of a connection's outbound queue: the frames and bytes queued in it and not yet handed to
@@ -148,6 +150,8 @@ pub struct SessionHandle {
     replies: Lane,
     /// A pong is queued and not yet written: further pings meanwhile get no answer of their own.
     pong_queued: std::sync::atomic::AtomicBool,
+    /// A keepalive ping is queued and not yet written.
+    ping_queued: std::sync::atomic::AtomicBool,
     /// Rooms whose ACL no longer lists this user, not yet handled by the session.
     revoked: Mutex<Vec<Arc<str>>>,
     /// Wakes the session when `revoked` gains a room.
@@ -166,6 +170,7 @@ impl SessionHandle {
             kill,
             kill_code: AtomicU16::new(0),
             pong_queued: Default::default(),
+            ping_queued: Default::default(),
             dm_delivered: AtomicU64::new(0),
             live: Lane::new(lane_frames, usize::MAX / 2),
             replies: Lane::new(lane_frames, usize::MAX / 2),
@@ -253,6 +258,19 @@ impl SessionHandle {
     /// The writer took the queued pong.
     pub fn pong_sent(&self) {
         self.pong_queued.store(false, Ordering::Release);
+    }
+
+    /// Queues the keepalive ping behind what is queued, unless one is still waiting there (a client
+    /// that stopped reading holds one).
+    pub fn queue_ping(&self) {
+        if !self.ping_queued.swap(true, Ordering::AcqRel) {
+            self.outbox.push(Out::Ping);
+        }
+    }
+
+    /// The writer took the queued ping.
+    pub fn ping_sent(&self) {
+        self.ping_queued.store(false, Ordering::Release);
     }
 
     /// The next thing for the writer to send, waiting for one.

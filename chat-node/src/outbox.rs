@@ -112,6 +112,7 @@ mod tests {
             Out::Frame(b) | Out::Reply(b) => b.to_string(),
             Out::Close(code, _) => format!("close {code}"),
             Out::Pong(_) => "pong".into(),
+            Out::Ping => "ping".into(),
         }
     }
 

@@ -92,7 +92,7 @@ impl Client {
         let (b, reply) = match self.handle.try_next_out()? {
             Out::Frame(b) => (b, false),
             Out::Reply(b) => (b, true),
-            Out::Close(..) | Out::Pong(_) => return None,
+            Out::Close(..) | Out::Pong(_) | Out::Ping => return None,
         };
         self.handle.written(b.len(), reply);
         Some(b)
@@ -754,7 +754,7 @@ async fn a_long_recovery_of_a_full_history_with_a_busy_room_alongside_is_never_a
             let (b, reply) = match out {
                 Out::Frame(b) => (b, false),
                 Out::Reply(b) => (b, true),
-                Out::Close(..) | Out::Pong(_) => break,
+                Out::Close(..) | Out::Pong(_) | Out::Ping => break,
             };
             handle.written(b.len(), reply);
             let f: Value = serde_json::from_str(b.as_str()).expect("json");
