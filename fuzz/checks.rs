@@ -174,7 +174,10 @@ pub fn ws(data: &[u8]) -> Verdict {
                 Err(_) => errors += 1,
             }
             messages += 1;
-            assert!(2 * messages <= data.len() + 2, "more messages than the input holds");
+            assert!(
+                2 * messages <= data.len() + 2,
+                "more messages than the input holds"
+            );
         }
         assert!(errors <= 1, "the stream goes on after an error");
         if errors == 0 && messages > 0 {

@@ -56,7 +56,7 @@ impl Topic {
 /// Identifies a session on this node.
 pub type SessionId = u64;
 
-/// What the writer task of a connection sends.
+/// What the writing side of a connection sends.
 #[derive(Debug)]
 pub enum Out {
     /// A serialized frame of the fan-out (live events).

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!            ┌──────────── chat-node ─────────────────────────────────────┐
-//!  client ──▶│ server (axum /ws) ─▶ connection ─▶ session ─▶ backend ─────┼──▶ Redis script / memory
-//!            │      ▲ writer task ◀── queue ◀── hub ◀── bus receiver ◀────┼─── pub/sub
+//!  client ──▶│ server (/ws, ws) ─▶ connection ─▶ session ─▶ backend ──────┼──▶ Redis script / memory
+//!            │         ▲ (same task) ◀── queue ◀── hub ◀── bus receiver ◀─┼─── pub/sub
 //!            │ membership: score + heartbeat ─▶ registry load set         │
 //!            │ drain: not ready ─▶ out of the load set ─▶ paced notices   │
 //!            └────────────────────────────────────────────────────────────┘
@@ -20,9 +20,11 @@
 //! HTTP; the store, types and thumbnails are the `switchboard-attachments` crate).
 //!
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
-//! without a socket, a web framework or Redis: `connection` (reader, writer, close codes) is generic over
-//! any WebSocket sink and stream. `server`, `admin` and `standalone` are the HTTP edge (the only modules
-//! that use axum) and `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
+//! without a socket, a web framework or Redis: `connection` (one task per connection: reading, writing,
+//! close codes) is generic over any WebSocket sink and stream. `server`, `admin` and `standalone` are the
+//! HTTP edge (the only modules that use axum; `server` answers the WebSocket handshake itself), `ws` the
+//! node's own WebSocket framing on the upgraded socket (no buffer held while a connection is idle), and
+//! `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
 
 pub mod admin;
 pub mod attach;

@@ -1,7 +1,7 @@
-//! A connection's outbound queue: what the writer task sends next, in order.
+//! A connection's outbound queue: what the connection writes next, in order.
 //!
 //! ```text
-//!   hub dispatch, replies ──push──▶ [ Out, Out, … ] ──next / try_next──▶ writer task ──▶ socket
+//!   hub dispatch, replies ──push──▶ [ Out, Out, … ] ──ready / try_next──▶ connection task ──▶ socket
 //!                                        │ empty: no slots held
 //! ```
 //!

@@ -77,7 +77,10 @@ fn every_kept_hello_input_identifies_or_is_refused_and_no_forgery_passes() {
 #[test]
 fn every_kept_ws_input_reads_to_messages_or_one_error() {
     let verdicts = replay("ws", checks::ws);
-    assert_eq!(verdict_of(&verdicts, "fragmented_with_ping"), Verdict::Accepted);
+    assert_eq!(
+        verdict_of(&verdicts, "fragmented_with_ping"),
+        Verdict::Accepted
+    );
     assert_eq!(verdict_of(&verdicts, "unmasked"), Verdict::Refused);
     assert_eq!(verdict_of(&verdicts, "too_big"), Verdict::Refused);
 }
