@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 /// Every file of `fuzz/corpus/<target>/`, with its contents.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Where cargo runs the test from (a cached test binary may come from a checkout elsewhere).
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../fuzz/corpus")
         .join(target);
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)

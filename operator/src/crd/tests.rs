@@ -14,8 +14,12 @@ fn checked_in_crd_is_current() {
         "crds/chatcluster.yaml",
         "charts/switchboard-operator/crds/chatcluster.yaml",
     ] {
-        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
-        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        // The directory cargo runs the test from, not the one it was compiled in: a test binary
+        // kept in a shared build cache may have been built from a checkout at another path.
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let path = format!("{dir}/../{file}");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert!(
             generated == checked_in,
             "{file} is stale: run `cargo run -p operator --bin crdgen > {file}`"
