@@ -21,8 +21,8 @@
 //! connection without ever seeing its close frame, and holds no memory or task on the node. Every way
 //! a connection ends maps to one close code (`PROTOCOL.md` section 7): 1000 normal, 1002 protocol
 //! violation, 1007 not UTF-8, 1009 too big, 1012 drain, 1013 full or draining, 4001 identity, 4002 no
-//! hello, 4003 idle, 4008 slow consumer, 4011 token expired, 4029 flooding. Refusals among them are counted and logged with the peer
-//! ([`crate::refusals`]).
+//! hello, 4003 idle, 4008 slow consumer, 4011 token expired, 4029 flooding. Refusals among them are
+//! counted and logged with the peer ([`crate::refusals`]).
 
 use crate::hub::{Out, SessionHandle};
 use crate::identity::{self, Handshake, Identity, Rejected, Step};
@@ -429,9 +429,10 @@ fn close_code_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
 /// frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the close frame — the kick
 /// code when the session was kicked, else the one queued with [`Out::Close`].
 ///
-/// It is driven by [`Writer::pump`], which the connection polls while it waits for the client and
-/// while it handles a frame ([`Writer::drive`]): a reply waiting for room in the queue is made room
-/// for by the same task. One task per connection, not two: an idle connection holds one task.
+/// While the connection waits for the client, its read loop takes one step of writing at a time
+/// ([`write_next`]) beside the reading; while it handles a frame, or starts or ends the session,
+/// [`Writer::drive`] runs [`Writer::pump`] beside that work, so a reply waiting for room in the queue
+/// is made room for by the same task. One task per connection, not two.
 struct Writer<S> {
     sink: S,
     ping: tokio::time::Interval,

@@ -250,9 +250,7 @@ impl SessionHandle {
     /// Queues the answer to a client's ping, unless one is already waiting (a flood of pings costs one
     /// queued pong; the RFC lets an endpoint answer only the latest).
     pub fn pong(&self, payload: bytes::Bytes) {
-        if !self.pong_queued.swap(true, Ordering::AcqRel) {
-            self.outbox.push(Out::Pong(payload));
-        }
+        self.push_once(&self.pong_queued, || Out::Pong(payload));
     }
 
     /// The writer took the queued pong.
@@ -263,8 +261,14 @@ impl SessionHandle {
     /// Queues the keepalive ping behind what is queued, unless one is still waiting there (a client
     /// that stopped reading holds one).
     pub fn queue_ping(&self) {
-        if !self.ping_queued.swap(true, Ordering::AcqRel) {
-            self.outbox.push(Out::Ping);
+        self.push_once(&self.ping_queued, || Out::Ping);
+    }
+
+    /// Queues a control frame unless `queued` says one of its kind is still waiting (the writer
+    /// clears it when it takes the frame).
+    fn push_once(&self, queued: &std::sync::atomic::AtomicBool, out: impl FnOnce() -> Out) {
+        if !queued.swap(true, Ordering::AcqRel) {
+            self.outbox.push(out());
         }
     }
 
@@ -273,7 +277,7 @@ impl SessionHandle {
         self.ping_queued.store(false, Ordering::Release);
     }
 
-    /// The next thing for the writer to send, waiting for one.
+    /// The next thing queued, waiting for one (what tests read a session's queue with).
     pub async fn next_out(&self) -> Out {
         self.outbox.next().await
     }
@@ -369,16 +373,6 @@ impl Wakes {
         for h in self.0.drain(..) {
             h.outbox.wake();
         }
-    }
-
-    /// Writers owed a wake.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when no writer is owed a wake.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

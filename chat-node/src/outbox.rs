@@ -68,14 +68,14 @@ impl Outbox {
         out
     }
 
-    /// The next item, waiting for one.
+    /// The next item, waiting for one (tests read queues so; the connection's writing takes items
+    /// only as the socket can take them, [`Outbox::ready`] then [`Outbox::try_next`]).
     pub async fn next(&self) -> Out {
         loop {
+            self.ready().await;
             if let Some(out) = self.try_next() {
                 return out;
             }
-            // A push between the check and this wait left a permit: the wait ends at once.
-            self.ready.notified().await;
         }
     }
 
