@@ -8,9 +8,10 @@
 //!  sink   ◀── writing ◀── bounded queue ◀── hub dispatch, replies, pongs, the keepalive ping
 //! ```
 //!
-//! One task per connection: it waits for the client, the queue, the keepalive and one timer for every
-//! deadline at once, and keeps writing while it handles a frame ([`Writer::drive`]) — a reply that waits
-//! for room in the queue is made room for by the same task. The writing hands everything already
+//! One task per connection: it waits for the client, one wake-up (a frame queued, a kick, a
+//! revocation, the drain: [`SessionHandle::until`]) and one timer for every deadline (the keepalive
+//! among them) at once, and keeps writing while it handles a frame ([`Writer::drive`]) — a reply that
+//! waits for room in the queue is made room for by the same task. The writing hands everything already
 //! queued to the socket and flushes once; a write the client is slow to take never stops the reading.
 //!
 //! The queue is bounded in frames and in bytes: fan-out into a full queue closes that connection
@@ -24,16 +25,18 @@
 //! hello, 4003 idle, 4008 slow consumer, 4011 token expired, 4029 flooding. Refusals among them are
 //! counted and logged with the peer ([`crate::refusals`]).
 
+use crate::drain::Notice;
 use crate::hub::{Out, SessionHandle};
 use crate::identity::{self, Handshake, Identity, Rejected, Step};
 use crate::node::Node;
 use crate::protocol::{ServerFrame, close, encode};
 use crate::session::{Control, Session};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use switchboard_runtime::report::chain;
-use tokio_util::sync::CancellationToken;
 use tungstenite::Utf8Bytes;
 
 /// Longest a close frame may take to send to a client that stopped reading.
@@ -151,13 +154,11 @@ where
         limits.idle_timeout,
     );
     // Two lanes (live events, replies) of `outbound_queue` frames each: see `SessionHandle`.
-    let kill = CancellationToken::new();
     let handle = Arc::new(
         SessionHandle::new(
             node.next_session_id(),
             Arc::from(identity.user.as_str()),
             outbound_queue,
-            kill.clone(),
         )
         .with_outbound_bytes(outbound_bytes),
     );
@@ -171,22 +172,12 @@ where
                 peer,
             )),
             &handle,
-            &kill,
         )
         .await;
     drop(identity);
     tracing::debug!(session = session.name(), "session started");
-    let drained = read_loop(
-        &node,
-        &mut session,
-        &mut stream,
-        &mut w,
-        &handle,
-        &kill,
-        idle,
-    )
-    .await;
-    w.drive(Box::pin(session.end()), &handle, &kill).await;
+    let drained = read_loop(&node, &mut session, &mut stream, &mut w, &handle, idle).await;
+    w.drive(Box::pin(session.end()), &handle).await;
     if handle.kicked_with() == Some(close::SLOW_CONSUMER) {
         node.hub.stats.slow_consumers.inc();
     }
@@ -201,13 +192,13 @@ where
     } else {
         handle.close_after_queued(close::NORMAL, "");
     }
-    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, Box::pin(w.pump(&handle, &kill)))
+    if tokio::time::timeout(WRITER_FINISH_TIMEOUT, Box::pin(w.pump(&handle)))
         .await
         .is_err()
     {
         // The client stopped reading: cut it (the writer sends the close frame for a moment only).
-        kill.cancel();
-        Box::pin(w.pump(&handle, &kill)).await;
+        handle.stop();
+        Box::pin(w.pump(&handle)).await;
     }
 }
 
@@ -278,7 +269,6 @@ async fn read_loop<M, S, R, E>(
     stream: &mut R,
     w: &mut Writer<S>,
     handle: &Arc<SessionHandle>,
-    kill: &CancellationToken,
     idle: Duration,
 ) -> bool
 where
@@ -288,20 +278,25 @@ where
     R: Stream<Item = Result<M, E>> + Unpin,
     E: std::error::Error + 'static,
 {
+    // The drain turn (`crate::drain`): taken, boxed, once the drain has begun (the node wakes every
+    // session then); until then an idle connection holds no wait of its own for it.
+    let mut drain_turn: Option<Pin<Box<dyn Future<Output = Notice> + Send + '_>>> = None;
     let mut drain_notified = false;
-    // Created once: it holds this connection's place in the paced drain (`crate::drain`).
-    let drain_turn = node.drain.turn();
-    tokio::pin!(drain_turn);
-    // One timer for every deadline — the token's expiry, the end of the drain notice's grace, and
-    // the idle timeout (moved on by every frame the client sends, not by what is written to it): an
-    // idle connection holds one timer entry.
+    // One timer for every deadline — the token's expiry, the end of the drain notice's grace, the
+    // idle timeout (moved on by every frame the client sends, not by what is written to it) and the
+    // keepalive ping: an idle connection holds one timer entry.
     let mut expires_at = session.expires_at();
     let mut expiry = deadline_of(expires_at);
     let mut drain_deadline = None;
-    let mut idle_at = tokio::time::Instant::now() + idle;
-    let deadline = tokio::time::sleep_until(expiry.min(idle_at));
+    let now = tokio::time::Instant::now();
+    let mut idle_at = now + idle;
+    let mut ping_at = now + crate::config::PING_INTERVAL;
+    let deadline = tokio::time::sleep_until(expiry.min(idle_at).min(ping_at));
     tokio::pin!(deadline);
     loop {
+        if handle.is_kicked() {
+            return false;
+        }
         let current = session.expires_at();
         if current != expires_at {
             expires_at = current;
@@ -309,15 +304,17 @@ where
         }
         let next = drain_deadline
             .map_or(expiry, |d: tokio::time::Instant| d.min(expiry))
-            .min(idle_at);
+            .min(idle_at)
+            .min(ping_at);
         if deadline.deadline() != next {
             deadline.as_mut().reset(next);
         }
+        let write = w.writing() && !w.unflushed;
+        let drain_due = drain_turn.is_none() && !drain_notified;
         tokio::select! {
             biased;
-            () = kill.cancelled() => return false,
             () = &mut deadline => {
-                // The expiry wins a tie, then the drain, then the idle timeout.
+                // The expiry wins a tie, then the drain, then the idle timeout, then the ping.
                 let now = tokio::time::Instant::now();
                 if now >= expiry {
                     handle.kick(close::TOKEN_EXPIRED);
@@ -326,22 +323,47 @@ where
                 if drain_deadline.is_some_and(|d| now >= d) {
                     return true;
                 }
-                handle.kick(close::IDLE);
-                return false;
+                if now >= idle_at {
+                    handle.kick(close::IDLE);
+                    return false;
+                }
+                if now >= ping_at {
+                    // Through the queue, one at a time: a client that stopped reading holds one.
+                    handle.queue_ping();
+                    ping_at = now + crate::config::PING_INTERVAL;
+                }
             }
-            notice = &mut drain_turn, if !drain_notified => {
+            notice = std::future::poll_fn(|cx| poll_turn(&mut drain_turn, cx)), if !drain_notified => {
                 drain_notified = true;
+                drain_turn = None;
                 let retry_after_ms = notice.retry_after.as_millis() as u64;
                 handle.deliver(&encode(&ServerFrame::Reconnect { reason: "draining", retry_after_ms }));
                 // Give the client time to leave by itself; close it well inside the drain timeout.
                 drain_deadline = Some(tokio::time::Instant::now() + notice.leave_within());
             }
-            () = handle.revoked() => w.drive(Box::pin(session.apply_revocations()), handle, kill).await,
-            // The writing, while the connection waits for the client: the keepalive goes through the
-            // queue, and a write the client is slow to take does not stop the reading.
-            _ = w.ping.tick(), if w.writing() => handle.queue_ping(),
-            wrote = write_next(&mut w.sink, &mut w.unflushed, handle), if w.writing() => {
-                w.note(wrote);
+            // The one wake-up: a kick, a revocation, the drain, something to write.
+            () = handle.until(|| {
+                handle.is_kicked()
+                    || handle.has_revoked()
+                    || (drain_due && node.drain.has_begun())
+                    || (write && handle.has_queued())
+            }) => {
+                if handle.has_revoked() {
+                    w.drive(Box::pin(session.apply_revocations()), handle).await;
+                }
+                if drain_due && node.drain.has_begun() {
+                    drain_turn = Some(Box::pin(node.drain.turn()));
+                }
+                if write && handle.has_queued() && !handle.is_kicked() {
+                    w.write_some(handle).await;
+                    if !w.writing() {
+                        return false;
+                    }
+                }
+            }
+            // A write the client is slow to take finishes here, beside the reading.
+            flushed = std::future::poll_fn(|cx| Pin::new(&mut w.sink).poll_flush(cx)), if w.unflushed && w.writing() => {
+                w.flushed(flushed);
                 if !w.writing() {
                     return false;
                 }
@@ -360,7 +382,7 @@ where
                     match message.incoming() {
                         Incoming::Close => return false,
                         Incoming::Text(t) => {
-                            if let Control::Close(code) = w.drive(Box::pin(session.on_text(t)), handle, kill).await {
+                            if let Control::Close(code) = w.drive(Box::pin(session.on_text(t)), handle).await {
                                 handle.kick(code);
                                 return false;
                             }
@@ -380,6 +402,14 @@ where
                 }
             }
         }
+    }
+}
+
+/// Polls the drain turn, once it was taken.
+fn poll_turn<F: Future + Unpin>(turn: &mut Option<F>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    match turn {
+        Some(t) => Pin::new(t).poll(cx),
+        None => Poll::Pending,
     }
 }
 
@@ -426,16 +456,16 @@ fn close_code_of(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
 }
 
 /// The writing side of a connection, run by the connection's own task beside the reading: queued
-/// frames in batches, a ping every [`crate::config::PING_INTERVAL`], and the close frame — the kick
-/// code when the session was kicked, else the one queued with [`Out::Close`].
+/// frames in batches (the keepalive ping among them: the read loop queues it) and the close frame —
+/// the kick code when the session was kicked, else the one queued with [`Out::Close`].
 ///
-/// While the connection waits for the client, its read loop takes one step of writing at a time
-/// ([`write_next`]) beside the reading; while it handles a frame, or starts or ends the session,
-/// [`Writer::drive`] runs [`Writer::pump`] beside that work, so a reply waiting for room in the queue
-/// is made room for by the same task. One task per connection, not two.
+/// While the connection waits for the client, its read loop writes what was queued as soon as it is
+/// woken for it ([`Writer::write_some`], which never waits) and finishes a write cut short beside the
+/// reading; while it handles a frame, or starts or ends the session, [`Writer::drive`] runs
+/// [`Writer::pump`] beside that work, so a reply waiting for room in the queue is made room for by the
+/// same task. One task per connection, not two.
 struct Writer<S> {
     sink: S,
-    ping: tokio::time::Interval,
     /// Frames went into the sink and were not flushed yet (a write cut short).
     unflushed: bool,
     /// `None` while writing; then the close frame to send, or `Some(None)` when the socket failed.
@@ -446,20 +476,10 @@ struct Writer<S> {
     done: bool,
 }
 
-/// What one step of writing came to.
-enum Wrote {
-    /// Written; more may come.
-    More,
-    /// The writing is over: this close frame is due, or (`None`) the socket failed.
-    End(Option<(u16, &'static str)>),
-}
-
 impl<S> Writer<S> {
     fn new(sink: S) -> Self {
-        let every = crate::config::PING_INTERVAL;
         Self {
             sink,
-            ping: tokio::time::interval_at(tokio::time::Instant::now() + every, every),
             unflushed: false,
             end: None,
             close_queued: false,
@@ -467,30 +487,18 @@ impl<S> Writer<S> {
         }
     }
 
-    /// True while queued frames and pings are written (no close due yet).
+    /// True while queued frames are written (no close due yet).
     fn writing(&self) -> bool {
         self.end.is_none()
     }
 
-    /// Records the end of the writing, if `wrote` is one.
-    fn note(&mut self, wrote: Wrote) {
-        if let Wrote::End(end) = wrote {
-            self.end = Some(end);
-        }
-    }
-
     /// Runs `fut` to its end while writing what it (and the fan-out) queues meanwhile.
-    async fn drive<M, F>(
-        &mut self,
-        fut: F,
-        handle: &SessionHandle,
-        kill: &CancellationToken,
-    ) -> F::Output
+    async fn drive<M, F>(&mut self, fut: F, handle: &SessionHandle) -> F::Output
     where
         M: WsMessage,
         S: Sink<M> + Unpin,
         S::Error: std::fmt::Display,
-        F: std::future::Future + Unpin,
+        F: Future + Unpin,
     {
         let mut fut = fut;
         if !self.done {
@@ -498,17 +506,101 @@ impl<S> Writer<S> {
                 biased;
                 out = &mut fut => return out,
                 // Boxed: it lives only while a frame is handled, not in an idle connection.
-                () = Box::pin(self.pump(handle, kill)) => {}
+                () = Box::pin(self.pump(handle)) => {}
             }
         }
         fut.await
     }
 
-    /// Writes until the writer is done: the close frame sent (queued, or the kick's once `kill` is
-    /// cancelled) or the socket failed (then `kill` is cancelled, so the reading stops too). Dropping
-    /// it at any point loses nothing: frames leave the queue only as they go into the sink, and a
-    /// close frame being sent is resumed by the next call.
-    async fn pump<M>(&mut self, handle: &SessionHandle, kill: &CancellationToken)
+    /// Hands everything queued to the sink and starts flushing it, without waiting: what the socket
+    /// cannot take now is left unflushed ([`Writer::flushed`] finishes it). Each frame's bytes leave
+    /// the session's budget once the sink has it; a frame is taken from the queue only when the sink
+    /// can take it at once, so nothing is lost whatever happens next. A close request met on the way
+    /// ends the writing (its frame goes out behind what was taken before it).
+    async fn write_some<M>(&mut self, handle: &SessionHandle)
+    where
+        M: WsMessage,
+        S: Sink<M> + Unpin,
+        S::Error: std::fmt::Display,
+    {
+        let taken = std::future::poll_fn(|cx| Poll::Ready(self.take_queued(handle, cx))).await;
+        if let Err(e) = taken {
+            self.failed(&e);
+            return;
+        }
+        self.unflushed = true;
+        match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self.sink).poll_flush(cx))).await
+        {
+            Poll::Ready(result) => self.flushed(result),
+            Poll::Pending => {}
+        }
+    }
+
+    /// Moves queued items into the sink while it is ready for them (see [`Writer::write_some`]).
+    fn take_queued<M>(
+        &mut self,
+        handle: &SessionHandle,
+        cx: &mut Context<'_>,
+    ) -> Result<(), S::Error>
+    where
+        M: WsMessage,
+        S: Sink<M> + Unpin,
+    {
+        while self.writing() {
+            match Pin::new(&mut self.sink).poll_ready(cx) {
+                Poll::Ready(ready) => ready?,
+                // The sink's buffer is full and the socket busy: flushing finishes it.
+                Poll::Pending => return Ok(()),
+            }
+            let Some(out) = handle.try_next_out() else {
+                break;
+            };
+            let message = match out {
+                Out::Frame(bytes) => {
+                    handle.written(bytes.len(), false);
+                    M::text(bytes)
+                }
+                Out::Reply(bytes) => {
+                    handle.written(bytes.len(), true);
+                    M::text(bytes)
+                }
+                Out::Pong(payload) => {
+                    handle.pong_sent();
+                    M::pong(payload)
+                }
+                Out::Ping => {
+                    handle.ping_sent();
+                    M::ping()
+                }
+                Out::Close(code, reason) => {
+                    self.end = Some(Some((code, reason)));
+                    break;
+                }
+            };
+            Pin::new(&mut self.sink).start_send(message)?;
+        }
+        Ok(())
+    }
+
+    /// A flush finished with `result`.
+    fn flushed<E: std::fmt::Display>(&mut self, result: Result<(), E>) {
+        match result {
+            Ok(()) => self.unflushed = false,
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// The socket failed: nothing more is written.
+    fn failed(&mut self, e: &dyn std::fmt::Display) {
+        tracing::debug!(error = %e, "write failed; connection dropped");
+        self.end = Some(None);
+    }
+
+    /// Writes until the writer is done: the close frame sent (queued, or the kick's once the session
+    /// is kicked) or the socket failed (then the session is stopped, so the reading stops too).
+    /// Dropping it at any point loses nothing: frames leave the queue only as they go into the sink,
+    /// and a close frame being sent is resumed by the next call.
+    async fn pump<M>(&mut self, handle: &SessionHandle)
     where
         M: WsMessage,
         S: Sink<M> + Unpin,
@@ -518,24 +610,29 @@ impl<S> Writer<S> {
             return;
         }
         while self.writing() {
-            let wrote = tokio::select! {
-                biased;
+            if handle.is_kicked() {
                 // Also ends a write blocked on a client that stopped reading.
-                () = kill.cancelled() => Wrote::End(Some(kick_close(handle))),
-                _ = self.ping.tick() => {
-                    handle.queue_ping();
-                    Wrote::More
+                self.end = Some(Some(kick_close(handle)));
+            } else if self.unflushed {
+                tokio::select! {
+                    biased;
+                    () = handle.killed() => {}
+                    flushed = self.sink.flush() => self.flushed(flushed),
                 }
-                wrote = write_next(&mut self.sink, &mut self.unflushed, handle) => wrote,
-            };
-            self.note(wrote);
+            } else {
+                handle
+                    .until(|| handle.is_kicked() || handle.has_queued())
+                    .await;
+                if !handle.is_kicked() {
+                    self.write_some(handle).await;
+                }
+            }
         }
         if let Some(Some((code, reason))) = self.end {
             let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, async {
                 if !self.close_queued {
-                    std::future::poll_fn(|cx| std::pin::Pin::new(&mut self.sink).poll_ready(cx))
-                        .await?;
-                    std::pin::Pin::new(&mut self.sink).start_send(M::close(code, reason))?;
+                    std::future::poll_fn(|cx| Pin::new(&mut self.sink).poll_ready(cx)).await?;
+                    Pin::new(&mut self.sink).start_send(M::close(code, reason))?;
                     self.close_queued = true;
                 }
                 self.sink.flush().await
@@ -544,7 +641,7 @@ impl<S> Writer<S> {
         }
         self.done = true;
         // Make the reading stop too if the writing ended first (socket error).
-        kill.cancel();
+        handle.stop();
     }
 }
 
@@ -552,89 +649,6 @@ impl<S> Writer<S> {
 fn kick_close(handle: &SessionHandle) -> (u16, &'static str) {
     let code = handle.kicked_with().unwrap_or(close::NORMAL);
     (code, close_reason(code))
-}
-
-/// One step of writing: finishes a write cut short, else waits for something queued and writes
-/// everything queued in one batch. Safe to drop at any await (see [`write_batch`]); `unflushed`
-/// says whether the sink holds frames not yet flushed.
-async fn write_next<M, S>(sink: &mut S, unflushed: &mut bool, handle: &SessionHandle) -> Wrote
-where
-    M: WsMessage,
-    S: Sink<M> + Unpin,
-    S::Error: std::fmt::Display,
-{
-    let written = if *unflushed {
-        sink.flush().await.map_err(|e| e.to_string()).map(|()| None)
-    } else {
-        handle.out_ready().await;
-        *unflushed = true;
-        write_batch(sink, handle).await
-    };
-    match written {
-        Ok(None) => {
-            *unflushed = false;
-            Wrote::More
-        }
-        Ok(Some(close)) => {
-            *unflushed = false;
-            Wrote::End(Some(close))
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "write failed; connection dropped");
-            Wrote::End(None)
-        }
-    }
-}
-
-/// Hands everything queued to the sink, then flushes once; each frame's bytes leave the session's
-/// budget once the sink has it. A frame is taken from the queue only when the sink is ready to take
-/// it at once, so the future can be dropped at any await without losing one. Returns the close
-/// request met on the way, if any; `Err` (the socket's error, as text) when the socket failed.
-async fn write_batch<M, S>(
-    sink: &mut S,
-    handle: &SessionHandle,
-) -> Result<Option<(u16, &'static str)>, String>
-where
-    M: WsMessage,
-    S: Sink<M> + Unpin,
-    S::Error: std::fmt::Display,
-{
-    let mut closing = None;
-    loop {
-        std::future::poll_fn(|cx| std::pin::Pin::new(&mut *sink).poll_ready(cx))
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(out) = handle.try_next_out() else {
-            break;
-        };
-        let message = match out {
-            Out::Frame(bytes) => {
-                handle.written(bytes.len(), false);
-                M::text(bytes)
-            }
-            Out::Reply(bytes) => {
-                handle.written(bytes.len(), true);
-                M::text(bytes)
-            }
-            Out::Pong(payload) => {
-                handle.pong_sent();
-                M::pong(payload)
-            }
-            Out::Ping => {
-                handle.ping_sent();
-                M::ping()
-            }
-            Out::Close(code, reason) => {
-                closing = Some((code, reason));
-                break;
-            }
-        };
-        std::pin::Pin::new(&mut *sink)
-            .start_send(message)
-            .map_err(|e| e.to_string())?;
-    }
-    sink.flush().await.map_err(|e| e.to_string())?;
-    Ok(closing)
 }
 
 fn close_reason(code: u16) -> &'static str {

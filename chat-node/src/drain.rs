@@ -153,8 +153,14 @@ impl Drain {
         tokio::spawn(pacer.instrument(tracing::info_span!("drain pacer")));
     }
 
+    /// True once the drain has begun. The node then wakes every session ([`crate::node::Node::begin_drain`]),
+    /// and each connection takes its [`Drain::turn`].
+    pub fn has_begun(&self) -> bool {
+        self.started.is_cancelled()
+    }
+
     /// Resolves when it is this connection's turn to be told (never, unless the drain begins). Create
-    /// it once per connection: it takes a place in line when the drain begins.
+    /// it once per connection: it takes a place in line when first polled after the drain began.
     pub async fn turn(&self) -> Notice {
         self.started.cancelled().await;
         if let Ok(permit) = self.turns.acquire().await {

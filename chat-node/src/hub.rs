@@ -139,8 +139,9 @@ pub struct SessionHandle {
     pub id: SessionId,
     /// The identified user.
     pub user: Arc<str>,
+    /// The queue, and the connection's one wake-up: kicks and revocations wake it there too.
     outbox: Outbox,
-    kill: CancellationToken,
+    /// 0 while the session runs; then the kick's close code, or [`STOPPED`].
     kill_code: AtomicU16,
     /// Highest direct-message sequence handed to this session.
     dm_delivered: AtomicU64,
@@ -154,20 +155,20 @@ pub struct SessionHandle {
     ping_queued: std::sync::atomic::AtomicBool,
     /// Rooms whose ACL no longer lists this user, not yet handled by the session.
     revoked: Mutex<Vec<Arc<str>>>,
-    /// Wakes the session when `revoked` gains a room.
-    revocation: tokio::sync::Notify,
 }
+
+/// `kill_code` of a session stopped without a close code of its own ([`SessionHandle::stop`]).
+const STOPPED: u16 = u16::MAX;
 
 impl SessionHandle {
     /// A handle whose lanes hold at most `lane_frames` frames each (unbounded in bytes until
-    /// [`SessionHandle::with_outbound_bytes`]); `kill` is cancelled when the session must close at once.
-    pub fn new(id: SessionId, user: Arc<str>, lane_frames: usize, kill: CancellationToken) -> Self {
+    /// [`SessionHandle::with_outbound_bytes`]).
+    pub fn new(id: SessionId, user: Arc<str>, lane_frames: usize) -> Self {
         let lane_frames = lane_frames.max(1);
         Self {
             id,
             user,
             outbox: Outbox::new(),
-            kill,
             kill_code: AtomicU16::new(0),
             pong_queued: Default::default(),
             ping_queued: Default::default(),
@@ -175,7 +176,6 @@ impl SessionHandle {
             live: Lane::new(lane_frames, usize::MAX / 2),
             replies: Lane::new(lane_frames, usize::MAX / 2),
             revoked: Mutex::new(Vec::new()),
-            revocation: tokio::sync::Notify::new(),
         }
     }
 
@@ -233,7 +233,7 @@ impl SessionHandle {
         };
         tokio::select! {
             biased;
-            () = self.kill.cancelled() => false,
+            () = self.killed() => false,
             done = tokio::time::timeout(within, queued) => done.unwrap_or_else(|_| {
                 self.kick(close::SLOW_CONSUMER);
                 false
@@ -282,9 +282,26 @@ impl SessionHandle {
         self.outbox.next().await
     }
 
-    /// Waits until something is queued for the writer (without taking it).
-    pub async fn out_ready(&self) {
-        self.outbox.ready().await
+    /// True when something is queued for the writer.
+    pub fn has_queued(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Waits until `cond` holds, checking it again whenever anything happens to this session: a frame
+    /// queued, a kick, a revocation, [`SessionHandle::wake`]. The connection's task waits for all of
+    /// them with this one wait.
+    pub async fn until(&self, cond: impl FnMut() -> bool) {
+        self.outbox.until(cond).await
+    }
+
+    /// Wakes whoever waits in [`SessionHandle::until`] to check again (the drain beginning).
+    pub fn wake(&self) {
+        self.outbox.wake();
+    }
+
+    /// Resolves once the session was kicked or stopped.
+    pub async fn killed(&self) {
+        self.until(|| self.is_kicked()).await
     }
 
     /// The next thing for the writer to send, if one is queued.
@@ -307,25 +324,36 @@ impl SessionHandle {
         self.live.bytes.max()
     }
 
-    /// Closes the session at once with `code`, bypassing its (possibly full) queue.
+    /// Closes the session at once with `code`, bypassing its (possibly full) queue. The first kick's
+    /// code is the one sent.
     pub fn kick(&self, code: u16) {
+        self.kill_with(code);
+    }
+
+    /// Stops the session at once without a close code of its own (a normal close, if any is sent):
+    /// the writing gave up or the socket failed.
+    pub fn stop(&self) {
+        self.kill_with(STOPPED);
+    }
+
+    fn kill_with(&self, code: u16) {
         let _ = self
             .kill_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.kill.cancel();
+        self.outbox.wake();
     }
 
     /// The close code given to [`SessionHandle::kick`], if any.
     pub fn kicked_with(&self) -> Option<u16> {
         match self.kill_code.load(Ordering::Acquire) {
-            0 => None,
+            0 | STOPPED => None,
             c => Some(c),
         }
     }
 
-    /// True once the session was kicked.
+    /// True once the session was kicked or stopped.
     pub fn is_kicked(&self) -> bool {
-        self.kill.is_cancelled()
+        self.kill_code.load(Ordering::Acquire) != 0
     }
 
     /// Notes that direct messages up to `seq` reached this session's queue.
@@ -346,12 +374,16 @@ impl SessionHandle {
             revoked.push(room);
         }
         drop(revoked);
-        self.revocation.notify_one();
+        self.outbox.wake();
     }
 
-    /// Resolves once a revocation is waiting (see [`SessionHandle::take_revoked`]).
-    pub async fn revoked(&self) {
-        self.revocation.notified().await;
+    /// True while a revocation waits to be taken ([`SessionHandle::take_revoked`]).
+    pub fn has_revoked(&self) -> bool {
+        !self
+            .revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// The rooms revoked since the last call.
@@ -839,6 +871,23 @@ impl Hub {
         out
     }
 
+    /// Wakes every session on this node (each listens on its user's topic) to look at what changed
+    /// for all of them: the drain beginning.
+    pub fn wake_all(&self) {
+        for shard in &self.shards {
+            let handles: Vec<Arc<SessionHandle>> = lock_shard(shard)
+                .topics
+                .iter()
+                .filter(|(t, _)| matches!(t, Topic::User(_)))
+                .flat_map(|(_, ls)| ls.values().map(|l| l.handle.clone()))
+                .collect();
+            // Woken outside the shard's lock.
+            for h in handles {
+                h.wake();
+            }
+        }
+    }
+
     /// Number of topics with local listeners, by kind: (rooms, users).
     pub fn topic_counts(&self) -> (usize, usize) {
         let (mut rooms, mut all) = (0, 0);
@@ -880,12 +929,7 @@ mod tests {
     /// A session whose queue holds `cap` frames in all (half per lane), and a second handle to read
     /// what reached its queue.
     fn session(id: u64, user: &str, cap: usize) -> (Arc<SessionHandle>, Arc<SessionHandle>) {
-        let h = Arc::new(SessionHandle::new(
-            id,
-            user.into(),
-            cap / 2,
-            CancellationToken::new(),
-        ));
+        let h = Arc::new(SessionHandle::new(id, user.into(), cap / 2));
         (h.clone(), h)
     }
 
@@ -996,10 +1040,7 @@ mod tests {
     fn a_queue_full_in_bytes_is_a_slow_consumer_even_with_frames_to_spare() {
         let hub = Hub::new();
         let t = Topic::room("r");
-        let slow = Arc::new(
-            SessionHandle::new(1, "slow".into(), 512, CancellationToken::new())
-                .with_outbound_bytes(1000),
-        );
+        let slow = Arc::new(SessionHandle::new(1, "slow".into(), 512).with_outbound_bytes(1000));
         hub.attach(&t, &slow, false);
         let big = Utf8Bytes::from("x".repeat(300));
         for i in 1..=3 {
@@ -1015,8 +1056,7 @@ mod tests {
 
     #[test]
     fn written_bytes_make_room_again() {
-        let h = SessionHandle::new(1, "u".into(), 512, CancellationToken::new())
-            .with_outbound_bytes(100);
+        let h = SessionHandle::new(1, "u".into(), 512).with_outbound_bytes(100);
         let f = Utf8Bytes::from("y".repeat(60));
         assert!(h.deliver(&f));
         assert!(matches!(h.try_next_out(), Some(Out::Frame(_))));
@@ -1029,10 +1069,7 @@ mod tests {
     fn a_recovery_outpaced_by_its_room_reads_the_store_again_instead_of_closing() {
         let hub = Hub::new();
         let t = Topic::room("r");
-        let h = Arc::new(
-            SessionHandle::new(1, "u".into(), 512, CancellationToken::new())
-                .with_outbound_bytes(500),
-        );
+        let h = Arc::new(SessionHandle::new(1, "u".into(), 512).with_outbound_bytes(500));
         hub.attach(&t, &h, true);
         let f = Utf8Bytes::from("z".repeat(200));
         let typing = Utf8Bytes::from("t".repeat(50));
@@ -1053,10 +1090,7 @@ mod tests {
         assert_eq!(high, 5);
         assert_eq!(hub.drain_pending(&t, 1, high), Drained::Live(5));
         // Unsequenced events alone over the budget cannot be read again: a slow consumer.
-        let g = Arc::new(
-            SessionHandle::new(2, "v".into(), 512, CancellationToken::new())
-                .with_outbound_bytes(500),
-        );
+        let g = Arc::new(SessionHandle::new(2, "v".into(), 512).with_outbound_bytes(500));
         hub.attach(&t, &g, true);
         for _ in 0..3 {
             hub.dispatch(&t, 0, &f);
@@ -1066,8 +1100,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_reply_lane_never_makes_live_events_a_slow_consumer() {
-        let h = SessionHandle::new(1, "u".into(), 4, CancellationToken::new())
-            .with_outbound_bytes(1000);
+        let h = SessionHandle::new(1, "u".into(), 4).with_outbound_bytes(1000);
         let reply = Utf8Bytes::from("r".repeat(250));
         for _ in 0..4 {
             assert!(h.deliver_wait(&reply, Duration::from_secs(1)).await);

@@ -241,7 +241,7 @@ impl Running {
         if let Some(m) = self.membership {
             let _ = m.await;
         }
-        self.node.drain.begin(self.node.connections(), deadline);
+        self.node.begin_drain(deadline);
         // At the deadline the connections left send their 1012 (each within a second): wait for those.
         while self.node.connections() > 0
             && tokio::time::Instant::now() < deadline + connection::CLOSE_SEND_TIMEOUT

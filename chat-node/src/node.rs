@@ -123,6 +123,14 @@ impl Node {
         self.connections.load(Ordering::Acquire)
     }
 
+    /// Starts telling this node's clients to reconnect elsewhere ([`Drain::begin`], every one closed
+    /// by `deadline`) and wakes every session to take its turn. Admission must be closed already
+    /// (`draining`).
+    pub fn begin_drain(&self, deadline: tokio::time::Instant) {
+        self.drain.begin(self.connections(), deadline);
+        self.hub.wake_all();
+    }
+
     /// True while the node accepts sessions, its bus works and the registries know it.
     pub fn ready(&self) -> bool {
         !self.draining.is_cancelled() && self.backend.healthy() && self.reported()

@@ -10,6 +10,10 @@
 //! and the wake-up, and holds no memory while empty — an idle connection pays for a lock and a
 //! wake-up, not for a block of slots (a bounded channel allocates its first block of 32 at creation).
 //!
+//! The wake-up is the connection's only one: whatever its task must react to — a frame queued, a kick,
+//! a revocation, the drain — wakes it here ([`Outbox::wake`]), and each waiter says what it waits for
+//! ([`Outbox::until`]). One wait in an idle connection, not one per kind of event.
+//!
 //! The fan-out queues without waking ([`Outbox::push_quiet`]) and wakes each writer once after a whole
 //! batch of bus events ([`crate::hub::Wakes`]): a writer then finds several frames and sends them in one
 //! write, instead of being woken, and writing, once per frame.
@@ -39,7 +43,7 @@ impl Outbox {
     /// Appends `out` and wakes the writer.
     pub fn push(&self, out: Out) {
         self.lock().push_back(out);
-        self.ready.notify_one();
+        self.wake();
     }
 
     /// Appends `out` without waking the writer. True when the queue was empty, so the writer may be
@@ -52,9 +56,28 @@ impl Outbox {
         was_empty
     }
 
-    /// Wakes the writer for what [`Outbox::push_quiet`] queued.
+    /// Wakes everyone waiting in [`Outbox::until`]: the writer for what [`Outbox::push_quiet`] queued,
+    /// or the connection for whatever else changed.
     pub fn wake(&self) {
-        self.ready.notify_one();
+        self.ready.notify_waiters();
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Waits until `cond` holds, checking it at first and after every [`Outbox::wake`] (or push); a
+    /// wake between a check and the wait is not lost.
+    pub async fn until(&self, mut cond: impl FnMut() -> bool) {
+        loop {
+            // Made before the check: a wake after it ends the wait at once.
+            let woken = self.ready.notified();
+            if cond() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// The next item if one is queued.
@@ -83,10 +106,7 @@ impl Outbox {
     /// [`Outbox::try_next`] only when it can hand them to the socket at once, so that dropping it
     /// mid-write loses nothing.
     pub async fn ready(&self) {
-        while self.lock().is_empty() {
-            // A push between the check and this wait left a permit: the wait ends at once.
-            self.ready.notified().await;
-        }
+        self.until(|| !self.is_empty()).await
     }
 
     /// Slots held by the queue now (for tests of the idle footprint).
@@ -168,6 +188,44 @@ mod tests {
             .expect("the writer is woken")
             .expect("writer task");
         assert_eq!(got, ["f1", "f2", "f3"]);
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_every_waiter_each_for_its_own_condition() {
+        let outbox = Arc::new(Outbox::new());
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // One waits for something queued, the other for the flag: one wake-up serves both.
+        let for_queue = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.ready().await })
+        };
+        let for_flag = {
+            let (outbox, flag) = (outbox.clone(), flag.clone());
+            tokio::spawn(async move {
+                outbox
+                    .until(|| flag.load(std::sync::atomic::Ordering::Acquire))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!for_queue.is_finished() && !for_flag.is_finished());
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        outbox.wake();
+        tokio::time::timeout(Duration::from_secs(5), for_flag)
+            .await
+            .expect("the flag's waiter is woken")
+            .expect("task");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!for_queue.is_finished(), "nothing queued yet: it waits on");
+        outbox.push(frame(1));
+        tokio::time::timeout(Duration::from_secs(5), for_queue)
+            .await
+            .expect("the queue's waiter is woken")
+            .expect("task");
+        // A condition already true ends the wait at once, with no wake at all.
+        tokio::time::timeout(Duration::from_secs(5), outbox.until(|| true))
+            .await
+            .expect("no wait");
     }
 
     #[test]

@@ -94,12 +94,7 @@ impl Fixture {
 
     /// A session queue that receives what the bus delivers on `topic`.
     async fn listen(&self, topic: Topic) -> Arc<SessionHandle> {
-        let handle = Arc::new(SessionHandle::new(
-            1,
-            Arc::from("observer"),
-            512,
-            CancellationToken::new(),
-        ));
+        let handle = Arc::new(SessionHandle::new(1, Arc::from("observer"), 512));
         self.hub.attach(&topic, &handle, false);
         self.backend.subscribe(topic).await.expect("subscribe");
         handle

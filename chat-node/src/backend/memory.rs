@@ -899,12 +899,7 @@ mod tests {
     async fn the_store_keeps_its_byte_budget_by_forgetting_the_least_recently_used() {
         let hub = Arc::new(Hub::new());
         let store = MemoryBackend::new(hub.clone(), 100).with_store_bytes(20_000);
-        let member = Arc::new(crate::hub::SessionHandle::new(
-            1,
-            "m".into(),
-            4,
-            tokio_util::sync::CancellationToken::new(),
-        ));
+        let member = Arc::new(crate::hub::SessionHandle::new(1, "m".into(), 4));
         hub.attach(&Topic::room("busy"), &member, false);
         let body = "b".repeat(400);
         store.post(post("busy", &body)).await.expect("post");
@@ -957,12 +952,7 @@ mod tests {
         store.post(post("kept", "x")).await.expect("post");
         store.send_dm(post("bob", "x")).await.expect("dm");
         store.user_offline("carol", "n", 1).await.expect("offline");
-        let member = Arc::new(crate::hub::SessionHandle::new(
-            1,
-            "m".into(),
-            4,
-            tokio_util::sync::CancellationToken::new(),
-        ));
+        let member = Arc::new(crate::hub::SessionHandle::new(1, "m".into(), 4));
         hub.attach(&Topic::room("kept"), &member, false);
         tokio::time::advance(ROOM_TTL + SWEEP_EVERY).await;
         store

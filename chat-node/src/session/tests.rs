@@ -50,7 +50,6 @@ impl TestNode {
                 self.node.next_session_id(),
                 user.into(),
                 self.node.settings.limits.outbound_queue,
-                CancellationToken::new(),
             )
             .with_outbound_bytes(self.node.settings.limits.outbound_bytes),
         );
