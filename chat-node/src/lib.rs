@@ -20,7 +20,8 @@
 //! HTTP; the store, types and thumbnails are the `switchboard-attachments` crate).
 //!
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
-//! without a socket, a web framework or Redis: `connection` (one task per connection: reading, writing,
+//! without a socket, a web framework or Redis: `connection` (one task per connection, with one wake-up —
+//! a frame queued, a kick, a revocation, the drain — and one timer for every deadline: reading, writing,
 //! close codes) is generic over any WebSocket sink and stream. `server`, `admin` and `standalone` are the
 //! HTTP edge (the only modules that use axum; `server` answers the WebSocket handshake itself), `ws` the
 //! node's own WebSocket framing on the upgraded socket (no buffer held while a connection is idle), and
