@@ -327,20 +327,16 @@ impl SessionHandle {
     /// Closes the session at once with `code`, bypassing its (possibly full) queue. The first kick's
     /// code is the one sent.
     pub fn kick(&self, code: u16) {
-        self.kill_with(code);
+        let _ = self
+            .kill_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.outbox.wake();
     }
 
     /// Stops the session at once without a close code of its own (a normal close, if any is sent):
     /// the writing gave up or the socket failed.
     pub fn stop(&self) {
-        self.kill_with(STOPPED);
-    }
-
-    fn kill_with(&self, code: u16) {
-        let _ = self
-            .kill_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
-        self.outbox.wake();
+        self.kick(STOPPED);
     }
 
     /// The close code given to [`SessionHandle::kick`], if any.

@@ -40,10 +40,13 @@ impl Outbox {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `out` and wakes the writer.
+    /// Appends `out` and wakes the writer if the queue was empty. A queue that was not is already
+    /// owed a wake, or its writer is still taking from it and finds `out` before it waits again
+    /// (every wait for the queue checks it first: [`Outbox::until`]).
     pub fn push(&self, out: Out) {
-        self.lock().push_back(out);
-        self.wake();
+        if self.push_quiet(out) {
+            self.wake();
+        }
     }
 
     /// Appends `out` without waking the writer. True when the queue was empty, so the writer may be
