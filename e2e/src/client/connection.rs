@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -26,6 +26,10 @@ use super::frames::{
 };
 use super::registry::{Assignment, assign};
 use super::{ABNORMAL_CLOSE, DEFAULT_TIMEOUT, Error, Result};
+
+/// Bytes read from the socket at most per read: a few frames. The default (128 KiB) is zero-filled
+/// before each read, which costs more than the read when frames are small and arrive one by one.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// Options for [`ChatClient::connect_with`].
 #[derive(Debug, Clone, Default)]
@@ -181,7 +185,12 @@ impl ChatClient {
             let value = origin.parse().map_err(|_| Error::BadUrl(origin.clone()))?;
             request.headers_mut().insert("origin", value);
         }
-        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let handshake = tokio_tungstenite::client_async_with_config(
+            request,
+            MaybeTlsStream::Plain(stream),
+            Some(config),
+        );
         let (ws, _response) = tokio::time::timeout(DEFAULT_TIMEOUT, handshake)
             .await
             .map_err(|_| Error::Timeout {
