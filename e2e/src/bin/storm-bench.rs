@@ -604,14 +604,12 @@ async fn client(ctx: Arc<Shared>, user: String, room: String, stat: Arc<Stat>) {
         first = false;
         backoff.reset();
         loop {
+            // A quiet moment is no reason to stop reading, not even once the senders stopped: each
+            // may still send one message after that, which every client must reach (the run's end
+            // aborts these tasks). Stopping here once cut clients off one message short.
             let frame = match c.next_frame_within(Duration::from_millis(500)).await {
                 Ok(f) => f,
-                Err(ClientError::Timeout { .. }) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    continue;
-                }
+                Err(ClientError::Timeout { .. }) => continue,
                 Err(_) => break,
             };
             if frame_type(&frame) != Some("message") {
