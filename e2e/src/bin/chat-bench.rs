@@ -69,6 +69,16 @@ struct Args {
         value_parser = duration::within(Duration::from_secs(1), Duration::from_secs(3600))
     )]
     timeout: Duration,
+    /// How long the idle connections stay open before the node's RSS is read, 0s to 10min. The
+    /// default outlasts one round of the node's periodic presence refresh (every 10 s), which
+    /// touches every session, so the figure is that of a node at rest with these connections.
+    #[arg(
+        long,
+        env = "BENCH_SETTLE",
+        default_value = "12s",
+        value_parser = duration::within(Duration::ZERO, Duration::from_secs(600))
+    )]
+    settle: Duration,
     /// Use running nodes instead of starting a topology: their WebSocket URLs, comma-separated.
     #[arg(long, env = "BENCH_NODES", value_delimiter = ',')]
     nodes: Vec<String>,
@@ -112,7 +122,7 @@ async fn run() -> anyhow::Result<()> {
 
     if args.idle > 0 {
         match pid {
-            Some(pid) => idle_memory(&urls[0], pid, args.idle, &run_id, limit).await?,
+            Some(pid) => idle_memory(&urls[0], pid, args.idle, &run_id, limit, args.settle).await?,
             None => println!("idle memory: skipped (no --node-pid for the first node)"),
         }
     }
@@ -335,6 +345,7 @@ async fn idle_memory(
     count: usize,
     run_id: &str,
     limit: Duration,
+    settle: Duration,
 ) -> anyhow::Result<()> {
     let before = rss_kib(pid)?;
     let started = Instant::now();
@@ -356,17 +367,19 @@ async fn idle_memory(
             );
         }
     }
-    // Let the node settle (allocator, queued writes) before reading its RSS.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let opened = started.elapsed();
+    // Let the node settle (queued writes, its periodic refresh) before reading its RSS.
+    tokio::time::sleep(settle).await;
     let after = rss_kib(pid)?;
     let delta = after.saturating_sub(before);
     println!(
         "idle memory: {count} connections on one node: VmRSS {:.1} MiB -> {:.1} MiB = {:.1} KiB per connection \
-         (opened in {:.1} s)",
+         (opened in {:.1} s, read {:.0} s later)",
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         delta as f64 / count as f64,
-        started.elapsed().as_secs_f64()
+        opened.as_secs_f64(),
+        settle.as_secs_f64()
     );
     let closes = futures_util::stream::iter(clients)
         .map(|c| c.close())

@@ -28,6 +28,9 @@
 //! a session in a room or of a user, it renews that room's or user's keys every
 //! [`TTL_RENEW_EVERY`], so no sequence restarts under a live session; after a room or inbox expired
 //! its sequence starts again at 1 (`PROTOCOL.md`: a `since` above `last_seq` recovers from the start).
+//! That renewal and the presence of every session go out with the periodic refresh, in pipelines of
+//! at most [`REFRESH_BATCH`] commands, one after another: the Redis client never holds more of them
+//! in flight, however many sessions the node has.
 //!
 //! One script per post increments the sequence, appends to the stream and publishes, so each room has
 //! one total order. Pub/sub is at-most-once, so the stream is the truth: the receiver remembers the
@@ -77,6 +80,48 @@ pub const TTL_RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 /// Rooms whose expired presence one `expire_presence.lua` call looks at.
 const EXPIRE_PRESENCE_ROOMS_PER_CALL: usize = 100;
+
+/// Commands in one pipeline of the periodic refresh. A node with 15,000 sessions refreshes 30,000
+/// keys; sent as one pipeline, they sat in the Redis client's queue of commands in flight all at once
+/// (about 12 MB, a size that queue then keeps), and held Redis for that long.
+const REFRESH_BATCH: usize = 512;
+
+/// A pipeline sent whenever [`REFRESH_BATCH`] commands are queued on it, one at a time.
+struct Batch<'a> {
+    client: &'a Client,
+    pipe: fred::clients::Pipeline<Client>,
+    queued: usize,
+}
+
+impl<'a> Batch<'a> {
+    fn new(client: &'a Client) -> Self {
+        Self {
+            client,
+            pipe: client.pipeline(),
+            queued: 0,
+        }
+    }
+
+    /// Counts `n` commands just queued on `pipe`; sends the pipeline when it is full.
+    async fn queued(&mut self, n: usize) -> Result<()> {
+        self.queued += n;
+        if self.queued >= REFRESH_BATCH {
+            self.send().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued and waits for the replies.
+    async fn send(&mut self) -> Result<()> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        let pipe = std::mem::replace(&mut self.pipe, self.client.pipeline());
+        self.queued = 0;
+        let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+        Ok(())
+    }
+}
 
 fn unavailable(e: fred::error::Error) -> Error {
     Error::Unavailable(Box::new(e))
@@ -458,9 +503,9 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let expiry = (now_ms() + PRESENCE_TTL.as_millis() as u64) as f64;
             let ttl = PRESENCE_TTL.as_millis() as i64 * 2;
-            let pipe = self.inner.client.pipeline();
             use fred::interfaces::{KeysInterface, SetsInterface, SortedSetsInterface};
             let names = &self.inner.names;
+            let mut batch = Batch::new(&self.inner.client);
             if self.inner.ttl_renewal_due() {
                 let room_keys = rooms.iter().flat_map(|(room, _)| {
                     let log = names.room(room, "log");
@@ -483,19 +528,24 @@ impl Backend for RedisBackend {
                     .map(|k| (k, INBOX_TTL))
                 });
                 for (key, ttl) in room_keys.chain(user_keys) {
-                    let _: () = pipe
+                    let _: () = batch
+                        .pipe
                         .expire(&key, ttl.as_secs() as i64, None)
                         .await
                         .map_err(unavailable)?;
+                    batch.queued(1).await?;
                 }
             }
             for (room, members) in &rooms {
-                let _: () = pipe
+                let _: () = batch
+                    .pipe
                     .pexpire(names.room(room, "members"), ttl, None)
                     .await
                     .map_err(unavailable)?;
+                batch.queued(1).await?;
                 for u in members {
                     let k = self.inner.names.room(room, &format!("pres:<{u}>"));
+                    let pipe = &batch.pipe;
                     let _: () = pipe
                         .zadd(&k, None, None, false, false, (expiry, node.as_str()))
                         .await
@@ -505,18 +555,20 @@ impl Backend for RedisBackend {
                         .sadd(self.inner.names.room(room, "members"), u.as_str())
                         .await
                         .map_err(unavailable)?;
+                    batch.queued(3).await?;
                 }
             }
             for u in &users {
                 let k = self.inner.names.user(u, "online");
+                let pipe = &batch.pipe;
                 let _: () = pipe
                     .zadd(&k, None, None, false, false, (expiry, node.as_str()))
                     .await
                     .map_err(unavailable)?;
                 let _: () = pipe.pexpire(&k, ttl, None).await.map_err(unavailable)?;
+                batch.queued(2).await?;
             }
-            let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
-            Ok(())
+            batch.send().await
         })
     }
 
