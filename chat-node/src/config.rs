@@ -46,6 +46,11 @@ pub const DEDUP_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const PRESENCE_TTL: Duration = Duration::from_secs(30);
 /// How often a node refreshes its presence entries (well inside [`PRESENCE_TTL`]).
 pub const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+/// Session starts a node lets talk to the store at once. A start makes a few sequential round trips
+/// (subscribe, inbox state, online mark; the replay of missed messages holds no turn); a burst of
+/// thousands of connections beyond this waits its turn instead of queueing thousands of commands in
+/// the Redis client, whose queue keeps its largest size for the life of the process.
+pub const SESSION_STARTS_IN_FLIGHT: usize = 512;
 /// Time a client has to send `hello` when it did not give `?user=`.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval of WebSocket pings from the node.

@@ -58,6 +58,8 @@ pub struct Node {
     /// UNSUBSCRIBE round trip, so a subscribe and a sweep of one topic never interleave); the map itself
     /// is locked only to look a topic up, never across a round trip.
     subscriptions: std::sync::Mutex<HashMap<Topic, Arc<tokio::sync::Mutex<bool>>>>,
+    /// Turns for session starts to talk to the store ([`crate::config::SESSION_STARTS_IN_FLIGHT`]).
+    starts: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Node {
@@ -115,6 +117,7 @@ impl Node {
             connections: AtomicU64::new(0),
             next_session: AtomicU64::new(1),
             subscriptions: std::sync::Mutex::new(HashMap::new()),
+            starts: tokio::sync::Semaphore::new(crate::config::SESSION_STARTS_IN_FLIGHT),
         })
     }
 
@@ -160,6 +163,13 @@ impl Node {
         self.metrics.connections.inc();
         self.metrics.sessions.inc();
         Some(Admission { node: self.clone() })
+    }
+
+    /// Waits for a turn to start a session against the store; the turn ends when the returned
+    /// permit is dropped. `None` never happens in practice (the semaphore is never closed); a start
+    /// without a turn simply goes ahead.
+    pub async fn start_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.starts.acquire().await.ok()
     }
 
     /// A fresh session id.

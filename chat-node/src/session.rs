@@ -98,9 +98,13 @@ impl Session {
         let node = self.node.clone();
         let user = self.handle.user.clone();
         let topic = Topic::User(user.clone());
+        // The round trips every start makes take a turn; the replay of missed messages (which may
+        // wait for this client to read) does not hold one.
+        let turn = node.start_turn().await;
         node.hub.attach(&topic, &self.handle, true);
         let subscribed = node.ensure_subscribed(&topic).await;
         let state = node.backend.dm_state(&user).await.unwrap_or_default();
+        drop(turn);
         let (dm_seq, cursor) = (state.last, state.cursor);
         let l = &node.settings.limits;
         let announced = AnnouncedLimits {
@@ -148,6 +152,7 @@ impl Session {
             .await
             .unwrap_or(after);
         let high = self.go_live(&topic, sent).await;
+        let _turn = node.start_turn().await;
         if high > cursor {
             let _ = node.backend.dm_delivered(&user, high).await;
         }

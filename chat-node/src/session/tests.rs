@@ -276,6 +276,33 @@ async fn history_is_capped() {
 }
 
 #[tokio::test]
+async fn a_session_start_waits_for_a_turn_and_gives_it_back() {
+    let n = TestNode::new();
+    let mut held = Vec::new();
+    for _ in 0..crate::config::SESSION_STARTS_IN_FLIGHT {
+        held.push(n.node.start_turn().await.expect("a turn"));
+    }
+    let start = n.connect("alice");
+    tokio::pin!(start);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), &mut start)
+            .await
+            .is_err(),
+        "a session started while every turn was taken"
+    );
+    held.pop();
+    let mut alice = start.await;
+    // One turn is free: starts one after another each find it, so none kept its turn, and the
+    // sessions work (bob's replay of what he missed included).
+    alice
+        .send(serde_json::json!({"type":"dm","to":"bob","body":"while away"}))
+        .await;
+    let mut bob = n.connect("bob").await;
+    assert_eq!(bob.of_type("dm").len(), 1);
+    let _carol = n.connect("carol").await;
+}
+
+#[tokio::test]
 async fn direct_messages_reach_every_connection_and_wait_for_offline_users() {
     let n = TestNode::new();
     let mut a = n.connect("alice").await;
