@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use switchboard_runtime::report;
 
+/// jemalloc, configured in `.cargo/config.toml`: chosen by measurement over glibc's allocator for the
+/// memory an idle node keeps per connection (docs/scale.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     report::exit("chat-node", chat_node::run(chat_node::Args::parse()).await)
