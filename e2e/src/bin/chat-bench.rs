@@ -17,7 +17,8 @@
 //!    `--rate`, sends are paced to that many messages per second in all (latency under a given load;
 //!    the line "messages/s in" says whether the servers kept up).
 //! 2. **Idle memory**: `idle` connections to the first node that only identify; the node's RSS delta
-//!    (`/proc/PID/status` VmRSS) divided by the connection count.
+//!    (`/proc/PID/status` VmRSS) divided by the connection count, read `--settle` after the last one
+//!    opened (12 s by default: past the node's periodic refresh, which touches every session).
 //!
 //! Everything is bounded by `--timeout`. The process needs about `idle + members + senders` file
 //! descriptors (and the node as many); it checks the soft `RLIMIT_NOFILE` and says to raise it
