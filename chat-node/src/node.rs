@@ -2,7 +2,7 @@
 //! admission (capacity and drain), readiness, the paced drain and the set of bus subscriptions.
 
 use crate::auth::Authenticator;
-use crate::backend::{Backend, Result};
+use crate::backend::{Backend, DmState, Result};
 use crate::drain::{Drain, Pacing};
 use crate::hub::{Hub, Topic};
 use crate::limits::Limits;
@@ -178,19 +178,21 @@ impl Node {
     }
 
     /// Makes sure the bus delivers `topic` to this node. Call after attaching a listener, so a
-    /// concurrent sweep cannot drop the subscription the listener relies on.
-    pub async fn ensure_subscribed(&self, topic: &Topic) -> Result<()> {
+    /// concurrent sweep cannot drop the subscription the listener relies on. Returns the inbox state
+    /// the backend read when this call subscribed a user's topic ([`Backend::subscribe`]).
+    pub async fn ensure_subscribed(&self, topic: &Topic) -> Result<Option<DmState>> {
         let entry = self
             .subscription_map()
             .entry(topic.clone())
             .or_default()
             .clone();
         let mut subscribed = entry.lock().await;
-        if !*subscribed {
-            self.backend.subscribe(topic.clone()).await?;
-            *subscribed = true;
+        if *subscribed {
+            return Ok(None);
         }
-        Ok(())
+        let state = self.backend.subscribe(topic.clone()).await?;
+        *subscribed = true;
+        Ok(state)
     }
 
     fn subscription_map(

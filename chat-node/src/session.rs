@@ -103,7 +103,12 @@ impl Session {
         let turn = node.start_turn().await;
         node.hub.attach(&topic, &self.handle, true);
         let subscribed = node.ensure_subscribed(&topic).await;
-        let state = node.backend.dm_state(&user).await.unwrap_or_default();
+        // The first session of a user on this node subscribed just now, and the backend read the
+        // inbox's state to start its cursor: one round trip instead of two.
+        let state = match subscribed {
+            Ok(Some(state)) => state,
+            _ => node.backend.dm_state(&user).await.unwrap_or_default(),
+        };
         drop(turn);
         let (dm_seq, cursor) = (state.last, state.cursor);
         let l = &node.settings.limits;

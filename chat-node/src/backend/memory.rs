@@ -469,8 +469,8 @@ impl Backend for MemoryBackend {
         ready(())
     }
 
-    fn subscribe(&self, _topic: Topic) -> BoxFut<'_, ()> {
-        ready(())
+    fn subscribe(&self, _topic: Topic) -> BoxFut<'_, Option<DmState>> {
+        ready(None)
     }
 
     fn unsubscribe(&self, _topic: Topic) -> BoxFut<'_, ()> {

@@ -153,8 +153,10 @@ pub trait Backend: Send + Sync + 'static {
     fn send_dm(&self, post: Post) -> BoxFut<'_, Posted>;
     /// Publishes an unsequenced event (presence, typing, read) to a topic.
     fn publish(&self, topic: Topic, frame: Utf8Bytes) -> BoxFut<'_, ()>;
-    /// Starts receiving a topic's events; returns once the subscription is active.
-    fn subscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
+    /// Starts receiving a topic's events; returns once the subscription is active. For a user's
+    /// topic a backend that reads the inbox's state to start its cursor returns that state (read
+    /// after the subscription became active), so a session starting does not read it again.
+    fn subscribe(&self, topic: Topic) -> BoxFut<'_, Option<DmState>>;
     /// Stops receiving a topic's events.
     fn unsubscribe(&self, topic: Topic) -> BoxFut<'_, ()>;
     /// Up to `limit` messages with sequence above `after`, oldest first.

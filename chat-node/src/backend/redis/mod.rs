@@ -279,7 +279,7 @@ impl Backend for RedisBackend {
         })
     }
 
-    fn subscribe(&self, topic: Topic) -> BoxFut<'_, ()> {
+    fn subscribe(&self, topic: Topic) -> BoxFut<'_, Option<DmState>> {
         Box::pin(async move {
             self.inner
                 .subscriber
@@ -290,11 +290,11 @@ impl Backend for RedisBackend {
             // filled from the stream when a later sequence shows a gap). A room's cursor starts with
             // the join that follows (`join` reads the bounds anyway), saving a round trip.
             let Topic::User(u) = &topic else {
-                return Ok(());
+                return Ok(None);
             };
-            let last = self.dm_state(u).await?.last;
-            self.inner.advance(&topic, last);
-            Ok(())
+            let state = self.dm_state(u).await?;
+            self.inner.advance(&topic, state.last);
+            Ok(Some(state))
         })
     }
 
