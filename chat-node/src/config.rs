@@ -67,6 +67,9 @@ pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest idle timeout: idle connections hold memory; an hour is more than any keepalive needs.
 pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Longest write delay: beyond a tenth of a second people see the delay, and a fast room fills half a
+/// connection's queue (which is written at once) long before it.
+pub const MAX_WRITE_DELAY: Duration = Duration::from_millis(100);
 /// Shortest header timeout: a client on a slow link needs a moment for its request head.
 pub const MIN_HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest header timeout: an idle socket holds a descriptor; five minutes outlasts any proxy.
@@ -159,6 +162,16 @@ pub struct Args {
         value_parser = within(MIN_IDLE_TIMEOUT, MAX_IDLE_TIMEOUT)
     )]
     pub idle_timeout: Duration,
+    /// Time a connection holds live events (fan-out) before writing them, so that those arriving
+    /// meanwhile leave in one write: fewer system calls per delivery when clients get many messages
+    /// each, for up to this much latency (0 to 100ms; 0 writes at once). Replies are never held.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_WRITE_DELAY",
+        default_value = "0s",
+        value_parser = within(Duration::ZERO, MAX_WRITE_DELAY)
+    )]
+    pub write_delay: Duration,
     /// Sockets one client address (an IPv4 address or an IPv6 /64) may hold, upgraded or not; more
     /// get `429`. 0 for no limit (behind a proxy every client has the proxy's address).
     #[arg(
@@ -237,6 +250,7 @@ impl Args {
             outbound_queue: self.outbound_queue.max(8),
             outbound_bytes: self.outbound_queue_bytes,
             idle_timeout: self.idle_timeout,
+            write_delay: self.write_delay,
             door: DoorLimits {
                 connections_per_ip: self.max_connections_per_ip,
                 handshakes_per_ip: self.handshakes_per_ip,

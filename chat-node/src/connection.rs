@@ -13,6 +13,8 @@
 //! among them) at once, and keeps writing while it handles a frame ([`Writer::drive`]) — a reply that
 //! waits for room in the queue is made room for by the same task. The writing hands everything already
 //! queued to the socket and flushes once; a write the client is slow to take never stops the reading.
+//! With a write delay (`--write-delay`) live events are held that long before the write, so those
+//! arriving meanwhile share it; half a live lane, a reply or the end is written at once.
 //!
 //! The queue is bounded in frames and in bytes: fan-out into a full queue closes that connection
 //! (4008) and nobody else waits for it; a reply to the client's own request waits a little for room
@@ -291,6 +293,10 @@ where
     let now = tokio::time::Instant::now();
     let mut idle_at = now + idle;
     let mut ping_at = now + crate::config::PING_INTERVAL;
+    // The write delay: live events queued while it runs leave in one write when it ends (or at once
+    // once half the live lane is full); `None` while nothing is held.
+    let write_delay = node.settings.limits.write_delay;
+    let mut write_at: Option<tokio::time::Instant> = None;
     let deadline = tokio::time::sleep_until(expiry.min(idle_at).min(ping_at));
     tokio::pin!(deadline);
     loop {
@@ -306,6 +312,7 @@ where
             .map_or(expiry, |d: tokio::time::Instant| d.min(expiry))
             .min(idle_at)
             .min(ping_at);
+        let next = write_at.map_or(next, |w| w.min(next));
         if deadline.deadline() != next {
             deadline.as_mut().reset(next);
         }
@@ -332,6 +339,15 @@ where
                     handle.queue_ping();
                     ping_at = now + crate::config::PING_INTERVAL;
                 }
+                if write_at.is_some_and(|w| now >= w) {
+                    write_at = None;
+                    if write && handle.has_queued() {
+                        w.write_some(handle).await;
+                        if !w.writing() {
+                            return false;
+                        }
+                    }
+                }
             }
             notice = std::future::poll_fn(|cx| poll_turn(&mut drain_turn, cx)), if !drain_notified => {
                 drain_notified = true;
@@ -346,7 +362,7 @@ where
                 handle.is_kicked()
                     || handle.has_revoked()
                     || (drain_due && node.drain.has_begun())
-                    || (write && handle.has_queued())
+                    || (write && handle.has_queued() && (write_at.is_none() || handle.live_half_full()))
             }) => {
                 if handle.has_revoked() {
                     w.drive(Box::pin(session.apply_revocations()), handle).await;
@@ -355,9 +371,15 @@ where
                     drain_turn = Some(Box::pin(node.drain.turn()));
                 }
                 if write && handle.has_queued() && !handle.is_kicked() {
-                    w.write_some(handle).await;
-                    if !w.writing() {
-                        return false;
+                    if write_at.is_none() && !write_delay.is_zero() && !handle.live_half_full() {
+                        // Hold what is queued for the write delay; more may join it.
+                        write_at = Some(tokio::time::Instant::now() + write_delay);
+                    } else {
+                        write_at = None;
+                        w.write_some(handle).await;
+                        if !w.writing() {
+                            return false;
+                        }
                     }
                 }
             }

@@ -111,6 +111,19 @@ impl Lane {
         self.frames.release(1);
         self.bytes.release(n);
     }
+
+    fn half_full(&self) -> bool {
+        2 * self.frames.queued() >= self.frames.max() || 2 * self.bytes.queued() >= self.bytes.max()
+    }
+
+    /// True when the frame of `n` bytes just reserved took the lane to half full (in frames or in
+    /// bytes): once per crossing, not for every frame beyond it.
+    fn just_half_full(&self, n: usize) -> bool {
+        let (frames, bytes) = (self.frames.queued(), self.bytes.queued());
+        let (half_frames, half_bytes) =
+            (self.frames.max().div_ceil(2), self.bytes.max().div_ceil(2));
+        frames == half_frames || (bytes >= half_bytes && bytes.saturating_sub(n) < half_bytes)
+    }
 }
 
 /// Runs `f` when dropped (an abandoned wait gives back what it reserved), unless forgotten.
@@ -193,7 +206,11 @@ impl SessionHandle {
         if !self.reserve_live(bytes.len()) {
             return false;
         }
-        self.outbox.push(Out::Frame(bytes.clone()));
+        if self.outbox.push_quiet(Out::Frame(bytes.clone()))
+            || self.live.just_half_full(bytes.len())
+        {
+            self.outbox.wake();
+        }
         true
     }
 
@@ -202,10 +219,20 @@ impl SessionHandle {
         if !this.reserve_live(bytes.len()) {
             return false;
         }
-        if this.outbox.push_quiet(Out::Frame(bytes.clone())) {
+        // The first frame wakes the writer; so does the one that fills half the lane, which a
+        // writer holding frames for its write delay sends at once.
+        if this.outbox.push_quiet(Out::Frame(bytes.clone()))
+            || this.live.just_half_full(bytes.len())
+        {
             wakes.0.push(this.clone());
         }
         true
+    }
+
+    /// True when the live lane holds half its frames or bytes or more: the writer sends it without
+    /// waiting for its write delay ([`crate::limits::Limits::write_delay`]).
+    pub fn live_half_full(&self) -> bool {
+        self.live.half_full()
     }
 
     /// Room in the live lane for a frame of `n` bytes; a full lane kicks the session (4008).

@@ -33,6 +33,11 @@ pub struct Limits {
     pub reply_wait: Duration,
     /// Close a connection that sent nothing for this long.
     pub idle_timeout: Duration,
+    /// How long a connection holds live events before writing them, so that those arriving meanwhile
+    /// leave in the same write (fewer system calls per delivery, at the cost of this much latency).
+    /// Zero writes at once. A live lane half full is written without waiting; replies to the client's
+    /// own requests are never held.
+    pub write_delay: Duration,
     /// Rooms one connection may join.
     pub max_rooms: usize,
     /// Largest history page.
@@ -65,6 +70,7 @@ impl Default for Limits {
             max_reply_bytes: 256 * 1024,
             reply_wait: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            write_delay: Duration::ZERO,
             max_rooms: 100,
             history_page_max: 200,
             max_last_seen_users: 100,

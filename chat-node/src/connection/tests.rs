@@ -316,6 +316,88 @@ async fn a_client_that_falls_behind_is_closed_as_a_slow_consumer_with_4008() {
     assert_eq!(node.connections(), 0, "the slot is released");
 }
 
+/// The `{"seq":N}` frames written so far, with a `None` for each flush between them.
+fn seq_writes(socket: &Socket) -> Vec<Option<String>> {
+    socket
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Text(t) if t.starts_with(r#"{"seq""#) => Some(Some(t)),
+            Event::Flush => Some(None),
+            _ => None,
+        })
+        .skip_while(Option::is_none)
+        .collect()
+}
+
+/// A welcomed client in room `r` of a node with `limits`.
+async fn in_room(limits: Limits) -> (Arc<Node>, Client) {
+    let node = node(limits, 10);
+    let client = welcomed(&node).await;
+    client.send_json(serde_json::json!({"type": "join", "room": "r"}));
+    client.wait_for("joined", "joined").await;
+    (node, client)
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_write_delay_live_events_arriving_meanwhile_leave_in_one_write() {
+    let (node, client) = in_room(Limits {
+        write_delay: Duration::from_millis(50),
+        ..Limits::default()
+    })
+    .await;
+    let room = Topic::room("r");
+    let frame = |seq: u64| Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#));
+    node.hub.dispatch(&room, 1, &frame(1));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(seq_writes(&client.socket), [], "held for the delay");
+    node.hub.dispatch(&room, 2, &frame(2));
+    node.hub.dispatch(&room, 3, &frame(3));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let seq = |n: u64| Some(format!(r#"{{"seq":{n}}}"#));
+    assert_eq!(
+        seq_writes(&client.socket),
+        [seq(1), seq(2), seq(3), None],
+        "one write, one flush, once the delay ended"
+    );
+    // A reply to the client's own request is not held.
+    client.send_json(serde_json::json!({"type": "history", "room": "r"}));
+    client.wait_for("history reply", "history").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_lane_half_full_is_written_without_waiting_for_the_delay() {
+    let (node, client) = in_room(Limits {
+        write_delay: Duration::from_millis(100),
+        outbound_queue: 8,
+        ..Limits::default()
+    })
+    .await;
+    let room = Topic::room("r");
+    let frame = |seq: u64| Utf8Bytes::from(format!(r#"{{"seq":{seq}}}"#));
+    let started = tokio::time::Instant::now();
+    for seq in 1..=4 {
+        node.hub.dispatch(&room, seq, &frame(seq));
+    }
+    switchboard_testkit::eventually("the half-full lane written", SCENARIO_TIMEOUT, || async {
+        (seq_writes(&client.socket).len() == 5).then_some(())
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "written before the delay ended (virtual time: {:?})",
+        started.elapsed()
+    );
+    // More frames than the lane holds, over time, and not one of them is refused as too slow.
+    for seq in 5..=40 {
+        node.hub.dispatch(&room, seq, &frame(seq));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let written = seq_writes(&client.socket).into_iter().flatten().count();
+    assert_eq!(written, 40, "every frame written, none kicked");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_client_that_never_reads_again_is_cut_without_holding_the_node() {
     let limits = Limits {
