@@ -29,6 +29,41 @@ pub const LIFTED_NODE_LIMITS: [&str; 12] = [
 /// CPU time (user + system) a process has used so far, in seconds, from `/proc/PID/stat`.
 /// `None` when the process is gone or the file does not parse.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    cpu_split(pid).map(|c| c.user + c.system)
+}
+
+/// A process's CPU time so far, in seconds: in its own code and in the kernel on its behalf.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuSplit {
+    /// User time (`utime`): the process's own code.
+    pub user: f64,
+    /// System time (`stime`): system calls and the kernel work done in them (on loopback a send
+    /// also does the receiving side's TCP work and wakes the reader).
+    pub system: f64,
+}
+
+impl std::ops::Sub for CpuSplit {
+    type Output = Self;
+    fn sub(self, o: Self) -> Self {
+        Self {
+            user: self.user - o.user,
+            system: self.system - o.system,
+        }
+    }
+}
+
+impl std::ops::Add for CpuSplit {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            user: self.user + o.user,
+            system: self.system + o.system,
+        }
+    }
+}
+
+/// [`cpu_seconds`], split into user and system time.
+pub fn cpu_split(pid: u32) -> Option<CpuSplit> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -36,7 +71,11 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     // After the name: state is field 3, utime field 14, stime field 15 (1-based, man 5 proc).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clock_ticks_per_second())
+    let tick = clock_ticks_per_second();
+    Some(CpuSplit {
+        user: utime as f64 / tick,
+        system: stime as f64 / tick,
+    })
 }
 
 /// `CLK_TCK`: 100 on every Linux this runs on; read through `getconf` once, when available.
@@ -135,5 +174,7 @@ mod tests {
         let own = cpu_seconds(std::process::id()).expect("own /proc/PID/stat parses");
         assert!(own > 0.0, "own CPU time {own}");
         assert_eq!(cpu_seconds(u32::MAX), None);
+        let split = cpu_split(std::process::id()).expect("own /proc/PID/stat parses");
+        assert!(split.user >= 0.0 && split.system >= 0.0, "{split:?}");
     }
 }

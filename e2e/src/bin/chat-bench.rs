@@ -293,13 +293,16 @@ async fn fan_out(
     );
     let cpu = cpu_of(pids)? - cpu_before;
     if !pids.is_empty() && !all.is_empty() {
-        let us = cpu * 1e6;
+        let per = |s: f64| s * 1e6 / all.len() as f64;
         println!(
-            "  servers' CPU (user + system, {} node process{}): {:.2} s = {:.2} µs per delivery",
+            "  servers' CPU (user + system, {} node process{}): {:.2} s = {:.2} µs per delivery \
+             (user {:.2}, system {:.2})",
             pids.len(),
             if pids.len() == 1 { "" } else { "es" },
-            us / 1e6,
-            us / all.len() as f64
+            cpu.user + cpu.system,
+            per(cpu.user + cpu.system),
+            per(cpu.user),
+            per(cpu.system)
         );
     }
     report("  latency, every delivery", &mut all);
@@ -314,13 +317,13 @@ async fn fan_out(
     Ok(())
 }
 
-/// User + system CPU time of the processes `pids` so far, in seconds.
-fn cpu_of(pids: &[u32]) -> anyhow::Result<f64> {
-    pids.iter()
-        .map(|&pid| {
-            e2e::bench::cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
-        })
-        .sum()
+/// User and system CPU time of the processes `pids` so far, in seconds.
+fn cpu_of(pids: &[u32]) -> anyhow::Result<e2e::bench::CpuSplit> {
+    pids.iter().try_fold(e2e::bench::CpuSplit::default(), |sum, &pid| {
+        let cpu =
+            e2e::bench::cpu_split(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+        Ok(sum + cpu)
+    })
 }
 
 fn report(label: &str, us: &mut [u64]) {
