@@ -1082,6 +1082,13 @@ fn node_deployment(
         "SWITCHBOARD_DRAIN_TIMEOUT",
         format!("{}s", spec.drain_timeout_seconds),
     ));
+    // Only when set: an existing cluster's pods do not roll for a field it does not use.
+    if spec.write_delay_ms > 0 {
+        env.push(value_env(
+            "SWITCHBOARD_WRITE_DELAY",
+            format!("{}ms", spec.write_delay_ms),
+        ));
+    }
     env.extend(node_attachments_env(cc, ctx));
     let grace = node_termination_grace_seconds(cc);
     let mut container = json!({

@@ -329,6 +329,24 @@ fn messages_wait_for_one_replica_by_default_when_managed_redis_has_one() {
 }
 
 #[test]
+fn a_write_delay_reaches_chat_node_and_its_absence_changes_nothing() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let c = container(deployment(&d, "demo-node"));
+    assert!(
+        c.env
+            .iter()
+            .flatten()
+            .all(|e| e.name != "SWITCHBOARD_WRITE_DELAY"),
+        "no write delay by default, and no variable"
+    );
+    let mut delayed = demo();
+    delayed.spec.nodes.write_delay_ms = 20;
+    let delayed = render(&delayed, &ctx()).unwrap();
+    let c = container(deployment(&delayed, "demo-node"));
+    assert_eq!(env_value(c, "SWITCHBOARD_WRITE_DELAY"), "20ms");
+}
+
+#[test]
 fn chat_node_env_follows_the_contract_in_managed_mode() {
     let d = render(&demo(), &ctx()).unwrap();
     let c = container(deployment(&d, "demo-node"));
