@@ -319,11 +319,12 @@ async fn fan_out(
 
 /// User and system CPU time of the processes `pids` so far, in seconds.
 fn cpu_of(pids: &[u32]) -> anyhow::Result<e2e::bench::CpuSplit> {
-    pids.iter().try_fold(e2e::bench::CpuSplit::default(), |sum, &pid| {
-        let cpu =
-            e2e::bench::cpu_split(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
-        Ok(sum + cpu)
-    })
+    pids.iter()
+        .try_fold(e2e::bench::CpuSplit::default(), |sum, &pid| {
+            let cpu =
+                e2e::bench::cpu_split(pid).with_context(|| format!("reading /proc/{pid}/stat"))?;
+            Ok(sum + cpu)
+        })
 }
 
 fn report(label: &str, us: &mut [u64]) {
