@@ -650,7 +650,16 @@ async fn scale_out_without_operator(
         },
     )
     .await?;
-    let mut client = ChatClient::connect_token(&assigned.url, token).await?;
+    // kube-proxy programs the new pod's own NodePort a moment after the pod is ready, and the registry
+    // may name the pod before that: a refused connect is tried again, as clients do (they back off and
+    // ask again; PROTOCOL.md section 1).
+    let url = assigned.url.as_str();
+    let mut client = wait_for(
+        "the new pod's address to take a connection",
+        Duration::from_secs(60),
+        || async move { Ok(Some(ChatClient::connect_token(url, token).await?)) },
+    )
+    .await?;
     client.join("lobby", None).await?;
     drop(client);
     wait_ready(bed, ns, "after the scale-out").await?;
