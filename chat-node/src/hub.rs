@@ -87,15 +87,21 @@ impl Lane {
         }
     }
 
-    fn try_reserve(&self, n: usize) -> bool {
-        if !self.frames.try_reserve(1) {
-            return false;
-        }
-        if !self.bytes.try_reserve(n) {
+    /// Reserves room for one frame of `n` bytes if it fits now: `Some(true)` when this frame took the
+    /// lane to half full (in frames or in bytes) — once per crossing, decided by the reservation itself.
+    fn try_reserve(&self, n: usize) -> Option<bool> {
+        let frames_before = self.frames.try_take(1)?;
+        let Some(bytes_before) = self.bytes.try_take(n) else {
             self.frames.release(1);
-            return false;
-        }
-        true
+            return None;
+        };
+        let crosses = |before: usize, added: usize, max: usize| {
+            before < half(max) && before + added >= half(max)
+        };
+        Some(
+            crosses(frames_before, 1, self.frames.max())
+                || crosses(bytes_before, n, self.bytes.max()),
+        )
     }
 
     /// Waits for room for one frame of `n` bytes; the reservation is given back if the wait is
@@ -112,18 +118,17 @@ impl Lane {
         self.bytes.release(n);
     }
 
+    /// Half its frames or half its bytes are queued, or more.
     fn half_full(&self) -> bool {
-        2 * self.frames.queued() >= self.frames.max() || 2 * self.bytes.queued() >= self.bytes.max()
+        self.frames.queued() >= half(self.frames.max())
+            || self.bytes.queued() >= half(self.bytes.max())
     }
+}
 
-    /// True when the frame of `n` bytes just reserved took the lane to half full (in frames or in
-    /// bytes): once per crossing, not for every frame beyond it.
-    fn just_half_full(&self, n: usize) -> bool {
-        let (frames, bytes) = (self.frames.queued(), self.bytes.queued());
-        let (half_frames, half_bytes) =
-            (self.frames.max().div_ceil(2), self.bytes.max().div_ceil(2));
-        frames == half_frames || (bytes >= half_bytes && bytes.saturating_sub(n) < half_bytes)
-    }
+/// Half of a lane's bound, rounded up: the mark past which a writer holding frames for its write delay
+/// writes at once.
+fn half(max: usize) -> usize {
+    max.div_ceil(2)
 }
 
 /// Runs `f` when dropped (an abandoned wait gives back what it reserved), unless forgotten.
@@ -203,12 +208,10 @@ impl SessionHandle {
     /// Queues a frame without waiting. False if the session is gone or was just found too slow (its
     /// queue is full in frames or in bytes).
     pub fn deliver(&self, bytes: &Utf8Bytes) -> bool {
-        if !self.reserve_live(bytes.len()) {
+        let Some(wake) = self.queue_live(bytes) else {
             return false;
-        }
-        if self.outbox.push_quiet(Out::Frame(bytes.clone()))
-            || self.live.just_half_full(bytes.len())
-        {
+        };
+        if wake {
             self.outbox.wake();
         }
         true
@@ -216,17 +219,22 @@ impl SessionHandle {
 
     /// [`SessionHandle::deliver`] that leaves waking the writer to `wakes`.
     fn deliver_quiet(this: &Arc<Self>, bytes: &Utf8Bytes, wakes: &mut Wakes) -> bool {
-        if !this.reserve_live(bytes.len()) {
+        let Some(wake) = this.queue_live(bytes) else {
             return false;
-        }
-        // The first frame wakes the writer; so does the one that fills half the lane, which a
-        // writer holding frames for its write delay sends at once.
-        if this.outbox.push_quiet(Out::Frame(bytes.clone()))
-            || this.live.just_half_full(bytes.len())
-        {
+        };
+        if wake {
             wakes.0.push(this.clone());
         }
         true
+    }
+
+    /// Queues a live frame without waking the writer: `None` if the session is gone or was just found
+    /// too slow, else whether the writer must be woken — the first frame of an empty queue, or the one
+    /// that fills half the lane (which a writer holding frames for its write delay sends at once).
+    fn queue_live(&self, bytes: &Utf8Bytes) -> Option<bool> {
+        let crossed_half = self.reserve_live(bytes.len())?;
+        let was_empty = self.outbox.push_quiet(Out::Frame(bytes.clone()));
+        Some(was_empty || crossed_half)
     }
 
     /// True when the live lane holds half its frames or bytes or more: the writer sends it without
@@ -235,16 +243,17 @@ impl SessionHandle {
         self.live.half_full()
     }
 
-    /// Room in the live lane for a frame of `n` bytes; a full lane kicks the session (4008).
-    fn reserve_live(&self, n: usize) -> bool {
+    /// Room in the live lane for a frame of `n` bytes, and whether it took the lane to half full; a
+    /// full lane kicks the session (4008).
+    fn reserve_live(&self, n: usize) -> Option<bool> {
         if self.is_kicked() {
-            return false;
+            return None;
         }
-        if !self.live.try_reserve(n) {
+        let crossed_half = self.live.try_reserve(n);
+        if crossed_half.is_none() {
             self.kick(close::SLOW_CONSUMER);
-            return false;
         }
-        true
+        crossed_half
     }
 
     /// Queues a reply to the client's own request in the reply lane, waiting up to `within` for room

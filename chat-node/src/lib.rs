@@ -22,7 +22,8 @@
 //! The core (`protocol`, `names`, `limits`, `auth`, `hub`, `session`, `connection`, `backend::memory`) runs
 //! without a socket, a web framework or Redis: `connection` (one task per connection, with one wake-up —
 //! a frame queued, a kick, a revocation, the drain — and one timer for every deadline: reading, writing,
-//! the optional write delay that batches live events per write, close codes) is generic over any WebSocket sink and stream. `server`, `admin` and `standalone` are the
+//! the optional write delay that batches live events per write, close codes) is generic over any
+//! WebSocket sink and stream. `server`, `admin` and `standalone` are the
 //! HTTP edge (the only modules that use axum; `server` answers the WebSocket handshake itself), `ws` the
 //! node's own WebSocket framing on the upgraded socket (no buffer held while a connection is idle), and
 //! `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.

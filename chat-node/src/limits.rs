@@ -144,11 +144,16 @@ impl ByteBudget {
 
     /// Reserves `n` bytes if they fit now.
     pub fn try_reserve(&self, n: usize) -> bool {
+        self.try_take(n).is_some()
+    }
+
+    /// Reserves `n` bytes if they fit now, returning what was reserved before them.
+    pub fn try_take(&self, n: usize) -> Option<usize> {
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 q.checked_add(n).filter(|&t| t <= self.max)
             })
-            .is_ok()
+            .ok()
     }
 
     /// Reserves `n` bytes, waiting for the writer to release enough. Never completes for `n` above

@@ -29,7 +29,7 @@ pub const LIFTED_NODE_LIMITS: [&str; 12] = [
 /// CPU time (user + system) a process has used so far, in seconds, from `/proc/PID/stat`.
 /// `None` when the process is gone or the file does not parse.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    cpu_split(pid).map(|c| c.user + c.system)
+    cpu_split(pid).map(CpuSplit::total)
 }
 
 /// A process's CPU time so far, in seconds: in its own code and in the kernel on its behalf.
@@ -40,6 +40,13 @@ pub struct CpuSplit {
     /// System time (`stime`): system calls and the kernel work done in them (on loopback a send
     /// also does the receiving side's TCP work and wakes the reader).
     pub system: f64,
+}
+
+impl CpuSplit {
+    /// User + system.
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
 }
 
 impl std::ops::Sub for CpuSplit {

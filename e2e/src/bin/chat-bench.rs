@@ -299,8 +299,8 @@ async fn fan_out(
              (user {:.2}, system {:.2})",
             pids.len(),
             if pids.len() == 1 { "" } else { "es" },
-            cpu.user + cpu.system,
-            per(cpu.user + cpu.system),
+            cpu.total(),
+            per(cpu.total()),
             per(cpu.user),
             per(cpu.system)
         );
