@@ -475,15 +475,19 @@ pub enum Scenario {
     /// One chat-node is frozen (SIGSTOP) for some seconds, cut off from Redis and its clients, then
     /// resumed (SIGCONT).
     NodeFreeze,
+    /// The master role is handed to a replica as the operator does before it restarts the master:
+    /// writes held, replicas caught up, `SENTINEL FAILOVER`.
+    PlannedFailover,
 }
 
 impl Scenario {
     /// Every scenario, in report order.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::NodeKill,
         Scenario::RollingRestart,
         Scenario::MasterKill,
         Scenario::NodeFreeze,
+        Scenario::PlannedFailover,
     ];
 
     /// Short name.
@@ -493,6 +497,7 @@ impl Scenario {
             Scenario::RollingRestart => "rolling-restart",
             Scenario::MasterKill => "redis-master-kill",
             Scenario::NodeFreeze => "node-freeze",
+            Scenario::PlannedFailover => "redis-planned-failover",
         }
     }
 }
@@ -601,6 +606,9 @@ async fn inject(
             crate::topology::signal(pid, "STOP")?;
             tokio::time::sleep(FREEZE).await;
             crate::topology::signal(pid, "CONT")?;
+        }
+        Scenario::PlannedFailover => {
+            redis.planned_failover(Duration::from_secs(30)).await?;
         }
     }
     Ok(())

@@ -118,4 +118,36 @@ impl RedisHa {
         let new = self.inner.wait_for_failover(old, within).await?;
         Ok(self.inner.servers[new].port())
     }
+
+    /// Hands the master role to a replica the way the operator does before it restarts the master
+    /// ([`switchboard_redis::sentinel::planned_failover`]: writes held, replicas caught up,
+    /// `SENTINEL FAILOVER`), and waits until every sentinel names the new master; returns its port.
+    pub async fn planned_failover(&mut self, within: Duration) -> io::Result<u16> {
+        let i = self
+            .inner
+            .master_index()
+            .await?
+            .ok_or_else(|| io::Error::other("no sentinel names a master"))?;
+        let master = self.inner.servers[i].addr();
+        let replicas: Vec<String> = (self.inner.servers.iter().enumerate())
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| s.addr())
+            .collect();
+        let access = switchboard_redis::node::Access::password(Some(&self.password));
+        let started = switchboard_redis::sentinel::planned_failover(
+            &master,
+            &replicas,
+            &self.inner.sentinel_addrs(),
+            switchboard_redis::DEFAULT_MASTER_NAME,
+            &access,
+            Duration::from_secs(2),
+        )
+        .await;
+        if !started {
+            return Err(io::Error::other("no sentinel started the failover"));
+        }
+        let old = self.inner.servers[i].port();
+        let new = self.inner.wait_for_failover(old, within).await?;
+        Ok(self.inner.servers[new].port())
+    }
 }

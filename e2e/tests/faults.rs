@@ -47,3 +47,8 @@ async fn redis_master_failover_loses_nothing() {
 async fn node_frozen_and_resumed_loses_nothing() {
     check(Scenario::NodeFreeze).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_planned_failover_loses_nothing() {
+    check(Scenario::PlannedFailover).await;
+}

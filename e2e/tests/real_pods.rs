@@ -57,6 +57,27 @@ async fn install_then_a_chat_cluster_serves_clients_from_outside() -> anyhow::Re
             .kubectl(&["-n", &ns, "get", "events", "--sort-by=.lastTimestamp"])
             .await
             .map(|o| eprintln!("{o}"));
+        // The pods' own account: what each component logged last.
+        for component in ["chat-node", "registry", "redis", "sentinel"] {
+            let selector =
+                format!("app.kubernetes.io/instance=chat,app.kubernetes.io/component={component}");
+            let _ = bed
+                .kubectl(&[
+                    "-n",
+                    &ns,
+                    "logs",
+                    "-l",
+                    &selector,
+                    "--prefix",
+                    "--tail=60",
+                    "--all-containers",
+                ])
+                .await
+                .map(|o| eprintln!("{component} logs:\n{o}"));
+        }
+        if let Err(err) = &result {
+            eprintln!("failed: {err:#}");
+        }
     }
     let _ = bed
         .kubectl(&["delete", "namespace", &ns, "--wait=false"])
@@ -400,7 +421,7 @@ async fn under_load(
             took.as_secs_f64()
         ));
         eprintln!("{}", report.last().map(String::as_str).unwrap_or_default());
-        ensure!(outcome.is_clean(), "{name}: {outcome:?}");
+        ensure!(outcome.is_clean(), "{name}:\n{outcome}");
         Ok(())
     };
 
