@@ -34,8 +34,9 @@
 //!
 //! One script per post increments the sequence, appends to the stream and publishes, so each room has
 //! one total order. Pub/sub is at-most-once, so the stream is the truth: the receiver remembers the
-//! last sequence it dispatched per topic, fills any gap from the stream before dispatching, drops
-//! duplicates, and re-checks every topic after a reconnect of the subscriber (failover) or a lag.
+//! last sequence it dispatched per topic, fills any gap from the stream before dispatching (holding
+//! later events back until it can), drops duplicates, and re-checks every topic after a reconnect of
+//! the subscriber (failover) or a lag.
 //!
 //! ```text
 //! RedisBackend (the Backend trait: reads, presence, read markers, last-seen are here)
@@ -394,6 +395,9 @@ impl Backend for RedisBackend {
         ];
         let now = now_ms();
         let ttl = PRESENCE_TTL.as_millis() as u64;
+        // What this node has dispatched of the room was published, so confirmed: a recovery may
+        // show it even where the store's visible mark lags (a new master right after a failover).
+        let seen = (self.inner.cursors().get(&Topic::room(room)).copied()).unwrap_or(0);
         let args = vec![
             node.to_owned(),
             now.to_string(),
@@ -406,6 +410,7 @@ impl Backend for RedisBackend {
             chunk.max(1).to_string(),
             if list { "1" } else { "0" }.to_owned(),
             MAX_MEMBERS_LISTED.to_string(),
+            seen.to_string(),
         ];
         Box::pin(async move {
             let a = into_array(self.inner.eval(&SCRIPTS.join, keys, args).await?)?;

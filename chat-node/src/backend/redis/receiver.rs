@@ -5,8 +5,14 @@
 //! subscriber ──"<seq> <frame>"──▶ seq 0 (presence, typing, read) ─▶ hub
 //!                                 seq ≤ cursor ─▶ dropped (already delivered)
 //!                                 seq > cursor + 1 ─▶ fill the gap from the stream ─▶ hub ─▶ this one
-//! reconnect of the subscriber (failover), or a lag ─▶ catch up every topic from its cursor
+//!                                    gap not readable in full yet ─▶ held back: the topic is owed it
+//! reconnect of the subscriber (failover), or a lag ─▶ every topic owed a catch-up from its cursor
+//! owed topics ─▶ read again (100 ms, doubling to 2 s) until paid; given up after 2 min without progress
 //! ```
+//!
+//! An event is never dispatched past a gap it could not fill: during a failover the read may fail, or
+//! land on a store that has not got the newest entries yet, and dispatching anyway would skip the gap
+//! for every local listener for good.
 //!
 //! Cursors (last sequence dispatched per topic) start at the topic's newest sequence when it is
 //! subscribed (`subscribe` in the module root; a room's with the join that follows, which reads it) and
@@ -20,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_runtime::report::chain;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::{Duration, Instant};
 use tungstenite::Utf8Bytes;
 
 /// Bus events handed to the hub before the writers they concern are woken: a batch is what the
@@ -44,42 +51,69 @@ impl Inner {
 
     /// Dispatches one sequenced event, filling a gap from the stream first and dropping duplicates.
     /// Only this task dispatches sequenced events, so reading the gap without holding the cursors
-    /// keeps the order; other rooms' joins meanwhile are not held up.
+    /// keeps the order; other rooms' joins meanwhile are not held up. A gap that cannot be read in
+    /// full now (the store is failing over, or answers from behind) holds the event back: the topic
+    /// is owed it, and [`Inner::settle`] reads it from the stream later, in order.
     async fn dispatch_sequenced(
         &self,
         topic: Topic,
         seq: u64,
         frame: Utf8Bytes,
         wakes: &mut Wakes,
+        owed: &mut Owed,
     ) {
         let last = self.cursors().get(&topic).copied();
         match last {
             Some(l) if seq <= l => return,
+            // Behind a gap already held: it is read again on the retry timer, with this one.
+            Some(_) if owed.has_gap(&topic) => {
+                owed.hold(topic, seq);
+                return;
+            }
             Some(l) if seq > l + 1 => {
                 // What is queued already goes out while the gap is read.
                 wakes.wake();
-                match self
-                    .range_after(self.names.log_of(&topic), l, (seq - l - 1) as usize, true)
-                    .await
-                {
-                    Ok(missing) => {
-                        for m in missing.into_iter().filter(|m| m.seq > l && m.seq < seq) {
-                            self.hub.dispatch_to(&topic, m.seq, &m.frame, wakes);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %chain(&e), "could not fill a gap from history")
-                    }
+                if !self.fill(&topic, l, seq - 1, wakes).await {
+                    owed.hold(topic, seq);
+                    return;
                 }
             }
             _ => {}
         }
         self.hub.dispatch_to(&topic, seq, &frame, wakes);
         self.advance(&topic, seq);
+        owed.reached(&topic, seq);
+    }
+
+    /// Dispatches the stream's entries of `topic` after `after` up to `upto` and moves the cursor
+    /// along; true when the cursor reached `upto`. Everything up to a sequence that was published is
+    /// as durable as it (a post is published only once replicas hold it, and they hold the stream in
+    /// order), so this read does not stop at the visible mark, which a new master may not have yet.
+    /// Entries trimmed from the stream's start are skipped; a store that has not got the newest ones
+    /// yet leaves the rest for later.
+    async fn fill(&self, topic: &Topic, after: u64, upto: u64, wakes: &mut Wakes) -> bool {
+        let limit = usize::try_from(upto - after)
+            .unwrap_or(usize::MAX)
+            .min(self.history_cap.max(INBOX_CAP));
+        match self
+            .range_after(self.names.log_of(topic), after, limit, false)
+            .await
+        {
+            Ok(found) => {
+                for m in found.into_iter().filter(|m| m.seq > after && m.seq <= upto) {
+                    self.hub.dispatch_to(topic, m.seq, &m.frame, wakes);
+                    self.advance(topic, m.seq);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %chain(&e), topic = ?topic, "could not read a gap from history yet");
+            }
+        }
+        self.cursors().get(topic).is_some_and(|c| *c >= upto)
     }
 
     /// Hands one message of the subscriber to the hub (the writers it concerns wait in `wakes`).
-    async fn on_message(&self, msg: fred::types::Message, wakes: &mut Wakes) {
+    async fn on_message(&self, msg: fred::types::Message, wakes: &mut Wakes, owed: &mut Owed) {
         let Some(topic) = self.names.topic_of(&msg.channel) else {
             return;
         };
@@ -99,36 +133,69 @@ impl Inner {
         if seq == 0 {
             self.hub.dispatch_to(&topic, 0, &frame, wakes);
         } else {
-            self.dispatch_sequenced(topic, seq, frame, wakes).await;
+            self.dispatch_sequenced(topic, seq, frame, wakes, owed)
+                .await;
         }
     }
 
-    /// After a reconnect or lag: deliver whatever was published while we were not listening.
-    async fn catch_up(&self) {
-        let topics: Vec<(Topic, u64)> = {
-            let mut cursors = self.cursors();
-            cursors.retain(|t, _| self.hub.has_listeners(t));
-            cursors.iter().map(|(t, s)| (t.clone(), *s)).collect()
-        };
-        for (topic, last) in topics {
+    /// Reads what `owed` topics are owed from the stream, in order; what cannot be read yet stays
+    /// owed. A topic owed a catch-up (after a reconnect or a lag: nothing known) is read up to the
+    /// visible mark; one owed a sequence it saw on the bus, up to that sequence.
+    async fn settle(&self, owed: &mut Owed) {
+        let mut wakes = Wakes::default();
+        for (topic, upto) in owed.due() {
+            let Some(cursor) = self.cursors().get(&topic).copied() else {
+                owed.forget(&topic);
+                continue;
+            };
+            if !self.hub.has_listeners(&topic) {
+                owed.forget(&topic);
+                continue;
+            }
+            if upto > cursor {
+                if self.fill(&topic, cursor, upto, &mut wakes).await {
+                    owed.reached(&topic, upto);
+                } else {
+                    owed.retry(&topic, cursor);
+                }
+                continue;
+            }
             match self
                 .range_after(
                     self.names.log_of(&topic),
-                    last,
+                    cursor,
                     self.history_cap.max(INBOX_CAP),
                     true,
                 )
                 .await
             {
-                Ok(missing) => {
-                    for m in missing {
-                        self.hub.dispatch(&topic, m.seq, &m.frame);
+                Ok(found) => {
+                    for m in found.into_iter().filter(|m| m.seq > cursor) {
+                        self.hub.dispatch_to(&topic, m.seq, &m.frame, &mut wakes);
                         self.advance(&topic, m.seq);
                     }
+                    owed.forget(&topic);
                 }
-                Err(e) => tracing::warn!(error = %chain(&e), topic = ?topic, "catch-up failed"),
+                Err(e) => {
+                    tracing::debug!(error = %chain(&e), topic = ?topic, "catch-up failed; trying again");
+                    owed.retry(&topic, cursor);
+                }
             }
         }
+    }
+
+    /// After a reconnect or lag: every topic listened to is owed whatever was published while we were
+    /// not listening.
+    async fn catch_up(&self, owed: &mut Owed) {
+        let topics: Vec<Topic> = {
+            let mut cursors = self.cursors();
+            cursors.retain(|t, _| self.hub.has_listeners(t));
+            cursors.keys().cloned().collect()
+        };
+        for topic in topics {
+            owed.hold(topic, 0);
+        }
+        self.settle(owed).await;
     }
 
     /// The receiver task: runs until `shutdown` fires or the subscriber is gone.
@@ -136,32 +203,37 @@ impl Inner {
         let mut messages = self.subscriber.message_rx();
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut sweep = tokio::time::interval(CURSOR_SWEEP);
+        let mut owed = Owed::default();
         loop {
+            let retry = owed.next_retry();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = sweep.tick() => {
                     self.cursors().retain(|t, _| self.hub.has_listeners(t));
+                }
+                () = sleep_until(retry), if retry.is_some() => {
+                    self.settle(&mut owed).await;
                 }
                 r = reconnects.recv() => {
                     if r.is_err() && matches!(r, Err(RecvError::Closed)) {
                         return;
                     }
                     tracing::info!("bus reconnected; catching up from history");
-                    self.catch_up().await;
+                    self.catch_up(&mut owed).await;
                 }
                 m = messages.recv() => match m {
                     Ok(msg) => {
                         // This message and whatever else has arrived, then one wake per writer.
                         let mut wakes = Wakes::default();
-                        self.on_message(msg, &mut wakes).await;
+                        self.on_message(msg, &mut wakes, &mut owed).await;
                         for _ in 1..BATCH {
                             match messages.try_recv() {
-                                Ok(msg) => self.on_message(msg, &mut wakes).await,
+                                Ok(msg) => self.on_message(msg, &mut wakes, &mut owed).await,
                                 Err(TryRecvError::Empty) => break,
                                 Err(TryRecvError::Lagged(n)) => {
                                     wakes.wake();
                                     tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
-                                    self.catch_up().await;
+                                    self.catch_up(&mut owed).await;
                                     break;
                                 }
                                 Err(TryRecvError::Closed) => return,
@@ -170,11 +242,171 @@ impl Inner {
                     }
                     Err(RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "bus receiver lagged; catching up from history");
-                        self.catch_up().await;
+                        self.catch_up(&mut owed).await;
                     }
                     Err(RecvError::Closed) => return,
                 }
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// The first retry of an owed topic comes this soon; each one that makes no progress doubles it, up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of an owed topic.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// After this long without progress an owed topic is given up (logged as an error): its listeners
+/// miss those sequences, and later ones are dispatched again.
+const GIVE_UP: Duration = Duration::from_secs(120);
+
+/// Topics whose events could not all be dispatched in order yet, each with what it is owed.
+#[derive(Default)]
+struct Owed(HashMap<Topic, Debt>);
+
+struct Debt {
+    /// The highest sequence seen on the bus and held back; 0 when none is known (catch up to the
+    /// visible mark).
+    upto: u64,
+    /// The cursor at the last progress, and when that was.
+    progress: (u64, Instant),
+    /// When to try again, and the pause before the try after it.
+    next: Instant,
+    pause: Duration,
+}
+
+impl Owed {
+    /// `topic` is owed everything up to `upto` (0: whatever the store shows).
+    fn hold(&mut self, topic: Topic, upto: u64) {
+        let now = Instant::now();
+        if upto > 0 && !self.0.values().any(|d| d.upto > 0) {
+            tracing::warn!(topic = ?topic, seq = upto, "a gap could not be read from history yet; holding events back until it can");
+        }
+        match self.0.entry(topic) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let d = e.get_mut();
+                d.upto = d.upto.max(upto);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Debt {
+                    upto,
+                    progress: (0, now),
+                    next: now + RETRY_FIRST,
+                    pause: RETRY_FIRST,
+                });
+            }
+        }
+    }
+
+    /// True when `topic` waits for a gap to be read (events after it are held back).
+    fn has_gap(&self, topic: &Topic) -> bool {
+        self.0.get(topic).is_some_and(|d| d.upto > 0)
+    }
+
+    /// `topic`'s cursor reached `seq`: a debt up to there is paid.
+    fn reached(&mut self, topic: &Topic, seq: u64) {
+        if self
+            .0
+            .get(topic)
+            .is_some_and(|d| d.upto > 0 && d.upto <= seq)
+        {
+            self.0.remove(topic);
+        }
+    }
+
+    fn forget(&mut self, topic: &Topic) {
+        self.0.remove(topic);
+    }
+
+    /// A try left `topic` still owed with its cursor at `cursor`: back off unless it moved, and give up
+    /// after [`GIVE_UP`] without progress.
+    fn retry(&mut self, topic: &Topic, cursor: u64) {
+        let now = Instant::now();
+        let Some(d) = self.0.get_mut(topic) else {
+            return;
+        };
+        if cursor != d.progress.0 {
+            d.progress = (cursor, now);
+            d.pause = RETRY_FIRST;
+        } else if now.duration_since(d.progress.1) >= GIVE_UP {
+            tracing::error!(topic = ?topic, after = cursor, upto = d.upto, "sequences could not be read from history; its listeners here miss them");
+            self.0.remove(topic);
+            return;
+        } else {
+            d.pause = (d.pause * 2).min(RETRY_MAX);
+        }
+        d.next = now + d.pause;
+    }
+
+    /// Topics whose next try is due, with what each is owed.
+    fn due(&self) -> Vec<(Topic, u64)> {
+        let now = Instant::now();
+        (self.0.iter())
+            .filter(|(_, d)| d.next <= now)
+            .map(|(t, d)| (t.clone(), d.upto))
+            .collect()
+    }
+
+    /// When the next try is due, if anything is owed.
+    fn next_retry(&self) -> Option<Instant> {
+        self.0.values().map(|d| d.next).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_debt_is_paid_when_the_cursor_reaches_it_and_a_catch_up_only_when_forgotten() {
+        let mut owed = Owed::default();
+        let (a, b) = (Topic::room("a"), Topic::room("b"));
+        owed.hold(a.clone(), 7);
+        owed.hold(a.clone(), 5);
+        owed.hold(b.clone(), 0);
+        assert!(owed.has_gap(&a) && !owed.has_gap(&b));
+        owed.reached(&a, 6);
+        assert!(owed.has_gap(&a), "7 is still owed");
+        owed.reached(&a, 7);
+        assert!(!owed.has_gap(&a));
+        owed.reached(&b, 100);
+        assert!(owed.next_retry().is_some(), "a catch-up is not paid by a sequence");
+        owed.forget(&b);
+        assert!(owed.next_retry().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_without_progress_and_give_up_after_the_limit() {
+        let mut owed = Owed::default();
+        let a = Topic::room("a");
+        owed.hold(a.clone(), 9);
+        assert!(owed.due().is_empty(), "not due at once");
+        tokio::time::advance(RETRY_FIRST).await;
+        assert_eq!(owed.due(), [(a.clone(), 9)]);
+        owed.retry(&a, 3);
+        let pauses: Vec<Duration> = (0..6)
+            .map(|_| {
+                owed.retry(&a, 3);
+                owed.next_retry().unwrap_or_else(Instant::now) - Instant::now()
+            })
+            .collect();
+        assert_eq!(
+            pauses,
+            [200, 400, 800, 1600, 2000, 2000].map(Duration::from_millis),
+            "doubling up to the limit"
+        );
+        // Progress resets the pause.
+        owed.retry(&a, 4);
+        let next = owed.next_retry().expect("still owed");
+        assert_eq!(next - Instant::now(), RETRY_FIRST);
+        tokio::time::advance(GIVE_UP).await;
+        owed.retry(&a, 4);
+        assert!(owed.next_retry().is_none(), "given up");
     }
 }

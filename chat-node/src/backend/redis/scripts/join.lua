@@ -7,7 +7,8 @@
 --       [6] '1' when reads stop at the visible mark, [7] read markers returned at most,
 --       [8] recover after this sequence ('' for none), [9] messages of the first recovery chunk,
 --       [10] '1' to list the members ('0': count only), [11] most members listed (in a bigger room,
---       that many and the count)
+--       that many and the count), [12] the highest sequence this node has seen published in the room
+--       (0: none): confirmed, so shown even above a visible mark that has not caught up yet
 -- Returns {first (1 if the user was present nowhere before), oldest kept seq, newest seq,
 --          recovery start ('' for none), {members...}, {user, seq, ...}, {id, frame, ...},
 --          number of members}
@@ -22,7 +23,7 @@ local counter = tonumber(redis.call('GET', KEYS[3]) or '0')
 local last = counter
 local visible = last
 if ARGV[6] == '1' then
-  visible = tonumber(redis.call('GET', KEYS[5]) or '0')
+  visible = math.max(tonumber(redis.call('GET', KEYS[5]) or '0'), tonumber(ARGV[12]))
   last = math.min(last, visible)
 end
 local first = 0
@@ -56,8 +57,9 @@ local since = ARGV[8]
 local history = {}
 if since ~= '' then
   -- A `since` above the sequence counter is from before the room expired and started again. One
-  -- above the visible mark only is a store behind on confirmations (a failover's new master, whose
-  -- mark had not caught up yet): nothing to recover yet, and starting over would repeat everything.
+  -- above the visible mark (and above what this node has seen published) only is a store behind on
+  -- confirmations (a failover's new master, whose mark had not caught up yet): nothing to recover yet,
+  -- and starting over would repeat everything.
   if tonumber(since) > counter then since = '0' end
   if ARGV[6] ~= '1' or visible > tonumber(since) then
     local top = '+'
