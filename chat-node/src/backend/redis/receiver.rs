@@ -376,7 +376,10 @@ mod tests {
         owed.reached(&a, 7);
         assert!(!owed.has_gap(&a));
         owed.reached(&b, 100);
-        assert!(owed.next_retry().is_some(), "a catch-up is not paid by a sequence");
+        assert!(
+            owed.next_retry().is_some(),
+            "a catch-up is not paid by a sequence"
+        );
         owed.forget(&b);
         assert!(owed.next_retry().is_none());
     }
