@@ -144,6 +144,8 @@ impl Inner {
     async fn settle(&self, owed: &mut Owed) {
         let mut wakes = Wakes::default();
         for (topic, upto) in owed.due() {
+            // What the previous topic dispatched goes out while this one is read.
+            wakes.wake();
             let Some(cursor) = self.cursors().get(&topic).copied() else {
                 owed.forget(&topic);
                 continue;
@@ -294,10 +296,16 @@ impl Owed {
                 d.upto = d.upto.max(upto);
             }
             std::collections::hash_map::Entry::Vacant(e) => {
+                // A catch-up is tried at once; a gap that just failed, a moment later.
+                let first = if upto == 0 {
+                    Duration::ZERO
+                } else {
+                    RETRY_FIRST
+                };
                 e.insert(Debt {
                     upto,
                     progress: (0, now),
-                    next: now + RETRY_FIRST,
+                    next: now + first,
                     pause: RETRY_FIRST,
                 });
             }
@@ -376,9 +384,10 @@ mod tests {
         owed.reached(&a, 7);
         assert!(!owed.has_gap(&a));
         owed.reached(&b, 100);
-        assert!(
-            owed.next_retry().is_some(),
-            "a catch-up is not paid by a sequence"
+        assert_eq!(
+            owed.due(),
+            [(b.clone(), 0)],
+            "a catch-up is due at once and not paid by a sequence"
         );
         owed.forget(&b);
         assert!(owed.next_retry().is_none());
