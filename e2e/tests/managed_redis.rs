@@ -508,17 +508,58 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 /// write a replica confirmed (`WAIT 1`, as chat-nodes do with `--ack-replicas 1`) is on the new master.
 #[test]
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
-    use fred::interfaces::{ClientLike, KeysInterface};
+    use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
     let (bed, master) = Bed::bootstrapped();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (confirmed, promoted_by_sentinels) = runtime.block_on(async {
         let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
             .await
             .expect("connect");
+        let subscriber = switchboard_redis::subscriber(&bed.client_args(PASSWORD))
+            .await
+            .expect("subscriber");
+        subscriber.subscribe("probe").await.expect("subscribe");
+        let mut heard = subscriber.message_rx();
         let writer = Writer::start(client.clone(), "log");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = bed.planned_failover(&master, PASSWORD).await;
         assert!(started, "a sentinel started the failover");
+        // The failover sent the old master's clients on: none of ours is left there (the sentinels'
+        // own connections come back at once), so none sits on a held master or a silent channel.
+        for kind in ["normal", "pubsub"] {
+            let list = bed.cli(
+                &master,
+                bed.redis_port,
+                Some(PASSWORD),
+                &["client", "list", "type", kind],
+            );
+            let ours: Vec<&str> = list
+                .lines()
+                .filter(|l| !l.contains("name=sentinel-") && !l.contains("cmd=client|list"))
+                .collect();
+            assert!(
+                ours.is_empty(),
+                "{kind} clients left on the old master: {ours:?}"
+            );
+        }
+        // The subscriber followed: it hears what is published on the new master.
+        let promoted = bed.converged("after the planned failover");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let message = loop {
+            bed.cli(
+                &promoted,
+                bed.redis_port,
+                Some(PASSWORD),
+                &["publish", "probe", "moved"],
+            );
+            match tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
+                Ok(Ok(m)) => break m,
+                _ if Instant::now() < deadline => {}
+                other => panic!("the subscriber never heard the new master: {other:?}"),
+            }
+        };
+        assert_eq!(message.value.as_str().as_deref(), Some("moved"));
+        let _ = subscriber.quit().await;
         tokio::time::sleep(Duration::from_secs(6)).await;
         let confirmed = writer.finish().await;
         let _: Result<(), _> = client.del("unused").await;

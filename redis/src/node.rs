@@ -143,6 +143,31 @@ pub async fn resume_writes(addr: &str, access: &Access, timeout: Duration) -> Re
     .await
 }
 
+/// Closes the connections of the data node at `addr` that clients use for commands and pub/sub
+/// (`CLIENT KILL TYPE normal`, `TYPE pubsub`; this one is spared), as Sentinel does when it turns an old
+/// master into a replica: after a failover, clients still on the old master ask the sentinels again and
+/// move to the new one. Replication links are kept. Returns how many connections were closed.
+pub async fn disconnect_clients(
+    addr: &str,
+    access: &Access,
+    timeout: Duration,
+) -> Result<u64, Error> {
+    ask(addr, access, timeout, |client| async move {
+        let mut closed = 0;
+        for kind in ["normal", "pubsub"] {
+            let n: Value = client
+                .custom(
+                    CustomCommand::new_static("CLIENT", ClusterHash::FirstKey, false),
+                    vec![Value::from("KILL"), Value::from("TYPE"), Value::from(kind)],
+                )
+                .await?;
+            closed += n.as_u64().unwrap_or(0);
+        }
+        Ok(closed)
+    })
+    .await
+}
+
 /// Runs one exchange on a short-lived connection to the data node at `addr`, bounded by `timeout`.
 pub(crate) async fn ask<T, F, Fut>(
     addr: &str,

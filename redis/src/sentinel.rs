@@ -124,6 +124,11 @@ pub const CATCH_UP: Duration = Duration::from_secs(5);
 /// writes the old master takes while the sentinels promote a replica, confirmed by a replica that still
 /// follows it, are dropped when it and that replica are re-pointed at the new master. Returns whether a
 /// sentinel started the failover; if none did, the hold is lifted at once.
+///
+/// Once every sentinel that answers (a majority at least) names the new master, the old master's
+/// clients are disconnected ([`crate::node::disconnect_clients`]) so that they ask the sentinels again
+/// and move at once. Left alone they stay on the old master, their writes held and their subscriptions
+/// silent, until Sentinel itself re-points it (seconds later) or the hold ends.
 pub async fn planned_failover(
     master: &str,
     replicas: &[String],
@@ -163,9 +168,18 @@ pub async fn planned_failover(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let before = current_master(sentinels, master_name, access, timeout)
+        .await
+        .ok()
+        .flatten();
     for addr in sentinels {
         match failover(addr, master_name, access, timeout).await {
-            Ok(()) => return true,
+            Ok(()) => {
+                if let Some(old) = before {
+                    send_clients_on(master, &old, sentinels, master_name, access, timeout).await;
+                }
+                return true;
+            }
             Err(err) => {
                 tracing::debug!(sentinel = %addr, error = %switchboard_runtime::report::chain(&err), "failover not started")
             }
@@ -175,6 +189,51 @@ pub async fn planned_failover(
         tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
     }
     false
+}
+
+/// After a planned failover away from `old` (as the sentinels named it; the data node at `master`):
+/// waits until every sentinel that answers, a majority at least, names another master (for at most
+/// [`FAILOVER_HOLD`]), then disconnects the clients of the old master so they follow.
+async fn send_clients_on(
+    master: &str,
+    old: &MasterAddr,
+    sentinels: &[String],
+    master_name: &str,
+    access: &crate::node::Access,
+    timeout: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + FAILOVER_HOLD;
+    loop {
+        let mut answered = 0;
+        let mut moved = 0;
+        for addr in sentinels {
+            if let Ok(Some(named)) = master_addr(addr, master_name, access, timeout).await {
+                answered += 1;
+                moved += usize::from(named != *old);
+            }
+        }
+        if moved == answered && answered > sentinels.len() / 2 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(
+                answered,
+                moved,
+                "the sentinels did not all name the new master in time; leaving the old master's clients"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    match crate::node::disconnect_clients(master, access, timeout).await {
+        Ok(n) => tracing::debug!(
+            closed = n,
+            "the old master's clients were sent to the new one"
+        ),
+        Err(err) => {
+            tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not disconnect the old master's clients")
+        }
+    }
 }
 
 /// Runs one question on a short-lived sentinel connection to `addr`, bounded by `timeout`.
