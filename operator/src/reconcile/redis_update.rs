@@ -13,7 +13,9 @@
 //!   └─ only the master outdated
 //!        ├─ it is the only data node ─▶ evict it (nothing to fail over to; its volume keeps the data)
 //!        └─ hold writes on it (CLIENT PAUSE WRITE), let the replicas catch up, SENTINEL FAILOVER
-//!             ─▶ a replica with every write takes over, the old master becomes an outdated replica
+//!             ─▶ a replica with every write takes over; once the sentinels name it, the old master's
+//!                client connections are closed so chat-nodes and registries follow at once
+//!             ─▶ the old master becomes an outdated replica
 //!             ─▶ evicted like the others
 //! ```
 //!
