@@ -95,24 +95,24 @@ impl RedisHa {
         self.inner.sentinel_addrs()
     }
 
-    /// The port of the server the sentinels currently name as master.
-    pub async fn master_port(&self) -> io::Result<u16> {
-        let i = self
-            .inner
+    /// Index of the server the sentinels currently name as master.
+    async fn master(&self) -> io::Result<usize> {
+        self.inner
             .master_index()
             .await?
-            .ok_or_else(|| io::Error::other("no sentinel names a master"))?;
+            .ok_or_else(|| io::Error::other("no sentinel names a master"))
+    }
+
+    /// The port of the server the sentinels currently name as master.
+    pub async fn master_port(&self) -> io::Result<u16> {
+        let i = self.master().await?;
         Ok(self.inner.servers[i].port())
     }
 
     /// Kills the current master with SIGKILL and waits until the sentinels name another one;
     /// returns the new master's port.
     pub async fn kill_master(&mut self, within: Duration) -> io::Result<u16> {
-        let i = self
-            .inner
-            .master_index()
-            .await?
-            .ok_or_else(|| io::Error::other("no sentinel names a master"))?;
+        let i = self.master().await?;
         let old = self.inner.servers[i].port();
         self.inner.servers[i].kill();
         let new = self.inner.wait_for_failover(old, within).await?;
@@ -123,11 +123,7 @@ impl RedisHa {
     /// ([`switchboard_redis::sentinel::planned_failover`]: writes held, replicas caught up,
     /// `SENTINEL FAILOVER`), and waits until every sentinel names the new master; returns its port.
     pub async fn planned_failover(&mut self, within: Duration) -> io::Result<u16> {
-        let i = self
-            .inner
-            .master_index()
-            .await?
-            .ok_or_else(|| io::Error::other("no sentinel names a master"))?;
+        let i = self.master().await?;
         let master = self.inner.servers[i].addr();
         let replicas: Vec<String> = (self.inner.servers.iter().enumerate())
             .filter(|(j, _)| *j != i)

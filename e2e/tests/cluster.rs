@@ -441,14 +441,20 @@ async fn a_killed_nodes_users_leave_their_rooms_with_one_presence_event() {
     );
 }
 
-#[tokio::test]
-async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_doubles_it() {
+/// A cluster, and alice on node 0 and bob on node 1 in one fresh room.
+async fn two_members() -> (Topology, String, ChatClient, ChatClient) {
     let t = cluster(&[]).await;
     let room = name("room");
     let mut alice = connect(&t, 0, &name("alice")).await;
     let mut bob = connect(&t, 1, &name("bob")).await;
     alice.join(&room, None).await.expect("alice joins");
     bob.join(&room, None).await.expect("bob joins");
+    (t, room, alice, bob)
+}
+
+#[tokio::test]
+async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_doubles_it() {
+    let (t, room, mut alice, mut bob) = two_members().await;
     let redis = t.redis().expect("the cluster runs its own Redis");
     redis.stop().expect("SIGSTOP Redis");
     let refused = alice.send(&room, "late", Some("c-1")).await;
@@ -483,12 +489,7 @@ async fn a_send_refused_as_unavailable_may_be_stored_and_its_resend_never_double
 /// then delivers everything in order: it never skips the gap.
 #[tokio::test]
 async fn a_gap_the_store_cannot_show_yet_holds_later_messages_back_until_it_can() {
-    let t = cluster(&[]).await;
-    let room = name("room");
-    let mut alice = connect(&t, 0, &name("alice")).await;
-    let mut bob = connect(&t, 1, &name("bob")).await;
-    alice.join(&room, None).await.expect("alice joins");
-    bob.join(&room, None).await.expect("bob joins");
+    let (t, room, mut alice, mut bob) = two_members().await;
     alice.send(&room, "one", Some("c-1")).await.expect("send");
     let got = bob.messages_in(&room, 1, T).await.expect("bob gets it");
     assert_eq!(got[0].seq, 1);
