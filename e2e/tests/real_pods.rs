@@ -18,7 +18,8 @@
 //! it uses that cluster and leaves it as it was (its namespace is deleted).
 //!
 //! `./scripts/test` installs those packages and runs it; alone:
-//! `cargo test -p e2e --test real_pods -- --nocapture` (as root).
+//! `cargo test -p e2e --test real_pods -- --nocapture` (as root). The fault table (sent, acked, lost,
+//! recovery times per scenario) is also written to `<target>/tmp/real-pods-faults.txt`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -215,7 +216,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     let outside = format!("ws://{node_ip}:");
     let deadline = Instant::now() + Duration::from_secs(90);
     let at_alice = loop {
-        let a = client::assign(&registry).await?;
+        let a = assign_retrying(&registry, deadline).await?;
         if a.url.starts_with(&outside) {
             break a;
         }
@@ -234,7 +235,7 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     // it names the other one.
     let deadline = Instant::now() + Duration::from_secs(60);
     let at_bob = loop {
-        let a = client::assign(&registry).await?;
+        let a = assign_retrying(&registry, deadline).await?;
         if a.node != at_alice.node {
             break a;
         }
@@ -336,6 +337,12 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     for line in &report {
         eprintln!("{line}");
     }
+    // The table outlives a run whose output was captured (./scripts/test): recovery times to compare.
+    let table = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-pods-faults.txt");
+    let text = format!("{}\n{}\n", fault::TABLE_HEADER, report.join("\n"));
+    if let Err(err) = std::fs::write(&table, text) {
+        eprintln!("could not write {}: {err}", table.display());
+    }
     outcome?;
 
     // Everything acknowledged before the Redis pods were replaced is still there.
@@ -355,6 +362,22 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
     delete_leaves_nothing(bed, ns).await?;
     eprintln!("all scenarios passed ({:.0}s)", t.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Asks the registry as a client does: an unreachable registry is asked again until `deadline` (right
+/// after the ChatCluster turns Ready, kube-proxy may not have programmed the registry's node port yet:
+/// the full run failed once on a refused connect there).
+async fn assign_retrying(registry: &str, deadline: Instant) -> anyhow::Result<client::Assignment> {
+    loop {
+        match client::assign(registry).await {
+            Ok(a) => return Ok(a),
+            Err(err) if Instant::now() < deadline => {
+                eprintln!("asking {registry}: {err}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// Connects as a client does: a refused connection is tried again for a while (a node port can take a
