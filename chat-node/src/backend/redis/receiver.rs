@@ -73,7 +73,8 @@ impl Inner {
             Some(l) if seq > l + 1 => {
                 // What is queued already goes out while the gap is read.
                 wakes.wake();
-                if !self.fill(&topic, l, seq - 1, wakes).await {
+                let read = self.read_stored(&topic, l, Some(seq - 1), wakes).await;
+                if !read.is_ok_and(|c| c >= seq - 1) {
                     owed.hold(topic, seq);
                     return;
                 }
@@ -85,31 +86,34 @@ impl Inner {
         owed.reached(&topic, seq);
     }
 
-    /// Dispatches the stream's entries of `topic` after `after` up to `upto` and moves the cursor
-    /// along; true when the cursor reached `upto`. Everything up to a sequence that was published is
-    /// as durable as it (a post is published only once replicas hold it, and they hold the stream in
-    /// order), so this read does not stop at the visible mark, which a new master may not have yet.
-    /// Entries trimmed from the stream's start are skipped; a store that has not got the newest ones
-    /// yet leaves the rest for later.
-    async fn fill(&self, topic: &Topic, after: u64, upto: u64, wakes: &mut Wakes) -> bool {
-        let limit = usize::try_from(upto - after)
-            .unwrap_or(usize::MAX)
-            .min(self.history_cap.max(INBOX_CAP));
-        match self
-            .range_after(self.names.log_of(topic), after, limit, false)
+    /// Dispatches the stream's entries of `topic` after `after` and moves the cursor along; returns the
+    /// cursor then. With `upto` (a sequence seen published) the read stops there and not at the visible
+    /// mark: everything up to a published sequence is as durable as it (a post is published only once
+    /// replicas hold it, and they hold the stream in order), and a new master may not have the mark yet.
+    /// Without, it is a catch-up to the visible mark. Entries trimmed from the stream's start are skipped;
+    /// a store that has not got the newest ones yet leaves the rest for later.
+    async fn read_stored(
+        &self,
+        topic: &Topic,
+        after: u64,
+        upto: Option<u64>,
+        wakes: &mut Wakes,
+    ) -> crate::backend::Result<u64> {
+        let cap = self.history_cap.max(INBOX_CAP);
+        let limit = upto.map_or(cap, |u| {
+            usize::try_from(u - after).unwrap_or(usize::MAX).min(cap)
+        });
+        let found = self
+            .range_after(self.names.log_of(topic), after, limit, upto.is_none())
             .await
-        {
-            Ok(found) => {
-                for m in found.into_iter().filter(|m| m.seq > after && m.seq <= upto) {
-                    self.hub.dispatch_to(topic, m.seq, &m.frame, wakes);
-                    self.advance(topic, m.seq);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(error = %chain(&e), topic = ?topic, "could not read a gap from history yet");
-            }
+            .inspect_err(|e| {
+                tracing::debug!(error = %chain(e), topic = ?topic, "could not read from history yet");
+            })?;
+        for m in (found.into_iter()).filter(|m| m.seq > after && upto.is_none_or(|u| m.seq <= u)) {
+            self.hub.dispatch_to(topic, m.seq, &m.frame, wakes);
+            self.advance(topic, m.seq);
         }
-        self.cursors().get(topic).is_some_and(|c| *c >= upto)
+        Ok(self.cursors().get(topic).copied().unwrap_or(after))
     }
 
     /// Hands one message of the subscriber to the hub (the writers it concerns wait in `wakes`).
@@ -139,8 +143,7 @@ impl Inner {
     }
 
     /// Reads what `owed` topics are owed from the stream, in order; what cannot be read yet stays
-    /// owed. A topic owed a catch-up (after a reconnect or a lag: nothing known) is read up to the
-    /// visible mark; one owed a sequence it saw on the bus, up to that sequence.
+    /// owed.
     async fn settle(&self, owed: &mut Owed) {
         let mut wakes = Wakes::default();
         for (topic, upto) in owed.due() {
@@ -154,34 +157,12 @@ impl Inner {
                 owed.forget(&topic);
                 continue;
             }
-            if upto > cursor {
-                if self.fill(&topic, cursor, upto, &mut wakes).await {
-                    owed.reached(&topic, upto);
-                } else {
-                    owed.retry(&topic, cursor);
-                }
-                continue;
-            }
-            match self
-                .range_after(
-                    self.names.log_of(&topic),
-                    cursor,
-                    self.history_cap.max(INBOX_CAP),
-                    true,
-                )
-                .await
-            {
-                Ok(found) => {
-                    for m in found.into_iter().filter(|m| m.seq > cursor) {
-                        self.hub.dispatch_to(&topic, m.seq, &m.frame, &mut wakes);
-                        self.advance(&topic, m.seq);
-                    }
-                    owed.forget(&topic);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %chain(&e), topic = ?topic, "catch-up failed; trying again");
-                    owed.retry(&topic, cursor);
-                }
+            // Owed a sequence seen on the bus: up to it; owed a catch-up: up to the visible mark.
+            let known = (upto > cursor).then_some(upto);
+            match self.read_stored(&topic, cursor, known, &mut wakes).await {
+                Ok(now) if known.is_none_or(|u| now >= u) => owed.forget(&topic),
+                Ok(now) => owed.retry(&topic, now),
+                Err(_) => owed.retry(&topic, cursor),
             }
         }
     }
