@@ -368,27 +368,33 @@ async fn scenario(bed: &Bed, ns: &str) -> anyhow::Result<()> {
 /// after the ChatCluster turns Ready, kube-proxy may not have programmed the registry's node port yet:
 /// the full run failed once on a refused connect there).
 async fn assign_retrying(registry: &str, deadline: Instant) -> anyhow::Result<client::Assignment> {
-    loop {
-        match client::assign(registry).await {
-            Ok(a) => return Ok(a),
-            Err(err) if Instant::now() < deadline => {
-                eprintln!("asking {registry}: {err}; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
+    retrying(&format!("asking {registry}"), deadline, || {
+        client::assign(registry)
+    })
+    .await
 }
 
 /// Connects as a client does: a refused connection is tried again for a while (a node port can take a
 /// moment after its Service routes to the pod before every proxy rule is in place).
 async fn connect_retrying(url: &str, token: &str) -> anyhow::Result<ChatClient> {
     let deadline = Instant::now() + Duration::from_secs(20);
+    retrying(&format!("connecting to {url}"), deadline, || {
+        ChatClient::connect_token(url, token)
+    })
+    .await
+}
+
+/// Runs `attempt` every 500 ms until it succeeds; its last error once `deadline` has passed.
+async fn retrying<T, F, Fut>(what: &str, deadline: Instant, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, client::Error>>,
+{
     loop {
-        match ChatClient::connect_token(url, token).await {
-            Ok(c) => return Ok(c),
+        match attempt().await {
+            Ok(v) => return Ok(v),
             Err(err) if Instant::now() < deadline => {
-                eprintln!("connecting to {url}: {err}; trying again");
+                eprintln!("{what}: {err}; trying again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(err) => return Err(err.into()),
