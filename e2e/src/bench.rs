@@ -1,6 +1,7 @@
-//! Small pieces the measurement programs share (`storm-bench`, `redis-bench`): the chat-node flags
-//! that lift per-address limits (every benchmark client comes from 127.0.0.1), a process's CPU time
-//! from `/proc`, a client's reconnect backoff, and a line describing the machine.
+//! Small pieces the measurement programs share (`storm-bench`, `redis-bench`, `send-floor`): the
+//! chat-node flags that lift per-address limits (every benchmark client comes from 127.0.0.1), a
+//! process's (or the calling thread's) CPU time from `/proc`, a client's reconnect backoff, and a line
+//! describing the machine.
 //!
 //! ```text
 //!   /proc/PID/stat ──utime+stime──▶ cpu_seconds(pid)      (10 ms ticks; measure seconds, not ms)
@@ -71,7 +72,17 @@ impl std::ops::Add for CpuSplit {
 
 /// [`cpu_seconds`], split into user and system time.
 pub fn cpu_split(pid: u32) -> Option<CpuSplit> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_split_of(&format!("/proc/{pid}/stat"))
+}
+
+/// The calling thread's CPU time so far (`/proc/thread-self/stat`), split as [`cpu_split`].
+pub fn thread_cpu_split() -> Option<CpuSplit> {
+    cpu_split_of("/proc/thread-self/stat")
+}
+
+/// The CPU time in a `stat` file of `/proc` (a process's or a thread's).
+fn cpu_split_of(path: &str) -> Option<CpuSplit> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
