@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use operator::resources::{REDIS_SCRIPT, SENTINEL_SCRIPT};
+use operator::resources::{
+    HANDOVER_SCRIPT, REDIS_SCRIPT, REDIS_TERMINATION_GRACE_SECONDS, SENTINEL_SCRIPT, alive_probe,
+    ready_probe,
+};
 const PASSWORD: &str = "managed-secret";
 const MASTER_NAME: &str = "switchboard";
 const CONVERGE: Duration = Duration::from_secs(40);
@@ -167,7 +170,8 @@ impl Bed {
             .join(" ")
     }
 
-    fn command(&self, script: &str, pod: &Pod) -> Command {
+    /// `script` run as `pod` would run it, its output in the file `log` of the pod's directory.
+    fn command(&self, script: &str, pod: &Pod, log: &str) -> Command {
         std::fs::create_dir_all(&pod.dir).expect("pod dir");
         let mut c = Command::new("sh");
         c.args(["-c", script])
@@ -188,7 +192,7 @@ impl Bed {
             .env("FAILOVER_TIMEOUT_MS", "3000")
             .env("TLS_DIR", self.tls_dir.as_deref().unwrap_or(Path::new("")))
             .stdin(Stdio::null());
-        let log = std::fs::File::create(pod.dir.join("log")).expect("log");
+        let log = std::fs::File::create(pod.dir.join(log)).expect("log");
         let err = log.try_clone().expect("log");
         c.stdout(log).stderr(err);
         c
@@ -212,7 +216,7 @@ impl Bed {
 
     fn start_data(&mut self, i: usize) {
         let child = self
-            .command(REDIS_SCRIPT, &self.data[i])
+            .command(REDIS_SCRIPT, &self.data[i], "log")
             .spawn()
             .expect("start redis.sh");
         self.data[i].child = Some(child);
@@ -221,12 +225,78 @@ impl Bed {
 
     fn start_sentinel(&mut self, i: usize) {
         let child = self
-            .command(SENTINEL_SCRIPT, &self.sentinels[i])
+            .command(SENTINEL_SCRIPT, &self.sentinels[i], "log")
             .spawn()
             .expect("start sentinel.sh");
         self.sentinels[i].child = Some(child);
         // Sentinels require the password (sentinel.sh).
         self.wait_up(&self.sentinels[i].host.clone(), self.sentinel_port);
+    }
+
+    /// Runs data node `i`'s stop hook (`handover.sh`, the pod's `preStop`) as the kubelet does before
+    /// stopping it, bounded by the pod's grace period: whether it succeeded, its output, how long it took.
+    fn stop_hook(&self, i: usize) -> (bool, String, Duration) {
+        let pod = &self.data[i];
+        let started = Instant::now();
+        let mut child = self
+            .command(HANDOVER_SCRIPT, pod, "handover.log")
+            .env("LOCAL_HOST", &pod.host)
+            .spawn()
+            .expect("start handover.sh");
+        let grace = Duration::from_secs(REDIS_TERMINATION_GRACE_SECONDS as u64);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for handover.sh") {
+                break status;
+            }
+            if started.elapsed() > grace {
+                let _ = child.kill();
+                panic!("handover.sh outlasted the pod's grace period ({grace:?})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read_to_string(pod.dir.join("handover.log")).unwrap_or_default();
+        (status.success(), out, started.elapsed())
+    }
+
+    /// Whether a pod's probe `command` (`operator::resources::ready_probe`, `alive_probe`) passes against
+    /// `host`, run as the kubelet runs it in a pod that started with `started_with` in its environment
+    /// and has `mounted` in its applied-Secret volume (`None`: the file is missing).
+    fn probe(&self, command: &str, host: &str, started_with: &str, mounted: Option<&str>) -> bool {
+        let dir = self._root.join(format!("auth-{host}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("auth dir");
+        if let Some(password) = mounted {
+            std::fs::write(dir.join("password"), password).expect("password file");
+        }
+        Command::new("sh")
+            .args(["-c", command])
+            .env("AUTH_DIR", &dir)
+            .env("REDIS_PASSWORD", started_with)
+            .env("LOCAL_HOST", host)
+            .env("TLS_DIR", self.tls_dir.as_deref().unwrap_or(Path::new("")))
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Our clients still connected to the data node at `host` (normal and pub/sub), leaving out the
+    /// sentinels' own connections (which come back at once) and the asking one.
+    fn clients_left(&self, host: &str) -> Vec<String> {
+        let mut ours = Vec::new();
+        for kind in ["normal", "pubsub"] {
+            let list = self.cli(
+                host,
+                self.redis_port,
+                Some(&self.password),
+                &["client", "list", "type", kind],
+            );
+            ours.extend(
+                list.lines()
+                    .filter(|l| !l.contains("name=sentinel-") && !l.contains("cmd=client|list"))
+                    .map(|l| format!("{kind}: {l}")),
+            );
+        }
+        ours
     }
 
     fn wait_up(&self, host: &str, port: u16) {
@@ -403,6 +473,30 @@ fn missing(bed: &Bed, host: &str, key: &str, confirmed: &[u64]) -> Vec<u64> {
         .collect()
 }
 
+/// Waits (15 s at most) until `heard`, a subscription to `probe`, receives what is published on the
+/// master the servers agree on.
+async fn hears_the_new_master(
+    bed: &Bed,
+    heard: &mut tokio::sync::broadcast::Receiver<fred::types::Message>,
+) {
+    let promoted = bed.converged("after the failover");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let message = loop {
+        bed.cli(
+            &promoted,
+            bed.redis_port,
+            Some(&bed.password),
+            &["publish", "probe", "moved"],
+        );
+        match tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
+            Ok(Ok(m)) => break m,
+            _ if Instant::now() < deadline => {}
+            other => panic!("the subscriber never heard the new master: {other:?}"),
+        }
+    };
+    assert_eq!(message.value.as_str().as_deref(), Some("moved"));
+}
+
 fn index_of(pods: &[Pod], host: &str) -> usize {
     pods.iter()
         .position(|p| p.host == host)
@@ -524,41 +618,12 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = bed.planned_failover(&master, PASSWORD).await;
         assert!(started, "a sentinel started the failover");
-        // The failover sent the old master's clients on: none of ours is left there (the sentinels'
-        // own connections come back at once), so none sits on a held master or a silent channel.
-        for kind in ["normal", "pubsub"] {
-            let list = bed.cli(
-                &master,
-                bed.redis_port,
-                Some(PASSWORD),
-                &["client", "list", "type", kind],
-            );
-            let ours: Vec<&str> = list
-                .lines()
-                .filter(|l| !l.contains("name=sentinel-") && !l.contains("cmd=client|list"))
-                .collect();
-            assert!(
-                ours.is_empty(),
-                "{kind} clients left on the old master: {ours:?}"
-            );
-        }
+        // The failover sent the old master's clients on: none of ours is left there, so none sits on
+        // a held master or a silent channel.
+        let left = bed.clients_left(&master);
+        assert!(left.is_empty(), "clients left on the old master: {left:?}");
         // The subscriber followed: it hears what is published on the new master.
-        let promoted = bed.converged("after the planned failover");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let message = loop {
-            bed.cli(
-                &promoted,
-                bed.redis_port,
-                Some(PASSWORD),
-                &["publish", "probe", "moved"],
-            );
-            match tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
-                Ok(Ok(m)) => break m,
-                _ if Instant::now() < deadline => {}
-                other => panic!("the subscriber never heard the new master: {other:?}"),
-            }
-        };
-        assert_eq!(message.value.as_str().as_deref(), Some("moved"));
+        hears_the_new_master(&bed, &mut heard).await;
         let _ = subscriber.quit().await;
         tokio::time::sleep(Duration::from_secs(6)).await;
         let confirmed = writer.finish().await;
@@ -568,6 +633,76 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
     });
     assert!(promoted_by_sentinels);
     let promoted = bed.converged("after the planned failover");
+    assert_ne!(promoted, master, "a replica took over");
+    let lost = missing(&bed, &promoted, "log", &confirmed);
+    assert!(
+        confirmed.len() > 100,
+        "the writer kept writing: {} confirmed",
+        confirmed.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} confirmed writes lost, e.g. {:?}",
+        lost.len(),
+        confirmed.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+/// The data pods' stop hook (`handover.sh`, their `preStop`) on the master under a steady write load,
+/// as when its pod is deleted or evicted: it holds writes, lets the replicas catch up, has a sentinel
+/// fail over and, once the sentinels agree, sends the master's clients on — so when the server then
+/// stops nobody waits for the sentinels' down-after, and every write a replica confirmed is on the new
+/// master. On a replica it does nothing.
+#[test]
+fn the_masters_stop_hook_hands_the_role_over_and_loses_no_confirmed_write() {
+    use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+    let (mut bed, master) = Bed::bootstrapped();
+    let replica = (0..bed.data.len())
+        .find(|&i| bed.data[i].host != master)
+        .expect("a replica");
+    let (ok, out, took) = bed.stop_hook(replica);
+    assert!(ok && out.trim().is_empty(), "on a replica: {ok} {out:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "on a replica at once: {took:?}"
+    );
+    assert_eq!(bed.converged("after a replica's stop hook"), master);
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let confirmed = runtime.block_on(async {
+        let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
+            .await
+            .expect("connect");
+        let subscriber = switchboard_redis::subscriber(&bed.client_args(PASSWORD))
+            .await
+            .expect("subscriber");
+        subscriber.subscribe("probe").await.expect("subscribe");
+        let mut heard = subscriber.message_rx();
+        let writer = Writer::start(client.clone(), "log");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let i = index_of(&bed.data, &master);
+        let (ok, out, took) = bed.stop_hook(i);
+        eprintln!("handover.sh on the master took {took:?}: {out}");
+        assert!(ok, "the hook succeeds: {out}");
+        assert!(
+            out.contains("clients were sent"),
+            "the role was handed over: {out}"
+        );
+        let left = bed.clients_left(&master);
+        assert!(left.is_empty(), "clients left on the old master: {left:?}");
+        // Then the pod stops; a server that does not answer is not alive.
+        Bed::kill(&mut bed.data, i);
+        let alive = alive_probe(i32::from(bed.redis_port));
+        assert!(!bed.probe(&alive, &master, PASSWORD, Some(PASSWORD)));
+        hears_the_new_master(&bed, &mut heard).await;
+        let _ = subscriber.quit().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let confirmed = writer.finish().await;
+        let _ = client.quit().await;
+        confirmed
+    });
+    let promoted = bed.converged("after the master's pod stopped");
     assert_ne!(promoted, master, "a replica took over");
     let lost = missing(&bed, &promoted, "log", &confirmed);
     assert!(
@@ -684,6 +819,30 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
             assert!(
                 answer.contains("NOAUTH") || answer.contains("WRONGPASS"),
                 "the old password still works: {answer}"
+            );
+        }
+        // The pods that did not restart still have the old password in their environment; their
+        // readiness probes pass with the new one from the mounted applied Secret, and fail without it
+        // (the kubelet would take every server out of service). Liveness asks only for an answer: a
+        // refused password never gets a server restarted.
+        for (host, port) in &servers {
+            let port = i32::from(*port);
+            let (ready, alive) = (ready_probe(port), alive_probe(port));
+            assert!(
+                bed.probe(&ready, host, PASSWORD, Some(NEW)),
+                "{host}:{port}: {ready}"
+            );
+            assert!(
+                !bed.probe(&ready, host, PASSWORD, None),
+                "{host}:{port} is ready by a refused password"
+            );
+            assert!(
+                bed.probe(&alive, host, PASSWORD, Some(NEW)),
+                "{host}:{port}: {alive}"
+            );
+            assert!(
+                bed.probe(&alive, host, PASSWORD, None),
+                "{host}:{port}: {alive}"
             );
         }
         // A sentinel restarted now knows only the new password, and the sentinels fail the master

@@ -101,6 +101,14 @@ pub const PRE_STOP_SLEEP_SECONDS: i64 = 5;
 pub const REDIS_SCRIPT: &str = concat!(include_str!("common.sh"), include_str!("redis.sh"));
 /// The sentinel start script: `common.sh`, then `sentinel.sh`.
 pub const SENTINEL_SCRIPT: &str = concat!(include_str!("common.sh"), include_str!("sentinel.sh"));
+/// The data node's stop hook (its pod's `preStop`): `common.sh`, then `handover.sh`, which hands the
+/// master role over before the master's pod stops.
+pub const HANDOVER_SCRIPT: &str = concat!(include_str!("common.sh"), include_str!("handover.sh"));
+/// Seconds a data pod gets to stop: the hand-over (`handover.sh`: at most 5 s for the replicas to catch
+/// up and 15 s for the sentinels to agree, plus the calls) and Redis's own shutdown.
+pub const REDIS_TERMINATION_GRACE_SECONDS: i64 = 60;
+// The hand-over's bounds (5 s catch-up, 15 s agreement) and its calls (3 s each at most) fit in it.
+const _: () = assert!(REDIS_TERMINATION_GRACE_SECONDS >= 5 + 15 + 20);
 
 /// Components of a chat system (the `app.kubernetes.io/component` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -240,6 +248,8 @@ pub struct RedisTlsRef {
 pub const TLS_CA_KEY: &str = "ca.crt";
 /// Where managed data nodes and sentinels find their certificate, key and authority (`TLS_DIR`).
 const SERVER_TLS_DIR: &str = "/tls";
+/// Where managed data nodes and sentinels find the Redis password in use now (`AUTH_DIR`).
+pub const REDIS_AUTH_DIR: &str = "/auth";
 
 /// Where chat-node and registry find the Redis TLS files (Secret volumes).
 const REDIS_TLS_DIR: &str = "/var/run/switchboard/redis-tls";
@@ -1334,7 +1344,12 @@ fn redis_scripts(
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": meta(cc, &names.redis_scripts(), Component::Redis)?,
-            "data": { "redis.sh": REDIS_SCRIPT, "sentinel.sh": SENTINEL_SCRIPT, "hosts.env": hosts },
+            "data": {
+                "redis.sh": REDIS_SCRIPT,
+                "sentinel.sh": SENTINEL_SCRIPT,
+                "handover.sh": HANDOVER_SCRIPT,
+                "hosts.env": hosts,
+            },
         }),
     )
 }
@@ -1449,11 +1464,51 @@ fn add_server_tls(managed: &ManagedRedis, container: &mut Value, volumes: &mut V
     }
 }
 
-/// `redis-cli` asking the local server on `port` (TLS when `TLS_DIR` is set), in a probe.
+/// `redis-cli` asking the local server on `port` (TLS when `TLS_DIR` is set), in a probe: with the
+/// password in use now, read from the mounted applied Secret ([`REDIS_AUTH_DIR`]), which the kubelet
+/// keeps current through a rotation; the environment's (resolved when the container started, so the
+/// old one after a rotation) only when the file cannot be read. `LOCAL_HOST` stands in for 127.0.0.1
+/// in the real-process tests.
 fn local_cli(port: i32) -> String {
     format!(
-        "REDISCLI_AUTH=\"$REDIS_PASSWORD\" redis-cli ${{TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}} -h 127.0.0.1 -p {port}"
+        "REDISCLI_AUTH=\"$(cat \"$AUTH_DIR/password\" 2>/dev/null || printf %s \"$REDIS_PASSWORD\")\" redis-cli ${{TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}} -h ${{LOCAL_HOST:-127.0.0.1}} -p {port}"
     )
+}
+
+/// The readiness probe of a data node or sentinel listening on `port`: it answers `PONG`.
+pub fn ready_probe(port: i32) -> String {
+    format!("{} ping | grep -q PONG", local_cli(port))
+}
+
+/// The liveness (and startup) probe of a data node or sentinel on `port`: it answers at all. Loading its
+/// dataset counts as alive, so a large dataset does not restart in a loop, and so does refusing the
+/// password: a server that answers is alive, and no password mix-up (a rotation, a Secret edited by
+/// hand) may make the kubelet restart every data node and sentinel at once.
+pub fn alive_probe(port: i32) -> String {
+    format!(
+        "{} ping 2>&1 | grep -qE 'PONG|LOADING|NOAUTH|WRONGPASS'",
+        local_cli(port)
+    )
+}
+
+/// The applied Secret's current password, mounted at [`REDIS_AUTH_DIR`] of a data-node or sentinel
+/// `container` (`AUTH_DIR` says where): probes and the stop hook read it there, since a rotation
+/// changes it without restarting these pods and their environment keeps the value they started with.
+fn add_auth(names: &Names, container: &mut Value, volumes: &mut Vec<Value>) {
+    volumes.push(json!({
+        "name": "auth",
+        "secret": {
+            "secretName": names.redis_applied_secret(),
+            "items": [{ "key": PASSWORD_KEY, "path": "password" }],
+            "defaultMode": 0o440,
+        },
+    }));
+    if let Some(mounts) = container["volumeMounts"].as_array_mut() {
+        mounts.push(json!({ "name": "auth", "mountPath": REDIS_AUTH_DIR, "readOnly": true }));
+    }
+    if let Some(env) = container["env"].as_array_mut() {
+        env.push(value_env("AUTH_DIR", REDIS_AUTH_DIR));
+    }
 }
 
 fn redis_stateful_set(
@@ -1462,12 +1517,7 @@ fn redis_stateful_set(
     managed: &ManagedRedis,
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
-    let ping = format!("{} ping | grep -q PONG", local_cli(REDIS_PORT));
-    // Alive while it loads its dataset (LOADING) too: a large dataset must not restart in a loop.
-    let alive = format!(
-        "{} ping 2>&1 | grep -qE 'PONG|LOADING'",
-        local_cli(REDIS_PORT)
-    );
+    let (ping, alive) = (ready_probe(REDIS_PORT), alive_probe(REDIS_PORT));
     let mut container = json!({
         "name": "redis",
         "image": managed.image,
@@ -1478,6 +1528,9 @@ fn redis_stateful_set(
         // Up to 5 minutes to start: waiting for a failover (redis.sh) or loading a large dataset.
         "startupProbe": { "exec": { "command": ["sh", "-c", alive] }, "periodSeconds": 5, "failureThreshold": 60 },
         "livenessProbe": { "exec": { "command": ["sh", "-c", alive] }, "periodSeconds": 10, "failureThreshold": 6 },
+        // A master hands its role over before it stops (handover.sh): deleting or evicting its pod costs
+        // the chat system a reconnect, not the sentinels' down-after and failover.
+        "lifecycle": { "preStop": { "exec": { "command": ["sh", "/scripts/handover.sh"] } } },
         "resources": managed.resources,
         "securityContext": restricted_security(),
         "volumeMounts": [
@@ -1494,6 +1547,7 @@ fn redis_stateful_set(
         json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
     ];
     add_server_tls(managed, &mut container, &mut volumes);
+    add_auth(names, &mut container, &mut volumes);
     let mut spec = json!({
         "serviceName": names.redis_headless(),
         "replicas": managed.replicas,
@@ -1529,6 +1583,7 @@ fn redis_stateful_set(
             "containers": [container],
             "volumes": volumes,
             "enableServiceLinks": false,
+            "terminationGracePeriodSeconds": REDIS_TERMINATION_GRACE_SECONDS,
             "securityContext": pod_security(Some(REDIS_UID)),
         })),
     });
@@ -1550,7 +1605,7 @@ fn sentinel_stateful_set(
     ctx: &RenderContext,
 ) -> Result<StatefulSet> {
     // Sentinels require the password too (sentinel.sh): nobody without it can re-point the master.
-    let ping = format!("{} ping | grep -q PONG", local_cli(SENTINEL_PORT));
+    let ping = ready_probe(SENTINEL_PORT);
     let mut container = json!({
         "name": "sentinel",
         "image": managed.image,
@@ -1559,7 +1614,7 @@ fn sentinel_stateful_set(
         "ports": [{ "name": "sentinel", "containerPort": SENTINEL_PORT, "protocol": "TCP" }],
         "resources": managed.sentinel_resources,
         "readinessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 5, "failureThreshold": 2 },
-        "livenessProbe": { "exec": { "command": ["sh", "-c", ping] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
+        "livenessProbe": { "exec": { "command": ["sh", "-c", alive_probe(SENTINEL_PORT)] }, "periodSeconds": 10, "failureThreshold": 6, "initialDelaySeconds": 10 },
         "securityContext": restricted_security(),
         "volumeMounts": [
             { "name": "conf", "mountPath": "/conf" },
@@ -1574,6 +1629,7 @@ fn sentinel_stateful_set(
         json!({ "name": "scripts", "configMap": { "name": names.redis_scripts() } }),
     ];
     add_server_tls(managed, &mut container, &mut volumes);
+    add_auth(names, &mut container, &mut volumes);
     obj(
         "StatefulSet",
         json!({

@@ -963,6 +963,93 @@ fn data_pods_are_restarted_by_the_operator_and_may_take_their_time_to_load() {
 }
 
 #[test]
+fn a_master_hands_its_role_over_before_its_pod_stops() {
+    let d = render(&demo(), &ctx()).unwrap();
+    let pod = sts(&d, "demo-redis").spec.template.spec.clone().unwrap();
+    let c = &pod.containers[0];
+    let hook = c.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        hook.exec.as_ref().unwrap().command.as_deref().unwrap(),
+        ["sh", "/scripts/handover.sh"]
+    );
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(REDIS_TERMINATION_GRACE_SECONDS)
+    );
+    let data = d.config_maps[0].data.as_ref().unwrap();
+    assert_eq!(data["handover.sh"], HANDOVER_SCRIPT);
+    for step in [
+        "client pause 20000 write",
+        "failover \"$MASTER_NAME\"",
+        "client kill type normal",
+        "client kill type pubsub",
+        "client unpause",
+    ] {
+        assert!(HANDOVER_SCRIPT.contains(step), "handover.sh: {step}");
+    }
+    // Sentinels have no hook: only a data node holds data to hand over.
+    let sentinel = sts(&d, "demo-sentinel").spec.template.spec.clone().unwrap();
+    assert!(sentinel.containers[0].lifecycle.is_none());
+}
+
+#[test]
+fn probes_and_the_stop_hook_use_the_password_in_use_now_not_the_one_at_start() {
+    let d = render(&demo(), &ctx()).unwrap();
+    for name in ["demo-redis", "demo-sentinel"] {
+        let pod = sts(&d, name).spec.template.spec.clone().unwrap();
+        let auth = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "auth")
+            .unwrap_or_else(|| panic!("{name}: the applied Secret is mounted"));
+        let secret = auth.secret.as_ref().unwrap();
+        assert_eq!(secret.secret_name.as_deref(), Some("demo-redis-applied"));
+        let items = secret.items.as_ref().unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            (PASSWORD_KEY, "password")
+        );
+        let c = &pod.containers[0];
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "auth")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (REDIS_AUTH_DIR, Some(true))
+        );
+        let env = c.env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "AUTH_DIR" && e.value.as_deref() == Some(REDIS_AUTH_DIR))
+        );
+        for probe in [&c.readiness_probe, &c.liveness_probe] {
+            let command = probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command
+                .clone();
+            assert!(
+                command
+                    .unwrap()
+                    .join(" ")
+                    .contains("cat \"$AUTH_DIR/password\""),
+                "{name}: a probe reads the mounted password"
+            );
+        }
+    }
+    assert!(HANDOVER_SCRIPT.contains("REDIS_PASSWORD=\"$(cat \"$AUTH_DIR/password\")\""));
+}
+
+#[test]
 fn rendering_without_uid_is_an_error_not_a_panic() {
     let mut cc = demo();
     cc.metadata.uid = None;
@@ -974,7 +1061,11 @@ fn rendering_without_uid_is_an_error_not_a_panic() {
 
 #[test]
 fn start_scripts_are_valid_posix_shell() {
-    for (name, script) in [("redis.sh", REDIS_SCRIPT), ("sentinel.sh", SENTINEL_SCRIPT)] {
+    for (name, script) in [
+        ("redis.sh", REDIS_SCRIPT),
+        ("sentinel.sh", SENTINEL_SCRIPT),
+        ("handover.sh", HANDOVER_SCRIPT),
+    ] {
         let out = std::process::Command::new("sh")
             .args(["-n", "-c", script])
             .output()
