@@ -489,8 +489,9 @@ async fn under_load(
     check("node-rolling-update", outcome)?;
     wait_ready(bed, ns, "after the chat-node rollout").await?;
 
-    // 3. The Redis master pod is deleted: the sentinels promote a replica; acknowledged messages
-    //    were confirmed by a replica (ackReplicas defaults to 1), so none is lost.
+    // 3. The Redis master pod is deleted: its stop hook hands the role over (writes held, replicas
+    //    caught up, a sentinel promotes one, clients sent on); acknowledged messages were confirmed
+    //    by a replica (ackReplicas defaults to 1), so none is lost.
     let master = current_master_pod(bed, ns).await?;
     let outcome = loaded(registry, credentials, 40, async {
         bed.delete_pod_reported(ns, &master).await;
@@ -654,6 +655,37 @@ async fn under_load(
         ] == clients_before,
         "a chat-node or registry pod restarted for the sentinel count"
     );
+    // A minute after the rotation the data pods, which kept the old password in their environment,
+    // are still ready and were not restarted (their probes read the password in use from the mounted
+    // Secret), and no stop hook failed on the way (the master's hand-over in step 3).
+    servers_steady(bed, ns).await
+}
+
+/// Every data pod ready with no container restart, and no pod's stop hook failed.
+async fn servers_steady(bed: &Bed, ns: &str) -> anyhow::Result<()> {
+    let out = bed
+        .kubectl(&["-n", ns, "get", "pods", "-l",
+            "app.kubernetes.io/instance=chat,app.kubernetes.io/component=redis",
+            "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}"])
+        .await?;
+    let unsteady: Vec<&str> = out.lines().filter(|l| !l.ends_with(" true 0")).collect();
+    ensure!(
+        !out.trim().is_empty() && unsteady.is_empty(),
+        "data pods not ready or restarted (name, ready, restarts): {unsteady:?}"
+    );
+    let failed = bed
+        .kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            "reason=FailedPreStopHook",
+            "-o",
+            "jsonpath={range .items[*]}{.involvedObject.name}: {.message}{\"\\n\"}{end}",
+        ])
+        .await?;
+    ensure!(failed.trim().is_empty(), "a stop hook failed: {failed}");
     Ok(())
 }
 

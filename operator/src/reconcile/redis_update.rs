@@ -22,7 +22,9 @@
 //! Replicas go first, each back in sync (`master_link_status:up`, no resync, not loading) before the
 //! next; the master is never restarted while it is master unless it is alone. Pods are evicted, so the
 //! data PodDisruptionBudget is honoured too. A data node that starts while the sentinels still name it
-//! master and has no data of its own waits for them to promote a replica instead (`redis.sh`).
+//! master and has no data of its own waits for them to promote a replica instead (`redis.sh`). The same
+//! hand-over runs from the data pods' own `preStop` hook (`handover.sh`) when a master's pod stops for
+//! any other reason (deleted, evicted by a drain): the operator's path reaches it only as a replica.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! ChatCluster demo ──render()──▶ Desired
-//!   Redis (Managed):  ConfigMap demo-redis-scripts (redis.sh, sentinel.sh)
+//!   Redis (Managed):  ConfigMap demo-redis-scripts (redis.sh, sentinel.sh, handover.sh: the data
+//!                     pods' preStop, a master hands its role over before it stops)
 //!                     Service demo-redis-headless, StatefulSet demo-redis      (data nodes)
 //!                     Service demo-sentinel-headless, StatefulSet demo-sentinel (sentinels)
 //!                     Secret demo-redis-auth  ── redis_secret(), rendered only when absent
@@ -27,7 +28,9 @@
 //!
 //! Secrets never appear in an environment value or an argument: passwords and the S3 key come through
 //! `secretKeyRef` and the token signing key is a read-only Secret volume whose path chat-node is given
-//! (`SWITCHBOARD_JWT_HMAC_SECRET_FILE`).
+//! (`SWITCHBOARD_JWT_HMAC_SECRET_FILE`). Data nodes and sentinels also get the password in use as a
+//! read-only file of the applied Secret (`/auth/password`): their probes and stop hook read it there,
+//! since a rotation changes it without restarting them.
 
 mod names;
 #[cfg(test)]
