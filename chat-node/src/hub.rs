@@ -26,6 +26,7 @@ use crate::limits::ByteBudget;
 use crate::outbox::Outbox;
 use crate::protocol::{PresenceMode, ServerFrame, close, encode, now_ms};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -582,6 +583,12 @@ pub struct HubStats {
     pub deliveries: Counter,
     /// Sessions closed as slow consumers (counted once per session, when it ends).
     pub slow_consumers: Counter,
+    /// Topics whose bus events wait for the store (a gap being read again, a catch-up pending): the
+    /// receiver's owed topics (`backend::redis::receiver`).
+    pub owed_topics: Gauge,
+    /// Topics whose gap the store could not show for the give-up time: their listeners here missed
+    /// those sequences.
+    pub gaps_given_up: Counter,
 }
 
 /// One step of ending a recovery ([`Hub::drain_pending`]).

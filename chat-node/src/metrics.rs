@@ -103,6 +103,16 @@ impl Metrics {
             hub.stats.slow_consumers.clone(),
         );
         registry.register(
+            "bus_owed_topics",
+            "Topics whose bus events wait for the store: a gap read again until the store shows it, or a catch-up pending",
+            hub.stats.owed_topics.clone(),
+        );
+        registry.register(
+            "bus_gaps_given_up",
+            "Topics whose gap the store did not show within 2 minutes: their listeners on this node missed those messages",
+            hub.stats.gaps_given_up.clone(),
+        );
+        registry.register(
             "rooms",
             "Rooms with at least one local member",
             rooms.clone(),

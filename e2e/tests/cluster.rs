@@ -544,6 +544,8 @@ async fn a_gap_the_store_cannot_show_yet_holds_later_messages_back_until_it_can(
         Err(Error::Timeout { .. }) => {}
         other => panic!("sequence 4 went out before 2 and 3: {other:?}"),
     }
+    // Operators see it: bob's node counts the room as owed.
+    assert_eq!(metric(&t, 1, "switchboard_bus_owed_topics").await, 1.0);
     // The store catches up: the node reads the gap again and delivers 2, 3 and 4, in order.
     for seq in 2..=4 {
         ask(vec![
@@ -558,6 +560,8 @@ async fn a_gap_the_store_cannot_show_yet_holds_later_messages_back_until_it_can(
     let got = bob.messages_in(&room, 3, T).await.expect("the gap, then 4");
     let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
     assert_eq!(seqs, [2, 3, 4], "{got:?}");
+    assert_eq!(metric(&t, 1, "switchboard_bus_owed_topics").await, 0.0);
+    assert_eq!(metric(&t, 1, "switchboard_bus_gaps_given_up").await, 0.0);
 }
 
 /// Watches every command a Redis server runs (`MONITOR`) until dropped.

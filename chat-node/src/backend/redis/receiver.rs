@@ -22,6 +22,8 @@ use super::Inner;
 use crate::config::INBOX_CAP;
 use crate::hub::{Topic, Wakes};
 use fred::interfaces::EventInterface;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_runtime::report::chain;
@@ -186,7 +188,7 @@ impl Inner {
         let mut messages = self.subscriber.message_rx();
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut sweep = tokio::time::interval(CURSOR_SWEEP);
-        let mut owed = Owed::default();
+        let mut owed = Owed::new(&self.hub.stats);
         loop {
             let retry = owed.next_retry();
             tokio::select! {
@@ -249,9 +251,13 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// miss those sequences, and later ones are dispatched again.
 const GIVE_UP: Duration = Duration::from_secs(120);
 
-/// Topics whose events could not all be dispatched in order yet, each with what it is owed.
-#[derive(Default)]
-struct Owed(HashMap<Topic, Debt>);
+/// Topics whose events could not all be dispatched in order yet, each with what it is owed; their
+/// count and the topics given up are the node's metrics (`bus_owed_topics`, `bus_gaps_given_up`).
+struct Owed {
+    debts: HashMap<Topic, Debt>,
+    count: Gauge,
+    given_up: Counter,
+}
 
 struct Debt {
     /// The highest sequence seen on the bus and held back; 0 when none is known (catch up to the
@@ -265,13 +271,27 @@ struct Debt {
 }
 
 impl Owed {
+    /// Nothing owed yet; the count and the give-ups go to `stats`.
+    fn new(stats: &crate::hub::HubStats) -> Self {
+        Self {
+            debts: HashMap::new(),
+            count: stats.owed_topics.clone(),
+            given_up: stats.gaps_given_up.clone(),
+        }
+    }
+
+    /// The count metric follows the map.
+    fn counted(&self) {
+        self.count.set(self.debts.len() as i64);
+    }
+
     /// `topic` is owed everything up to `upto` (0: whatever the store shows).
     fn hold(&mut self, topic: Topic, upto: u64) {
         let now = Instant::now();
-        if upto > 0 && !self.0.values().any(|d| d.upto > 0) {
+        if upto > 0 && !self.debts.values().any(|d| d.upto > 0) {
             tracing::warn!(topic = ?topic, seq = upto, "a gap could not be read from history yet; holding events back until it can");
         }
-        match self.0.entry(topic) {
+        match self.debts.entry(topic) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 let d = e.get_mut();
                 d.upto = d.upto.max(upto);
@@ -291,33 +311,36 @@ impl Owed {
                 });
             }
         }
+        self.counted();
     }
 
     /// True when `topic` waits for a gap to be read (events after it are held back).
     fn has_gap(&self, topic: &Topic) -> bool {
-        self.0.get(topic).is_some_and(|d| d.upto > 0)
+        self.debts.get(topic).is_some_and(|d| d.upto > 0)
     }
 
     /// `topic`'s cursor reached `seq`: a debt up to there is paid.
     fn reached(&mut self, topic: &Topic, seq: u64) {
         if self
-            .0
+            .debts
             .get(topic)
             .is_some_and(|d| d.upto > 0 && d.upto <= seq)
         {
-            self.0.remove(topic);
+            self.forget(topic);
         }
     }
 
     fn forget(&mut self, topic: &Topic) {
-        self.0.remove(topic);
+        if self.debts.remove(topic).is_some() {
+            self.counted();
+        }
     }
 
     /// A try left `topic` still owed with its cursor at `cursor`: back off unless it moved, and give up
     /// after [`GIVE_UP`] without progress.
     fn retry(&mut self, topic: &Topic, cursor: u64) {
         let now = Instant::now();
-        let Some(d) = self.0.get_mut(topic) else {
+        let Some(d) = self.debts.get_mut(topic) else {
             return;
         };
         if cursor != d.progress.0 {
@@ -325,7 +348,8 @@ impl Owed {
             d.pause = RETRY_FIRST;
         } else if now.duration_since(d.progress.1) >= GIVE_UP {
             tracing::error!(topic = ?topic, after = cursor, upto = d.upto, "sequences could not be read from history; its listeners here miss them");
-            self.0.remove(topic);
+            self.given_up.inc();
+            self.forget(topic);
             return;
         } else {
             d.pause = (d.pause * 2).min(RETRY_MAX);
@@ -336,7 +360,7 @@ impl Owed {
     /// Topics whose next try is due, with what each is owed.
     fn due(&self) -> Vec<(Topic, u64)> {
         let now = Instant::now();
-        (self.0.iter())
+        (self.debts.iter())
             .filter(|(_, d)| d.next <= now)
             .map(|(t, d)| (t.clone(), d.upto))
             .collect()
@@ -344,7 +368,7 @@ impl Owed {
 
     /// When the next try is due, if anything is owed.
     fn next_retry(&self) -> Option<Instant> {
-        self.0.values().map(|d| d.next).min()
+        self.debts.values().map(|d| d.next).min()
     }
 }
 
@@ -354,16 +378,19 @@ mod tests {
 
     #[test]
     fn a_debt_is_paid_when_the_cursor_reaches_it_and_a_catch_up_only_when_forgotten() {
-        let mut owed = Owed::default();
+        let stats = crate::hub::HubStats::default();
+        let mut owed = Owed::new(&stats);
         let (a, b) = (Topic::room("a"), Topic::room("b"));
         owed.hold(a.clone(), 7);
         owed.hold(a.clone(), 5);
         owed.hold(b.clone(), 0);
         assert!(owed.has_gap(&a) && !owed.has_gap(&b));
+        assert_eq!(stats.owed_topics.get(), 2, "the metric counts topics");
         owed.reached(&a, 6);
         assert!(owed.has_gap(&a), "7 is still owed");
         owed.reached(&a, 7);
         assert!(!owed.has_gap(&a));
+        assert_eq!(stats.owed_topics.get(), 1);
         owed.reached(&b, 100);
         assert_eq!(
             owed.due(),
@@ -372,11 +399,14 @@ mod tests {
         );
         owed.forget(&b);
         assert!(owed.next_retry().is_none());
+        assert_eq!(stats.owed_topics.get(), 0);
+        assert_eq!(stats.gaps_given_up.get(), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_back_off_without_progress_and_give_up_after_the_limit() {
-        let mut owed = Owed::default();
+        let stats = crate::hub::HubStats::default();
+        let mut owed = Owed::new(&stats);
         let a = Topic::room("a");
         owed.hold(a.clone(), 9);
         assert!(owed.due().is_empty(), "not due at once");
@@ -401,5 +431,7 @@ mod tests {
         tokio::time::advance(GIVE_UP).await;
         owed.retry(&a, 4);
         assert!(owed.next_retry().is_none(), "given up");
+        assert_eq!(stats.gaps_given_up.get(), 1, "and counted");
+        assert_eq!(stats.owed_topics.get(), 0);
     }
 }
