@@ -473,28 +473,90 @@ fn missing(bed: &Bed, host: &str, key: &str, confirmed: &[u64]) -> Vec<u64> {
         .collect()
 }
 
-/// Waits (15 s at most) until `heard`, a subscription to `probe`, receives what is published on the
-/// master the servers agree on.
-async fn hears_the_new_master(
-    bed: &Bed,
-    heard: &mut tokio::sync::broadcast::Receiver<fred::types::Message>,
-) {
-    let promoted = bed.converged("after the failover");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let message = loop {
-        bed.cli(
-            &promoted,
-            bed.redis_port,
-            Some(&bed.password),
-            &["publish", "probe", "moved"],
-        );
-        match tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
-            Ok(Ok(m)) => break m,
-            _ if Instant::now() < deadline => {}
-            other => panic!("the subscriber never heard the new master: {other:?}"),
+/// A steady write load (a [`Writer`]) with a subscriber to `probe`, both through the sentinels, as a
+/// chat-node holds them: what a hand-over of the master role must carry over.
+struct Load {
+    client: fred::clients::Client,
+    subscriber: fred::clients::SubscriberClient,
+    heard: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    writer: Writer,
+}
+
+impl Load {
+    /// Connects, subscribes and writes for 2 s before returning.
+    async fn start(bed: &Bed) -> Self {
+        use fred::interfaces::{EventInterface, PubsubInterface};
+        let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
+            .await
+            .expect("connect");
+        let subscriber = switchboard_redis::subscriber(&bed.client_args(PASSWORD))
+            .await
+            .expect("subscriber");
+        subscriber.subscribe("probe").await.expect("subscribe");
+        let heard = subscriber.message_rx();
+        let writer = Writer::start(client.clone(), "log");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Load {
+            client,
+            subscriber,
+            heard,
+            writer,
         }
-    };
-    assert_eq!(message.value.as_str().as_deref(), Some("moved"));
+    }
+
+    /// After a failover: the subscriber hears what is published on the master the servers agree on
+    /// (within 15 s), the writer goes on for `then` on it, and stops; the writes a replica confirmed.
+    async fn finish(mut self, bed: &Bed, then: Duration) -> Vec<u64> {
+        use fred::interfaces::ClientLike;
+        let promoted = bed.converged("after the failover");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let message = loop {
+            bed.cli(
+                &promoted,
+                bed.redis_port,
+                Some(&bed.password),
+                &["publish", "probe", "moved"],
+            );
+            match tokio::time::timeout(Duration::from_millis(200), self.heard.recv()).await {
+                Ok(Ok(m)) => break m,
+                _ if Instant::now() < deadline => {}
+                other => panic!("the subscriber never heard the new master: {other:?}"),
+            }
+        };
+        assert_eq!(message.value.as_str().as_deref(), Some("moved"));
+        let _ = self.subscriber.quit().await;
+        tokio::time::sleep(then).await;
+        let confirmed = self.writer.finish().await;
+        let _ = self.client.quit().await;
+        confirmed
+    }
+}
+
+/// A replica other than `old` is master now and holds every write confirmed on each list, of which
+/// there are more than `at_least` (so the check means something).
+fn every_confirmed_write_on_the_new_master(
+    bed: &Bed,
+    old: &str,
+    lists: &[(&str, &[u64])],
+    at_least: usize,
+) {
+    let promoted = bed.converged("after the hand-over");
+    assert_ne!(promoted, old, "a replica took over");
+    for &(key, confirmed) in lists {
+        assert!(
+            confirmed.len() > at_least,
+            "{key}: the writer kept writing: {} confirmed",
+            confirmed.len()
+        );
+        let lost = missing(bed, &promoted, key, confirmed);
+        assert!(
+            lost.is_empty(),
+            "{key}: {} of {} confirmed writes lost, e.g. {:?}",
+            lost.len(),
+            confirmed.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
 }
 
 fn index_of(pods: &[Pod], host: &str) -> usize {
@@ -602,51 +664,19 @@ fn a_master_back_on_an_empty_volume_waits_for_a_failover_and_loses_nothing() {
 /// write a replica confirmed (`WAIT 1`, as chat-nodes do with `--ack-replicas 1`) is on the new master.
 #[test]
 fn a_planned_failover_under_writes_loses_no_confirmed_write() {
-    use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
     let (bed, master) = Bed::bootstrapped();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (confirmed, promoted_by_sentinels) = runtime.block_on(async {
-        let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
-            .await
-            .expect("connect");
-        let subscriber = switchboard_redis::subscriber(&bed.client_args(PASSWORD))
-            .await
-            .expect("subscriber");
-        subscriber.subscribe("probe").await.expect("subscribe");
-        let mut heard = subscriber.message_rx();
-        let writer = Writer::start(client.clone(), "log");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    let confirmed = runtime.block_on(async {
+        let load = Load::start(&bed).await;
         let started = bed.planned_failover(&master, PASSWORD).await;
         assert!(started, "a sentinel started the failover");
         // The failover sent the old master's clients on: none of ours is left there, so none sits on
         // a held master or a silent channel.
         let left = bed.clients_left(&master);
         assert!(left.is_empty(), "clients left on the old master: {left:?}");
-        // The subscriber followed: it hears what is published on the new master.
-        hears_the_new_master(&bed, &mut heard).await;
-        let _ = subscriber.quit().await;
-        tokio::time::sleep(Duration::from_secs(6)).await;
-        let confirmed = writer.finish().await;
-        let _: Result<(), _> = client.del("unused").await;
-        let _ = client.quit().await;
-        (confirmed, started)
+        load.finish(&bed, Duration::from_secs(6)).await
     });
-    assert!(promoted_by_sentinels);
-    let promoted = bed.converged("after the planned failover");
-    assert_ne!(promoted, master, "a replica took over");
-    let lost = missing(&bed, &promoted, "log", &confirmed);
-    assert!(
-        confirmed.len() > 100,
-        "the writer kept writing: {} confirmed",
-        confirmed.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "{} of {} confirmed writes lost, e.g. {:?}",
-        lost.len(),
-        confirmed.len(),
-        &lost[..lost.len().min(10)]
-    );
+    every_confirmed_write_on_the_new_master(&bed, &master, &[("log", &confirmed)], 100);
 }
 
 /// The data pods' stop hook (`handover.sh`, their `preStop`) on the master under a steady write load,
@@ -656,7 +686,6 @@ fn a_planned_failover_under_writes_loses_no_confirmed_write() {
 /// master. On a replica it does nothing.
 #[test]
 fn the_masters_stop_hook_hands_the_role_over_and_loses_no_confirmed_write() {
-    use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
     let (mut bed, master) = Bed::bootstrapped();
     let replica = (0..bed.data.len())
         .find(|&i| bed.data[i].host != master)
@@ -671,16 +700,7 @@ fn the_masters_stop_hook_hands_the_role_over_and_loses_no_confirmed_write() {
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let confirmed = runtime.block_on(async {
-        let client = switchboard_redis::connect(&bed.client_args(PASSWORD))
-            .await
-            .expect("connect");
-        let subscriber = switchboard_redis::subscriber(&bed.client_args(PASSWORD))
-            .await
-            .expect("subscriber");
-        subscriber.subscribe("probe").await.expect("subscribe");
-        let mut heard = subscriber.message_rx();
-        let writer = Writer::start(client.clone(), "log");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let load = Load::start(&bed).await;
         let i = index_of(&bed.data, &master);
         let (ok, out, took) = bed.stop_hook(i);
         eprintln!("handover.sh on the master took {took:?}: {out}");
@@ -695,28 +715,9 @@ fn the_masters_stop_hook_hands_the_role_over_and_loses_no_confirmed_write() {
         Bed::kill(&mut bed.data, i);
         let alive = alive_probe(i32::from(bed.redis_port));
         assert!(!bed.probe(&alive, &master, PASSWORD, Some(PASSWORD)));
-        hears_the_new_master(&bed, &mut heard).await;
-        let _ = subscriber.quit().await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let confirmed = writer.finish().await;
-        let _ = client.quit().await;
-        confirmed
+        load.finish(&bed, Duration::from_secs(3)).await
     });
-    let promoted = bed.converged("after the master's pod stopped");
-    assert_ne!(promoted, master, "a replica took over");
-    let lost = missing(&bed, &promoted, "log", &confirmed);
-    assert!(
-        confirmed.len() > 100,
-        "the writer kept writing: {} confirmed",
-        confirmed.len()
-    );
-    assert!(
-        lost.is_empty(),
-        "{} of {} confirmed writes lost, e.g. {:?}",
-        lost.len(),
-        confirmed.len(),
-        &lost[..lost.len().min(10)]
-    );
+    every_confirmed_write_on_the_new_master(&bed, &master, &[("log", &confirmed)], 100);
 }
 
 /// A password rotation as the operator drives it (`switchboard_redis::passwords`), under writes: both
@@ -858,23 +859,12 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         (old_confirmed, new_writer.finish().await)
     });
-    let promoted = bed.converged("after the failover");
-    assert_ne!(promoted, master, "a replica took over");
-    for (key, confirmed) in [("old", &old_confirmed), ("new", &new_confirmed)] {
-        assert!(
-            confirmed.len() > 20,
-            "{key}: the writer kept writing: {} confirmed",
-            confirmed.len()
-        );
-        let lost = missing(&bed, &promoted, key, confirmed);
-        assert!(
-            lost.is_empty(),
-            "{key}: {} of {} confirmed writes lost, e.g. {:?}",
-            lost.len(),
-            confirmed.len(),
-            &lost[..lost.len().min(10)]
-        );
-    }
+    every_confirmed_write_on_the_new_master(
+        &bed,
+        &master,
+        &[("old", &old_confirmed), ("new", &new_confirmed)],
+        20,
+    );
 }
 
 /// `spec.redis.managed.tls`: with a certificate (`TLS_DIR`) the start scripts bring up data nodes and
@@ -935,14 +925,5 @@ fn managed_redis_with_a_certificate_speaks_only_tls_and_fails_over_without_loss(
         tokio::time::sleep(Duration::from_secs(3)).await;
         writer.finish().await
     });
-    let promoted = bed.converged("after the failover over TLS");
-    assert_ne!(promoted, master, "a replica took over");
-    assert!(confirmed.len() > 20, "{} confirmed", confirmed.len());
-    let lost = missing(&bed, &promoted, "tls", &confirmed);
-    assert!(
-        lost.is_empty(),
-        "{} of {} lost",
-        lost.len(),
-        confirmed.len()
-    );
+    every_confirmed_write_on_the_new_master(&bed, &master, &[("tls", &confirmed)], 20);
 }
