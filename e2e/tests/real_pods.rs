@@ -674,18 +674,9 @@ async fn servers_steady(bed: &Bed, ns: &str) -> anyhow::Result<()> {
         "data pods not ready or restarted (name, ready, restarts): {unsteady:?}"
     );
     let failed = bed
-        .kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "events",
-            "--field-selector",
-            "reason=FailedPreStopHook",
-            "-o",
-            "jsonpath={range .items[*]}{.involvedObject.name}: {.message}{\"\\n\"}{end}",
-        ])
+        .events_where(ns, "reason=FailedPreStopHook", "{.involvedObject.name}")
         .await?;
-    ensure!(failed.trim().is_empty(), "a stop hook failed: {failed}");
+    ensure!(failed.is_empty(), "a stop hook failed: {failed:?}");
     Ok(())
 }
 
@@ -1016,6 +1007,19 @@ impl Bed {
 
     /// The ChatCluster's Events, one `Reason: message` line each.
     async fn events(&self, ns: &str) -> anyhow::Result<Vec<String>> {
+        self.events_where(ns, "involvedObject.kind=ChatCluster", "{.reason}")
+            .await
+    }
+
+    /// The Events in `ns` that match the field `selector`, one `<head>: message` line each, `head`
+    /// a JSONPath into the Event.
+    async fn events_where(
+        &self,
+        ns: &str,
+        selector: &str,
+        head: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let format = format!("jsonpath={{range .items[*]}}{head}: {{.message}}{{\"\\n\"}}{{end}}");
         let out = self
             .kubectl(&[
                 "-n",
@@ -1023,9 +1027,9 @@ impl Bed {
                 "get",
                 "events",
                 "--field-selector",
-                "involvedObject.kind=ChatCluster",
+                selector,
                 "-o",
-                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+                &format,
             ])
             .await?;
         Ok(out.lines().map(str::to_owned).collect())

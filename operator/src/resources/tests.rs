@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Container, EnvVar, Service};
+use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicyPort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -104,6 +104,16 @@ fn env<'a>(c: &'a Container, name: &str) -> &'a EnvVar {
 
 fn env_value(c: &Container, name: &str) -> String {
     env(c, name).value.clone().unwrap_or_default()
+}
+
+/// The pod's volume called `name`; the test fails naming what is missing.
+fn pod_volume(pod: &PodSpec, name: &str) -> k8s_openapi::api::core::v1::Volume {
+    pod.volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
 fn all_metas(d: &Desired) -> Vec<&kube::api::ObjectMeta> {
@@ -454,12 +464,10 @@ fn external_tls_material_is_mounted_from_secrets_never_put_in_the_environment() 
             env_value(c, "SWITCHBOARD_REDIS_TLS_KEY_FILE"),
             "/var/run/switchboard/redis-tls/client/tls.key"
         );
-        let volumes = pod.volumes.unwrap();
-        let ca = volumes.iter().find(|v| v.name == "redis-tls-ca").unwrap();
-        let secret = ca.secret.as_ref().unwrap();
+        let secret = pod_volume(&pod, "redis-tls-ca").secret.unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("redis-ca"));
         assert_eq!(secret.items.as_ref().unwrap()[0].key, "ca.pem");
-        assert!(volumes.iter().any(|v| v.name == "redis-tls-client"));
+        pod_volume(&pod, "redis-tls-client");
         let mounts = c.volume_mounts.as_ref().unwrap();
         assert!(mounts.iter().all(|m| m.read_only == Some(true)));
     }
@@ -675,12 +683,7 @@ fn managed_tls_mounts_the_certificate_into_the_servers_and_its_authority_into_th
     let d = render(&cc, &tls_ctx).unwrap();
     for name in ["demo-redis", "demo-sentinel"] {
         let pod = sts(&d, name).spec.template.spec.clone().unwrap();
-        let volume = pod
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "tls")
-            .unwrap_or_else(|| panic!("{name}: tls volume"));
+        let volume = pod_volume(&pod, "tls");
         assert_eq!(
             volume.secret.unwrap().secret_name.as_deref(),
             Some("redis-cert")
@@ -997,14 +1000,8 @@ fn probes_and_the_stop_hook_use_the_password_in_use_now_not_the_one_at_start() {
     let d = render(&demo(), &ctx()).unwrap();
     for name in ["demo-redis", "demo-sentinel"] {
         let pod = sts(&d, name).spec.template.spec.clone().unwrap();
-        let auth = pod
-            .volumes
-            .as_ref()
-            .unwrap()
-            .iter()
-            .find(|v| v.name == "auth")
-            .unwrap_or_else(|| panic!("{name}: the applied Secret is mounted"));
-        let secret = auth.secret.as_ref().unwrap();
+        // The applied Secret is mounted.
+        let secret = pod_volume(&pod, "auth").secret.unwrap();
         assert_eq!(secret.secret_name.as_deref(), Some("demo-redis-applied"));
         let items = secret.items.as_ref().unwrap();
         assert_eq!(
