@@ -559,6 +559,39 @@ fn every_confirmed_write_on_the_new_master(
     }
 }
 
+/// A rotation step on every data node, then every sentinel, as the operator applies it
+/// (`operator/src/reconcile/rotation.rs`): a server that does not answer within 3 s is asked again on
+/// the operator's next pass, so here too, at most 5 times a second apart (on a machine running several
+/// test beds at once a sentinel rewriting its configuration file can take that long). A refused or
+/// failed step fails the test at once.
+async fn apply_step(
+    data: &[String],
+    sentinels: &[String],
+    passwords: switchboard_redis::passwords::Passwords<'_>,
+    tls: Option<&fred::types::config::TlsConfig>,
+) {
+    use switchboard_redis::passwords::{self, Error, Server};
+    let sentinel = Server::Sentinel {
+        master_name: MASTER_NAME,
+    };
+    let servers =
+        (data.iter().map(|a| (a, Server::Data))).chain(sentinels.iter().map(|a| (a, sentinel)));
+    for (addr, server) in servers {
+        let mut tries = 1;
+        loop {
+            match passwords::apply(addr, server, passwords, tls, Duration::from_secs(3)).await {
+                Ok(()) => break,
+                Err(e @ Error::Unreachable { .. }) if tries < 5 => {
+                    eprintln!("try {tries}: {e}; asking again, as the operator would");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => panic!("{}", switchboard_runtime::report::chain(&e)),
+            }
+        }
+    }
+}
+
 fn index_of(pods: &[Pod], host: &str) -> usize {
     pods.iter()
         .position(|p| p.host == host)
@@ -727,7 +760,7 @@ fn the_masters_stop_hook_hands_the_role_over_and_loses_no_confirmed_write() {
 /// pod is given at that step) rejoin, and a failover after it works with the new password alone.
 #[test]
 fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
-    use switchboard_redis::passwords::{self, Passwords, Server};
+    use switchboard_redis::passwords::Passwords;
     const NEW: &str = "rotated-secret";
     let (mut bed, master) = Bed::bootstrapped();
     let (data, sentinels) = bed.addrs();
@@ -761,20 +794,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
                 current: &current,
                 accepted: &accepted,
             };
-            let timeout = Duration::from_secs(3);
-            for addr in &data {
-                passwords::apply(addr, Server::Data, passwords, None, timeout)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
-            }
-            for addr in &sentinels {
-                let server = Server::Sentinel {
-                    master_name: MASTER_NAME,
-                };
-                passwords::apply(addr, server, passwords, None, timeout)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
-            }
+            apply_step(&data, &sentinels, passwords, None).await;
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -873,7 +893,7 @@ fn the_password_rotates_under_writes_without_a_restart_or_a_refused_client() {
 /// failover and a password-rotation step work over TLS; plaintext is not served.
 #[test]
 fn managed_redis_with_a_certificate_speaks_only_tls_and_fails_over_without_loss() {
-    use switchboard_redis::passwords::{self, Passwords, Server};
+    use switchboard_redis::passwords::Passwords;
     let (bed, master) = Bed::bootstrapped_with(Bed::with_tls(true));
     let plain = Command::new("redis-cli")
         .args(["-h", &master, "-p", &bed.redis_port.to_string(), "ping"])
@@ -899,25 +919,7 @@ fn managed_redis_with_a_certificate_speaks_only_tls_and_fails_over_without_loss(
             current: PASSWORD,
             accepted: &accepted,
         };
-        for addr in &data {
-            passwords::apply(
-                addr,
-                Server::Data,
-                same,
-                tls.as_ref(),
-                Duration::from_secs(3),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
-        }
-        let sentinel = Server::Sentinel {
-            master_name: MASTER_NAME,
-        };
-        for addr in &sentinels {
-            passwords::apply(addr, sentinel, same, tls.as_ref(), Duration::from_secs(3))
-                .await
-                .unwrap_or_else(|e| panic!("{}", switchboard_runtime::report::chain(&e)));
-        }
+        apply_step(&data, &sentinels, same, tls.as_ref()).await;
         assert!(
             bed.planned_failover(&master, PASSWORD).await,
             "a sentinel started the failover over TLS"
