@@ -139,9 +139,7 @@ impl RedisHa {
             Duration::from_secs(2),
         )
         .await;
-        if !started {
-            return Err(io::Error::other("no sentinel started the failover"));
-        }
+        started.map_err(io::Error::other)?;
         let old = self.inner.servers[i].port();
         let new = self.inner.wait_for_failover(old, within).await?;
         Ok(self.inner.servers[new].port())

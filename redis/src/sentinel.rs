@@ -118,12 +118,23 @@ pub const FAILOVER_HOLD: Duration = Duration::from_secs(20);
 /// How long the replicas get to catch up with the held master before the failover starts anyway (the
 /// sentinels then promote the one with the most data).
 pub const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long the sentinels are asked again when none starts the failover. A sentinel refuses while it
+/// sees no replica fit to promote (`NOGOODSLAVE`), which is brief after its links to them were dropped
+/// (a password change, `SENTINEL SET … auth-pass`, reconnects them; over TLS that takes a handshake) or
+/// while a failover is still being finished (`INPROG`).
+pub const FAILOVER_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a planned failover did not start (the hold on the master's writes is lifted by then).
+#[derive(Debug, thiserror::Error)]
+#[error("no planned failover: {0}")]
+pub struct NotStarted(String);
 
 /// A planned failover that loses nothing acknowledged: writes on the master (`master`) are held, the
 /// `replicas` catch up to its last write, and only then do the `sentinels` promote one. Without the hold,
 /// writes the old master takes while the sentinels promote a replica, confirmed by a replica that still
-/// follows it, are dropped when it and that replica are re-pointed at the new master. Returns whether a
-/// sentinel started the failover; if none did, the hold is lifted at once.
+/// follows it, are dropped when it and that replica are re-pointed at the new master. Succeeds once a
+/// sentinel started the failover; the sentinels are asked in turn, again for up to [`FAILOVER_RETRY`]
+/// while none does, and then the hold is lifted and the last refusal returned.
 ///
 /// Once every sentinel that answers (a majority at least) names the new master, the old master's
 /// clients are disconnected ([`crate::node::disconnect_clients`]) so that they ask the sentinels again
@@ -136,10 +147,12 @@ pub async fn planned_failover(
     master_name: &str,
     access: &crate::node::Access,
     timeout: Duration,
-) -> bool {
+) -> Result<(), NotStarted> {
     if let Err(err) = crate::node::pause_writes(master, access, FAILOVER_HOLD, timeout).await {
-        tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not hold writes on the master");
-        return false;
+        let chain = switchboard_runtime::report::chain(&err);
+        return Err(NotStarted(format!(
+            "could not hold writes on the master: {chain}"
+        )));
     }
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     let target = crate::node::replication(master, access, timeout)
@@ -172,23 +185,33 @@ pub async fn planned_failover(
         .await
         .ok()
         .flatten();
-    for addr in sentinels {
-        match failover(addr, master_name, access, timeout).await {
-            Ok(()) => {
-                if let Some(old) = before {
-                    send_clients_on(master, &old, sentinels, master_name, access, timeout).await;
+    let ask_until = tokio::time::Instant::now() + FAILOVER_RETRY;
+    let refused = loop {
+        let mut refused = String::from("no sentinel to ask");
+        for addr in sentinels {
+            match failover(addr, master_name, access, timeout).await {
+                Ok(()) => {
+                    if let Some(old) = before {
+                        send_clients_on(master, &old, sentinels, master_name, access, timeout)
+                            .await;
+                    }
+                    return Ok(());
                 }
-                return true;
-            }
-            Err(err) => {
-                tracing::debug!(sentinel = %addr, error = %switchboard_runtime::report::chain(&err), "failover not started")
+                Err(err) => {
+                    refused = switchboard_runtime::report::chain(&err);
+                    tracing::debug!(sentinel = %addr, error = %refused, "failover not started");
+                }
             }
         }
-    }
+        if tokio::time::Instant::now() >= ask_until {
+            break refused;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     if let Err(err) = crate::node::resume_writes(master, access, timeout).await {
         tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
     }
-    false
+    Err(NotStarted(refused))
 }
 
 /// After a planned failover away from `old` (as the sentinels named it; the data node at `master`):

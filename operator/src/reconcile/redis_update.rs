@@ -317,7 +317,7 @@ pub(super) async fn step(
             let Some(master) = master.and_then(DataPod::addr) else {
                 return Ok(Some(STEP_REQUEUE));
             };
-            if sentinel::planned_failover(
+            match sentinel::planned_failover(
                 &master,
                 &replicas,
                 &endpoint.sentinels,
@@ -327,16 +327,20 @@ pub(super) async fn step(
             )
             .await
             {
-                info!(master = %from, "Redis update: failover before the master restarts");
-                ctx.event(
-                    cc,
-                    EventType::Normal,
-                    "RedisFailover",
-                    format!(
-                        "the sentinels hand the master role from {from} to a replica in sync before {from} restarts with the new revision"
-                    ),
-                )
-                .await;
+                Ok(()) => {
+                    info!(master = %from, "Redis update: failover before the master restarts");
+                    ctx.event(
+                        cc,
+                        EventType::Normal,
+                        "RedisFailover",
+                        format!(
+                            "the sentinels hand the master role from {from} to a replica in sync before {from} restarts with the new revision"
+                        ),
+                    )
+                    .await;
+                }
+                // Tried again on the next pass.
+                Err(why) => info!(master = %from, "Redis update: {why}"),
             }
             Ok(Some(STEP_REQUEUE))
         }

@@ -5,7 +5,8 @@
 #   1. hold writes here (CLIENT PAUSE WRITE, 20 s at most: it ends by itself if this script is cut short);
 #   2. let the replicas catch up with the last write (5 s at most; the sentinels then pick the one with the
 #      most data);
-#   3. ask a sentinel for the failover (SENTINEL FAILOVER);
+#   3. ask a sentinel for the failover (SENTINEL FAILOVER; the sentinels in turn, again for 5 s while
+#      none starts it);
 #   4. once every sentinel that answers, a majority at least, names another master (15 s at most), close
 #      this server's client connections so that everyone asks the sentinels again and moves at once.
 # A replica, a master without replicas, or a master no sentinel fails over (the hold is lifted then) just
@@ -43,12 +44,22 @@ while [ "$(now)" -lt "$until_time" ]; do
   [ -z "$behind" ] && break
   sleep 0.1
 done
+# A sentinel refuses while it sees no replica fit to promote (NOGOODSLAVE: briefly, after its links to
+# them were reset) or a failover is being finished (INPROG): the sentinels are asked again for 5 s.
 failed_over=""
-for s in $SENTINEL_HOSTS; do
-  if [ "$(sentinel "$s" failover "$MASTER_NAME")" = "OK" ]; then failed_over="$s"; break; fi
+refused=""
+until_time=$(($(now) + 5))
+while :; do
+  for s in $SENTINEL_HOSTS; do
+    answer="$(sentinel "$s" failover "$MASTER_NAME")"
+    if [ "$answer" = "OK" ]; then failed_over="$s"; break 2; fi
+    refused="${answer:-no answer}"
+  done
+  [ "$(now)" -lt "$until_time" ] || break
+  sleep 0.25
 done
 if [ -z "$failed_over" ]; then
-  echo "handover: no sentinel started a failover: writes resumed; the sentinels fail over after their down-after"
+  echo "handover: no sentinel started a failover (${refused}): writes resumed; the sentinels fail over after their down-after"
   here client unpause >/dev/null
   exit 0
 fi

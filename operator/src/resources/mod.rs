@@ -110,8 +110,9 @@ pub const HANDOVER_SCRIPT: &str = concat!(include_str!("common.sh"), include_str
 /// Seconds a data pod gets to stop: the hand-over (`handover.sh`: at most 5 s for the replicas to catch
 /// up and 15 s for the sentinels to agree, plus the calls) and Redis's own shutdown.
 pub const REDIS_TERMINATION_GRACE_SECONDS: i64 = 60;
-// The hand-over's bounds (5 s catch-up, 15 s agreement) and its calls (3 s each at most) fit in it.
-const _: () = assert!(REDIS_TERMINATION_GRACE_SECONDS >= 5 + 15 + 20);
+// The hand-over's bounds (5 s catch-up, 5 s of asking the sentinels, 15 s agreement) and its calls (3 s
+// each at most) fit in it.
+const _: () = assert!(REDIS_TERMINATION_GRACE_SECONDS >= 5 + 5 + 15 + 20);
 
 /// Components of a chat system (the `app.kubernetes.io/component` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
