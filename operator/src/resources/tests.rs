@@ -106,6 +106,14 @@ fn env_value(c: &Container, name: &str) -> String {
     env(c, name).value.clone().unwrap_or_default()
 }
 
+/// The command line of an exec probe, joined by spaces; the test fails if there is none.
+fn probe_command(probe: &Option<k8s_openapi::api::core::v1::Probe>) -> String {
+    let exec = probe.as_ref().and_then(|p| p.exec.as_ref());
+    exec.and_then(|e| e.command.as_ref())
+        .expect("an exec probe")
+        .join(" ")
+}
+
 /// The pod's volume called `name`; the test fails naming what is missing.
 fn pod_volume(pod: &PodSpec, name: &str) -> k8s_openapi::api::core::v1::Volume {
     pod.volumes
@@ -697,18 +705,9 @@ fn managed_tls_mounts_the_certificate_into_the_servers_and_its_authority_into_th
                 .iter()
                 .any(|m| m.name == "tls" && m.mount_path == "/tls")
         );
-        let probe = c
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .exec
-            .as_ref()
-            .unwrap()
-            .command
-            .clone()
-            .unwrap();
+        let probe = probe_command(&c.readiness_probe);
         assert!(
-            probe[2].contains("${TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}"),
+            probe.contains("${TLS_DIR:+--tls --cacert $TLS_DIR/ca.crt}"),
             "{probe:?}"
         );
     }
@@ -946,17 +945,7 @@ fn data_pods_are_restarted_by_the_operator_and_may_take_their_time_to_load() {
         "a template change alone restarts no data pod"
     );
     let c = &redis.template.spec.as_ref().unwrap().containers[0];
-    let command = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
-        p.as_ref()
-            .unwrap()
-            .exec
-            .as_ref()
-            .unwrap()
-            .command
-            .clone()
-            .unwrap()
-            .join(" ")
-    };
+    let command = probe_command;
     assert!(command(&c.liveness_probe).contains("LOADING"));
     assert!(command(&c.startup_probe).contains("LOADING"));
     assert!(
@@ -1026,19 +1015,8 @@ fn probes_and_the_stop_hook_use_the_password_in_use_now_not_the_one_at_start() {
                 .any(|e| e.name == "AUTH_DIR" && e.value.as_deref() == Some(REDIS_AUTH_DIR))
         );
         for probe in [&c.readiness_probe, &c.liveness_probe] {
-            let command = probe
-                .as_ref()
-                .unwrap()
-                .exec
-                .as_ref()
-                .unwrap()
-                .command
-                .clone();
             assert!(
-                command
-                    .unwrap()
-                    .join(" ")
-                    .contains("cat \"$AUTH_DIR/password\""),
+                probe_command(probe).contains("cat \"$AUTH_DIR/password\""),
                 "{name}: a probe reads the mounted password"
             );
         }
@@ -1278,15 +1256,8 @@ fn managed_sentinels_get_the_password_and_every_pod_runs_restricted() {
             assert_eq!(s.read_only_root_filesystem, Some(true), "{component}");
             assert_eq!(s.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
             if component == "sentinel" {
-                let probe = c
-                    .readiness_probe
-                    .clone()
-                    .unwrap()
-                    .exec
-                    .unwrap()
-                    .command
-                    .unwrap();
-                assert!(probe[2].contains("REDISCLI_AUTH"), "{probe:?}");
+                let probe = probe_command(&c.readiness_probe);
+                assert!(probe.contains("REDISCLI_AUTH"), "{probe:?}");
             }
         }
     }
