@@ -152,14 +152,26 @@ impl Bed {
         master: &str,
         password: &str,
     ) -> Result<(), switchboard_redis::sentinel::NotStarted> {
-        let (data, sentinels) = self.addrs();
+        let (_, sentinels) = self.addrs();
+        self.planned_failover_asking(master, password, &sentinels)
+            .await
+    }
+
+    /// The same, asking only the sentinels at `sentinels` (`host:port`).
+    async fn planned_failover_asking(
+        &self,
+        master: &str,
+        password: &str,
+        sentinels: &[String],
+    ) -> Result<(), switchboard_redis::sentinel::NotStarted> {
+        let (data, _) = self.addrs();
         let master = format!("{master}:{}", self.redis_port);
         let replicas: Vec<String> = data.into_iter().filter(|a| *a != master).collect();
         let access = self.client_args(password).access().expect("access");
         switchboard_redis::sentinel::planned_failover(
             &master,
             &replicas,
-            &sentinels,
+            sentinels,
             MASTER_NAME,
             &access,
             Duration::from_secs(3),
@@ -772,25 +784,11 @@ fn a_planned_failover_right_after_a_password_step_waits_for_the_sentinels_to_see
         current: PASSWORD,
         accepted: &accepted,
     };
-    let master_addr = format!("{master}:{}", bed.redis_port);
-    let replicas: Vec<String> = data
-        .iter()
-        .filter(|a| **a != master_addr)
-        .cloned()
-        .collect();
-    let access = bed.client_args(PASSWORD).access().expect("access");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = runtime.block_on(async {
         apply_step(&data, &sentinels, same, None).await;
-        switchboard_redis::sentinel::planned_failover(
-            &master_addr,
-            &replicas,
-            &sentinels[..1],
-            MASTER_NAME,
-            &access,
-            Duration::from_secs(3),
-        )
-        .await
+        bed.planned_failover_asking(&master, PASSWORD, &sentinels[..1])
+            .await
     });
     started.unwrap_or_else(|e| panic!("right after a password step: {e}"));
     assert_ne!(bed.converged("after the failover"), master);

@@ -185,18 +185,32 @@ pub async fn planned_failover(
         .await
         .ok()
         .flatten();
+    if let Err(refused) = ask_for_failover(sentinels, master_name, access, timeout).await {
+        if let Err(err) = crate::node::resume_writes(master, access, timeout).await {
+            tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
+        }
+        return Err(NotStarted(refused));
+    }
+    if let Some(old) = before {
+        send_clients_on(master, &old, sentinels, master_name, access, timeout).await;
+    }
+    Ok(())
+}
+
+/// Asks the `sentinels` in turn for a failover of `master_name` until one starts it, again every 250 ms
+/// for up to [`FAILOVER_RETRY`]; the last refusal if none did.
+async fn ask_for_failover(
+    sentinels: &[String],
+    master_name: &str,
+    access: &crate::node::Access,
+    timeout: Duration,
+) -> Result<(), String> {
     let ask_until = tokio::time::Instant::now() + FAILOVER_RETRY;
-    let refused = loop {
+    loop {
         let mut refused = String::from("no sentinel to ask");
         for addr in sentinels {
             match failover(addr, master_name, access, timeout).await {
-                Ok(()) => {
-                    if let Some(old) = before {
-                        send_clients_on(master, &old, sentinels, master_name, access, timeout)
-                            .await;
-                    }
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(err) => {
                     refused = switchboard_runtime::report::chain(&err);
                     tracing::debug!(sentinel = %addr, error = %refused, "failover not started");
@@ -204,14 +218,10 @@ pub async fn planned_failover(
             }
         }
         if tokio::time::Instant::now() >= ask_until {
-            break refused;
+            return Err(refused);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    if let Err(err) = crate::node::resume_writes(master, access, timeout).await {
-        tracing::debug!(error = %switchboard_runtime::report::chain(&err), "could not lift the write hold");
     }
-    Err(NotStarted(refused))
 }
 
 /// After a planned failover away from `old` (as the sentinels named it; the data node at `master`):

@@ -945,11 +945,10 @@ fn data_pods_are_restarted_by_the_operator_and_may_take_their_time_to_load() {
         "a template change alone restarts no data pod"
     );
     let c = &redis.template.spec.as_ref().unwrap().containers[0];
-    let command = probe_command;
-    assert!(command(&c.liveness_probe).contains("LOADING"));
-    assert!(command(&c.startup_probe).contains("LOADING"));
+    assert!(probe_command(&c.liveness_probe).contains("LOADING"));
+    assert!(probe_command(&c.startup_probe).contains("LOADING"));
     assert!(
-        !command(&c.readiness_probe).contains("LOADING"),
+        !probe_command(&c.readiness_probe).contains("LOADING"),
         "loading is not ready"
     );
 }
