@@ -1,16 +1,16 @@
 //! The properties the fuzz targets check, in one place: libFuzzer runs them on generated inputs
 //! (`fuzz_targets/`), and chat-node's test suite runs them on every kept input under `corpus/` on the
-//! stable toolchain (`chat-node/tests/fuzz_corpus.rs`), so a crash input saved there stays a test.
+//! stable toolchain (`wire/tests/fuzz_corpus.rs`), so a crash input saved there stays a test.
 
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chat_node::auth::Authenticator;
-use chat_node::identity::identify_hello;
-use chat_node::names::valid_user;
-use chat_node::protocol::parse;
 use serde_json::Value;
+use switchboard_wire::auth::Authenticator;
+use switchboard_wire::identity::identify_hello;
+use switchboard_wire::names::valid_user;
+use switchboard_wire::protocol::parse;
 
 /// Longest `req` the node echoes, in characters (PROTOCOL.md section 3).
 const MAX_REQ_CHARS: usize = 64;
@@ -36,7 +36,7 @@ fn verdict<T, E>(result: &Result<T, E>) -> Verdict {
     }
 }
 
-/// Client frames → `chat_node::protocol::parse`: any text a client can send as a WebSocket text
+/// Client frames → `switchboard_wire::protocol::parse`: any text a client can send as a WebSocket text
 /// frame is either a frame or a precise refusal, never a panic, and an echoed `req` is a number or a
 /// short string.
 pub fn frame(data: &[u8]) -> Verdict {
@@ -59,7 +59,7 @@ pub fn frame(data: &[u8]) -> Verdict {
     outcome
 }
 
-/// The handshake: the first frame through `chat_node::identity::identify_hello`, in open mode and in
+/// The handshake: the first frame through `switchboard_wire::identity::identify_hello`, in open mode and in
 /// token mode with an HS256 key. The first byte picks what the rest is:
 /// - `0`: the frame text itself, given to an open node and to a token node;
 /// - `1`: a token's header and claims JSON (split at the first NUL byte), signed with the node's
@@ -151,13 +151,13 @@ fn sign(header: &[u8], claims: &[u8], secret: &[u8]) -> String {
 /// Longest message the `ws` target's reader accepts.
 const WS_MAX: usize = 1024;
 
-/// Bytes a client sends on an upgraded socket → `chat_node::ws::WsReader`: any input comes to
+/// Bytes a client sends on an upgraded socket → `switchboard_wire::ws::WsReader`: any input comes to
 /// messages and at most one error, then the end, never a panic or a hang; a text message is UTF-8 (by
 /// its type) and within the limit, a control frame's payload at most 125 bytes, and no message is made
 /// out of nothing (each takes at least a two-byte header of the input).
 pub fn ws(data: &[u8]) -> Verdict {
-    use chat_node::ws::{Message, WsReader};
     use futures_util::StreamExt as _;
+    use switchboard_wire::ws::{Message, WsReader};
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
         return Verdict::Skipped;
     };

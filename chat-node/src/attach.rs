@@ -48,17 +48,8 @@ const SECRET_KEY: &str = "attachments:url-secret";
 /// Download URLs expire on these boundaries, so URLs handed out close together are equal (and cached).
 const URL_EXPIRY_STEP_MS: u64 = 5 * 60 * 1000;
 
-/// An attachment as a client declares it in `send` / `dm`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-pub struct Declared {
-    /// File name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The type the client believes the file is.
-    #[serde(rename = "type")]
-    pub mime: String,
-}
+/// An attachment as a client declares it in `send` / `dm` (a part of the wire protocol).
+pub use crate::protocol::Declared;
 
 /// Where a message with attachments went.
 #[derive(Clone, Debug, PartialEq, Eq)]

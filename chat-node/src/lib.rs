@@ -27,6 +27,10 @@
 //! HTTP edge (the only modules that use axum; `server` answers the WebSocket handshake itself), `ws` the
 //! node's own WebSocket framing on the upgraded socket (no buffer held while a connection is idle), and
 //! `backend::redis` the Redis edge. See `PROTOCOL.md` for the wire protocol.
+//!
+//! `protocol`, `ws`, `names` and `identity`, and the token checks of `auth`, are the `switchboard-wire`
+//! crate, re-exported here under these names: the part a client reaches before anything else checks
+//! it, in a crate small enough for the fuzz targets to build alone.
 
 pub mod admin;
 pub mod attach;
@@ -36,21 +40,18 @@ pub mod config;
 pub mod connection;
 pub mod drain;
 pub mod hub;
-pub mod identity;
 pub mod limits;
 pub mod membership;
 pub mod metrics;
-pub mod names;
 pub mod node;
 pub mod outbox;
-pub mod protocol;
 pub mod refusals;
 pub mod server;
 pub mod session;
 mod standalone;
-pub mod ws;
 
 pub use config::Args;
+pub use switchboard_wire::{identity, names, protocol, ws};
 
 use anyhow::Context as _;
 use backend::Backend;
@@ -106,12 +107,12 @@ pub async fn start(args: Args, listener: tokio::net::TcpListener) -> anyhow::Res
     let tls = switchboard_runtime::tls::Tls::from_args(&args.tls).context("--tls-cert-file")?;
     let metrics_listener = args.metrics.bind().await?;
     let scaled = args.redis.is_configured();
-    let auth = auth::Authenticator::from_args(&args.auth, scaled, addr)?;
+    let auth = auth::from_args(&args.auth, scaled, addr)?;
     let origins = registry::origins::AllowedOrigins::new(&args.allowed_origins)?;
     auth.warm_up().await;
     let dev_issuer = if args.auth.dev_token_issuer {
         tracing::warn!("development token issuer enabled: POST /v1/dev-token signs any name");
-        auth.dev_issuer()
+        auth::dev_issuer(&auth)
     } else {
         None
     };

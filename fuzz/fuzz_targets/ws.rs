@@ -1,7 +1,9 @@
-//! Bytes on an upgraded socket → `chat_node::ws::WsReader` (the property: `checks::ws`).
+//! Bytes on an upgraded socket → `switchboard_wire::ws::WsReader` (the property: `checks::ws`).
 
 #![no_main]
 
+// Each target runs one of the checks; the others are unused here.
+#[allow(dead_code)]
 #[path = "../checks.rs"]
 mod checks;
 

@@ -8,6 +8,7 @@ use jsonwebtoken::{EncodingKey, Header, encode};
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -93,8 +94,7 @@ async fn issuer_and_audience_are_required_when_configured() {
         jwt_audience: Some("switchboard".into()),
         ..AuthArgs::default()
     };
-    let auth = Authenticator::from_args(&args, true, "0.0.0.0:1".parse().expect("addr"))
-        .expect("jwt mode");
+    let auth = from_args(&args, true, "0.0.0.0:1".parse().expect("addr")).expect("jwt mode");
     let mut c = claims("alice", 60);
     c["aud"] = json!("switchboard");
     assert_eq!(
@@ -126,17 +126,13 @@ fn defaults_are_open_on_loopback_and_refuse_to_start_unauthenticated_elsewhere()
     let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
     let public: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
     let none = AuthArgs::default();
-    assert!(
-        Authenticator::from_args(&none, false, loopback)
-            .expect("open")
-            .is_open()
-    );
+    assert!(from_args(&none, false, loopback).expect("open").is_open());
     assert!(matches!(
-        Authenticator::from_args(&none, true, loopback),
+        from_args(&none, true, loopback),
         Err(ConfigError::ScaledNeedsKey)
     ));
     assert!(matches!(
-        Authenticator::from_args(&none, false, public),
+        from_args(&none, false, public),
         Err(ConfigError::OpenOffLoopback { .. })
     ));
     let explicit_open = AuthArgs {
@@ -144,7 +140,7 @@ fn defaults_are_open_on_loopback_and_refuse_to_start_unauthenticated_elsewhere()
         ..AuthArgs::default()
     };
     assert!(
-        Authenticator::from_args(&explicit_open, true, public)
+        from_args(&explicit_open, true, public)
             .expect("opt-out")
             .is_open()
     );
@@ -153,7 +149,7 @@ fn defaults_are_open_on_loopback_and_refuse_to_start_unauthenticated_elsewhere()
         ..AuthArgs::default()
     };
     assert!(matches!(
-        Authenticator::from_args(&jwt_without_key, false, loopback),
+        from_args(&jwt_without_key, false, loopback),
         Err(ConfigError::NoKeySource)
     ));
     let dev_open = AuthArgs {
@@ -161,7 +157,7 @@ fn defaults_are_open_on_loopback_and_refuse_to_start_unauthenticated_elsewhere()
         ..AuthArgs::default()
     };
     assert!(matches!(
-        Authenticator::from_args(&dev_open, false, loopback),
+        from_args(&dev_open, false, loopback),
         Err(ConfigError::DevIssuerNotAllowed)
     ));
 }
@@ -204,8 +200,7 @@ async fn eddsa_tokens_verify_through_a_fetched_jwks_and_confusion_is_refused() {
         jwt_jwks_url: Some(url),
         ..AuthArgs::default()
     };
-    let auth =
-        Authenticator::from_args(&args, true, "127.0.0.1:1".parse().expect("addr")).expect("jwks");
+    let auth = from_args(&args, true, "127.0.0.1:1".parse().expect("addr")).expect("jwks");
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some("k1".into());
     let key = EncodingKey::from_ed_der(pkcs8.as_ref());

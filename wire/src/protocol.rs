@@ -134,7 +134,7 @@ pub enum PresenceMode {
     /// One `presence` frame per join or leave, as it happens (the default).
     #[default]
     Events,
-    /// One `presence_batch` frame per room and [`crate::hub::PRESENCE_BATCH_EVERY`] at most, listing
+    /// One `presence_batch` frame per room and `chat_node::hub::PRESENCE_BATCH_EVERY` at most, listing
     /// who joined and who left.
     Batch,
     /// One `presence_count` frame per room and interval at most, with the member count only; `joined`
@@ -144,6 +144,18 @@ pub enum PresenceMode {
 
 /// The `req` correlation value a client may attach to any frame.
 pub type Req = Option<Value>;
+
+/// An attachment as a client declares it in `send` / `dm`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Declared {
+    /// File name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The type the client believes the file is.
+    #[serde(rename = "type")]
+    pub mime: String,
+}
 
 /// A parsed client frame.
 #[derive(Clone, Debug, PartialEq)]
@@ -189,7 +201,7 @@ pub enum ClientFrame {
         /// Idempotency key.
         client_id: Option<String>,
         /// Files the message carries (their bytes are uploaded over HTTP afterwards).
-        attachments: Vec<crate::attach::Declared>,
+        attachments: Vec<Declared>,
     },
     /// Send a direct message.
     Dm {
@@ -200,7 +212,7 @@ pub enum ClientFrame {
         /// Idempotency key.
         client_id: Option<String>,
         /// Files the message carries.
-        attachments: Vec<crate::attach::Declared>,
+        attachments: Vec<Declared>,
     },
     /// Typing indicator.
     Typing {
@@ -270,7 +282,7 @@ struct SendF {
     body: Option<String>,
     client_id: Option<String>,
     #[serde(default)]
-    attachments: Vec<crate::attach::Declared>,
+    attachments: Vec<Declared>,
 }
 #[derive(Deserialize)]
 struct DmF {
@@ -278,15 +290,11 @@ struct DmF {
     body: Option<String>,
     client_id: Option<String>,
     #[serde(default)]
-    attachments: Vec<crate::attach::Declared>,
+    attachments: Vec<Declared>,
 }
 
 /// `body` is required unless the message carries attachments.
-fn body_of(
-    ty: &str,
-    body: Option<String>,
-    attachments: &[crate::attach::Declared],
-) -> Result<String, Refusal> {
+fn body_of(ty: &str, body: Option<String>, attachments: &[Declared]) -> Result<String, Refusal> {
     match body {
         Some(b) => Ok(b),
         None if !attachments.is_empty() => Ok(String::new()),
