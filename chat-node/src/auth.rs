@@ -235,7 +235,7 @@ impl Jwks {
     }
 
     /// The key for `kid`, fetching the set when it is unknown (rate-limited) or stale.
-    async fn key(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), Refused> {
+    async fn cached_key(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), Refused> {
         let mut state = self.state.lock().await;
         let stale = state.fetched.is_none_or(|t| t.elapsed() >= JWKS_MAX_AGE);
         let lookup = |s: &JwksState| match kid {
@@ -361,7 +361,7 @@ impl KeySource for Jwks {
         &'a self,
         kid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(DecodingKey, Algorithm), Refused>> {
-        Box::pin(self.key(kid))
+        Box::pin(self.cached_key(kid))
     }
 
     fn warm_up(&self) -> BoxFuture<'_, ()> {
