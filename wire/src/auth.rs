@@ -39,7 +39,7 @@ pub struct Verified {
     pub expires_at: Option<SystemTime>,
     /// Private rooms the token grants (the `rooms` claim).
     pub rooms: Vec<String>,
-    /// The token carries `"admin": true`: it may change room ACLs ([`crate::admin`]).
+    /// The token carries `"admin": true`: it may change room ACLs (`chat_node::admin`).
     pub admin: bool,
 }
 

@@ -15,7 +15,7 @@
 //! a message (whole or in fragments) longer than the limit is refused as soon as its header says so
 //! ([`WsError::TooBig`], close 1009), other protocol violations are [`WsError::Protocol`] (1002) and a text
 //! message that is not UTF-8 is [`WsError::InvalidUtf8`] (1007). Pings are answered by the connection (the
-//! reader hands them up, see [`crate::connection::WsMessage::pong_payload`]).
+//! reader hands them up, see `chat_node::connection::WsMessage::pong_payload`).
 
 use bytes::Bytes;
 use futures_util::{Sink, Stream};
